@@ -1,0 +1,396 @@
+"""
+L{IBus} on a RabbitMQ topic exchange, through txAMQP.
+
+One connection per process, kept by a L{ClientService}: after every
+(re)connect, L{AMQPBus._prepare} authenticates, opens the channels, declares
+the exchange and every subscription's queue and bindings again, then resends
+whatever the broker had not confirmed. Publishing uses publisher confirms: a
+publish's L{Deferred} fires only once the broker has taken the message.
+"""
+
+import os
+from collections import OrderedDict, deque
+from itertools import count
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.logger import Logger
+from txamqp.client import Closed, TwistedDelegate
+from txamqp.content import Content
+from txamqp.protocol import AMQClient
+from txamqp.queue import Closed as QueueClosed
+from txamqp.spec import load as loadSpec
+from zope.interface import implementer
+
+from resmon.bus.delivery import deliver
+from resmon.interfaces import IBus, ISubscription
+
+SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
+
+DEFAULT_HEARTBEAT = 10
+DEFAULT_OUTBOX_LIMIT = 10000
+PUBLISH_CHANNEL = 1
+
+
+class Dropped(Exception):
+    """
+    A message was dropped before the broker confirmed it: the outbox
+    overflowed, the broker refused it, or the bus stopped.
+    """
+
+
+class ResmonAMQClient(AMQClient):
+    """
+    An L{AMQClient} that gives up on a silent peer after two missed
+    heartbeats (txAMQP waits three) and turns a channel closed by the broker
+    into a reconnect, so declarations and consumers are all redone.
+    """
+
+    MAX_UNSEEN_HEARTBEAT = 2
+    log = Logger()
+
+    def channel_failed(self, channel, reason):
+        self.log.warn("broker closed channel {channel}: {reason}; reconnecting",
+                      channel=channel.id, reason=reason.getErrorMessage())
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class _Delegate(TwistedDelegate):
+    """
+    Handles what the broker sends outside replies: publisher confirms and
+    consumer cancellation.
+    """
+
+    def __init__(self, bus):
+        TwistedDelegate.__init__(self)
+        self.bus = bus
+
+    def basic_ack(self, channel, message):
+        self.bus._confirmed(message.delivery_tag, message.multiple, True)
+
+    def basic_nack(self, channel, message):
+        self.bus._confirmed(message.delivery_tag, message.multiple, False)
+
+    def basic_cancel(self, channel, message):
+        # The queue we consumed from was deleted: reconnect, which redeclares it.
+        channel.close(Closed("consumer cancelled by the broker"))
+        self.client.channel_failed(channel, None)
+
+
+class _ClientFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, bus, spec, vhost, heartbeat, clock):
+        self.bus = bus
+        self.spec = spec
+        self.vhost = vhost
+        self.heartbeat = heartbeat
+        self.clock = clock
+
+    def buildProtocol(self, addr):
+        return ResmonAMQClient(
+            _Delegate(self.bus), vhost=self.vhost, spec=self.spec,
+            heartbeat=self.heartbeat, clock=self.clock)
+
+
+class _Outgoing:
+    __slots__ = ("routingKey", "body", "deferred")
+
+    def __init__(self, routingKey, body, deferred):
+        self.routingKey = routingKey
+        self.body = body
+        self.deferred = deferred
+
+
+@implementer(ISubscription)
+class _AMQPSubscription:
+    def __init__(self, bus, patterns, handler, queue, durable, prefetch):
+        self._bus = bus
+        self.patterns = tuple(patterns)
+        self.handler = handler
+        self.queue = queue
+        self.durable = durable
+        self.prefetch = prefetch
+        self.channelId = None
+
+    def cancel(self):
+        return self._bus._cancel(self)
+
+
+@implementer(IBus)
+class AMQPBus(service.Service):
+    """
+    An L{IBus} on RabbitMQ.
+
+    @param broker: a L{resmon.brokerurl.BrokerURL}.
+    @param exchange: the topic exchange's name; declared durable.
+    @param reactor: the reactor to connect with (and its clock).
+    @param heartbeat: AMQP heartbeat in seconds; a peer silent for two
+        intervals is dropped and reconnected.
+    @param connectTimeout: seconds for the TCP connection.
+    @param handshakeTimeout: seconds for the AMQP handshake and
+        declarations after TCP connects.
+    @param maxRetryDelay: cap of the exponential reconnect backoff.
+    @param outboxLimit: how many messages may wait for the broker's
+        confirmation; past that the oldest unsent is dropped and counted.
+    """
+
+    name = "bus"
+    log = Logger()
+
+    def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
+                 connectTimeout=10, handshakeTimeout=10, maxRetryDelay=4.0,
+                 outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH):
+        self.broker = broker
+        self.exchange = exchange
+        self._reactor = reactor
+        self.heartbeat = heartbeat
+        self.connectTimeout = connectTimeout
+        self.handshakeTimeout = handshakeTimeout
+        self.maxRetryDelay = maxRetryDelay
+        self.outboxLimit = outboxLimit
+        self._spec = loadSpec(spec)
+        self._subscriptions = []
+        self._outbox = deque()
+        self._unconfirmed = OrderedDict()
+        self._client = None
+        self._publishChannel = None
+        self._deliveryTags = None
+        self._channelIds = count(PUBLISH_CHANNEL + 1)
+        self._clientService = None
+        self.connected = False
+        self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
+                         "connections": 0, "delivered": 0}
+
+    # IService
+
+    def startService(self):
+        service.Service.startService(self)
+        endpoint = HostnameEndpoint(
+            self._reactor, self.broker.host, self.broker.port, timeout=self.connectTimeout)
+        factory = _ClientFactory(
+            self, self._spec, self.broker.vhost, self.heartbeat, self._reactor)
+        self._clientService = ClientService(
+            endpoint, factory,
+            retryPolicy=backoffPolicy(initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0),
+            clock=self._reactor,
+            prepareConnection=self._prepare,
+        )
+        self.log.info("connecting to {broker}, exchange {exchange}",
+                      broker=self.broker.redacted(), exchange=self.exchange)
+        self._clientService.startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        client = self._client
+        if client is not None and not client.closed:
+            try:
+                # connection.close / close-ok: the broker requeues unacked
+                # deliveries at once instead of waiting for a TCP timeout.
+                yield client.close(within=2)
+            except Exception:
+                self.log.failure("closing the AMQP connection failed")
+        yield self._clientService.stopService()
+        self._failOutbox("the bus stopped")
+        self.log.info("disconnected from {broker}", broker=self.broker.redacted())
+
+    def whenConnected(self):
+        """
+        A L{Deferred} that fires once connected and declared.
+        """
+        return self._clientService.whenConnected()
+
+    # Connection life cycle
+
+    @defer.inlineCallbacks
+    def _prepare(self, client):
+        transport = client.transport
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+        handshake = self._handshake(client)
+        handshake.addTimeout(self.handshakeTimeout, self._reactor)
+        try:
+            yield handshake
+        except Exception as e:
+            self.log.warn("AMQP handshake with {broker} failed: {error}",
+                          broker=self.broker.redacted(), error=_describe(e))
+            raise
+        self.counters["connections"] += 1
+        self.connected = True
+        self.log.info("connected to {broker} (connection #{count}), {subscriptions} subscription(s)",
+                      broker=self.broker.redacted(), count=self.counters["connections"],
+                      subscriptions=len(self._subscriptions))
+        client.disconnected.wait().addCallback(lambda _: self._lost(client))
+        self._flush()
+
+    @defer.inlineCallbacks
+    def _handshake(self, client):
+        yield client.authenticate(self.broker.username, self.broker.password)
+        channel = yield client.channel(PUBLISH_CHANNEL)
+        yield channel.channel_open()
+        yield channel.exchange_declare(exchange=self.exchange, type="topic", durable=True)
+        yield channel.confirm_select()
+        self._channelIds = count(PUBLISH_CHANNEL + 1)
+        for subscription in self._subscriptions:
+            yield self._consume(client, subscription)
+        self._client = client
+        self._publishChannel = channel
+        self._deliveryTags = count(1)
+
+    def _lost(self, client):
+        if client is not self._client:
+            return
+        self._client = None
+        self._publishChannel = None
+        self.connected = False
+        # Whatever the broker did not confirm goes out again, first and in order.
+        self._outbox.extendleft(reversed(self._unconfirmed.values()))
+        self._unconfirmed.clear()
+        if self.running:
+            self.log.warn("lost the connection to {broker}; {pending} message(s) wait to be resent; reconnecting",
+                          broker=self.broker.redacted(), pending=len(self._outbox))
+
+    # Publishing
+
+    def publish(self, routingKey, body):
+        d = defer.Deferred()
+        if not self.running:
+            d.errback(Dropped("the bus is not running"))
+            return d
+        self._outbox.append(_Outgoing(routingKey, body, d))
+        self._enforceLimit()
+        self._flush()
+        return d
+
+    def _enforceLimit(self):
+        while self._outbox and len(self._outbox) + len(self._unconfirmed) > self.outboxLimit:
+            dropped = self._outbox.popleft()
+            self.counters["dropped"] += 1
+            if self.counters["dropped"] == 1 or self.counters["dropped"] % 1000 == 0:
+                self.log.warn("outbox full ({limit}): dropped the oldest message ({count} so far)",
+                              limit=self.outboxLimit, count=self.counters["dropped"])
+            dropped.deferred.errback(Dropped("outbox full"))
+
+    def _flush(self):
+        channel = self._publishChannel
+        while channel is not None and self._outbox and not channel.closed:
+            outgoing = self._outbox.popleft()
+            tag = next(self._deliveryTags)
+            self._unconfirmed[tag] = outgoing
+            content = Content(outgoing.body, properties={
+                "delivery-mode": 2, "content-type": "application/json"})
+            self.counters["published"] += 1
+            channel.basic_publish(
+                exchange=self.exchange, routing_key=outgoing.routingKey, content=content,
+            ).addErrback(lambda f: None)  # a closed channel: _lost() requeues it
+
+    def _confirmed(self, tag, multiple, ok):
+        if multiple:
+            tags = [t for t in self._unconfirmed if t <= tag]
+        else:
+            tags = [tag] if tag in self._unconfirmed else []
+        for t in tags:
+            outgoing = self._unconfirmed.pop(t)
+            if ok:
+                self.counters["confirmed"] += 1
+                outgoing.deferred.callback(None)
+            else:
+                self.counters["nacked"] += 1
+                self.log.warn("broker refused a message under {routingKey}",
+                              routingKey=outgoing.routingKey)
+                outgoing.deferred.errback(Dropped("the broker refused the message (basic.nack)"))
+
+    def _failOutbox(self, why):
+        pending = list(self._unconfirmed.values()) + list(self._outbox)
+        self._unconfirmed.clear()
+        self._outbox.clear()
+        for outgoing in pending:
+            outgoing.deferred.errback(Dropped(why))
+
+    # Subscribing
+
+    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100):
+        subscription = _AMQPSubscription(self, patterns, handler, queue, durable, prefetch)
+        self._subscriptions.append(subscription)
+        if self._client is not None:
+            self._consume(self._client, subscription).addErrback(
+                lambda f: self.log.failure("subscribing failed", f))
+        return subscription
+
+    @defer.inlineCallbacks
+    def _consume(self, client, subscription):
+        channelId = next(self._channelIds)
+        channel = yield client.channel(channelId)
+        yield channel.channel_open()
+        yield channel.basic_qos(prefetch_count=subscription.prefetch)
+        if subscription.queue:
+            reply = yield channel.queue_declare(
+                queue=subscription.queue, durable=subscription.durable)
+        else:
+            reply = yield channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+        queueName = reply.queue
+        for pattern in subscription.patterns:
+            yield channel.queue_bind(queue=queueName, exchange=self.exchange, routing_key=pattern)
+        reply = yield channel.basic_consume(queue=queueName, no_ack=False)
+        messages = yield client.queue(reply.consumer_tag)
+        subscription.channelId = channelId
+        self.log.info("consuming {patterns} from queue {queue}",
+                      patterns=",".join(subscription.patterns), queue=queueName)
+        self._pump(client, channel, messages, subscription)
+
+    @defer.inlineCallbacks
+    def _pump(self, client, channel, messages, subscription):
+        while True:
+            try:
+                message = yield messages.get()
+            except (QueueClosed, Closed):
+                return
+            if subscription not in self._subscriptions:
+                return
+            self.counters["delivered"] += 1
+            body = message.content.body
+            if not isinstance(body, bytes):
+                body = body.encode("utf-8")  # txAMQP hands an empty body over as ''
+            deliver(subscription.handler, message.routing_key, body,
+                    _acknowledger(channel, message.delivery_tag))
+
+    def _cancel(self, subscription):
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+        client = self._client
+        if client is None or subscription.channelId is None:
+            return defer.succeed(None)
+        d = client.channel(subscription.channelId)
+        d.addCallback(lambda channel: channel.channel_close())
+        d.addErrback(lambda f: None)
+        return d
+
+
+class _acknowledger:
+    """
+    Acknowledges or requeues one delivery, if its channel is still open: a
+    delivery from a channel that closed since is redelivered by the broker.
+    """
+
+    __slots__ = ("channel", "tag")
+
+    def __init__(self, channel, tag):
+        self.channel = channel
+        self.tag = tag
+
+    def __call__(self):
+        if not self.channel.closed:
+            self.channel.basic_ack(delivery_tag=self.tag).addErrback(lambda f: None)
+
+    def retry(self):
+        if not self.channel.closed:
+            self.channel.basic_reject(delivery_tag=self.tag, requeue=True).addErrback(lambda f: None)
+
+
+def _describe(error):
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200]

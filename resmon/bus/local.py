@@ -1,0 +1,143 @@
+"""
+An in-process bus with the topic semantics of a RabbitMQ topic exchange, for
+standalone mode and for tests.
+"""
+
+from collections import deque
+from itertools import count
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from resmon.bus.delivery import deliver
+from resmon.interfaces import IBus, ISubscription
+from resmon.topics import topicMatches
+
+
+class _Queue:
+    """
+    A queue with its bindings and its consumers, as in AMQP: each message
+    goes to one consumer, round robin, at most C{prefetch} unacknowledged.
+    """
+
+    def __init__(self, name, clock):
+        self.name = name
+        self.bindings = set()
+        self.consumers = []
+        self.messages = deque()
+        self._clock = clock
+        self._scheduled = None
+        self._next = 0
+
+    def put(self, routingKey, body):
+        self.messages.append((routingKey, body))
+        self.schedule()
+
+    def schedule(self):
+        # Deliver later, never from inside publish(): a handler that publishes
+        # must not recurse into other handlers.
+        if self._scheduled is None and self.messages and self.consumers:
+            self._scheduled = self._clock.callLater(0, self._drain)
+
+    def _drain(self):
+        self._scheduled = None
+        while self.messages:
+            consumer = self._nextReady()
+            if consumer is None:
+                return
+            routingKey, body = self.messages.popleft()
+            consumer.receive(routingKey, body)
+
+    def _nextReady(self):
+        for i in range(len(self.consumers)):
+            consumer = self.consumers[(self._next + i) % len(self.consumers)]
+            if consumer.inFlight < consumer.prefetch:
+                self._next = (self._next + i + 1) % len(self.consumers)
+                return consumer
+        return None
+
+
+@implementer(ISubscription)
+class _LocalSubscription:
+    def __init__(self, bus, queue, patterns, handler, prefetch):
+        self._bus = bus
+        self.queue = queue
+        self.patterns = tuple(patterns)
+        self.handler = handler
+        self.prefetch = prefetch
+        self.inFlight = 0
+
+    def receive(self, routingKey, body):
+        self.inFlight += 1
+        deliver(self.handler, routingKey, body, _LocalAcknowledger(self, routingKey, body))
+
+    def settled(self):
+        self.inFlight -= 1
+        self.queue.schedule()
+
+    def cancel(self):
+        self._bus._cancel(self)
+        return defer.succeed(None)
+
+
+class _LocalAcknowledger:
+    def __init__(self, subscription, routingKey, body):
+        self.subscription = subscription
+        self.message = (routingKey, body)
+
+    def __call__(self):
+        self.subscription.settled()
+
+    def retry(self):
+        self.subscription.queue.messages.appendleft(self.message)
+        self.subscription.settled()
+
+
+@implementer(IBus)
+class LocalBus(service.Service):
+    """
+    An in-process L{IBus}. Named queues are shared by their subscribers
+    (competing consumers); an unnamed subscription gets a private queue.
+    Nothing is kept across a restart of the process.
+
+    @param clock: an L{IReactorTime} used to deliver messages asynchronously.
+    """
+
+    name = "bus"
+    log = Logger()
+
+    def __init__(self, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self._queues = {}
+        self._private = count()
+        self.published = 0
+
+    def publish(self, routingKey, body):
+        self.published += 1
+        for queue in list(self._queues.values()):
+            if any(topicMatches(pattern, routingKey) for pattern in queue.bindings):
+                queue.put(routingKey, body)
+        return defer.succeed(None)
+
+    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100):
+        if queue is None:
+            queue = f"local.private.{next(self._private)}"
+        if queue not in self._queues:
+            self._queues[queue] = _Queue(queue, self._clock)
+        target = self._queues[queue]
+        target.bindings.update(patterns)
+        subscription = _LocalSubscription(self, target, patterns, handler, max(1, prefetch))
+        target.consumers.append(subscription)
+        target.schedule()
+        return subscription
+
+    def _cancel(self, subscription):
+        queue = subscription.queue
+        if subscription in queue.consumers:
+            queue.consumers.remove(subscription)
+        if queue.name.startswith("local.private.") and not queue.consumers:
+            self._queues.pop(queue.name, None)

@@ -1,0 +1,99 @@
+"""
+The contracts between resmon's parts, and the one third parties implement.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IBus(Interface):
+    """
+    Topic publish/subscribe, with RabbitMQ topic-exchange semantics.
+
+    Routing keys are dot-separated words; in subscription patterns C{*}
+    matches exactly one word and C{#} zero or more words.
+    """
+
+    def publish(routingKey, body):
+        """
+        Publish C{body} (L{bytes}) under C{routingKey} (L{str}).
+
+        @return: a L{Deferred} that fires once the bus has taken
+            responsibility for the message (for RabbitMQ: the broker confirmed
+            it), or fails if the message was dropped.
+        """
+
+    def subscribe(patterns, handler, queue=None, durable=False, prefetch=100):
+        """
+        Deliver every message whose routing key matches one of C{patterns}
+        to C{handler(routingKey, body)}.
+
+        Messages are acknowledged once C{handler} returns, or once the
+        L{Deferred} it returns fires; a handler that raises or fails gets the
+        message acknowledged all the same (and logged), so bad input never
+        blocks a queue.
+
+        @param queue: a queue name shared by competing consumers, or L{None}
+            for a private queue that lives as long as this subscription.
+        @param durable: whether a named queue survives a broker restart.
+        @param prefetch: how many unacknowledged messages may be in flight.
+        @return: an L{ISubscription}.
+        """
+
+
+class ISubscription(Interface):
+    """
+    A live subscription made with L{IBus.subscribe}.
+    """
+
+    patterns = Attribute("The routing-key patterns this subscription receives.")
+
+    def cancel():
+        """
+        Stop receiving messages. Returns a L{Deferred}.
+        """
+
+
+class IAnalyzer(Interface):
+    """
+    An analyzer plugin: it judges one measure and returns findings.
+
+    resmon calls L{analyze} once per measure, on the reactor thread, in the
+    order measures of one host arrive. The findings appear in the published
+    analysis under C{analyses[<name>]}.
+
+    Findings are a L{dict} with these optional keys (anything else is
+    refused, so a typo cannot hide a result):
+
+      - C{"level"}: C{"LOW"}, C{"MEDIUM"} or C{"HIGH"}: the overall verdict.
+      - C{"checks"}: a L{dict} mapping a subject name (C{"cpu"}, C{"/var"})
+        to a L{dict} with C{"level"} (as above or L{None}), C{"value"}
+        (a finite number or L{None}) and optionally C{"message"} (L{str}).
+      - C{"values"}: a L{dict} of extra named numbers (finite or L{None}).
+      - C{"messages"}: a L{list} of human-readable L{str}.
+
+    Returning L{None} means "nothing to say about this measure" (for example
+    the metric it looks at is missing).
+    """
+
+    name = Attribute(
+        "A unique, stable name: lowercase letters, digits, '-' and '_'. "
+        "It keys the findings in every analysis and the analyzer's options."
+    )
+
+    def configure(options):
+        """
+        Receive this analyzer's options (a L{dict} of L{str} to L{str},
+        possibly empty) before the first measure. Raise L{ValueError} with a
+        clear message to refuse a bad option.
+        """
+
+    def analyze(measure, state):
+        """
+        Judge one decoded measure.
+
+        @param measure: a L{resmon.wire.Measure}; its C{metrics} is the
+            decoded metrics dict documented in C{docs/protocol.md}.
+        @param state: a L{dict} private to this analyzer and this host, kept
+            between calls; store per-host history here.
+        @return: findings (see the interface docstring) or L{None}.
+        """

@@ -1,0 +1,164 @@
+"""
+The analysis pipeline: runs every analyzer on a measure, isolated from each
+other, and composes their findings into one analysis.
+"""
+
+import math
+import time
+from collections import Counter
+
+from twisted.logger import Logger
+
+from resmon.analyzers.base import worstLevel
+from resmon.wire import LEVELS, VERSION
+
+DEFAULT_TIME_BUDGET = 0.05
+
+
+class InvalidFindings(ValueError):
+    """
+    An analyzer returned something that is not valid findings.
+    """
+
+
+def _finite(value):
+    return value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def validateFindings(findings):
+    """
+    Check findings returned by an analyzer (see L{resmon.interfaces.IAnalyzer}).
+
+    @return: a clean copy, safe to serialise.
+    @raise InvalidFindings: naming what is wrong.
+    """
+    if not isinstance(findings, dict):
+        raise InvalidFindings(f"findings must be a dict or None, not {type(findings).__name__}")
+    unknown = set(findings) - {"level", "checks", "values", "messages"}
+    if unknown:
+        raise InvalidFindings(f"unknown key(s) {sorted(map(str, unknown))}")
+    clean = {}
+    if "level" in findings:
+        if findings["level"] is not None and findings["level"] not in LEVELS:
+            raise InvalidFindings(f"level must be one of {LEVELS} or None, not {findings['level']!r}")
+        clean["level"] = findings["level"]
+    if "checks" in findings:
+        checks = findings["checks"]
+        if not isinstance(checks, dict):
+            raise InvalidFindings("checks must be a dict")
+        clean["checks"] = {}
+        for subject, check in checks.items():
+            if not isinstance(subject, str) or not isinstance(check, dict):
+                raise InvalidFindings("checks must map str subjects to dicts")
+            if set(check) - {"level", "value", "message"}:
+                raise InvalidFindings(f"check {subject!r} has unknown keys")
+            if check.get("level") is not None and check["level"] not in LEVELS:
+                raise InvalidFindings(f"check {subject!r} has level {check['level']!r}")
+            if not _finite(check.get("value")):
+                raise InvalidFindings(f"check {subject!r} value must be a finite number or None")
+            if "message" in check and not isinstance(check["message"], str):
+                raise InvalidFindings(f"check {subject!r} message must be a str")
+            clean["checks"][subject] = dict(check)
+    if "values" in findings:
+        values = findings["values"]
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and _finite(v) for k, v in values.items()
+        ):
+            raise InvalidFindings("values must map str to finite numbers or None")
+        clean["values"] = dict(values)
+    if "messages" in findings:
+        messages = findings["messages"]
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            raise InvalidFindings("messages must be a list of str")
+        clean["messages"] = list(messages)
+    return clean
+
+
+class AnalysisPipeline:
+    """
+    Runs analyzers over measures and builds analyses.
+
+    An analyzer that raises, returns invalid findings or runs over its time
+    budget has its entry in that analysis marked C{"status": "error"}; the
+    others and the pipeline carry on. Failures are counted per analyzer in
+    L{failures} and logged (the first, then every hundredth).
+
+    @param analyzers: L{IAnalyzer} providers, already configured.
+    @param timeBudget: seconds one analyzer may take on one measure.
+    @param wallClock: returns the current time (for C{analyzed_at}).
+    @param timer: a monotonic clock to measure analyzer run time.
+    """
+
+    log = Logger()
+
+    def __init__(self, analyzers, timeBudget=DEFAULT_TIME_BUDGET,
+                 wallClock=time.time, timer=time.perf_counter):
+        self.analyzers = list(analyzers)
+        self.timeBudget = timeBudget
+        self._wallClock = wallClock
+        self._timer = timer
+        self._state = {}
+        self.failures = Counter()
+
+    def analyze(self, measure):
+        """
+        Build the analysis of one decoded L{resmon.wire.Measure}.
+        """
+        hostState = self._state.setdefault(measure.host, {})
+        results = {}
+        for analyzer in self.analyzers:
+            results[analyzer.name] = self._run(
+                analyzer, measure, hostState.setdefault(analyzer.name, {}))
+        usage = results.get("usage", {})
+        levels = {
+            subject: check.get("level")
+            for subject, check in usage.get("checks", {}).items()
+        }
+        return {
+            "v": VERSION,
+            "kind": "analysis",
+            "host": measure.host,
+            "seq": measure.seq,
+            "ts": measure.ts,
+            "interval": measure.interval,
+            "analyzed_at": self._wallClock(),
+            "level": worstLevel(r.get("level") for r in results.values()),
+            "levels": levels,
+            "cpu_result": levels.get("cpu"),
+            "analyses": results,
+            "metrics": measure.metrics,
+        }
+
+    def _run(self, analyzer, measure, state):
+        started = self._timer()
+        try:
+            findings = analyzer.analyze(measure, state)
+            elapsed = self._timer() - started
+            if elapsed > self.timeBudget:
+                raise InvalidFindings(
+                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms budget")
+            if findings is None:
+                return {"status": "ok"}
+            result = validateFindings(findings)
+        except Exception as e:
+            return self._failed(analyzer, measure, e)
+        result["status"] = "ok"
+        return result
+
+    def _failed(self, analyzer, measure, error):
+        self.failures[analyzer.name] += 1
+        count = self.failures[analyzer.name]
+        reason = f"{type(error).__name__}: {error}"[:300]
+        if count == 1 or count % 100 == 0:
+            self.log.error(
+                "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
+                analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
+        return {"status": "error", "error": reason}
+
+    def forgetHost(self, host):
+        """
+        Drop the per-host state of C{host}.
+        """
+        self._state.pop(host, None)

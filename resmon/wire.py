@@ -1,0 +1,262 @@
+"""
+resmon's wire format: encoding, decoding and validation of every message on
+the bus. Documented field by field in C{docs/protocol.md}.
+
+Decoding never trusts its input: anything that is not exactly a valid
+message raises L{Rejected} with a short machine-readable C{reason} (used as
+a counter name) and a human-readable detail.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from resmon import topics
+
+VERSION = 1
+DEFAULT_MAX_BODY = 256 * 1024
+LEVELS = ("LOW", "MEDIUM", "HIGH")
+
+
+class Rejected(ValueError):
+    """
+    A message that is not valid. C{reason} is one short word for counting.
+    """
+
+    def __init__(self, reason, detail):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Measure:
+    """
+    One sample of one host, as published by an agent.
+
+    C{seq} is L{None} for a measure in the proof-of-concept format.
+    """
+
+    host: str
+    seq: object
+    ts: float
+    interval: object
+    metrics: dict
+    legacy: bool = False
+    hostWord: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not self.hostWord:
+            self.hostWord = topics.hostWord(self.host)
+
+
+def _rejectConstant(name):
+    raise Rejected("non-finite", f"{name} is not a number resmon accepts")
+
+
+def _parseFloat(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise Rejected("non-finite", f"{text[:20]} is out of range")
+    return value
+
+
+def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
+    """
+    Parse a message body as a UTF-8 JSON object, with the checks every
+    message gets: size, encoding, syntax, finite numbers, an object at top.
+    """
+    if not isinstance(body, bytes):
+        raise Rejected("type", "body is not bytes")
+    if len(body) > maxBody:
+        raise Rejected("too-large", f"{len(body)} bytes is over the {maxBody} byte limit")
+    if not body:
+        raise Rejected("empty", "empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected("encoding", f"not UTF-8 ({e.reason} at byte {e.start})")
+    try:
+        document = json.loads(
+            text, parse_constant=_rejectConstant, parse_float=_parseFloat
+        )
+    except Rejected:
+        raise
+    except RecursionError:
+        raise Rejected("too-deep", "JSON nested too deeply")
+    except ValueError as e:
+        # json.JSONDecodeError, and int() refusing a number with too many digits
+        raise Rejected("json", str(e)[:120])
+    if not isinstance(document, dict):
+        raise Rejected("shape", "top level is not a JSON object")
+    return document
+
+
+def _isNumber(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value, where, minimum=None, maximum=None, optional=False):
+    if value is None and optional:
+        return None
+    if not _isNumber(value):
+        raise Rejected("type", f"{where} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise Rejected("non-finite", f"{where} is not finite")
+    if minimum is not None and value < minimum:
+        raise Rejected("range", f"{where} is {value}, below {minimum}")
+    if maximum is not None and value > maximum:
+        raise Rejected("range", f"{where} is {value}, above {maximum}")
+    return value
+
+
+def _percent(value, where, optional=False):
+    return _number(value, where, 0, 100, optional)
+
+
+def _object(value, where):
+    if not isinstance(value, dict):
+        raise Rejected("type", f"{where} must be an object")
+    return value
+
+
+def _string(value, where, maxLength=255):
+    if not isinstance(value, str) or not value:
+        raise Rejected("type", f"{where} must be a non-empty string")
+    if len(value) > maxLength:
+        raise Rejected("range", f"{where} is longer than {maxLength} characters")
+    return value
+
+
+_RATES = {
+    "disk_io": ("read_bytes_per_s", "write_bytes_per_s", "read_ops_per_s", "write_ops_per_s"),
+    "net_io": ("bytes_sent_per_s", "bytes_recv_per_s", "packets_sent_per_s", "packets_recv_per_s"),
+}
+
+
+def validateMetrics(metrics):
+    """
+    Check the known metrics of a measure (see C{docs/protocol.md}). Every
+    metric is optional, so an agent on a platform without swap or load still
+    sends valid measures; unknown metrics are left alone for newer agents.
+    """
+    _object(metrics, "metrics")
+    if "cpu" in metrics:
+        cpu = _object(metrics["cpu"], "metrics.cpu")
+        _percent(cpu.get("percent"), "metrics.cpu.percent")
+        perCore = cpu.get("per_core", [])
+        if not isinstance(perCore, list) or len(perCore) > 4096:
+            raise Rejected("type", "metrics.cpu.per_core must be a list of at most 4096 numbers")
+        for i, value in enumerate(perCore):
+            _percent(value, f"metrics.cpu.per_core[{i}]")
+    for name in ("memory", "swap"):
+        if name in metrics:
+            memory = _object(metrics[name], f"metrics.{name}")
+            _percent(memory.get("percent"), f"metrics.{name}.percent")
+            for key in ("total", "used", "available", "free"):
+                if key in memory:
+                    _number(memory[key], f"metrics.{name}.{key}", 0)
+    if "load" in metrics:
+        load = metrics["load"]
+        if not isinstance(load, list) or len(load) != 3:
+            raise Rejected("type", "metrics.load must be a list of 3 numbers")
+        for i, value in enumerate(load):
+            _number(value, f"metrics.load[{i}]", 0)
+    if "disks" in metrics:
+        disks = metrics["disks"]
+        if not isinstance(disks, list) or len(disks) > 1024:
+            raise Rejected("type", "metrics.disks must be a list of at most 1024 objects")
+        for i, disk in enumerate(disks):
+            _object(disk, f"metrics.disks[{i}]")
+            _string(disk.get("mount"), f"metrics.disks[{i}].mount", 4096)
+            _percent(disk.get("percent"), f"metrics.disks[{i}].percent")
+            for key in ("total", "used", "free"):
+                _number(disk.get(key), f"metrics.disks[{i}].{key}", 0)
+    for name, keys in _RATES.items():
+        if name in metrics:
+            rates = _object(metrics[name], f"metrics.{name}")
+            for key in keys:
+                # null on the first sample of an agent run: no delta yet.
+                _number(rates.get(key), f"metrics.{name}.{key}", 0, optional=True)
+    return metrics
+
+
+def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY):
+    """
+    Decode and validate a measure received under C{routingKey}.
+
+    Accepts resmon's v1 measure and the proof-of-concept body
+    C{{"cpu_percentage": 42.0}}, whose host is taken from the routing key.
+
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is None or words[1] != topics.MEASURE:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.measure")
+    document = loadJSON(body, maxBody)
+    if "v" not in document and "cpu_percentage" in document:
+        cpu = _percent(document["cpu_percentage"], "cpu_percentage")
+        return Measure(
+            host=words[0], seq=None, ts=None, interval=None,
+            metrics={"cpu": {"percent": cpu}}, legacy=True, hostWord=words[0],
+        )
+    if document.get("v") != VERSION:
+        raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
+    if document.get("kind", "measure") != "measure":
+        raise Rejected("kind", "not a measure")
+    host = _string(document.get("host"), "host")
+    seq = document.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise Rejected("type", "seq must be a non-negative integer")
+    ts = _number(document.get("ts"), "ts", 0)
+    interval = _number(document.get("interval"), "interval", 0)
+    metrics = validateMetrics(document.get("metrics"))
+    if topics.hostWord(host) != words[0]:
+        raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
+    return Measure(host=host, seq=seq, ts=ts, interval=interval, metrics=metrics, hostWord=words[0])
+
+
+def encodeMeasure(host, seq, ts, interval, metrics):
+    """
+    Encode a v1 measure.
+    """
+    return _dumps({
+        "v": VERSION, "kind": "measure", "host": host, "seq": seq,
+        "ts": ts, "interval": interval, "metrics": metrics,
+    })
+
+
+def encodeAnalysis(analysis):
+    """
+    Encode an analysis dict built by L{resmon.services.analyzer}.
+    """
+    return _dumps(analysis)
+
+
+def encodeEvent(document):
+    """
+    Encode any resmon event (analysis, status) for the bus or a client.
+    """
+    return _dumps(document)
+
+
+def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY):
+    """
+    Decode an event (analysis or status) for fan-out to clients: the web
+    only needs a valid v1 object with a host and a kind that matches the
+    routing key; it forwards the rest as is.
+    """
+    words = topics.splitKey(routingKey)
+    if words is None:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.<kind>")
+    document = loadJSON(body, maxBody)
+    if document.get("v") != VERSION:
+        raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
+    if document.get("kind") != words[1]:
+        raise Rejected("kind", f"kind {str(document.get('kind'))[:20]!r} under {routingKey[:80]!r}")
+    _string(document.get("host"), "host")
+    return document
+
+
+def _dumps(document):
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
