@@ -1,0 +1,933 @@
+// resmon dashboard: one WebSocket, no polling, DOM updated per animation frame.
+"use strict";
+
+(() => {
+  const HISTORY_POINTS = 900;          // 15 min at one sample per second
+  const SPARK_POINTS = 120;            // card sparklines are downsampled to this
+  const MAX_CORE_SERIES = 128;         // per-core history kept for at most this many cores
+  const BACKOFF_FIRST = 0.5;           // seconds
+  const BACKOFF_CAP = 10;              // seconds
+  const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often
+  const LEVEL_RANK = { LOW: 1, MEDIUM: 2, HIGH: 3 };
+  const LEVELS = ["HIGH", "MEDIUM", "LOW"];
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  // ---- small helpers -------------------------------------------------------
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+  const isObj = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
+  const level = (x) => (typeof x === "string" && LEVEL_RANK[x.toUpperCase()] ? x.toUpperCase() : null);
+  const nowSec = () => Date.now() / 1000;
+
+  function fmtPct(x) {
+    return isNum(x) ? `${x.toFixed(1)} %` : "–";
+  }
+
+  function fmtBytes(x) {
+    if (!isNum(x)) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let i = 0;
+    let v = Math.abs(x);
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+    const digits = v >= 100 || i === 0 ? 0 : v >= 10 ? 1 : 2;
+    return `${x < 0 ? "-" : ""}${v.toFixed(digits)} ${units[i]}`;
+  }
+
+  const fmtRate = (x) => (isNum(x) ? `${fmtBytes(x)}/s` : "–");
+
+  function fmtAge(seconds) {
+    if (!isNum(seconds)) return "–";
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  // Writes only when the value changed: DOM writes are what costs at 500 cards.
+  function setText(el, text) {
+    if (el.__text !== text) { el.__text = text; el.textContent = text; }
+  }
+  function setAttr(el, name, value) {
+    const key = `__a_${name}`;
+    if (el[key] !== value) {
+      el[key] = value;
+      if (value === null) el.removeAttribute(name); else el.setAttribute(name, value);
+    }
+  }
+  function setHidden(el, hidden) {
+    if (el.hidden !== hidden) el.hidden = hidden;
+  }
+  function setLevelBadge(el, lvl) {
+    setText(el, lvl || "–");
+    setAttr(el, "data-level", lvl || "none");
+  }
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG_NS, name);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+    return el;
+  }
+
+  // ---- reading an analysis defensively ---------------------------------------
+
+  function usageCheck(ev, subject) {
+    const usage = isObj(ev.analyses) && isObj(ev.analyses.usage) ? ev.analyses.usage : null;
+    const checks = usage && isObj(usage.checks) ? usage.checks : null;
+    return checks && isObj(checks[subject]) ? checks[subject] : null;
+  }
+
+  /** Everything the dashboard shows, pulled out of one analysis event. */
+  function readAnalysis(ev) {
+    const m = isObj(ev.metrics) ? ev.metrics : {};
+    const cpu = isObj(m.cpu) ? m.cpu : {};
+    const mem = isObj(m.memory) ? m.memory : {};
+    const net = isObj(m.net_io) ? m.net_io : {};
+    const levels = isObj(ev.levels) ? ev.levels : {};
+    const cpuCheck = usageCheck(ev, "cpu");
+    const memCheck = usageCheck(ev, "memory");
+
+    let cpuPct = isNum(cpu.percent) ? cpu.percent : null;
+    if (cpuPct === null && isNum(m.cpu_percentage)) cpuPct = m.cpu_percentage;
+    if (cpuPct === null && cpuCheck && isNum(cpuCheck.value)) cpuPct = cpuCheck.value;
+    let memPct = isNum(mem.percent) ? mem.percent : null;
+    if (memPct === null && memCheck && isNum(memCheck.value)) memPct = memCheck.value;
+
+    const disks = Array.isArray(m.disks)
+      ? m.disks.filter((d) => isObj(d) && isNum(d.percent)).map((d) => ({
+          mount: typeof d.mount === "string" ? d.mount : String(d.device ?? "?"),
+          percent: d.percent,
+          used: d.used,
+          total: d.total,
+        }))
+      : [];
+    let fullest = null;
+    for (const d of disks) if (!fullest || d.percent > fullest.percent) fullest = d;
+
+    return {
+      level: level(ev.level),
+      cpu: cpuPct,
+      cpuLevel: level(levels.cpu) || level(ev.cpu_result) || level(cpuCheck && cpuCheck.level),
+      mem: memPct,
+      memLevel: level(levels.memory) || level(memCheck && memCheck.level),
+      perCore: Array.isArray(cpu.per_core) ? cpu.per_core.map((x) => (isNum(x) ? x : null)) : [],
+      load: Array.isArray(m.load) ? m.load.slice(0, 3).map((x) => (isNum(x) ? x : null)) : null,
+      disks,
+      fullest,
+      rx: isNum(net.bytes_recv_per_s) ? net.bytes_recv_per_s : null,
+      tx: isNum(net.bytes_sent_per_s) ? net.bytes_sent_per_s : null,
+    };
+  }
+
+  // ---- per-host model --------------------------------------------------------
+
+  /** Fixed-size column store of the points received for one host. */
+  class History {
+    constructor(capacity) {
+      this.capacity = capacity;
+      this.length = 0;
+      this.start = 0;
+      this.t = new Float64Array(capacity);
+      this.cpu = new Float32Array(capacity);
+      this.mem = new Float32Array(capacity);
+      this.rx = new Float32Array(capacity);
+      this.tx = new Float32Array(capacity);
+      this.disks = new Map();   // mount -> Float32Array, allocated when first seen
+      this.cores = [];          // core index -> Float32Array
+      this.lastKey = null;
+    }
+    series(map, key) {
+      let arr = map instanceof Map ? map.get(key) : map[key];
+      if (!arr) {
+        arr = new Float32Array(this.capacity).fill(NaN);
+        if (map instanceof Map) map.set(key, arr); else map[key] = arr;
+      }
+      return arr;
+    }
+    /** Index into the column arrays of the i-th oldest point. */
+    at(i) { return (this.start + i) % this.capacity; }
+    lastT() { return this.length ? this.t[this.at(this.length - 1)] : null; }
+  }
+
+  const hosts = new Map();     // host -> entry
+  const pending = new Map();   // host -> latest event not yet drawn
+  let frameRequested = false;
+  let orderDirty = true;    // cards must be re-ordered (new host, new sort)
+  let lastReorder = 0;
+  let detailHost = null;
+  let detailOpener = null;
+
+  function getEntry(host) {
+    let entry = hosts.get(host);
+    if (!entry) {
+      entry = {
+        host,
+        key: host.toLowerCase(),
+        ev: null,
+        data: null,
+        arrival: 0,
+        sampleTs: null,
+        serverStatus: null,
+        serverStatusAt: 0,
+        shownStatus: "online",
+        history: new History(HISTORY_POINTS),
+        card: null,
+        visible: true,
+      };
+      hosts.set(host, entry);
+      orderDirty = true;
+    }
+    return entry;
+  }
+
+  /**
+   * The one place points enter a host's history. Server-sent history (for a
+   * snapshot) would be fed through here one event at a time, oldest first.
+   */
+  function appendPoint(entry, ev, data, arrival) {
+    const h = entry.history;
+    const t = isNum(ev.ts) ? ev.ts : arrival;
+    const key = `${isNum(ev.ts) ? ev.ts : ""}|${ev.seq ?? ""}|${ev.analyzed_at ?? ""}`;
+    if (key === h.lastKey) return false;                 // same event again (snapshot after reconnect)
+    const last = h.lastT();
+    if (last !== null && t < last) return false;         // out of order: keep the chart monotonic
+    h.lastKey = key;
+    let i;
+    if (h.length < h.capacity) {
+      i = h.at(h.length);
+      h.length++;
+    } else {
+      i = h.start;
+      h.start = (h.start + 1) % h.capacity;
+    }
+    h.t[i] = t;
+    h.cpu[i] = data.cpu ?? NaN;
+    h.mem[i] = data.mem ?? NaN;
+    h.rx[i] = data.rx ?? NaN;
+    h.tx[i] = data.tx ?? NaN;
+    for (const arr of h.disks.values()) arr[i] = NaN;
+    for (const d of data.disks) h.series(h.disks, d.mount)[i] = d.percent;
+    for (const arr of h.cores) if (arr) arr[i] = NaN;
+    const n = Math.min(data.perCore.length, MAX_CORE_SERIES);
+    for (let c = 0; c < n; c++) h.series(h.cores, c)[i] = data.perCore[c] ?? NaN;
+    return true;
+  }
+
+  function ingestAnalysis(ev, arrival) {
+    if (typeof ev.host !== "string" || ev.host === "") return;
+    const entry = getEntry(ev.host);
+    const data = readAnalysis(ev);
+    if (!appendPoint(entry, ev, data, arrival) && entry.ev) {
+      // A duplicate or an older sample: only take it if nothing newer is shown.
+      if (!(isNum(ev.ts) && isNum(entry.sampleTs) && ev.ts > entry.sampleTs)) return;
+    }
+    entry.ev = ev;
+    entry.data = data;
+    entry.arrival = arrival;
+    entry.sampleTs = isNum(ev.ts) ? ev.ts : null;
+    pending.set(entry.host, ev);
+    scheduleFrame();
+  }
+
+  function ingestStatus(ev, arrival) {
+    if (typeof ev.host !== "string" || ev.host === "" || typeof ev.status !== "string") return;
+    const entry = getEntry(ev.host);
+    entry.serverStatus = ev.status.toLowerCase();
+    entry.serverStatusAt = arrival;
+    pending.set(entry.host, entry.ev);
+    scheduleFrame();
+  }
+
+  /** online / stale / offline: the server's word if it is newer than the data, else our own guess. */
+  function statusOf(entry, now) {
+    if (entry.serverStatus && entry.serverStatusAt >= entry.arrival) return entry.serverStatus;
+    if (!entry.ev) return "offline";
+    const interval = isNum(entry.ev.interval) && entry.ev.interval > 0 ? entry.ev.interval : 1;
+    return now - entry.arrival > Math.max(5 * interval, 15) ? "stale" : "online";
+  }
+
+  // ---- cards -----------------------------------------------------------------
+
+  const grid = $("#hosts");
+  const template = $("#card-template");
+  const emptyNote = $("#empty");
+
+  const visibility = "IntersectionObserver" in window
+    ? new IntersectionObserver((records) => {
+        for (const r of records) {
+          const entry = r.target.__entry;
+          entry.visible = r.isIntersecting;
+          if (entry.visible && entry.cardStale) { pending.set(entry.host, entry.ev); scheduleFrame(); }
+        }
+      }, { rootMargin: "200px" })
+    : null;
+
+  function createCard(entry) {
+    const el = template.content.firstElementChild.cloneNode(true);
+    el.dataset.host = entry.host;
+    el.__entry = entry;
+    const card = {
+      el,
+      name: $(".host-name", el),
+      status: $(".status-badge", el),
+      age: $(".age", el),
+      cpuValue: $(".cpu-value", el),
+      cpuLevel: $(".cpu-level", el),
+      memValue: $(".mem-value", el),
+      memLevel: $(".mem-level", el),
+      cpuSpark: $(".spark-cpu", el),
+      memSpark: $(".spark-mem", el),
+      cores: $(".cores", el),
+      coreBars: [],
+      load: $(".load-value", el),
+      disk: $(".disk-value", el),
+      rx: $(".net-recv", el),
+      tx: $(".net-sent", el),
+    };
+    card.name.textContent = entry.host;
+    card.name.title = entry.host;
+    entry.card = card;
+    grid.appendChild(el);
+    if (visibility) visibility.observe(el);
+    return card;
+  }
+
+  function sparkPoints(h, column) {
+    const n = h.length;
+    if (n === 0) return "";
+    const buckets = Math.min(n, SPARK_POINTS);
+    const out = [];
+    for (let b = 0; b < buckets; b++) {
+      const from = Math.floor((b * n) / buckets);
+      const to = Math.max(from + 1, Math.floor(((b + 1) * n) / buckets));
+      let v = NaN;
+      for (let i = from; i < to; i++) {
+        const x = column[h.at(i)];
+        if (!Number.isNaN(x) && !(x <= v)) v = x;   // bucket max, so short spikes stay visible
+      }
+      if (Number.isNaN(v)) continue;
+      const y = (23 - (Math.min(100, Math.max(0, v)) * 22) / 100).toFixed(1);
+      if (buckets === 1) return `0,${y} 100,${y}`;   // one point: a flat line, not nothing
+      out.push(`${((b * 100) / (buckets - 1)).toFixed(1)},${y}`);
+    }
+    return out.join(" ");
+  }
+
+  function renderCoreBars(container, bars, perCore, big) {
+    if (bars.length !== perCore.length) {
+      container.textContent = "";
+      bars.length = 0;
+      for (let c = 0; c < perCore.length; c++) {
+        const bar = document.createElement("span");
+        bar.className = "core";
+        const fill = document.createElement("span");
+        fill.className = "core-fill";
+        bar.appendChild(fill);
+        if (big) bar.title = `core ${c}`;
+        container.appendChild(bar);
+        bars.push(fill);
+      }
+    }
+    for (let c = 0; c < perCore.length; c++) {
+      const v = perCore[c];
+      const pct = isNum(v) ? Math.min(100, Math.max(0, v)) : 0;
+      const fill = bars[c];
+      const scale = (pct / 100).toFixed(3);
+      if (fill.__scale !== scale) { fill.__scale = scale; fill.style.transform = `scaleY(${scale})`; }
+      setAttr(fill, "data-level", pct >= 75 ? "HIGH" : pct >= 25 ? "MEDIUM" : "LOW");
+      if (big) setAttr(fill.parentNode, "title", `core ${c}: ${fmtPct(v)}`);
+    }
+  }
+
+  function renderCard(entry, now) {
+    const card = entry.card || createCard(entry);
+    const d = entry.data;
+    const status = statusOf(entry, now);
+    entry.shownStatus = status;
+    renderStatus(card.el, card.status, status);
+    renderAge(entry, now);
+    if (!d) return;
+    if (!entry.visible) { entry.cardStale = true; return; }
+    entry.cardStale = false;
+
+    setAttr(card.el, "data-level", d.level || "none");
+    setText(card.cpuValue, fmtPct(d.cpu));
+    setLevelBadge(card.cpuLevel, d.cpuLevel);
+    setText(card.memValue, fmtPct(d.mem));
+    setLevelBadge(card.memLevel, d.memLevel);
+    card.cpuSpark.setAttribute("points", sparkPoints(entry.history, entry.history.cpu));
+    card.memSpark.setAttribute("points", sparkPoints(entry.history, entry.history.mem));
+    renderCoreBars(card.cores, card.coreBars, d.perCore, false);
+    setText(card.load, d.load && d.load.length ? d.load.map((x) => (isNum(x) ? x.toFixed(2) : "–")).join(" ") : "–");
+    setText(card.disk, d.fullest ? `${fmtPct(d.fullest.percent)} ${d.fullest.mount}` : "–");
+    setAttr(card.disk, "title", d.disks.map((x) => `${x.mount}: ${fmtPct(x.percent)}`).join("\n") || null);
+    setText(card.rx, fmtRate(d.rx));
+    setText(card.tx, fmtRate(d.tx));
+    setAttr(card.el, "aria-label",
+      `${entry.host}: level ${d.level || "unknown"}, CPU ${fmtPct(d.cpu)} ${d.cpuLevel || ""}, ` +
+      `memory ${fmtPct(d.mem)} ${d.memLevel || ""}${status === "online" ? "" : `, ${status}`}. Open details`);
+  }
+
+  function renderStatus(cardEl, badge, status) {
+    setAttr(cardEl, "data-status", status);
+    setHidden(badge, status === "online");
+    setText(badge, status === "online" ? "" : status.toUpperCase());
+    setAttr(badge, "data-status", status);
+  }
+
+  function ageOf(entry, now) {
+    return (isNum(entry.sampleTs) ? now - entry.sampleTs : now - entry.arrival);
+  }
+
+  function renderAge(entry, now) {
+    if (!entry.card || !entry.ev) return;
+    const text = fmtAge(ageOf(entry, now));
+    setText(entry.card.age, text);
+    setAttr(entry.card.age, "title", isNum(entry.sampleTs) ? new Date(entry.sampleTs * 1000).toLocaleString() : "arrival time");
+  }
+
+  // ---- filtering, sorting, counts --------------------------------------------
+
+  const filterInput = $("#filter");
+  const levelSelect = $("#level-filter");
+  const sortSelect = $("#sort");
+  const countsBox = $("#counts");
+
+  function matches(entry, text, lvl) {
+    if (text && !entry.key.includes(text)) return false;
+    if (lvl && !(entry.data && entry.data.level === lvl)) return false;
+    return true;
+  }
+
+  const byName = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  function comparator(mode) {
+    if (mode === "cpu" || mode === "memory") {
+      const field = mode === "cpu" ? "cpu" : "mem";
+      return (a, b) => {
+        const va = a.data && isNum(a.data[field]) ? a.data[field] : -1;
+        const vb = b.data && isNum(b.data[field]) ? b.data[field] : -1;
+        return vb - va || byName(a, b);
+      };
+    }
+    return byName;
+  }
+
+  /** Indexes (into seq) of a longest increasing subsequence: those nodes need not move. */
+  function longestIncreasing(seq) {
+    const tails = [];
+    const prev = new Array(seq.length);
+    for (let i = 0; i < seq.length; i++) {
+      let lo = 0;
+      let hi = tails.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (seq[tails[mid]] < seq[i]) lo = mid + 1; else hi = mid;
+      }
+      prev[i] = lo > 0 ? tails[lo - 1] : -1;
+      tails[lo] = i;
+    }
+    const keep = new Set();
+    for (let i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = prev[i]) keep.add(i);
+    return keep;
+  }
+
+  function applyOrderAndFilter() {
+    const text = filterInput.value.trim().toLowerCase();
+    const lvl = levelSelect.value;
+    const entries = [...hosts.values()].filter((e) => e.card);
+    entries.sort(comparator(sortSelect.value));
+    for (const e of entries) setHidden(e.card.el, !matches(e, text, lvl));
+    // Move as few nodes as possible: moving a node resets its layout and focus.
+    const current = new Map();
+    Array.prototype.forEach.call(grid.children, (el, i) => current.set(el, i));
+    const wanted = entries.map((e) => e.card.el);
+    const positions = wanted.map((el) => current.get(el));
+    const keep = longestIncreasing(positions);
+    const focused = document.activeElement;
+    let moved = false;
+    for (let i = wanted.length - 1; i >= 0; i--) {
+      if (keep.has(i)) continue;
+      const next = i + 1 < wanted.length ? wanted[i + 1] : null;
+      if (wanted[i].nextSibling !== next) {
+        grid.insertBefore(wanted[i], next);
+        if (wanted[i] === focused) moved = true;
+      }
+    }
+    if (moved && focused) focused.focus({ preventScroll: true });
+    lastReorder = performance.now();
+    orderDirty = false;
+  }
+
+  function renderCounts(now) {
+    const n = { HIGH: 0, MEDIUM: 0, LOW: 0 };
+    let down = 0;
+    let shown = 0;
+    for (const e of hosts.values()) {
+      if (e.data && e.data.level) n[e.data.level]++;
+      if (statusOf(e, now) !== "online") down++;
+      if (e.card && !e.card.el.hidden) shown++;
+    }
+    if (hosts.size === 0) setText(emptyNote, "Waiting for data…");
+    else if (shown === 0) setText(emptyNote, "No host matches the filter.");
+    setHidden(emptyNote, hosts.size > 0 && shown > 0);
+    for (const lvl of LEVELS) {
+      const btn = countsBox.querySelector(`.count[data-level="${lvl}"]`);
+      setText($(".n", btn), String(n[lvl]));
+      setAttr(btn, "aria-pressed", levelSelect.value === lvl ? "true" : "false");
+      setAttr(btn, "aria-label", `${n[lvl]} hosts ${lvl}; show only these`);
+    }
+    setText($("#count-total"), String(hosts.size));
+    const downBox = $("#count-down");
+    setText($(".n", downBox), String(down));
+    setHidden(downBox, down === 0);
+  }
+
+  // ---- frame loop ------------------------------------------------------------
+
+  function scheduleFrame() {
+    if (!frameRequested) {
+      frameRequested = true;
+      requestAnimationFrame(frame);
+    }
+  }
+
+  let reorderTimer = null;
+
+  function frame() {
+    frameRequested = false;
+    const now = nowSec();
+    const valueSort = sortSelect.value !== "name";
+    const text = filterInput.value.trim().toLowerCase();
+    const lvl = levelSelect.value;
+    let valuesChanged = false;
+    for (const host of pending.keys()) {
+      const entry = hosts.get(host);
+      if (!entry) continue;
+      if (!entry.card) orderDirty = true;          // a new host: place it at once
+      renderCard(entry, now);
+      setHidden(entry.card.el, !matches(entry, text, lvl));
+      valuesChanged = true;
+      if (host === detailHost) renderDetail();
+    }
+    pending.clear();
+    if (valueSort && valuesChanged) {
+      // Value sorts re-order at most once a second so cards do not jitter.
+      const wait = REORDER_EVERY_MS - (performance.now() - lastReorder);
+      if (wait <= 0) orderDirty = true;
+      else if (!reorderTimer) {
+        reorderTimer = setTimeout(() => {
+          reorderTimer = null;
+          orderDirty = true;
+          scheduleFrame();
+        }, wait);
+      }
+    }
+    if (orderDirty) applyOrderAndFilter();
+    renderCounts(now);
+  }
+
+  function refilterNow() {
+    orderDirty = true;
+    lastReorder = 0;
+    applyOrderAndFilter();
+    renderCounts(nowSec());
+  }
+
+  filterInput.addEventListener("input", refilterNow);
+  levelSelect.addEventListener("change", refilterNow);
+  sortSelect.addEventListener("change", refilterNow);
+  $(".controls").addEventListener("submit", (e) => e.preventDefault());
+  countsBox.addEventListener("click", (e) => {
+    const btn = e.target.closest(".count[data-level]");
+    if (!btn) return;
+    levelSelect.value = levelSelect.value === btn.dataset.level ? "" : btn.dataset.level;
+    refilterNow();
+  });
+
+  // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
+  setInterval(() => {
+    const now = nowSec();
+    for (const entry of hosts.values()) {
+      if (!entry.card) continue;
+      renderAge(entry, now);
+      const status = statusOf(entry, now);
+      if (status !== entry.shownStatus) { pending.set(entry.host, entry.ev); scheduleFrame(); }
+    }
+    if (detailHost) renderDetailAge(now);
+    renderConnection();
+    renderCounts(now);
+  }, 1000);
+
+  // ---- detail view -----------------------------------------------------------
+
+  const detail = $("#detail");
+  const detailPanel = $(".detail-panel", detail);
+  const detailCoreBars = [];
+
+  function openDetail(host, opener) {
+    if (!hosts.has(host)) return;
+    detailHost = host;
+    detailOpener = opener || null;
+    detail.hidden = false;
+    document.body.classList.add("detail-open");
+    renderDetail();
+    $("#detail-close").focus();
+  }
+
+  function closeDetail() {
+    if (detail.hidden) return;
+    detail.hidden = true;
+    detailHost = null;
+    document.body.classList.remove("detail-open");
+    const opener = detailOpener;
+    detailOpener = null;
+    if (opener && opener.isConnected) opener.focus();
+  }
+
+  grid.addEventListener("click", (e) => {
+    const card = e.target.closest(".host-card");
+    if (card) openDetail(card.dataset.host, card);
+  });
+  grid.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    const card = e.target.closest(".host-card");
+    if (!card) return;
+    e.preventDefault();
+    openDetail(card.dataset.host, card);
+  });
+  $("#detail-close").addEventListener("click", closeDetail);
+  detail.addEventListener("click", (e) => { if (e.target === detail) closeDetail(); });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !detail.hidden) { e.preventDefault(); closeDetail(); return; }
+    if (e.key === "Tab" && !detail.hidden) {
+      // keep focus inside the dialog
+      const focusable = detail.querySelectorAll("button, [href], input, select, [tabindex]:not([tabindex='-1'])");
+      if (!focusable.length) return;
+      const first = focusable[0];
+      const last = focusable[focusable.length - 1];
+      if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+      else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+    }
+  });
+
+  const CHART_W = 600;
+  const CHART_H = 160;
+  const PAD_L = 44;
+  const PAD_R = 6;
+  const PAD_T = 8;
+  const PAD_B = 18;
+
+  /**
+   * Draw time series into an svg: series = [{column, cls}], y from 0 to max
+   * (or auto), x over the history's time range; NaN leaves a gap.
+   */
+  function drawChart(svg, h, series, opts) {
+    svg.textContent = "";
+    const n = h.length;
+    let max = opts.max;
+    if (max === undefined) {
+      max = 0;
+      for (const s of series) for (let i = 0; i < n; i++) {
+        const v = s.column[h.at(i)];
+        if (v > max) max = v;
+      }
+      max = niceCeil(max || 1);
+    }
+    const tEnd = n ? h.t[h.at(n - 1)] : nowSec();
+    const tStart = n ? Math.min(h.t[h.at(0)], tEnd - 60) : tEnd - 60;
+    const span = Math.max(1, tEnd - tStart);
+    const x = (t) => PAD_L + ((t - tStart) / span) * (CHART_W - PAD_L - PAD_R);
+    const y = (v) => PAD_T + (1 - Math.min(1, Math.max(0, v / max))) * (CHART_H - PAD_T - PAD_B);
+
+    for (const frac of [0, 0.5, 1]) {
+      const yy = y(max * frac);
+      svg.appendChild(svgEl("line", { x1: PAD_L, x2: CHART_W - PAD_R, y1: yy, y2: yy, class: "grid" }));
+      const label = svgEl("text", { x: PAD_L - 4, y: yy + 4, class: "axis", "text-anchor": "end" });
+      label.textContent = opts.fmt(max * frac);
+      svg.appendChild(label);
+    }
+    const ago = svgEl("text", { x: PAD_L, y: CHART_H - 4, class: "axis" });
+    ago.textContent = `−${fmtDuration(span)}`;
+    svg.appendChild(ago);
+    const nowLabel = svgEl("text", { x: CHART_W - PAD_R, y: CHART_H - 4, class: "axis", "text-anchor": "end" });
+    nowLabel.textContent = "now";
+    svg.appendChild(nowLabel);
+
+    for (const s of series) {
+      let d = "";
+      let pen = "M";
+      for (let i = 0; i < n; i++) {
+        const j = h.at(i);
+        const v = s.column[j];
+        if (Number.isNaN(v)) { pen = "M"; continue; }
+        d += `${pen}${x(h.t[j]).toFixed(1)},${y(v).toFixed(1)}`;
+        pen = "L";
+      }
+      if (!d) continue;
+      const path = svgEl("path", { d, class: `line ${s.cls || ""}`, "vector-effect": "non-scaling-stroke" });
+      if (s.color) path.style.stroke = s.color;
+      svg.appendChild(path);
+    }
+    if (n === 0) {
+      const t = svgEl("text", { x: CHART_W / 2, y: CHART_H / 2, class: "axis", "text-anchor": "middle" });
+      t.textContent = "no data yet";
+      svg.appendChild(t);
+    }
+  }
+
+  function niceCeil(v) {
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function fmtDuration(s) {
+    if (s < 90) return `${Math.round(s)} s`;
+    if (s < 5400) return `${Math.round(s / 60)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  const PALETTE = ["#2563eb", "#db2777", "#0d9488", "#9333ea", "#ea580c", "#65a30d", "#0891b2", "#a16207"];
+
+  function fillLegend(ul, items) {
+    ul.textContent = "";
+    for (const it of items) {
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = `swatch ${it.cls || ""}`;
+      if (it.color) sw.style.background = it.color;
+      li.append(sw, document.createTextNode(it.label));
+      ul.appendChild(li);
+    }
+  }
+
+  function addFact(dl, name, value) {
+    const wrap = document.createElement("div");
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = name;
+    dd.textContent = value;
+    wrap.append(dt, dd);
+    dl.appendChild(wrap);
+  }
+
+  function renderDetailAge(now) {
+    const entry = hosts.get(detailHost);
+    if (!entry || !entry.ev) return;
+    setText($(".detail-age", detail), `updated ${fmtAge(ageOf(entry, now))}`);
+    const status = statusOf(entry, now);
+    const badge = $(".detail-status", detail);
+    setHidden(badge, status === "online");
+    setText(badge, status.toUpperCase());
+    setAttr(badge, "data-status", status);
+  }
+
+  function renderDetail() {
+    const entry = hosts.get(detailHost);
+    if (!entry) return;
+    const ev = entry.ev || {};
+    const d = entry.data || readAnalysis({});
+    const h = entry.history;
+    const m = isObj(ev.metrics) ? ev.metrics : {};
+    setText($("#detail-title"), entry.host);
+    setLevelBadge($(".detail-level", detail), d.level);
+    renderDetailAge(nowSec());
+
+    const facts = $(".detail-facts", detail);
+    facts.textContent = "";
+    addFact(facts, "CPU", `${fmtPct(d.cpu)} ${d.cpuLevel || ""}`);
+    const mem = isObj(m.memory) ? m.memory : {};
+    addFact(facts, "memory", `${fmtPct(d.mem)} ${d.memLevel || ""}` +
+      (isNum(mem.used) && isNum(mem.total) ? ` (${fmtBytes(mem.used)} / ${fmtBytes(mem.total)})` : ""));
+    if (isObj(m.swap) && isNum(m.swap.percent)) addFact(facts, "swap", fmtPct(m.swap.percent));
+    addFact(facts, "load 1/5/15", d.load ? d.load.map((x) => (isNum(x) ? x.toFixed(2) : "–")).join(" / ") : "–");
+    addFact(facts, "net ↓ / ↑", `${fmtRate(d.rx)} / ${fmtRate(d.tx)}`);
+    if (isObj(m.disk_io)) addFact(facts, "disk read / write", `${fmtRate(m.disk_io.read_bytes_per_s)} / ${fmtRate(m.disk_io.write_bytes_per_s)}`);
+    addFact(facts, "cores", String(d.perCore.length || "–"));
+    addFact(facts, "seq", ev.seq === null || ev.seq === undefined ? "–" : String(ev.seq));
+    addFact(facts, "interval", isNum(ev.interval) ? `${ev.interval} s` : "–");
+
+    const pctFmt = (v) => `${Math.round(v)}%`;
+    $('.chart-now[data-chart="cpu"]', detail).textContent = fmtPct(d.cpu);
+    $('.chart-now[data-chart="memory"]', detail).textContent = fmtPct(d.mem);
+    drawChart($("#chart-cpu"), h, [{ column: h.cpu, cls: "cpu" }], { max: 100, fmt: pctFmt });
+    drawChart($("#chart-cores"), h, h.cores.filter(Boolean).map((column) => ({ column, cls: "core-line" })), { max: 100, fmt: pctFmt });
+    renderCoreBars($(".core-bars-big", detail), detailCoreBars, d.perCore, true);
+    drawChart($("#chart-mem"), h, [{ column: h.mem, cls: "mem" }], { max: 100, fmt: pctFmt });
+    const mounts = [...h.disks.keys()];
+    drawChart($("#chart-disk"), h, mounts.map((mount, i) => ({ column: h.disks.get(mount), color: PALETTE[i % PALETTE.length] })), { max: 100, fmt: pctFmt });
+    const nowPct = new Map(d.disks.map((x) => [x.mount, x.percent]));
+    fillLegend($('[data-legend="disk"]', detail), mounts.map((mount, i) => ({
+      label: `${mount} ${fmtPct(nowPct.get(mount))}`, color: PALETTE[i % PALETTE.length],
+    })));
+    drawChart($("#chart-net"), h, [{ column: h.rx, cls: "rx" }, { column: h.tx, cls: "tx" }], { fmt: (v) => fmtRate(v) });
+    fillLegend($('[data-legend="net"]', detail), [
+      { label: `received ${fmtRate(d.rx)}`, cls: "rx" },
+      { label: `sent ${fmtRate(d.tx)}`, cls: "tx" },
+    ]);
+    renderAnalyses($(".analyses", detail), ev.analyses);
+  }
+
+  function renderAnalyses(ul, analyses) {
+    ul.textContent = "";
+    if (!isObj(analyses) || Object.keys(analyses).length === 0) {
+      const li = document.createElement("li");
+      li.textContent = "none";
+      ul.appendChild(li);
+      return;
+    }
+    for (const [name, a] of Object.entries(analyses)) {
+      const res = isObj(a) ? a : {};
+      const li = document.createElement("li");
+      li.className = "analysis";
+      const isError = res.status === "error";
+      li.dataset.status = isError ? "error" : "ok";
+      li.dataset.analyzer = name;
+      const head = document.createElement("div");
+      head.className = "analysis-head";
+      const title = document.createElement("strong");
+      title.textContent = name;
+      head.appendChild(title);
+      if (isError) {
+        const err = document.createElement("span");
+        err.className = "status-badge";
+        err.dataset.status = "error";
+        err.textContent = "ERROR";
+        head.appendChild(err);
+      } else {
+        const badge = document.createElement("span");
+        badge.className = "level-badge";
+        setLevelBadge(badge, level(res.level));
+        head.appendChild(badge);
+      }
+      li.appendChild(head);
+      const lines = [];
+      if (isError) lines.push(String(res.error ?? "failed"));
+      if (isObj(res.checks)) {
+        for (const [subject, c] of Object.entries(res.checks)) {
+          if (!isObj(c)) continue;
+          let line = `${subject}: ${level(c.level) || "–"}`;
+          if (isNum(c.value)) line += ` (${Number(c.value.toFixed(2))})`;
+          if (typeof c.message === "string" && c.message) line += ` — ${c.message}`;
+          lines.push(line);
+        }
+      }
+      if (Array.isArray(res.messages)) for (const msg of res.messages) lines.push(String(msg));
+      if (lines.length) {
+        const list = document.createElement("ul");
+        for (const line of lines) {
+          const item = document.createElement("li");
+          item.textContent = line;
+          list.appendChild(item);
+        }
+        li.appendChild(list);
+      }
+      ul.appendChild(li);
+    }
+  }
+
+  // ---- connection ------------------------------------------------------------
+
+  const connectionEl = $("#connection");
+  let socket = null;
+  let attempt = 0;
+  let retryAt = null;
+  let retryTimer = null;
+  let connState = "connecting";
+
+  function wsUrl() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${proto}//${location.host}/ws`;
+  }
+
+  function renderConnection() {
+    let text;
+    if (connState === "live") text = "live";
+    else if (connState === "connecting") text = "connecting…";
+    else if (connState === "reconnecting" && retryAt !== null) {
+      text = `disconnected — reconnecting in ${Math.max(1, Math.ceil((retryAt - Date.now()) / 1000))} s…`;
+    } else if (connState === "offline") text = "disconnected (browser offline)";
+    else text = "disconnected";
+    setText(connectionEl, text);
+    setAttr(connectionEl, "data-state", connState);
+    document.body.classList.toggle("conn-down", connState !== "live");
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    retryAt = null;
+    connState = "connecting";
+    renderConnection();
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl());
+    } catch (err) {
+      scheduleReconnect();
+      return;
+    }
+    socket = ws;
+    ws.onopen = () => {
+      if (socket !== ws) return;
+      connState = "live";
+      renderConnection();
+    };
+    ws.onmessage = (msg) => {
+      if (socket !== ws) return;
+      attempt = 0;   // a message got through: the next drop starts the backoff afresh
+      onMessage(msg.data);
+    };
+    ws.onclose = () => {
+      if (socket !== ws) return;
+      socket = null;
+      scheduleReconnect();
+    };
+    ws.onerror = () => {};   // onclose follows and handles it
+  }
+
+  function scheduleReconnect() {
+    if (!navigator.onLine) {
+      connState = "offline";
+      renderConnection();
+      return;                // the "online" event reconnects
+    }
+    const base = Math.min(BACKOFF_CAP, BACKOFF_FIRST * Math.pow(2, attempt));
+    const delay = Math.min(BACKOFF_CAP, base * (0.75 + Math.random() * 0.5));
+    attempt++;
+    connState = "reconnecting";
+    retryAt = Date.now() + delay * 1000;
+    retryTimer = setTimeout(connect, delay * 1000);
+    renderConnection();
+  }
+
+  window.addEventListener("online", () => { if (!socket) connect(); });
+  window.addEventListener("offline", () => { if (socket) socket.close(); });
+
+  function onMessage(raw) {
+    let msg;
+    try { msg = JSON.parse(raw); } catch (err) { return; }
+    if (!isObj(msg)) return;
+    const arrival = nowSec();
+    if (msg.kind === "snapshot") {
+      if (Array.isArray(msg.events)) {
+        for (const ev of msg.events) {
+          if (!isObj(ev)) continue;
+          if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival);
+        }
+      }
+      // Everything is redrawn from the fresh snapshot, including hosts it did not mention.
+      for (const entry of hosts.values()) pending.set(entry.host, entry.ev);
+      orderDirty = true;
+      lastReorder = 0;
+      scheduleFrame();
+    } else if (msg.kind === "analysis") {
+      ingestAnalysis(msg, arrival);
+    } else if (msg.kind === "status") {
+      ingestStatus(msg, arrival);
+    }
+    // unknown kinds are ignored
+  }
+
+  renderCounts(nowSec());
+  connect();
+})();
