@@ -1,0 +1,3 @@
+"""
+One module per resmon service: tracker (agent), analyzer, web.
+"""

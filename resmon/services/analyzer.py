@@ -1,0 +1,94 @@
+"""
+The analyzer: consumes measures, runs the analysis pipeline, publishes
+analyses.
+"""
+
+from collections import Counter
+
+from twisted.application import service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from resmon import topics, wire
+from resmon.bus.delivery import Retry
+
+DEFAULT_QUEUE = "resmon.analyzer"
+DEFAULT_PREFETCH = 200
+
+
+class AnalyzerService(service.Service):
+    """
+    Consumes C{#.measure} from a shared durable queue (competing consumers)
+    and publishes one analysis per valid measure to C{<host>.analysis}.
+
+    A measure is acknowledged only after the bus confirmed its analysis; an
+    invalid one is logged, counted by reason in L{rejected} and acknowledged.
+
+    @param bus: an L{resmon.interfaces.IBus}.
+    @param pipeline: an L{resmon.pipeline.AnalysisPipeline}.
+    @param clock: an L{IReactorTime}, for the periodic stats log line.
+    """
+
+    name = "analyzer"
+    log = Logger()
+
+    def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
+                 maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0):
+        self.bus = bus
+        self.pipeline = pipeline
+        self.queue = queue
+        self.prefetch = prefetch
+        self.maxBody = maxBody
+        self.rejected = Counter()
+        self.counters = {"analyzed": 0, "published": 0}
+        self._subscription = None
+        self._stats = LoopingCall(self.logStats)
+        self._stats.clock = clock
+        self.statsInterval = statsInterval
+
+    def startService(self):
+        service.Service.startService(self)
+        self._subscription = self.bus.subscribe(
+            ["#." + topics.MEASURE], self.measureReceived,
+            queue=self.queue, durable=True, prefetch=self.prefetch)
+        self.log.info("analyzing measures from queue {queue} with {analyzers}",
+                      queue=self.queue,
+                      analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")
+        self._stats.start(self.statsInterval, now=False)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._stats.running:
+            self._stats.stop()
+        self.logStats()
+        if self._subscription is not None:
+            return self._subscription.cancel()
+
+    def measureReceived(self, routingKey, body):
+        try:
+            measure = wire.decodeMeasure(routingKey, body, self.maxBody)
+        except wire.Rejected as e:
+            self.rejected[e.reason] += 1
+            self.log.warn("rejected a message under {routingKey}: {reason}",
+                          routingKey=routingKey[:80], reason=str(e)[:200])
+            return None
+        analysis = self.pipeline.analyze(measure)
+        self.counters["analyzed"] += 1
+        d = self.bus.publish(
+            f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeAnalysis(analysis))
+        d.addCallbacks(self._published, self._notPublished)
+        return d
+
+    def _published(self, _):
+        self.counters["published"] += 1
+
+    def _notPublished(self, failure):
+        # Not acknowledged: the broker redelivers the measure.
+        raise Retry(failure.getErrorMessage())
+
+    def logStats(self):
+        self.log.info(
+            "{analyzed} measures analyzed, {published} analyses published, {rejected} rejected ({reasons})",
+            analyzed=self.counters["analyzed"], published=self.counters["published"],
+            rejected=sum(self.rejected.values()),
+            reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none")

@@ -1,0 +1,84 @@
+"""
+The agent: samples this machine and publishes a measure per sample.
+"""
+
+import time
+
+from twisted.application import service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from resmon import topics, wire
+
+
+class TrackerService(service.Service):
+    """
+    Publishes one measure every C{interval} seconds to C{<host>.measure}.
+
+    @param bus: an L{resmon.interfaces.IBus}.
+    @param sampler: has C{sample()} returning a metrics dict.
+    @param host: this machine's name as it appears in measures.
+    @param interval: seconds between samples.
+    @param clock: an L{IReactorTime}.
+    @param wallClock: returns the sample time, seconds since the epoch.
+    @param statsInterval: seconds between two log lines with counts.
+    """
+
+    name = "tracker"
+    log = Logger()
+
+    def __init__(self, bus, sampler, host, interval, clock, wallClock=time.time,
+                 statsInterval=60.0):
+        self.bus = bus
+        self.sampler = sampler
+        self.host = host
+        self.routingKey = topics.routingKey(host, topics.MEASURE)
+        self.interval = interval
+        self.clock = clock
+        self.wallClock = wallClock
+        self.statsInterval = statsInterval
+        self.seq = 0
+        self.counters = {"sampled": 0, "confirmed": 0, "dropped": 0, "failed": 0}
+        self._loop = LoopingCall(self.sampleAndPublish)
+        self._loop.clock = clock
+        self._stats = LoopingCall(self.logStats)
+        self._stats.clock = clock
+
+    def startService(self):
+        service.Service.startService(self)
+        self.log.info("sampling {host} every {interval} s, publishing to {routingKey}",
+                      host=self.host, interval=self.interval, routingKey=self.routingKey)
+        self._loop.start(self.interval, now=True).addErrback(
+            lambda f: self.log.failure("sampling stopped", f))
+        self._stats.start(self.statsInterval, now=False)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        for loop in (self._loop, self._stats):
+            if loop.running:
+                loop.stop()
+        self.logStats()
+
+    def sampleAndPublish(self):
+        try:
+            metrics = self.sampler.sample()
+        except Exception:
+            self.counters["failed"] += 1
+            self.log.failure("sampling failed")
+            return
+        body = wire.encodeMeasure(self.host, self.seq, self.wallClock(), self.interval, metrics)
+        self.seq += 1
+        self.counters["sampled"] += 1
+        d = self.bus.publish(self.routingKey, body)
+        d.addCallbacks(self._confirmed, self._dropped)
+
+    def _confirmed(self, _):
+        self.counters["confirmed"] += 1
+
+    def _dropped(self, failure):
+        self.counters["dropped"] += 1
+
+    def logStats(self):
+        self.log.info(
+            "{sampled} measures sampled, {confirmed} confirmed by the bus, {dropped} dropped",
+            **self.counters)

@@ -1,0 +1,233 @@
+"""
+C{twistd resmon}: options and the service tree of every role.
+"""
+
+import sys
+
+from twisted.python import usage
+
+from resmon import __version__, wire
+from resmon.analyzers.base import parseThresholds
+from resmon.bus.amqp import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
+from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
+from resmon.fanout import DEFAULT_STALL_TIMEOUT
+from resmon.pipeline import DEFAULT_TIME_BUDGET
+from resmon.services.analyzer import DEFAULT_PREFETCH, DEFAULT_QUEUE
+
+ROLES = {
+    "agent": ("tracker",),
+    "analyzer": ("analyzer",),
+    "web": ("web",),
+    "server": ("analyzer", "web"),
+    "standalone": ("tracker", "analyzer", "web"),
+}
+MIN_INTERVAL = 0.1
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run resmon, the reactive resource monitor. With no options, runs the "
+        "single-machine mode: agent, analyzer and dashboard in one process on an "
+        "in-process bus, the dashboard on http://localhost:8080/. In a fleet, run "
+        "'--role=agent' on every machine and '--role=server' once, all with "
+        "'--broker' pointing at the same RabbitMQ."
+    )
+
+    optFlags = [
+        ["list-analyzers", None, "List every discovered analyzer plugin with its origin, then exit."],
+        ["version", None, "Print resmon's version and exit."],
+    ]
+
+    optParameters = [
+        ["role", "r", "standalone",
+         "What this process runs: agent (sample this machine and publish measures), "
+         "analyzer (analyze measures), web (dashboard and API), server (analyzer + web), "
+         "standalone (all three)."],
+        ["broker", "b", None,
+         "RabbitMQ URL amqp://user:pass@host:port/vhost (vhost '/' is written %2F or left "
+         "empty). Default for every role but standalone: " + DEFAULT_BROKER + " ; "
+         "standalone uses an in-process bus unless this is given."],
+        ["exchange", "e", "resmon", "Name of the topic exchange every role publishes to."],
+        ["name", "n", None,
+         "Host name the agent reports (default: this machine's short host name)."],
+        ["interval", "i", "1.0",
+         f"Seconds between two samples of the agent (at least {MIN_INTERVAL})."],
+        ["port", "p", "8080", "TCP port of the dashboard, WebSocket and API (web role)."],
+        ["interface", None, "",
+         "Address the web role listens on (default: all; 127.0.0.1 for this machine only)."],
+        ["queue", None, DEFAULT_QUEUE,
+         "Name of the durable queue analyzers share (several analyzers split the load)."],
+        ["prefetch", None, str(DEFAULT_PREFETCH),
+         "How many measures one analyzer may hold unacknowledged (1-65535)."],
+        ["max-body", None, str(wire.DEFAULT_MAX_BODY),
+         "Largest message body accepted, in bytes; larger ones are rejected and counted."],
+        ["cpu-thresholds", None, "25,75",
+         "CPU percent at which the usage analyzer says MEDIUM and HIGH."],
+        ["memory-thresholds", None, "60,85",
+         "Memory percent at which the usage analyzer says MEDIUM and HIGH."],
+        ["time-budget", None, str(DEFAULT_TIME_BUDGET),
+         "Seconds one analyzer may take on one measure before its result counts as an error."],
+        ["heartbeat", None, str(DEFAULT_HEARTBEAT),
+         "AMQP heartbeat in seconds; a broker silent for two heartbeats is reconnected (0 disables)."],
+        ["outbox-limit", None, str(DEFAULT_OUTBOX_LIMIT),
+         "Messages kept while the broker is unreachable or has not confirmed them; "
+         "the oldest are dropped beyond this."],
+        ["stall-timeout", None, str(DEFAULT_STALL_TIMEOUT),
+         "Seconds a WebSocket client may stop reading before it is disconnected."],
+        ["stats-interval", None, "60", "Seconds between two log lines with counters."],
+    ]
+
+    compData = usage.Completions(
+        optActions={"role": usage.CompleteList(sorted(ROLES))})
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["plugin-dirs"] = []
+        self["analyzer-options"] = {}
+
+    def opt_plugin_dir(self, directory):
+        """
+        Also load single-file analyzer plugins from this directory (repeatable).
+        """
+        self["plugin-dirs"].append(directory)
+
+    def opt_analyzers(self, names):
+        """
+        Comma-separated analyzer names to run (default: every discovered one).
+        """
+        self["analyzers"] = [n.strip() for n in names.split(",") if n.strip()]
+
+    def opt_analyzer_option(self, text):
+        """
+        An analyzer's option as NAME.KEY=VALUE, e.g. usage.cpu=30,80 (repeatable).
+        """
+        name, dot, rest = text.partition(".")
+        key, equals, value = rest.partition("=")
+        if not (name and dot and key and equals):
+            raise usage.UsageError(f"--analyzer-option: expected NAME.KEY=VALUE, not {text!r}")
+        self["analyzer-options"].setdefault(name, {})[key] = value
+
+    def opt_version(self):
+        print(f"resmon {__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options=None):
+        # twistd prints its whole usage text before a UsageError; an operator
+        # wants the one line that says which option is wrong.
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd resmon: error: {e} (see 'twistd resmon --help')")
+
+    def postOptions(self):
+        if self["role"] not in ROLES:
+            raise usage.UsageError(
+                f"--role: unknown role {self['role']!r}; choose one of {', '.join(ROLES)}")
+        broker = self["broker"]
+        if broker is None and self["role"] != "standalone":
+            broker = DEFAULT_BROKER
+        if broker is not None:
+            try:
+                self["broker"] = parseBrokerURL(broker)
+            except ValueError as e:
+                raise usage.UsageError(f"--broker: {e}")
+        if not self["exchange"] or len(self["exchange"]) > 255:
+            raise usage.UsageError("--exchange: must be 1 to 255 characters")
+        self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
+        self["port"] = _number(self, "port", int, 0, 65535)
+        self["prefetch"] = _number(self, "prefetch", int, 1, 65535)
+        self["max-body"] = _number(self, "max-body", int, 64, 128 * 1024 * 1024)
+        self["time-budget"] = _number(self, "time-budget", float, 0.001, 60)
+        self["heartbeat"] = _number(self, "heartbeat", int, 0, 3600)
+        self["outbox-limit"] = _number(self, "outbox-limit", int, 1, 10_000_000)
+        self["stall-timeout"] = _number(self, "stall-timeout", float, 0.1, 3600)
+        self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
+        if self["name"] is not None and not self["name"].strip():
+            raise usage.UsageError("--name: must not be empty")
+        usageOptions = self["analyzer-options"].setdefault("usage", {})
+        for subject in ("cpu", "memory"):
+            option = f"{subject}-thresholds"
+            try:
+                parseThresholds(self[option], f"--{option}")
+            except ValueError as e:
+                raise usage.UsageError(str(e))
+            usageOptions.setdefault(subject, self[option])
+        if self["list-analyzers"]:
+            from resmon.plugins import discoverAnalyzers, formatAnalyzerList
+            print(formatAnalyzerList(discoverAnalyzers(self["plugin-dirs"])))
+            sys.exit(0)
+
+
+def _number(options, name, kind, minimum, maximum):
+    text = options[name]
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise usage.UsageError(
+            f"--{name}: expected {'an integer' if kind is int else 'a number'}, not {text!r}")
+    if not (minimum <= value <= maximum) or value != value:
+        raise usage.UsageError(f"--{name}: must be between {minimum} and {maximum}, not {text!r}")
+    return value
+
+
+def makeService(options):
+    """
+    Build the service tree of C{options["role"]}.
+    """
+    from twisted.internet import reactor
+
+    from resmon.multiservice import OrderedMultiService
+
+    parts = ROLES[options["role"]]
+    top = OrderedMultiService()
+    bus = _makeBus(options, reactor)
+    bus.setServiceParent(top)
+    if "tracker" in parts:
+        _makeTracker(options, bus, reactor).setServiceParent(top)
+    if "analyzer" in parts:
+        _makeAnalyzer(options, bus, reactor).setServiceParent(top)
+    if "web" in parts:
+        _makeWeb(options, bus, reactor).setServiceParent(top)
+    return top
+
+
+def _makeBus(options, reactor):
+    if options["broker"] is None:
+        from resmon.bus.local import LocalBus
+        return LocalBus(reactor)
+    from resmon.bus.amqp import AMQPBus
+    return AMQPBus(
+        options["broker"], options["exchange"], reactor,
+        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"])
+
+
+def _makeTracker(options, bus, reactor):
+    from resmon.sampler import Sampler, defaultHostName
+    from resmon.services.tracker import TrackerService
+    return TrackerService(
+        bus, Sampler(), options["name"] or defaultHostName(), options["interval"], reactor,
+        statsInterval=options["stats-interval"])
+
+
+def _makeAnalyzer(options, bus, reactor):
+    from resmon.pipeline import AnalysisPipeline
+    from resmon.plugins import loadAnalyzers
+    from resmon.services.analyzer import AnalyzerService
+    try:
+        analyzers = loadAnalyzers(
+            options["plugin-dirs"], options.get("analyzers"), options["analyzer-options"])
+    except ValueError as e:
+        raise SystemExit(f"twistd resmon: error: {e}")
+    pipeline = AnalysisPipeline(analyzers, timeBudget=options["time-budget"])
+    return AnalyzerService(
+        bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
+        maxBody=options["max-body"], statsInterval=options["stats-interval"])
+
+
+def _makeWeb(options, bus, reactor):
+    from resmon.services.web import WebService
+    listen = f"tcp:{options['port']}"
+    if options["interface"]:
+        listen += ":interface=" + options["interface"].replace(":", "\\:")
+    return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"])

@@ -1,0 +1,46 @@
+from setuptools import setup
+
+with open("README.md", encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="resmon",
+    version="0.1.0",
+    description="Reactive resource monitor for fleets of machines, on Twisted and RabbitMQ",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=[
+        "resmon", "resmon.analyzers", "resmon.bus", "resmon.services",
+        "resmon.webroot", "twisted.plugins",
+    ],
+    # The dashboard's static files live in web/ and install as resmon/webroot.
+    package_dir={"resmon.webroot": "web"},
+    package_data={
+        "resmon.bus": ["*.xml", "*.md"],
+        "resmon.webroot": ["*", "**/*"],
+    },
+    install_requires=[
+        "twisted>=22.10",
+        "txamqp>=0.8.2",
+        "autobahn>=23.1",
+        "psutil>=5.9",
+        "zope.interface>=5.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10"],
+    },
+    entry_points={
+        "resmon.analyzers": [
+            "usage = resmon.analyzers.usage:UsageAnalyzer",
+            "sustained = resmon.analyzers.sustained:SustainedLoadAnalyzer",
+            "disk = resmon.analyzers.disk:DiskAnalyzer",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Monitoring",
+    ],
+)
