@@ -1,0 +1,66 @@
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from support import (
+    PlainAMQPClient,
+    TwistdProcess,
+    brokerUnreachableReason,
+    brokerURL,
+    uniqueName,
+)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """
+    The URL of the real RabbitMQ the integration tests use. Fails (never
+    skips) when it is not reachable, saying how to start one.
+    """
+    url = brokerURL()
+    reason = brokerUnreachableReason(url)
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    return url
+
+
+@pytest_twisted.async_yield_fixture
+async def amqp(broker):
+    """
+    A plain txAMQP client, plus a fresh exchange and queue names for this
+    test; both are deleted afterwards.
+    """
+    client = await defer.ensureDeferred(_connect(broker))
+    names = {"exchange": uniqueName("resmon.test"), "queue": uniqueName("resmon.test.analyzer")}
+    client.names = names
+    yield client
+    try:
+        await client.cleanUp(exchanges=[names["exchange"]], queues=[names["queue"]])
+    finally:
+        await client.close()
+
+
+async def _connect(url):
+    return await PlainAMQPClient(url).connect()
+
+
+@pytest_twisted.async_yield_fixture
+async def twistd():
+    """
+    Starts real C{twistd resmon} processes: C{twistd(label, *args)}. Every
+    process still running at the end gets SIGTERM (SIGKILL if it hangs).
+    """
+    started = []
+
+    def start(label, *args):
+        process = TwistdProcess(label, args).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.exitCode is None:
+            try:
+                await process.stop()
+            except AssertionError:
+                pass

@@ -1,0 +1,284 @@
+"""
+Real parts for integration tests: a RabbitMQ connection check, real
+C{twistd resmon} processes, a real Autobahn WebSocket client, and a plain
+txAMQP client that publishes like a third party would.
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from txamqp.client import TwistedDelegate
+from txamqp.content import Content
+from txamqp.protocol import AMQClient
+from txamqp.spec import load as loadSpec
+
+from resmon.brokerurl import parseBrokerURL
+from resmon.bus.amqp import SPEC_PATH
+
+DEFAULT_TEST_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+LOG_DIR = os.environ.get("RESMON_TEST_LOGS", os.path.join(os.getcwd(), "artifacts", "logs"))
+
+
+def brokerURL():
+    return os.environ.get("RESMON_TEST_BROKER", DEFAULT_TEST_BROKER)
+
+
+def brokerUnreachableReason(url):
+    """
+    L{None} if a TCP connection to the broker succeeds, else why not and how
+    to start one.
+    """
+    broker = parseBrokerURL(url)
+    try:
+        socket.create_connection((broker.host, broker.port), timeout=3).close()
+        return None
+    except OSError as e:
+        return (
+            f"RabbitMQ is not reachable at {broker.host}:{broker.port} ({e}). "
+            "The integration tests need a real broker: start one with "
+            "'rabbitmq-server -detached' (install it with 'apt-get install -y rabbitmq-server'), "
+            "or point RESMON_TEST_BROKER at one (amqp://user:pass@host:port/vhost)."
+        )
+
+
+def uniqueName(prefix):
+    return f"{prefix}.{uuid.uuid4().hex[:12]}"
+
+
+def freePort():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def withTimeout(d, seconds, what):
+    """
+    C{d}, failing with a message naming C{what} after C{seconds}.
+    """
+    def timedOut(failure):
+        failure.trap(defer.TimeoutError, defer.CancelledError)
+        raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+    return d.addTimeout(seconds, reactor).addErrback(timedOut)
+
+
+class TwistdProcess(protocol.ProcessProtocol):
+    """
+    A real C{twistd -n resmon ...} child process. Its output goes to a log
+    file under L{LOG_DIR} (kept as a CI artifact) and can be waited on.
+    """
+
+    def __init__(self, label, args):
+        self.label = label
+        self.args = list(args)
+        self.output = b""
+        self._waiters = []
+        self.ended = defer.Deferred()
+        self.exitCode = None
+        os.makedirs(LOG_DIR, exist_ok=True)
+        self.logPath = os.path.join(LOG_DIR, f"{label}-{uuid.uuid4().hex[:6]}.log")
+        self._log = open(self.logPath, "wb")
+
+    def start(self):
+        argv = [TWISTD, "-n", "--pidfile=", "resmon"] + self.args
+        self._log.write(("$ " + " ".join(argv) + "\n").encode())
+        reactor.spawnProcess(self, TWISTD, argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        return self
+
+    def outReceived(self, data):
+        self._received(data)
+
+    def errReceived(self, data):
+        self._received(data)
+
+    def _received(self, data):
+        self.output += data
+        self._log.write(data)
+        self._log.flush()
+        for waiter in list(self._waiters):
+            text, d = waiter
+            if text in self.output:
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def waitForOutput(self, text, timeout=15):
+        """
+        Fire once C{text} (bytes) has appeared in the process's output.
+        """
+        if text in self.output:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append((text, d))
+        return withTimeout(d, timeout, f"{text!r} in the output of {self.label} ({self.logPath})")
+
+    def processEnded(self, reason):
+        self.exitCode = reason.value.exitCode
+        self._log.close()
+        self.ended.callback(self.exitCode)
+
+    def signal(self, name):
+        if self.exitCode is None:
+            self.transport.signalProcess(name)
+
+    @defer.inlineCallbacks
+    def stop(self, timeout=10):
+        """
+        SIGTERM, then wait for the exit; SIGKILL if it does not come in time.
+        """
+        if self.exitCode is not None:
+            return self.exitCode
+        self.signal("TERM")
+        try:
+            yield withTimeout(_chain(self.ended), timeout, f"{self.label} to exit on SIGTERM")
+        except AssertionError:
+            self.signal("KILL")
+            yield _chain(self.ended)
+            raise
+        return self.exitCode
+
+
+def _chain(d):
+    """
+    A new Deferred with C{d}'s result, leaving C{d} usable by others.
+    """
+    out = defer.Deferred()
+
+    def fire(result):
+        out.callback(result)
+        return result
+    d.addBoth(fire)
+    return out
+
+
+class RecordingClient(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.received(json.loads(payload))
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.closed.append((wasClean, code, reason))
+
+
+class WebSocketRecorder(WebSocketClientFactory):
+    """
+    A real Autobahn WebSocket client that records every message and lets a
+    test wait for one that satisfies a predicate.
+    """
+
+    protocol = RecordingClient
+
+    def __init__(self, url):
+        WebSocketClientFactory.__init__(self, url)
+        self.messages = []
+        self.opened = defer.Deferred()
+        self.closed = []
+        self._waiters = []
+
+    def received(self, message):
+        self.messages.append(message)
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate(message):
+                self._waiters.remove(waiter)
+                d.callback(message)
+
+    def waitFor(self, predicate, timeout, what):
+        for message in self.messages:
+            if predicate(message):
+                return defer.succeed(message)
+        d = defer.Deferred()
+        self._waiters.append((predicate, d))
+        return withTimeout(d, timeout, what)
+
+    def events(self):
+        """
+        Every event received, snapshot contents included, in order.
+        """
+        for message in self.messages:
+            if message.get("kind") == "snapshot":
+                yield from message["events"]
+            else:
+                yield message
+
+
+@defer.inlineCallbacks
+def connectWebSocket(port, timeout=10):
+    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    proto = yield endpoint.connect(factory)
+    yield withTimeout(factory.opened, timeout, "the WebSocket handshake")
+    return factory, proto
+
+
+class PlainAMQPClient:
+    """
+    A bare txAMQP client, independent of resmon's bus: publishes raw bodies
+    and deletes test topology.
+    """
+
+    def __init__(self, url):
+        self.broker = parseBrokerURL(url)
+        self.client = None
+        self.channel = None
+
+    @defer.inlineCallbacks
+    def connect(self):
+        spec = loadSpec(SPEC_PATH)
+        endpoint = TCP4ClientEndpoint(reactor, self.broker.host, self.broker.port, timeout=5)
+        self.client = yield endpoint.connect(_PlainFactory(spec, self.broker.vhost))
+        yield self.client.authenticate(self.broker.username, self.broker.password)
+        self.channel = yield self.client.channel(1)
+        yield self.channel.channel_open()
+        return self
+
+    def publish(self, exchange, routingKey, body):
+        return self.channel.basic_publish(
+            exchange=exchange, routing_key=routingKey, content=Content(body))
+
+    @defer.inlineCallbacks
+    def declareExchange(self, exchange):
+        yield self.channel.exchange_declare(exchange=exchange, type="topic", durable=True)
+
+    @defer.inlineCallbacks
+    def cleanUp(self, exchanges=(), queues=()):
+        for queue in queues:
+            yield self.channel.queue_delete(queue=queue)
+        for exchange in exchanges:
+            yield self.channel.exchange_delete(exchange=exchange)
+
+    @defer.inlineCallbacks
+    def close(self):
+        if self.client is not None:
+            yield self.client.close(within=2)
+
+
+class _PlainFactory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, spec, vhost):
+        self.spec = spec
+        self.vhost = vhost
+
+    def buildProtocol(self, addr):
+        return AMQClient(TwistedDelegate(), self.vhost, self.spec)
+
+
+def terminate(processes):
+    """
+    Last-resort cleanup for processes a failed test left running.
+    """
+    for process in processes:
+        if process.exitCode is None:
+            try:
+                process.transport.signalProcess(signal.SIGKILL)
+            except Exception:
+                pass

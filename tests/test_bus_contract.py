@@ -1,0 +1,170 @@
+"""
+One contract, two buses: the in-process bus and RabbitMQ (the real broker)
+must deliver the same messages for the same bindings.
+"""
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from resmon.brokerurl import parseBrokerURL
+from resmon.bus.amqp import AMQPBus
+from resmon.bus.local import LocalBus
+from support import uniqueName, withTimeout
+
+KEYS = ["a.measure", "b.measure", "a.analysis", "a.b.measure", "measure", "x.y.z.status"]
+
+# pattern -> keys it must receive, per AMQP topic semantics
+EXPECTED = {
+    "*.measure": ["a.measure", "b.measure"],
+    "#.measure": ["a.measure", "b.measure", "a.b.measure", "measure"],
+    "a.#": ["a.measure", "a.analysis", "a.b.measure"],
+    "#": KEYS,
+    "a.*": ["a.measure", "a.analysis"],
+    "*.*.measure": ["a.b.measure"],
+    "x.#.status": ["x.y.z.status"],
+    "a.measure": ["a.measure"],
+}
+
+
+@pytest_twisted.async_yield_fixture(params=["local", "rabbitmq"])
+async def bus(request):
+    if request.param == "local":
+        bus = LocalBus(reactor)
+        bus.startService()
+        yield bus
+        await defer.maybeDeferred(bus.stopService)
+        return
+    broker = request.getfixturevalue("broker")
+    bus = AMQPBus(parseBrokerURL(broker), uniqueName("resmon.test"), reactor)
+    bus.startService()
+    await withTimeout(bus.whenConnected(), 10, "the broker")
+    yield bus
+    await bus.stopService()
+
+
+def _collector(expected):
+    received = []
+    done = defer.Deferred()
+
+    def handler(routingKey, body):
+        received.append(routingKey)
+        if len(received) == expected and not done.called:
+            done.callback(None)
+    return received, done, handler
+
+
+@pytest_twisted.inlineCallbacks
+def test_topic_semantics(bus):
+    # Each pattern's queue also gets its own sentinel, published last: a
+    # queue is FIFO, so once a sentinel is in, everything before it is too.
+    received = {pattern: [] for pattern in EXPECTED}
+    done = {pattern: defer.Deferred() for pattern in EXPECTED}
+    sentinels = {pattern: f"zz.sentinel.{i}" for i, pattern in enumerate(EXPECTED)}
+
+    def handlerFor(pattern):
+        def handler(routingKey, body):
+            if routingKey == sentinels[pattern]:
+                done[pattern].callback(None)
+            elif not routingKey.startswith("zz.sentinel."):
+                received[pattern].append(routingKey)
+        return handler
+    for pattern in EXPECTED:
+        bus.subscribe([pattern, sentinels[pattern]], handlerFor(pattern))
+    yield _settled(bus)
+    for key in KEYS + list(sentinels.values()):
+        yield bus.publish(key, key.encode())
+    for pattern, keys in EXPECTED.items():
+        yield withTimeout(done[pattern], 10, f"the sentinel of {pattern}")
+        assert sorted(received[pattern]) == sorted(keys), pattern
+
+
+@pytest_twisted.inlineCallbacks
+def test_message_bound_twice_is_delivered_once(bus):
+    received, done, handler = _collector(3)
+    bus.subscribe(["a.*", "*.measure"], handler)
+    yield _settled(bus)
+    yield bus.publish("a.measure", b"1")
+    yield bus.publish("b.measure", b"2")
+    # One queue keeps order: once the marker is in, any duplicate would be too.
+    yield bus.publish("a.end", b"3")
+    yield withTimeout(done, 10, "three messages")
+    assert received == ["a.measure", "b.measure", "a.end"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_named_queue_is_shared_by_competing_consumers(bus):
+    queue = uniqueName("resmon.test.shared")
+    first, second = [], []
+    done = defer.Deferred()
+
+    def make(into):
+        def handler(routingKey, body):
+            into.append(body)
+            if len(first) + len(second) == 20 and not done.called:
+                done.callback(None)
+        return handler
+    subscriptions = [bus.subscribe(["#.measure"], make(first), queue=queue, prefetch=1),
+                     bus.subscribe(["#.measure"], make(second), queue=queue, prefetch=1)]
+    yield _settled(bus)
+    for i in range(20):
+        yield bus.publish("h.measure", str(i).encode())
+    yield withTimeout(done, 10, "20 messages")
+    assert sorted(first + second, key=int) == [str(i).encode() for i in range(20)]
+    assert first and second  # both consumers got a share
+    for subscription in subscriptions:
+        yield subscription.cancel()
+    if isinstance(bus, AMQPBus):
+        yield _deleteQueue(bus, queue)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_handler_does_not_block_the_queue(bus):
+    received = []
+    done = defer.Deferred()
+
+    def handler(routingKey, body):
+        if body == b"boom":
+            raise ValueError("this handler fails on purpose")
+        received.append(body)
+        if body == b"after" and not done.called:
+            done.callback(None)
+    bus.subscribe(["t.*"], handler, prefetch=1)
+    yield _settled(bus)
+    yield bus.publish("t.x", b"boom")
+    yield bus.publish("t.x", b"after")
+    yield withTimeout(done, 10, "the message after the failing one")
+    assert received == [b"after"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_publish_fires_once_the_bus_took_the_message(bus):
+    result = yield bus.publish("nobody.listens", b"{}")
+    assert result is None
+
+
+def _settled(bus):
+    """
+    Wait until subscriptions made so far are in place on the broker.
+    """
+    if isinstance(bus, AMQPBus):
+        return _amqpSettled(bus)
+    return defer.succeed(None)
+
+
+@defer.inlineCallbacks
+def _amqpSettled(bus):
+    # Subscriptions made while connected are declared asynchronously; a
+    # round trip on a fresh channel after them orders us behind them.
+    yield bus.whenConnected()
+    for _ in range(50):
+        if all(s.channelId is not None for s in bus._subscriptions):
+            return
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("subscriptions were not declared in 1 s")
+
+
+@defer.inlineCallbacks
+def _deleteQueue(bus, queue):
+    channel = bus._publishChannel
+    yield channel.queue_delete(queue=queue)
