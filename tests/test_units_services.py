@@ -1,0 +1,271 @@
+"""
+Unit tests of the services with Twisted's fakes: Clock, fake buses and
+samplers, the options parser.
+"""
+
+import json
+from collections import namedtuple
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from resmon import wire
+from resmon.analyzers.usage import UsageAnalyzer
+from resmon.bus.local import LocalBus
+from resmon.fanout import ClientFlow, EventFanout
+from resmon.pipeline import AnalysisPipeline
+from resmon.sampler import Sampler
+from resmon.services.analyzer import AnalyzerService
+from resmon.services.tracker import TrackerService
+from resmon.tap import Options
+
+
+class RecordingBus:
+    """
+    A bus that records what is published and lets the test settle it.
+    """
+
+    def __init__(self):
+        self.published = []
+
+    def publish(self, routingKey, body):
+        d = defer.Deferred()
+        self.published.append((routingKey, body, d))
+        return d
+
+    def subscribe(self, patterns, handler, **kwargs):
+        self.subscribed = (patterns, handler, kwargs)
+        return self
+
+    def cancel(self):
+        return defer.succeed(None)
+
+
+class FixedSampler:
+    def sample(self):
+        return {"cpu": {"percent": 10.0, "per_core": [10.0]}}
+
+
+def test_tracker_publishes_one_measure_per_interval_with_increasing_seq():
+    clock, bus = Clock(), RecordingBus()
+    tracker = TrackerService(bus, FixedSampler(), "web-01.example", 0.5, clock,
+                             wallClock=lambda: 1000.0 + clock.seconds())
+    tracker.startService()
+    clock.advance(0.5)
+    clock.advance(0.5)
+    keys = [key for key, _, _ in bus.published]
+    assert keys == ["web-01_example.measure"] * 3
+    measures = [wire.decodeMeasure(key, body) for key, body, _ in bus.published]
+    assert [m.seq for m in measures] == [0, 1, 2]
+    assert [m.ts for m in measures] == [1000.0, 1000.5, 1001.0]
+    assert measures[0].host == "web-01.example"
+    bus.published[0][2].callback(None)
+    bus.published[1][2].errback(Exception("dropped"))
+    assert tracker.counters == {"sampled": 3, "confirmed": 1, "dropped": 1, "failed": 0}
+    tracker.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_tracker_survives_a_failing_sampler():
+    class Broken:
+        def sample(self):
+            raise OSError("psutil exploded")
+    clock, bus = Clock(), RecordingBus()
+    tracker = TrackerService(bus, Broken(), "h", 1.0, clock)
+    tracker.startService()
+    clock.advance(1.0)
+    assert tracker.counters["failed"] == 2 and bus.published == []
+    tracker.stopService()
+
+
+def test_analyzer_acks_only_after_its_analysis_is_published_and_counts_rejects():
+    bus = RecordingBus()
+    service = AnalyzerService(bus, AnalysisPipeline([UsageAnalyzer()]), Clock())
+    service.startService()
+    patterns, handler, kwargs = bus.subscribed
+    assert patterns == ["#.measure"] and kwargs["durable"] and kwargs["queue"] == "resmon.analyzer"
+    result = handler("h.measure", b'{"cpu_percentage": 80}')
+    assert not result.called  # not acknowledged until the bus confirms
+    key, body, published = bus.published[0]
+    assert key == "h.analysis" and json.loads(body)["cpu_result"] == "HIGH"
+    published.callback(None)
+    assert result.called
+    assert handler("h.measure", b"junk") is None
+    assert handler("a.b.measure", b"{}") is None
+    assert dict(service.rejected) == {"json": 1, "routing-key": 1}
+    service.stopService()
+
+
+def test_analyzer_asks_for_redelivery_when_publishing_fails():
+    from resmon.bus.delivery import Retry
+    bus = RecordingBus()
+    service = AnalyzerService(bus, AnalysisPipeline([UsageAnalyzer()]), Clock())
+    service.startService()
+    result = bus.subscribed[1]("h.measure", b'{"cpu_percentage": 1}')
+    bus.published[0][2].errback(Exception("outbox full"))
+    failures = []
+    result.addErrback(failures.append)
+    assert failures and failures[0].check(Retry)
+    service.stopService()
+
+
+def test_local_bus_delivers_asynchronously_and_redelivers_on_retry():
+    from resmon.bus.delivery import Retry
+    clock = Clock()
+    bus = LocalBus(clock)
+    seen = []
+
+    def handler(key, body):
+        seen.append(body)
+        if len(seen) == 1:
+            raise Retry("try again")
+    bus.subscribe(["#"], handler, queue="q", prefetch=1)
+    bus.publish("a.b", b"x")
+    assert seen == []  # never from inside publish()
+    clock.advance(0)
+    clock.advance(0)
+    assert seen == [b"x", b"x"]
+
+
+def test_local_bus_respects_prefetch():
+    clock = Clock()
+    bus = LocalBus(clock)
+    pending = []
+    bus.subscribe(["#"], lambda key, body: pending.append(defer.Deferred()) or pending[-1], prefetch=2)
+    for i in range(5):
+        bus.publish("k", b"%d" % i)
+    clock.advance(0)
+    assert len(pending) == 2
+    pending[0].callback(None)
+    clock.advance(0)
+    assert len(pending) == 3
+
+
+class FakeClient:
+    def __init__(self):
+        self.sent = []
+
+    def sendEvent(self, document, body):
+        self.sent.append(body)
+
+
+def _analysis(host, seq, ts=1.0):
+    return json.dumps({"v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": ts}).encode()
+
+
+def test_fanout_keeps_latest_per_host_drops_duplicates_and_rejects_junk():
+    fanout = EventFanout()
+    client = FakeClient()
+    fanout.attach(client)
+    fanout.eventReceived("a.analysis", _analysis("a", 1))
+    fanout.eventReceived("a.analysis", _analysis("a", 1))  # redelivered
+    fanout.eventReceived("b.analysis", _analysis("b", 7))
+    fanout.eventReceived("a.analysis", b"junk")
+    fanout.eventReceived("a.status", _analysis("a", 2))  # kind does not match the key
+    assert client.sent == [_analysis("a", 1), _analysis("b", 7)]
+    assert fanout.counters["duplicates"] == 1
+    assert dict(fanout.rejected) == {"json": 1, "kind": 1}
+    snapshot = json.loads(fanout.latest.snapshotBody())
+    assert snapshot["kind"] == "snapshot"
+    assert [e["host"] for e in snapshot["events"]] == ["a", "b"]
+
+
+def test_client_flow_keeps_latest_per_host_while_paused_and_drops_stalled_clients():
+    clock, sent, dropped = Clock(), [], []
+    flow = ClientFlow(sent.append, lambda: dropped.append(True), clock, stallTimeout=30)
+    flow.send("a", b"a1")
+    flow.pauseProducing()
+    for i in range(1000):
+        flow.send("a", b"a%d" % i)
+        flow.send("b", b"b%d" % i)
+    assert len(flow.pending) == 2  # bounded by the number of hosts
+    flow.resumeProducing()
+    assert sent == [b"a1", b"a999", b"b999"]
+    flow.pauseProducing()
+    clock.advance(30)
+    assert dropped == [True] and flow.pending == {}
+    assert clock.getDelayedCalls() == []
+
+
+SDiskPart = namedtuple("SDiskPart", "device mountpoint fstype")
+SUsage = namedtuple("SUsage", "total used free percent")
+SMem = namedtuple("SMem", "total used available percent")
+SSwap = namedtuple("SSwap", "total used free percent")
+SDiskIO = namedtuple("SDiskIO", "read_bytes write_bytes read_count write_count")
+SNetIO = namedtuple("SNetIO", "bytes_sent bytes_recv packets_sent packets_recv")
+
+
+class FakePsutil:
+    def __init__(self):
+        self.io = 0
+
+    def cpu_percent(self, interval=None, percpu=False):
+        assert interval is None  # never block the reactor
+        return [10.0, 30.0] if percpu else 20.0
+
+    def virtual_memory(self):
+        return SMem(100, 40, 60, 40.0)
+
+    def swap_memory(self):
+        return SSwap(10, 0, 10, 0.0)
+
+    def getloadavg(self):
+        return (0.5, 0.25, 0.125)
+
+    def disk_partitions(self, all=False):
+        return [SDiskPart("/dev/sda1", "/", "ext4"), SDiskPart("tmpfs", "/run", "tmpfs"),
+                SDiskPart("/dev/sda1", "/bind", "ext4")]
+
+    def disk_usage(self, path):
+        return SUsage(1000, 250, 750, 25.0)
+
+    def disk_io_counters(self):
+        self.io += 1000
+        return SDiskIO(self.io, 2 * self.io, self.io // 100, self.io // 100)
+
+    def net_io_counters(self):
+        return SNetIO(self.io, self.io, 1, 1)
+
+
+def test_sampler_computes_rates_from_deltas():
+    now = [100.0]
+    sampler = Sampler(FakePsutil(), monotonic=lambda: now[0])
+    first = sampler.sample()
+    assert first["disk_io"]["read_bytes_per_s"] is None
+    assert first["cpu"] == {"percent": 20.0, "per_core": [10.0, 30.0]}
+    assert [d["mount"] for d in first["disks"]] == ["/"]
+    now[0] += 2.0
+    second = sampler.sample()
+    assert second["disk_io"]["read_bytes_per_s"] == 500.0
+    assert second["disk_io"]["write_bytes_per_s"] == 1000.0
+    assert second["net_io"]["bytes_sent_per_s"] == 500.0
+    assert second["load"] == [0.5, 0.25, 0.12] or second["load"] == [0.5, 0.25, 0.13]
+    wire.validateMetrics(second)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--role=bogus"], "--role: unknown role 'bogus'"),
+    (["--interval=0.01"], "--interval: must be between 0.1"),
+    (["--interval=abc"], "--interval: expected a number"),
+    (["--port=99999"], "--port: must be between"),
+    (["--broker=http://x"], "--broker: 'http://x' must start with amqp://"),
+    (["--cpu-thresholds=80,20"], "--cpu-thresholds must satisfy"),
+    (["--analyzer-option=novalue"], "--analyzer-option: expected NAME.KEY=VALUE"),
+    (["--nonsense"], "option --nonsense not recognized"),
+])
+def test_bad_options_stop_with_one_line_naming_the_option(argv, message):
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(argv)
+    text = str(e.value.code)
+    assert message in text and "\n" not in text
+
+
+def test_default_options_are_standalone_without_broker():
+    options = Options()
+    options.parseOptions([])
+    assert options["role"] == "standalone" and options["broker"] is None
+    assert options["port"] == 8080 and options["interval"] == 1.0
+    options = Options()
+    options.parseOptions(["--role=agent"])
+    assert options["broker"].host == "localhost" and options["broker"].port == 5672
