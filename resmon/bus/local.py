@@ -116,6 +116,10 @@ class LocalBus(service.Service):
         self._private = count()
         self.published = 0
 
+    def startService(self):
+        service.Service.startService(self)
+        self.log.info("using the in-process bus: no broker, nothing leaves this process")
+
     def publish(self, routingKey, body):
         self.published += 1
         for queue in list(self._queues.values()):

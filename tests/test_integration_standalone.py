@@ -1,0 +1,67 @@
+"""
+The single-machine mode and the command line, as a user runs them: real
+twistd processes, real HTTP and WebSocket clients, no broker.
+"""
+
+import subprocess
+import time
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.web.client import Agent, readBody
+
+from support import TWISTD, connectWebSocket, freePort
+
+
+@pytest_twisted.inlineCallbacks
+def test_standalone_serves_the_dashboard_and_shows_this_machine_within_two_seconds(twistd):
+    port = freePort()
+    standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1", "--name=solo")
+    # twistd's first log line: the application starts (interpreter start-up is behind us).
+    yield standalone.waitForOutput(b"starting up", timeout=15)
+    started = time.monotonic()
+    yield standalone.waitForOutput(b"dashboard listening", timeout=5)
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
+    page = yield readBody(response)
+    assert response.code == 200 and b"<title>resmon</title>" in page
+    for asset in (b"app.js", b"style.css"):
+        response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/{asset.decode()}".encode())
+        assert response.code == 200, asset
+        yield readBody(response)
+    client, _ = yield connectWebSocket(port)
+    analysis = yield client.waitFor(
+        lambda m: any(e.get("host") == "solo" for e in _events(m)), 5, "an analysis of this machine")
+    assert time.monotonic() - started < 2, standalone.logPath
+    assert analysis["cpu_result"] in ("LOW", "MEDIUM", "HIGH")
+    assert (yield standalone.stop(timeout=5)) == 0
+    assert b"Traceback" not in standalone.output
+    assert b"in-process bus" in standalone.output
+
+
+def _events(message):
+    if message.get("kind") == "snapshot":
+        return message["events"]
+    return [message]
+
+
+def test_bad_options_stop_twistd_with_one_line():
+    for argv, expected in [
+        (["--role=bogus"], "--role: unknown role 'bogus'"),
+        (["--broker=amqp//nope"], "--broker:"),
+        (["--interval=fast"], "--interval: expected a number"),
+        (["--port=-1"], "--port: must be between"),
+    ]:
+        result = subprocess.run([TWISTD, "-n", "--pidfile=", "resmon"] + argv,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (argv, result)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (argv, lines)
+
+
+def test_help_explains_every_option():
+    result = subprocess.run([TWISTD, "resmon", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for option in ("--role", "--broker", "--exchange", "--interval", "--port", "--name",
+                   "--queue", "--prefetch", "--max-body", "--plugin-dir", "--analyzers",
+                   "--list-analyzers"):
+        assert option in result.stdout, option
