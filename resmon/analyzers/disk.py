@@ -1,0 +1,148 @@
+"""
+The built-in disk analyzer: fill level per filesystem and time to full.
+"""
+
+from collections import deque
+
+from resmon.analyzers.base import Analyzer, classify, worstLevel
+
+DEFAULTS = {"medium": 80.0, "high": 90.0, "window": 3600.0, "warn_hours": 24.0}
+# Points kept per filesystem whatever the sampling interval, so the
+# regression costs the same at 0.1 s as at 60 s.
+MAX_POINTS = 120
+HOUR = 3600.0
+
+
+class DiskAnalyzer(Analyzer):
+    """
+    Fill level of every filesystem, and time to full from its trend.
+
+    Each filesystem of C{metrics.disks} gets a check keyed by its mount
+    point: the level from its fill percent (C{medium}, C{high}), raised to
+    at least MEDIUM when the least-squares trend of its used bytes over the
+    last C{window} seconds says it fills up within C{warn_hours}, and to
+    HIGH within one hour. C{values["<mount>.seconds_to_full"]} holds the
+    estimate, or L{None} when the filesystem is not growing or has less
+    than a tenth of the window of history.
+
+    Options (defaults): C{medium} (80), C{high} (90), C{window} (3600
+    seconds), C{warn_hours} (24).
+    """
+
+    name = "disk"
+
+    def __init__(self):
+        self.thresholds = (DEFAULTS["medium"], DEFAULTS["high"])
+        self.window = DEFAULTS["window"]
+        self.warnSeconds = DEFAULTS["warn_hours"] * HOUR
+
+    def configure(self, options):
+        options = dict(options)
+        medium = _parse(options, "medium", DEFAULTS["medium"], 0, 100)
+        high = _parse(options, "high", DEFAULTS["high"], 0, 100)
+        window = _parse(options, "window", DEFAULTS["window"], 1, 366 * 24 * HOUR)
+        warnHours = _parse(options, "warn_hours", DEFAULTS["warn_hours"], 0, 100 * 366 * 24)
+        if options:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(options))}; "
+                             "known: medium, high, window, warn_hours")
+        if not medium < high:
+            raise ValueError(f"medium ({medium:g}) must be below high ({high:g})")
+        self.thresholds = (medium, high)
+        self.window = window
+        self.warnSeconds = warnHours * HOUR
+
+    def analyze(self, measure, state):
+        disks = measure.metrics.get("disks")
+        if not disks:
+            return None
+        series = state.setdefault("series", {})
+        checks, values = {}, {}
+        for disk in disks:
+            mount = disk["mount"]
+            secondsToFull = self._timeToFull(series, mount, measure.ts, disk)
+            checks[mount] = self._check(disk, secondsToFull)
+            values[f"{mount}.seconds_to_full"] = secondsToFull
+        # Forget unmounted filesystems, so state stays bounded.
+        for mount in set(series) - set(checks):
+            del series[mount]
+        return {
+            "level": worstLevel(check["level"] for check in checks.values()),
+            "checks": checks,
+            "values": values,
+        }
+
+    def _timeToFull(self, series, mount, ts, disk):
+        if ts is None:
+            return None
+        points = series.get(mount)
+        if points is None or (points and ts < points[-1][0]):
+            # New filesystem, or the clock went back: start a new history.
+            points = series[mount] = deque()
+        if not points or ts - points[-1][0] >= self.window / MAX_POINTS:
+            points.append((ts, disk["used"]))
+        while points[0][0] < ts - self.window:
+            points.popleft()
+        history = list(points)
+        if history[-1][0] != ts:
+            history.append((ts, disk["used"]))
+        if len(history) < 3 or ts - history[0][0] < self.window / 10:
+            return None
+        slope = _slope(history)
+        if slope <= 0:
+            return None
+        return disk["free"] / slope
+
+    def _check(self, disk, secondsToFull):
+        level = classify(disk["percent"], self.thresholds)
+        message = f"{disk['mount']} {disk['percent']:.1f} % full"
+        if secondsToFull is not None:
+            if secondsToFull < HOUR:
+                level = "HIGH"
+            elif secondsToFull < self.warnSeconds:
+                level = worstLevel([level, "MEDIUM"])
+            message += f", full in ~{formatDuration(secondsToFull)}"
+        return {"level": level, "value": disk["percent"], "message": message}
+
+
+def _slope(points):
+    """
+    The least-squares slope of used bytes over time, in bytes per second.
+    """
+    origin = points[0][0]
+    times = [ts - origin for ts, _ in points]
+    used = [value for _, value in points]
+    meanTime = sum(times) / len(times)
+    meanUsed = sum(used) / len(used)
+    spread = sum((t - meanTime) ** 2 for t in times)
+    if spread == 0:
+        return 0.0
+    return sum((t - meanTime) * (u - meanUsed) for t, u in zip(times, used)) / spread
+
+
+def formatDuration(seconds):
+    """
+    A rough human duration: C{"45 s"}, C{"12 min"}, C{"3 h"}, C{"5 d"}.
+    """
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * HOUR:
+        return f"{seconds / HOUR:.0f} h"
+    return f"{seconds / (24 * HOUR):.0f} d"
+
+
+def _parse(options, key, default, minimum, maximum):
+    """
+    Pop C{key} from C{options} as a number within bounds, or C{default}.
+    """
+    if key not in options:
+        return default
+    text = options.pop(key)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, not {text!r}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{key} must be between {minimum:g} and {maximum:g}, not {text!r}")
+    return value
