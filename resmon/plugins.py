@@ -308,10 +308,13 @@ def _describe(error):
     C{"ExceptionType: message (at file:line)"}, the line being the innermost
     frame of the traceback, so a plugin author can find the fault.
     """
+    if isinstance(error, SyntaxError):
+        return _oneLine(
+            f"{type(error).__name__}: {error.msg} (at {error.filename}:{error.lineno})")
     text = f"{type(error).__name__}: {error}"
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if not frame.filename.startswith("<frozen ")]
-    if frames and not isinstance(error, SyntaxError):
+    if frames:
         text += f" (at {frames[-1].filename}:{frames[-1].lineno})"
     return _oneLine(text)
 
