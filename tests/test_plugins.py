@@ -14,6 +14,8 @@ from twisted.logger import Logger
 
 from resmon import plugins
 from resmon.interfaces import IAnalyzer
+from resmon.pipeline import validateFindings
+from resmon.wire import Measure
 
 GOOD = """
     from zope.interface import implementer
@@ -409,3 +411,57 @@ def test_formatAnalyzerList(tmp_path, pluginDir, logged):
 
 def test_formatEmptyList():
     assert plugins.formatAnalyzerList(plugins.Discovery()) == "no analyzers discovered"
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def exampleMeasure():
+    return Measure("web-01", 1, 1000.0, 1.0, {
+        "cpu": {"percent": 30.0, "per_core": [20.0, 40.0]},
+        "load": [1.5, 1.0, 1.0],
+        "swap": {"total": 100, "used": 30, "free": 70, "percent": 30.0},
+    })
+
+
+def test_exampleDropIn(logged):
+    """
+    The single-file example loads from its directory and judges load per core.
+    """
+    directory = os.path.join(EXAMPLES, "dropin")
+    [analyzer] = plugins.loadAnalyzers(
+        [directory], selected=["loadpercore"], options={"loadpercore": {"medium": "0.5", "high": "0.7"}})
+    findings = analyzer.analyze(exampleMeasure(), {})
+    assert validateFindings(findings)["checks"]["load_per_core"] == {
+        "level": "HIGH", "value": 0.75, "message": "load 1.50 on 2 cores"}
+    assert "__pycache__" not in os.listdir(directory)
+
+
+def test_exampleDistribution(tmp_path, monkeypatch, logged):
+    """
+    The example distribution's declared entry point finds its analyzer.
+    """
+    tomllib = pytest.importorskip("tomllib")
+    project = os.path.join(EXAMPLES, "resmon-example-analyzer")
+    with open(os.path.join(project, "pyproject.toml"), "rb") as f:
+        metadata = tomllib.load(f)["project"]
+    entryPoints = metadata["entry-points"][plugins.ENTRY_POINT_GROUP]
+    makeDistribution(monkeypatch, tmp_path / "site", metadata["name"], metadata["version"],
+                     [f"{name} = {value}" for name, value in entryPoints.items()])
+    monkeypatch.syspath_prepend(project)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    try:
+        [analyzer] = plugins.loadAnalyzers(
+            selected=["swap"], options={"swap": {"thresholds": "10,40"}})
+        found = fromOrigin(plugins.discoverAnalyzers(), "resmon-example-analyzer 0.1.0")
+        assert list(found) == ["swap"]
+        state = {}
+        analyzer.analyze(exampleMeasure(), state)
+        findings = analyzer.analyze(exampleMeasure(), state)
+        assert validateFindings(findings) == {
+            "level": "MEDIUM",
+            "checks": {"swap": {"level": "MEDIUM", "value": 30.0, "message": "swap 30.0 % used"}},
+        }
+    finally:
+        for name in [n for n in sys.modules if n.startswith("resmon_example_analyzer")]:
+            del sys.modules[name]
