@@ -285,7 +285,7 @@ def _configure(found, options):
     try:
         found.analyzer.configure(dict(options))
     except ValueError as e:
-        raise ValueError(f"analyzer {found.name!r} ({found.origin}): {e}") from e
+        raise ValueError(f"analyzer {found.name!r} from {found.origin}: {e}") from e
     except Exception as e:
         log.error("refused analyzer {what} from {origin}: configure failed: {reason}",
                   what=found.name, origin=found.origin, reason=_describe(e))

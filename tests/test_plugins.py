@@ -356,7 +356,7 @@ def test_loadConfigureValueError(pluginDir, logged):
     path = writePlugin(pluginDir, "one.py", goodPlugin("one"))
     with pytest.raises(ValueError) as caught:
         plugins.loadAnalyzers([str(pluginDir)], selected=["one"], options={"one": {"fail": "value"}})
-    assert str(caught.value) == f"analyzer 'one' ({path}): fail must not be 'value'"
+    assert str(caught.value) == f"analyzer 'one' from {path}: fail must not be 'value'"
 
 
 def test_loadConfigureCrashRefuses(pluginDir, logged):
