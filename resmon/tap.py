@@ -226,7 +226,14 @@ def _makeAnalyzer(options, bus, reactor):
 
 
 def _makeWeb(options, bus, reactor):
+    import txaio
+
     from resmon.services.web import WebService
+
+    # Autobahn logs every connection's life at debug level, which twistd
+    # would print: keep its info and above.
+    txaio.use_twisted()
+    txaio.set_global_log_level("info")
     listen = f"tcp:{options['port']}"
     if options["interface"]:
         listen += ":interface=" + options["interface"].replace(":", "\\:")

@@ -4,7 +4,6 @@ event from the fan-out.
 """
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.logger import Logger
 
 from resmon.fanout import ClientFlow
 
@@ -17,7 +16,7 @@ class DashboardProtocol(WebSocketServerProtocol):
     One connected dashboard or program.
     """
 
-    log = Logger()
+    # self.log is Autobahn's txaio logger, filtered by level: do not shadow it.
 
     def onOpen(self):
         fanout = self.factory.fanout

@@ -59,7 +59,7 @@ async def twistd():
 
     yield start
     for process in started:
-        if process.exitCode is None:
+        if not process.ended_:
             try:
                 await process.stop()
             except AssertionError:

@@ -82,6 +82,7 @@ class TwistdProcess(protocol.ProcessProtocol):
         self._waiters = []
         self.ended = defer.Deferred()
         self.exitCode = None
+        self.exitSignal = None
         os.makedirs(LOG_DIR, exist_ok=True)
         self.logPath = os.path.join(LOG_DIR, f"{label}-{uuid.uuid4().hex[:6]}.log")
         self._log = open(self.logPath, "wb")
@@ -120,20 +121,36 @@ class TwistdProcess(protocol.ProcessProtocol):
 
     def processEnded(self, reason):
         self.exitCode = reason.value.exitCode
+        self.exitSignal = reason.value.signal
         self._log.close()
         self.ended.callback(self.exitCode)
 
     def signal(self, name):
-        if self.exitCode is None:
+        if not self.ended_:
             self.transport.signalProcess(name)
+
+    @property
+    def ended_(self):
+        return self.exitCode is not None or self.exitSignal is not None
+
+    def cleanExit(self):
+        """
+        Whether the process shut down cleanly: twistd, stopped by SIGTERM,
+        stops its services, logs "Server Shut Down." and then exits by
+        re-raising SIGTERM so its parent sees the signal.
+        """
+        shutDown = b"Server Shut Down." in self.output
+        return shutDown and (self.exitCode == 0 or self.exitSignal == signal.SIGTERM)
 
     @defer.inlineCallbacks
     def stop(self, timeout=10):
         """
         SIGTERM, then wait for the exit; SIGKILL if it does not come in time.
+
+        @return: whether the shutdown was clean (see L{cleanExit}).
         """
-        if self.exitCode is not None:
-            return self.exitCode
+        if self.ended_:
+            return self.cleanExit()
         self.signal("TERM")
         try:
             yield withTimeout(_chain(self.ended), timeout, f"{self.label} to exit on SIGTERM")
@@ -141,7 +158,7 @@ class TwistdProcess(protocol.ProcessProtocol):
             self.signal("KILL")
             yield _chain(self.ended)
             raise
-        return self.exitCode
+        return self.cleanExit()
 
 
 def _chain(d):
@@ -277,7 +294,7 @@ def terminate(processes):
     Last-resort cleanup for processes a failed test left running.
     """
     for process in processes:
-        if process.exitCode is None:
+        if not process.ended_:
             try:
                 process.transport.signalProcess(signal.SIGKILL)
             except Exception:

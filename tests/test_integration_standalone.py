@@ -33,7 +33,7 @@ def test_standalone_serves_the_dashboard_and_shows_this_machine_within_two_secon
         lambda m: any(e.get("host") == "solo" for e in _events(m)), 5, "an analysis of this machine")
     assert time.monotonic() - started < 2, standalone.logPath
     assert analysis["cpu_result"] in ("LOW", "MEDIUM", "HIGH")
-    assert (yield standalone.stop(timeout=5)) == 0
+    assert (yield standalone.stop(timeout=5)), standalone.logPath
     assert b"Traceback" not in standalone.output
     assert b"in-process bus" in standalone.output
 
