@@ -22,7 +22,8 @@ class IBus(Interface):
             it), or fails if the message was dropped.
         """
 
-    def subscribe(patterns, handler, queue=None, durable=False, prefetch=100):
+    def subscribe(patterns, handler, queue=None, durable=False, prefetch=100,
+                  partitions=None):
         """
         Deliver every message whose routing key matches one of C{patterns}
         to C{handler(routingKey, body)}.
@@ -36,6 +37,10 @@ class IBus(Interface):
             for a private queue that lives as long as this subscription.
         @param durable: whether a named queue survives a broker restart.
         @param prefetch: how many unacknowledged messages may be in flight.
+        @param partitions: L{None}, or C{(count, owned)}: route each routing
+            key consistently to one of C{count} durable queues named
+            C{<queue>.<i>}, each consumed by one process at a time, and
+            consume the partitions in C{owned} (see C{docs/plugins.md}).
         @return: an L{ISubscription}.
         """
 

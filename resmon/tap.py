@@ -2,6 +2,8 @@
 C{twistd resmon}: options and the service tree of every role.
 """
 
+import os
+import socket
 import sys
 
 from twisted.python import usage
@@ -58,6 +60,13 @@ class Options(usage.Options):
          "Address the web role listens on (default: all; 127.0.0.1 for this machine only)."],
         ["queue", None, DEFAULT_QUEUE,
          "Name of the durable queue analyzers share (several analyzers split the load)."],
+        ["partitions", None, "0",
+         "Route each host to one of this many durable partition queues, each consumed by "
+         "one analyzer process at a time, so stateful analyzers see all of a host's "
+         "measures (0: one queue shared by all analyzers). Must be the same everywhere."],
+        ["own-partitions", None, None,
+         "Partitions this analyzer consumes, e.g. 0-3,6 (default: all; a partition owned "
+         "by several processes fails over between them)."],
         ["prefetch", None, str(DEFAULT_PREFETCH),
          "How many measures one analyzer may hold unacknowledged (1-65535)."],
         ["max-body", None, str(wire.DEFAULT_MAX_BODY),
@@ -137,6 +146,8 @@ class Options(usage.Options):
         self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
         self["port"] = _number(self, "port", int, 0, 65535)
         self["prefetch"] = _number(self, "prefetch", int, 1, 65535)
+        self["partitions"] = _number(self, "partitions", int, 0, 1024)
+        self["own-partitions"] = _partitionSet(self["own-partitions"], self["partitions"])
         self["max-body"] = _number(self, "max-body", int, 64, 128 * 1024 * 1024)
         self["time-budget"] = _number(self, "time-budget", float, 0.001, 60)
         self["heartbeat"] = _number(self, "heartbeat", int, 0, 3600)
@@ -169,6 +180,24 @@ def _number(options, name, kind, minimum, maximum):
     if not (minimum <= value <= maximum) or value != value:
         raise usage.UsageError(f"--{name}: must be between {minimum} and {maximum}, not {text!r}")
     return value
+
+
+def _partitionSet(text, count):
+    if text is None:
+        return frozenset(range(count))
+    if count == 0:
+        raise usage.UsageError("--own-partitions: needs --partitions")
+    owned = set()
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            owned.update(range(int(first), int(last if dash else first) + 1))
+    except ValueError:
+        raise usage.UsageError(f"--own-partitions: expected a list such as 0-3,6, not {text!r}")
+    if not owned or min(owned) < 0 or max(owned) >= count:
+        raise usage.UsageError(
+            f"--own-partitions: {text!r} must name partitions between 0 and {count - 1}")
+    return frozenset(owned)
 
 
 def makeService(options):
@@ -220,9 +249,13 @@ def _makeAnalyzer(options, bus, reactor):
     except ValueError as e:
         raise SystemExit(f"twistd resmon: error: {e}")
     pipeline = AnalysisPipeline(analyzers, timeBudget=options["time-budget"])
+    partitions = None
+    if options["partitions"]:
+        partitions = (options["partitions"], options["own-partitions"])
     return AnalyzerService(
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
-        maxBody=options["max-body"], statsInterval=options["stats-interval"])
+        maxBody=options["max-body"], statsInterval=options["stats-interval"],
+        partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}")
 
 
 def _makeWeb(options, bus, reactor):

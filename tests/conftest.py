@@ -52,8 +52,8 @@ async def twistd():
     """
     started = []
 
-    def start(label, *args):
-        process = TwistdProcess(label, args).start()
+    def start(label, *args, env=None):
+        process = TwistdProcess(label, args, env).start()
         started.append(process)
         return process
 

@@ -69,15 +69,31 @@ def withTimeout(d, seconds, what):
     return d.addTimeout(seconds, reactor).addErrback(timedOut)
 
 
+@defer.inlineCallbacks
+def subscriptionsReady(bus, timeout=5):
+    """
+    Wait until every subscription of an L{AMQPBus} is consuming: they are
+    declared asynchronously after connecting.
+    """
+    from twisted.internet import task
+    yield withTimeout(bus.whenConnected(), timeout, "the broker")
+    for _ in range(int(timeout / 0.02)):
+        if all(s.channelId is not None for s in bus._subscriptions):
+            return
+        yield task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"subscriptions were not declared in {timeout} s")
+
+
 class TwistdProcess(protocol.ProcessProtocol):
     """
     A real C{twistd -n resmon ...} child process. Its output goes to a log
     file under L{LOG_DIR} (kept as a CI artifact) and can be waited on.
     """
 
-    def __init__(self, label, args):
+    def __init__(self, label, args, env=None):
         self.label = label
         self.args = list(args)
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.output = b""
         self._waiters = []
         self.ended = defer.Deferred()
@@ -90,7 +106,7 @@ class TwistdProcess(protocol.ProcessProtocol):
     def start(self):
         argv = [TWISTD, "-n", "--pidfile=", "resmon"] + self.args
         self._log.write(("$ " + " ".join(argv) + "\n").encode())
-        reactor.spawnProcess(self, TWISTD, argv, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        reactor.spawnProcess(self, TWISTD, argv, env=self.env)
         return self
 
     def outReceived(self, data):

@@ -5,12 +5,12 @@ must deliver the same messages for the same bindings.
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 
 from resmon.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from resmon.bus.local import LocalBus
-from support import uniqueName, withTimeout
+from support import subscriptionsReady, uniqueName, withTimeout
 
 KEYS = ["a.measure", "b.measure", "a.analysis", "a.b.measure", "measure", "x.y.z.status"]
 
@@ -148,20 +148,8 @@ def _settled(bus):
     Wait until subscriptions made so far are in place on the broker.
     """
     if isinstance(bus, AMQPBus):
-        return _amqpSettled(bus)
+        return subscriptionsReady(bus)
     return defer.succeed(None)
-
-
-@defer.inlineCallbacks
-def _amqpSettled(bus):
-    # Subscriptions made while connected are declared asynchronously; a
-    # round trip on a fresh channel after them orders us behind them.
-    yield bus.whenConnected()
-    for _ in range(50):
-        if all(s.channelId is not None for s in bus._subscriptions):
-            return
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    raise AssertionError("subscriptions were not declared in 1 s")
 
 
 @defer.inlineCallbacks

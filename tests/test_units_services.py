@@ -269,3 +269,29 @@ def test_default_options_are_standalone_without_broker():
     options = Options()
     options.parseOptions(["--role=agent"])
     assert options["broker"].host == "localhost" and options["broker"].port == 5672
+
+
+def test_partition_options():
+    options = Options()
+    options.parseOptions(["--role=analyzer", "--partitions=8", "--own-partitions=0-2,5"])
+    assert options["own-partitions"] == {0, 1, 2, 5}
+    options = Options()
+    options.parseOptions(["--role=analyzer", "--partitions=4"])
+    assert options["own-partitions"] == {0, 1, 2, 3}
+    for argv in (["--own-partitions=1"], ["--partitions=4", "--own-partitions=4"],
+                 ["--partitions=4", "--own-partitions=a-b"]):
+        with pytest.raises(SystemExit) as e:
+            Options().parseOptions(argv)
+        assert "--own-partitions" in str(e.value.code)
+
+
+def test_boolean_queue_arguments_are_encoded_as_amqp_booleans():
+    from io import BytesIO
+
+    import resmon.bus.codec  # noqa: F401
+    from txamqp.codec import Codec
+    buffer = BytesIO()
+    Codec(buffer).encode_table({"x-single-active-consumer": True, "x-max-length": 5, "s": "v"})
+    assert b"x-single-active-consumer" + b"t\x01" in buffer.getvalue()
+    decoded = Codec(BytesIO(buffer.getvalue())).decode_table()
+    assert decoded == {"x-single-active-consumer": True, "x-max-length": 5, "s": "v"}

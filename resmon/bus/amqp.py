@@ -24,6 +24,7 @@ from txamqp.queue import Closed as QueueClosed
 from txamqp.spec import load as loadSpec
 from zope.interface import implementer
 
+from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
 from resmon.interfaces import IBus, ISubscription
 
@@ -107,13 +108,14 @@ class _Outgoing:
 
 @implementer(ISubscription)
 class _AMQPSubscription:
-    def __init__(self, bus, patterns, handler, queue, durable, prefetch):
+    def __init__(self, bus, patterns, handler, queue, durable, prefetch, partitions):
         self._bus = bus
         self.patterns = tuple(patterns)
         self.handler = handler
         self.queue = queue
         self.durable = durable
         self.prefetch = prefetch
+        self.partitions = partitions
         self.channelId = None
 
     def cancel(self):
@@ -313,8 +315,10 @@ class AMQPBus(service.Service):
 
     # Subscribing
 
-    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100):
-        subscription = _AMQPSubscription(self, patterns, handler, queue, durable, prefetch)
+    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
+                  partitions=None):
+        subscription = _AMQPSubscription(
+            self, patterns, handler, queue, durable, prefetch, partitions)
         self._subscriptions.append(subscription)
         if self._client is not None:
             self._consume(self._client, subscription).addErrback(
@@ -327,20 +331,54 @@ class AMQPBus(service.Service):
         channel = yield client.channel(channelId)
         yield channel.channel_open()
         yield channel.basic_qos(prefetch_count=subscription.prefetch)
-        if subscription.queue:
-            reply = yield channel.queue_declare(
-                queue=subscription.queue, durable=subscription.durable)
+        if subscription.partitions is not None:
+            queueNames = yield self._declarePartitions(channel, subscription)
         else:
-            reply = yield channel.queue_declare(queue="", exclusive=True, auto_delete=True)
-        queueName = reply.queue
-        for pattern in subscription.patterns:
-            yield channel.queue_bind(queue=queueName, exchange=self.exchange, routing_key=pattern)
-        reply = yield channel.basic_consume(queue=queueName, no_ack=False)
-        messages = yield client.queue(reply.consumer_tag)
+            if subscription.queue:
+                reply = yield channel.queue_declare(
+                    queue=subscription.queue, durable=subscription.durable)
+            else:
+                reply = yield channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+            queueNames = [reply.queue]
+            for pattern in subscription.patterns:
+                yield channel.queue_bind(
+                    queue=reply.queue, exchange=self.exchange, routing_key=pattern)
+        for queueName in queueNames:
+            reply = yield channel.basic_consume(queue=queueName, no_ack=False)
+            messages = yield client.queue(reply.consumer_tag)
+            self._pump(client, channel, messages, subscription)
         subscription.channelId = channelId
         self.log.info("consuming {patterns} from queue {queue}",
-                      patterns=",".join(subscription.patterns), queue=queueName)
-        self._pump(client, channel, messages, subscription)
+                      patterns=",".join(subscription.patterns), queue=",".join(queueNames))
+
+    @defer.inlineCallbacks
+    def _declarePartitions(self, channel, subscription):
+        """
+        Route the subscription's messages through a consistent-hash exchange
+        into C{count} durable single-active-consumer queues: one routing key
+        (one host) always lands in the same queue, and one process at a time
+        consumes each queue. Every process declares every partition, so the
+        hash ring does not depend on which processes run; each consumes only
+        the partitions it owns.
+
+        @return: the names of the owned partition queues.
+        """
+        count, owned = subscription.partitions
+        hashExchange = f"{subscription.queue}.hash"
+        yield channel.exchange_declare(
+            exchange=hashExchange, type="x-consistent-hash", durable=True)
+        for pattern in subscription.patterns:
+            yield channel.exchange_bind(
+                destination=hashExchange, source=self.exchange, routing_key=pattern)
+        for index in range(count):
+            yield channel.queue_declare(
+                queue=partitionQueue(subscription.queue, index), durable=True,
+                arguments={"x-single-active-consumer": True})
+            # The binding key of a consistent-hash exchange is the queue's weight.
+            yield channel.queue_bind(
+                queue=partitionQueue(subscription.queue, index), exchange=hashExchange,
+                routing_key="1")
+        return [partitionQueue(subscription.queue, index) for index in sorted(owned)]
 
     @defer.inlineCallbacks
     def _pump(self, client, channel, messages, subscription):
@@ -368,6 +406,13 @@ class AMQPBus(service.Service):
         d.addCallback(lambda channel: channel.channel_close())
         d.addErrback(lambda f: None)
         return d
+
+
+def partitionQueue(queue, index):
+    """
+    The name of partition C{index} of the partitioned queue C{queue}.
+    """
+    return f"{queue}.{index}"
 
 
 class _acknowledger:

@@ -127,7 +127,9 @@ class LocalBus(service.Service):
                 queue.put(routingKey, body)
         return defer.succeed(None)
 
-    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100):
+    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
+                  partitions=None):
+        # One process holds every host: partitions change nothing here.
         if queue is None:
             queue = f"local.private.{next(self._private)}"
         if queue not in self._queues:

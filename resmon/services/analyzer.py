@@ -33,10 +33,13 @@ class AnalyzerService(service.Service):
     log = Logger()
 
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
-                 maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0):
+                 maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
+                 processId=None):
         self.bus = bus
         self.pipeline = pipeline
         self.queue = queue
+        self.partitions = partitions
+        self.processId = processId
         self.prefetch = prefetch
         self.maxBody = maxBody
         self.rejected = Counter()
@@ -50,7 +53,7 @@ class AnalyzerService(service.Service):
         service.Service.startService(self)
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE], self.measureReceived,
-            queue=self.queue, durable=True, prefetch=self.prefetch)
+            queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions)
         self.log.info("analyzing measures from queue {queue} with {analyzers}",
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")
@@ -73,6 +76,8 @@ class AnalyzerService(service.Service):
                           routingKey=routingKey[:80], reason=str(e)[:200])
             return None
         analysis = self.pipeline.analyze(measure)
+        if self.processId is not None:
+            analysis["analyzer"] = self.processId
         self.counters["analyzed"] += 1
         d = self.bus.publish(
             f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeAnalysis(analysis))
