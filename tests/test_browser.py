@@ -1,0 +1,211 @@
+"""
+The dashboard in a real browser (Debian's headless Chromium through
+chromedriver), served by real twistd processes with real agents on the real
+broker.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from support import LOG_DIR, TWISTD, freePort, uniqueName
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = os.path.dirname(LOG_DIR)
+
+
+class Process:
+    """
+    A twistd child for a synchronous test: output to a log file, waited on
+    by polling the file with a deadline.
+    """
+
+    def __init__(self, label, *args):
+        os.makedirs(LOG_DIR, exist_ok=True)
+        self.logPath = os.path.join(LOG_DIR, f"{label}-{uniqueName('b')[-6:]}.log")
+        self._log = open(self.logPath, "wb")
+        self.popen = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "resmon", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def output(self):
+        with open(self.logPath, "rb") as f:
+            return f.read()
+
+    def waitFor(self, text, timeout=15):
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.popen.poll() is None, f"exited early, see {self.logPath}"
+            assert time.monotonic() < deadline, f"no {text!r} in {self.logPath} after {timeout} s"
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def processes():
+    started = []
+
+    def start(label, *args):
+        process = Process(label, *args)
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("the browser tests need Debian's chromium and chromium-driver: "
+                    "apt-get install -y chromium chromium-driver", pytrace=False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="resmon-chromium-")
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--window-size=1280,800",
+                     f"--user-data-dir={profile}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def waitUntil(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except Exception:
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def cardText(driver, host, selector):
+    return driver.execute_script(
+        "const c = document.querySelector(`.host-card[data-host='${arguments[0]}']`);"
+        "const e = c && c.querySelector(arguments[1]); return e ? e.textContent : null;",
+        host, selector)
+
+
+def visibleHosts(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.host-card')]"
+        ".filter(c => !c.hidden && c.offsetParent !== null).map(c => c.dataset.host);")
+
+
+def httpRequests(process):
+    return re.findall(rb'"GET ([^ ]+) HTTP/1\.1"', process.output())
+
+
+def test_dashboard_is_live_filters_opens_details_and_never_polls(broker, amqp, processes, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    port = freePort()
+    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
+    server = processes("browser-server", "--role=server", *common,
+                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
+    server.waitFor(b"dashboard listening")
+    server.waitFor(b"consuming #.measure")
+    processes("browser-agent-a", "--role=agent", *common, "--name=alpha.example", "--interval=0.5")
+    browser.get(f"http://127.0.0.1:{port}/")
+    waitUntil(lambda: "live" in browser.find_element(By.ID, "connection").text, 10, "the page to go live")
+    waitUntil(lambda: cardText(browser, "alpha.example", ".cpu-value") not in (None, "–"), 10,
+              "alpha's card")
+    loaded = len(httpRequests(server))
+
+    # A host that starts later appears without a reload.
+    processes("browser-agent-b", "--role=agent", *common, "--name=beta.example", "--interval=0.5")
+    waitUntil(lambda: cardText(browser, "beta.example", ".cpu-value") not in (None, "–"), 10,
+              "beta's card to appear without reload")
+
+    # Values change without reload: the age and the numbers are pushed.
+    first = cardText(browser, "alpha.example", ".host-name")
+    assert first == "alpha.example"
+    for selector in (".cpu-level", ".mem-level"):
+        assert cardText(browser, "alpha.example", selector) in ("LOW", "MEDIUM", "HIGH")
+    assert cardText(browser, "alpha.example", ".load-value") not in (None, "–")
+    cores = browser.execute_script(
+        "return document.querySelectorAll(`.host-card[data-host='alpha.example'] .cores .core`).length")
+    assert cores == os.cpu_count()
+    sparklines = set()
+
+    def sparklineChangedTwice():
+        sparklines.add(browser.execute_script(
+            "return document.querySelector(`.host-card[data-host='alpha.example'] .spark-cpu`)"
+            ".getAttribute('points')"))
+        return len(sparklines) >= 3
+    waitUntil(sparklineChangedTwice, 10, "the sparkline to change twice")
+
+    # The filter.
+    search = browser.find_element(By.ID, "filter")
+    search.send_keys("beta")
+    waitUntil(lambda: visibleHosts(browser) == ["beta.example"], 5, "the filter to keep only beta")
+    for _ in "beta":
+        search.send_keys(Keys.BACKSPACE)
+    waitUntil(lambda: sorted(visibleHosts(browser)) == ["alpha.example", "beta.example"], 5,
+              "both hosts after clearing the filter")
+
+    # The detail view, from the keyboard.
+    card = browser.find_element(By.CSS_SELECTOR, ".host-card[data-host='alpha.example']")
+    card.send_keys(Keys.ENTER)
+    detail = browser.find_element(By.ID, "detail")
+    waitUntil(lambda: detail.get_attribute("hidden") is None, 5, "the detail view to open")
+    assert "alpha.example" in browser.find_element(By.ID, "detail-title").text
+    waitUntil(lambda: browser.execute_script(
+        "return document.querySelectorAll('#chart-cpu *, #chart-mem *').length") > 0, 5,
+        "the detail charts")
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-detail.png"))
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    waitUntil(lambda: detail.get_attribute("hidden") is not None, 5, "Esc to close the detail view")
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
+
+    # Push only: after the page loaded, not one more HTTP request reached the server.
+    assert len(httpRequests(server)) == loaded, httpRequests(server)[loaded:]
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(not re.search(r"/api/", name) for name in resources), resources
+
+
+def test_dashboard_says_when_the_connection_drops_and_reconnects(processes, browser):
+    from selenium.webdriver.common.by import By
+
+    port = freePort()
+    args = [f"--port={port}", "--interface=127.0.0.1", "--name=solo", "--interval=0.5"]
+    standalone = processes("browser-standalone", *args)
+    standalone.waitFor(b"dashboard listening")
+    browser.get(f"http://127.0.0.1:{port}/")
+    connection = browser.find_element(By.ID, "connection")
+    waitUntil(lambda: "live" in connection.text, 10, "the page to go live")
+    standalone.stop()
+    waitUntil(lambda: "live" not in connection.text, 10, "the page to say the connection dropped")
+    assert connection.get_attribute("data-state") != "live"
+    processes("browser-standalone-again", *args).waitFor(b"dashboard listening")
+    waitUntil(lambda: "live" in connection.text, 20, "the page to reconnect by itself")
+    waitUntil(lambda: cardText(browser, "solo", ".cpu-value") not in (None, "–"), 10, "fresh data")
