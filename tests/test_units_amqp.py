@@ -1,0 +1,89 @@
+"""
+Unit tests of the RabbitMQ bus's publishing state machine (outbox, publisher
+confirms, resending after a lost connection), with a fake channel.
+"""
+
+from itertools import count
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from resmon.brokerurl import parseBrokerURL
+from resmon.bus.amqp import AMQPBus, Dropped
+
+
+class FakeChannel:
+    def __init__(self):
+        self.closed = False
+        self.published = []
+
+    def basic_publish(self, exchange, routing_key, content):
+        self.published.append((routing_key, content.body, content.properties))
+        return defer.succeed(None)
+
+
+class FakeClient:
+    pass
+
+
+def _connectedBus(outboxLimit=100):
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock(), outboxLimit=outboxLimit)
+    bus.running = True
+    client, channel = FakeClient(), FakeChannel()
+    bus._client, bus._publishChannel, bus._deliveryTags = client, channel, count(1)
+    return bus, client, channel
+
+
+def _results(deferreds, out=None):
+    out = [] if out is None else out
+    for d in deferreds:
+        d.addCallbacks(lambda _: out.append("ok"), lambda f: out.append(f.type.__name__))
+    return out
+
+
+def test_publish_is_persistent_and_fires_on_confirm_only():
+    bus, client, channel = _connectedBus()
+    results = _results([bus.publish(f"h.measure", b"%d" % i) for i in range(3)])
+    assert [body for _, body, _ in channel.published] == [b"0", b"1", b"2"]
+    assert channel.published[0][2]["delivery-mode"] == 2
+    assert results == []
+    bus._confirmed(2, True, True)  # basic.ack multiple: tags 1 and 2
+    assert results == ["ok", "ok"]
+    bus._confirmed(3, False, False)  # basic.nack
+    assert results == ["ok", "ok", "Dropped"]
+    assert bus.counters["confirmed"] == 2 and bus.counters["nacked"] == 1
+
+
+def test_unconfirmed_messages_are_resent_first_and_in_order_after_a_reconnect():
+    bus, client, channel = _connectedBus()
+    results = _results([bus.publish("k", b"%d" % i) for i in range(3)])
+    bus._confirmed(1, False, True)
+    bus._lost(client)
+    _results([bus.publish("k", b"3")], results)  # while disconnected
+    assert channel.published[-1][1] == b"2"  # nothing sent on the dead channel
+    newChannel = FakeChannel()
+    bus._client, bus._publishChannel, bus._deliveryTags = FakeClient(), newChannel, count(1)
+    bus._flush()
+    assert [body for _, body, _ in newChannel.published] == [b"1", b"2", b"3"]
+    bus._confirmed(3, True, True)
+    assert results == ["ok", "ok", "ok", "ok"]
+
+
+def test_a_full_outbox_drops_the_oldest_unsent_message_and_counts_it():
+    bus, client, channel = _connectedBus(outboxLimit=3)
+    bus._lost(client)
+    results = _results([bus.publish("k", b"%d" % i) for i in range(5)])
+    assert results == ["Dropped", "Dropped"]
+    assert [o.body for o in bus._outbox] == [b"2", b"3", b"4"]
+    assert bus.counters["dropped"] == 2
+
+
+def test_stopping_fails_what_is_still_pending():
+    bus, client, channel = _connectedBus()
+    results = _results([bus.publish("k", b"x")])
+    bus._failOutbox("the bus stopped")
+    assert results == ["Dropped"]
+    bus.running = False
+    failures = []
+    bus.publish("k", b"y").addErrback(failures.append)
+    assert failures[0].check(Dropped)
