@@ -1,6 +1,7 @@
 """
-Fan-out of events from the bus to every connected client, with the latest
-analysis of each host kept for clients that connect later.
+Fan-out of events from the bus to every connected client, each through its
+own L{Subscription}, with the latest analysis and status of each host and a
+bounded history kept for clients that connect later.
 """
 
 import json
@@ -8,20 +9,55 @@ from collections import Counter
 
 from twisted.logger import Logger
 
-from resmon import wire
+from resmon import topics, wire
+from resmon.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
+MAX_STATUS_LENGTH = 32
 
 
-class LatestAnalyses:
+class LatestEvents:
     """
-    The latest analysis of every host seen, as decoded documents and as the
-    bytes received (so they are sent without encoding them again).
+    The latest event of one kind for every host seen, as decoded documents
+    and as the bytes received (so they are sent without encoding them again).
     """
 
     def __init__(self):
         self._documents = {}
         self._bodies = {}
+
+    def update(self, document, body):
+        self._documents[document["host"]] = document
+        self._bodies[document["host"]] = body
+
+    def hosts(self):
+        return sorted(self._documents)
+
+    def get(self, host):
+        return self._documents.get(host)
+
+    def body(self, host):
+        return self._bodies.get(host)
+
+    def documents(self):
+        return [self._documents[host] for host in self.hosts()]
+
+    def __contains__(self, host):
+        return host in self._documents
+
+    def arrayBody(self, hosts=None):
+        """
+        A JSON array of the latest events of C{hosts} (default: all), sorted
+        by host, as bytes.
+        """
+        hosts = self.hosts() if hosts is None else sorted(h for h in hosts if h in self._bodies)
+        return b"[" + b",".join(self._bodies[host] for host in hosts) + b"]"
+
+
+class LatestAnalyses(LatestEvents):
+    """
+    The latest analysis of every host seen.
+    """
 
     def isDuplicate(self, document):
         """
@@ -34,33 +70,21 @@ class LatestAnalyses:
             and latest.get("seq") == document.get("seq") and latest.get("ts") == document.get("ts")
         )
 
-    def update(self, document, body):
-        self._documents[document["host"]] = document
-        self._bodies[document["host"]] = body
-
-    def hosts(self):
-        return sorted(self._documents)
-
-    def get(self, host):
-        return self._documents.get(host)
-
-    def documents(self):
-        return [self._documents[host] for host in self.hosts()]
-
     def snapshotBody(self):
         """
-        The snapshot message a new client gets first: every latest analysis.
+        A snapshot of every latest analysis and nothing else (see
+        L{EventFanout.snapshotBody} for the full one).
         """
-        return b'{"kind":"snapshot","events":[' + b",".join(
-            self._bodies[host] for host in self.hosts()) + b"]}"
+        return b'{"kind":"snapshot","events":' + self.arrayBody() + b"}"
 
 
 class ClientFlow:
     """
     Flow control for one client: an L{IPushProducer} registered on the
     client's transport. While the transport's buffer is full, only the
-    latest event per host is kept (bounded by the number of hosts); a client
-    paused for longer than C{stallTimeout} seconds is disconnected.
+    latest event per key (kind and host) is kept, bounded by the number of
+    hosts; a client paused for longer than C{stallTimeout} seconds is
+    disconnected.
 
     @param send: sends one message (bytes) to the client.
     @param disconnect: drops the client.
@@ -86,6 +110,16 @@ class ClientFlow:
         else:
             self._send(body)
 
+    def restart(self, snapshot):
+        """
+        Send C{snapshot} ahead of every later event, dropping the events held
+        back so far: the snapshot supersedes them.
+        """
+        if self.paused:
+            self.pending = {_SNAPSHOT: snapshot}
+        else:
+            self._send(snapshot)
+
     # IPushProducer
 
     def pauseProducing(self):
@@ -100,6 +134,8 @@ class ClientFlow:
         self.paused = False
         self._cancelStall()
         pending, self.pending = self.pending, {}
+        # At most one message per key: sent in full even if the buffer fills
+        # again meanwhile (later events are then held back behind them).
         for body in pending.values():
             self._send(body)
 
@@ -120,46 +156,115 @@ class ClientFlow:
         self._disconnect()
 
 
+_SNAPSHOT = object()
+
+
 class EventFanout:
     """
     Receives events from the bus (a handler for L{IBus.subscribe}) and sends
-    each to every attached client; keeps the latest analysis per host.
+    each to every attached client whose subscription matches it; keeps the
+    latest analysis and status of each host, and their history.
 
-    A client is anything with C{sendEvent(key, body)} (see L{ClientFlow}).
+    A client is anything with C{sendEvent(document, body)}.
+
+    @param history: a L{resmon.history.FleetHistory}, or L{None} for none.
     """
 
     log = Logger()
 
-    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY):
+    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None):
         self.latest = latest if latest is not None else LatestAnalyses()
+        self.statuses = LatestEvents()
+        self.history = history
         self.maxBody = maxBody
-        self.clients = set()
+        self.clients = {}
         self.rejected = Counter()
         self.counters = {"received": 0, "duplicates": 0, "sent": 0}
 
-    def attach(self, client):
-        self.clients.add(client)
+    def attach(self, client, subscription=EVERYTHING):
+        """
+        Send C{client} every later event that matches C{subscription}.
+        """
+        self.clients[client] = subscription
+
+    def subscribe(self, client, subscription):
+        """
+        Attach C{client} with C{subscription} and return its snapshot (bytes),
+        which the caller sends before returning to the reactor: events come
+        from this same fan-out in order, so none is missed or repeated between
+        the snapshot and the live events.
+        """
+        snapshot = self.snapshotBody(subscription)
+        self.attach(client, subscription)
+        return snapshot
 
     def detach(self, client):
-        self.clients.discard(client)
+        self.clients.pop(client, None)
+
+    def knownHosts(self):
+        hosts = set(self.latest.hosts()) | set(self.statuses.hosts())
+        if self.history is not None:
+            hosts.update(self.history.hosts())
+        return sorted(hosts)
+
+    def resolveHost(self, nameOrWord):
+        """
+        The host names that C{nameOrWord} designates: the host of that name,
+        else every host whose routing word it is (several names can map to
+        one word).
+        """
+        hosts = self.knownHosts()
+        if nameOrWord in hosts:
+            return [nameOrWord]
+        return [host for host in hosts if topics.hostWord(host) == nameOrWord]
+
+    def snapshotBody(self, subscription=EVERYTHING):
+        """
+        The snapshot message of C{subscription}: C{subscription} (as
+        understood), C{events} (latest analyses), C{statuses} (latest
+        statuses) and C{history} (points per host), all for matching hosts.
+        """
+        hosts = [h for h in self.knownHosts() if subscription.matchesHost(h)]
+        analyses = statuses = b"[]"
+        history = b"{}"
+        if topics.ANALYSIS in subscription.events:
+            analyses = self.latest.arrayBody(hosts)
+            if subscription.history and self.history is not None:
+                self.history.expire()
+                history = self.history.historyBody(hosts, subscription.since)
+        if topics.STATUS in subscription.events:
+            statuses = self.statuses.arrayBody(hosts)
+        return b"".join([
+            b'{"kind":"snapshot","subscription":', encodeJSON(subscription.describe()),
+            b',"events":', analyses, b',"statuses":', statuses, b',"history":', history, b"}",
+        ])
 
     def eventReceived(self, routingKey, body):
         try:
             document = wire.decodeEvent(routingKey, body, self.maxBody)
+            if document["kind"] == topics.STATUS:
+                status = document.get("status")
+                if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
+                    raise wire.Rejected("type", "status: expected a short string")
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             self.log.warn("rejected an event under {routingKey}: {reason}",
                           routingKey=routingKey[:80], reason=str(e)[:200])
             return
         self.counters["received"] += 1
-        if document["kind"] == "analysis":
+        if document["kind"] == topics.ANALYSIS:
             if self.latest.isDuplicate(document):
                 self.counters["duplicates"] += 1
                 return
             self.latest.update(document, body)
-        for client in list(self.clients):
-            client.sendEvent(document, body)
-            self.counters["sent"] += 1
+            if self.history is not None:
+                self.history.add(document)
+        elif document["kind"] == topics.STATUS:
+            self.statuses.update(document, body)
+        for client, subscription in list(self.clients.items()):
+            if subscription.matches(document):
+                client.sendEvent(document, body)
+                self.counters["sent"] += 1
 
 
 def encodeJSON(document):
