@@ -48,7 +48,7 @@ def pluginDir(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_installed_dropin_and_broken_plugins(exampleEnvironment, pluginDir, twistd):
+def test_installed_dropin_and_broken_plugins(exampleEnvironment, pluginDir, broker, amqp, twistd):
     port = freePort()
     env = {"PYTHONPATH": exampleEnvironment}
     listing = subprocess.run(
@@ -60,18 +60,40 @@ def test_installed_dropin_and_broken_plugins(exampleEnvironment, pluginDir, twis
     assert str(pluginDir / "loadpercore.py") in listing.stdout
     assert "REFUSED" in listing.stdout and "broken.py" in listing.stdout
 
-    standalone = twistd("plugins", f"--port={port}", "--interface=127.0.0.1", "--name=plug",
-                        f"--plugin-dir={pluginDir}", env=env)
-    yield standalone.waitForOutput(b"dashboard listening")
-    client, _ = yield connectWebSocket(port)
-    analysis = yield client.waitFor(
-        lambda m: m.get("kind") == "analysis" and m.get("host") == "plug", 10,
-        "an analysis with the plugins' findings")
-    for name in ("usage", "sustained", "disk", "swap", "loadpercore"):
-        assert analysis["analyses"][name]["status"] == "ok", (name, analysis["analyses"][name])
-    assert "broken" not in analysis["analyses"]
+    # On the bus: a plain consumer of <host>.analysis.
+    analyses = []
+    listener = AMQPBus(parseBrokerURL(broker), amqp.names["exchange"], reactor)
+    listener.subscribe(["plug.analysis"], lambda key, body: analyses.append(json.loads(body)))
+    listener.startService()
+    try:
+        yield subscriptionsReady(listener)
+        # Standalone mode on RabbitMQ: agent, analyzer and web in one process.
+        standalone = twistd(
+            "plugins", f"--broker={broker}", f"--exchange={amqp.names['exchange']}",
+            f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1",
+            "--name=plug", f"--plugin-dir={pluginDir}", env=env)
+        yield standalone.waitForOutput(b"dashboard listening")
+        client, _ = yield connectWebSocket(port)
+        pushed = yield client.waitFor(
+            lambda m: m.get("kind") == "analysis" and m.get("host") == "plug", 10,
+            "an analysis with the plugins' findings on the WebSocket")
+        yield withTimeout(_until(lambda: analyses), 10, "the analysis on plug.analysis")
+    finally:
+        yield listener.stopService()
+    for analysis in (pushed, analyses[0]):
+        for name in ("usage", "sustained", "disk", "swap", "loadpercore"):
+            assert analysis["analyses"][name]["status"] == "ok", (name, analysis["analyses"][name])
+        assert "broken" not in analysis["analyses"]
+    assert "level" in analyses[0]["analyses"]["swap"] or "checks" in analyses[0]["analyses"]["swap"]
     refused = [line for line in standalone.output.splitlines() if b"refused analyzer" in line]
     assert len(refused) == 1 and b"broken.py" in refused[0]
+
+
+@defer.inlineCallbacks
+def _until(condition):
+    from twisted.internet import task
+    while not condition():
+        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 def _measure(host, seq, cpu, used):

@@ -92,8 +92,12 @@ class AnalyzerService(service.Service):
         raise Retry(failure.getErrorMessage())
 
     def logStats(self):
+        failures = self.pipeline.failures
         self.log.info(
-            "{analyzed} measures analyzed, {published} analyses published, {rejected} rejected ({reasons})",
+            "{analyzed} measures analyzed, {published} analyses published, {rejected} rejected ({reasons}), "
+            "{failed} analyzer failures ({failures})",
             analyzed=self.counters["analyzed"], published=self.counters["published"],
             rejected=sum(self.rejected.values()),
-            reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none")
+            reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none",
+            failed=sum(failures.values()),
+            failures=", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "none")
