@@ -13,6 +13,8 @@ from resmon.analyzers.base import parseThresholds
 from resmon.bus.amqp import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
 from resmon.fanout import DEFAULT_STALL_TIMEOUT
+from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
+from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
 from resmon.pipeline import DEFAULT_TIME_BUDGET
 from resmon.services.analyzer import DEFAULT_PREFETCH, DEFAULT_QUEUE
 
@@ -84,6 +86,10 @@ class Options(usage.Options):
          "the oldest are dropped beyond this."],
         ["stall-timeout", None, str(DEFAULT_STALL_TIMEOUT),
          "Seconds a WebSocket client may stop reading before it is disconnected."],
+        ["history", None, str(int(DEFAULT_HISTORY_WINDOW)),
+         "Seconds of history per host the web role keeps for new clients (0: none)."],
+        ["history-points", None, str(DEFAULT_HISTORY_POINTS),
+         "Most history points kept per host (bounds memory at short intervals)."],
         ["stats-interval", None, "60", "Seconds between two log lines with counters."],
     ]
 
@@ -153,6 +159,8 @@ class Options(usage.Options):
         self["heartbeat"] = _number(self, "heartbeat", int, 0, 3600)
         self["outbox-limit"] = _number(self, "outbox-limit", int, 1, 10_000_000)
         self["stall-timeout"] = _number(self, "stall-timeout", float, 0.1, 3600)
+        self["history"] = _number(self, "history", float, 0, 7 * 86400)
+        self["history-points"] = _number(self, "history-points", int, 1, 1_000_000)
         self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
@@ -270,4 +278,5 @@ def _makeWeb(options, bus, reactor):
     listen = f"tcp:{options['port']}"
     if options["interface"]:
         listen += ":interface=" + options["interface"].replace(":", "\\:")
-    return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"])
+    return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
+                      historyWindow=options["history"], historyPoints=options["history-points"])

@@ -1,14 +1,23 @@
 """
 The dashboard's WebSocket endpoint: pushes a snapshot on connect, then every
-event from the fan-out.
+matching event from the fan-out; a client may change what it receives with
+a C{subscribe} message (see C{docs/protocol.md}).
 """
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+import json
 
-from resmon.fanout import ClientFlow
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+
+from resmon.fanout import ClientFlow, encodeJSON
+from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
 
 # A client only ever sends small control messages; cap what it may send.
 MAX_INCOMING_MESSAGE = 64 * 1024
+
+
+def errorBody(text):
+    return encodeJSON({"kind": "error", "error": text})
 
 
 class DashboardProtocol(WebSocketServerProtocol):
@@ -18,8 +27,16 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     # self.log is Autobahn's txaio logger, filtered by level: do not shadow it.
 
+    def onConnect(self, request):
+        # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
+        # client that wants less need not receive everything first.
+        try:
+            self.initialSubscription = parseQuery(request.params)
+        except InvalidSubscription as e:
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, str(e))
+        return None
+
     def onOpen(self):
-        fanout = self.factory.fanout
         self.flow = ClientFlow(
             lambda body: self.sendMessage(body, isBinary=False),
             lambda: self.dropConnection(abort=True),
@@ -29,17 +46,36 @@ class DashboardProtocol(WebSocketServerProtocol):
             # twisted.web's HTTP channel was the producer before the upgrade.
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
-        self.sendMessage(fanout.latest.snapshotBody(), isBinary=False)
-        fanout.attach(self)
+        self.subscribe(self.initialSubscription)
+
+    def subscribe(self, subscription):
+        self.flow.restart(self.factory.fanout.subscribe(self, subscription))
 
     def sendEvent(self, document, body):
-        self.flow.send(document["host"], body)
+        self.flow.send((document["kind"], document["host"]), body)
 
     def onMessage(self, payload, isBinary):
         if isBinary:
             self.sendClose(code=1003, reason="resmon accepts text messages only")
             return
-        # Subscriptions are not implemented yet; other messages are ignored.
+        try:
+            message = json.loads(payload.decode("utf-8"))
+        except ValueError:
+            self._error("not a JSON text message")
+            return
+        if not isinstance(message, dict) or message.get("kind") != "subscribe":
+            kind = message.get("kind") if isinstance(message, dict) else None
+            self._error(f"unknown message kind {str(kind)[:40]!r}; expected 'subscribe'")
+            return
+        try:
+            subscription = parseSubscribe(message)
+        except InvalidSubscription as e:
+            self._error(str(e))
+            return
+        self.subscribe(subscription)
+
+    def _error(self, text):
+        self.flow.send(("error", None), errorBody(text))
 
     def onClose(self, wasClean, code, reason):
         self.factory.fanout.detach(self)

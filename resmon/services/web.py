@@ -1,19 +1,25 @@
 """
-The web role: one bus subscription fanned out to every WebSocket client,
-the dashboard's static files and the JSON API, on one twisted.web Site.
+The web role: one bus subscription fanned out to every WebSocket and
+Server-Sent Events client, the dashboard's static files and the JSON API, on
+one twisted.web Site.
 """
 
 import os
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.logger import Logger
-from twisted.web import resource, server, static
+from twisted.web import server, static
 
 from resmon import topics
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
+from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.httpapi import apiResource
+from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
 from resmon.websocket import DashboardFactory
+
+# Most seconds between two sweeps for hosts no longer seen.
+MAX_EXPIRE_INTERVAL = 60.0
 
 
 def webRoot():
@@ -28,15 +34,20 @@ def webRoot():
     return os.path.join(os.path.dirname(here), "web")
 
 
-def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None):
+def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
+              keepAlive=DEFAULT_KEEPALIVE):
     """
-    The Site: static files at C{/}, the WebSocket at C{/ws}, the API at C{/api}.
+    The Site: static files at C{/}, the WebSocket at C{/ws}, the API and
+    the event stream at C{/api}. Its C{eventStreams} is the
+    L{EventStreamResource} of C{/api/stream}.
     """
+    streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
     top = static.File(root or webRoot())
     top.putChild(b"ws", WebSocketResource(DashboardFactory(fanout, clock, stallTimeout)))
-    top.putChild(b"api", apiResource(fanout.latest))
+    top.putChild(b"api", apiResource(fanout, streams))
     site = server.Site(top)
     site.displayTracebacks = False
+    site.eventStreams = streams
     return site
 
 
@@ -45,18 +56,27 @@ class WebService(service.MultiService):
     Subscribes once to C{#.analysis} and C{#.status} (a private queue per web
     process, never one per browser) and serves the dashboard on C{listen}
     (a Twisted server endpoint description such as C{tcp:8080}).
+
+    @param historyWindow: seconds of history kept per host (0: none).
+    @param historyPoints: most history points kept per host.
     """
 
     name = "web"
     log = Logger()
 
-    def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT):
+    def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
+                 historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
-        self.fanout = EventFanout()
+        self.history = FleetHistory(clock, historyWindow, historyPoints)
+        self.fanout = EventFanout(history=self.history)
         self.site = buildSite(self.fanout, clock, stallTimeout)
         self._subscription = None
+        expiry = internet.TimerService(
+            min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
+        expiry.clock = clock
+        expiry.setServiceParent(self)
         strports.service(listen, self.site).setServiceParent(self)
 
     def startService(self):
@@ -67,6 +87,8 @@ class WebService(service.MultiService):
         self.log.info("dashboard listening on {listen}", listen=self.listen)
 
     def stopService(self):
+        # End event streams first, so `curl -N` sees the end of the response.
+        self.site.eventStreams.closeAll()
         d = service.MultiService.stopService(self)
         if self._subscription is not None:
             self._subscription.cancel()

@@ -1,0 +1,127 @@
+"""
+C{GET /api/stream}: the fan-out as Server-Sent Events, for programs and
+C{curl -N}: a snapshot event, then every matching event, with keep-alive
+comments and the same per-client flow control as the WebSocket.
+"""
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from resmon.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, encodeJSON
+from resmon.subscriptions import InvalidSubscription, parseQuery
+
+DEFAULT_KEEPALIVE = 15.0
+# Milliseconds an EventSource waits before reconnecting.
+RECONNECT_DELAY_MS = 2000
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+
+
+def eventFrame(kind, body):
+    """
+    One SSE event: C{event: <kind>} and the JSON body as C{data:} lines (a
+    body with line breaks becomes several C{data:} lines, which the client
+    joins with newlines).
+    """
+    lines = body.splitlines() or [b""]
+    return b"event: " + kind.encode("ascii") + b"\n" + b"".join(
+        b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+class EventStream:
+    """
+    One SSE client: a fan-out client writing to one HTTP response, which it
+    never finishes on its own.
+    """
+
+    log = Logger()
+
+    def __init__(self, request, clock, stallTimeout, keepAlive):
+        self.request = request
+        self.flow = ClientFlow(request.write, self._abort, clock, stallTimeout)
+        self._keepAlive = LoopingCall(self._ping)
+        self._keepAlive.clock = clock
+        self._keepAliveInterval = keepAlive
+        self.finished = request.notifyFinish()
+        self._fanout = None
+
+    def start(self, fanout, subscription):
+        self._fanout = fanout
+        self.request.registerProducer(self.flow, True)
+        self.request.write(b"retry: %d\n\n" % (RECONNECT_DELAY_MS,))
+        self.flow.restart(eventFrame("snapshot", fanout.subscribe(self, subscription)))
+        self._keepAlive.start(self._keepAliveInterval, now=False)
+        self.finished.addBoth(self._ended)
+
+    def sendEvent(self, document, body):
+        self.flow.send((document["kind"], document["host"]), eventFrame(document["kind"], body))
+
+    def close(self):
+        """
+        End the response (the server is stopping).
+        """
+        if self._fanout is None:
+            return
+        self._stop()
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def _ping(self):
+        if not self.flow.paused:
+            self.request.write(KEEPALIVE_COMMENT)
+
+    def _abort(self):
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def _stop(self):
+        if self._fanout is not None:
+            self._fanout.detach(self)
+            self._fanout = None
+        if self._keepAlive.running:
+            self._keepAlive.stop()
+        self.flow.stopProducing()
+
+    def _ended(self, result):
+        # The client went away (an errback) or close() finished the response.
+        self._stop()
+        return None
+
+
+class EventStreamResource(resource.Resource):
+    """
+    C{GET /api/stream?hosts=...&events=...&history=0|1&since=...}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
+                 keepAlive=DEFAULT_KEEPALIVE):
+        resource.Resource.__init__(self)
+        self.fanout = fanout
+        self.clock = clock
+        self.stallTimeout = stallTimeout
+        self.keepAlive = keepAlive
+        self.streams = set()
+
+    def render_GET(self, request):
+        try:
+            subscription = parseQuery(request.args)
+        except InvalidSubscription as e:
+            request.setResponseCode(400)
+            request.setHeader(b"content-type", b"application/json")
+            return encodeJSON({"error": str(e)})
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        # Tell reverse proxies (nginx) not to buffer the stream.
+        request.setHeader(b"x-accel-buffering", b"no")
+        stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive)
+        self.streams.add(stream)
+        stream.finished.addBoth(lambda result: self.streams.discard(stream))
+        stream.start(self.fanout, subscription)
+        return server.NOT_DONE_YET
+
+    def closeAll(self):
+        for stream in list(self.streams):
+            stream.close()
