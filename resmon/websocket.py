@@ -63,9 +63,11 @@ class DashboardProtocol(WebSocketServerProtocol):
         except ValueError:
             self._error("not a JSON text message")
             return
-        if not isinstance(message, dict) or message.get("kind") != "subscribe":
-            kind = message.get("kind") if isinstance(message, dict) else None
-            self._error(f"unknown message kind {str(kind)[:40]!r}; expected 'subscribe'")
+        if not isinstance(message, dict):
+            self._error("a message must be a JSON object")
+            return
+        if message.get("kind") != "subscribe":
+            self._error(f"unknown message kind {str(message.get('kind'))[:40]!r}; expected 'subscribe'")
             return
         try:
             subscription = parseSubscribe(message)

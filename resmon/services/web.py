@@ -45,7 +45,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     top = static.File(root or webRoot())
     top.putChild(b"ws", WebSocketResource(DashboardFactory(fanout, clock, stallTimeout)))
     top.putChild(b"api", apiResource(fanout, streams))
-    site = server.Site(top)
+    site = server.Site(top, reactor=clock)
     site.displayTracebacks = False
     site.eventStreams = streams
     return site

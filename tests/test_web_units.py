@@ -1,0 +1,526 @@
+"""
+Unit tests of the web role's history, subscriptions, fan-out, WebSocket
+messages, Server-Sent Events and JSON API, with Twisted's fakes (Clock,
+StringTransport, DummyRequest, an HTTPChannel on a StringTransport).
+"""
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.test.requesthelper import DummyRequest
+
+from resmon.fanout import ClientFlow, EventFanout
+from resmon.history import FleetHistory, makePoint
+from resmon.httpapi import HostsResource
+from resmon.services.web import WebService, buildSite
+from resmon.subscriptions import EVERYTHING, InvalidSubscription, Subscription, parseQuery, parseSubscribe
+from resmon.websocket import DashboardFactory
+
+
+def analysis(host, seq, ts, cpu=10.0, cores=(10.0, 20.0), level="LOW"):
+    return {
+        "v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": ts, "interval": 1.0,
+        "analyzed_at": ts + 0.01, "level": level, "levels": {"cpu": level, "memory": "LOW"},
+        "cpu_result": level,
+        "metrics": {
+            "cpu": {"percent": cpu, "per_core": list(cores)},
+            "memory": {"total": 100, "used": 30, "available": 70, "percent": 30.04},
+            "load": [0.5, 0.4, 0.3],
+            "disks": [{"mount": "/", "percent": 70.44}, {"mount": "/var", "percent": 91.2}],
+            "net_io": {"bytes_sent_per_s": 1200.4, "bytes_recv_per_s": 3400.6,
+                       "packets_sent_per_s": 1.0, "packets_recv_per_s": 2.0},
+        },
+    }
+
+
+def body(document):
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def status(host, state, since=100.0):
+    return {"v": 1, "kind": "status", "host": host, "status": state, "since": since, "last_seen": since}
+
+
+def key(host, kind):
+    from resmon.topics import routingKey
+    return routingKey(host, kind)
+
+
+# History
+
+
+def test_a_point_is_compact_and_carries_what_the_charts_need():
+    point = makePoint(analysis("h", 1, 1000.1234), now=5.0)
+    assert point == {
+        "ts": 1000.123, "cpu": 10.0, "mem": 30.0, "cores": [10.0, 20.0], "load1": 0.5,
+        "disk": 91.2, "rx": 3401, "tx": 1200, "level": "LOW",
+        "levels": {"cpu": "LOW", "memory": "LOW"},
+    }
+    # A proof-of-concept analysis has no ts: its analyzed_at, else the clock.
+    poc = {"v": 1, "kind": "analysis", "host": "p", "seq": None, "ts": None,
+           "analyzed_at": 7.5, "metrics": {"cpu": {"percent": 42.0}}}
+    assert makePoint(poc, now=9.0)["ts"] == 7.5
+    del poc["analyzed_at"]
+    point = makePoint(poc, now=9.0)
+    assert point["ts"] == 9.0 and point["cpu"] == 42.0 and point["mem"] is None
+    assert point["cores"] == [] and point["rx"] is None
+    # Garbage from a third party becomes null rather than an error.
+    junk = {"host": "j", "ts": "x", "metrics": {"cpu": {"percent": True, "per_core": "no"},
+                                                 "disks": [1, {"percent": "?"}], "load": []}}
+    point = makePoint(junk, now=3.0)
+    assert point["ts"] == 3.0 and point["cpu"] is None and point["disk"] is None
+
+
+def test_history_is_bounded_by_point_count():
+    clock = Clock()
+    history = FleetHistory(clock, window=900, maxPoints=5)
+    for i in range(12):
+        history.add(analysis("h", i, 1000.0 + i))
+    points = [json.loads(p) for p in history.encodedPoints("h")]
+    assert [p["ts"] for p in points] == [1007.0, 1008.0, 1009.0, 1010.0, 1011.0]
+
+
+def test_history_is_bounded_by_age_and_keeps_order():
+    clock = Clock()
+    history = FleetHistory(clock, window=10, maxPoints=1000)
+    for i in range(30):
+        history.add(analysis("h", i, 1000.0 + i))
+    assert [json.loads(p)["ts"] for p in history.encodedPoints("h")] == [1019.0 + i for i in range(11)]
+    # An older analysis (from a competing analyzer) is not inserted out of order.
+    assert history.add(analysis("h", 5, 1005.0)) is None
+    assert history.counters["out-of-order"] == 1
+    assert [json.loads(p)["ts"] for p in history.encodedPoints("h", since=1027.0)] == [1028.0, 1029.0]
+    assert json.loads(history.pointsBody("h", since=2000.0)) == []
+
+
+def test_history_forgets_hosts_not_seen_for_the_window():
+    clock = Clock()
+    history = FleetHistory(clock, window=60, maxPoints=100)
+    history.add(analysis("gone", 1, 1.0))
+    clock.advance(30)
+    history.add(analysis("alive", 1, 2.0))
+    clock.advance(31)
+    history.expire()
+    assert history.hosts() == ["alive"]
+    assert json.loads(history.historyBody(["gone", "alive"])) == {
+        "alive": [makePoint(analysis("alive", 1, 2.0), 0)]}
+    clock.advance(60)
+    history.expire()
+    assert history.hosts() == [] and history.counters["forgotten"] == 2
+
+
+def test_history_window_zero_keeps_nothing():
+    history = FleetHistory(Clock(), window=0)
+    history.add(analysis("h", 1, 1.0))
+    assert history.hosts() == [] and history.pointCount() == 0
+
+
+# Subscriptions
+
+
+def test_subscription_patterns_match_names_and_routing_words():
+    sub = parseSubscribe({"kind": "subscribe", "hosts": ["web-01.example.com", "db-01"]})
+    assert sub.matchesHost("web-01.example.com")
+    assert not sub.matchesHost("web-02.example.com")
+    assert sub.matchesHost("db-01") and not sub.matchesHost("db-02")
+    sub = parseSubscribe({"kind": "subscribe", "hosts": ["web-01_example_com", "db"]})
+    assert sub.matchesHost("web-01.example.com")  # by its routing word
+    assert sub.matchesHost("db") and not sub.matchesHost("db2")
+    for everything in ("*", "#"):
+        sub = parseSubscribe({"kind": "subscribe", "hosts": [everything]})
+        assert sub.matchesHost("any.host.name") and sub.matchesHost("x")
+    assert not parseSubscribe({"hosts": ["*.x"]}).matchesHost("a")
+
+
+def test_subscription_defaults_and_kinds():
+    sub = parseSubscribe({"kind": "subscribe"})
+    assert sub.hosts is None and sub.events == {"analysis", "status"} and sub.history is True
+    sub = parseSubscribe({"kind": "subscribe", "events": ["status"], "history": False, "since": 12.5})
+    assert sub.matches({"kind": "status", "host": "a"})
+    assert not sub.matches({"kind": "analysis", "host": "a"})
+    assert sub.describe() == {"hosts": None, "events": ["status"], "history": False, "since": 12.5}
+
+
+@pytest.mark.parametrize("message, error", [
+    ({"kind": "subscribe", "hosts": "web-*"}, "whole words"),
+    ({"kind": "subscribe", "hosts": [1]}, "hosts: expected a list"),
+    ({"kind": "subscribe", "hosts": []}, "hosts: empty list"),
+    ({"kind": "subscribe", "hosts": [""]}, "1 to 255"),
+    ({"kind": "subscribe", "hosts": ["x"] * 1001}, "at most 1000"),
+    ({"kind": "subscribe", "events": ["measure"]}, "unknown kind 'measure'"),
+    ({"kind": "subscribe", "events": []}, "events: empty list"),
+    ({"kind": "subscribe", "history": "yes"}, "history: expected true or false"),
+    ({"kind": "subscribe", "since": float("inf")}, "since: expected a number"),
+    ({"kind": "subscribe", "host": ["a"]}, "unknown field 'host'"),
+    ([], "JSON object"),
+])
+def test_invalid_subscriptions_say_why(message, error):
+    with pytest.raises(InvalidSubscription) as caught:
+        parseSubscribe(message)
+    assert error in str(caught.value)
+
+
+def test_subscription_from_query_parameters():
+    sub = parseQuery({b"hosts": [b"web-01,db"], b"events": [b"analysis"], b"history": [b"0"]})
+    assert sub.hosts == ("web-01", "db") and sub.events == {"analysis"} and sub.history is False
+    assert parseQuery({"since": ["5"]}).since == 5.0  # Autobahn's params: str keys and values
+    assert parseQuery({}).hosts is None
+    for bad in ({b"hosts": [b"a*"]}, {b"history": [b"maybe"]}, {b"since": [b"soon"]}, {b"x": [b"1"]}):
+        with pytest.raises(InvalidSubscription):
+            parseQuery(bad)
+
+
+# Fan-out
+
+
+class FakeClient:
+    def __init__(self):
+        self.sent = []
+
+    def sendEvent(self, document, body):
+        self.sent.append(json.loads(body))
+
+
+def _fanout(clock=None, window=900):
+    return EventFanout(history=FleetHistory(clock or Clock(), window=window, maxPoints=100))
+
+
+def test_snapshot_has_latest_analyses_statuses_and_history_of_matching_hosts():
+    fanout = _fanout()
+    for i in range(3):
+        for host in ("web-01", "web-02", "db"):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, i, 100.0 + i)))
+    fanout.eventReceived(key("web-01", "status"), body(status("web-01", "stale")))
+    fanout.eventReceived(key("db", "status"), body(status("db", "online")))
+    client = FakeClient()
+    snapshot = json.loads(fanout.subscribe(client, parseSubscribe({"hosts": ["web-01", "db"]})))
+    assert snapshot["kind"] == "snapshot"
+    assert snapshot["subscription"]["hosts"] == ["web-01", "db"]
+    assert [(e["host"], e["seq"]) for e in snapshot["events"]] == [("db", 2), ("web-01", 2)]
+    assert [(s["host"], s["status"]) for s in snapshot["statuses"]] == [("db", "online"), ("web-01", "stale")]
+    assert sorted(snapshot["history"]) == ["db", "web-01"]
+    assert [p["ts"] for p in snapshot["history"]["web-01"]] == [100.0, 101.0, 102.0]
+
+    # Without history, and for statuses only.
+    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"history": False})))
+    assert snapshot["history"] == {} and len(snapshot["events"]) == 3
+    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"events": ["status"]})))
+    assert snapshot["events"] == [] and snapshot["history"] == {} and len(snapshot["statuses"]) == 2
+    # Only the history after `since`: what a reconnecting client missed.
+    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"hosts": ["db"], "since": 101.0})))
+    assert [p["ts"] for p in snapshot["history"]["db"]] == [102.0]
+
+
+def test_clients_receive_only_matching_events_after_their_snapshot_exactly_once():
+    fanout = _fanout()
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 0, 100.0)))
+    webOnly, statusOnly, everything = FakeClient(), FakeClient(), FakeClient()
+    snapshot = json.loads(fanout.subscribe(webOnly, parseSubscribe({"hosts": ["web-01"]})))
+    fanout.subscribe(statusOnly, parseSubscribe({"events": ["status"]}))
+    fanout.attach(everything)
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 1, 101.0)))
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 1, 101.0)))  # redelivered
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 101.0)))
+    fanout.eventReceived(key("web-01", "status"), body(status("web-01", "offline")))
+    assert [e["seq"] for e in snapshot["events"]] == [0]
+    assert [(e["host"], e["kind"]) for e in webOnly.sent] == [("web-01", "analysis"), ("web-01", "status")]
+    assert [e["seq"] for e in webOnly.sent if e["kind"] == "analysis"] == [1]
+    assert [(e["host"], e["kind"]) for e in statusOnly.sent] == [("web-01", "status")]
+    assert len(everything.sent) == 3
+    # A new subscription replaces the old one.
+    fanout.subscribe(webOnly, parseSubscribe({"hosts": ["db"]}))
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 2, 102.0)))
+    assert len(webOnly.sent) == 2
+    fanout.detach(webOnly)
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 1, 102.0)))
+    assert len(webOnly.sent) == 2
+
+
+def test_status_events_are_kept_and_bad_ones_rejected():
+    fanout = _fanout()
+    fanout.eventReceived(key("a", "status"), body(status("a", "online")))
+    fanout.eventReceived(key("a", "status"), body(status("a", "offline", since=200.0)))
+    fanout.eventReceived(key("a", "status"), body(dict(status("a", "x"), status=3)))
+    assert fanout.statuses.get("a")["status"] == "offline"
+    assert dict(fanout.rejected) == {"type": 1}
+    assert fanout.resolveHost("a") == ["a"]
+
+
+def test_client_flow_restart_puts_the_snapshot_first_and_keeps_status_and_analysis_apart():
+    clock, sent = Clock(), []
+    flow = ClientFlow(sent.append, lambda: None, clock, stallTimeout=30)
+    flow.pauseProducing()
+    flow.send(("analysis", "a"), b"a1")
+    flow.send(("status", "a"), b"s1")
+    flow.send(("analysis", "a"), b"a2")
+    assert flow.pending == {("analysis", "a"): b"a2", ("status", "a"): b"s1"}
+    flow.restart(b"snapshot")  # supersedes what was held back
+    flow.send(("analysis", "a"), b"a3")
+    flow.resumeProducing()
+    assert sent == [b"snapshot", b"a3"]
+    flow.restart(b"snapshot2")
+    assert sent[-1] == b"snapshot2"
+    assert clock.getDelayedCalls() == []
+
+
+# WebSocket messages
+
+
+class FakeConnectionRequest:
+    def __init__(self, params=None):
+        self.params = params or {}
+
+
+def _websocket(fanout, params=None):
+    clock = Clock()
+    factory = DashboardFactory(fanout, clock, stallTimeout=30)
+    protocol = factory.buildProtocol(None)
+    sent = []
+    protocol.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
+    protocol.sendClose = lambda code=None, reason=None: sent.append(("close", code))
+    protocol.transport = StringTransport()
+    protocol.onConnect(FakeConnectionRequest(params))
+    protocol.onOpen()
+    return protocol, sent
+
+
+def test_websocket_subscribe_replies_with_a_snapshot_then_matching_events():
+    fanout = _fanout()
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 0, 100.0)))
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 100.0)))
+    protocol, sent = _websocket(fanout)
+    # Never subscribed: everything, with history (the dashboard's default).
+    assert sent[0]["kind"] == "snapshot" and len(sent[0]["events"]) == 2 and len(sent[0]["history"]) == 2
+    protocol.onMessage(json.dumps({"kind": "subscribe", "hosts": ["db"], "events": ["analysis"]}).encode(), False)
+    assert sent[1]["kind"] == "snapshot" and [e["host"] for e in sent[1]["events"]] == ["db"]
+    assert list(sent[1]["history"]) == ["db"]
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 1, 101.0)))
+    fanout.eventReceived(key("db", "status"), body(status("db", "stale")))
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 1, 101.0)))
+    assert [(m["kind"], m["host"]) for m in sent[2:]] == [("analysis", "db")]
+    protocol.onClose(True, 1000, None)
+    assert fanout.clients == {}
+
+
+def test_websocket_initial_subscription_from_the_url():
+    fanout = _fanout()
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 0, 100.0)))
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 100.0)))
+    _, sent = _websocket(fanout, {"hosts": ["db"], "history": ["0"]})
+    assert [e["host"] for e in sent[0]["events"]] == ["db"] and sent[0]["history"] == {}
+    from autobahn.websocket.types import ConnectionDeny
+    with pytest.raises(ConnectionDeny):
+        _websocket(fanout, {"hosts": ["db*"]})
+
+
+@pytest.mark.parametrize("payload, error", [
+    (b"{not json", "not a JSON text message"),
+    (b"[1]", "a message must be a JSON object"),
+    (b'{"kind": "hello"}', "unknown message kind 'hello'"),
+    (b'{"kind": "subscribe", "events": ["measure"]}', "unknown kind 'measure'"),
+])
+def test_websocket_invalid_messages_get_an_error_and_the_connection_stays(payload, error):
+    fanout = _fanout()
+    protocol, sent = _websocket(fanout)
+    protocol.onMessage(payload, False)
+    assert sent[1]["kind"] == "error" and error in sent[1]["error"]
+    assert protocol in fanout.clients  # still subscribed as before
+    fanout.eventReceived(key("x", "analysis"), body(analysis("x", 0, 1.0)))
+    assert sent[-1]["host"] == "x"
+
+
+def test_websocket_binary_messages_close_with_1003():
+    protocol, sent = _websocket(_fanout())
+    protocol.onMessage(b"\x00", True)
+    assert sent[-1] == ("close", 1003)
+
+
+# JSON API
+
+
+def _get(resource, path, args=None):
+    request = DummyRequest(path)
+    request.args = args or {}
+    request.render(resource)
+    return request.responseCode or 200, json.loads(b"".join(request.written))
+
+
+def test_api_hosts_host_and_history():
+    fanout = _fanout()
+    for i in range(3):
+        fanout.eventReceived(key("web-01.example.com", "analysis"),
+                             body(analysis("web-01.example.com", i, 100.0 + i)))
+    fanout.eventReceived(key("web-01.example.com", "status"), body(status("web-01.example.com", "online")))
+    hosts = HostsResource(fanout)
+    code, listing = _get(hosts, [])
+    assert code == 200 and [h["seq"] for h in listing["hosts"]] == [2]
+    assert [s["status"] for s in listing["statuses"]] == ["online"]
+    for name in (b"web-01.example.com", b"web-01_example_com"):
+        code, one = _get(hosts, [name])
+        assert code == 200 and one["host"] == "web-01.example.com"
+        assert one["analysis"]["seq"] == 2 and one["status"]["status"] == "online"
+        code, history = _get(hosts, [name, b"history"])
+        assert code == 200 and history["window"] == 900
+        assert [p["ts"] for p in history["points"]] == [100.0, 101.0, 102.0]
+    code, history = _get(hosts, [b"web-01.example.com", b"history"], {b"since": [b"101"]})
+    assert [p["ts"] for p in history["points"]] == [102.0]
+    assert _get(hosts, [b"web-01", b"history"], {b"since": [b"nan"]})[0] == 404
+    assert _get(hosts, [b"web-01.example.com", b"history"], {b"since": [b"nan"]})[0] == 400
+    assert _get(hosts, [b"nope"]) == (404, {"error": "unknown host", "host": "nope"})
+    assert _get(hosts, [b"nope", b"history"])[0] == 404
+    assert _get(hosts, [b"web-01.example.com", b"other"])[0] == 404
+    # Two names with one routing word: the word is ambiguous, the names are not.
+    fanout.eventReceived(key("web-01_example.com", "analysis"), body(analysis("web-01_example.com", 0, 1.0)))
+    code, error = _get(hosts, [b"web-01_example_com"])
+    assert code == 409 and error["hosts"] == ["web-01.example.com", "web-01_example.com"]
+
+
+# Server-Sent Events, through a real HTTPChannel on a StringTransport
+
+
+class SSEConnection:
+    def __init__(self, site, query=b""):
+        self.transport = StringTransport()
+        self.channel = site.buildProtocol(None)
+        self.channel.makeConnection(self.transport)
+        self.channel.dataReceived(
+            b"GET /api/stream" + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.offset = 0
+
+    def head(self):
+        return self.transport.value().split(b"\r\n\r\n", 1)[0]
+
+    def frames(self):
+        """
+        The SSE frames written since the last call (chunked encoding removed).
+        """
+        raw = self.transport.value().split(b"\r\n\r\n", 1)[1]
+        text, rest = b"", raw
+        while rest:
+            size, rest = rest.split(b"\r\n", 1)
+            size = int(size, 16)
+            text += rest[:size]
+            rest = rest[size + 2:]
+        new, self.offset = text[self.offset:], len(text)
+        return [f for f in new.split(b"\n\n") if f]
+
+    def close(self):
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+
+def _event(frame):
+    lines = frame.split(b"\n")
+    assert lines[0].startswith(b"event: ")
+    data = b"\n".join(line[len(b"data: "):] for line in lines[1:])
+    return lines[0][len(b"event: "):].decode(), json.loads(data)
+
+
+def _sseSite(tmp_path, fanout, clock):
+    return buildSite(fanout, clock, stallTimeout=30, root=str(tmp_path))
+
+
+def test_sse_sends_a_snapshot_then_matching_events_and_keep_alives(tmp_path):
+    clock = Clock()
+    fanout = _fanout(clock)
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 0, 100.0)))
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 100.0)))
+    site = _sseSite(tmp_path, fanout, clock)
+    conn = SSEConnection(site, b"?hosts=web-01&events=analysis,status")
+    head = conn.head()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"text/event-stream" in head and b"Transfer-Encoding: chunked" in head
+    frames = conn.frames()
+    assert frames[0] == b"retry: 2000"
+    kind, snapshot = _event(frames[1])
+    assert kind == "snapshot" and [e["host"] for e in snapshot["events"]] == ["web-01"]
+    assert [p["ts"] for p in snapshot["history"]["web-01"]] == [100.0]
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 1, 101.0)))
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 1, 101.0)))
+    fanout.eventReceived(key("web-01", "status"), body(status("web-01", "stale")))
+    events = [_event(f) for f in conn.frames()]
+    assert [(k, e["host"]) for k, e in events] == [("analysis", "web-01"), ("status", "web-01")]
+    clock.advance(15)
+    assert conn.frames() == [b": keep-alive"]
+    conn.close()
+    assert fanout.clients == {} and site.eventStreams.streams == set()
+    clock.advance(60)
+    assert clock.getDelayedCalls() == []
+
+
+def test_sse_data_with_line_breaks_becomes_several_data_lines(tmp_path):
+    from resmon.sse import eventFrame
+    pretty = json.dumps(analysis("h", 1, 1.0), indent=2).encode()
+    frame = eventFrame("analysis", pretty)
+    assert frame.endswith(b"\n\n") and frame.count(b"\ndata: ") == pretty.count(b"\n") + 1
+    assert _event(frame.rstrip(b"\n")) == ("analysis", analysis("h", 1, 1.0))
+
+
+def test_sse_slow_client_gets_latest_per_host_and_is_dropped_when_stalled(tmp_path):
+    clock = Clock()
+    fanout = _fanout(clock)
+    site = _sseSite(tmp_path, fanout, clock)
+    conn = SSEConnection(site, b"?history=0")
+    conn.frames()
+    conn.transport.producer.pauseProducing()  # what the transport does when its buffer is full
+    for i in range(500):
+        for host in ("a", "b"):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, i, 100.0 + i)))
+    fanout.eventReceived(key("a", "status"), body(status("a", "offline")))
+    assert conn.frames() == []  # nothing written while paused: bounded by hosts, not events
+    conn.transport.producer.resumeProducing()
+    events = [_event(f) for f in conn.frames()]
+    assert [(k, e["host"], e.get("seq")) for k, e in events] == [
+        ("analysis", "a", 499), ("analysis", "b", 499), ("status", "a", None)]
+    conn.transport.producer.pauseProducing()
+    clock.advance(30)
+    assert conn.transport.disconnecting or conn.transport.disconnected
+    conn.close()
+    assert fanout.clients == {}
+    clock.advance(60)
+    assert clock.getDelayedCalls() == []
+
+
+def test_sse_rejects_a_bad_filter_with_400(tmp_path):
+    clock = Clock()
+    site = _sseSite(tmp_path, _fanout(clock), clock)
+    conn = SSEConnection(site, b"?events=measure")
+    assert conn.head().startswith(b"HTTP/1.1 400")
+    assert b"unknown kind 'measure'" in conn.transport.value()
+    conn.close()
+
+
+# The service
+
+
+class RecordingBus:
+    def subscribe(self, patterns, handler, **kwargs):
+        self.patterns, self.handler = patterns, handler
+        return self
+
+    def cancel(self):
+        self.cancelled = True
+
+
+@pytest_twisted.inlineCallbacks
+def test_web_service_expires_history_and_ends_streams_when_stopped():
+    clock, bus = Clock(), RecordingBus()
+    service = WebService(bus, "tcp:0:interface=127.0.0.1", clock, historyWindow=60, historyPoints=10)
+    service.startService()
+    assert bus.patterns == ["#.analysis", "#.status"]
+    bus.handler(key("h", "analysis"), body(analysis("h", 0, 1.0)))
+    assert service.history.hosts() == ["h"]
+    conn = SSEConnection(service.site, b"?history=0")
+    clock.advance(61)
+    assert service.history.hosts() == []  # forgotten by the periodic sweep
+    assert service.fanout.latest.hosts() == ["h"]  # its latest analysis stays
+    yield service.stopService()  # the listening port closed: the Site's timers stopped
+    assert bus.cancelled
+    assert conn.transport.value().endswith(b"0\r\n\r\n")  # the chunked response ended
+    conn.close()
+    clock.advance(60)
+    assert clock.getDelayedCalls() == []
