@@ -347,17 +347,21 @@
     renderStatus(card.el, card.status, status);
     renderAge(entry, now);
     if (!d) return;
-    if (!entry.visible) { entry.cardStale = true; return; }
-    entry.cardStale = false;
 
     setAttr(card.el, "data-level", d.level || "none");
     setText(card.cpuValue, fmtPct(d.cpu));
     setLevelBadge(card.cpuLevel, d.cpuLevel);
     setText(card.memValue, fmtPct(d.mem));
     setLevelBadge(card.memLevel, d.memLevel);
-    card.cpuSpark.setAttribute("points", sparkPoints(entry.history, entry.history.cpu));
-    card.memSpark.setAttribute("points", sparkPoints(entry.history, entry.history.mem));
-    renderCoreBars(card.cores, card.coreBars, d.perCore, false);
+    // The graphics are the costly part: off-screen cards get them when scrolled into view.
+    if (entry.visible) {
+      entry.cardStale = false;
+      card.cpuSpark.setAttribute("points", sparkPoints(entry.history, entry.history.cpu));
+      card.memSpark.setAttribute("points", sparkPoints(entry.history, entry.history.mem));
+      renderCoreBars(card.cores, card.coreBars, d.perCore, false);
+    } else {
+      entry.cardStale = true;
+    }
     setText(card.load, d.load && d.load.length ? d.load.map((x) => (isNum(x) ? x.toFixed(2) : "–")).join(" ") : "–");
     setText(card.disk, d.fullest ? `${fmtPct(d.fullest.percent)} ${d.fullest.mount}` : "–");
     setAttr(card.disk, "title", d.disks.map((x) => `${x.mount}: ${fmtPct(x.percent)}`).join("\n") || null);
