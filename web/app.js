@@ -7,7 +7,9 @@
   const MAX_CORE_SERIES = 128;         // per-core history kept for at most this many cores
   const BACKOFF_FIRST = 0.5;           // seconds
   const BACKOFF_CAP = 10;              // seconds
-  const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often
+  const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often in a big fleet,
+  const REORDER_SMALL_MS = 250;        // and this often with few hosts, where it is cheap
+  const SMALL_FLEET = 100;
   const LEVEL_RANK = { LOW: 1, MEDIUM: 2, HIGH: 3 };
   const LEVELS = ["HIGH", "MEDIUM", "LOW"];
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -515,8 +517,9 @@
     }
     pending.clear();
     if (valueSort && valuesChanged) {
-      // Value sorts re-order at most once a second so cards do not jitter.
-      const wait = REORDER_EVERY_MS - (performance.now() - lastReorder);
+      // Value sorts re-order on a throttle so cards do not jitter every frame.
+      const every = hosts.size > SMALL_FLEET ? REORDER_EVERY_MS : REORDER_SMALL_MS;
+      const wait = every - (performance.now() - lastReorder);
       if (wait <= 0) orderDirty = true;
       else if (!reorderTimer) {
         reorderTimer = setTimeout(() => {
@@ -717,8 +720,8 @@
 
   function renderDetailAge(now) {
     const entry = hosts.get(detailHost);
-    if (!entry || !entry.ev) return;
-    setText($(".detail-age", detail), `updated ${fmtAge(ageOf(entry, now))}`);
+    if (!entry) return;
+    setText($(".detail-age", detail), entry.ev ? `updated ${fmtAge(ageOf(entry, now))}` : "no data yet");
     const status = statusOf(entry, now);
     const badge = $(".detail-status", detail);
     setHidden(badge, status === "online");
