@@ -2,6 +2,7 @@
 C{twistd resmon}: options and the service tree of every role.
 """
 
+import math
 import os
 import socket
 import sys
@@ -15,6 +16,7 @@ from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
 from resmon.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
+from resmon.liveness import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, STALE_INTERVALS
 from resmon.pipeline import DEFAULT_TIME_BUDGET
 from resmon.services.analyzer import DEFAULT_PREFETCH, DEFAULT_QUEUE
 
@@ -26,6 +28,8 @@ ROLES = {
     "standalone": ("tracker", "analyzer", "web"),
 }
 MIN_INTERVAL = 0.1
+# An agent's outbox holds this many seconds of samples by default.
+OUTBOX_SECONDS = 600
 
 
 class Options(usage.Options):
@@ -81,9 +85,18 @@ class Options(usage.Options):
          "Seconds one analyzer may take on one measure before its result counts as an error."],
         ["heartbeat", None, str(DEFAULT_HEARTBEAT),
          "AMQP heartbeat in seconds; a broker silent for two heartbeats is reconnected (0 disables)."],
-        ["outbox-limit", None, str(DEFAULT_OUTBOX_LIMIT),
+        ["outbox-limit", None, None,
          "Messages kept while the broker is unreachable or has not confirmed them; "
-         "the oldest are dropped beyond this."],
+         "the oldest are dropped beyond this (default: ten minutes of samples for the "
+         f"agent and standalone roles, {OUTBOX_SECONDS} / --interval, at least 100; "
+         f"{DEFAULT_OUTBOX_LIMIT} for the others)."],
+        ["stale-after", None, None,
+         "Seconds without a measure before the analyzer says a host is stale "
+         f"(default: {STALE_INTERVALS} of that host's own intervals)."],
+        ["offline-after", None, str(DEFAULT_OFFLINE_AFTER),
+         "Seconds without a measure before the analyzer says a host is offline."],
+        ["liveness-grace", None, str(DEFAULT_GRACE),
+         "Seconds after the analyzer (re)connects to the broker during which it judges no host."],
         ["stall-timeout", None, str(DEFAULT_STALL_TIMEOUT),
          "Seconds a WebSocket client may stop reading before it is disconnected."],
         ["history", None, str(int(DEFAULT_HISTORY_WINDOW)),
@@ -157,7 +170,17 @@ class Options(usage.Options):
         self["max-body"] = _number(self, "max-body", int, 64, 128 * 1024 * 1024)
         self["time-budget"] = _number(self, "time-budget", float, 0.001, 60)
         self["heartbeat"] = _number(self, "heartbeat", int, 0, 3600)
-        self["outbox-limit"] = _number(self, "outbox-limit", int, 1, 10_000_000)
+        if self["outbox-limit"] is None:
+            if "tracker" in ROLES[self["role"]]:
+                self["outbox-limit"] = max(100, math.ceil(OUTBOX_SECONDS / self["interval"]))
+            else:
+                self["outbox-limit"] = DEFAULT_OUTBOX_LIMIT
+        else:
+            self["outbox-limit"] = _number(self, "outbox-limit", int, 1, 10_000_000)
+        if self["stale-after"] is not None:
+            self["stale-after"] = _number(self, "stale-after", float, 0.1, 86400)
+        self["offline-after"] = _number(self, "offline-after", float, 0.1, 7 * 86400)
+        self["liveness-grace"] = _number(self, "liveness-grace", float, 0, 3600)
         self["stall-timeout"] = _number(self, "stall-timeout", float, 0.1, 3600)
         self["history"] = _number(self, "history", float, 0, 7 * 86400)
         self["history-points"] = _number(self, "history-points", int, 1, 1_000_000)
@@ -224,6 +247,7 @@ def makeService(options):
         _makeTracker(options, bus, reactor).setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
+        _makeLiveness(options, bus, reactor).setServiceParent(top)
     if "web" in parts:
         _makeWeb(options, bus, reactor).setServiceParent(top)
     return top
@@ -264,6 +288,13 @@ def _makeAnalyzer(options, bus, reactor):
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _makeLiveness(options, bus, reactor):
+    from resmon.liveness import HostLiveness
+    return HostLiveness(
+        bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
+        grace=options["liveness-grace"], maxBody=options["max-body"])
 
 
 def _makeWeb(options, bus, reactor):

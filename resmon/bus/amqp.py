@@ -108,7 +108,8 @@ class _Outgoing:
 
 @implementer(ISubscription)
 class _AMQPSubscription:
-    def __init__(self, bus, patterns, handler, queue, durable, prefetch, partitions):
+    def __init__(self, bus, patterns, handler, queue, durable, prefetch, partitions,
+                 singleActive=False):
         self._bus = bus
         self.patterns = tuple(patterns)
         self.handler = handler
@@ -116,6 +117,7 @@ class _AMQPSubscription:
         self.durable = durable
         self.prefetch = prefetch
         self.partitions = partitions
+        self.singleActive = singleActive
         self.channelId = None
 
     def cancel(self):
@@ -316,9 +318,9 @@ class AMQPBus(service.Service):
     # Subscribing
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None):
+                  partitions=None, singleActive=False):
         subscription = _AMQPSubscription(
-            self, patterns, handler, queue, durable, prefetch, partitions)
+            self, patterns, handler, queue, durable, prefetch, partitions, singleActive)
         self._subscriptions.append(subscription)
         if self._client is not None:
             self._consume(self._client, subscription).addErrback(
@@ -334,7 +336,12 @@ class AMQPBus(service.Service):
         if subscription.partitions is not None:
             queueNames = yield self._declarePartitions(channel, subscription)
         else:
-            if subscription.queue:
+            if subscription.queue and subscription.singleActive:
+                # Gone with its last consumer: nobody stands by, nothing piles up.
+                reply = yield channel.queue_declare(
+                    queue=subscription.queue, auto_delete=True,
+                    arguments={"x-single-active-consumer": True})
+            elif subscription.queue:
                 reply = yield channel.queue_declare(
                     queue=subscription.queue, durable=subscription.durable)
             else:

@@ -128,8 +128,9 @@ class LocalBus(service.Service):
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None):
-        # One process holds every host: partitions change nothing here.
+                  partitions=None, singleActive=False):
+        # One process holds every host: partitions and single active
+        # consumers change nothing here.
         if queue is None:
             queue = f"local.private.{next(self._private)}"
         if queue not in self._queues:

@@ -1,0 +1,184 @@
+"""
+Host liveness: which hosts still send measures, published as C{<host>.status}
+events whenever a host turns C{online}, C{stale} or C{offline}.
+"""
+
+from twisted.application import service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from resmon import topics, wire
+
+ONLINE = "online"
+STALE = "stale"
+OFFLINE = "offline"
+
+DEFAULT_QUEUE = "resmon.liveness"
+DEFAULT_OFFLINE_AFTER = 30.0
+DEFAULT_GRACE = 5.0
+STALE_INTERVALS = 3
+# A proof-of-concept measure carries no interval: assume the agent's default.
+ASSUMED_INTERVAL = 1.0
+CHECK_INTERVAL = 0.5
+# Hosts offline for this long are forgotten, so junk host names cannot grow
+# the table without bound.
+FORGET_AFTER = 86400.0
+LIVENESS_PREFETCH = 500
+
+
+class _Host:
+    __slots__ = ("name", "word", "status", "since", "lastSeen", "seq", "interval")
+
+    def __init__(self, name, word):
+        self.name = name
+        self.word = word
+        self.status = None
+        self.since = None
+        self.lastSeen = None
+        self.seq = None
+        self.interval = ASSUMED_INTERVAL
+
+
+class HostLiveness(service.Service):
+    """
+    Tracks the last measure of every host and publishes a status event on
+    each change: C{online} on a host's first measure and when it comes back,
+    C{stale} once it missed C{staleAfter} seconds (default: three of its own
+    intervals), C{offline} after C{offlineAfter} seconds without a measure.
+
+    It judges nothing while the bus is disconnected, and for C{grace}
+    seconds after every (re)connection hosts are not judged either, and count
+    as seen at that moment: the analyzer's own outage is not the hosts'.
+
+    Measures come from their own subscription, a named queue consumed by one
+    process at a time (the other analyzers stand by and take over when it
+    goes): every process would otherwise see only its share of the measures,
+    and several judges would publish every change several times.
+
+    @param bus: an L{resmon.interfaces.IBus}; an C{AMQPBus} also tells,
+        through C{connected} and C{counters["connections"]}, whether and since
+        when it is connected (a bus without them counts as always connected).
+    @param clock: an L{IReactorTime}; its C{seconds()} dates everything.
+    @param staleAfter: seconds without a measure before a host is stale, or
+        L{None} for L{STALE_INTERVALS} of the host's own interval.
+    @param offlineAfter: seconds without a measure before a host is offline.
+    @param grace: seconds after a (re)connection during which no host is
+        judged.
+    """
+
+    name = "liveness"
+    log = Logger()
+
+    def __init__(self, bus, clock, staleAfter=None, offlineAfter=DEFAULT_OFFLINE_AFTER,
+                 grace=DEFAULT_GRACE, queue=DEFAULT_QUEUE, checkInterval=CHECK_INTERVAL,
+                 maxBody=wire.DEFAULT_MAX_BODY, forgetAfter=FORGET_AFTER):
+        self.bus = bus
+        self.clock = clock
+        self.staleAfter = staleAfter
+        self.offlineAfter = offlineAfter
+        self.grace = grace
+        self.queue = queue
+        self.checkInterval = checkInterval
+        self.maxBody = maxBody
+        self.forgetAfter = forgetAfter
+        self.hosts = {}
+        self.counters = {"published": 0, "failed": 0}
+        self._connection = None
+        self._judgingFrom = None
+        self._subscription = None
+        self._check = LoopingCall(self.check)
+        self._check.clock = clock
+
+    def startService(self):
+        service.Service.startService(self)
+        self._subscription = self.bus.subscribe(
+            ["#." + topics.MEASURE], self.measureReceived, queue=self.queue,
+            prefetch=LIVENESS_PREFETCH, singleActive=True)
+        self.log.info(
+            "judging host liveness from queue {queue}: stale after {stale}, offline after {offline} s",
+            queue=self.queue, offline=self.offlineAfter,
+            stale=f"{self.staleAfter} s" if self.staleAfter else f"{STALE_INTERVALS} intervals")
+        self._check.start(self.checkInterval, now=False)
+
+    def stopService(self):
+        service.Service.stopService(self)
+        if self._check.running:
+            self._check.stop()
+        if self._subscription is not None:
+            return self._subscription.cancel()
+
+    def measureReceived(self, routingKey, body):
+        try:
+            measure = wire.decodeMeasure(routingKey, body, self.maxBody)
+        except wire.Rejected:
+            return  # the analyzer logs and counts bad measures
+        self.seen(measure)
+
+    def seen(self, measure):
+        """
+        Note a valid measure (a L{wire.Measure}) that just arrived.
+        """
+        host = self.hosts.get(measure.host)
+        if host is None:
+            host = self.hosts[measure.host] = _Host(measure.host, measure.hostWord)
+        now = self.clock.seconds()
+        host.lastSeen = now
+        host.seq = measure.seq
+        if measure.interval:
+            host.interval = measure.interval
+        if host.status != ONLINE:
+            self._change(host, ONLINE, now)
+
+    def check(self):
+        """
+        Judge every host, unless the bus is or just was disconnected.
+        """
+        now = self.clock.seconds()
+        if not getattr(self.bus, "connected", True):
+            if self._judgingFrom is not None:
+                self.log.info("bus disconnected: host liveness paused")
+            self._judgingFrom = None
+            return
+        connection = getattr(self.bus, "counters", {}).get("connections")
+        if self._judgingFrom is None or connection != self._connection:
+            # (Re)connected since the last check, however briefly it was down.
+            self._connection = connection
+            self._judgingFrom = now + self.grace
+            self.log.info("bus connected: judging host liveness again in {grace} s", grace=self.grace)
+        if now < self._judgingFrom:
+            return
+        seenSince = self._judgingFrom - self.grace
+        for host in list(self.hosts.values()):
+            silent = now - max(host.lastSeen, seenSince)
+            if host.status == OFFLINE:
+                if silent > self.forgetAfter:
+                    del self.hosts[host.name]
+            elif silent > self.offlineAfter:
+                self._change(host, OFFLINE, now)
+            elif host.status == ONLINE and silent > self._staleAfter(host):
+                self._change(host, STALE, now)
+
+    def _staleAfter(self, host):
+        if self.staleAfter:
+            return self.staleAfter
+        return STALE_INTERVALS * host.interval
+
+    def _change(self, host, status, now):
+        host.status = status
+        host.since = now
+        self.log.info("{host} is {status} (last measure at {lastSeen:.3f}, seq {seq})",
+                      host=host.name, status=status, lastSeen=host.lastSeen, seq=host.seq)
+        body = wire.encodeEvent({
+            "v": wire.VERSION, "kind": topics.STATUS, "host": host.name, "status": status,
+            "since": now, "last_seen": host.lastSeen, "seq": host.seq,
+        })
+        d = self.bus.publish(f"{host.word}.{topics.STATUS}", body)
+        d.addCallbacks(self._published, self._failed, errbackArgs=(host.name,))
+
+    def _published(self, _):
+        self.counters["published"] += 1
+
+    def _failed(self, failure, host):
+        self.counters["failed"] += 1
+        self.log.warn("status of {host} not published: {why}",
+                      host=host, why=failure.getErrorMessage())
