@@ -23,7 +23,7 @@ class IBus(Interface):
         """
 
     def subscribe(patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False):
         """
         Deliver every message whose routing key matches one of C{patterns}
         to C{handler(routingKey, body)}.
@@ -41,6 +41,9 @@ class IBus(Interface):
             key consistently to one of C{count} durable queues named
             C{<queue>.<i>}, each consumed by one process at a time, and
             consume the partitions in C{owned} (see C{docs/plugins.md}).
+        @param deadLetter: L{None}, or the name of a bounded durable queue
+            that receives the messages the handler discards (raising
+            L{resmon.bus.delivery.Discard}), for inspection.
         @param singleActive: with a named C{queue}: one subscriber at a time
             receives its messages, the others (in other processes) stand by
             and take over when it goes; the queue is not durable and is

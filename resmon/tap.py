@@ -18,7 +18,7 @@ from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
 from resmon.liveness import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, STALE_INTERVALS
 from resmon.pipeline import DEFAULT_TIME_BUDGET
-from resmon.services.analyzer import DEFAULT_PREFETCH, DEFAULT_QUEUE
+from resmon.services.analyzer import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE
 
 ROLES = {
     "agent": ("tracker",),
@@ -66,6 +66,9 @@ class Options(usage.Options):
          "Address the web role listens on (default: all; 127.0.0.1 for this machine only)."],
         ["queue", None, DEFAULT_QUEUE,
          "Name of the durable queue analyzers share (several analyzers split the load)."],
+        ["dead-letter-queue", None, DEFAULT_DEAD_LETTER_QUEUE,
+         "Durable queue (at most 10000 messages, oldest dropped) that keeps rejected "
+         "measures for inspection; empty to just count and drop them."],
         ["partitions", None, "0",
          "Route each host to one of this many durable partition queues, each consumed by "
          "one analyzer process at a time, so stateful analyzers see all of a host's "
@@ -287,7 +290,8 @@ def _makeAnalyzer(options, bus, reactor):
     return AnalyzerService(
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
-        partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}")
+        partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
+        deadLetter=options["dead-letter-queue"] or None)
 
 
 def _makeLiveness(options, bus, reactor):

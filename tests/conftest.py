@@ -31,11 +31,13 @@ async def amqp(broker):
     test; both are deleted afterwards.
     """
     client = await defer.ensureDeferred(_connect(broker))
-    names = {"exchange": uniqueName("resmon.test"), "queue": uniqueName("resmon.test.analyzer")}
+    names = {"exchange": uniqueName("resmon.test"), "queue": uniqueName("resmon.test.analyzer"),
+             "deadletter": uniqueName("resmon.test.rejected")}
     client.names = names
     yield client
     try:
-        await client.cleanUp(exchanges=[names["exchange"]], queues=[names["queue"]])
+        await client.cleanUp(exchanges=[names["exchange"], names["deadletter"]],
+                             queues=[names["queue"], names["deadletter"]])
     finally:
         await client.close()
 

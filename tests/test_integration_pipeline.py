@@ -15,7 +15,8 @@ from support import connectWebSocket, freePort, withTimeout
 
 def _serverArgs(broker, amqp, port):
     return ["--role=server", f"--broker={broker}", f"--exchange={amqp.names['exchange']}",
-            f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1"]
+            f"--queue={amqp.names['queue']}", f"--dead-letter-queue={amqp.names['deadletter']}",
+            f"--port={port}", "--interface=127.0.0.1"]
 
 
 @defer.inlineCallbacks

@@ -9,6 +9,7 @@ publish's L{Deferred} fires only once the broker has taken the message.
 """
 
 import os
+import random
 from collections import OrderedDict, deque
 from itertools import count
 
@@ -31,7 +32,13 @@ from resmon.interfaces import IBus, ISubscription
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
 DEFAULT_HEARTBEAT = 10
+# Reconnect backoff: 0.25 s doubling up to this cap, plus up to RETRY_JITTER
+# at random, so a fleet does not reconnect in step and every process is back
+# within two seconds of the broker accepting connections.
+DEFAULT_MAX_RETRY_DELAY = 1.5
+RETRY_JITTER = 0.5
 DEFAULT_OUTBOX_LIMIT = 10000
+DEAD_LETTER_LIMIT = 10000
 PUBLISH_CHANNEL = 1
 
 
@@ -51,6 +58,11 @@ class ResmonAMQClient(AMQClient):
 
     MAX_UNSEEN_HEARTBEAT = 2
     log = Logger()
+    lostReason = None
+
+    def connectionLost(self, reason):
+        self.lostReason = reason
+        AMQClient.connectionLost(self, reason)
 
     def channel_failed(self, channel, reason):
         self.log.warn("broker closed channel {channel}: {reason}; reconnecting",
@@ -109,7 +121,7 @@ class _Outgoing:
 @implementer(ISubscription)
 class _AMQPSubscription:
     def __init__(self, bus, patterns, handler, queue, durable, prefetch, partitions,
-                 singleActive=False):
+                 deadLetter=None, singleActive=False):
         self._bus = bus
         self.patterns = tuple(patterns)
         self.handler = handler
@@ -117,6 +129,7 @@ class _AMQPSubscription:
         self.durable = durable
         self.prefetch = prefetch
         self.partitions = partitions
+        self.deadLetter = deadLetter
         self.singleActive = singleActive
         self.channelId = None
 
@@ -137,7 +150,8 @@ class AMQPBus(service.Service):
     @param connectTimeout: seconds for the TCP connection.
     @param handshakeTimeout: seconds for the AMQP handshake and
         declarations after TCP connects.
-    @param maxRetryDelay: cap of the exponential reconnect backoff.
+    @param maxRetryDelay: cap of the exponential reconnect backoff, before
+        a random jitter of up to L{RETRY_JITTER} seconds.
     @param outboxLimit: how many messages may wait for the broker's
         confirmation; past that the oldest unsent is dropped and counted.
     """
@@ -146,7 +160,7 @@ class AMQPBus(service.Service):
     log = Logger()
 
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
-                 connectTimeout=10, handshakeTimeout=10, maxRetryDelay=4.0,
+                 connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH):
         self.broker = broker
         self.exchange = exchange
@@ -179,7 +193,9 @@ class AMQPBus(service.Service):
             self, self._spec, self.broker.vhost, self.heartbeat, self._reactor)
         self._clientService = ClientService(
             endpoint, factory,
-            retryPolicy=backoffPolicy(initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0),
+            retryPolicy=backoffPolicy(
+                initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0,
+                jitter=lambda: random.random() * RETRY_JITTER),
             clock=self._reactor,
             prepareConnection=self._prepare,
         )
@@ -222,6 +238,14 @@ class AMQPBus(service.Service):
         except Exception as e:
             self.log.warn("AMQP handshake with {broker} failed: {error}",
                           broker=self.broker.redacted(), error=_describe(e))
+            # ClientService (Twisted 26.10) leaves a connection whose
+            # preparation failed open, and the loss of it, whenever it comes,
+            # hits its state machine in a state that has no transition for it
+            # (automat NoTransition). Close it ourselves, unannounced.
+            if hasattr(client, "_lostNotification"):
+                client._lostNotification = lambda reason: None
+            if client.transport is not None:
+                client.transport.abortConnection()
             raise
         self.counters["connections"] += 1
         self.connected = True
@@ -255,8 +279,11 @@ class AMQPBus(service.Service):
         self._outbox.extendleft(reversed(self._unconfirmed.values()))
         self._unconfirmed.clear()
         if self.running:
-            self.log.warn("lost the connection to {broker}; {pending} message(s) wait to be resent; reconnecting",
-                          broker=self.broker.redacted(), pending=len(self._outbox))
+            lost = getattr(client, "lostReason", None)
+            reason = lost.getErrorMessage() if lost is not None else "unknown"
+            self.log.warn("lost the connection to {broker} ({reason}); {pending} message(s) wait "
+                          "to be resent; reconnecting",
+                          broker=self.broker.redacted(), reason=reason, pending=len(self._outbox))
 
     # Publishing
 
@@ -318,9 +345,10 @@ class AMQPBus(service.Service):
     # Subscribing
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False):
         subscription = _AMQPSubscription(
-            self, patterns, handler, queue, durable, prefetch, partitions, singleActive)
+            self, patterns, handler, queue, durable, prefetch, partitions, deadLetter,
+            singleActive)
         self._subscriptions.append(subscription)
         if self._client is not None:
             self._consume(self._client, subscription).addErrback(
@@ -333,17 +361,21 @@ class AMQPBus(service.Service):
         channel = yield client.channel(channelId)
         yield channel.channel_open()
         yield channel.basic_qos(prefetch_count=subscription.prefetch)
+        arguments = {}
+        if subscription.deadLetter:
+            yield self._declareDeadLetter(channel, subscription.deadLetter)
+            arguments["x-dead-letter-exchange"] = subscription.deadLetter
         if subscription.partitions is not None:
-            queueNames = yield self._declarePartitions(channel, subscription)
+            queueNames = yield self._declarePartitions(channel, subscription, arguments)
         else:
             if subscription.queue and subscription.singleActive:
                 # Gone with its last consumer: nobody stands by, nothing piles up.
                 reply = yield channel.queue_declare(
                     queue=subscription.queue, auto_delete=True,
-                    arguments={"x-single-active-consumer": True})
+                    arguments=dict(arguments, **{"x-single-active-consumer": True}))
             elif subscription.queue:
                 reply = yield channel.queue_declare(
-                    queue=subscription.queue, durable=subscription.durable)
+                    queue=subscription.queue, durable=subscription.durable, arguments=arguments)
             else:
                 reply = yield channel.queue_declare(queue="", exclusive=True, auto_delete=True)
             queueNames = [reply.queue]
@@ -359,7 +391,18 @@ class AMQPBus(service.Service):
                       patterns=",".join(subscription.patterns), queue=",".join(queueNames))
 
     @defer.inlineCallbacks
-    def _declarePartitions(self, channel, subscription):
+    def _declareDeadLetter(self, channel, name):
+        """
+        A fanout exchange and a durable queue, both named C{name}, holding at
+        most L{DEAD_LETTER_LIMIT} discarded messages (the oldest go first).
+        """
+        yield channel.exchange_declare(exchange=name, type="fanout", durable=True)
+        yield channel.queue_declare(
+            queue=name, durable=True, arguments={"x-max-length": DEAD_LETTER_LIMIT})
+        yield channel.queue_bind(queue=name, exchange=name, routing_key="")
+
+    @defer.inlineCallbacks
+    def _declarePartitions(self, channel, subscription, arguments):
         """
         Route the subscription's messages through a consistent-hash exchange
         into C{count} durable single-active-consumer queues: one routing key
@@ -380,7 +423,7 @@ class AMQPBus(service.Service):
         for index in range(count):
             yield channel.queue_declare(
                 queue=partitionQueue(subscription.queue, index), durable=True,
-                arguments={"x-single-active-consumer": True})
+                arguments=dict(arguments, **{"x-single-active-consumer": True}))
             # The binding key of a consistent-hash exchange is the queue's weight.
             yield channel.queue_bind(
                 queue=partitionQueue(subscription.queue, index), exchange=hashExchange,
@@ -441,6 +484,10 @@ class _acknowledger:
     def retry(self):
         if not self.channel.closed:
             self.channel.basic_reject(delivery_tag=self.tag, requeue=True).addErrback(lambda f: None)
+
+    def discard(self):
+        if not self.channel.closed:
+            self.channel.basic_reject(delivery_tag=self.tag, requeue=False).addErrback(lambda f: None)
 
 
 def _describe(error):

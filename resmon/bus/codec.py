@@ -1,16 +1,23 @@
 """
-A fix to txAMQP 0.8.2's field-table encoding, applied on import.
+Fixes to txAMQP 0.8.2's codec, applied on import of L{resmon.bus.amqp}.
 
-txAMQP encodes every non-string table value as a 32-bit integer, so
-C{True} goes out as C{I 1}. RabbitMQ insists on a boolean for queue
-arguments such as C{x-single-active-consumer} and closes the channel with
-C{PRECONDITION_FAILED} otherwise. This encodes L{bool} as the AMQP boolean
-(C{t}) and leaves every other type as txAMQP has it.
+1. Field tables: txAMQP encodes every non-string value as a 32-bit integer,
+   so C{True} goes out as C{I 1}. RabbitMQ insists on a boolean for queue
+   arguments such as C{x-single-active-consumer} and closes the channel with
+   C{PRECONDITION_FAILED} otherwise. L{bool} is encoded as the AMQP boolean.
+2. Message bodies: txAMQP decodes each body frame to L{str} when it happens
+   to be valid UTF-8, then counts the body's size in characters. A body
+   with multi-byte characters therefore looks short, txAMQP reads the next
+   method frame as more body, and the connection dies (a measure with a host
+   name such as C{"hôte"} was enough). Body frames stay L{bytes}.
+3. Strings: txAMQP writes a string's length in characters before encoding
+   it to UTF-8, which corrupts the frame for any non-ASCII short or long
+   string (a routing key, a header). The length is taken after encoding.
 """
 
 from io import BytesIO
 
-from txamqp import codec
+from txamqp import codec, connection
 
 _originalEncodeTable = codec.Codec.encode_table
 
@@ -35,5 +42,25 @@ def _encodeTable(self, table):
     self.write(data)
 
 
-if codec.Codec.encode_table is _originalEncodeTable:
-    codec.Codec.encode_table = _encodeTable
+def _decodeBody(spec, decoder):
+    return connection.Body(decoder.decode_longbytes())
+
+
+def _encodeString(self, fmt, text):
+    if not isinstance(text, bytes):
+        text = text.encode("utf-8")
+    self.pack(fmt, len(text))
+    self.write(text)
+
+
+def apply():
+    """
+    Install the fixes (idempotent).
+    """
+    if codec.Codec.encode_table is _originalEncodeTable:
+        codec.Codec.encode_table = _encodeTable
+    connection.Body.decode = staticmethod(_decodeBody)
+    codec.Codec.enc_str = _encodeString
+
+
+apply()

@@ -17,11 +17,20 @@ class Retry(Exception):
     """
 
 
+class Discard(Exception):
+    """
+    Raised by a handler for a message that must not be processed: it is
+    rejected without requeueing, which dead-letters it where the queue has a
+    dead-letter exchange (see L{IBus.subscribe}'s C{deadLetter}).
+    """
+
+
 def deliver(handler, routingKey, body, acknowledger):
     """
     Call C{handler(routingKey, body)}, and once its result (possibly a
     L{Deferred}) is final, call C{acknowledger()}, or C{acknowledger.retry()}
-    if the handler failed with L{Retry}.
+    if the handler failed with L{Retry}, or C{acknowledger.discard()} if it
+    failed with L{Discard}.
 
     Any other handler failure is logged and the message acknowledged all the
     same: a message that makes a handler fail would fail again on redelivery
@@ -35,6 +44,9 @@ def deliver(handler, routingKey, body, acknowledger):
     def failed(failure):
         if failure.check(Retry):
             acknowledger.retry()
+            return
+        if failure.check(Discard):
+            acknowledger.discard()
             return
         log.failure("handler {handler!r} failed on a message under {routingKey}",
                     failure, handler=handler, routingKey=routingKey)

@@ -94,6 +94,10 @@ class _LocalAcknowledger:
         self.subscription.queue.messages.appendleft(self.message)
         self.subscription.settled()
 
+    def discard(self):
+        # Nothing outlives this process: a discarded message is dropped.
+        self.subscription.settled()
+
 
 @implementer(IBus)
 class LocalBus(service.Service):
@@ -128,7 +132,7 @@ class LocalBus(service.Service):
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False):
         # One process holds every host: partitions and single active
         # consumers change nothing here.
         if queue is None:

@@ -10,10 +10,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon import topics, wire
-from resmon.bus.delivery import Retry
+from resmon.bus.delivery import Discard, Retry
 
 DEFAULT_QUEUE = "resmon.analyzer"
 DEFAULT_PREFETCH = 200
+DEFAULT_DEAD_LETTER_QUEUE = "resmon.rejected"
+# Rejections logged per reason before the log keeps to one line in a thousand.
+LOGGED_REJECTIONS = 10
 
 
 class AnalyzerService(service.Service):
@@ -34,12 +37,13 @@ class AnalyzerService(service.Service):
 
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
                  maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
-                 processId=None):
+                 processId=None, deadLetter=None):
         self.bus = bus
         self.pipeline = pipeline
         self.queue = queue
         self.partitions = partitions
         self.processId = processId
+        self.deadLetter = deadLetter
         self.prefetch = prefetch
         self.maxBody = maxBody
         self.rejected = Counter()
@@ -53,7 +57,8 @@ class AnalyzerService(service.Service):
         service.Service.startService(self)
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE], self.measureReceived,
-            queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions)
+            queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions,
+            deadLetter=self.deadLetter)
         self.log.info("analyzing measures from queue {queue} with {analyzers}",
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")
@@ -72,8 +77,12 @@ class AnalyzerService(service.Service):
             measure = wire.decodeMeasure(routingKey, body, self.maxBody)
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
-            self.log.warn("rejected a message under {routingKey}: {reason}",
-                          routingKey=routingKey[:80], reason=str(e)[:200])
+            count = self.rejected[e.reason]
+            if count <= LOGGED_REJECTIONS or count % 1000 == 0:
+                self.log.warn("rejected a message under {routingKey}: {reason} ({count} for this reason)",
+                              routingKey=routingKey[:80], reason=str(e)[:200], count=count)
+            if self.deadLetter:
+                raise Discard(e.reason)
             return None
         analysis = self.pipeline.analyze(measure)
         if self.processId is not None:

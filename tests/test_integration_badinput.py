@@ -1,0 +1,135 @@
+"""
+Junk on the bus: ten thousand generated bad messages, interleaved with good
+ones, into a real server on the real broker. Every good measure is analyzed,
+every bad one rejected, counted by reason and dead-lettered, nothing crashes
+and memory stays flat.
+"""
+
+import json
+import random
+
+import psutil
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from resmon.brokerurl import parseBrokerURL
+from resmon.bus.amqp import AMQPBus
+from support import connectWebSocket, freePort, subscriptionsReady, withTimeout
+
+BAD_PER_ROUND = 5000
+GOOD_EVERY = 50
+
+
+def badMessages(rng, count, huge=False):
+    """
+    A seeded stream of C{(routingKey, body, reason)} that the analyzer must
+    reject, covering every way a measure can be wrong.
+    """
+    good = {"v": 1, "host": "h", "seq": 1, "ts": 1.0, "interval": 1.0,
+            "metrics": {"cpu": {"percent": 1.0}}}
+
+    def mutated(**changes):
+        document = json.loads(json.dumps(good))
+        document.update(changes)
+        return json.dumps(document).encode()
+
+    makers = [
+        lambda: ("h.measure", bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + b"{", None),
+        lambda: ("h.measure", b'{"cpu_percentage": "\xff\xfe"}', "encoding"),
+        lambda: ("h.measure", b"", "empty"),
+        lambda: ("h.measure", b"[" * 5000 + b"]" * 5000, "too-deep"),
+        lambda: ("h.measure", b'{"cpu_percentage": NaN}', "non-finite"),
+        lambda: ("h.measure", b'{"cpu_percentage": -Infinity}', "non-finite"),
+        lambda: ("h.measure", b'{"cpu_percentage": 1e400}', "non-finite"),
+        lambda: ("h.measure", b'{"cpu_percentage": 1' + b"0" * 5000 + b"}", "json"),
+        lambda: ("h.measure", b'{"cpu_percentage": %d}' % rng.randint(101, 10**9), "range"),
+        lambda: ("h.measure", mutated(seq=str(rng.random())), "type"),
+        lambda: ("h.measure", mutated(host=rng.randint(0, 9)), "type"),
+        lambda: ("h.measure", mutated(metrics=[]), "type"),
+        lambda: ("h.measure", mutated(metrics={"cpu": {"percent": rng.choice([-1, 100.5, "5", None])}}), None),
+        lambda: ("h.measure", mutated(v=rng.randint(2, 99)), "version"),
+        lambda: ("h.measure", b"[%d]" % rng.randint(0, 9), "shape"),
+        lambda: ("a.b.c.measure", mutated(), "routing-key"),
+        lambda: (".measure", mutated(), "routing-key"),
+        lambda: ("measure", mutated(), "routing-key"),
+        lambda: ("h.measure", mutated(host="hôte-" + chr(rng.randint(0x100, 0x2FFF))), "routing-key"),
+        lambda: ("h.measure", mutated(**{"metrics": {"load": [1] * rng.randint(4, 9)}}), "type"),
+    ]
+    if huge:
+        yield "h.measure", b'{"cpu_percentage": 1, "x": "' + b"x" * (10 * 1024 * 1024) + b'"}', "too-large"
+        count -= 1
+    for _ in range(count):
+        yield rng.choice(makers)()
+
+
+def goodMeasure(host, seq):
+    return json.dumps({"v": 1, "host": host, "seq": seq, "ts": 1000.0 + seq, "interval": 1.0,
+                       "metrics": {"cpu": {"percent": 50.0, "per_core": [50.0]}}}).encode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_ten_thousand_bad_messages_are_rejected_counted_and_dead_lettered(broker, amqp, twistd):
+    exchange, deadLetter = amqp.names["exchange"], amqp.names["deadletter"]
+    port = freePort()
+    server = twistd("badinput-server", "--role=server", f"--broker={broker}",
+                    f"--exchange={exchange}", f"--queue={amqp.names['queue']}",
+                    f"--dead-letter-queue={deadLetter}", f"--port={port}",
+                    "--interface=127.0.0.1", "--stats-interval=1")
+    yield server.waitForOutput(b"consuming #.measure")
+    yield server.waitForOutput(b"consuming #.analysis")
+    client, _ = yield connectWebSocket(port)
+
+    analyses = {}
+    listener = AMQPBus(parseBrokerURL(broker), exchange, reactor)
+    listener.subscribe(["#.analysis"], lambda key, body: _record(analyses, body))
+    listener.startService()
+    rng = random.Random(20261123)
+    sent = {"good": 0, "bad": 0}
+    rss = []
+    try:
+        yield subscriptionsReady(listener)
+        for round in range(2):
+            for key, body, _ in badMessages(rng, BAD_PER_ROUND, huge=round == 0):
+                yield amqp.publish(exchange, key, body)
+                sent["bad"] += 1
+                if sent["bad"] % GOOD_EVERY == 0:
+                    seq = sent["good"]
+                    yield amqp.publish(exchange, f"good-{seq % 7}.measure", goodMeasure(f"good-{seq % 7}", seq))
+                    sent["good"] += 1
+                if sent["bad"] % 300 == 0:
+                    # Junk for the web role too, on the analysis and status keys.
+                    yield amqp.publish(exchange, "junk.analysis", b'{"v": 1, "kind": "analysis"}')
+                    yield amqp.publish(exchange, "junk.status", b"\x00" * 100)
+            yield server.waitForOutput(f"{sent['bad']} rejected".encode(), timeout=60)
+            yield withTimeout(_until(lambda: len(analyses) == sent["good"]), 30,
+                              f"{sent['good']} analyses of good measures")
+            rss.append(psutil.Process(server.transport.pid).memory_info().rss)
+    finally:
+        yield listener.stopService()
+
+    assert sorted(seq for _, seq in analyses) == list(range(sent["good"]))
+    # The web role still pushes to its clients.
+    last = sent["good"] - 1
+    yield client.waitFor(lambda m: m.get("seq") == last, 10, "the last good analysis on the WebSocket")
+    # Every bad one is dead-lettered (the queue keeps the newest 10000).
+    reply = yield amqp.channel.queue_declare(queue=deadLetter, passive=True)
+    assert reply.message_count == min(sent["bad"], 10000)
+    # Counted by reason in the stats line.
+    for reason in (b"encoding", b"empty", b"too-deep", b"non-finite", b"json", b"range",
+                   b"type", b"version", b"shape", b"routing-key", b"too-large"):
+        assert reason + b": " in server.output, reason
+    # Flat memory: the second round of 5000 bad messages costs no more than noise.
+    assert rss[1] - rss[0] < 8 * 1024 * 1024, rss
+    assert not server.ended_ and b"Traceback" not in server.output
+
+
+def _record(analyses, body):
+    document = json.loads(body)
+    analyses[(document["host"], document["seq"])] = document
+
+
+@defer.inlineCallbacks
+def _until(condition):
+    from twisted.internet import task
+    while not condition():
+        yield task.deferLater(reactor, 0.02, lambda: None)
