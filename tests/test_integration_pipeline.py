@@ -39,12 +39,12 @@ def test_agent_measures_reach_a_websocket_client_as_analyses(broker, amqp, twist
 
     def isAnalysisOf(count):
         def predicate(message):
-            seen = [m for m in client.events() if m.get("host") == host]
+            seen = [m for m in client.events() if m.get("host") == host and m["kind"] == "analysis"]
             return len(seen) >= count
         return predicate
 
     yield withTimeout(client.waitFor(isAnalysisOf(5), 20, "5 analyses"), 25, "5 analyses")
-    analyses = [m for m in client.events() if m.get("host") == host]
+    analyses = [m for m in client.events() if m.get("host") == host and m["kind"] == "analysis"]
     seqs = [a["seq"] for a in analyses]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
     latest = analyses[-1]
@@ -79,7 +79,7 @@ def test_proof_of_concept_measure_yields_analysis_with_cpu_result(broker, amqp, 
     client, _ = yield connectWebSocket(port)
     yield amqp.publish(amqp.names["exchange"], "poc-host.measure", b'{"cpu_percentage": 42.0}')
     analysis = yield client.waitFor(
-        lambda m: m.get("host") == "poc-host", 10, "the analysis of the PoC measure")
+        lambda m: m.get("host") == "poc-host" and m["kind"] == "analysis", 10, "the analysis of the PoC measure")
     assert analysis["cpu_result"] == "MEDIUM"
     assert analysis["seq"] is None
     assert analysis["metrics"]["cpu"]["percent"] == 42.0
@@ -107,7 +107,8 @@ def test_bad_measures_are_rejected_and_counted_and_good_ones_still_flow(broker, 
     for key, body in bad:
         yield amqp.publish(exchange, key, body)
     yield amqp.publish(exchange, "good.measure", b'{"cpu_percentage": 80}')
-    analysis = yield client.waitFor(lambda m: m.get("host") == "good", 10, "the good measure's analysis")
+    analysis = yield client.waitFor(
+        lambda m: m.get("host") == "good" and m["kind"] == "analysis", 10, "the good measure's analysis")
     assert analysis["cpu_result"] == "HIGH"
     yield server.waitForOutput(b"10 rejected", timeout=5)
     for reason in (b"json: 1", b"too-deep: 1", b"encoding: 1", b"empty: 1", b"range: 1", b"non-finite: 1",
