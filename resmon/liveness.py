@@ -13,7 +13,10 @@ ONLINE = "online"
 STALE = "stale"
 OFFLINE = "offline"
 
-DEFAULT_QUEUE = "resmon.liveness"
+DEFAULT_QUEUE = "resmon.analyzer.liveness"
+# The liveness queue is named after the analyzers' queue: analyzers that
+# share one queue share one judge.
+LIVENESS_QUEUE_SUFFIX = ".liveness"
 DEFAULT_OFFLINE_AFTER = 30.0
 DEFAULT_GRACE = 5.0
 STALE_INTERVALS = 3

@@ -16,7 +16,12 @@ from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
 from resmon.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
-from resmon.liveness import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, STALE_INTERVALS
+from resmon.liveness import (
+    DEFAULT_GRACE,
+    DEFAULT_OFFLINE_AFTER,
+    LIVENESS_QUEUE_SUFFIX,
+    STALE_INTERVALS,
+)
 from resmon.pipeline import DEFAULT_TIME_BUDGET
 from resmon.services.analyzer import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE
 
@@ -298,7 +303,8 @@ def _makeLiveness(options, bus, reactor):
     from resmon.liveness import HostLiveness
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
-        grace=options["liveness-grace"], maxBody=options["max-body"])
+        grace=options["liveness-grace"], maxBody=options["max-body"],
+        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX)
 
 
 def _makeWeb(options, bus, reactor):

@@ -81,7 +81,7 @@ def test_subscribes_to_measures_on_a_single_active_queue():
     liveness = started(bus, clock)
     [(patterns, handler, kwargs)] = bus.subscriptions
     assert patterns == ["#.measure"]
-    assert kwargs["queue"] == "resmon.liveness" and kwargs["singleActive"] is True
+    assert kwargs["queue"] == "resmon.analyzer.liveness" and kwargs["singleActive"] is True
     liveness.stopService()
     assert clock.getDelayedCalls() == []
 
