@@ -26,6 +26,8 @@ def _number(value, digits):
         return None
     if not math.isfinite(value):
         return None
+    if digits is None:
+        return float(value)
     rounded = round(value, digits)
     return int(rounded) if digits == 0 else rounded
 
@@ -49,11 +51,13 @@ def makePoint(analysis, now):
     @param now: the time used when the analysis carries neither C{ts} nor
         C{analyzed_at} (a proof-of-concept measure's analysis).
     """
-    ts = _number(analysis.get("ts"), 3)
+    # ts is kept exact: it identifies the analysis, as seq does.
+    ts = _number(analysis.get("ts"), None)
     if ts is None:
-        ts = _number(analysis.get("analyzed_at"), 3)
+        ts = _number(analysis.get("analyzed_at"), None)
     if ts is None:
-        ts = round(now, 3)
+        ts = now
+    seq = analysis.get("seq")
     metrics = analysis.get("metrics")
     cores = _dig(metrics, "cpu", "per_core")
     disks = _dig(metrics, "disks")
@@ -64,6 +68,7 @@ def makePoint(analysis, now):
     levels = analysis.get("levels")
     return {
         "ts": ts,
+        "seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
         "cpu": _number(_dig(metrics, "cpu", "percent"), 1),
         "mem": _number(_dig(metrics, "memory", "percent"), 1),
         "cores": [_number(c, 1) for c in cores[:MAX_CORES]] if isinstance(cores, list) else [],

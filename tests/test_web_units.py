@@ -55,7 +55,7 @@ def key(host, kind):
 def test_a_point_is_compact_and_carries_what_the_charts_need():
     point = makePoint(analysis("h", 1, 1000.1234), now=5.0)
     assert point == {
-        "ts": 1000.123, "cpu": 10.0, "mem": 30.0, "cores": [10.0, 20.0], "load1": 0.5,
+        "ts": 1000.1234, "seq": 1, "cpu": 10.0, "mem": 30.0, "cores": [10.0, 20.0], "load1": 0.5,
         "disk": 91.2, "rx": 3401, "tx": 1200, "level": "LOW",
         "levels": {"cpu": "LOW", "memory": "LOW"},
     }
@@ -65,7 +65,7 @@ def test_a_point_is_compact_and_carries_what_the_charts_need():
     assert makePoint(poc, now=9.0)["ts"] == 7.5
     del poc["analyzed_at"]
     point = makePoint(poc, now=9.0)
-    assert point["ts"] == 9.0 and point["cpu"] == 42.0 and point["mem"] is None
+    assert point["ts"] == 9.0 and point["seq"] is None and point["cpu"] == 42.0 and point["mem"] is None
     assert point["cores"] == [] and point["rx"] is None
     # Garbage from a third party becomes null rather than an error.
     junk = {"host": "j", "ts": "x", "metrics": {"cpu": {"percent": True, "per_core": "no"},

@@ -1,0 +1,269 @@
+"""
+The web role's history, subscriptions, event stream and JSON API end to end:
+real twistd processes (a server on the real RabbitMQ with real agents, or
+standalone), a real Autobahn WebSocket client and a real HTTP client.
+"""
+
+import json
+
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.web.client import Agent, readBody
+
+from support import WebSocketRecorder, freePort, withTimeout
+
+
+@defer.inlineCallbacks
+def _connect(port, query=""):
+    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws{query}")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+    proto = yield endpoint.connect(factory)
+    yield withTimeout(factory.opened, 5, "the WebSocket handshake")
+    return factory, proto
+
+
+def _send(proto, message):
+    proto.sendMessage(json.dumps(message).encode(), isBinary=False)
+
+
+@defer.inlineCallbacks
+def _getJSON(port, path):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    body = yield readBody(response)
+    return response.code, json.loads(body)
+
+
+def _hostsOf(message):
+    if message["kind"] == "snapshot":
+        return {e["host"] for e in message["events"]} | set(message["history"])
+    return {message["host"]}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_subscriber_gets_history_first_then_only_its_hosts_events(broker, amqp, twistd):
+    port = freePort()
+    exchange = amqp.names["exchange"]
+    server = twistd("server", "--role=server", f"--broker={broker}", f"--exchange={exchange}",
+                    f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
+    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"consuming #.measure")
+    web, db = "web-01.it.example", "db-01.it.example"
+    for name in (web, db):
+        twistd("agent-" + name, "--role=agent", f"--broker={broker}", f"--exchange={exchange}",
+               f"--name={name}", "--interval=0.2")
+    watcher, _ = yield _connect(port)
+    seen = set()
+
+    def bothHostsSeveralTimes(message):
+        seen.update((e["host"], e["seq"]) for e in watcher.events() if "seq" in e)
+        return all(len([s for s in seen if s[0] == h]) >= 4 for h in (web, db))
+    yield watcher.waitFor(bothHostsSeveralTimes, 20, "4 analyses of each agent")
+
+    # Connect and subscribe by routing-word pattern: a snapshot with history
+    # for that host only comes first, then only that host's events.
+    client, proto = yield _connect(port)
+    yield client.waitFor(lambda m: m["kind"] == "snapshot", 5, "the first snapshot")
+    _send(proto, {"kind": "subscribe", "hosts": ["web-01_it_example"], "events": ["analysis", "status"],
+                  "history": True})
+    reply = yield client.waitFor(
+        lambda m: m["kind"] == "snapshot" and m["subscription"]["hosts"] is not None, 5, "the reply snapshot")
+    start = client.messages.index(reply)
+    assert [e["host"] for e in reply["events"]] == [web]
+    assert list(reply["history"]) == [web]
+    points = reply["history"][web]
+    assert len(points) >= 3
+    assert [p["ts"] for p in points] == sorted(p["ts"] for p in points)
+    assert all(0 <= p["cpu"] <= 100 and p["cores"] and p["level"] in ("LOW", "MEDIUM", "HIGH") for p in points)
+    # The newest point is the latest analysis; the points are consecutive analyses.
+    assert (points[-1]["ts"], points[-1]["seq"]) == (reply["events"][0]["ts"], reply["events"][0]["seq"])
+    assert [p["seq"] for p in points] == list(range(points[0]["seq"], points[-1]["seq"] + 1))
+
+    def liveAfterReply(count):
+        return lambda m: len(client.messages) - start - 1 >= count
+    yield client.waitFor(liveAfterReply(5), 10, "5 live events after the reply")
+    live = client.messages[start + 1:]
+    assert {m["host"] for m in live} == {web}, live
+    seqs = [m["seq"] for m in live if m["kind"] == "analysis"]
+    # No gap and no repeat between the snapshot and the live events.
+    assert seqs[0] == reply["events"][0]["seq"] + 1 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    # A status event published on the bus reaches the subscriber and the API.
+    statusEvent = {"v": 1, "kind": "status", "host": web, "status": "stale",
+                   "since": 1000.0, "last_seen": 999.0}
+    yield amqp.publish(exchange, "web-01_it_example.status", json.dumps(statusEvent).encode())
+    yield amqp.publish(exchange, "db-01_it_example.status", json.dumps(dict(statusEvent, host=db)).encode())
+    received = yield client.waitFor(lambda m: m["kind"] == "status", 5, "the status event")
+    assert received == statusEvent
+    code, one = yield _getJSON(port, "/api/hosts/web-01.it.example")
+    assert code == 200 and one["status"] == statusEvent and one["analysis"]["host"] == web
+    # The watcher (never subscribed) got both statuses; the subscriber only its host's.
+    yield watcher.waitFor(lambda m: m["kind"] == "status" and m["host"] == db, 5, "db's status")
+    assert all(m["host"] == web for m in client.messages[start + 1:])
+
+    # An invalid subscribe gets an error; the connection stays and keeps its filter.
+    _send(proto, {"kind": "subscribe", "hosts": ["web-*"]})
+    error = yield client.waitFor(lambda m: m["kind"] == "error", 5, "the error reply")
+    assert "whole words" in error["error"]
+    count = len(client.messages)
+    yield client.waitFor(lambda m: len(client.messages) >= count + 2, 5, "events after the error")
+    assert {m["host"] for m in client.messages[count:]} == {web}
+    assert client.closed == []
+
+    # The history over HTTP, by host name and by routing word.
+    code, history = yield _getJSON(port, "/api/hosts/db-01_it_example/history")
+    assert code == 200 and history["host"] == db and len(history["points"]) >= 4
+    code, listing = yield _getJSON(port, "/api/hosts")
+    assert {h["host"] for h in listing["hosts"]} == {web, db}
+    assert {s["host"] for s in listing["statuses"]} == {web, db}
+    code, missing = yield _getJSON(port, "/api/hosts/nobody")
+    assert code == 404 and missing["error"] == "unknown host"
+    assert b"Traceback" not in server.output
+
+
+class SSEReader(protocol.Protocol):
+    """
+    Reads a streaming text/event-stream body into (event, data) pairs.
+    """
+
+    def __init__(self):
+        self.buffer = b""
+        self.events = []
+        self.comments = []
+        self._waiters = []
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            frame, self.buffer = self.buffer.split(b"\n\n", 1)
+            kind, data = None, []
+            for line in frame.split(b"\n"):
+                if line.startswith(b":"):
+                    self.comments.append(line)
+                elif line.startswith(b"event: "):
+                    kind = line[len(b"event: "):].decode()
+                elif line.startswith(b"data: "):
+                    data.append(line[len(b"data: "):])
+            if kind is not None:
+                self.events.append((kind, json.loads(b"\n".join(data))))
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate(self.events):
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def waitFor(self, predicate, timeout, what):
+        if predicate(self.events):
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append((predicate, d))
+        return withTimeout(d, timeout, what)
+
+    def connectionLost(self, reason):
+        self.done.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sse_stream_follows_the_fleet_with_a_snapshot_first(twistd):
+    port = freePort()
+    standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1",
+                        "--name=sse.host", "--interval=0.2")
+    yield standalone.waitForOutput(b"dashboard listening")
+    # Let a few analyses into the history first.
+    yield _waitForHistory(port, "sse.host", 3)
+
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/api/stream?hosts=sse_host&events=analysis".encode())
+    assert response.code == 200
+    assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/event-stream")
+    reader = SSEReader()
+    response.deliverBody(reader)
+    yield reader.waitFor(lambda events: len(events) >= 4, 5, "a snapshot and 3 analyses")
+    kind, snapshot = reader.events[0]
+    assert kind == "snapshot"
+    assert [e["host"] for e in snapshot["events"]] == ["sse.host"]
+    assert len(snapshot["history"]["sse.host"]) >= 3
+    live = reader.events[1:]
+    assert all(kind == "analysis" and e["host"] == "sse.host" for kind, e in live)
+    seqs = [e["seq"] for _, e in live]
+    assert seqs[0] == snapshot["events"][0]["seq"] + 1 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    # A filter that matches nothing: a snapshot with nothing in it, no events.
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/api/stream?hosts=other".encode())
+    quiet = SSEReader()
+    response.deliverBody(quiet)
+    yield quiet.waitFor(lambda events: events, 5, "the empty snapshot")
+    yield reader.waitFor(lambda events: len(events) >= 8, 5, "more analyses on the first stream")
+    assert quiet.events == [("snapshot", {
+        "kind": "snapshot", "events": [], "statuses": [], "history": {},
+        "subscription": {"hosts": ["other"], "events": ["analysis", "status"], "history": True, "since": None}})]
+
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/api/stream?events=measure".encode())
+    assert response.code == 400
+    assert "unknown kind" in json.loads((yield readBody(response)))["error"]
+
+    # Stopping the server ends the streams cleanly.
+    assert (yield standalone.stop(timeout=5)), standalone.logPath
+    yield withTimeout(reader.done, 5, "the end of the stream")
+    yield withTimeout(quiet.done, 5, "the end of the quiet stream")
+    assert b"Traceback" not in standalone.output
+
+
+@defer.inlineCallbacks
+def _waitForHistory(port, host, count, timeout=10):
+    from twisted.internet import task
+    for _ in range(int(timeout / 0.1)):
+        code, history = yield _getJSON(port, f"/api/hosts/{host}/history")
+        if code == 200 and len(history["points"]) >= count:
+            return history
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"{host} did not have {count} history points within {timeout} s")
+
+
+@defer.inlineCallbacks
+def _waitForSeq(port, host, seq, timeout=10):
+    from twisted.internet import task
+    for _ in range(int(timeout / 0.1)):
+        code, one = yield _getJSON(port, f"/api/hosts/{host}")
+        if code == 200 and one["analysis"]["seq"] >= seq:
+            return code, one
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"no analysis of {host} with seq {seq} within {timeout} s")
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_url_filter_and_history_bounds_in_a_real_process(twistd):
+    port = freePort()
+    standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1",
+                        "--name=bounded", "--interval=0.1", "--history-points=5")
+    yield standalone.waitForOutput(b"dashboard listening")
+    yield _waitForHistory(port, "bounded", 5)
+    code, one = yield _waitForSeq(port, "bounded", 15)
+    code, history = yield _getJSON(port, "/api/hosts/bounded/history")
+    assert len(history["points"]) == 5  # never more, however many analyses came
+    assert history["points"][-1]["seq"] >= one["analysis"]["seq"] >= 15
+    client, _ = yield _connect(port, "?history=0&events=analysis")
+    first = yield client.waitFor(lambda m: True, 5, "the snapshot")
+    assert first["kind"] == "snapshot" and first["history"] == {} and first["statuses"] == []
+    assert [e["host"] for e in first["events"]] == ["bounded"]
+    # A bad filter in the URL refuses the handshake.
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws?hosts=bad*")
+    failed = defer.Deferred()
+
+    class Refused(WebSocketClientProtocol):
+        def onOpen(self):
+            failed.errback(AssertionError("the handshake succeeded"))
+
+        def onClose(self, wasClean, code, reason):
+            if not failed.called:
+                failed.callback((wasClean, reason))
+    factory.protocol = Refused
+    yield withTimeout(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5).connect(factory),
+                      5, "the connection")
+    wasClean, reason = yield withTimeout(failed, 5, "the refused handshake")
+    assert not wasClean and "400" in reason, reason
+    assert (yield standalone.stop(timeout=5)), standalone.logPath
