@@ -1,0 +1,420 @@
+"""
+Failures end to end, with real twistd processes: a dead agent (host status
+over WebSocket), a broker outage (stop_app, then every connection closed) on a
+private RabbitMQ node started for these tests, the analyzer killed under load,
+and a dead link behind a TCP proxy that swallows every byte.
+"""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.utils import getProcessOutputAndValue
+
+from resmon import wire
+from support import PlainAMQPClient, connectWebSocket, freePort, uniqueName, withTimeout
+
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+RABBITMQ_SERVER = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+OUTAGE_SECONDS = 15
+
+
+class PrivateBroker:
+    """
+    A RabbitMQ node of its own (name, ports, data and logs in a temporary
+    directory), so these tests may stop it without disturbing anyone else's
+    broker.
+    """
+
+    def __init__(self):
+        self.node = f"resmon-outage-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = freePort()
+        self.base = tempfile.mkdtemp(prefix="resmon-outage-")
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        with open(os.path.join(self.base, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        if os.geteuid() == 0:
+            # rabbitmq-server started by root runs the node as user rabbitmq.
+            user = pwd.getpwnam("rabbitmq")
+            for path in (self.base, os.path.join(self.base, "enabled_plugins")):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self.env = dict(
+            os.environ,
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_DIST_PORT=str(freePort()),
+            RABBITMQ_MNESIA_BASE=os.path.join(self.base, "mnesia"),
+            RABBITMQ_LOG_BASE=os.path.join(self.base, "log"),
+            RABBITMQ_PID_FILE=os.path.join(self.base, "pid"),
+            # Not the system's configuration: it pins the listener to 5672.
+            RABBITMQ_CONFIG_FILE=os.path.join(self.base, "none"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.base, "enabled_plugins"),
+        )
+
+    def start(self, timeout=60):
+        subprocess.run([RABBITMQ_SERVER, "-detached"], env=self.env, check=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # await_startup fails at once while the node has not registered yet.
+            result = subprocess.run(
+                [RABBITMQCTL, "-n", self.node, "await_startup", "--timeout", "20"],
+                capture_output=True)
+            if result.returncode == 0 and self.accepts():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise AssertionError(f"the private RabbitMQ node {self.node} did not start in {timeout} s "
+                             f"(logs in {self.base}/log)")
+
+    def accepts(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        subprocess.run([RABBITMQCTL, "-n", self.node, "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    @defer.inlineCallbacks
+    def ctl(self, *args):
+        out, err, code = yield getProcessOutputAndValue(
+            RABBITMQCTL, ["-n", self.node] + list(args), env=dict(os.environ))
+        assert code == 0, (args, out, err)
+
+    @defer.inlineCallbacks
+    def whenAccepting(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not self.accepts():
+            assert time.monotonic() < deadline, f"{self.node} did not accept connections in {timeout} s"
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest.fixture(scope="module")
+def privateBroker():
+    broker = PrivateBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@defer.inlineCallbacks
+def declareRecorder(url, exchange, pattern):
+    """
+    A plain client with a durable queue bound to C{pattern} that records
+    what the pipeline publishes, across outages, for L{drain}.
+    """
+    client = yield PlainAMQPClient(url).connect()
+    queue = uniqueName("resmon.test.recorder")
+    yield client.declareExchange(exchange)
+    yield client.channel.queue_declare(queue=queue, durable=True)
+    yield client.channel.queue_bind(queue=queue, exchange=exchange, routing_key=pattern)
+    yield client.close()
+    return queue
+
+
+@defer.inlineCallbacks
+def drain(url, queue, delete=False):
+    """
+    Every message waiting in C{queue}, decoded, in order.
+    """
+    client = yield PlainAMQPClient(url).connect()
+    documents = []
+    try:
+        while True:
+            reply = yield client.channel.basic_get(queue=queue, no_ack=True)
+            if reply.method.name == "get-empty":
+                break
+            documents.append(wire.loadJSON(reply.content.body, 2 ** 20))
+        if delete:
+            yield client.channel.queue_delete(queue=queue)
+    finally:
+        yield client.close()
+    return documents
+
+
+def seqsOf(documents, host):
+    return [d["seq"] for d in documents if d.get("host") == host and d.get("kind") == "analysis"]
+
+
+def assertEveryOnce(seqs, first, last, what):
+    counts = Counter(seqs)
+    missing = [s for s in range(first, last + 1) if s not in counts]
+    twice = sorted(s for s, n in counts.items() if n > 1 and first <= s <= last)
+    assert not missing and not twice, f"{what}: missing {missing[:50]}, twice {twice[:50]}"
+
+
+def serverArgs(url, exchange, queue, port, *extra):
+    return ["--role=server", f"--broker={url}", f"--exchange={exchange}", f"--queue={queue}",
+            "--dead-letter-queue=", f"--port={port}", "--interface=127.0.0.1", *extra]
+
+
+def agentArgs(url, exchange, host, *extra):
+    return ["--role=agent", f"--broker={url}", f"--exchange={exchange}", f"--name={host}",
+            "--interval=0.2", *extra]
+
+
+# Dead agents
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_stopped_agent_turns_stale_then_offline_and_online_when_it_returns(broker, amqp, twistd):
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    port = freePort()
+    server = twistd("server", *serverArgs(broker, exchange, queue, port,
+                                          "--offline-after=3", "--liveness-grace=1"))
+    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"judging host liveness")
+    client, _ = yield connectWebSocket(port)
+    host = f"dying-{uuid.uuid4().hex[:6]}.example.com"
+
+    def status(expected, after=0):
+        def predicate(message):
+            statuses = [m for m in client.messages if m.get("kind") == "status" and m["host"] == host]
+            return len(statuses) > after and statuses[after]["status"] == expected
+        return predicate
+
+    agent = twistd("agent", *agentArgs(broker, exchange, host))
+    yield client.waitFor(status("online"), 20, f"{host} online")
+    yield client.waitFor(lambda m: m.get("host") == host and m.get("kind") == "analysis",
+                         10, "an analysis")
+    assert (yield agent.stop(timeout=5)), agent.logPath
+    stoppedAt = time.time()
+    stale = yield client.waitFor(status("stale", 1), 5, f"{host} stale")
+    # Three intervals of 0.2 s, plus the half-second check period and slack.
+    assert time.time() - stoppedAt < 2.5
+    offline = yield client.waitFor(status("offline", 2), 8, f"{host} offline")
+    assert offline["since"] - offline["last_seen"] >= 3
+    assert offline["last_seen"] == stale["last_seen"] and offline["seq"] == stale["seq"]
+
+    twistd("agent-again", *agentArgs(broker, exchange, host))
+    online = yield client.waitFor(status("online", 3), 20, f"{host} online again")
+    assert online["seq"] == 0 and online["v"] == 1
+    statuses = [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
+    assert statuses == ["online", "stale", "offline", "online"]
+
+    # A page opened now gets the latest status of every host in its snapshot.
+    late, _ = yield connectWebSocket(port)
+    snapshot = yield late.waitFor(lambda m: m.get("kind") == "snapshot", 5, "the snapshot")
+    assert [s["status"] for s in snapshot["statuses"] if s["host"] == host] == ["online"]
+    assert b"Traceback" not in server.output
+
+
+# Broker outages
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_role_rides_through_a_broker_outage_and_closed_connections(privateBroker, twistd):
+    url = privateBroker.url
+    exchange, queue = uniqueName("resmon.test"), uniqueName("resmon.test.analyzer")
+    host = f"outage-{uuid.uuid4().hex[:6]}"
+    recorder = yield declareRecorder(url, exchange, "#.analysis")
+    port = freePort()
+    server = twistd("outage-server", *serverArgs(url, exchange, queue, port, "--liveness-grace=3"))
+    yield server.waitForOutput(b"consuming #.analysis")
+    agent = twistd("outage-agent", *agentArgs(url, exchange, host))
+    yield agent.waitForOutput(b"(connection #1)")
+    client, _ = yield connectWebSocket(port)
+    yield client.waitFor(lambda m: m.get("host") == host and m.get("seq", -1) >= 5, 15, "5 analyses")
+
+    # 1. The broker's application stops for OUTAGE_SECONDS.
+    stoppedAt = time.time()
+    yield privateBroker.ctl("stop_app")
+    yield agent.waitForOutput(b"lost the connection", 10)
+    yield server.waitForOutput(b"lost the connection", 10)
+    yield task.deferLater(reactor, OUTAGE_SECONDS, lambda: None)
+    accepting = privateBroker.whenAccepting()
+    yield privateBroker.ctl("start_app")
+    yield accepting
+    startedAt = time.time()
+    yield defer.gatherResults([
+        agent.waitForOutput(b"(connection #2)", 10), server.waitForOutput(b"(connection #2)", 10)])
+    reconnected = time.time() - startedAt
+    # Backoff capped at 1.5 s plus up to 0.5 s of jitter, then the handshake.
+    assert reconnected < 2.5, f"reconnected {reconnected:.1f} s after the broker accepted connections"
+
+    # Everything sampled during the outage is analyzed once, and reaches the page.
+    def sampledAfter(t):
+        return lambda m: m.get("host") == host and m.get("kind") == "analysis" and m["ts"] > t
+    yield client.waitFor(sampledAfter(startedAt + 1), 20, "an analysis sampled after the outage")
+    outage = [m["seq"] for m in client.events()
+              if m.get("host") == host and m.get("kind") == "analysis"
+              and stoppedAt <= m["ts"] <= startedAt]
+    assert len(outage) >= OUTAGE_SECONDS * 4, len(outage)
+    assertEveryOnce(outage, min(outage), max(outage), "on the WebSocket, sampled during the outage")
+
+    # 2. The broker closes every connection.
+    closedAt = time.time()
+    yield privateBroker.ctl("close_all_connections", "test: every connection closed")
+    yield defer.gatherResults([
+        agent.waitForOutput(b"(connection #3)", 10), server.waitForOutput(b"(connection #3)", 10)])
+    assert time.time() - closedAt < 2.5
+    last = yield client.waitFor(sampledAfter(time.time() + 1), 20, "an analysis after the closing")
+
+    # Across both: every seq analyzed, none twice.
+    analyses = yield drain(url, recorder, delete=True)
+    seqs = seqsOf(analyses, host)
+    assertEveryOnce(seqs, 0, last["seq"], "on the bus")
+    assert not server.ended_ and not agent.ended_
+    assert b"(connection #4)" not in agent.output + server.output
+    # The analyzer did not judge the agent while cut off from the broker.
+    statuses = [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
+    assert statuses in (["online"], []), statuses
+    assert b"Traceback" not in agent.output + server.output
+    assert (yield agent.stop(timeout=5)) and (yield server.stop(timeout=5))
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_analyzer_killed_under_load_loses_nothing(privateBroker, twistd):
+    url = privateBroker.url
+    exchange, queue = uniqueName("resmon.test"), uniqueName("resmon.test.analyzer")
+    recorder = yield declareRecorder(url, exchange, "#.analysis")
+    args = ["--role=analyzer", f"--broker={url}", f"--exchange={exchange}", f"--queue={queue}",
+            "--dead-letter-queue="]
+    analyzer = twistd("killed-analyzer", *args)
+    yield analyzer.waitForOutput(b"consuming #.measure")
+    hosts, perHost = [f"load-{i}" for i in range(4)], 2000
+    publisher = yield PlainAMQPClient(url).connect()
+    for seq in range(perHost):
+        for host in hosts:
+            publisher.publish(exchange, f"{host}.measure", wire.encodeMeasure(
+                host, seq, time.time(), 0.1, {"cpu": {"percent": 50.0}}))
+    yield publisher.close()
+
+    received = []
+    deadline = time.monotonic() + 20
+    while len(received) < 1000:
+        assert time.monotonic() < deadline, f"only {len(received)} analyses in 20 s"
+        received += yield drain(url, recorder)
+    analyzer.signal("KILL")
+    yield analyzer.ended
+    assert analyzer.exitSignal == 9
+    assert len(received) < len(hosts) * perHost, "the analyzer was done before it was killed"
+
+    twistd("restarted-analyzer", *args)
+    deadline = time.monotonic() + 30
+    while len({(d["host"], d["seq"]) for d in received}) < len(hosts) * perHost:
+        assert time.monotonic() < deadline, "not every measure was analyzed after the restart"
+        received += yield drain(url, recorder)
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    for host in hosts:
+        seqs = seqsOf(received, host)
+        assert set(seqs) == set(range(perHost)), host
+    # At least once: only what the killed process had analyzed but not yet
+    # acknowledged comes twice, at most its prefetch.
+    twice = sum(Counter((d["host"], d["seq"]) for d in received).values()) - len(hosts) * perHost
+    assert twice <= 200, twice
+    yield drain(url, recorder, delete=True)
+
+
+# A dead link
+
+
+class _Pipe(protocol.Protocol):
+    """
+    One side of a proxied connection: forwards to its peer unless frozen.
+    """
+
+    peer = None
+    frozen = False
+
+    def dataReceived(self, data):
+        if not self.frozen and self.peer is not None:
+            self.peer.transport.write(data)
+
+    def connectionLost(self, reason):
+        if not self.frozen and self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.loseConnection()
+
+
+class _Inbound(_Pipe):
+    def connectionMade(self):
+        self.factory.connected(self)
+
+
+class SwallowingProxy(protocol.Factory):
+    """
+    A TCP proxy to C{target}. L{freeze} makes every open connection swallow
+    what it receives in both directions, and keeps it open: the link is dead
+    but nothing says so. New connections are forwarded normally.
+    """
+
+    def __init__(self, host, port):
+        self.target = TCP4ClientEndpoint(reactor, host, port, timeout=5)
+        self.pipes = []
+
+    def buildProtocol(self, addr):
+        inbound = _Inbound()
+        inbound.factory = self
+        self.pipes.append(inbound)
+        return inbound
+
+    def connected(self, inbound):
+        inbound.transport.pauseProducing()
+        outbound = _Pipe()
+        self.pipes.append(outbound)
+
+        def linked(_):
+            inbound.peer, outbound.peer = outbound, inbound
+            inbound.transport.resumeProducing()
+
+        d = self.target.connect(protocol.Factory.forProtocol(lambda: outbound))
+        d.addCallbacks(linked, lambda f: inbound.transport.loseConnection())
+
+    def freeze(self):
+        for pipe in self.pipes:
+            pipe.frozen = True
+
+    def close(self):
+        for pipe in self.pipes:
+            if pipe.transport is not None:
+                pipe.transport.abortConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dead_link_is_detected_within_two_heartbeats_and_reconnected(broker, amqp, twistd):
+    from resmon.brokerurl import parseBrokerURL
+    target = parseBrokerURL(broker)
+    proxy = SwallowingProxy(target.host, target.port)
+    listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy)
+    proxied = f"amqp://{target.username}:{target.password}@127.0.0.1:{listening.getHost().port}/"
+    exchange = amqp.names["exchange"]
+    recorder = yield declareRecorder(broker, exchange, "#.measure")
+    host = f"deadlink-{uuid.uuid4().hex[:6]}"
+    heartbeat = 2
+    try:
+        agent = twistd("deadlink-agent", *agentArgs(proxied, exchange, host, f"--heartbeat={heartbeat}"))
+        yield agent.waitForOutput(b"(connection #1)")
+        yield task.deferLater(reactor, 1, lambda: None)  # a few measures through the live link
+        proxy.freeze()
+        frozenAt = time.time()
+        yield agent.waitForOutput(b"lost the connection", 3 * heartbeat + 2)
+        detected = time.time() - frozenAt
+        assert detected <= 2 * heartbeat + 1.5, f"dead link detected after {detected:.1f} s"
+        yield agent.waitForOutput(b"(connection #2)", 5)
+        seqs = []
+        deadline = time.monotonic() + 15
+        while not seqs or max(seqs) < 30:
+            assert time.monotonic() < deadline, f"measures stopped at {max(seqs, default=None)}"
+            seqs += [d["seq"] for d in (yield drain(broker, recorder)) if d.get("host") == host]
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        # What the dead link swallowed was resent: every seq arrived.
+        assert set(range(max(seqs) + 1)) <= set(seqs)
+        assert not agent.ended_
+        assert b"Traceback" not in agent.output
+    finally:
+        yield drain(broker, recorder, delete=True)
+        proxy.close()
+        yield listening.stopListening()
