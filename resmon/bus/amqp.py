@@ -17,6 +17,7 @@ from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from txamqp.client import Closed, TwistedDelegate
 from txamqp.content import Content
@@ -131,6 +132,8 @@ class _AMQPSubscription:
         self.partitions = partitions
         self.deadLetter = deadLetter
         self.singleActive = singleActive
+        # (channel, [(method name, arguments)]) of the bindings to renew.
+        self.bindings = None
         self.channelId = None
 
     def cancel(self):
@@ -154,6 +157,8 @@ class AMQPBus(service.Service):
         a random jitter of up to L{RETRY_JITTER} seconds.
     @param outboxLimit: how many messages may wait for the broker's
         confirmation; past that the oldest unsent is dropped and counted.
+    @param topologyInterval: seconds between two checks that the exchange
+        and the bindings still exist (see L{_refreshTopology}).
     """
 
     name = "bus"
@@ -161,7 +166,7 @@ class AMQPBus(service.Service):
 
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
-                 outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH):
+                 outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0):
         self.broker = broker
         self.exchange = exchange
         self._reactor = reactor
@@ -179,6 +184,8 @@ class AMQPBus(service.Service):
         self._deliveryTags = None
         self._channelIds = count(PUBLISH_CHANNEL + 1)
         self._clientService = None
+        self._topologyCheck = None
+        self.topologyInterval = topologyInterval
         self.connected = False
         self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
                          "connections": 0, "delivered": 0}
@@ -206,6 +213,7 @@ class AMQPBus(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         service.Service.stopService(self)
+        self._stopTopologyCheck()
         client = self._client
         if client is not None and not client.closed:
             try:
@@ -253,6 +261,9 @@ class AMQPBus(service.Service):
                       broker=self.broker.redacted(), count=self.counters["connections"],
                       subscriptions=len(self._subscriptions))
         client.disconnected.wait().addCallback(lambda _: self._lost(client))
+        self._topologyCheck = LoopingCall(self._refreshTopology)
+        self._topologyCheck.clock = self._reactor
+        self._topologyCheck.start(self.topologyInterval, now=False)
         self._flush()
 
     @defer.inlineCallbacks
@@ -275,6 +286,7 @@ class AMQPBus(service.Service):
         self._client = None
         self._publishChannel = None
         self.connected = False
+        self._stopTopologyCheck()
         # Whatever the broker did not confirm goes out again, first and in order.
         self._outbox.extendleft(reversed(self._unconfirmed.values()))
         self._unconfirmed.clear()
@@ -284,6 +296,11 @@ class AMQPBus(service.Service):
             self.log.warn("lost the connection to {broker} ({reason}); {pending} message(s) wait "
                           "to be resent; reconnecting",
                           broker=self.broker.redacted(), reason=reason, pending=len(self._outbox))
+
+    def _stopTopologyCheck(self):
+        if self._topologyCheck is not None and self._topologyCheck.running:
+            self._topologyCheck.stop()
+        self._topologyCheck = None
 
     # Publishing
 
@@ -379,9 +396,11 @@ class AMQPBus(service.Service):
             else:
                 reply = yield channel.queue_declare(queue="", exclusive=True, auto_delete=True)
             queueNames = [reply.queue]
-            for pattern in subscription.patterns:
-                yield channel.queue_bind(
-                    queue=reply.queue, exchange=self.exchange, routing_key=pattern)
+            bindings = [("queue_bind", {"queue": reply.queue, "exchange": self.exchange,
+                                        "routing_key": pattern})
+                        for pattern in subscription.patterns]
+            subscription.bindings = (channel, bindings)
+            yield self._bind(channel, bindings)
         for queueName in queueNames:
             reply = yield channel.basic_consume(queue=queueName, no_ack=False)
             messages = yield client.queue(reply.consumer_tag)
@@ -389,6 +408,32 @@ class AMQPBus(service.Service):
         subscription.channelId = channelId
         self.log.info("consuming {patterns} from queue {queue}",
                       patterns=",".join(subscription.patterns), queue=",".join(queueNames))
+
+    @staticmethod
+    @defer.inlineCallbacks
+    def _bind(channel, bindings):
+        for method, arguments in bindings:
+            yield getattr(channel, method)(**arguments)
+
+    @defer.inlineCallbacks
+    def _refreshTopology(self):
+        """
+        Check that the exchange still exists and renew every binding to it.
+        Someone deleting the exchange (or a binding) silently cuts a
+        consumer off: the passive check turns that into a 404, which closes
+        the channel and makes the bus reconnect and declare everything again;
+        renewing the bindings (idempotent) heals a deleted binding.
+        """
+        channel = self._publishChannel
+        if channel is None or channel.closed:
+            return
+        try:
+            yield channel.exchange_declare(exchange=self.exchange, type="topic", passive=True)
+            for subscription in list(self._subscriptions):
+                if subscription.bindings is not None and not subscription.bindings[0].closed:
+                    yield self._bind(*subscription.bindings)
+        except Exception as e:
+            self.log.warn("checking the exchange and bindings failed: {error}", error=_describe(e))
 
     @defer.inlineCallbacks
     def _declareDeadLetter(self, channel, name):
@@ -417,9 +462,11 @@ class AMQPBus(service.Service):
         hashExchange = f"{subscription.queue}.hash"
         yield channel.exchange_declare(
             exchange=hashExchange, type="x-consistent-hash", durable=True)
-        for pattern in subscription.patterns:
-            yield channel.exchange_bind(
-                destination=hashExchange, source=self.exchange, routing_key=pattern)
+        bindings = [("exchange_bind", {"destination": hashExchange, "source": self.exchange,
+                                       "routing_key": pattern})
+                    for pattern in subscription.patterns]
+        subscription.bindings = (channel, bindings)
+        yield self._bind(channel, bindings)
         for index in range(count):
             yield channel.queue_declare(
                 queue=partitionQueue(subscription.queue, index), durable=True,
