@@ -3,9 +3,10 @@ The analyzer: consumes measures, runs the analysis pipeline, publishes
 analyses.
 """
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -17,6 +18,8 @@ DEFAULT_PREFETCH = 200
 DEFAULT_DEAD_LETTER_QUEUE = "resmon.rejected"
 # Rejections logged per reason before the log keeps to one line in a thousand.
 LOGGED_REJECTIONS = 10
+# Measures whose analysis was confirmed, remembered to recognise redeliveries.
+REMEMBERED_MEASURES = 10000
 
 
 class AnalyzerService(service.Service):
@@ -26,6 +29,11 @@ class AnalyzerService(service.Service):
 
     A measure is acknowledged only after the bus confirmed its analysis; an
     invalid one is logged, counted by reason in L{rejected} and acknowledged.
+
+    A measure redelivered to this process (same host, seq and ts: the
+    connection was lost before its acknowledgement reached the broker) is not
+    analysed again: it is acknowledged once the analysis already published,
+    or still being resent by the bus, is confirmed.
 
     @param bus: an L{resmon.interfaces.IBus}.
     @param pipeline: an L{resmon.pipeline.AnalysisPipeline}.
@@ -47,7 +55,9 @@ class AnalyzerService(service.Service):
         self.prefetch = prefetch
         self.maxBody = maxBody
         self.rejected = Counter()
-        self.counters = {"analyzed": 0, "published": 0}
+        self.counters = {"analyzed": 0, "published": 0, "redelivered": 0}
+        self._pending = {}
+        self._confirmed = OrderedDict()
         self._subscription = None
         self._stats = LoopingCall(self.logStats)
         self._stats.clock = clock
@@ -84,28 +94,48 @@ class AnalyzerService(service.Service):
             if self.deadLetter:
                 raise Discard(e.reason)
             return None
+        key = None if measure.seq is None else (measure.host, measure.seq, measure.ts)
+        if key is not None and (key in self._pending or key in self._confirmed):
+            self.counters["redelivered"] += 1
+            if key in self._confirmed:
+                return None
+            waiter = defer.Deferred()
+            self._pending[key].append(waiter)
+            return waiter
         analysis = self.pipeline.analyze(measure)
         if self.processId is not None:
             analysis["analyzer"] = self.processId
         self.counters["analyzed"] += 1
         d = self.bus.publish(
             f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeAnalysis(analysis))
-        d.addCallbacks(self._published, self._notPublished)
+        if key is not None:
+            self._pending[key] = []
+        d.addCallbacks(self._published, self._notPublished, callbackArgs=(key,), errbackArgs=(key,))
         return d
 
-    def _published(self, _):
+    def _published(self, _, key):
         self.counters["published"] += 1
+        if key is not None:
+            self._confirmed[key] = True
+            if len(self._confirmed) > REMEMBERED_MEASURES:
+                self._confirmed.popitem(last=False)
+            for waiter in self._pending.pop(key, ()):
+                waiter.callback(None)
 
-    def _notPublished(self, failure):
-        # Not acknowledged: the broker redelivers the measure.
+    def _notPublished(self, failure, key):
+        # Not acknowledged: the broker redelivers the measure, analysed anew.
+        for waiter in self._pending.pop(key, ()):
+            waiter.errback(Retry(failure.getErrorMessage()))
         raise Retry(failure.getErrorMessage())
 
     def logStats(self):
         failures = self.pipeline.failures
         self.log.info(
-            "{analyzed} measures analyzed, {published} analyses published, {rejected} rejected ({reasons}), "
+            "{analyzed} measures analyzed, {published} analyses published, {redelivered} redelivered "
+            "measures not analysed again, {rejected} rejected ({reasons}), "
             "{failed} analyzer failures ({failures})",
             analyzed=self.counters["analyzed"], published=self.counters["published"],
+            redelivered=self.counters["redelivered"],
             rejected=sum(self.rejected.values()),
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none",
             failed=sum(failures.values()),
