@@ -245,15 +245,18 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     # Backoff capped at 1.5 s plus up to 0.5 s of jitter, then the handshake.
     assert reconnected < 2.5, f"reconnected {reconnected:.1f} s after the broker accepted connections"
 
-    # Everything sampled during the outage is analyzed once, and reaches the page.
+    # The backlog sampled during the outage reaches the page in order, none
+    # twice. (Not necessarily all of it: the web keeps only the latest
+    # analysis per host for a client whose connection's buffer is full, and
+    # this burst can fill it. Completeness is checked on the bus below.)
     def sampledAfter(t):
         return lambda m: m.get("host") == host and m.get("kind") == "analysis" and m["ts"] > t
     yield client.waitFor(sampledAfter(startedAt + 1), 20, "an analysis sampled after the outage")
-    outage = [m["seq"] for m in client.events()
-              if m.get("host") == host and m.get("kind") == "analysis"
-              and stoppedAt <= m["ts"] <= startedAt]
-    assert len(outage) >= OUTAGE_SECONDS * 4, len(outage)
-    assertEveryOnce(outage, min(outage), max(outage), "on the WebSocket, sampled during the outage")
+    seen = [m["seq"] for m in client.events() if m.get("host") == host and m.get("kind") == "analysis"]
+    assert seen == sorted(set(seen)), seen
+    outage = [m for m in client.events()
+              if m.get("host") == host and m.get("kind") == "analysis" and stoppedAt <= m["ts"] <= startedAt]
+    assert outage, "no analysis of a measure sampled during the outage reached the page"
 
     # 2. The broker closes every connection.
     closedAt = time.time()
@@ -271,6 +274,8 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     for d in analyses:
         analysedAt.setdefault(d["seq"], set()).add((d["analyzer"], d["analyzed_at"]))
     assertEveryOnce(sorted(analysedAt), 0, last["seq"], "on the bus")
+    sampledDuringOutage = [d["seq"] for d in analyses if stoppedAt <= d["ts"] <= startedAt]
+    assert len(set(sampledDuringOutage)) >= OUTAGE_SECONDS * 4, len(set(sampledDuringOutage))
     twice = {seq: runs for seq, runs in analysedAt.items() if len(runs) > 1}
     assert not twice, f"measures analysed twice: {twice}"
     assert not server.ended_ and not agent.ended_
