@@ -105,6 +105,10 @@ class EventStreamResource(resource.Resource):
         self.keepAlive = keepAlive
         self.streams = set()
 
+    def render_HEAD(self, request):
+        self._headers(request)
+        return b""
+
     def render_GET(self, request):
         try:
             subscription = parseQuery(request.args)
@@ -112,15 +116,18 @@ class EventStreamResource(resource.Resource):
             request.setResponseCode(400)
             request.setHeader(b"content-type", b"application/json")
             return encodeJSON({"error": str(e)})
-        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        # Tell reverse proxies (nginx) not to buffer the stream.
-        request.setHeader(b"x-accel-buffering", b"no")
+        self._headers(request)
         stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive)
         self.streams.add(stream)
         stream.finished.addBoth(lambda result: self.streams.discard(stream))
         stream.start(self.fanout, subscription)
         return server.NOT_DONE_YET
+
+    def _headers(self, request):
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        # Tell reverse proxies (nginx) not to buffer the stream.
+        request.setHeader(b"x-accel-buffering", b"no")
 
     def closeAll(self):
         for stream in list(self.streams):

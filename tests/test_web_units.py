@@ -382,12 +382,12 @@ def test_api_hosts_host_and_history():
 
 
 class SSEConnection:
-    def __init__(self, site, query=b""):
+    def __init__(self, site, query=b"", method=b"GET"):
         self.transport = StringTransport()
         self.channel = site.buildProtocol(None)
         self.channel.makeConnection(self.transport)
         self.channel.dataReceived(
-            b"GET /api/stream" + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            method + b" /api/stream" + query + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         self.offset = 0
 
     def head(self):
@@ -491,6 +491,15 @@ def test_sse_rejects_a_bad_filter_with_400(tmp_path):
     conn = SSEConnection(site, b"?events=measure")
     assert conn.head().startswith(b"HTTP/1.1 400")
     assert b"unknown kind 'measure'" in conn.transport.value()
+    conn.close()
+
+
+def test_sse_head_answers_at_once(tmp_path):
+    clock = Clock()
+    fanout = _fanout(clock)
+    conn = SSEConnection(_sseSite(tmp_path, fanout, clock), method=b"HEAD")
+    assert conn.head().startswith(b"HTTP/1.1 200") and b"text/event-stream" in conn.head()
+    assert fanout.clients == {}
     conn.close()
 
 
