@@ -87,3 +87,25 @@ def test_stopping_fails_what_is_still_pending():
     failures = []
     bus.publish("k", b"y").addErrback(failures.append)
     assert failures[0].check(Dropped)
+
+
+def test_stopping_waits_for_confirms_in_flight_then_gives_up_on_the_rest():
+    from twisted.internet.defer import succeed
+    bus, client, channel = _connectedBus()
+    clock = bus._reactor
+    client.closed = False
+    client.close = lambda within: succeed(None)
+
+    class FakeClientService:
+        def stopService(self):
+            return succeed(None)
+    bus._clientService = FakeClientService()
+    bus.drainTimeout = 2.0
+    results = _results([bus.publish("k", b"1"), bus.publish("k", b"2")])
+    stopped = bus.stopService()
+    assert not stopped.called  # waiting for the broker
+    bus._confirmed(1, False, True)
+    assert results == ["ok"] and not stopped.called
+    clock.advance(2.0)  # the second is never confirmed
+    assert stopped.called
+    assert results == ["ok", "Dropped"]

@@ -159,6 +159,8 @@ class AMQPBus(service.Service):
         confirmation; past that the oldest unsent is dropped and counted.
     @param topologyInterval: seconds between two checks that the exchange
         and the bindings still exist (see L{_refreshTopology}).
+    @param drainTimeout: seconds L{stopService} waits for the broker to
+        confirm what is in flight before closing the connection.
     """
 
     name = "bus"
@@ -166,7 +168,8 @@ class AMQPBus(service.Service):
 
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
-                 outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0):
+                 outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
+                 drainTimeout=2.0):
         self.broker = broker
         self.exchange = exchange
         self._reactor = reactor
@@ -186,6 +189,7 @@ class AMQPBus(service.Service):
         self._clientService = None
         self._topologyCheck = None
         self.topologyInterval = topologyInterval
+        self.drainTimeout = drainTimeout
         self.connected = False
         self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
                          "connections": 0, "delivered": 0}
@@ -215,6 +219,20 @@ class AMQPBus(service.Service):
         service.Service.stopService(self)
         self._stopTopologyCheck()
         client = self._client
+        pending = [o.deferred for o in list(self._unconfirmed.values()) + list(self._outbox)]
+        if client is not None and pending:
+            # Give what is in flight a moment to be confirmed: an agent
+            # stopped under load would otherwise drop its last samples.
+            self.log.info("waiting up to {timeout} s for the broker to confirm {count} message(s)",
+                          timeout=self.drainTimeout, count=len(pending))
+            # Observers, so the timeout cancels only the waiting, not the messages.
+            drained = defer.DeferredList([_observe(d) for d in pending])
+            drained.addTimeout(self.drainTimeout, self._reactor)
+            try:
+                yield drained
+            except defer.TimeoutError:
+                self.log.warn("{count} message(s) not confirmed in time; dropping them",
+                              count=len(self._unconfirmed) + len(self._outbox))
         if client is not None and not client.closed:
             try:
                 # connection.close / close-ok: the broker requeues unacked
@@ -535,6 +553,20 @@ class _acknowledger:
     def discard(self):
         if not self.channel.closed:
             self.channel.basic_reject(delivery_tag=self.tag, requeue=False).addErrback(lambda f: None)
+
+
+def _observe(d):
+    """
+    A L{Deferred} that fires (with L{None}) when C{d} does, leaving C{d}'s
+    result to its own callbacks.
+    """
+    observer = defer.Deferred()
+
+    def fire(result):
+        observer.callback(None)
+        return result
+    d.addBoth(fire)
+    return observer
 
 
 def _describe(error):
