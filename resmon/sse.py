@@ -5,7 +5,6 @@ comments and the same per-client flow control as the WebSocket.
 """
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.web import resource, server
 
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, encodeJSON
@@ -33,8 +32,6 @@ class EventStream:
     One SSE client: a fan-out client writing to one HTTP response, which it
     never finishes on its own.
     """
-
-    log = Logger()
 
     def __init__(self, request, clock, stallTimeout, keepAlive):
         self.request = request

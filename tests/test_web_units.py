@@ -16,7 +16,7 @@ from resmon.fanout import ClientFlow, EventFanout
 from resmon.history import FleetHistory, makePoint
 from resmon.httpapi import HostsResource
 from resmon.services.web import WebService, buildSite
-from resmon.subscriptions import EVERYTHING, InvalidSubscription, Subscription, parseQuery, parseSubscribe
+from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
 from resmon.websocket import DashboardFactory
 
 
