@@ -111,6 +111,12 @@ class Options(usage.Options):
          "Seconds of history per host the web role keeps for new clients (0: none)."],
         ["history-points", None, str(DEFAULT_HISTORY_POINTS),
          "Most history points kept per host (bounds memory at short intervals)."],
+        ["ping-interval", None, "20",
+         "Seconds between two WebSocket pings; a client that does not answer within as long "
+         "is disconnected."],
+        ["idle-timeout", None, "60",
+         "Seconds an HTTP connection may stay silent before its request is complete; a "
+         "WebSocket handshake that never finishes is dropped after it."],
         ["stats-interval", None, "60", "Seconds between two log lines with counters."],
     ]
 
@@ -193,6 +199,8 @@ class Options(usage.Options):
         self["history"] = _number(self, "history", float, 0, 7 * 86400)
         self["history-points"] = _number(self, "history-points", int, 1, 1_000_000)
         self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
+        self["ping-interval"] = _number(self, "ping-interval", float, 0.5, 3600)
+        self["idle-timeout"] = _number(self, "idle-timeout", float, 0.5, 86400)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         usageOptions = self["analyzer-options"].setdefault("usage", {})
@@ -320,4 +328,5 @@ def _makeWeb(options, bus, reactor):
     if options["interface"]:
         listen += ":interface=" + options["interface"].replace(":", "\\:")
     return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
-                      historyWindow=options["history"], historyPoints=options["history-points"])
+                      historyWindow=options["history"], historyPoints=options["history-points"],
+                      pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"])

@@ -56,7 +56,10 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload, isBinary):
         if isBinary:
-            self.sendClose(code=1003, reason="resmon accepts text messages only")
+            # sendClose() only takes application codes (1000, 3000-4999);
+            # 1003 "unsupported data" is a protocol code, sent this way.
+            self._fail_connection(
+                self.CLOSE_STATUS_CODE_UNSUPPORTED_DATA, "resmon accepts text messages only")
             return
         try:
             message = json.loads(payload.decode("utf-8"))
@@ -106,6 +109,9 @@ class DashboardFactory(WebSocketServerFactory):
             maxMessagePayloadSize=MAX_INCOMING_MESSAGE,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
+            # Protocol errors (invalid UTF-8: 1007, too big: 1009, binary:
+            # 1003) get a closing handshake with their code, not a bare drop.
+            failByDrop=False,
             autoPingInterval=pingInterval,
             autoPingTimeout=pingInterval,
         )

@@ -281,6 +281,7 @@ def _websocket(fanout, params=None):
     sent = []
     protocol.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
     protocol.sendClose = lambda code=None, reason=None: sent.append(("close", code))
+    protocol._fail_connection = lambda code=None, reason=None: sent.append(("close", code))
     protocol.transport = StringTransport()
     protocol.onConnect(FakeConnectionRequest(params))
     protocol.onOpen()

@@ -22,6 +22,9 @@ from resmon.websocket import DashboardFactory
 MAX_EXPIRE_INTERVAL = 60.0
 
 
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_IDLE_TIMEOUT = 60.0
+
 def webRoot():
     """
     The directory of the dashboard's static files: installed inside the
@@ -35,17 +38,24 @@ def webRoot():
 
 
 def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
-              keepAlive=DEFAULT_KEEPALIVE):
+              keepAlive=DEFAULT_KEEPALIVE, pingInterval=DEFAULT_PING_INTERVAL,
+              idleTimeout=DEFAULT_IDLE_TIMEOUT):
     """
     The Site: static files at C{/}, the WebSocket at C{/ws}, the API and
     the event stream at C{/api}. Its C{eventStreams} is the
     L{EventStreamResource} of C{/api/stream}.
+
+    @param pingInterval: seconds between WebSocket pings; a client that
+        does not answer one within as long is dropped.
+    @param idleTimeout: seconds an HTTP connection may stay silent before
+        its request is complete (a handshake that never finishes).
     """
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
     top = static.File(root or webRoot())
-    top.putChild(b"ws", WebSocketResource(DashboardFactory(fanout, clock, stallTimeout)))
+    top.putChild(b"ws", WebSocketResource(
+        DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval)))
     top.putChild(b"api", apiResource(fanout, streams))
-    site = server.Site(top, reactor=clock)
+    site = server.Site(top, reactor=clock, timeout=idleTimeout)
     site.displayTracebacks = False
     site.eventStreams = streams
     return site
@@ -65,13 +75,15 @@ class WebService(service.MultiService):
     log = Logger()
 
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
-                 historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS):
+                 historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
+                 pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history)
-        self.site = buildSite(self.fanout, clock, stallTimeout)
+        self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
+                              idleTimeout=idleTimeout)
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)

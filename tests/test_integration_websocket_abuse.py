@@ -1,0 +1,177 @@
+"""
+Bad and slow WebSocket clients against a real twistd web role: each is
+closed with a proper code or dropped, and the well-behaved clients next to
+them never notice.
+"""
+
+import base64
+import json
+import os
+import socket
+import time
+
+import psutil
+import pytest_twisted
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet import defer, reactor, task, threads
+
+from support import WebSocketRecorder, connectWebSocket, freePort, withTimeout
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+
+def _rawHandshake(port, receiveBuffer=None):
+    """
+    A blocking socket that completes the WebSocket handshake, then is left
+    to the test: it never answers pings, and reads only if told to.
+    """
+    sock = socket.socket()
+    if receiveBuffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def _readUntilClosed(sock, timeout):
+    """
+    Read (and throw away) until the server closes; return the seconds it took.
+    """
+    sock.settimeout(timeout)
+    started = time.monotonic()
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass  # aborted rather than closed: closed all the same
+    return time.monotonic() - started
+
+
+class _Misbehaving(WebSocketClientProtocol):
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.closedWith.callback(code)
+
+
+@defer.inlineCallbacks
+def _connectMisbehaving(port):
+    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws")
+    factory.protocol = _Misbehaving
+    factory.closedWith = defer.Deferred()
+    factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
+    proto = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    yield withTimeout(factory.opened, 10, "the handshake")
+    return proto, factory.closedWith
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twistd):
+    port = freePort()
+    web = twistd("abuse", f"--port={port}", "--interface=127.0.0.1", "--name=abuse",
+                 "--interval=0.2", "--ping-interval=1", "--idle-timeout=2")
+    yield web.waitForOutput(b"dashboard listening")
+    bystander, _ = yield connectWebSocket(port)
+
+    def analysesSoFar():
+        return [m for m in bystander.events() if m["kind"] == "analysis"]
+
+    # Binary, invalid UTF-8, oversized: each closed with its own code.
+    for payload, isBinary, code in [(b"\x00\x01", True, 1003),
+                                    (b"\xff\xfe not utf-8", False, 1007),
+                                    (b"x" * (100 * 1024), False, 1009)]:
+        proto, closed = yield _connectMisbehaving(port)
+        proto.sendMessage(payload, isBinary=isBinary)
+        assert (yield withTimeout(closed, 10, f"close code {code}")) == code
+
+    # A flood of junk: answered or cut off, never a stall for the others.
+    proto, closed = yield _connectMisbehaving(port)
+    for i in range(20000):
+        proto.sendMessage(b'{"kind": "subscribe", "hosts": 42}' if i % 2 else b"junk")
+    before = len(analysesSoFar())
+    yield bystander.waitFor(lambda m: len(analysesSoFar()) >= before + 3, 10,
+                            "3 analyses for the bystander during the flood")
+
+    # A handshake that never finishes, and a peer that never answers pings.
+    half = socket.create_connection(("127.0.0.1", port))
+    half.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+    silent = _rawHandshake(port)
+    tookHalf = yield threads.deferToThread(_readUntilClosed, half, 15)
+    tookSilent = yield threads.deferToThread(_readUntilClosed, silent, 15)
+    assert tookHalf < 6 and tookSilent < 6, (tookHalf, tookSilent)
+
+    before = len(analysesSoFar())
+    yield bystander.waitFor(lambda m: len(analysesSoFar()) >= before + 3, 10,
+                            "3 more analyses for the bystander at the end")
+    assert not web.ended_ and b"Traceback" not in web.output
+
+
+def _analysis(host, seq):
+    return json.dumps({"v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": time.time(),
+                       "analyzed_at": time.time(), "level": "LOW",
+                       "levels": {"cpu": "LOW", "memory": "LOW"}, "cpu_result": "LOW",
+                       "analyses": {}, "metrics": {"cpu": {"percent": 10.0, "per_core": [10.0] * 8},
+                                                   "pad": "p" * 4000}}).encode()
+
+
+@defer.inlineCallbacks
+def _publishAt(amqp, exchange, rate, count, start, hosts=10):
+    """
+    Publish C{count} analyses at C{rate} per second, round robin over hosts.
+    """
+    batch = max(1, int(rate / 50))
+    for first in range(start, start + count, batch):
+        for seq in range(first, min(first + batch, start + count)):
+            yield amqp.publish(exchange, f"h{seq % hosts}.analysis", _analysis(f"h{seq % hosts}", seq))
+        yield task.deferLater(reactor, batch / rate, lambda: None)
+
+
+def _latencies(recorder, seqs):
+    return sorted(m["received"] - m["analyzed_at"] for m in recorder.timed if m["seq"] in seqs)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_stalled_client_costs_bounded_memory_delays_no_one_and_is_dropped(broker, amqp, twistd):
+    exchange, port = amqp.names["exchange"], freePort()
+    web = twistd("slow-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                 f"--port={port}", "--interface=127.0.0.1", "--history=1", "--history-points=2",
+                 "--stall-timeout=6")
+    yield web.waitForOutput(b"consuming #.analysis")
+    fast, _ = yield connectWebSocket(port)
+    fast.timed = []
+    received = fast.received
+
+    def timestamp(message):
+        if message.get("kind") == "analysis":
+            fast.timed.append(dict(message, received=time.time()))
+        received(message)
+    fast.received = timestamp
+    # A small receive window: the server's send buffer fills within a second.
+    stalled = _rawHandshake(port, receiveBuffer=4096)
+    process = psutil.Process(web.transport.pid)
+
+    yield _publishAt(amqp, exchange, 500, 1000, 0)
+    yield fast.waitFor(lambda m: m.get("seq") == 999, 10, "the first 1000 analyses")
+    memoryBefore = process.memory_info().rss
+    yield _publishAt(amqp, exchange, 500, 2000, 1000)
+    yield fast.waitFor(lambda m: m.get("seq") == 2999, 10, "the next 2000 analyses")
+    memoryAfter = process.memory_info().rss
+
+    # The fast client got everything, in order, as quickly while the other stalled.
+    seqs = [m["seq"] for m in fast.timed]
+    assert seqs == list(range(3000))
+    early, late = _latencies(fast, range(200, 1000)), _latencies(fast, range(1200, 3000))
+    median = lambda values: values[len(values) // 2]
+    assert median(late) < median(early) + 0.02, (median(early), median(late))
+    # The stalled client is held to the latest analysis per host: flat memory.
+    assert memoryAfter - memoryBefore < 1024 * 1024, (memoryBefore, memoryAfter)
+    # And dropped once it has not read for --stall-timeout.
+    yield web.waitForOutput(b"client stopped reading", timeout=15)
+    yield threads.deferToThread(_readUntilClosed, stalled, 15)
