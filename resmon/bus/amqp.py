@@ -135,6 +135,26 @@ class _AMQPSubscription:
         # (channel, [(method name, arguments)]) of the bindings to renew.
         self.bindings = None
         self.channelId = None
+        self.consumerTags = []
+        self.inFlight = 0
+        self._idleWaiters = []
+
+    def settled(self):
+        self.inFlight -= 1
+        if self.inFlight == 0:
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def whenIdle(self):
+        """
+        A L{Deferred} that fires once no delivery is being handled.
+        """
+        if self.inFlight == 0:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idleWaiters.append(waiter)
+        return waiter
 
     def cancel(self):
         return self._bus._cancel(self)
@@ -419,8 +439,10 @@ class AMQPBus(service.Service):
                         for pattern in subscription.patterns]
             subscription.bindings = (channel, bindings)
             yield self._bind(channel, bindings)
+        subscription.consumerTags = []
         for queueName in queueNames:
             reply = yield channel.basic_consume(queue=queueName, no_ack=False)
+            subscription.consumerTags.append(reply.consumer_tag)
             messages = yield client.queue(reply.consumer_tag)
             self._pump(client, channel, messages, subscription)
         subscription.channelId = channelId
@@ -508,19 +530,37 @@ class AMQPBus(service.Service):
             body = message.content.body
             if not isinstance(body, bytes):
                 body = body.encode("utf-8")  # txAMQP hands an empty body over as ''
+            subscription.inFlight += 1
             deliver(subscription.handler, message.routing_key, body,
-                    _acknowledger(channel, message.delivery_tag))
+                    _acknowledger(channel, message.delivery_tag)
+                    ).addBoth(lambda _: subscription.settled())
 
+    @defer.inlineCallbacks
     def _cancel(self, subscription):
+        """
+        Stop consuming, let the deliveries being handled finish and be
+        acknowledged (up to C{drainTimeout}), then close the channel: a
+        process stopped under load hands back only what it had not started.
+        """
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
         client = self._client
         if client is None or subscription.channelId is None:
-            return defer.succeed(None)
-        d = client.channel(subscription.channelId)
-        d.addCallback(lambda channel: channel.channel_close())
-        d.addErrback(lambda f: None)
-        return d
+            return
+        try:
+            channel = yield client.channel(subscription.channelId)
+            for tag in subscription.consumerTags:
+                yield channel.basic_cancel(consumer_tag=tag)
+            idle = subscription.whenIdle()
+            idle.addTimeout(self.drainTimeout, self._reactor)
+            try:
+                yield idle
+            except defer.TimeoutError:
+                self.log.warn("{count} message(s) still being handled; the broker will redeliver them",
+                              count=subscription.inFlight)
+            yield channel.channel_close()
+        except Exception:
+            pass  # the connection is going or gone: the broker redelivers what was not acked
 
 
 def partitionQueue(queue, index):
