@@ -88,6 +88,13 @@ class _Delegate(TwistedDelegate):
     def basic_nack(self, channel, message):
         self.bus._confirmed(message.delivery_tag, message.multiple, False)
 
+    def basic_return_(self, channel, message):
+        # resmon publishes without 'mandatory', so the broker should never
+        # return a message; if it does, say so (txAMQP would queue it unread).
+        self.bus.log.warn("broker returned a message under {routingKey}: {code} {text}",
+                          routingKey=message.routing_key, code=message.reply_code,
+                          text=message.reply_text)
+
     def basic_cancel(self, channel, message):
         # The queue we consumed from was deleted: reconnect, which redeclares it.
         channel.close(Closed("consumer cancelled by the broker"))
