@@ -222,22 +222,37 @@ class EventFanout:
         """
         The snapshot message of C{subscription}: C{subscription} (as
         understood), C{events} (latest analyses), C{statuses} (latest
-        statuses) and C{history} (points per host), all for matching hosts.
+        statuses) and C{history} (points or overviews per host, one per
+        C{step} seconds), all for matching hosts.
         """
         hosts = [h for h in self.knownHosts() if subscription.matchesHost(h)]
         analyses = statuses = b"[]"
         history = b"{}"
         if topics.ANALYSIS in subscription.events:
             analyses = self.latest.arrayBody(hosts)
-            if subscription.history and self.history is not None:
+            form = subscription.historyForm
+            if form is not None and self.history is not None:
                 self.history.expire()
-                history = self.history.historyBody(hosts, subscription.since)
+                history = self.history.historyBody(
+                    hosts, subscription.since, subscription.step, form)
         if topics.STATUS in subscription.events:
             statuses = self.statuses.arrayBody(hosts)
         return b"".join([
             b'{"kind":"snapshot","subscription":', encodeJSON(subscription.describe()),
             b',"events":', analyses, b',"statuses":', statuses, b',"history":', history, b"}",
         ])
+
+    def historyReplyBody(self, host, step=0):
+        """
+        The reply to a WebSocket C{history} request: C{host}'s full points,
+        at most one per C{step} seconds.
+        """
+        points = b"[]"
+        if self.history is not None:
+            points = self.history.pointsBody(host, step=step)
+        return b"".join([
+            b'{"kind":"history","host":', encodeJSON(host), b',"step":', encodeJSON(step),
+            b',"points":', points, b"}"])
 
     def eventReceived(self, routingKey, body):
         try:
@@ -248,8 +263,11 @@ class EventFanout:
                     raise wire.Rejected("type", "status: expected a short string")
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
-            self.log.warn("rejected an event under {routingKey}: {reason}",
-                          routingKey=routingKey[:80], reason=str(e)[:200])
+            count = self.rejected[e.reason]
+            # The first few of each reason, then one in a thousand: junk must not flood the log.
+            if count <= 10 or count % 1000 == 0:
+                self.log.warn("rejected an event under {routingKey}: {reason} ({count} for this reason)",
+                              routingKey=routingKey[:80], reason=str(e)[:200], count=count)
             return
         self.counters["received"] += 1
         if document["kind"] == topics.ANALYSIS:

@@ -5,13 +5,17 @@ to a number of points per host.
 
 Each point is stored already encoded as JSON (about 150 bytes with 8 cores),
 so a snapshot is a concatenation of bytes rather than a re-encoding of
-hundreds of thousands of objects. C{bench/history_memory.py} measures the
-cost; C{docs/protocol.md} gives the figures.
+hundreds of thousands of objects; their times are kept apart in an array, so
+a snapshot downsampled to one point per C{step} seconds picks its points by
+bisection. An overview (C{[ts, cpu, mem]} per point) is cut out of the
+encoded points' text. C{bench/history_memory.py} measures the cost;
+C{docs/protocol.md} gives the figures.
 """
 
 import json
 import math
-from collections import deque
+from array import array
+from bisect import bisect_left, bisect_right
 
 DEFAULT_WINDOW = 900.0
 DEFAULT_MAX_POINTS = 1800
@@ -19,6 +23,14 @@ DEFAULT_MAX_POINTS = 1800
 MAX_CORES = 256
 
 _TS_PREFIX = b'{"ts":'
+# encodePoint keeps makePoint's key order: ts, seq, cpu, mem, cores, ...
+_SEQ = b',"seq":'
+_CPU = b',"cpu":'
+_MEM = b',"mem":'
+_CORES = b',"cores":'
+
+FULL = "full"
+OVERVIEW = "overview"
 
 
 def _number(value, digits):
@@ -88,18 +100,46 @@ def encodePoint(point):
     return json.dumps(point, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def pointTime(encoded):
+def overviewPoint(encoded):
     """
-    The C{ts} of an encoded point: every point starts with C{{"ts":<number>,}.
+    The overview of an encoded point (which starts C{{"ts":<number>,"seq":}):
+    C{[ts,cpu,mem]} as bytes, the numbers exactly as the point's JSON spells
+    them.
     """
-    return float(encoded[len(_TS_PREFIX):encoded.index(b",", len(_TS_PREFIX))])
+    seqAt = encoded.index(_SEQ, len(_TS_PREFIX))
+    cpuAt = encoded.index(_CPU, seqAt)
+    memAt = encoded.index(_MEM, cpuAt)
+    coresAt = encoded.index(_CORES, memAt)
+    return b"".join([
+        b"[", encoded[len(_TS_PREFIX):seqAt], b",", encoded[cpuAt + len(_CPU):memAt],
+        b",", encoded[memAt + len(_MEM):coresAt], b"]"])
+
+
+def sampledIndexes(times, start, step):
+    """
+    The indexes from C{start} on of the points to keep at one per C{step}
+    seconds: the last point of each bucket C{[k * step, (k + 1) * step)};
+    every index if C{step} is 0. C{times} is sorted.
+    """
+    end = len(times)
+    if step <= 0:
+        return range(start, end)
+    kept = []
+    i = end - 1
+    while i >= start:
+        kept.append(i)
+        # The last point before this one's bucket (hi=i: always moves back).
+        i = bisect_left(times, math.floor(times[i] / step) * step, start, i) - 1
+    kept.reverse()
+    return kept
 
 
 class _HostHistory:
-    __slots__ = ("points", "lastSeen")
+    __slots__ = ("points", "times", "lastSeen")
 
-    def __init__(self, maxPoints, now):
-        self.points = deque(maxlen=maxPoints)
+    def __init__(self, now):
+        self.points = []
+        self.times = array("d")
         self.lastSeen = now
 
 
@@ -136,16 +176,18 @@ class FleetHistory:
         host = analysis["host"]
         history = self._hosts.get(host)
         if history is None:
-            history = self._hosts[host] = _HostHistory(self.maxPoints, now)
+            history = self._hosts[host] = _HostHistory(now)
         history.lastSeen = now
-        points = history.points
-        if points and pointTime(points[-1]) > point["ts"]:
+        points, times = history.points, history.times
+        if times and times[-1] > point["ts"]:
             self.counters["out-of-order"] += 1
             return None
         points.append(encodePoint(point))
-        oldest = point["ts"] - self.window
-        while points and pointTime(points[0]) < oldest:
-            points.popleft()
+        times.append(point["ts"])
+        drop = max(bisect_left(times, point["ts"] - self.window), len(times) - self.maxPoints)
+        if drop > 0:
+            del points[:drop]
+            del times[:drop]
         self.counters["added"] += 1
         return point
 
@@ -167,38 +209,38 @@ class FleetHistory:
     def pointCount(self):
         return sum(len(history.points) for history in self._hosts.values())
 
-    def encodedPoints(self, host, since=None):
+    def encodedPoints(self, host, since=None, step=0):
         """
         The encoded points of C{host}, oldest first; only those with a C{ts}
-        after C{since} if given.
+        after C{since} if given; at most one per C{step} seconds (the last of
+        each C{step}-long bucket of time) if C{step} is not 0.
         """
         history = self._hosts.get(host)
         if history is None:
             return []
-        points = history.points
-        if since is None:
-            return list(points)
-        newer = []
-        for encoded in reversed(points):
-            if pointTime(encoded) <= since:
-                break
-            newer.append(encoded)
-        newer.reverse()
-        return newer
+        points, times = history.points, history.times
+        start = 0 if since is None else bisect_right(times, since)
+        if step <= 0:
+            return points[start:]
+        return [points[i] for i in sampledIndexes(times, start, step)]
 
-    def pointsBody(self, host, since=None):
+    def pointsBody(self, host, since=None, step=0, form=FULL):
         """
-        The JSON array of C{host}'s points, as bytes.
+        The JSON array of C{host}'s points, as bytes: full points, or
+        C{[ts,cpu,mem]} arrays if C{form} is L{OVERVIEW}.
         """
-        return b"[" + b",".join(self.encodedPoints(host, since)) + b"]"
+        points = self.encodedPoints(host, since, step)
+        if form == OVERVIEW:
+            points = [overviewPoint(p) for p in points]
+        return b"[" + b",".join(points) + b"]"
 
-    def historyBody(self, hosts, since=None):
+    def historyBody(self, hosts, since=None, step=0, form=FULL):
         """
         A JSON object mapping each of C{hosts} that has history to its array
-        of points, as bytes.
+        of points (see L{pointsBody}), as bytes.
         """
         return b"{" + b",".join(
-            _key(host) + self.pointsBody(host, since)
+            _key(host) + self.pointsBody(host, since, step, form)
             for host in hosts if host in self._hosts
         ) + b"}"
 

@@ -1,17 +1,28 @@
 """
-What one client wants to receive: host patterns, event kinds, and whether
-its snapshot carries history. Parsed from a WebSocket C{subscribe} message or
+What one client wants to receive: host patterns, event kinds, and which
+history its snapshot carries. Parsed from a WebSocket C{subscribe} message or
 from query parameters (C{/ws?...}, C{/api/stream?...}); the fan-out filters
-every event through it, in the web process.
+every event through it, in the web process. Also the WebSocket's one-off
+C{history} request for one host.
 """
 
 import math
 
 from resmon import topics
+from resmon.history import FULL, OVERVIEW
 
 EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 255
+# The values of a subscription's history field, as on the wire.
+HISTORY_FULL = True
+HISTORY_NONE = False
+HISTORY_OVERVIEW = OVERVIEW
+# What a client that asks for nothing gets: cheap enough for a whole fleet
+# (at most 91 [ts, cpu, mem] per host for 15 minutes).
+DEFAULT_HISTORY = HISTORY_OVERVIEW
+DEFAULT_OVERVIEW_STEP = 10.0
+MAX_STEP = 86400.0
 # Cached pattern results per subscription; beyond this the cache is dropped.
 _MATCH_CACHE_SIZE = 100_000
 
@@ -30,16 +41,34 @@ class Subscription:
         pattern equals its name, or matches its routing word
         (L{topics.hostWord}) as an AMQP topic pattern (C{*}, C{#}).
     @param events: the event kinds wanted.
-    @param history: whether the snapshot includes the hosts' history.
+    @param history: which history the snapshot includes: L{HISTORY_FULL}
+        (every field of each point), L{HISTORY_OVERVIEW} (C{[ts, cpu, mem]}
+        per point) or L{HISTORY_NONE}.
     @param since: only history points with a C{ts} after this.
+    @param step: at most one history point per C{step} seconds (0: every
+        point); L{None}: L{DEFAULT_OVERVIEW_STEP} for an overview, else 0.
     """
 
-    def __init__(self, hosts=None, events=EVENT_KINDS, history=True, since=None):
+    def __init__(self, hosts=None, events=EVENT_KINDS, history=DEFAULT_HISTORY, since=None,
+                 step=None):
         self.hosts = None if hosts is None else tuple(hosts)
         self.events = frozenset(events)
         self.history = history
         self.since = since
+        if step is None:
+            step = DEFAULT_OVERVIEW_STEP if history == HISTORY_OVERVIEW else 0
+        self.step = step
         self._matched = {}
+
+    @property
+    def historyForm(self):
+        """
+        L{resmon.history.FULL}, L{resmon.history.OVERVIEW}, or L{None} for no
+        history.
+        """
+        if self.history is HISTORY_FULL:
+            return FULL
+        return OVERVIEW if self.history == HISTORY_OVERVIEW else None
 
     def matchesHost(self, host):
         if self.hosts is None:
@@ -65,6 +94,7 @@ class Subscription:
             "hosts": None if self.hosts is None else list(self.hosts),
             "events": [kind for kind in EVENT_KINDS if kind in self.events],
             "history": self.history,
+            "step": self.step,
             "since": self.since,
         }
 
@@ -72,17 +102,49 @@ class Subscription:
 EVERYTHING = Subscription()
 
 
-def parseSubscribe(message):
+class HistoryRequest:
     """
-    The L{Subscription} asked for by a decoded C{{"kind": "subscribe", ...}}
-    message. Absent fields take their defaults: every host, every kind,
-    with history.
+    A WebSocket client's one-off request for the history of one host.
+
+    @param host: the host's name or routing word, as asked.
+    @param step: at most one point per C{step} seconds (0: every point).
+    """
+
+    def __init__(self, host, step=0):
+        self.host = host
+        self.step = step
+
+
+def parseHistoryRequest(message):
+    """
+    The L{HistoryRequest} of a decoded C{{"kind": "history", "host": ...}}
+    message (C{step} defaults to 0).
 
     @raise InvalidSubscription: naming the field at fault.
     """
     if not isinstance(message, dict):
         raise InvalidSubscription("a message must be a JSON object")
-    unknown = set(message) - {"kind", "hosts", "events", "history", "since"}
+    unknown = set(message) - {"kind", "host", "step"}
+    if unknown:
+        raise InvalidSubscription(f"unknown field {sorted(unknown)[0][:40]!r}")
+    host = message.get("host")
+    if not isinstance(host, str) or not 1 <= len(host) <= MAX_PATTERN_LENGTH:
+        raise InvalidSubscription(
+            f"host: expected a host name or routing word of 1 to {MAX_PATTERN_LENGTH} characters")
+    return HistoryRequest(host, _step(message.get("step", 0)))
+
+
+def parseSubscribe(message):
+    """
+    The L{Subscription} asked for by a decoded C{{"kind": "subscribe", ...}}
+    message. Absent fields take their defaults: every host, every kind,
+    an overview history at one point per 10 s.
+
+    @raise InvalidSubscription: naming the field at fault.
+    """
+    if not isinstance(message, dict):
+        raise InvalidSubscription("a message must be a JSON object")
+    unknown = set(message) - {"kind", "hosts", "events", "history", "since", "step"}
     if unknown:
         raise InvalidSubscription(f"unknown field {sorted(unknown)[0][:40]!r}")
     hosts = message.get("hosts")
@@ -99,14 +161,26 @@ def parseSubscribe(message):
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
             raise InvalidSubscription("events: expected a list of event kinds")
         events = _kinds(events)
-    history = message.get("history", True)
-    if not isinstance(history, bool):
-        raise InvalidSubscription("history: expected true or false")
+    history = message.get("history", DEFAULT_HISTORY)
+    if not (isinstance(history, bool) or history == HISTORY_OVERVIEW):
+        raise InvalidSubscription('history: expected true, false or "overview"')
     since = message.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))
-                              or not math.isfinite(since)):
+    if since is not None and not _isNumber(since):
         raise InvalidSubscription("since: expected a number (seconds since the epoch)")
-    return Subscription(hosts, events if events is not None else EVENT_KINDS, history, since)
+    step = message.get("step")
+    if step is not None:
+        step = _step(step)
+    return Subscription(hosts, events if events is not None else EVENT_KINDS, history, since, step)
+
+
+def _isNumber(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _step(step):
+    if not _isNumber(step) or not 0 <= step <= MAX_STEP:
+        raise InvalidSubscription(f"step: expected a number of seconds from 0 to {MAX_STEP:.0f}")
+    return step
 
 
 def parseQuery(args):
@@ -114,7 +188,7 @@ def parseQuery(args):
     The L{Subscription} asked for by query parameters (a twisted.web
     C{request.args}: bytes keys, lists of bytes values; or Autobahn's
     C{params}: str keys and values): C{hosts=} and C{events=} comma-separated,
-    C{history=0|1}, C{since=}.
+    C{history=0|1|overview}, C{since=}, C{step=}.
 
     @raise InvalidSubscription: naming the parameter at fault.
     """
@@ -124,7 +198,7 @@ def parseQuery(args):
             key = key.decode("utf-8", "replace")
         found = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in found]
         values[key] = ",".join(found)
-    unknown = set(values) - {"hosts", "events", "history", "since"}
+    unknown = set(values) - {"hosts", "events", "history", "since", "step"}
     if unknown:
         raise InvalidSubscription(f"unknown parameter {sorted(unknown)[0][:40]!r}")
     message = {}
@@ -134,14 +208,18 @@ def parseQuery(args):
         message["events"] = [e for e in values["events"].split(",") if e]
     if "history" in values:
         flag = values["history"].lower()
-        if flag not in ("0", "1", "true", "false"):
-            raise InvalidSubscription("history: expected 0 or 1")
-        message["history"] = flag in ("1", "true")
-    if "since" in values:
-        try:
-            message["since"] = float(values["since"])
-        except ValueError:
-            raise InvalidSubscription("since: expected a number (seconds since the epoch)")
+        if flag == HISTORY_OVERVIEW:
+            message["history"] = HISTORY_OVERVIEW
+        elif flag in ("0", "1", "true", "false"):
+            message["history"] = flag in ("1", "true")
+        else:
+            raise InvalidSubscription("history: expected 0, 1 or overview")
+    for name, what in (("since", "seconds since the epoch"), ("step", "seconds")):
+        if name in values:
+            try:
+                message[name] = float(values[name])
+            except ValueError:
+                raise InvalidSubscription(f"{name}: expected a number ({what})")
     return parseSubscribe(message)
 
 

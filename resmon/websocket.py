@@ -1,7 +1,8 @@
 """
 The dashboard's WebSocket endpoint: pushes a snapshot on connect, then every
 matching event from the fan-out; a client may change what it receives with
-a C{subscribe} message (see C{docs/protocol.md}).
+a C{subscribe} message, and ask for one host's full history with a
+C{history} message (see C{docs/protocol.md}).
 """
 
 import json
@@ -10,14 +11,15 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from resmon.fanout import ClientFlow, encodeJSON
-from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
+from resmon.subscriptions import (
+    InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
 
 # A client only ever sends small control messages; cap what it may send.
 MAX_INCOMING_MESSAGE = 64 * 1024
 
 
-def errorBody(text):
-    return encodeJSON({"kind": "error", "error": text})
+def errorBody(text, **details):
+    return encodeJSON(dict({"kind": "error", "error": text}, **details))
 
 
 class DashboardProtocol(WebSocketServerProtocol):
@@ -69,18 +71,35 @@ class DashboardProtocol(WebSocketServerProtocol):
         if not isinstance(message, dict):
             self._error("a message must be a JSON object")
             return
-        if message.get("kind") != "subscribe":
-            self._error(f"unknown message kind {str(message.get('kind'))[:40]!r}; expected 'subscribe'")
+        kind = message.get("kind")
+        if kind not in ("subscribe", "history"):
+            self._error(f"unknown message kind {str(kind)[:40]!r}; expected 'subscribe' or 'history'")
             return
         try:
-            subscription = parseSubscribe(message)
+            if kind == "subscribe":
+                self.subscribe(parseSubscribe(message))
+            else:
+                self.sendHistory(parseHistoryRequest(message))
         except InvalidSubscription as e:
             self._error(str(e))
-            return
-        self.subscribe(subscription)
 
-    def _error(self, text):
-        self.flow.send(("error", None), errorBody(text))
+    def sendHistory(self, request):
+        """
+        Answer a L{HistoryRequest}: the host's points, or an error naming the
+        host for an unknown or ambiguous one.
+        """
+        fanout = self.factory.fanout
+        hosts = fanout.resolveHost(request.host)
+        if not hosts:
+            self._error("unknown host", host=request.host)
+        elif len(hosts) > 1:
+            self._error("several hosts have this routing word; use the name",
+                        host=request.host, hosts=hosts[:100])
+        else:
+            self.flow.send(("history", hosts[0]), fanout.historyReplyBody(hosts[0], request.step))
+
+    def _error(self, text, **details):
+        self.flow.send(("error", None), errorBody(text, **details))
 
     def onClose(self, wasClean, code, reason):
         self.factory.fanout.detach(self)

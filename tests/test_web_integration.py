@@ -175,7 +175,7 @@ def test_sse_stream_follows_the_fleet_with_a_snapshot_first(twistd):
     yield _waitForHistory(port, "sse.host", 3)
 
     response = yield Agent(reactor).request(
-        b"GET", f"http://127.0.0.1:{port}/api/stream?hosts=sse_host&events=analysis".encode())
+        b"GET", f"http://127.0.0.1:{port}/api/stream?hosts=sse_host&events=analysis&history=1".encode())
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/event-stream")
     reader = SSEReader()
@@ -199,7 +199,8 @@ def test_sse_stream_follows_the_fleet_with_a_snapshot_first(twistd):
     yield reader.waitFor(lambda events: len(events) >= 8, 5, "more analyses on the first stream")
     assert quiet.events == [("snapshot", {
         "kind": "snapshot", "events": [], "statuses": [], "history": {},
-        "subscription": {"hosts": ["other"], "events": ["analysis", "status"], "history": True, "since": None}})]
+        "subscription": {"hosts": ["other"], "events": ["analysis", "status"], "history": "overview",
+                         "step": 10, "since": None}})]
 
     response = yield Agent(reactor).request(
         b"GET", f"http://127.0.0.1:{port}/api/stream?events=measure".encode())

@@ -112,6 +112,34 @@ def test_history_forgets_hosts_not_seen_for_the_window():
     assert history.hosts() == [] and history.counters["forgotten"] == 2
 
 
+def test_history_step_keeps_the_last_point_of_each_bucket():
+    history = FleetHistory(Clock(), window=900, maxPoints=1000)
+    for i in range(25):
+        history.add(analysis("h", i, 1000.5 + i, cpu=float(i)))
+    times = lambda **kw: [json.loads(p)["ts"] for p in history.encodedPoints("h", **kw)]
+    # Buckets [1000, 1010), [1010, 1020), [1020, 1030): their last points.
+    assert times(step=10) == [1009.5, 1019.5, 1024.5]
+    assert times(step=0) == [1000.5 + i for i in range(25)]
+    assert times(step=1) == times(step=0)
+    assert times(step=10, since=1015.0) == [1019.5, 1024.5]
+    assert times(step=10, since=1024.5) == []
+    assert times(step=1000) == [1024.5]  # the newest point is always there
+    assert len(times(step=0.3)) == 25
+    # Full points, or [ts, cpu, mem] spelled exactly as in the points.
+    assert json.loads(history.pointsBody("h", step=10, form="overview")) == [
+        [1009.5, 9.0, 30.0], [1019.5, 19.0, 30.0], [1024.5, 24.0, 30.0]]
+    assert json.loads(history.historyBody(["h", "other"], since=1023.0, form="overview")) == {
+        "h": [[1023.5, 23.0, 30.0], [1024.5, 24.0, 30.0]]}
+
+
+def test_overview_of_points_with_missing_values():
+    history = FleetHistory(Clock(), window=900, maxPoints=10)
+    history.add({"v": 1, "kind": "analysis", "host": "poc", "seq": None, "ts": 5.0,
+                 "metrics": {"cpu": {"percent": 42.25}}})
+    history.add(dict(analysis("poc", 1, 6.0), seq=2**40))
+    assert json.loads(history.pointsBody("poc", form="overview")) == [[5.0, 42.2, None], [6.0, 10.0, 30.0]]
+
+
 def test_history_window_zero_keeps_nothing():
     history = FleetHistory(Clock(), window=0)
     history.add(analysis("h", 1, 1.0))
@@ -136,12 +164,22 @@ def test_subscription_patterns_match_names_and_routing_words():
 
 
 def test_subscription_defaults_and_kinds():
+    # The default is cheap for a whole fleet: an overview, one point per 10 s.
     sub = parseSubscribe({"kind": "subscribe"})
-    assert sub.hosts is None and sub.events == {"analysis", "status"} and sub.history is True
+    assert sub.hosts is None and sub.events == {"analysis", "status"}
+    assert (sub.history, sub.step, sub.historyForm) == ("overview", 10.0, "overview")
     sub = parseSubscribe({"kind": "subscribe", "events": ["status"], "history": False, "since": 12.5})
     assert sub.matches({"kind": "status", "host": "a"})
     assert not sub.matches({"kind": "analysis", "host": "a"})
-    assert sub.describe() == {"hosts": None, "events": ["status"], "history": False, "since": 12.5}
+    assert sub.historyForm is None
+    assert sub.describe() == {"hosts": None, "events": ["status"], "history": False, "step": 0,
+                              "since": 12.5}
+    # history: true keeps its meaning: every field of every point.
+    sub = parseSubscribe({"kind": "subscribe", "history": True})
+    assert (sub.history, sub.step, sub.historyForm) == (True, 0, "full")
+    sub = parseSubscribe({"kind": "subscribe", "history": True, "step": 2.5})
+    assert sub.describe()["step"] == 2.5
+    assert parseSubscribe({"history": "overview", "step": 0}).step == 0
 
 
 @pytest.mark.parametrize("message, error", [
@@ -152,7 +190,11 @@ def test_subscription_defaults_and_kinds():
     ({"kind": "subscribe", "hosts": ["x"] * 1001}, "at most 1000"),
     ({"kind": "subscribe", "events": ["measure"]}, "unknown kind 'measure'"),
     ({"kind": "subscribe", "events": []}, "events: empty list"),
-    ({"kind": "subscribe", "history": "yes"}, "history: expected true or false"),
+    ({"kind": "subscribe", "history": "yes"}, 'history: expected true, false or "overview"'),
+    ({"kind": "subscribe", "step": -1}, "step: expected a number of seconds from 0 to 86400"),
+    ({"kind": "subscribe", "step": 86401}, "step: expected a number"),
+    ({"kind": "subscribe", "step": True}, "step: expected a number"),
+    ({"kind": "subscribe", "step": "10"}, "step: expected a number"),
     ({"kind": "subscribe", "since": float("inf")}, "since: expected a number"),
     ({"kind": "subscribe", "host": ["a"]}, "unknown field 'host'"),
     ([], "JSON object"),
@@ -167,8 +209,13 @@ def test_subscription_from_query_parameters():
     sub = parseQuery({b"hosts": [b"web-01,db"], b"events": [b"analysis"], b"history": [b"0"]})
     assert sub.hosts == ("web-01", "db") and sub.events == {"analysis"} and sub.history is False
     assert parseQuery({"since": ["5"]}).since == 5.0  # Autobahn's params: str keys and values
-    assert parseQuery({}).hosts is None
-    for bad in ({b"hosts": [b"a*"]}, {b"history": [b"maybe"]}, {b"since": [b"soon"]}, {b"x": [b"1"]}):
+    assert parseQuery({}).hosts is None and parseQuery({}).history == "overview"
+    sub = parseQuery({b"history": [b"overview"], b"step": [b"0.5"]})
+    assert (sub.history, sub.step) == ("overview", 0.5)
+    sub = parseQuery({"history": ["1"], "step": ["60"]})
+    assert (sub.history, sub.step) == (True, 60.0)
+    for bad in ({b"hosts": [b"a*"]}, {b"history": [b"maybe"]}, {b"since": [b"soon"]}, {b"x": [b"1"]},
+                {b"step": [b"nan"]}, {b"step": [b"-1"]}, {b"step": [b"often"]}, {b"since": [b"inf"]}):
         with pytest.raises(InvalidSubscription):
             parseQuery(bad)
 
@@ -196,7 +243,8 @@ def test_snapshot_has_latest_analyses_statuses_and_history_of_matching_hosts():
     fanout.eventReceived(key("web-01", "status"), body(status("web-01", "stale")))
     fanout.eventReceived(key("db", "status"), body(status("db", "online")))
     client = FakeClient()
-    snapshot = json.loads(fanout.subscribe(client, parseSubscribe({"hosts": ["web-01", "db"]})))
+    snapshot = json.loads(fanout.subscribe(
+        client, parseSubscribe({"hosts": ["web-01", "db"], "history": True})))
     assert snapshot["kind"] == "snapshot"
     assert snapshot["subscription"]["hosts"] == ["web-01", "db"]
     assert [(e["host"], e["seq"]) for e in snapshot["events"]] == [("db", 2), ("web-01", 2)]
@@ -210,8 +258,13 @@ def test_snapshot_has_latest_analyses_statuses_and_history_of_matching_hosts():
     snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"events": ["status"]})))
     assert snapshot["events"] == [] and snapshot["history"] == {} and len(snapshot["statuses"]) == 2
     # Only the history after `since`: what a reconnecting client missed.
-    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"hosts": ["db"], "since": 101.0})))
+    snapshot = json.loads(fanout.snapshotBody(
+        parseSubscribe({"hosts": ["db"], "history": True, "since": 101.0})))
     assert [p["ts"] for p in snapshot["history"]["db"]] == [102.0]
+    # By default, an overview: [ts, cpu, mem], one per 10 s.
+    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"hosts": ["db"]})))
+    assert snapshot["history"] == {"db": [[102.0, 10.0, 30.0]]}
+    assert snapshot["subscription"]["history"] == "overview" and snapshot["subscription"]["step"] == 10
 
 
 def test_clients_receive_only_matching_events_after_their_snapshot_exactly_once():
@@ -320,7 +373,7 @@ def test_websocket_initial_subscription_from_the_url():
 @pytest.mark.parametrize("payload, error", [
     (b"{not json", "not a JSON text message"),
     (b"[1]", "a message must be a JSON object"),
-    (b'{"kind": "hello"}', "unknown message kind 'hello'"),
+    (b'{"kind": "hello"}', "unknown message kind 'hello'; expected 'subscribe' or 'history'"),
     (b'{"kind": "subscribe", "events": ["measure"]}', "unknown kind 'measure'"),
 ])
 def test_websocket_invalid_messages_get_an_error_and_the_connection_stays(payload, error):
@@ -331,6 +384,103 @@ def test_websocket_invalid_messages_get_an_error_and_the_connection_stays(payloa
     assert protocol in fanout.clients  # still subscribed as before
     fanout.eventReceived(key("x", "analysis"), body(analysis("x", 0, 1.0)))
     assert sent[-1]["host"] == "x"
+
+
+def test_websocket_history_request_answers_one_hosts_full_points():
+    fanout = _fanout()
+    for i in range(30):
+        fanout.eventReceived(key("web-01.example.com", "analysis"),
+                             body(analysis("web-01.example.com", i, 1000.0 + i)))
+    protocol, sent = _websocket(fanout)
+    # The default snapshot: an overview of every host, one point per 10 s.
+    assert sent[0]["subscription"]["history"] == "overview" and sent[0]["subscription"]["step"] == 10
+    assert sent[0]["history"] == {"web-01.example.com": [
+        [1009.0, 10.0, 30.0], [1019.0, 10.0, 30.0], [1029.0, 10.0, 30.0]]}
+    for asked in ("web-01.example.com", "web-01_example_com"):
+        protocol.onMessage(json.dumps({"kind": "history", "host": asked, "step": 0}).encode(), False)
+        reply = sent[-1]
+        assert reply["kind"] == "history" and reply["host"] == "web-01.example.com" and reply["step"] == 0
+        assert [p["seq"] for p in reply["points"]] == list(range(30))
+        assert reply["points"][-1]["cores"] == [10.0, 20.0] and reply["points"][-1]["rx"] == 3401
+    protocol.onMessage(b'{"kind": "history", "host": "web-01.example.com", "step": 5}', False)
+    assert [p["ts"] for p in sent[-1]["points"]] == [1004.0, 1009.0, 1014.0, 1019.0, 1024.0, 1029.0]
+    protocol.onMessage(b'{"kind": "history", "host": "web-01.example.com"}', False)
+    assert len(sent[-1]["points"]) == 30  # step defaults to 0
+    # The request changes nothing else: live events keep coming.
+    fanout.eventReceived(key("web-01.example.com", "analysis"), body(analysis("web-01.example.com", 30, 1030.0)))
+    assert sent[-1]["kind"] == "analysis" and sent[-1]["seq"] == 30
+    # A host known only by its status has no points.
+    fanout.eventReceived(key("quiet", "status"), body(status("quiet", "offline")))
+    protocol.onMessage(b'{"kind": "history", "host": "quiet"}', False)
+    assert sent[-1] == {"kind": "history", "host": "quiet", "step": 0, "points": []}
+
+
+@pytest.mark.parametrize("message, error", [
+    ({"kind": "history", "host": "nobody"}, {"kind": "error", "error": "unknown host", "host": "nobody"}),
+    ({"kind": "history"}, "host: expected a host name"),
+    ({"kind": "history", "host": ""}, "host: expected a host name"),
+    ({"kind": "history", "host": "x" * 256}, "host: expected a host name"),
+    ({"kind": "history", "host": ["a"]}, "host: expected a host name"),
+    ({"kind": "history", "host": "a", "step": -1}, "step: expected a number"),
+    ({"kind": "history", "host": "a", "step": float("nan")}, "step: expected a number"),
+    ({"kind": "history", "host": "a", "step": 1e9}, "step: expected a number"),
+    ({"kind": "history", "host": "a", "since": 5}, "unknown field 'since'"),
+])
+def test_websocket_history_request_errors(message, error):
+    fanout = _fanout()
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 0, 1.0)))
+    protocol, sent = _websocket(fanout)
+    protocol.onMessage(json.dumps(message).encode(), False)
+    if isinstance(error, dict):
+        assert sent[-1] == error
+    else:
+        assert sent[-1]["kind"] == "error" and error in sent[-1]["error"], sent[-1]
+    assert protocol in fanout.clients
+
+
+def test_websocket_history_request_for_a_shared_routing_word_names_the_hosts():
+    fanout = _fanout()
+    for name in ("web.01", "web 01"):
+        fanout.eventReceived(key(name, "analysis"), body(analysis(name, 0, 1.0)))
+    protocol, sent = _websocket(fanout)
+    protocol.onMessage(b'{"kind": "history", "host": "web_01"}', False)
+    assert sent[-1]["kind"] == "error" and sent[-1]["hosts"] == ["web 01", "web.01"]
+    protocol.onMessage(b'{"kind": "history", "host": "web.01"}', False)  # by name: no doubt
+    assert sent[-1]["kind"] == "history" and sent[-1]["host"] == "web.01"
+
+
+def test_websocket_history_replies_are_held_back_like_events_for_a_slow_client():
+    fanout = _fanout()
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 0, 1.0)))
+    protocol, sent = _websocket(fanout)
+    protocol.flow.pauseProducing()
+    for _ in range(100):
+        protocol.onMessage(b'{"kind": "history", "host": "a"}', False)
+    assert len(protocol.flow.pending) == 1  # one reply per host, however many requests
+    protocol.flow.resumeProducing()
+    assert [m["kind"] for m in sent] == ["snapshot", "history"]
+    protocol.onClose(True, 1000, None)
+
+
+def test_default_snapshot_of_a_large_fleet_stays_small():
+    clock = Clock()
+    fanout = EventFanout(history=FleetHistory(clock, window=900, maxPoints=1800))
+    bodies = {}
+    for second in range(901):
+        for h in range(20):
+            host = f"host-{h:02d}"
+            document = analysis(host, second, 1_763_891_234.125 + second, cores=[10.0] * 8)
+            fanout.history.add(document)
+            bodies[host] = body(document)
+    for host, latest in bodies.items():
+        fanout.latest.update(json.loads(latest), latest)
+    default = fanout.snapshotBody(parseQuery({}))
+    full = fanout.snapshotBody(parseQuery({"history": ["1"]}))
+    history = json.loads(default)["history"]
+    assert all(len(points) <= 91 for points in history.values())
+    assert all(len(p) == 3 for points in history.values() for p in points)
+    # Per host: the latest analysis (~800 bytes) and at most 91 short arrays.
+    assert len(default) / 20 < 4000 and len(full) / len(default) > 40
 
 
 def test_websocket_binary_messages_close_with_1003():
@@ -431,7 +581,7 @@ def test_sse_sends_a_snapshot_then_matching_events_and_keep_alives(tmp_path):
     fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 0, 100.0)))
     fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 100.0)))
     site = _sseSite(tmp_path, fanout, clock)
-    conn = SSEConnection(site, b"?hosts=web-01&events=analysis,status")
+    conn = SSEConnection(site, b"?hosts=web-01&events=analysis,status&history=1")
     head = conn.head()
     assert head.startswith(b"HTTP/1.1 200")
     assert b"text/event-stream" in head and b"Transfer-Encoding: chunked" in head
