@@ -329,4 +329,5 @@ def _makeWeb(options, bus, reactor):
         listen += ":interface=" + options["interface"].replace(":", "\\:")
     return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
                       historyWindow=options["history"], historyPoints=options["history-points"],
-                      pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"])
+                      pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
+                      statsInterval=options["stats-interval"])

@@ -76,7 +76,8 @@ class WebService(service.MultiService):
 
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
-                 pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT):
+                 pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
+                 statsInterval=60.0):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
@@ -89,6 +90,9 @@ class WebService(service.MultiService):
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
         expiry.clock = clock
         expiry.setServiceParent(self)
+        stats = internet.TimerService(statsInterval, self.logStats)
+        stats.clock = clock
+        stats.setServiceParent(self)
         strports.service(listen, self.site).setServiceParent(self)
 
     def startService(self):
@@ -97,6 +101,15 @@ class WebService(service.MultiService):
             prefetch=1000)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
+
+    def logStats(self):
+        fanout = self.fanout
+        self.log.info(
+            "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
+            "dropped, {rejected} rejected ({reasons})",
+            clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
+            reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
+            **fanout.counters)
 
     def stopService(self):
         # End event streams first, so `curl -N` sees the end of the response.
