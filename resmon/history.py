@@ -8,8 +8,10 @@ so a snapshot is a concatenation of bytes rather than a re-encoding of
 hundreds of thousands of objects; their times are kept apart in an array, so
 a snapshot downsampled to one point per C{step} seconds picks its points by
 bisection. An overview (C{[ts, cpu, mem]} per point) is cut out of the
-encoded points' text. C{bench/history_memory.py} measures the cost;
-C{docs/protocol.md} gives the figures.
+encoded points' text; the overview at the default step, which every
+dashboard asks for, is kept up to date as points arrive, so the default
+snapshot of a whole fleet is a join. C{bench/history_memory.py} measures the
+cost; C{docs/protocol.md} gives the figures.
 """
 
 import json
@@ -19,6 +21,8 @@ from bisect import bisect_left, bisect_right
 
 DEFAULT_WINDOW = 900.0
 DEFAULT_MAX_POINTS = 1800
+# The step of the overview a client gets by default, kept ready per host.
+DEFAULT_OVERVIEW_STEP = 10.0
 # A host with more cores than this keeps only the first ones in its history.
 MAX_CORES = 256
 
@@ -128,18 +132,27 @@ def sampledIndexes(times, start, step):
     i = end - 1
     while i >= start:
         kept.append(i)
-        # The last point before this one's bucket (hi=i: always moves back).
-        i = bisect_left(times, math.floor(times[i] / step) * step, start, i) - 1
+        bucket = math.floor(times[i] / step)
+        first = bisect_left(times, bucket * step, start, i)
+        # Settle float rounding at the edge on the bucket numbers themselves.
+        while first < i and math.floor(times[first] / step) != bucket:
+            first += 1
+        while first > start and math.floor(times[first - 1] / step) == bucket:
+            first -= 1
+        i = first - 1
     kept.reverse()
     return kept
 
 
 class _HostHistory:
-    __slots__ = ("points", "times", "lastSeen")
+    __slots__ = ("points", "times", "overview", "overviewTimes", "lastSeen")
 
     def __init__(self, now):
         self.points = []
         self.times = array("d")
+        # The overview at FleetHistory.overviewStep: the last point of each bucket.
+        self.overview = []
+        self.overviewTimes = array("d")
         self.lastSeen = now
 
 
@@ -154,12 +167,15 @@ class FleetHistory:
     newest point (from a competing analyzer) is not added.
 
     @param window: seconds of history to keep; 0 keeps none.
+    @param overviewStep: the step of the overview kept ready (0: none).
     """
 
-    def __init__(self, clock, window=DEFAULT_WINDOW, maxPoints=DEFAULT_MAX_POINTS):
+    def __init__(self, clock, window=DEFAULT_WINDOW, maxPoints=DEFAULT_MAX_POINTS,
+                 overviewStep=DEFAULT_OVERVIEW_STEP):
         self.clock = clock
         self.window = window
         self.maxPoints = maxPoints
+        self.overviewStep = overviewStep
         self._hosts = {}
         self.counters = {"added": 0, "out-of-order": 0, "forgotten": 0}
 
@@ -182,14 +198,31 @@ class FleetHistory:
         if times and times[-1] > point["ts"]:
             self.counters["out-of-order"] += 1
             return None
-        points.append(encodePoint(point))
+        encoded = encodePoint(point)
+        points.append(encoded)
         times.append(point["ts"])
         drop = max(bisect_left(times, point["ts"] - self.window), len(times) - self.maxPoints)
         if drop > 0:
             del points[:drop]
             del times[:drop]
+        if self.overviewStep > 0:
+            self._addOverview(history, point["ts"], encoded)
         self.counters["added"] += 1
         return point
+
+    def _addOverview(self, history, ts, encoded):
+        overview, overviewTimes, step = history.overview, history.overviewTimes, self.overviewStep
+        if overviewTimes and math.floor(overviewTimes[-1] / step) == math.floor(ts / step):
+            overview[-1] = overviewPoint(encoded)
+            overviewTimes[-1] = ts
+        else:
+            overview.append(overviewPoint(encoded))
+            overviewTimes.append(ts)
+        # A bucket whose last point is gone has no point left.
+        drop = bisect_left(overviewTimes, history.times[0])
+        if drop > 0:
+            del overview[:drop]
+            del overviewTimes[:drop]
 
     def expire(self):
         """
@@ -229,9 +262,15 @@ class FleetHistory:
         The JSON array of C{host}'s points, as bytes: full points, or
         C{[ts,cpu,mem]} arrays if C{form} is L{OVERVIEW}.
         """
-        points = self.encodedPoints(host, since, step)
-        if form == OVERVIEW:
-            points = [overviewPoint(p) for p in points]
+        history = self._hosts.get(host)
+        ready = self.overviewStep > 0 and step == self.overviewStep
+        if form == OVERVIEW and ready and history is not None:
+            start = 0 if since is None else bisect_right(history.overviewTimes, since)
+            points = history.overview[start:]
+        else:
+            points = self.encodedPoints(host, since, step)
+            if form == OVERVIEW:
+                points = [overviewPoint(p) for p in points]
         return b"[" + b",".join(points) + b"]"
 
     def historyBody(self, hosts, since=None, step=0, form=FULL):

@@ -9,7 +9,7 @@ C{history} request for one host.
 import math
 
 from resmon import topics
-from resmon.history import FULL, OVERVIEW
+from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
 
 EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
 MAX_PATTERNS = 1000
@@ -21,7 +21,6 @@ HISTORY_OVERVIEW = OVERVIEW
 # What a client that asks for nothing gets: cheap enough for a whole fleet
 # (at most 91 [ts, cpu, mem] per host for 15 minutes).
 DEFAULT_HISTORY = HISTORY_OVERVIEW
-DEFAULT_OVERVIEW_STEP = 10.0
 MAX_STEP = 86400.0
 # Cached pattern results per subscription; beyond this the cache is dropped.
 _MATCH_CACHE_SIZE = 100_000

@@ -132,6 +132,24 @@ def test_history_step_keeps_the_last_point_of_each_bucket():
         "h": [[1023.5, 23.0, 30.0], [1024.5, 24.0, 30.0]]}
 
 
+@pytest.mark.parametrize("window, maxPoints", [(900, 1800), (60, 1800), (900, 50)])
+def test_the_overview_kept_ready_is_the_one_computed_from_the_points(window, maxPoints):
+    import random
+    rng = random.Random(window + maxPoints)
+    ready = FleetHistory(Clock(), window=window, maxPoints=maxPoints, overviewStep=10)
+    computed = FleetHistory(Clock(), window=window, maxPoints=maxPoints, overviewStep=0)
+    ts = 1_763_891_230.0
+    for seq in range(400):
+        ts += rng.choice([0.0, 0.1, 0.5, 1.0, 2.5, 10.0, 30.0])  # equal times, bursts and gaps
+        document = analysis("h", seq, ts, cpu=rng.uniform(0, 100))
+        ready.add(document)
+        computed.add(document)
+        for since in (None, ts - 45.0, ts - 10.0, ts):
+            assert ready.pointsBody("h", since, 10, "overview") == \
+                computed.pointsBody("h", since, 10, "overview"), (seq, since)
+    assert len(json.loads(ready.pointsBody("h", step=10, form="overview"))) <= window / 10 + 1
+
+
 def test_overview_of_points_with_missing_values():
     history = FleetHistory(Clock(), window=900, maxPoints=10)
     history.add({"v": 1, "kind": "analysis", "host": "poc", "seq": None, "ts": 5.0,
