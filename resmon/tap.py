@@ -259,13 +259,15 @@ def makeService(options):
     top = OrderedMultiService()
     bus = _makeBus(options, reactor)
     bus.setServiceParent(top)
-    if "tracker" in parts:
-        _makeTracker(options, bus, reactor).setServiceParent(top)
+    # Consumers start before producers (and stop after them), so the first
+    # measure of a standalone process already has a listener.
+    if "web" in parts:
+        _makeWeb(options, bus, reactor).setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
         _makeLiveness(options, bus, reactor).setServiceParent(top)
-    if "web" in parts:
-        _makeWeb(options, bus, reactor).setServiceParent(top)
+    if "tracker" in parts:
+        _makeTracker(options, bus, reactor).setServiceParent(top)
     return top
 
 

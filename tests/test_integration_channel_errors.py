@@ -17,7 +17,7 @@ def test_a_deleted_exchange_is_noticed_redeclared_and_the_stream_resumes(broker,
     server = twistd("chanerr-server", "--role=server", *common, f"--queue={amqp.names['queue']}",
                     f"--dead-letter-queue={amqp.names['deadletter']}", f"--port={port}",
                     "--interface=127.0.0.1")
-    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"(connection #1)")
     agent = twistd("chanerr-agent", "--role=agent", *common, f"--name={host}", "--interval=0.2")
     client, _ = yield connectWebSocket(port)
     analyses = lambda: [m for m in client.events() if m.get("host") == host and m["kind"] == "analysis"]

@@ -176,7 +176,7 @@ def test_a_stopped_agent_turns_stale_then_offline_and_online_when_it_returns(bro
     port = freePort()
     server = twistd("server", *serverArgs(broker, exchange, queue, port,
                                           "--offline-after=3", "--liveness-grace=1"))
-    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"(connection #1)")
     yield server.waitForOutput(b"judging host liveness")
     client, _ = yield connectWebSocket(port)
     host = f"dying-{uuid.uuid4().hex[:6]}.example.com"
@@ -224,7 +224,7 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     recorder = yield declareRecorder(url, exchange, "#.analysis")
     port = freePort()
     server = twistd("outage-server", *serverArgs(url, exchange, queue, port, "--liveness-grace=3"))
-    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"(connection #1)")
     agent = twistd("outage-agent", *agentArgs(url, exchange, host))
     yield agent.waitForOutput(b"(connection #1)")
     client, _ = yield connectWebSocket(port)

@@ -89,7 +89,7 @@ def test_proof_of_concept_measure_yields_analysis_with_cpu_result(broker, amqp, 
 def test_bad_measures_are_rejected_and_counted_and_good_ones_still_flow(broker, amqp, twistd):
     port = freePort()
     server = twistd("server", *_serverArgs(broker, amqp, port), "--stats-interval=1")
-    yield server.waitForOutput(b"consuming #.analysis")
+    yield server.waitForOutput(b"(connection #1)")
     client, _ = yield connectWebSocket(port)
     exchange = amqp.names["exchange"]
     bad = [

@@ -52,13 +52,14 @@ def test_tracker_publishes_one_measure_per_interval_with_increasing_seq():
     tracker = TrackerService(bus, FixedSampler(), "web-01.example", 0.5, clock,
                              wallClock=lambda: 1000.0 + clock.seconds())
     tracker.startService()
-    clock.advance(0.5)
-    clock.advance(0.5)
+    assert bus.published == []  # the first sample waits one interval (at most 1 s)
+    for _ in range(3):
+        clock.advance(0.5)
     keys = [key for key, _, _ in bus.published]
     assert keys == ["web-01_example.measure"] * 3
     measures = [wire.decodeMeasure(key, body) for key, body, _ in bus.published]
     assert [m.seq for m in measures] == [0, 1, 2]
-    assert [m.ts for m in measures] == [1000.0, 1000.5, 1001.0]
+    assert [m.ts for m in measures] == [1000.5, 1001.0, 1001.5]
     assert measures[0].host == "web-01.example"
     bus.published[0][2].callback(None)
     bus.published[1][2].errback(Exception("dropped"))
@@ -74,6 +75,7 @@ def test_tracker_survives_a_failing_sampler():
     clock, bus = Clock(), RecordingBus()
     tracker = TrackerService(bus, Broken(), "h", 1.0, clock)
     tracker.startService()
+    clock.advance(1.0)
     clock.advance(1.0)
     assert tracker.counters["failed"] == 2 and bus.published == []
     tracker.stopService()

@@ -11,6 +11,9 @@ from twisted.logger import Logger
 from resmon import topics, wire
 
 
+FIRST_SAMPLE_DELAY = 1.0
+
+
 class TrackerService(service.Service):
     """
     Publishes one measure every C{interval} seconds to C{<host>.measure}.
@@ -43,17 +46,27 @@ class TrackerService(service.Service):
         self._loop.clock = clock
         self._stats = LoopingCall(self.logStats)
         self._stats.clock = clock
+        self._first = None
 
     def startService(self):
         service.Service.startService(self)
         self.log.info("sampling {host} every {interval} s, publishing to {routingKey}",
                       host=self.host, interval=self.interval, routingKey=self.routingKey)
+        # psutil's CPU percentages cover the time since the previous call: the
+        # first sample waits a moment (at most a second) to mean something.
+        self._first = self.clock.callLater(min(self.interval, FIRST_SAMPLE_DELAY), self._startLoop)
+        self._stats.start(self.statsInterval, now=False)
+
+    def _startLoop(self):
+        self._first = None
         self._loop.start(self.interval, now=True).addErrback(
             lambda f: self.log.failure("sampling stopped", f))
-        self._stats.start(self.statsInterval, now=False)
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._first is not None and self._first.active():
+            self._first.cancel()
+        self._first = None
         for loop in (self._loop, self._stats):
             if loop.running:
                 loop.stop()
