@@ -209,3 +209,148 @@ def test_dashboard_says_when_the_connection_drops_and_reconnects(processes, brow
     processes("browser-standalone-again", *args).waitFor(b"dashboard listening")
     waitUntil(lambda: "live" in connection.text, 20, "the page to reconnect by itself")
     waitUntil(lambda: cardText(browser, "solo", ".cpu-value") not in (None, "–"), 10, "fresh data")
+
+
+def _pastAnalysis(host, seq, ts, cpu):
+    return {
+        "v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": ts, "interval": 1.0,
+        "analyzed_at": ts + 0.01, "level": "LOW", "levels": {"cpu": "LOW", "memory": "LOW"},
+        "cpu_result": "LOW",
+        "metrics": {
+            "cpu": {"percent": cpu, "per_core": [cpu, 100 - cpu, 50.0, 10.0]},
+            "memory": {"total": 100, "used": 30, "available": 70, "percent": 30.0},
+            "load": [0.5, 0.4, 0.3],
+            "disks": [{"mount": "/", "percent": 70.0}, {"mount": "/var", "percent": 40.0}],
+            "net_io": {"bytes_sent_per_s": 1000.0 + seq, "bytes_recv_per_s": 5000.0 + seq,
+                       "packets_sent_per_s": 1.0, "packets_recv_per_s": 2.0},
+        },
+    }
+
+
+_PUBLISHER = """
+import json, sys
+from twisted.internet import defer, task
+from support import PlainAMQPClient
+
+async def main(reactor, url, exchange):
+    client = await defer.ensureDeferred(_connect(url))
+    for line in sys.stdin:
+        routingKey, document = json.loads(line)
+        await client.publish(exchange, routingKey, json.dumps(document).encode())
+    await client.close()
+
+async def _connect(url):
+    return await PlainAMQPClient(url).connect()
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
+"""
+
+
+def publish(broker, exchange, messages):
+    """
+    Publish C{(routingKey, document)} pairs on the real broker, from a child
+    process: this test's thread is busy with the browser, not the reactor.
+    """
+    import json
+    import sys
+    lines = "".join(json.dumps(message) + "\n" for message in messages)
+    subprocess.run([sys.executable, "-c", _PUBLISHER, broker, exchange], input=lines, text=True,
+                   check=True, timeout=30, cwd=os.path.dirname(__file__))
+
+
+def _getJSON(port, path):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+def sparklinePoints(driver, host, column="cpu"):
+    points = driver.execute_script(
+        "const e = document.querySelector(`.host-card[data-host='${arguments[0]}'] .spark-${arguments[1]}`);"
+        "return e ? e.getAttribute('points') : null;", host, column)
+    return len(points.split()) if points else 0
+
+
+def chartSegments(driver, chart):
+    """
+    The number of points drawn in the lines of one detail chart.
+    """
+    return driver.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} path`)]"
+        ".map(p => (p.getAttribute('d').match(/[ML]/g) || []).length);", chart)
+
+
+def test_a_page_opened_late_shows_the_last_minutes_at_once_and_details_from_the_history_reply(
+        broker, amqp, processes, browser):
+    from selenium.webdriver.common.by import By
+
+    port = freePort()
+    exchange = amqp.names["exchange"]
+    common = [f"--broker={broker}", f"--exchange={exchange}"]
+    server = processes("browser-late-server", "--role=server", *common,
+                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
+    server.waitFor(b"dashboard listening")
+    server.waitFor(b"consuming #.measure")
+    processes("browser-late-agent", "--role=agent", *common, "--name=early.example", "--interval=0.2")
+    # Five minutes of a host's past, as its analyses would have come (one a second), and then
+    # its going offline: only the server's history can show them to a page opened now.
+    now = time.time()
+    offline = {"v": 1, "kind": "status", "host": "past.example", "status": "offline",
+               "since": now, "last_seen": now, "seq": 299}
+    publish(broker, exchange, [
+        ("past_example.analysis", _pastAnalysis("past.example", seq, now - 299 + seq, float(seq % 100)))
+        for seq in range(300)] + [("past_example.status", offline)])
+    waitUntil(lambda: len(_getJSON(port, "/api/hosts/past.example/history")["points"]) == 300, 10,
+              "the past host's 300 points in the server's history")
+    # The agent runs for about 4 s (20 analyses) before the page opens.
+    waitUntil(lambda: len(_getJSON(port, "/api/hosts/early.example/history")["points"]) >= 20, 15,
+              "20 analyses of the agent")
+
+    browser.get(f"http://127.0.0.1:{port}/")
+    loadedAt = time.monotonic()
+    # At once: the past host never sends again, so every point of its sparklines came with
+    # the snapshot (five minutes at one point per 10 s: about 30).
+    waitUntil(lambda: sparklinePoints(browser, "past.example") >= 10
+              and sparklinePoints(browser, "past.example", "mem") >= 10, 2,
+              "the past host's sparklines filled from the snapshot within 2 s of load")
+    assert time.monotonic() - loadedAt < 2
+    assert sparklinePoints(browser, "past.example") <= 32  # the overview, not every point
+    assert sparklinePoints(browser, "early.example") >= 1
+    # Its offline status came in the snapshot's statuses: shown as a badge, not only a colour.
+    assert cardText(browser, "past.example", ".status-badge") == "OFFLINE"
+    assert browser.execute_script(
+        "return document.querySelector(`.host-card[data-host='past.example']`).dataset.status") == "offline"
+    waitUntil(lambda: "live" in browser.find_element(By.ID, "connection").text, 5, "the page to go live")
+    loaded = len(httpRequests(server))
+
+    # The detail view asks for the host's full points over the WebSocket: the per-core, disk and
+    # network charts (absent from the overview) span the five minutes.
+    detail = browser.find_element(By.ID, "detail")
+    assert chartSegments(browser, "chart-cores") == []
+    browser.find_element(By.CSS_SELECTOR, ".host-card[data-host='past.example']").click()
+    waitUntil(lambda: detail.get_attribute("data-history") == "full", 5, "the history reply")
+    cores = chartSegments(browser, "chart-cores")
+    assert len(cores) == 4 and min(cores) >= 290, cores
+    assert [n >= 290 for n in chartSegments(browser, "chart-net")] == [True, True]
+    assert chartSegments(browser, "chart-disk")[0] >= 290
+    assert chartSegments(browser, "chart-cpu")[0] >= 290
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#chart-cpu text')].map(t => t.textContent)").count("−5 min") == 1
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-history-detail.png"))
+    browser.find_element(By.ID, "detail-close").click()
+
+    # The live host's detail: its full points, then live ones appended.
+    browser.find_element(By.CSS_SELECTOR, ".host-card[data-host='early.example']").click()
+    waitUntil(lambda: detail.get_attribute("data-history") == "full", 5, "the live host's history reply")
+    first = chartSegments(browser, "chart-cpu")[0]
+    assert first >= 20
+    waitUntil(lambda: chartSegments(browser, "chart-cpu")[0] >= first + 5, 10, "live points after the history")
+    assert chartSegments(browser, "chart-cores")[0] >= first
+
+    # Push only: not one HTTP request after the page loaded.
+    assert len(httpRequests(server)) == loaded, httpRequests(server)[loaded:]
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(not re.search(r"/api/", name) for name in resources), resources

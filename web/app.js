@@ -3,7 +3,10 @@
 
 (() => {
   const HISTORY_POINTS = 900;          // 15 min at one sample per second
+  const MAX_HISTORY_POINTS = 3600;     // a host's full history from the server may hold more
+  const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
   const SPARK_POINTS = 120;            // card sparklines are downsampled to this
+  const SPARK_SPAN = 900;              // seconds a sparkline covers at most
   const MAX_CORE_SERIES = 128;         // per-core history kept for at most this many cores
   const BACKOFF_FIRST = 0.5;           // seconds
   const BACKOFF_CAP = 10;              // seconds
@@ -123,7 +126,10 @@
 
   // ---- per-host model --------------------------------------------------------
 
-  /** Fixed-size column store of the points received for one host. */
+  /**
+   * Fixed-size column store of one host's points, in increasing time: from
+   * the server's history (an overview has only cpu and mem) and then live.
+   */
   class History {
     constructor(capacity) {
       this.capacity = capacity;
@@ -134,21 +140,69 @@
       this.mem = new Float32Array(capacity);
       this.rx = new Float32Array(capacity);
       this.tx = new Float32Array(capacity);
-      this.disks = new Map();   // mount -> Float32Array, allocated when first seen
-      this.cores = [];          // core index -> Float32Array
-      this.lastKey = null;
+      this.disk = new Float32Array(capacity);   // the fullest mount's percent
+      this.cores = [];          // core index -> Float32Array, allocated when first seen
     }
-    series(map, key) {
-      let arr = map instanceof Map ? map.get(key) : map[key];
-      if (!arr) {
-        arr = new Float32Array(this.capacity).fill(NaN);
-        if (map instanceof Map) map.set(key, arr); else map[key] = arr;
-      }
-      return arr;
+    coreSeries(c) {
+      if (!this.cores[c]) this.cores[c] = new Float32Array(this.capacity).fill(NaN);
+      return this.cores[c];
     }
     /** Index into the column arrays of the i-th oldest point. */
     at(i) { return (this.start + i) % this.capacity; }
     lastT() { return this.length ? this.t[this.at(this.length - 1)] : null; }
+    /** Position (0 … length) of the oldest point at or after time t. */
+    firstAtOrAfter(t) {
+      let lo = 0;
+      let hi = this.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (this.t[this.at(mid)] < t) lo = mid + 1; else hi = mid;
+      }
+      return lo;
+    }
+    /** Append a sample {t, cpu, mem, rx, tx, disk, cores}; false unless t is newer than the last. */
+    push(s) {
+      const last = this.lastT();
+      if (!isNum(s.t) || (last !== null && s.t <= last)) return false;
+      let i;
+      if (this.length < this.capacity) {
+        i = this.at(this.length);
+        this.length++;
+      } else {
+        i = this.start;
+        this.start = (this.start + 1) % this.capacity;
+      }
+      this.t[i] = s.t;
+      this.cpu[i] = s.cpu ?? NaN;
+      this.mem[i] = s.mem ?? NaN;
+      this.rx[i] = s.rx ?? NaN;
+      this.tx[i] = s.tx ?? NaN;
+      this.disk[i] = s.disk ?? NaN;
+      for (const arr of this.cores) if (arr) arr[i] = NaN;
+      const cores = Array.isArray(s.cores) ? s.cores : [];
+      const n = Math.min(cores.length, MAX_CORE_SERIES);
+      for (let c = 0; c < n; c++) this.coreSeries(c)[i] = isNum(cores[c]) ? cores[c] : NaN;
+      return true;
+    }
+    /** The sample at position i, as push() takes it. */
+    sample(i) {
+      const j = this.at(i);
+      return {
+        t: this.t[j], cpu: this.cpu[j], mem: this.mem[j], rx: this.rx[j], tx: this.tx[j], disk: this.disk[j],
+        cores: this.cores.map((arr) => (arr ? arr[j] : NaN)),
+      };
+    }
+  }
+
+  /** A point of the server's history: [ts, cpu, mem] (overview) or an object (full), as a sample. */
+  function readHistoryPoint(p) {
+    const num = (x) => (isNum(x) ? x : null);
+    if (Array.isArray(p)) return { t: num(p[0]), cpu: num(p[1]), mem: num(p[2]) };
+    if (!isObj(p)) return null;
+    return {
+      t: num(p.ts), cpu: num(p.cpu), mem: num(p.mem), rx: num(p.rx), tx: num(p.tx), disk: num(p.disk),
+      cores: Array.isArray(p.cores) ? p.cores : null,
+    };
   }
 
   const hosts = new Map();     // host -> entry
@@ -173,6 +227,7 @@
         serverStatusAt: 0,
         shownStatus: "online",
         history: new History(HISTORY_POINTS),
+        fullHistory: false,       // holds the server's full points (asked for by the detail view)
         card: null,
         visible: true,
       };
@@ -183,36 +238,32 @@
   }
 
   /**
-   * The one place points enter a host's history. Server-sent history (for a
-   * snapshot) would be fed through here one event at a time, oldest first.
+   * A live analysis into its host's history; one not newer than the last
+   * point (the snapshot already had it, or it is out of order) is left out.
    */
   function appendPoint(entry, ev, data, arrival) {
-    const h = entry.history;
-    const t = isNum(ev.ts) ? ev.ts : arrival;
-    const key = `${isNum(ev.ts) ? ev.ts : ""}|${ev.seq ?? ""}|${ev.analyzed_at ?? ""}`;
-    if (key === h.lastKey) return false;                 // same event again (snapshot after reconnect)
+    return entry.history.push({
+      t: isNum(ev.ts) ? ev.ts : arrival,
+      cpu: data.cpu, mem: data.mem, rx: data.rx, tx: data.tx,
+      disk: data.fullest ? data.fullest.percent : null,
+      cores: data.perCore,
+    });
+  }
+
+  /**
+   * Replace a host's history with the server's points (oldest first), then
+   * keep the points already held that are newer than the last of them: a
+   * snapshot or a history reply is never added twice.
+   */
+  function replaceHistory(entry, points, full) {
+    const samples = points.map(readHistoryPoint).filter((s) => s && isNum(s.t));
+    const old = entry.history;
+    const h = new History(Math.min(MAX_HISTORY_POINTS, Math.max(HISTORY_POINTS, samples.length)));
+    for (const s of samples.slice(-h.capacity)) h.push(s);
     const last = h.lastT();
-    if (last !== null && t < last) return false;         // out of order: keep the chart monotonic
-    h.lastKey = key;
-    let i;
-    if (h.length < h.capacity) {
-      i = h.at(h.length);
-      h.length++;
-    } else {
-      i = h.start;
-      h.start = (h.start + 1) % h.capacity;
-    }
-    h.t[i] = t;
-    h.cpu[i] = data.cpu ?? NaN;
-    h.mem[i] = data.mem ?? NaN;
-    h.rx[i] = data.rx ?? NaN;
-    h.tx[i] = data.tx ?? NaN;
-    for (const arr of h.disks.values()) arr[i] = NaN;
-    for (const d of data.disks) h.series(h.disks, d.mount)[i] = d.percent;
-    for (const arr of h.cores) if (arr) arr[i] = NaN;
-    const n = Math.min(data.perCore.length, MAX_CORE_SERIES);
-    for (let c = 0; c < n; c++) h.series(h.cores, c)[i] = data.perCore[c] ?? NaN;
-    return true;
+    for (let i = last === null ? 0 : old.firstAtOrAfter(last); i < old.length; i++) h.push(old.sample(i));
+    entry.history = h;
+    entry.fullHistory = full;
   }
 
   function ingestAnalysis(ev, arrival) {
@@ -294,24 +345,38 @@
     return card;
   }
 
+  const sparkBuckets = new Float32Array(SPARK_POINTS);
+
+  /**
+   * A sparkline over time (points from the overview history are 10 s apart,
+   * live ones an interval apart): the last SPARK_SPAN seconds in SPARK_POINTS
+   * buckets, each the max of its points, so short spikes stay visible.
+   */
   function sparkPoints(h, column) {
     const n = h.length;
     if (n === 0) return "";
-    const buckets = Math.min(n, SPARK_POINTS);
-    const out = [];
-    for (let b = 0; b < buckets; b++) {
-      const from = Math.floor((b * n) / buckets);
-      const to = Math.max(from + 1, Math.floor(((b + 1) * n) / buckets));
-      let v = NaN;
-      for (let i = from; i < to; i++) {
-        const x = column[h.at(i)];
-        if (!Number.isNaN(x) && !(x <= v)) v = x;   // bucket max, so short spikes stay visible
-      }
-      if (Number.isNaN(v)) continue;
-      const y = (23 - (Math.min(100, Math.max(0, v)) * 22) / 100).toFixed(1);
-      if (buckets === 1) return `0,${y} 100,${y}`;   // one point: a flat line, not nothing
-      out.push(`${((b * 100) / (buckets - 1)).toFixed(1)},${y}`);
+    const tEnd = h.t[h.at(n - 1)];
+    const first = Math.min(n - 1, h.firstAtOrAfter(tEnd - SPARK_SPAN));
+    const tStart = h.t[h.at(first)];
+    const span = tEnd - tStart;
+    const last = SPARK_POINTS - 1;
+    sparkBuckets.fill(NaN);
+    for (let i = first; i < n; i++) {
+      const j = h.at(i);
+      const x = column[j];
+      if (Number.isNaN(x)) continue;
+      const b = span > 0 ? Math.round(((h.t[j] - tStart) / span) * last) : last;
+      if (!(x <= sparkBuckets[b])) sparkBuckets[b] = x;
     }
+    const out = [];
+    let y = null;
+    for (let b = 0; b <= last; b++) {
+      const v = sparkBuckets[b];
+      if (Number.isNaN(v)) continue;
+      y = (23 - (Math.min(100, Math.max(0, v)) * 22) / 100).toFixed(1);
+      out.push(`${((b * 100) / last).toFixed(1)},${y}`);
+    }
+    if (out.length === 1) return `0,${y} 100,${y}`;   // one point: a flat line, not nothing
     return out.join(" ");
   }
 
@@ -577,6 +642,7 @@
     detailOpener = opener || null;
     detail.hidden = false;
     document.body.classList.add("detail-open");
+    requestHistory(host);
     renderDetail();
     $("#detail-close").focus();
   }
@@ -694,7 +760,7 @@
     return `${(s / 3600).toFixed(1)} h`;
   }
 
-  const PALETTE = ["#2563eb", "#db2777", "#0d9488", "#9333ea", "#ea580c", "#65a30d", "#0891b2", "#a16207"];
+  const DISK_COLOR = "#ea580c";
 
   function fillLegend(ul, items) {
     ul.textContent = "";
@@ -754,6 +820,8 @@
     addFact(facts, "seq", ev.seq === null || ev.seq === undefined ? "–" : String(ev.seq));
     addFact(facts, "interval", isNum(ev.interval) ? `${ev.interval} s` : "–");
 
+    detail.dataset.history = entry.fullHistory ? "full" : "loading";
+    setHidden($(".detail-loading", detail), entry.fullHistory);
     const pctFmt = (v) => `${Math.round(v)}%`;
     $('.chart-now[data-chart="cpu"]', detail).textContent = fmtPct(d.cpu);
     $('.chart-now[data-chart="memory"]', detail).textContent = fmtPct(d.mem);
@@ -761,12 +829,11 @@
     drawChart($("#chart-cores"), h, h.cores.filter(Boolean).map((column) => ({ column, cls: "core-line" })), { max: 100, fmt: pctFmt });
     renderCoreBars($(".core-bars-big", detail), detailCoreBars, d.perCore, true);
     drawChart($("#chart-mem"), h, [{ column: h.mem, cls: "mem" }], { max: 100, fmt: pctFmt });
-    const mounts = [...h.disks.keys()];
-    drawChart($("#chart-disk"), h, mounts.map((mount, i) => ({ column: h.disks.get(mount), color: PALETTE[i % PALETTE.length] })), { max: 100, fmt: pctFmt });
-    const nowPct = new Map(d.disks.map((x) => [x.mount, x.percent]));
-    fillLegend($('[data-legend="disk"]', detail), mounts.map((mount, i) => ({
-      label: `${mount} ${fmtPct(nowPct.get(mount))}`, color: PALETTE[i % PALETTE.length],
-    })));
+    // The history keeps the fullest mount's percent; every mount's is in the legend, as of now.
+    drawChart($("#chart-disk"), h, [{ column: h.disk, color: DISK_COLOR }], { max: 100, fmt: pctFmt });
+    fillLegend($('[data-legend="disk"]', detail), d.disks.map((x) => (x === d.fullest
+      ? { label: `${x.mount} ${fmtPct(x.percent)} (fullest, drawn)`, color: DISK_COLOR }
+      : { label: `${x.mount} ${fmtPct(x.percent)}`, cls: "none" })));
     drawChart($("#chart-net"), h, [{ column: h.rx, cls: "rx" }, { column: h.tx, cls: "tx" }], { fmt: (v) => fmtRate(v) });
     fillLegend($('[data-legend="net"]', detail), [
       { label: `received ${fmtRate(d.rx)}`, cls: "rx" },
@@ -844,7 +911,16 @@
 
   function wsUrl() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${proto}//${location.host}/ws`;
+    // Every host's CPU and memory for the sparklines: [ts, cpu, mem], one per 10 s.
+    return `${proto}//${location.host}/ws?history=overview&step=${OVERVIEW_STEP}`;
+  }
+
+  /** Ask for one host's full points (the detail view's charts); the reply comes over the socket. */
+  function requestHistory(host) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ kind: "history", host, step: 0 }));
+    }
+    // Not connected: the snapshot that follows the reconnection asks again.
   }
 
   function renderConnection() {
@@ -916,23 +992,40 @@
     if (!isObj(msg)) return;
     const arrival = nowSec();
     if (msg.kind === "snapshot") {
+      // The last 15 minutes at once: the history first, so the latest analyses are not added twice.
+      if (isObj(msg.history)) {
+        for (const [host, points] of Object.entries(msg.history)) {
+          if (host !== "" && Array.isArray(points)) replaceHistory(getEntry(host), points, false);
+        }
+      }
       if (Array.isArray(msg.events)) {
         for (const ev of msg.events) {
           if (!isObj(ev)) continue;
           if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival);
         }
       }
+      // After the analyses, so a host's stale or offline status wins over their arrival.
+      if (Array.isArray(msg.statuses)) {
+        for (const ev of msg.statuses) if (isObj(ev)) ingestStatus(ev, arrival);
+      }
       // Everything is redrawn from the fresh snapshot, including hosts it did not mention.
       for (const entry of hosts.values()) pending.set(entry.host, entry.ev);
       orderDirty = true;
       lastReorder = 0;
+      scheduleFrame();
+      if (detailHost) requestHistory(detailHost);   // the overview replaced its full points
+    } else if (msg.kind === "history") {
+      const entry = typeof msg.host === "string" ? hosts.get(msg.host) : null;
+      if (!entry || !Array.isArray(msg.points)) return;
+      replaceHistory(entry, msg.points, true);
+      pending.set(entry.host, entry.ev);
       scheduleFrame();
     } else if (msg.kind === "analysis") {
       ingestAnalysis(msg, arrival);
     } else if (msg.kind === "status") {
       ingestStatus(msg, arrival);
     }
-    // unknown kinds are ignored
+    // unknown kinds, and errors (nothing the page sends should cause one), are ignored
   }
 
   renderCounts(nowSec());
