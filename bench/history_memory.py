@@ -1,7 +1,9 @@
 """
 Memory cost of the web role's history: fills a FleetHistory as 1,000 hosts
 reporting every second for the whole window would, and measures it with
-tracemalloc; also times the snapshot of the whole fleet's history.
+tracemalloc; also times the snapshot of the whole fleet's history: the
+default one (an overview, one point per 10 s), the full one, and the reply to
+a WebSocket history request for one host.
 
 Usage: python bench/history_memory.py [--hosts N] [--interval S] [--window S] [--cores N]
 """
@@ -16,7 +18,7 @@ from twisted.internet.task import Clock
 
 from resmon.fanout import EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
-from resmon.subscriptions import EVERYTHING
+from resmon.subscriptions import parseQuery
 
 
 def analysis(host, seq, ts, cores, rng):
@@ -80,13 +82,25 @@ def main():
     points = history.pointCount()
     encoded = sum(len(p) for host in history.hosts() for p in history.encodedPoints(host))
     fanout = EventFanout(history=history)
-    began = time.perf_counter()
-    snapshot = fanout.snapshotBody(EVERYTHING)
-    elapsed = time.perf_counter() - began
-    began = time.perf_counter()
-    parsed = json.loads(snapshot)
-    parseTime = time.perf_counter() - began
+    for i, host in enumerate(hosts):
+        latest = dict(samples[i % len(samples)], host=host, seq=steps, ts=start + steps * args.interval)
+        fanout.latest.update(latest, json.dumps(latest, separators=(",", ":")).encode())
+
+    def timed(build):
+        began = time.perf_counter()
+        body = build()
+        built = time.perf_counter() - began
+        began = time.perf_counter()
+        parsed = json.loads(body)
+        return body, parsed, built, time.perf_counter() - began
+
+    default, parsedDefault, defaultTime, defaultParse = timed(lambda: fanout.snapshotBody(parseQuery({})))
+    snapshot, parsed, elapsed, parseTime = timed(
+        lambda: fanout.snapshotBody(parseQuery({"history": ["1"]})))
     assert sum(len(v) for v in parsed["history"].values()) == points
+    overview = sum(len(v) for v in parsedDefault["history"].values())
+    historyBytes = len(default) - len(default.rsplit(b',"history":', 1)[0])
+    reply, _, replyTime, _ = timed(lambda: fanout.historyReplyBody(hosts[0]))
 
     print(f"hosts                 {args.hosts}")
     print(f"interval              {args.interval} s, window {args.window:.0f} s, {args.cores} cores")
@@ -94,8 +108,13 @@ def main():
     print(f"memory held           {held / 2**20:.1f} MiB (tracemalloc)")
     print(f"per point             {held / max(points, 1):.0f} bytes, of which JSON {encoded / max(points, 1):.0f}")
     print(f"adding one analysis   {addCost * 1e6:.1f} us")
+    print(f"default snapshot      {len(default) / 2**20:.1f} MiB, built in {defaultTime * 1000:.0f} ms "
+          f"(json.loads of it: {defaultParse * 1000:.0f} ms)")
+    print(f"  of which history    {historyBytes / 2**20:.1f} MiB, {overview // max(args.hosts, 1)} "
+          f"[ts,cpu,mem] per host; the rest is the latest analysis of each host")
     print(f"full snapshot         {len(snapshot) / 2**20:.1f} MiB, built in {elapsed * 1000:.0f} ms "
           f"(json.loads of it: {parseTime * 1000:.0f} ms)")
+    print(f"one host's history    {len(reply) / 2**10:.0f} KiB, built in {replyTime * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

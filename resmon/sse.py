@@ -88,7 +88,7 @@ class EventStream:
 
 class EventStreamResource(resource.Resource):
     """
-    C{GET /api/stream?hosts=...&events=...&history=0|1&since=...}.
+    C{GET /api/stream?hosts=...&events=...&history=0|1|overview&step=...&since=...}.
     """
 
     isLeaf = True
