@@ -113,10 +113,13 @@ class ClientFlow:
     def restart(self, snapshot):
         """
         Send C{snapshot} ahead of every later event, dropping the events held
-        back so far: the snapshot supersedes them.
+        back so far: the snapshot supersedes them (not the replies to
+        C{history} requests, which it does not answer).
         """
         if self.paused:
-            self.pending = {_SNAPSHOT: snapshot}
+            replies = {key: body for key, body in self.pending.items()
+                       if isinstance(key, tuple) and key[0] == "history"}
+            self.pending = {_SNAPSHOT: snapshot, **replies}
         else:
             self._send(snapshot)
 

@@ -477,6 +477,14 @@ def test_websocket_history_replies_are_held_back_like_events_for_a_slow_client()
     assert len(protocol.flow.pending) == 1  # one reply per host, however many requests
     protocol.flow.resumeProducing()
     assert [m["kind"] for m in sent] == ["snapshot", "history"]
+    # A new subscription supersedes the events held back, not the history replies.
+    protocol.flow.pauseProducing()
+    protocol.onMessage(b'{"kind": "history", "host": "a"}', False)
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 1, 2.0)))
+    protocol.onMessage(b'{"kind": "subscribe", "history": false}', False)
+    protocol.flow.resumeProducing()
+    assert [m["kind"] for m in sent[2:]] == ["snapshot", "history"]
+    assert [p["seq"] for p in sent[-1]["points"]] == [0]
     protocol.onClose(True, 1000, None)
 
 
