@@ -10,10 +10,14 @@ from collections import Counter
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
 from resmon.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
 MAX_STATUS_LENGTH = 32
+# Full history of a whole fleet is hundreds of MiB built on the reactor:
+# beyond this many hosts a snapshot carries the overview instead.
+MAX_FULL_HISTORY_HOSTS = 50
 
 
 class LatestEvents:
@@ -231,17 +235,22 @@ class EventFanout:
         hosts = [h for h in self.knownHosts() if subscription.matchesHost(h)]
         analyses = statuses = b"[]"
         history = b"{}"
+        described = subscription.describe()
         if topics.ANALYSIS in subscription.events:
             analyses = self.latest.arrayBody(hosts)
-            form = subscription.historyForm
+            form, step = subscription.historyForm, subscription.step
+            if form == FULL and len(hosts) > MAX_FULL_HISTORY_HOSTS:
+                form, step = OVERVIEW, max(step, DEFAULT_OVERVIEW_STEP)
+                described = dict(described, history=OVERVIEW, step=step, notice=(
+                    f"full history is sent for at most {MAX_FULL_HISTORY_HOSTS} hosts; "
+                    "this is the overview: ask for fewer hosts, or one host's history"))
             if form is not None and self.history is not None:
                 self.history.expire()
-                history = self.history.historyBody(
-                    hosts, subscription.since, subscription.step, form)
+                history = self.history.historyBody(hosts, subscription.since, step, form)
         if topics.STATUS in subscription.events:
             statuses = self.statuses.arrayBody(hosts)
         return b"".join([
-            b'{"kind":"snapshot","subscription":', encodeJSON(subscription.describe()),
+            b'{"kind":"snapshot","subscription":', encodeJSON(described),
             b',"events":', analyses, b',"statuses":', statuses, b',"history":', history, b"}",
         ])
 

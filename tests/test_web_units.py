@@ -710,3 +710,18 @@ def test_web_service_expires_history_and_ends_streams_when_stopped():
     conn.close()
     clock.advance(60)
     assert clock.getDelayedCalls() == []
+
+
+def test_full_history_of_a_large_fleet_falls_back_to_the_overview_and_says_so():
+    from resmon.fanout import MAX_FULL_HISTORY_HOSTS
+    clock = Clock()
+    clock.advance(1000)
+    fanout = _fanout(clock)
+    for i in range(MAX_FULL_HISTORY_HOSTS + 1):
+        fanout.eventReceived(key(f"h{i}", "analysis"), body(analysis(f"h{i}", 0, 1000.0)))
+    snapshot = json.loads(fanout.snapshotBody(parseSubscribe({"kind": "subscribe", "history": True})))
+    assert snapshot["subscription"]["history"] == "overview" and "notice" in snapshot["subscription"]
+    assert snapshot["history"]["h0"] == [[1000.0, 10.0, snapshot["history"]["h0"][0][2]]]
+    few = json.loads(fanout.snapshotBody(parseSubscribe(
+        {"kind": "subscribe", "history": True, "hosts": ["h1", "h2"]})))
+    assert "notice" not in few["subscription"] and few["history"]["h1"][0]["seq"] == 0
