@@ -354,3 +354,41 @@ def test_a_page_opened_late_shows_the_last_minutes_at_once_and_details_from_the_
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(not re.search(r"/api/", name) for name in resources), resources
+
+
+def test_dashboard_fits_a_phone_and_is_reachable_from_the_keyboard(processes, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    port = freePort()
+    standalone = processes("browser-phone", f"--port={port}", "--interface=127.0.0.1",
+                           "--name=a-rather-long-host-name.example.com", "--interval=0.5")
+    standalone.waitFor(b"dashboard listening")
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    browser.get(f"http://127.0.0.1:{port}/")
+    host = "a-rather-long-host-name.example.com"
+    waitUntil(lambda: cardText(browser, host, ".cpu-value") not in (None, "–"), 10, "the card")
+    # Nothing wider than the screen: no sideways scrolling on a phone.
+    assert browser.execute_script("return window.innerWidth") == 390
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
+    cardWidth = browser.execute_script(
+        "return document.querySelector('.host-card').getBoundingClientRect().width")
+    assert 300 <= cardWidth <= 390, cardWidth
+    # Levels are written out, not only coloured.
+    assert cardText(browser, host, ".cpu-level") in ("LOW", "MEDIUM", "HIGH")
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-phone.png"))
+    # Tab reaches the filter and then the card; Enter opens the detail view.
+    focused = []
+    for _ in range(12):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        element = browser.switch_to.active_element
+        focused.append(element.get_attribute("id") or element.get_attribute("class"))
+        if "host-card" in (element.get_attribute("class") or ""):
+            break
+    assert "filter" in focused and "host-card" in focused[-1], focused
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    detail = browser.find_element(By.ID, "detail")
+    waitUntil(lambda: detail.get_attribute("hidden") is None, 5, "the detail view from the keyboard")
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-phone-detail.png"))
