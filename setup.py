@@ -10,7 +10,7 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=[
         "resmon", "resmon.analyzers", "resmon.bus", "resmon.services",
         "resmon.webroot", "twisted.plugins",
