@@ -293,7 +293,13 @@ class EventFanout:
             self.statuses.update(document, body)
         for client, subscription in list(self.clients.items()):
             if subscription.matches(document):
-                client.sendEvent(document, body)
+                try:
+                    client.sendEvent(document, body)
+                except Exception:
+                    # One broken client must not cost the others this event.
+                    self.log.failure("sending to {client!r} failed; detaching it", client=client)
+                    self.detach(client)
+                    continue
                 self.counters["sent"] += 1
 
 

@@ -40,7 +40,7 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self.flow = ClientFlow(
-            lambda body: self.sendMessage(body, isBinary=False),
+            self._sendIfOpen,
             lambda: self.dropConnection(abort=True),
             self.factory.clock, self.factory.stallTimeout)
         transport = self.transport
@@ -49,6 +49,12 @@ class DashboardProtocol(WebSocketServerProtocol):
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
         self.subscribe(self.initialSubscription)
+
+    def _sendIfOpen(self, body):
+        # A connection dropped (ping timeout, stall) stays attached until
+        # onClose runs; events for it in the meantime go nowhere.
+        if getattr(self, "state", self.STATE_OPEN) == self.STATE_OPEN:
+            self.sendMessage(body, isBinary=False)
 
     def subscribe(self, subscription):
         self.flow.restart(self.factory.fanout.subscribe(self, subscription))

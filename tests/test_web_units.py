@@ -725,3 +725,23 @@ def test_full_history_of_a_large_fleet_falls_back_to_the_overview_and_says_so():
     few = json.loads(fanout.snapshotBody(parseSubscribe(
         {"kind": "subscribe", "history": True, "hosts": ["h1", "h2"]})))
     assert "notice" not in few["subscription"] and few["history"]["h1"][0]["seq"] == 0
+
+
+def test_a_client_that_fails_to_send_is_detached_and_the_others_still_get_the_event():
+    class Broken:
+        def sendEvent(self, document, body):
+            raise RuntimeError("closed under our feet")
+
+    class Recording:
+        def __init__(self):
+            self.got = []
+
+        def sendEvent(self, document, body):
+            self.got.append(document["seq"])
+    fanout = _fanout()
+    broken, fine = Broken(), Recording()
+    fanout.attach(broken)
+    fanout.attach(fine)
+    fanout.eventReceived(key("x", "analysis"), body(analysis("x", 0, 1.0)))
+    fanout.eventReceived(key("x", "analysis"), body(analysis("x", 1, 2.0)))
+    assert fine.got == [0, 1] and broken not in fanout.clients
