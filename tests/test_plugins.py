@@ -295,15 +295,20 @@ def test_entryPointWinsOverDropIn(tmp_path, pluginDir, monkeypatch, logged):
     assert [r.origin for r in refusedFrom(discovery, str(pluginDir))] == [path]
 
 
+def _requireInstalledResmon():
+    try:
+        importlib.metadata.distribution("resmon")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("resmon is not installed, so its entry points are not registered: "
+                    "install it first (pip install .), as the README says", pytrace=False)
+
+
 def test_builtinsAreEntryPoints():
     """
     resmon's own analyzers come from resmon's distribution's entry points,
     like any third party's.
     """
-    try:
-        importlib.metadata.distribution("resmon")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("resmon is not installed, so its entry points are not registered")
+    _requireInstalledResmon()
     found = fromOrigin(plugins.discoverAnalyzers(), "resmon ")
     assert {"usage", "sustained", "disk"} <= set(found)
     assert found["usage"].origin.endswith("(entry point usage)")
@@ -377,10 +382,7 @@ def test_loadBuiltinOptions(logged):
     """
     The built-ins turn bad options into L{ValueError}s naming the analyzer.
     """
-    try:
-        importlib.metadata.distribution("resmon")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("resmon is not installed, so its entry points are not registered")
+    _requireInstalledResmon()
     with pytest.raises(ValueError, match="analyzer 'sustained' .*samples must be an integer"):
         plugins.loadAnalyzers(selected=["sustained"], options={"sustained": {"samples": "x"}})
 
