@@ -36,7 +36,7 @@ PAGE_PROBE = r"""
     measuring: false, start: 0, frames: [], lastFrame: null,
     wsOpens: 0, wsMessages: 0, wsBytes: 0, handlerMs: 0, handlerMax: 0,
     appFrames: 0, appFrameMs: 0, appFrameMax: 0,
-    longtask: false, longTasks: [], drift: [],
+    longtask: false, longTasks: [], drift: [], reorders: [],
   };
   const raf = window.requestAnimationFrame.bind(window);
   const tick = (t) => {
@@ -79,7 +79,9 @@ PAGE_PROBE = r"""
   if (types.includes("longtask")) {
     b.longtask = true;
     new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) if (b.measuring && e.startTime >= b.start) b.longTasks.push(e.duration);
+      for (const e of list.getEntries()) {
+        if (b.measuring && e.startTime >= b.start) b.longTasks.push([e.startTime, e.duration]);
+      }
     }).observe({ type: "longtask" });
   } else {
     // No long-task API: main-thread blocking shows as the lateness of a 50 ms timer.
@@ -90,10 +92,14 @@ PAGE_PROBE = r"""
       expected = now + 50;
     }, 50);
   }
+  // Cards moved in the grid (a re-order): the observer runs within the task that moved them.
+  document.addEventListener("DOMContentLoaded", () => new MutationObserver(() => {
+    if (b.measuring) b.reorders.push(performance.now());
+  }).observe(document.getElementById("hosts"), { childList: true }));
   b.begin = () => {
     Object.assign(b, { measuring: true, start: performance.now(), frames: [], lastFrame: null,
       wsMessages: 0, wsBytes: 0, handlerMs: 0, handlerMax: 0,
-      appFrames: 0, appFrameMs: 0, appFrameMax: 0, longTasks: [], drift: [] });
+      appFrames: 0, appFrameMs: 0, appFrameMax: 0, longTasks: [], drift: [], reorders: [] });
   };
   b.end = () => {
     b.measuring = false;
@@ -102,7 +108,9 @@ PAGE_PROBE = r"""
       wsOpens: b.wsOpens, wsMessages: b.wsMessages, wsBytes: b.wsBytes,
       handlerMs: b.handlerMs, handlerMax: b.handlerMax,
       appFrames: b.appFrames, appFrameMs: b.appFrameMs, appFrameMax: b.appFrameMax,
-      longtask: b.longtask, longTasks: b.longTasks, drift: b.drift,
+      longtask: b.longtask, longTasks: b.longTasks.map((t) => t[1]), drift: b.drift,
+      reorders: b.reorders.length,
+      reorderTasks: b.longTasks.filter(([s, d]) => b.reorders.some((t) => t >= s && t <= s + d)).map((t) => t[1]),
       cards: document.querySelectorAll(".host-card").length,
       shown: document.querySelectorAll(".host-card:not([hidden])").length,
       nodes: document.getElementsByTagName("*").length,
@@ -307,6 +315,9 @@ def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
     before = yield threads.deferToThread(browserMetrics, driver)
     browserCPU0 = cpuSeconds(browser)
     serverProcess.cpu_percent(None)
+    thisProcess = psutil.Process()
+    thisProcess.cpu_percent(None)
+    psutil.cpu_percent(None)
     published0 = publisher.published
     yield threads.deferToThread(driver.execute_script, "window.__bench.begin()")
     rss = []
@@ -325,6 +336,8 @@ def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
         sampler.stop()
     page = yield threads.deferToThread(driver.execute_script, "return window.__bench.end()")
     serverCPU = serverProcess.cpu_percent(None)
+    publisherCPU = thisProcess.cpu_percent(None)
+    machineCPU = psutil.cpu_percent(None)
     after = yield threads.deferToThread(browserMetrics, driver)
     browserCPU1 = cpuSeconds(browser)
     span = page["seconds"]
@@ -347,6 +360,9 @@ def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
         "long tasks": len(blocking) if page["longtask"] else sum(1 for d in blocking if d > 50),
         "long tasks ms": sum(blocking) if page["longtask"] else sum(d for d in blocking if d > 50),
         "longest task": max(blocking) if blocking else 0.0,
+        "reorders": page["reorders"],
+        "reorder tasks": len(page["reorderTasks"]),
+        "reorder tasks ms": sum(page["reorderTasks"]),
         "cards": page["cards"],
         "shown": page["shown"],
         "nodes": page["nodes"],
@@ -365,6 +381,8 @@ def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
         "browser CPU %": sum(browserCPU1[pid] - browserCPU0[pid]
                              for pid in browserCPU1 if pid in browserCPU0) / span * 100,
         "server CPU %": serverCPU,
+        "publisher CPU %": publisherCPU,
+        "machine CPU %": machineCPU,
         "server RSS MiB": max(rss) / 2 ** 20 if rss else serverProcess.memory_info().rss / 2 ** 20,
     }
 
@@ -386,6 +404,9 @@ ROWS = [
     ("long tasks", None, "{:d}"),
     ("long tasks ms", None, "{:.0f}"),
     ("longest task", None, "{:.0f}"),
+    ("reorders", "card re-orders (moves in the grid)", "{:d}"),
+    ("reorder tasks", "long tasks that re-ordered cards", "{:d}"),
+    ("reorder tasks ms", "  their total duration (ms)", "{:.0f}"),
     ("main busy %", "page main thread busy (% of time, CDP)", "{:.0f}"),
     ("script %", "  of which script (%)", "{:.0f}"),
     ("style %", "  of which style recalc (%)", "{:.0f}"),
@@ -398,6 +419,8 @@ ROWS = [
     ("browser CPU %", "Chromium, all processes (% of one core)", "{:.0f}"),
     ("server CPU %", "twistd --role=web (% of one core)", "{:.0f}"),
     ("server RSS MiB", "twistd --role=web RSS, max (MiB)", "{:.0f}"),
+    ("publisher CPU %", "this script: publisher (% of one core)", "{:.0f}"),
+    ("machine CPU %", "whole machine busy (% of all CPUs)", "{:.0f}"),
 ]
 
 
