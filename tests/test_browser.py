@@ -235,7 +235,11 @@ from support import PlainAMQPClient
 async def main(reactor, url, exchange):
     client = await defer.ensureDeferred(_connect(url))
     for line in sys.stdin:
-        routingKey, document = json.loads(line)
+        item = json.loads(line)
+        if isinstance(item, (int, float)):  # a pause, in seconds
+            await task.deferLater(reactor, item)
+            continue
+        routingKey, document = item
         await client.publish(exchange, routingKey, json.dumps(document).encode())
     await client.close()
 
@@ -249,7 +253,8 @@ task.react(lambda reactor: defer.ensureDeferred(main(reactor, *sys.argv[1:])))
 def publish(broker, exchange, messages):
     """
     Publish C{(routingKey, document)} pairs on the real broker, from a child
-    process: this test's thread is busy with the browser, not the reactor.
+    process: this test's thread is busy with the browser, not the reactor. A
+    number among the messages is a pause of that many seconds.
     """
     import json
     import sys
@@ -392,3 +397,58 @@ def test_dashboard_fits_a_phone_and_is_reachable_from_the_keyboard(processes, br
     detail = browser.find_element(By.ID, "detail")
     waitUntil(lambda: detail.get_attribute("hidden") is None, 5, "the detail view from the keyboard")
     browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-phone-detail.png"))
+
+
+def test_sorted_by_cpu_a_big_fleet_is_reordered_at_most_once_a_second(broker, amqp, processes, browser):
+    """
+    With more than 100 hosts whose CPU changes all the time, a value sort moves
+    the cards at most once a second: every re-order moves hundreds of cards.
+    """
+    import json
+    import random
+    import sys
+    from selenium.webdriver.support.ui import Select
+
+    port = freePort()
+    exchange = amqp.names["exchange"]
+    web = processes("browser-reorder-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                    f"--port={port}", "--interface=127.0.0.1")
+    web.waitFor(b"dashboard listening")
+    web.waitFor(b"consuming #.analysis")
+    browser.get(f"http://127.0.0.1:{port}/")
+    Select(browser.find_element("id", "sort")).select_by_value("cpu")
+
+    # 150 hosts, each twice a second for 8 s, spread evenly: a steady stream, as from a fleet.
+    rng = random.Random(7)
+    hosts = [f"host{n:03d}.example" for n in range(150)]
+    stream = []
+    start = time.time()
+    for tick in range(16 * 15):
+        for host in hosts[(tick % 15) * 10:(tick % 15) * 10 + 10]:
+            seq = tick // 15
+            stream.append((host.replace(".", "_") + ".analysis",
+                           _pastAnalysis(host, seq, start + tick / 30, rng.uniform(0, 100))))
+        stream.append(1 / 30)
+    # From a file: a pipe would hold this test up until the paced stream is nearly sent.
+    streamFile = tempfile.TemporaryFile("w+")
+    streamFile.write("".join(json.dumps(item) + "\n" for item in stream))
+    streamFile.seek(0)
+    publisher = subprocess.Popen([sys.executable, "-c", _PUBLISHER, broker, exchange],
+                                 stdin=streamFile, text=True, cwd=os.path.dirname(__file__))
+    try:
+        waitUntil(lambda: browser.execute_script(
+            "return document.querySelectorAll('.host-card').length") == 150, 10, "150 cards")
+        # From now on every change to the grid's children is a re-order (no new host comes).
+        browser.execute_script(
+            "window.__reorders = [];"
+            "new MutationObserver(() => window.__reorders.push(performance.now()))"
+            ".observe(document.getElementById('hosts'), { childList: true });")
+        publisher.wait(20)
+    finally:
+        publisher.kill()
+        streamFile.close()
+    assert publisher.returncode == 0
+    reorders = browser.execute_script("return window.__reorders")
+    gaps = [b - a for a, b in zip(reorders, reorders[1:])]
+    assert len(reorders) >= 3, reorders
+    assert min(gaps) >= 900, gaps

@@ -210,6 +210,7 @@
   let frameRequested = false;
   let orderDirty = true;    // cards must be re-ordered (new host, new sort)
   let lastReorder = 0;
+  let reorderTimer = null;  // a throttled re-order waiting for its time
   let detailHost = null;
   let detailOpener = null;
 
@@ -527,6 +528,12 @@
     if (moved && focused) focused.focus({ preventScroll: true });
     lastReorder = performance.now();
     orderDirty = false;
+    // A re-order due from the throttle is done now: without this, a timer set for the
+    // same moment fires just after and re-orders the cards a second time.
+    if (reorderTimer) {
+      clearTimeout(reorderTimer);
+      reorderTimer = null;
+    }
   }
 
   function renderCounts(now) {
@@ -561,8 +568,6 @@
       requestAnimationFrame(frame);
     }
   }
-
-  let reorderTimer = null;
 
   function frame() {
     frameRequested = false;
