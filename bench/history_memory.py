@@ -2,7 +2,8 @@
 Memory cost of the web role's history: fills a FleetHistory as 1,000 hosts
 reporting every second for the whole window would, and measures it with
 tracemalloc; also times the snapshot of the whole fleet's history: the
-default one (an overview, one point per 10 s), the full one, and the reply to
+default one (an overview, one point per 10 s), the full one for as many hosts
+as one snapshot sends (50), and the reply to
 a WebSocket history request for one host.
 
 Usage: python bench/history_memory.py [--hosts N] [--interval S] [--window S] [--cores N]
@@ -16,7 +17,7 @@ import tracemalloc
 
 from twisted.internet.task import Clock
 
-from resmon.fanout import EventFanout
+from resmon.fanout import MAX_FULL_HISTORY_HOSTS, EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.subscriptions import parseQuery
 
@@ -95,9 +96,12 @@ def main():
         return body, parsed, built, time.perf_counter() - began
 
     default, parsedDefault, defaultTime, defaultParse = timed(lambda: fanout.snapshotBody(parseQuery({})))
+    # Full history is sent for at most MAX_FULL_HISTORY_HOSTS hosts per snapshot: time that many.
+    fullHosts = hosts[:MAX_FULL_HISTORY_HOSTS]
     snapshot, parsed, elapsed, parseTime = timed(
-        lambda: fanout.snapshotBody(parseQuery({"history": ["1"]})))
-    assert sum(len(v) for v in parsed["history"].values()) == points
+        lambda: fanout.snapshotBody(parseQuery({"history": ["1"], "hosts": [",".join(fullHosts)]})))
+    fullPoints = sum(len(v) for v in parsed["history"].values())
+    assert fullPoints == sum(len(history.encodedPoints(host)) for host in fullHosts), fullPoints
     overview = sum(len(v) for v in parsedDefault["history"].values())
     historyBytes = len(default) - len(default.rsplit(b',"history":', 1)[0])
     reply, _, replyTime, _ = timed(lambda: fanout.historyReplyBody(hosts[0]))
@@ -112,8 +116,8 @@ def main():
           f"(json.loads of it: {defaultParse * 1000:.0f} ms)")
     print(f"  of which history    {historyBytes / 2**20:.1f} MiB, {overview // max(args.hosts, 1)} "
           f"[ts,cpu,mem] per host; the rest is the latest analysis of each host")
-    print(f"full snapshot         {len(snapshot) / 2**20:.1f} MiB, built in {elapsed * 1000:.0f} ms "
-          f"(json.loads of it: {parseTime * 1000:.0f} ms)")
+    print(f"full snapshot         {len(snapshot) / 2**20:.1f} MiB for {len(fullHosts)} hosts (the most "
+          f"one snapshot sends), built in {elapsed * 1000:.0f} ms (json.loads of it: {parseTime * 1000:.0f} ms)")
     print(f"one host's history    {len(reply) / 2**10:.0f} KiB, built in {replyTime * 1000:.1f} ms")
 
 
