@@ -7,15 +7,27 @@ C{history} message (see C{docs/protocol.md}).
 
 import json
 
+from twisted.logger import Logger
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
 from resmon.fanout import ClientFlow, encodeJSON
+from resmon.ratelimit import TokenBucket
 from resmon.subscriptions import (
     InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
 
 # A client only ever sends small control messages; cap what it may send.
 MAX_INCOMING_MESSAGE = 64 * 1024
+
+# A dashboard sends a message on a user's action (subscribe, open a host's
+# details); a subscribe costs a snapshot of the whole fleet (milliseconds
+# of the reactor for 1,000 hosts), so a client sending more than this many
+# at once, or more than this many a second after that, is disconnected.
+MESSAGE_BURST = 30
+MESSAGE_RATE = 10.0
+
+_log = Logger()
 
 
 def errorBody(text, **details):
@@ -29,6 +41,8 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     # self.log is Autobahn's txaio logger, filtered by level: do not shadow it.
 
+    flooded = False
+
     def onConnect(self, request):
         # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
         # client that wants less need not receive everything first.
@@ -39,6 +53,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self):
+        self.budget = TokenBucket(self.factory.clock, self.factory.messageRate, self.factory.messageBurst)
         self.flow = ClientFlow(
             self._sendIfOpen,
             lambda: self.dropConnection(abort=True),
@@ -68,6 +83,16 @@ class DashboardProtocol(WebSocketServerProtocol):
             # 1003 "unsupported data" is a protocol code, sent this way.
             self._fail_connection(
                 self.CLOSE_STATUS_CODE_UNSUPPORTED_DATA, "resmon accepts text messages only")
+            return
+        if self.flooded:
+            return  # the rest of a flood, read before the connection closed
+        if not self.budget.take():
+            self.flooded = True
+            self.factory.floodsClosed += 1
+            _log.warn("WebSocket client {peer} sent more than {burst} messages at once or {rate:g} a "
+                      "second; disconnecting it", peer=self.peer, burst=self.budget.burst,
+                      rate=self.budget.rate)
+            self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, "too many messages")
             return
         try:
             message = json.loads(payload.decode("utf-8"))
@@ -120,15 +145,21 @@ class DashboardFactory(WebSocketServerFactory):
 
     @param stallTimeout: seconds a client may stop reading before it is
         disconnected.
+    @param messageRate: messages a second a client may send, after a burst
+        of C{messageBurst}; a client sending more is disconnected (1008).
     """
 
     protocol = DashboardProtocol
 
-    def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0):
+    def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0,
+                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST):
         WebSocketServerFactory.__init__(self)
         self.fanout = fanout
         self.clock = clock
         self.stallTimeout = stallTimeout
+        self.messageRate = messageRate
+        self.messageBurst = messageBurst
+        self.floodsClosed = 0
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_INCOMING_MESSAGE,
             maxMessagePayloadSize=MAX_INCOMING_MESSAGE,

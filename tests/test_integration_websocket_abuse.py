@@ -91,13 +91,18 @@ def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twist
         proto.sendMessage(payload, isBinary=isBinary)
         assert (yield withTimeout(closed, 10, f"close code {code}")) == code
 
-    # A flood of junk: answered or cut off, never a stall for the others.
-    proto, closed = yield _connectMisbehaving(port)
-    for i in range(20000):
-        proto.sendMessage(b'{"kind": "subscribe", "hosts": 42}' if i % 2 else b"junk")
-    before = len(analysesSoFar())
-    yield bystander.waitFor(lambda m: len(analysesSoFar()) >= before + 3, 10,
-                            "3 analyses for the bystander during the flood")
+    # A flood of messages, valid or not: cut off with 1008 (policy violation), never a stall
+    # for the others.
+    for flood in ([b'{"kind": "subscribe", "hosts": 42}', b"junk"],
+                  [b'{"kind": "subscribe", "history": true}', b'{"kind": "history", "host": "abuse"}']):
+        proto, closed = yield _connectMisbehaving(port)
+        for i in range(20000):
+            proto.sendMessage(flood[i % 2])
+        assert (yield withTimeout(closed, 10, "the flood closed")) == 1008
+        before = len(analysesSoFar())
+        yield bystander.waitFor(lambda m: len(analysesSoFar()) >= before + 3, 10,
+                                "3 analyses for the bystander after the flood")
+    assert web.output.count(b"messages at once or 10 a second; disconnecting it") == 2
 
     # A handshake that never finishes, and a peer that never answers pings.
     half = socket.create_connection(("127.0.0.1", port))

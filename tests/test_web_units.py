@@ -17,7 +17,8 @@ from resmon.history import FleetHistory, makePoint
 from resmon.httpapi import HostsResource
 from resmon.services.web import WebService, buildSite
 from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
-from resmon.websocket import DashboardFactory
+from resmon.ratelimit import TokenBucket
+from resmon.websocket import MESSAGE_BURST, MESSAGE_RATE, DashboardFactory
 
 
 def analysis(host, seq, ts, cpu=10.0, cores=(10.0, 20.0), level="LOW"):
@@ -472,7 +473,7 @@ def test_websocket_history_replies_are_held_back_like_events_for_a_slow_client()
     fanout.eventReceived(key("a", "analysis"), body(analysis("a", 0, 1.0)))
     protocol, sent = _websocket(fanout)
     protocol.flow.pauseProducing()
-    for _ in range(100):
+    for _ in range(20):
         protocol.onMessage(b'{"kind": "history", "host": "a"}', False)
     assert len(protocol.flow.pending) == 1  # one reply per host, however many requests
     protocol.flow.resumeProducing()
@@ -745,3 +746,36 @@ def test_a_client_that_fails_to_send_is_detached_and_the_others_still_get_the_ev
     fanout.eventReceived(key("x", "analysis"), body(analysis("x", 0, 1.0)))
     fanout.eventReceived(key("x", "analysis"), body(analysis("x", 1, 2.0)))
     assert fine.got == [0, 1] and broken not in fanout.clients
+
+
+def test_websocket_a_client_may_send_bursts_but_a_flood_closes_it_with_1008():
+    fanout = _fanout()
+    fanout.eventReceived(key("db", "analysis"), body(analysis("db", 0, 100.0)))
+    protocol, sent = _websocket(fanout)
+    clock = protocol.factory.clock
+    subscribe = json.dumps({"kind": "subscribe", "hosts": ["db"]}).encode()
+    # A burst (a user clicking through hosts), then a steady 10 a second: all answered.
+    for _ in range(MESSAGE_BURST):
+        protocol.onMessage(subscribe, False)
+    for _ in range(50):
+        clock.advance(1.01 / MESSAGE_RATE)
+        protocol.onMessage(b"junk", False)
+    assert ("close", 1008) not in sent
+    assert len(sent) == 1 + MESSAGE_BURST + 50
+    # One more without waiting: closed with 1008, and the rest of the flood is not read.
+    protocol.onMessage(subscribe, False)
+    protocol.onMessage(subscribe, False)
+    assert sent[-1] == ("close", 1008) and len(sent) == 2 + MESSAGE_BURST + 50
+    assert protocol.factory.floodsClosed == 1
+
+
+def test_token_bucket_refills_at_its_rate_up_to_its_burst():
+    clock = Clock()
+    bucket = TokenBucket(clock, rate=2.0, burst=3)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    clock.advance(0.5)
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    clock.advance(100)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    with pytest.raises(ValueError):
+        TokenBucket(clock, rate=0, burst=1)

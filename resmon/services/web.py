@@ -43,7 +43,8 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     """
     The Site: static files at C{/}, the WebSocket at C{/ws}, the API and
     the event stream at C{/api}. Its C{eventStreams} is the
-    L{EventStreamResource} of C{/api/stream}.
+    L{EventStreamResource} of C{/api/stream}, its C{websockets} the
+    L{DashboardFactory} of C{/ws}.
 
     @param pingInterval: seconds between WebSocket pings; a client that
         does not answer one within as long is dropped.
@@ -52,12 +53,13 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     """
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
     top = static.File(root or webRoot())
-    top.putChild(b"ws", WebSocketResource(
-        DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval)))
+    websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval)
+    top.putChild(b"ws", WebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams))
     site = server.Site(top, reactor=clock, timeout=idleTimeout)
     site.displayTracebacks = False
     site.eventStreams = streams
+    site.websockets = websockets
     return site
 
 
@@ -106,8 +108,9 @@ class WebService(service.MultiService):
         fanout = self.fanout
         self.log.info(
             "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
-            "dropped, {rejected} rejected ({reasons})",
+            "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
+            floods=self.site.websockets.floodsClosed,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
             **fanout.counters)
 
