@@ -5,7 +5,7 @@ bounded history kept for clients that connect later.
 """
 
 import json
-from collections import Counter
+from collections import Counter, deque
 
 from twisted.logger import Logger
 
@@ -18,6 +18,8 @@ MAX_STATUS_LENGTH = 32
 # Full history of a whole fleet is hundreds of MiB built on the reactor:
 # beyond this many hosts a snapshot carries the overview instead.
 MAX_FULL_HISTORY_HOSTS = 50
+# Redelivered analyses come back within seconds, a few per host at most.
+RECENT_ANALYSES_PER_HOST = 32
 
 
 class LatestEvents:
@@ -60,19 +62,40 @@ class LatestEvents:
 
 class LatestAnalyses(LatestEvents):
     """
-    The latest analysis of every host seen.
+    The latest analysis of every host seen, and the C{(seq, ts)} of each
+    host's last C{recent} analyses, to recognise the ones delivered twice.
+
+    Delivery is at least once: a measure redelivered after a reconnect, or
+    after an analyzer was killed before acking it, is analysed and published
+    again, possibly after later ones (5, 6, 5, 6). A repeat of any of the
+    recent analyses is a duplicate; an older analysis not seen before is
+    new, but does not replace a newer latest one.
     """
 
-    def isDuplicate(self, document):
+    def __init__(self, recent=RECENT_ANALYSES_PER_HOST):
+        LatestEvents.__init__(self)
+        self._recent = {}
+        self._recentSize = recent
+
+    def accept(self, document, body):
         """
-        Whether C{document} repeats the latest analysis of its host: a measure
-        redelivered after a reconnect is analysed, and published, twice.
+        Take C{document} (a decoded analysis) unless it is a duplicate.
+
+        @return: whether it is new (and so goes to the clients).
         """
-        latest = self._documents.get(document["host"])
-        return (
-            latest is not None and document.get("seq") is not None
-            and latest.get("seq") == document.get("seq") and latest.get("ts") == document.get("ts")
-        )
+        host = document["host"]
+        identity = (document.get("seq"), document.get("ts"))
+        if identity[0] is not None:  # a proof-of-concept analysis has no seq: never a repeat
+            recent = self._recent.get(host)
+            if recent is None:
+                recent = self._recent[host] = deque(maxlen=self._recentSize)
+            if identity in recent:
+                return False
+            recent.append(identity)
+        latest = self._documents.get(host)
+        if latest is None or not _olderThan(document, latest):
+            self.update(document, body)
+        return True
 
     def snapshotBody(self):
         """
@@ -283,10 +306,9 @@ class EventFanout:
             return
         self.counters["received"] += 1
         if document["kind"] == topics.ANALYSIS:
-            if self.latest.isDuplicate(document):
+            if not self.latest.accept(document, body):
                 self.counters["duplicates"] += 1
                 return
-            self.latest.update(document, body)
             if self.history is not None:
                 self.history.add(document)
         elif document["kind"] == topics.STATUS:
@@ -301,6 +323,11 @@ class EventFanout:
                     self.detach(client)
                     continue
                 self.counters["sent"] += 1
+
+
+def _olderThan(document, other):
+    ts, otherTs = document.get("ts"), other.get("ts")
+    return isinstance(ts, (int, float)) and isinstance(otherTs, (int, float)) and ts < otherTs
 
 
 def encodeJSON(document):

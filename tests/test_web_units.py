@@ -779,3 +779,25 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst():
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     with pytest.raises(ValueError):
         TokenBucket(clock, rate=0, burst=1)
+
+
+def test_analyses_delivered_twice_out_of_order_go_to_clients_once_and_latest_never_goes_back():
+    fanout = _fanout()
+    protocol, sent = _websocket(fanout)
+    # An analyzer killed before it acked 5 and 6: both analysed again by its successor.
+    for seq in (5, 6, 5, 6, 7, 6):
+        fanout.eventReceived(key("h", "analysis"), body(analysis("h", seq, 100.0 + seq)))
+    assert [m["seq"] for m in sent[1:]] == [5, 6, 7]
+    assert fanout.counters["duplicates"] == 3
+    # An older analysis not seen before goes out, but the latest stays the newest.
+    fanout.eventReceived(key("h", "analysis"), body(analysis("h", 4, 104.0)))
+    assert sent[-1]["seq"] == 4 and fanout.latest.get("h")["seq"] == 7
+    # A restarted agent counts from 0 again, at a later ts: new, not a repeat.
+    fanout.eventReceived(key("h", "analysis"), body(analysis("h", 5, 200.0)))
+    assert sent[-1]["ts"] == 200.0 and fanout.latest.get("h")["ts"] == 200.0
+    # Proof-of-concept analyses have no seq: each one is new.
+    poc = {"v": 1, "kind": "analysis", "host": "poc", "seq": None, "ts": None, "cpu_result": "LOW",
+           "level": "LOW", "levels": {"cpu": "LOW"}, "metrics": {"cpu": {"percent": 1.0}}}
+    fanout.eventReceived(key("poc", "analysis"), body(poc))
+    fanout.eventReceived(key("poc", "analysis"), body(poc))
+    assert [m["host"] for m in sent[-2:]] == ["poc", "poc"]
