@@ -8,6 +8,7 @@ import math
 from twisted.web import resource
 
 from resmon.fanout import encodeJSON
+from resmon.subscriptions import InvalidSubscription, parseStep
 
 
 class JSONResource(resource.Resource):
@@ -27,7 +28,8 @@ class HostsResource(JSONResource):
     """
     C{GET /api/hosts}: the latest analysis and status of every host seen.
     C{GET /api/hosts/<host>}: one host's latest analysis and status.
-    C{GET /api/hosts/<host>/history[?since=TS]}: one host's history points.
+    C{GET /api/hosts/<host>/history[?since=TS][&step=S]}: one host's history
+    points, at most one per C{S} seconds.
     C{<host>} is the host's name (URL-encoded) or its routing word.
     """
 
@@ -65,20 +67,31 @@ class HostsResource(JSONResource):
             b',"status":', self.fanout.statuses.body(host) or b"null", b"}"]))
 
     def _history(self, request, host):
-        since = request.args.get(b"since", [None])[0]
-        if since is not None:
-            try:
-                since = float(since)
-            except ValueError:
-                since = math.nan
-            if not math.isfinite(since):
-                return self.renderJSON(request, {"error": "since: expected a number"}, 400)
+        since = _number(request.args.get(b"since", [None])[0])
+        if since is not None and not math.isfinite(since):
+            return self.renderJSON(request, {"error": "since: expected a number"}, 400)
+        try:
+            step = parseStep(_number(request.args.get(b"step", [b"0"])[0]))
+        except InvalidSubscription as e:
+            return self.renderJSON(request, {"error": str(e)}, 400)
         history = self.fanout.history
         window = history.window if history is not None else 0
-        points = history.pointsBody(host, since) if history is not None else b"[]"
+        points = history.pointsBody(host, since, step) if history is not None else b"[]"
         return self.renderBody(request, b"".join([
             b'{"host":', encodeJSON(host), b',"window":', encodeJSON(window),
-            b',"points":', points, b"}"]))
+            b',"step":', encodeJSON(step), b',"points":', points, b"}"]))
+
+
+def _number(value):
+    """
+    A query parameter as a float (NaN if it is not a number), or L{None}.
+    """
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
 
 def apiResource(fanout, streams):

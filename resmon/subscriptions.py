@@ -130,7 +130,7 @@ def parseHistoryRequest(message):
     if not isinstance(host, str) or not 1 <= len(host) <= MAX_PATTERN_LENGTH:
         raise InvalidSubscription(
             f"host: expected a host name or routing word of 1 to {MAX_PATTERN_LENGTH} characters")
-    return HistoryRequest(host, _step(message.get("step", 0)))
+    return HistoryRequest(host, parseStep(message.get("step", 0)))
 
 
 def parseSubscribe(message):
@@ -168,7 +168,7 @@ def parseSubscribe(message):
         raise InvalidSubscription("since: expected a number (seconds since the epoch)")
     step = message.get("step")
     if step is not None:
-        step = _step(step)
+        step = parseStep(step)
     return Subscription(hosts, events if events is not None else EVENT_KINDS, history, since, step)
 
 
@@ -176,7 +176,12 @@ def _isNumber(value):
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _step(step):
+def parseStep(step):
+    """
+    A history step: a number of seconds from 0 (every point) to C{MAX_STEP}.
+
+    @raise InvalidSubscription: for anything else.
+    """
     if not _isNumber(step) or not 0 <= step <= MAX_STEP:
         raise InvalidSubscription(f"step: expected a number of seconds from 0 to {MAX_STEP:.0f}")
     return step

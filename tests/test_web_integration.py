@@ -247,6 +247,12 @@ def test_websocket_url_filter_and_history_bounds_in_a_real_process(twistd):
     code, history = yield _getJSON(port, "/api/hosts/bounded/history")
     assert len(history["points"]) == 5  # never more, however many analyses came
     assert history["points"][-1]["seq"] >= one["analysis"]["seq"] >= 15
+    # At most one point per second: 5 points 0.1 s apart span two seconds at most.
+    code, coarse = yield _getJSON(port, "/api/hosts/bounded/history?step=1")
+    assert code == 200 and coarse["step"] == 1 and 1 <= len(coarse["points"]) <= 2, coarse
+    for bad in ("step=-1", "step=x", "step=1e9", "since=nan"):
+        code, refused = yield _getJSON(port, f"/api/hosts/bounded/history?{bad}")
+        assert code == 400 and bad.split("=")[0] in refused["error"], (bad, refused)
     client, _ = yield _connect(port, "?history=0&events=analysis")
     first = yield client.waitFor(lambda m: True, 5, "the snapshot")
     assert first["kind"] == "snapshot" and first["history"] == {} and first["statuses"] == []
