@@ -22,14 +22,14 @@ setup(
         "resmon.webroot": ["*", "**/*"],
     },
     install_requires=[
-        "twisted>=22.10",
+        "twisted[tls]>=22.10",
         "txamqp>=0.8.2",
         "autobahn>=23.1",
         "psutil>=5.9",
         "zope.interface>=5.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4"],
     },
     entry_points={
         "resmon.analyzers": [

@@ -59,8 +59,17 @@ class Options(usage.Options):
          "standalone (all three)."],
         ["broker", "b", None,
          "RabbitMQ URL amqp://user:pass@host:port/vhost (vhost '/' is written %2F or left "
-         "empty). Default for every role but standalone: " + DEFAULT_BROKER + " ; "
-         "standalone uses an in-process bus unless this is given."],
+         "empty), or amqps://... for TLS (port 5671 by default). Default for every role but "
+         "standalone: " + DEFAULT_BROKER + " ; standalone uses an in-process bus unless this "
+         "is given."],
+        ["tls-ca", None, None,
+         "amqps only: PEM file of the certificate authorities the broker's certificate must "
+         "chain to (default: the system's trusted authorities). The certificate must also "
+         "name the host of the URL."],
+        ["tls-cert", None, None,
+         "amqps only: PEM file of the certificate this process presents to a broker that "
+         "asks for one (with its private key, unless --tls-key is given)."],
+        ["tls-key", None, None, "amqps only: PEM file of the private key of --tls-cert."],
         ["exchange", "e", "resmon", "Name of the topic exchange every role publishes to."],
         ["name", "n", None,
          "Host name the agent reports (default: this machine's short host name)."],
@@ -154,6 +163,23 @@ class Options(usage.Options):
         print(f"resmon {__version__}")
         sys.exit(0)
 
+    def _tlsOptions(self):
+        """
+        The TLS client options for an amqps:// broker (the files are read
+        now, so a bad one stops twistd before it starts), or L{None}.
+        """
+        given = [name for name in ("tls-ca", "tls-cert", "tls-key") if self[name] is not None]
+        broker = self["broker"]
+        if broker is None or not broker.tls:
+            if given:
+                raise usage.UsageError(f"--{given[0]}: only for an amqps:// --broker")
+            return None
+        from resmon.tls import TLSConfigurationError, brokerTLSOptions
+        try:
+            return brokerTLSOptions(broker.host, self["tls-ca"], self["tls-cert"], self["tls-key"])
+        except TLSConfigurationError as e:
+            raise usage.UsageError(f"--{e.option}: {e}")
+
     def parseOptions(self, options=None):
         # twistd prints its whole usage text before a UsageError; an operator
         # wants the one line that says which option is wrong.
@@ -174,6 +200,7 @@ class Options(usage.Options):
                 self["broker"] = parseBrokerURL(broker)
             except ValueError as e:
                 raise usage.UsageError(f"--broker: {e}")
+        self["tls"] = self._tlsOptions()
         if not self["exchange"] or len(self["exchange"]) > 255:
             raise usage.UsageError("--exchange: must be 1 to 255 characters")
         self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
@@ -278,7 +305,7 @@ def _makeBus(options, reactor):
     from resmon.bus.amqp import AMQPBus
     return AMQPBus(
         options["broker"], options["exchange"], reactor,
-        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"])
+        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"])
 
 
 def _makeTracker(options, bus, reactor):

@@ -120,8 +120,8 @@ class TwistdProcess(protocol.ProcessProtocol):
         self._log.write(data)
         self._log.flush()
         for waiter in list(self._waiters):
-            text, d = waiter
-            if text in self.output:
+            text, times, d = waiter
+            if self.output.count(text) >= times:
                 self._waiters.remove(waiter)
                 d.callback(None)
 
@@ -129,11 +129,18 @@ class TwistdProcess(protocol.ProcessProtocol):
         """
         Fire once C{text} (bytes) has appeared in the process's output.
         """
-        if text in self.output:
+        return self.waitForOutputCount(text, 1, timeout)
+
+    def waitForOutputCount(self, text, times, timeout=15):
+        """
+        Fire once C{text} (bytes) has appeared C{times} times in the process's output.
+        """
+        if self.output.count(text) >= times:
             return defer.succeed(None)
         d = defer.Deferred()
-        self._waiters.append((text, d))
-        return withTimeout(d, timeout, f"{text!r} in the output of {self.label} ({self.logPath})")
+        self._waiters.append((text, times, d))
+        what = f"{text!r} in the output of {self.label}" + (f" {times} times" if times > 1 else "")
+        return withTimeout(d, timeout, f"{what} ({self.logPath})")
 
     def processEnded(self, reason):
         self.exitCode = reason.value.exitCode

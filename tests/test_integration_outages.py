@@ -5,12 +5,6 @@ private RabbitMQ node started for these tests, the analyzer killed under load,
 and a dead link behind a TCP proxy that swallows every byte.
 """
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import signal as signalModule
 import time
 import uuid
@@ -20,87 +14,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.utils import getProcessOutputAndValue
 
 from resmon import wire
-from support import PlainAMQPClient, connectWebSocket, freePort, uniqueName, withTimeout
+from privatebroker import PrivateBroker
+from support import PlainAMQPClient, connectWebSocket, freePort, uniqueName
 
-RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-RABBITMQ_SERVER = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
 OUTAGE_SECONDS = 15
-
-
-class PrivateBroker:
-    """
-    A RabbitMQ node of its own (name, ports, data and logs in a temporary
-    directory), so these tests may stop it without disturbing anyone else's
-    broker.
-    """
-
-    def __init__(self):
-        self.node = f"resmon-outage-{uuid.uuid4().hex[:8]}@localhost"
-        self.port = freePort()
-        self.base = tempfile.mkdtemp(prefix="resmon-outage-")
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-        with open(os.path.join(self.base, "enabled_plugins"), "w") as f:
-            f.write("[].\n")
-        if os.geteuid() == 0:
-            # rabbitmq-server started by root runs the node as user rabbitmq.
-            user = pwd.getpwnam("rabbitmq")
-            for path in (self.base, os.path.join(self.base, "enabled_plugins")):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        self.env = dict(
-            os.environ,
-            RABBITMQ_NODENAME=self.node,
-            RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
-            RABBITMQ_DIST_PORT=str(freePort()),
-            RABBITMQ_MNESIA_BASE=os.path.join(self.base, "mnesia"),
-            RABBITMQ_LOG_BASE=os.path.join(self.base, "log"),
-            RABBITMQ_PID_FILE=os.path.join(self.base, "pid"),
-            # Not the system's configuration: it pins the listener to 5672.
-            RABBITMQ_CONFIG_FILE=os.path.join(self.base, "none"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.base, "enabled_plugins"),
-        )
-
-    def start(self, timeout=60):
-        subprocess.run([RABBITMQ_SERVER, "-detached"], env=self.env, check=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # await_startup fails at once while the node has not registered yet.
-            result = subprocess.run(
-                [RABBITMQCTL, "-n", self.node, "await_startup", "--timeout", "20"],
-                capture_output=True)
-            if result.returncode == 0 and self.accepts():
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise AssertionError(f"the private RabbitMQ node {self.node} did not start in {timeout} s "
-                             f"(logs in {self.base}/log)")
-
-    def accepts(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        subprocess.run([RABBITMQCTL, "-n", self.node, "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    @defer.inlineCallbacks
-    def ctl(self, *args):
-        out, err, code = yield getProcessOutputAndValue(
-            RABBITMQCTL, ["-n", self.node] + list(args), env=dict(os.environ))
-        assert code == 0, (args, out, err)
-
-    @defer.inlineCallbacks
-    def whenAccepting(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while not self.accepts():
-            assert time.monotonic() < deadline, f"{self.node} did not accept connections in {timeout} s"
-            yield task.deferLater(reactor, 0.05, lambda: None)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,10 @@ def test_broker_url():
     assert parseBrokerURL("amqp://rabbit/").vhost == "/"
     assert parseBrokerURL("amqp://rabbit/%2F").vhost == "/"
     assert "p:w" not in url.redacted()
-    for bad in ("http://x", "amqp://", "amqp://h:70000", "amqps://h", "amqp://h/?x=1"):
+    secure = parseBrokerURL("amqps://rabbit/")
+    assert (secure.tls, secure.port, secure.redacted()) == (True, 5671, "amqps://guest@rabbit:5671/%2F")
+    assert parseBrokerURL("amqp://rabbit/").tls is False
+    for bad in ("http://x", "amqp://", "amqp://h:70000", "amqps://", "amqp://h/?x=1"):
         with pytest.raises(ValueError):
             parseBrokerURL(bad)
 

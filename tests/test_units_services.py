@@ -4,6 +4,8 @@ samplers, the options parser.
 """
 
 import json
+import os
+import tempfile
 from collections import namedtuple
 
 import pytest
@@ -255,6 +257,12 @@ def test_sampler_computes_rates_from_deltas():
     (["--cpu-thresholds=80,20"], "--cpu-thresholds must satisfy"),
     (["--analyzer-option=novalue"], "--analyzer-option: expected NAME.KEY=VALUE"),
     (["--nonsense"], "option --nonsense not recognized"),
+    (["--tls-ca=/etc/hostname"], "--tls-ca: only for an amqps:// --broker"),
+    (["--role=agent", "--tls-cert=x.pem"], "--tls-cert: only for an amqps:// --broker"),
+    (["--broker=amqps://rabbit", "--tls-ca=/nonexistent/ca.pem"], "--tls-ca: cannot read /nonexistent/ca.pem"),
+    (["--broker=amqps://rabbit", "--tls-ca=/etc/hostname"], "--tls-ca: no PEM certificate in /etc/hostname"),
+    (["--broker=amqps://rabbit", "--tls-key=/etc/hostname"], "--tls-key: needs --tls-cert"),
+    (["--broker=amqps://rabbit", "--tls-cert=/etc/hostname"], "--tls-cert: /etc/hostname: no usable"),
 ])
 def test_bad_options_stop_with_one_line_naming_the_option(argv, message):
     with pytest.raises(SystemExit) as e:
@@ -271,6 +279,35 @@ def test_default_options_are_standalone_without_broker():
     options = Options()
     options.parseOptions(["--role=agent"])
     assert options["broker"].host == "localhost" and options["broker"].port == 5672
+
+
+def test_amqps_broker_gets_tls_options_verifying_its_host():
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+    from certificates import authority, issue
+    options = Options()
+    options.parseOptions(["--role=agent", "--broker=amqps://u:p@rabbit.example/prod"])
+    broker = options["broker"]
+    assert (broker.tls, broker.port, broker.redacted()) == (True, 5671, "amqps://u@rabbit.example:5671/prod")
+    assert IOpenSSLClientConnectionCreator.providedBy(options["tls"])
+    assert options["tls"]._hostname == "rabbit.example"
+    options = Options()
+    options.parseOptions(["--role=agent"])
+    assert options["tls"] is None
+    # A CA bundle of two, and a client certificate with its key in one file.
+    ca, other = authority("one"), authority("two")
+    client = issue(ca, "agent", client=True)
+    with tempfile.TemporaryDirectory() as directory:
+        bundle = os.path.join(directory, "ca.pem")
+        combined = os.path.join(directory, "client.pem")
+        with open(bundle, "wb") as f:
+            f.write(ca.certificatePEM + other.certificatePEM)
+        with open(combined, "wb") as f:
+            f.write(client.certificatePEM + client.keyPEM)
+        options = Options()
+        options.parseOptions(["--role=agent", "--broker=amqps://10.0.0.5:5999/",
+                              f"--tls-ca={bundle}", f"--tls-cert={combined}"])
+        assert options["broker"].port == 5999 and options["tls"] is not None
 
 
 def test_partition_options():

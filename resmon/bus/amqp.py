@@ -16,9 +16,10 @@ from itertools import count
 from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txamqp.client import Closed, TwistedDelegate
 from txamqp.content import Content
 from txamqp.protocol import AMQClient
@@ -188,6 +189,9 @@ class AMQPBus(service.Service):
         and the bindings still exist (see L{_refreshTopology}).
     @param drainTimeout: seconds L{stopService} waits for the broker to
         confirm what is in flight before closing the connection.
+    @param tls: for an C{amqps://} broker, the TLS client options (an
+        L{IOpenSSLClientConnectionCreator}, see L{resmon.tls}); L{None}
+        connects in the clear.
     """
 
     name = "bus"
@@ -196,8 +200,9 @@ class AMQPBus(service.Service):
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
-                 drainTimeout=2.0):
+                 drainTimeout=2.0, tls=None):
         self.broker = broker
+        self.tls = tls
         self.exchange = exchange
         self._reactor = reactor
         self.heartbeat = heartbeat
@@ -227,6 +232,8 @@ class AMQPBus(service.Service):
         service.Service.startService(self)
         endpoint = HostnameEndpoint(
             self._reactor, self.broker.host, self.broker.port, timeout=self.connectTimeout)
+        if self.tls is not None:
+            endpoint = wrapClientTLS(self.tls, endpoint)
         factory = _ClientFactory(
             self, self._spec, self.broker.vhost, self.heartbeat, self._reactor)
         self._clientService = ClientService(
@@ -617,5 +624,35 @@ def _observe(d):
 
 
 def _describe(error):
-    text = str(error) or type(error).__name__
+    """
+    One line saying why a connection or an operation failed: the innermost
+    cause (a connection lost because of a TLS error carries it inside
+    Failures and exceptions), with TLS failures said plainly.
+    """
+    error = _innermost(error)
+    kind = type(error)
+    if kind.__module__.startswith("OpenSSL"):
+        # pyOpenSSL: [(library, function, reason), ...]
+        reasons = [r[-1] for r in (error.args[0] if error.args else []) if isinstance(r, tuple) and r]
+        text = "TLS: " + ("; ".join(reasons) or kind.__name__)
+        if "certificate verify failed" in text:
+            text += " (the broker's certificate does not chain to --tls-ca or the system's authorities)"
+        return text[:300]
+    if kind.__module__.startswith("service_identity"):
+        mismatches = sorted({type(e).__name__ for e in getattr(error, "errors", [])})
+        return ("TLS: certificate verify failed: the broker's certificate is not valid for the "
+                f"host of the URL ({', '.join(mismatches) or kind.__name__})")
+    text = str(error) or kind.__name__
     return text.splitlines()[0][:200]
+
+
+def _innermost(error, depth=5):
+    for _ in range(depth):
+        if isinstance(error, Failure):
+            error = error.value
+            continue
+        inner = [a for a in getattr(error, "args", ()) if isinstance(a, (Failure, BaseException))]
+        if not inner:
+            break
+        error = inner[0]
+    return error
