@@ -27,8 +27,6 @@ MAX_INCOMING_MESSAGE = 64 * 1024
 MESSAGE_BURST = 30
 MESSAGE_RATE = 10.0
 
-_log = Logger()
-
 
 def errorBody(text, **details):
     return encodeJSON(dict({"kind": "error", "error": text}, **details))
@@ -40,6 +38,7 @@ class DashboardProtocol(WebSocketServerProtocol):
     """
 
     # self.log is Autobahn's txaio logger, filtered by level: do not shadow it.
+    eventLog = Logger()
 
     flooded = False
 
@@ -89,7 +88,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         if not self.budget.take():
             self.flooded = True
             self.factory.floodsClosed += 1
-            _log.warn("WebSocket client {peer} sent more than {burst} messages at once or {rate:g} a "
+            self.eventLog.warn("WebSocket client {peer} sent more than {burst} messages at once or {rate:g} a "
                       "second; disconnecting it", peer=self.peer, burst=self.budget.burst,
                       rate=self.budget.rate)
             self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, "too many messages")

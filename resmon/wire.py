@@ -210,6 +210,8 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY):
         raise Rejected("type", "seq must be a non-negative integer")
     ts = _number(document.get("ts"), "ts", 0)
     interval = _number(document.get("interval"), "interval", 0)
+    if interval == 0:
+        raise Rejected("range", "interval is 0; it must be above 0")
     metrics = validateMetrics(document.get("metrics"))
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")

@@ -48,6 +48,8 @@ def badMessages(rng, count, huge=False):
         lambda: ("h.measure", mutated(metrics=[]), "type"),
         lambda: ("h.measure", mutated(metrics={"cpu": {"percent": rng.choice([-1, 100.5, "5", None])}}), None),
         lambda: ("h.measure", mutated(v=rng.randint(2, 99)), "version"),
+        lambda: ("h.measure", mutated(interval=rng.choice([0, 0.0, -1, -1e-9])), "range"),
+        lambda: ("h.measure", mutated(kind=rng.choice(["analysis", "status", ""])), "kind"),
         lambda: ("h.measure", b"[%d]" % rng.randint(0, 9), "shape"),
         lambda: ("a.b.c.measure", mutated(), "routing-key"),
         lambda: (".measure", mutated(), "routing-key"),
