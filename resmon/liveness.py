@@ -27,6 +27,14 @@ CHECK_INTERVAL = 0.5
 # the table without bound.
 FORGET_AFTER = 86400.0
 LIVENESS_PREFETCH = 500
+# Every analyzer publishes a tick into the liveness queue this often; only
+# the process the broker delivers to (the active consumer) receives them,
+# so a process that has received nothing for ACTIVE_WINDOW seconds knows
+# it stands by, and judges nothing. Its table would otherwise age without
+# measures and declare every host offline after another process took over.
+TICK_INTERVAL = 0.5
+ACTIVE_WINDOW = 3.0
+TICK = "liveness-tick"
 
 
 class _Host:
@@ -56,7 +64,13 @@ class HostLiveness(service.Service):
     Measures come from their own subscription, a named queue consumed by one
     process at a time (the other analyzers stand by and take over when it
     goes): every process would otherwise see only its share of the measures,
-    and several judges would publish every change several times.
+    and several judges would publish every change several times. Each
+    process also publishes a tick into that queue every L{TICK_INTERVAL}
+    seconds: a process judges only while it receives deliveries (ticks or
+    measures), that is while it is the active consumer, and on becoming it
+    (again) counts the hosts it knows as seen at that moment; a host's
+    silence is counted only up to shortly after the last delivery, so a
+    process that stops receiving stops judging at once.
 
     @param bus: an L{resmon.interfaces.IBus}; an C{AMQPBus} also tells,
         through C{connected} and C{counters["connections"]}, whether and since
@@ -86,31 +100,57 @@ class HostLiveness(service.Service):
         self.forgetAfter = forgetAfter
         self.hosts = {}
         self.counters = {"published": 0, "failed": 0}
+        self.tickKey = f"{topics.hostWord(queue)}.{TICK}"
+        self.active = None  # not known yet; then whether this process judges
+        self._lastDelivery = None
+        self._resumedAt = None
         self._connection = None
         self._judgingFrom = None
+        self._seenSince = None
         self._subscription = None
         self._check = LoopingCall(self.check)
         self._check.clock = clock
+        self._tick = LoopingCall(self.tick)
+        self._tick.clock = clock
 
     def startService(self):
         service.Service.startService(self)
         self._subscription = self.bus.subscribe(
-            ["#." + topics.MEASURE], self.measureReceived, queue=self.queue,
+            ["#." + topics.MEASURE, self.tickKey], self.measureReceived, queue=self.queue,
             prefetch=LIVENESS_PREFETCH, singleActive=True)
         self.log.info(
             "judging host liveness from queue {queue}: stale after {stale}, offline after {offline} s",
             queue=self.queue, offline=self.offlineAfter,
             stale=f"{self.staleAfter} s" if self.staleAfter else f"{STALE_INTERVALS} intervals")
         self._check.start(self.checkInterval, now=False)
+        self._tick.start(TICK_INTERVAL, now=True)
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._check.running:
-            self._check.stop()
+        for call in (self._check, self._tick):
+            if call.running:
+                call.stop()
         if self._subscription is not None:
             return self._subscription.cancel()
 
+    def tick(self):
+        """
+        Publish a tick into the liveness queue, for whichever process
+        consumes it (see L{HostLiveness}).
+        """
+        if not getattr(self.bus, "connected", True):
+            return  # kept in the outbox, it would arrive late and mean nothing
+        body = wire.encodeEvent({"v": wire.VERSION, "kind": TICK, "queue": self.queue,
+                                 "ts": self.clock.seconds()})
+        self.bus.publish(self.tickKey, body).addErrback(lambda failure: None)
+
     def measureReceived(self, routingKey, body):
+        now = self.clock.seconds()
+        if self._lastDelivery is None or now - self._lastDelivery > ACTIVE_WINDOW:
+            self._resumedAt = now  # the first delivery after a gap
+        self._lastDelivery = now
+        if routingKey == self.tickKey:
+            return
         try:
             measure = wire.decodeMeasure(routingKey, body, self.maxBody)
         except wire.Rejected:
@@ -147,12 +187,30 @@ class HostLiveness(service.Service):
             # (Re)connected since the last check, however briefly it was down.
             self._connection = connection
             self._judgingFrom = now + self.grace
+            self._seenSince = now
             self.log.info("bus connected: judging host liveness again in {grace} s", grace=self.grace)
-        if now < self._judgingFrom:
+        delivered = self._lastDelivery is not None and now - self._lastDelivery <= ACTIVE_WINDOW
+        if delivered and self.active is not True:
+            self.active = True
+            # Taking over, or back: what this process knows of the hosts is as
+            # old as its deliveries before the gap; count them as seen when
+            # deliveries resumed.
+            self._seenSince = max(self._seenSince, self._resumedAt)
+            self.log.info("judging host liveness: this process receives {queue}", queue=self.queue)
+        elif not delivered and self.active is not False and (
+                self.active or now - self._seenSince > ACTIVE_WINDOW):
+            self.active = False
+            self.log.info("standing by: another analyzer process receives {queue} and judges",
+                          queue=self.queue)
+        if not self.active or now < self._judgingFrom:
             return
-        seenSince = self._judgingFrom - self.grace
+        seenSince = self._seenSince
+        # Silence is counted only as far as this process can vouch for it: while
+        # it receives the queue (ticks every TICK_INTERVAL), up to now; once
+        # deliveries stop, not much past the last one.
+        heardUntil = min(now, self._lastDelivery + TICK_INTERVAL * 1.5)
         for host in list(self.hosts.values()):
-            silent = now - max(host.lastSeen, seenSince)
+            silent = heardUntil - max(host.lastSeen, seenSince)
             if host.status == OFFLINE:
                 if silent > self.forgetAfter:
                     del self.hosts[host.name]

@@ -132,6 +132,61 @@ def test_a_stopped_agent_turns_stale_then_offline_and_online_when_it_returns(bro
     assert b"Traceback" not in server.output
 
 
+@pytest_twisted.inlineCallbacks
+def test_an_analyzer_that_lost_the_liveness_queue_stands_by_and_never_declares_live_hosts_offline(
+        broker, amqp, twistd):
+    """
+    Two analyzers; the judging one freezes (SIGSTOP) until the broker drops
+    it and hands the liveness queue to the other, then thaws and reconnects
+    as the one standing by. Its host table is old, but it must not declare
+    the hosts that still send offline; the new judge carries on.
+    """
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    common = [f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}",
+              "--dead-letter-queue=", "--liveness-grace=1", "--stale-after=1"]
+    port = freePort()
+    web = twistd("takeover-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                 f"--port={port}", "--interface=127.0.0.1")
+    # The first judge would declare a host offline 3 s after its reconnection,
+    # the second only 8 s after the host's last measure.
+    first = twistd("takeover-first", "--role=analyzer", "--heartbeat=1", "--offline-after=3", *common)
+    yield first.waitForOutput(b"judging host liveness: this process receives")
+    second = twistd("takeover-second", "--role=analyzer", "--offline-after=8", *common)
+    yield second.waitForOutput(b"standing by: another analyzer process receives")
+    yield web.waitForOutput(b"dashboard listening")
+    client, _ = yield connectWebSocket(port)
+    alive, dying = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("alive", "dying"))
+
+    def statuses(host):
+        return [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
+    twistd("takeover-alive", *agentArgs(broker, exchange, alive))
+    dyingAgent = twistd("takeover-dying", *agentArgs(broker, exchange, dying))
+    yield client.waitFor(lambda m: statuses(alive) == ["online"] and statuses(dying) == ["online"], 20,
+                         "both hosts online")
+
+    # Frozen: no heartbeat for 1 s, the broker closes its connection and the
+    # second analyzer becomes the judge (and meets both hosts: online).
+    first.signal(signalModule.SIGSTOP)
+    try:
+        yield second.waitForOutput(b"judging host liveness: this process receives", 20)
+    finally:
+        first.signal(signalModule.SIGCONT)
+    yield first.waitForOutput(b"(connection #2)", 20)
+    yield first.waitForOutput(b"standing by: another analyzer process receives", 10)
+    reconnected = time.time()
+
+    # A host that really stops is judged by the second analyzer alone, 8 s
+    # after its last measure: later than the first would have judged the live
+    # host offline, had it judged from its old table.
+    assert (yield dyingAgent.stop(timeout=5)), dyingAgent.logPath
+    yield client.waitFor(lambda m: statuses(dying)[-1:] == ["offline"], 20, f"{dying} offline")
+    assert time.time() - reconnected > 3 + 1 + 1
+    assert all(s == "online" for s in statuses(alive)), statuses(alive)
+    assert statuses(dying).count("offline") == 1, statuses(dying)
+    assert b"is offline" not in first.output.split(b"(connection #2)")[1]
+    assert b"Traceback" not in first.output + second.output
+
+
 # Broker outages
 
 

@@ -16,16 +16,27 @@ from resmon.tap import Options
 class FakeBus:
     """
     A bus that records publications, confirms them at once, and whose
-    connection the test switches on and off like an C{AMQPBus}'s.
+    connection the test switches on and off like an C{AMQPBus}'s. Liveness
+    ticks go back to the subscriber while C{receiving} (this process is the
+    liveness queue's active consumer), and are not recorded.
     """
 
     def __init__(self):
         self.published = []
+        self.ticks = 0
+        self.receiving = True
         self.connected = True
         self.counters = {"connections": 1}
         self.subscriptions = []
 
     def publish(self, routingKey, body):
+        if routingKey.endswith(".liveness-tick"):
+            self.ticks += 1
+            if self.receiving:
+                for patterns, handler, _ in self.subscriptions:
+                    if routingKey in patterns:
+                        handler(routingKey, body)
+            return defer.succeed(None)
         self.published.append((routingKey, json.loads(body)))
         return defer.succeed(None)
 
@@ -80,7 +91,7 @@ def test_subscribes_to_measures_on_a_single_active_queue():
     bus, clock = FakeBus(), Clock()
     liveness = started(bus, clock)
     [(patterns, handler, kwargs)] = bus.subscriptions
-    assert patterns == ["#.measure"]
+    assert patterns == ["#.measure", "resmon_analyzer_liveness.liveness-tick"]
     assert kwargs["queue"] == "resmon.analyzer.liveness" and kwargs["singleActive"] is True
     liveness.stopService()
     assert clock.getDelayedCalls() == []
@@ -249,3 +260,49 @@ def test_the_agents_outbox_holds_ten_minutes_of_samples_by_default():
     options = Options()
     options.parseOptions(["--role=agent", "--outbox-limit=50"])
     assert options["outbox-limit"] == 50
+
+
+def test_a_process_that_no_longer_receives_the_queue_stands_by_and_judges_nothing():
+    """
+    Two analyzers: the broker hands the liveness queue to the other one (this
+    one's connection blinked). This one hears nothing more, and must not
+    declare every host offline; when the queue comes back to it, it counts
+    its hosts as seen at that moment.
+    """
+    bus, clock = FakeBus(), Clock()
+    liveness = started(bus, clock, offlineAfter=10, grace=1)
+    advance(clock, 1.5)
+    feed(liveness, clock, "a", 3)
+    assert liveness.active and bus.statuses() == [("a", "online")]
+
+    bus.receiving = False  # another process is the active consumer now
+    advance(clock, 60.0)
+    assert not liveness.active and bus.statuses() == [("a", "online")]
+    assert bus.ticks >= 60  # it kept publishing ticks for the active one
+
+    bus.receiving = True  # the other process went: the queue is ours again
+    advance(clock, 1.0)
+    assert liveness.active  # deliveries resumed at most 1 s ago
+    advance(clock, 1.5)  # a counts as seen when they resumed: 2.5 s at most, not stale
+    assert bus.statuses() == [("a", "online")]
+    advance(clock, 1.5)  # 3.5 s at least
+    assert bus.statuses() == [("a", "online"), ("a", "stale")]
+    advance(clock, 5.5)
+    assert bus.statuses() == [("a", "online"), ("a", "stale")]
+    advance(clock, 1.5)  # over 10 s since deliveries resumed
+    assert bus.statuses() == [("a", "online"), ("a", "stale"), ("a", "offline")]
+    liveness.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_no_ticks_while_disconnected():
+    bus, clock = FakeBus(), Clock()
+    liveness = started(bus, clock)
+    ticks = bus.ticks
+    bus.disconnect()
+    advance(clock, 10.0)
+    assert bus.ticks == ticks
+    bus.reconnect()
+    advance(clock, 2.0)
+    assert bus.ticks >= ticks + 2
+    liveness.stopService()
