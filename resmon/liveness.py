@@ -4,6 +4,7 @@ events whenever a host turns C{online}, C{stale} or C{offline}.
 """
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -70,7 +71,9 @@ class HostLiveness(service.Service):
     measures), that is while it is the active consumer, and on becoming it
     (again) counts the hosts it knows as seen at that moment; a host's
     silence is counted only up to shortly after the last delivery, so a
-    process that stops receiving stops judging at once.
+    process that stops receiving stops judging at once. While it stands by,
+    it learns every host's status from the judge's C{<host>.status} events,
+    so on taking over it also judges the hosts that went silent before.
 
     @param bus: an L{resmon.interfaces.IBus}; an C{AMQPBus} also tells,
         through C{connected} and C{counters["connections"]}, whether and since
@@ -108,6 +111,7 @@ class HostLiveness(service.Service):
         self._judgingFrom = None
         self._seenSince = None
         self._subscription = None
+        self._statusSubscription = None
         self._check = LoopingCall(self.check)
         self._check.clock = clock
         self._tick = LoopingCall(self.tick)
@@ -122,6 +126,10 @@ class HostLiveness(service.Service):
             "judging host liveness from queue {queue}: stale after {stale}, offline after {offline} s",
             queue=self.queue, offline=self.offlineAfter,
             stale=f"{self.staleAfter} s" if self.staleAfter else f"{STALE_INTERVALS} intervals")
+        # What the judge publishes, for the processes standing by: the one
+        # that takes over knows every host's last status, not only the hosts
+        # it hears from afterwards.
+        self._statusSubscription = self.bus.subscribe(["#." + topics.STATUS], self.statusReceived)
         self._check.start(self.checkInterval, now=False)
         self._tick.start(TICK_INTERVAL, now=True)
 
@@ -130,8 +138,8 @@ class HostLiveness(service.Service):
         for call in (self._check, self._tick):
             if call.running:
                 call.stop()
-        if self._subscription is not None:
-            return self._subscription.cancel()
+        subscriptions = [sub for sub in (self._subscription, self._statusSubscription) if sub is not None]
+        return defer.gatherResults([defer.maybeDeferred(sub.cancel) for sub in subscriptions])
 
     def tick(self):
         """
@@ -156,6 +164,29 @@ class HostLiveness(service.Service):
         except wire.Rejected:
             return  # the analyzer logs and counts bad measures
         self.seen(measure)
+
+    def statusReceived(self, routingKey, body):
+        """
+        Note a status the judge published, while this process stands by (the
+        judge itself knows better, and its own statuses come back late).
+        """
+        if self.active:
+            return
+        try:
+            event = wire.decodeEvent(routingKey, body, self.maxBody)
+        except wire.Rejected:
+            return  # the web logs and counts bad events
+        status, lastSeen = event.get("status"), event.get("last_seen")
+        if status not in (ONLINE, STALE, OFFLINE) or not isinstance(lastSeen, (int, float)):
+            return
+        host = self.hosts.get(event["host"])
+        if host is None:
+            host = self.hosts[event["host"]] = _Host(event["host"], topics.hostWord(event["host"]))
+            host.lastSeen = lastSeen
+        host.lastSeen = max(host.lastSeen, lastSeen)
+        host.status = status
+        host.since = event.get("since")
+        host.seq = event.get("seq")
 
     def seen(self, measure):
         """

@@ -187,6 +187,38 @@ def test_an_analyzer_that_lost_the_liveness_queue_stands_by_and_never_declares_l
     assert b"Traceback" not in first.output + second.output
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_host_that_died_just_before_the_judge_did_is_declared_offline_by_the_next_judge(
+        broker, amqp, twistd):
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    common = [f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}",
+              "--dead-letter-queue=", "--liveness-grace=1", "--stale-after=3", "--offline-after=6"]
+    port = freePort()
+    web = twistd("handover-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                 f"--port={port}", "--interface=127.0.0.1")
+    judge = twistd("handover-judge", "--role=analyzer", *common)
+    yield judge.waitForOutput(b"judging host liveness: this process receives")
+    successor = twistd("handover-successor", "--role=analyzer", *common)
+    yield successor.waitForOutput(b"standing by: another analyzer process receives")
+    yield web.waitForOutput(b"dashboard listening")
+    client, _ = yield connectWebSocket(port)
+    host = f"handover-{uuid.uuid4().hex[:6]}"
+
+    def statuses():
+        return [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
+    agent = twistd("handover-agent", *agentArgs(broker, exchange, host))
+    yield client.waitFor(lambda m: statuses() == ["online"], 20, f"{host} online")
+
+    # The host stops, and the judge dies before the host is 3 s silent: the
+    # successor never hears from the host, only of it (its "online" status).
+    assert (yield agent.stop(timeout=5)), agent.logPath
+    judge.signal("KILL")
+    yield successor.waitForOutput(b"judging host liveness: this process receives", 10)
+    yield client.waitFor(lambda m: statuses() == ["online", "stale", "offline"], 20,
+                         f"{host} stale, then offline, from the successor")
+    assert b"is offline" in successor.output and b"Traceback" not in successor.output
+
+
 # Broker outages
 
 

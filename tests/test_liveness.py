@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 
 from resmon import wire
 from resmon.bus.local import LocalBus
-from resmon.liveness import HostLiveness
+from resmon.liveness import OFFLINE, ONLINE, HostLiveness
 from resmon.tap import Options
 
 
@@ -90,8 +90,9 @@ def advance(clock, seconds, step=0.5):
 def test_subscribes_to_measures_on_a_single_active_queue():
     bus, clock = FakeBus(), Clock()
     liveness = started(bus, clock)
-    [(patterns, handler, kwargs)] = bus.subscriptions
+    [(patterns, handler, kwargs), (statusPatterns, _, statusKwargs)] = bus.subscriptions
     assert patterns == ["#.measure", "resmon_analyzer_liveness.liveness-tick"]
+    assert statusPatterns == ["#.status"] and statusKwargs == {}  # a private queue
     assert kwargs["queue"] == "resmon.analyzer.liveness" and kwargs["singleActive"] is True
     liveness.stopService()
     assert clock.getDelayedCalls() == []
@@ -306,3 +307,39 @@ def test_no_ticks_while_disconnected():
     advance(clock, 2.0)
     assert bus.ticks >= ticks + 2
     liveness.stopService()
+
+
+def status(host, state, lastSeen, since=None, seq=7):
+    return json.dumps({"v": 1, "kind": "status", "host": host, "status": state,
+                       "since": since or lastSeen, "last_seen": lastSeen, "seq": seq}).encode()
+
+
+def test_standing_by_it_learns_the_judges_statuses_and_judges_those_hosts_once_it_takes_over():
+    bus, clock = FakeBus(), Clock()
+    bus.receiving = False  # another process judges
+    liveness = started(bus, clock, offlineAfter=10, grace=1)
+    advance(clock, 5.0)
+    assert liveness.active is False
+    now = clock.seconds()
+    # The judge's statuses: a host it has seen go quiet, one offline for long,
+    # one alive; and junk, which is ignored.
+    liveness.statusReceived("quiet.status", status("quiet", ONLINE, now - 1))
+    liveness.statusReceived("gone.status", status("gone", OFFLINE, now - 500))
+    liveness.statusReceived("alive.status", status("alive", ONLINE, now - 0.5))
+    liveness.statusReceived("junk.status", b'{"v": 1, "kind": "status", "host": "junk", "status": 5}')
+    liveness.statusReceived("junk.status", b"{")
+    assert sorted(liveness.hosts) == ["alive", "gone", "quiet"]
+    advance(clock, 30.0)
+    assert bus.published == []  # standing by: nothing judged
+
+    bus.receiving = True  # the judge went: this process takes over
+    advance(clock, 1.0)
+    assert liveness.active
+    feed(liveness, clock, "alive", 12)  # alive keeps sending: no second "online"
+    # quiet counts as seen at the take-over: stale, then offline 10 s after it.
+    assert bus.statuses() == [("quiet", "stale"), ("quiet", "offline")]
+    # Now the judge, it ignores statuses (its own come back late).
+    liveness.statusReceived("alive.status", status("alive", OFFLINE, clock.seconds()))
+    assert liveness.hosts["alive"].status == ONLINE
+    liveness.stopService()
+    assert clock.getDelayedCalls() == []
