@@ -205,7 +205,8 @@ class HostLiveness(service.Service):
 
     def check(self):
         """
-        Judge every host, unless the bus is or just was disconnected.
+        Judge every host, unless the bus is or just was disconnected, or
+        another process receives the liveness queue (this one stands by).
         """
         now = self.clock.seconds()
         if not getattr(self.bus, "connected", True):
