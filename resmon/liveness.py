@@ -123,7 +123,8 @@ class HostLiveness(service.Service):
             ["#." + topics.MEASURE, self.tickKey], self.measureReceived, queue=self.queue,
             prefetch=LIVENESS_PREFETCH, singleActive=True)
         self.log.info(
-            "judging host liveness from queue {queue}: stale after {stale}, offline after {offline} s",
+            "host liveness from queue {queue} (judged by the analyzer that receives it): "
+            "stale after {stale}, offline after {offline} s",
             queue=self.queue, offline=self.offlineAfter,
             stale=f"{self.staleAfter} s" if self.staleAfter else f"{STALE_INTERVALS} intervals")
         # What the judge publishes, for the processes standing by: the one
