@@ -136,12 +136,23 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self["plugin-dirs"] = []
         self["analyzer-options"] = {}
+        self["allowed-origins"] = []
 
     def opt_plugin_dir(self, directory):
         """
         Also load single-file analyzer plugins from this directory (repeatable).
         """
         self["plugin-dirs"].append(directory)
+
+    def opt_allowed_origin(self, origin):
+        """
+        Web role: a page origin (e.g. https://dash.example.com) that may also open the WebSocket, besides the dashboard's own origin and programs, which send none (repeatable).
+        """
+        from resmon.origins import normalizeOrigin
+        try:
+            self["allowed-origins"].append(normalizeOrigin(origin))
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-origin: {e}")
 
     def opt_analyzers(self, names):
         """
@@ -347,6 +358,7 @@ def _makeLiveness(options, bus, reactor):
 def _makeWeb(options, bus, reactor):
     import txaio
 
+    from resmon.origins import OriginPolicy
     from resmon.services.web import WebService
 
     # Autobahn logs every connection's life at debug level, which twistd
@@ -359,4 +371,5 @@ def _makeWeb(options, bus, reactor):
     return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
-                      statsInterval=options["stats-interval"])
+                      statsInterval=options["stats-interval"],
+                      origins=OriginPolicy(options["allowed-origins"]))

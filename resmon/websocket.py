@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from resmon.fanout import ClientFlow, encodeJSON
+from resmon.origins import OriginPolicy
 from resmon.ratelimit import TokenBucket
 from resmon.subscriptions import (
     InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
@@ -43,6 +44,15 @@ class DashboardProtocol(WebSocketServerProtocol):
     flooded = False
 
     def onConnect(self, request):
+        # request.host has lost the Host header's port; the origin check needs it.
+        host = request.headers.get("host")
+        if not self.factory.origins.accepts(request.origin, host):
+            self.factory.originsRefused += 1
+            self.eventLog.warn(
+                "refused a WebSocket handshake from {peer}: a page of {origin} may not open it "
+                "(served as {host}; see --allowed-origin)",
+                peer=self.peer, origin=str(request.origin)[:200], host=str(host)[:200])
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this page's origin may not open the WebSocket")
         # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
         # client that wants less need not receive everything first.
         try:
@@ -146,13 +156,17 @@ class DashboardFactory(WebSocketServerFactory):
         disconnected.
     @param messageRate: messages a second a client may send, after a burst
         of C{messageBurst}; a client sending more is disconnected (1008).
+    @param origins: the L{OriginPolicy} of the handshakes (default: same
+        origin, or no origin, only).
     """
 
     protocol = DashboardProtocol
 
     def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0,
-                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST):
+                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None):
         WebSocketServerFactory.__init__(self)
+        self.origins = origins if origins is not None else OriginPolicy()
+        self.originsRefused = 0
         self.fanout = fanout
         self.clock = clock
         self.stallTimeout = stallTimeout

@@ -274,3 +274,48 @@ def test_websocket_url_filter_and_history_bounds_in_a_real_process(twistd):
     wasClean, reason = yield withTimeout(failed, 5, "the refused handshake")
     assert not wasClean and "400" in reason, reason
     assert (yield standalone.stop(timeout=5)), standalone.logPath
+
+
+def _handshakeStatus(port, origin=None, host=None):
+    """
+    The status line the web role answers a WebSocket handshake with, sent as
+    a browser would from a page of C{origin}.
+    """
+    import base64
+    import os
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        headers = ["GET /ws HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
+                   "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        if origin:
+            headers.append(f"Origin: {origin}")
+        sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        response = b""
+        while b"\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+    return response.split(b"\r\n", 1)[0].decode()
+
+
+@pytest_twisted.inlineCallbacks
+def test_only_the_dashboards_own_pages_and_allowed_origins_open_the_websocket(twistd):
+    port = freePort()
+    standalone = twistd("origins", f"--port={port}", "--interface=127.0.0.1", "--name=origins",
+                        "--allowed-origin=https://dash.example.com", "--stats-interval=1")
+    yield standalone.waitForOutput(b"dashboard listening")
+    own = f"http://127.0.0.1:{port}"
+    for origin, expected in [(None, "101"), (own, "101"), ("https://dash.example.com", "101"),
+                             ("http://evil.example", "403"), (f"http://127.0.0.1:{port + 1}", "403"),
+                             # A sandboxed or file: page: Autobahn refuses it first.
+                             ("null", "400")]:
+        status = _handshakeStatus(port, origin)
+        assert status.split()[1] == expected, (origin, status)
+    yield standalone.waitForOutput(b"a page of http://evil.example may not open it")
+    yield standalone.waitForOutput(b"2 WebSocket handshakes refused for their origin")
+    # The dashboard itself, over the same origin, works as before (tests/test_browser.py).
+    client, _ = yield _connect(port)
+    yield client.waitFor(lambda m: m.get("kind") == "analysis", 10, "an analysis")
+    assert b"Traceback" not in standalone.output

@@ -17,6 +17,7 @@ from resmon.history import FleetHistory, makePoint
 from resmon.httpapi import HostsResource
 from resmon.services.web import WebService, buildSite
 from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
+from resmon.origins import OriginPolicy, normalizeOrigin
 from resmon.ratelimit import TokenBucket
 from resmon.websocket import MESSAGE_BURST, MESSAGE_RATE, DashboardFactory
 
@@ -342,8 +343,10 @@ def test_client_flow_restart_puts_the_snapshot_first_and_keeps_status_and_analys
 
 
 class FakeConnectionRequest:
-    def __init__(self, params=None):
+    def __init__(self, params=None, origin=None, host="127.0.0.1:8080"):
         self.params = params or {}
+        self.origin = origin
+        self.headers = {"host": host} if host else {}
 
 
 def _websocket(fanout, params=None):
@@ -801,3 +804,37 @@ def test_analyses_delivered_twice_out_of_order_go_to_clients_once_and_latest_nev
     fanout.eventReceived(key("poc", "analysis"), body(poc))
     fanout.eventReceived(key("poc", "analysis"), body(poc))
     assert [m["host"] for m in sent[-2:]] == ["poc", "poc"]
+
+
+@pytest.mark.parametrize("origin, host, allowed, accepted", [
+    (None, "dash.example.com:8080", (), True),                        # a program, not a page
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", (), True),            # the dashboard itself
+    ("HTTP://Dash.Example.COM:8080", "dash.example.com:8080", (), True),
+    ("http://dash.example.com", "dash.example.com", (), True),        # default ports
+    ("https://dash.example.com", "dash.example.com", (), True),       # behind a TLS proxy
+    ("http://[::1]:8080", "[::1]:8080", (), True),
+    ("http://evil.example", "dash.example.com:8080", (), False),       # another site's page
+    ("http://dash.example.com:8081", "dash.example.com:8080", (), False),
+    ("https://dash.example.com:8080", "dash.example.com:8081", (), False),
+    ("null", "dash.example.com:8080", (), False),                      # sandboxed or file: page
+    ("http://dash.example.com:8080", None, (), False),
+    ("https://dash.example.com", "10.0.0.5:8080", ("https://dash.example.com:443",), True),
+    ("https://other.example.com", "10.0.0.5:8080", ("https://dash.example.com",), False),
+])
+def test_origin_policy(origin, host, allowed, accepted):
+    assert OriginPolicy(allowed).accepts(origin, host) is accepted
+
+
+def test_a_handshake_from_a_page_of_another_origin_is_refused_with_403():
+    from autobahn.websocket.types import ConnectionDeny
+    fanout = _fanout()
+    factory = DashboardFactory(fanout, Clock(), stallTimeout=30)
+    protocol = factory.buildProtocol(None)
+    protocol.transport = StringTransport()
+    with pytest.raises(ConnectionDeny) as e:
+        protocol.onConnect(FakeConnectionRequest(origin="http://evil.example", host="127.0.0.1:8080"))
+    assert e.value.code == 403 and factory.originsRefused == 1
+    protocol.onConnect(FakeConnectionRequest(origin="http://127.0.0.1:8080", host="127.0.0.1:8080"))
+    for bad in ("ftp://x", "https://x/path", "https://u:p@x", "x"):
+        with pytest.raises(ValueError):
+            normalizeOrigin(bad)

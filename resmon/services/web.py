@@ -39,7 +39,7 @@ def webRoot():
 
 def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
               keepAlive=DEFAULT_KEEPALIVE, pingInterval=DEFAULT_PING_INTERVAL,
-              idleTimeout=DEFAULT_IDLE_TIMEOUT):
+              idleTimeout=DEFAULT_IDLE_TIMEOUT, origins=None):
     """
     The Site: static files at C{/}, the WebSocket at C{/ws}, the API and
     the event stream at C{/api}. Its C{eventStreams} is the
@@ -50,10 +50,13 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
         does not answer one within as long is dropped.
     @param idleTimeout: seconds an HTTP connection may stay silent before
         its request is complete (a handshake that never finishes).
+    @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
+        handshakes (default: the dashboard's own origin only).
     """
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
     top = static.File(root or webRoot())
-    websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval)
+    websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
+                                  origins=origins)
     top.putChild(b"ws", WebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams))
     site = server.Site(top, reactor=clock, timeout=idleTimeout)
@@ -71,6 +74,8 @@ class WebService(service.MultiService):
 
     @param historyWindow: seconds of history kept per host (0: none).
     @param historyPoints: most history points kept per host.
+    @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
+        handshakes (default: the dashboard's own origin only).
     """
 
     name = "web"
@@ -79,14 +84,14 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0):
+                 statsInterval=60.0, origins=None):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
-                              idleTimeout=idleTimeout)
+                              idleTimeout=idleTimeout, origins=origins)
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
@@ -108,9 +113,10 @@ class WebService(service.MultiService):
         fanout = self.fanout
         self.log.info(
             "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
-            "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding",
+            "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
+            "{refused} WebSocket handshakes refused for their origin",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
-            floods=self.site.websockets.floodsClosed,
+            floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
             **fanout.counters)
 
