@@ -146,19 +146,11 @@ def parseSubscribe(message):
     unknown = set(message) - {"kind", "hosts", "events", "history", "since", "step"}
     if unknown:
         raise InvalidSubscription(f"unknown field {sorted(unknown)[0][:40]!r}")
-    hosts = message.get("hosts")
+    hosts = _strings(message, "hosts", "host names or patterns")
     if hosts is not None:
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        if not isinstance(hosts, list) or not all(isinstance(p, str) for p in hosts):
-            raise InvalidSubscription("hosts: expected a list of host names or patterns")
         hosts = _patterns(hosts)
-    events = message.get("events")
+    events = _strings(message, "events", "event kinds")
     if events is not None:
-        if isinstance(events, str):
-            events = [events]
-        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-            raise InvalidSubscription("events: expected a list of event kinds")
         events = _kinds(events)
     history = message.get("history", DEFAULT_HISTORY)
     if not (isinstance(history, bool) or history == HISTORY_OVERVIEW):
@@ -174,6 +166,21 @@ def parseSubscribe(message):
 
 def _isNumber(value):
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _strings(message, field, what):
+    """
+    C{message[field]} as a list of strings (one string counts as a list of
+    one), or L{None} if absent.
+    """
+    value = message.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidSubscription(f"{field}: expected a list of {what}")
+    return value
 
 
 def parseStep(step):

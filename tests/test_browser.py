@@ -122,6 +122,17 @@ def httpRequests(process):
     return re.findall(rb'"GET ([^ ]+) HTTP/1\.1"', process.output())
 
 
+def assertPushOnly(browser, server, loaded):
+    """
+    Since C{loaded} requests, the server got no HTTP request and the page
+    fetched nothing from the API: everything came over the WebSocket.
+    """
+    assert len(httpRequests(server)) == loaded, httpRequests(server)[loaded:]
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(not re.search(r"/api/", name) for name in resources), resources
+
+
 def test_dashboard_is_live_filters_opens_details_and_never_polls(broker, amqp, processes, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -187,10 +198,7 @@ def test_dashboard_is_live_filters_opens_details_and_never_polls(broker, amqp, p
     browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
 
     # Push only: after the page loaded, not one more HTTP request reached the server.
-    assert len(httpRequests(server)) == loaded, httpRequests(server)[loaded:]
-    resources = browser.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
-    assert all(not re.search(r"/api/", name) for name in resources), resources
+    assertPushOnly(browser, server, loaded)
 
 
 def test_dashboard_says_when_the_connection_drops_and_reconnects(processes, browser):
@@ -355,10 +363,7 @@ def test_a_page_opened_late_shows_the_last_minutes_at_once_and_details_from_the_
     assert chartSegments(browser, "chart-cores")[0] >= first
 
     # Push only: not one HTTP request after the page loaded.
-    assert len(httpRequests(server)) == loaded, httpRequests(server)[loaded:]
-    resources = browser.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
-    assert all(not re.search(r"/api/", name) for name in resources), resources
+    assertPushOnly(browser, server, loaded)
 
 
 def test_dashboard_fits_a_phone_and_is_reachable_from_the_keyboard(processes, browser):
