@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
+from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
@@ -22,22 +23,90 @@ MAX_FULL_HISTORY_HOSTS = 50
 RECENT_ANALYSES_PER_HOST = 32
 
 
+class HostIndex:
+    """
+    The hosts the web role knows, by name and by routing word, with their
+    sorted order kept until the set changes: per-host lookups cost the same
+    with 20 hosts or 20,000. At most C{maxHosts} (0: no limit).
+    """
+
+    def __init__(self, maxHosts=0):
+        self.maxHosts = maxHosts
+        self._names = set()
+        self._byWord = {}
+        self._sorted = None
+
+    def __contains__(self, host):
+        return host in self._names
+
+    def __len__(self):
+        return len(self._names)
+
+    def full(self):
+        return 0 < self.maxHosts <= len(self._names)
+
+    def add(self, host):
+        if host in self._names:
+            return
+        self._names.add(host)
+        self._byWord.setdefault(topics.hostWord(host), set()).add(host)
+        self._sorted = None
+
+    def discard(self, host):
+        if host not in self._names:
+            return
+        self._names.discard(host)
+        word = topics.hostWord(host)
+        names = self._byWord.get(word)
+        if names is not None:
+            names.discard(host)
+            if not names:
+                del self._byWord[word]
+        self._sorted = None
+
+    def sorted(self):
+        """
+        Every host, sorted: a list shared until the set changes (do not modify it).
+        """
+        if self._sorted is None:
+            self._sorted = sorted(self._names)
+        return self._sorted
+
+    def resolve(self, nameOrWord):
+        """
+        The host of that name, else every host whose routing word it is.
+        """
+        if nameOrWord in self._names:
+            return [nameOrWord]
+        return sorted(self._byWord.get(nameOrWord, ()))
+
+
 class LatestEvents:
     """
     The latest event of one kind for every host seen, as decoded documents
     and as the bytes received (so they are sent without encoding them again).
+
+    @ivar index: the L{HostIndex} every new host is added to.
     """
 
-    def __init__(self):
+    def __init__(self, index=None):
         self._documents = {}
         self._bodies = {}
+        self.index = index if index is not None else HostIndex()
+        self._sorted = None
 
     def update(self, document, body):
-        self._documents[document["host"]] = document
-        self._bodies[document["host"]] = body
+        host = document["host"]
+        if host not in self._documents:
+            self._sorted = None
+            self.index.add(host)
+        self._documents[host] = document
+        self._bodies[host] = body
 
     def hosts(self):
-        return sorted(self._documents)
+        if self._sorted is None:
+            self._sorted = sorted(self._documents)
+        return list(self._sorted)
 
     def get(self, host):
         return self._documents.get(host)
@@ -56,7 +125,11 @@ class LatestEvents:
         A JSON array of the latest events of C{hosts} (default: all), sorted
         by host, as bytes.
         """
-        hosts = self.hosts() if hosts is None else sorted(h for h in hosts if h in self._bodies)
+        if hosts is None:
+            if self._sorted is None:
+                self._sorted = sorted(self._documents)
+            return b"[" + b",".join([self._bodies[host] for host in self._sorted]) + b"]"
+        hosts = sorted(h for h in hosts if h in self._bodies)
         return b"[" + b",".join(self._bodies[host] for host in hosts) + b"]"
 
 
@@ -72,8 +145,8 @@ class LatestAnalyses(LatestEvents):
     new, but does not replace a newer latest one.
     """
 
-    def __init__(self, recent=RECENT_ANALYSES_PER_HOST):
-        LatestEvents.__init__(self)
+    def __init__(self, recent=RECENT_ANALYSES_PER_HOST, index=None):
+        LatestEvents.__init__(self, index)
         self._recent = {}
         self._recentSize = recent
 
@@ -105,50 +178,196 @@ class LatestAnalyses(LatestEvents):
         return b'{"kind":"snapshot","events":' + self.arrayBody() + b"}"
 
 
+class Snapshot:
+    """
+    A snapshot message frozen at one moment, as a sequence of byte pieces
+    made as they are written: a client that does not read costs the few
+    references frozen here, not a copy of the fleet.
+    """
+
+    def __init__(self, pieces):
+        self._pieces = pieces
+
+    def pieces(self):
+        return self._pieces()
+
+    def body(self):
+        return b"".join(self.pieces())
+
+
+class _WholeMessage:
+    """
+    A message written at once with the flow's C{send} (a snapshot given as
+    bytes, or with no stream to write it in pieces).
+    """
+
+    def __init__(self, body, send):
+        self._body = body
+        self._send = send
+
+    def nextSize(self):
+        return 0 if self._body is None else len(self._body)
+
+    def writeNext(self):
+        body, self._body = self._body, None
+        if body is None:
+            return None
+        self._send(body)
+        return len(body)
+
+
+class _StreamedMessage:
+    """
+    A snapshot written in pieces of about L{CHUNK_SIZE} through a stream
+    (C{begin()}, C{write(chunk)}, C{end()}).
+    """
+
+    def __init__(self, snapshot, stream):
+        self._pieces = snapshot.pieces()
+        self._stream = stream
+        self._begun = False
+
+    def nextSize(self):
+        return CHUNK_SIZE
+
+    def writeNext(self):
+        parts, size = [], 0
+        for piece in self._pieces:
+            parts.append(piece)
+            size += len(piece)
+            if size >= CHUNK_SIZE:
+                break
+        if not self._begun:
+            self._begun = True
+            self._stream.begin()
+        if not parts:
+            self._stream.end()
+            return None
+        chunk = b"".join(parts)
+        self._stream.write(chunk)
+        return len(chunk)
+
+
 class ClientFlow:
     """
     Flow control for one client: an L{IPushProducer} registered on the
-    client's transport. While the transport's buffer is full, only the
-    latest event per key (kind and host) is kept, bounded by the number of
-    hosts; a client paused for longer than C{stallTimeout} seconds is
-    disconnected.
+    client's transport. Snapshots are written in pieces as the client reads
+    them. While the transport's buffer is full (or a snapshot is being
+    written), only the latest event per key (kind and host) is kept,
+    bounded by the number of hosts; a client paused for longer than
+    C{stallTimeout} seconds is disconnected.
 
-    @param send: sends one message (bytes) to the client.
+    @param send: sends one message (whatever L{send} was given) to the client.
     @param disconnect: drops the client.
+    @param budget: the L{resmon.sendbudget.SendBudget} shared by all clients.
+    @param stream: writes one message in pieces: C{begin()}, C{write(bytes)},
+        C{end()}; without it a L{Snapshot} is sent whole with C{send}.
     """
 
     log = Logger()
 
-    def __init__(self, send, disconnect, clock, stallTimeout=DEFAULT_STALL_TIMEOUT):
+    def __init__(self, send, disconnect, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
+                 budget=None, stream=None, name="a client"):
         self._send = send
         self._disconnect = disconnect
         self._clock = clock
         self.stallTimeout = stallTimeout
+        self.budget = budget
+        self.stream = stream
+        self.name = name
         self.paused = False
         self.pending = {}
         self.coalesced = 0
+        self.charged = 0
+        self._message = None
+        self._nextSnapshot = None
         self._stallCall = None
+        self._draining = False
+        self._stopped = False
 
-    def send(self, key, body):
-        if self.paused:
+    @property
+    def busy(self):
+        """
+        Whether a snapshot is being written (nothing else may go in between).
+        """
+        return self._message is not None
+
+    def send(self, key, message):
+        if self._stopped:
+            return
+        if self.paused or self._message is not None or self._nextSnapshot is not None or self.pending:
             if key in self.pending:
                 self.coalesced += 1
-            self.pending[key] = body
+            self.pending[key] = message
+            self._drain()
         else:
-            self._send(body)
+            self._write(self._send, message)
 
     def restart(self, snapshot):
         """
-        Send C{snapshot} ahead of every later event, dropping the events held
-        back so far: the snapshot supersedes them (not the replies to
-        C{history} requests, which it does not answer).
+        Send C{snapshot} (bytes or a L{Snapshot}) ahead of every later event,
+        dropping the events held back so far: the snapshot supersedes them
+        (not the replies to C{history} requests, which it does not answer).
         """
-        if self.paused:
-            replies = {key: body for key, body in self.pending.items()
-                       if isinstance(key, tuple) and key[0] == "history"}
-            self.pending = {_SNAPSHOT: snapshot, **replies}
-        else:
-            self._send(snapshot)
+        self.pending = {key: body for key, body in self.pending.items()
+                        if isinstance(key, tuple) and key[0] == "history"}
+        self._nextSnapshot = snapshot
+        self._drain()
+
+    def budgetAvailable(self):
+        self._drain()
+
+    def _drain(self):
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while not self.paused and not self._stopped:
+                if self._message is None and self._nextSnapshot is not None:
+                    snapshot, self._nextSnapshot = self._nextSnapshot, None
+                    if isinstance(snapshot, Snapshot) and self.stream is not None:
+                        self._message = _StreamedMessage(snapshot, self.stream)
+                    else:
+                        body = snapshot.body() if isinstance(snapshot, Snapshot) else snapshot
+                        self._message = _WholeMessage(body, self._send)
+                if self._message is not None:
+                    size = self._message.nextSize()
+                    if self.budget is not None and not self.budget.allows(size):
+                        self.budget.wait(self, size)
+                        return
+                    before = self.paused
+                    written = self._message.writeNext()
+                    if written is None:
+                        self._message = None
+                    else:
+                        self._charge(before, written)
+                    continue
+                if not self.pending:
+                    return
+                key = next(iter(self.pending))
+                self._write(self._send, self.pending.pop(key))
+        finally:
+            self._draining = False
+
+    def _write(self, send, message):
+        before = self.paused
+        send(message)
+        self._charge(before, len(message))
+
+    def _charge(self, wasPaused, size):
+        # The write paused the transport: it holds at most HIGH_WATER + size.
+        if self.budget is None or wasPaused or not self.paused or self.charged:
+            return
+        self.charged = HIGH_WATER + size
+        self.budget.charge(self.charged)
+        if self.budget.exceeded:
+            self.budget.dropped(self.name)
+            self._drop()
+
+    def _release(self):
+        if self.budget is not None:
+            charged, self.charged = self.charged, 0
+            self.budget.release(charged)
 
     # IPushProducer
 
@@ -163,15 +382,19 @@ class ClientFlow:
             return
         self.paused = False
         self._cancelStall()
-        pending, self.pending = self.pending, {}
+        self._release()
         # At most one message per key: sent in full even if the buffer fills
         # again meanwhile (later events are then held back behind them).
-        for body in pending.values():
-            self._send(body)
+        self._drain()
 
     def stopProducing(self):
+        self._stopped = True
         self._cancelStall()
         self.pending = {}
+        self._message = self._nextSnapshot = None
+        if self.budget is not None:
+            self.budget.forget(self)
+        self._release()
 
     def _cancelStall(self):
         if self._stallCall is not None and self._stallCall.active():
@@ -182,11 +405,15 @@ class ClientFlow:
         self._stallCall = None
         self.log.warn("client stopped reading for {timeout} s ({pending} updates held back); disconnecting it",
                       timeout=self.stallTimeout, pending=len(self.pending))
-        self.pending = {}
+        if self.budget is not None:
+            self.budget.counters["stalled"] += 1
+        self._drop()
+
+    def _drop(self):
+        self.stopProducing()
         self._disconnect()
 
 
-_SNAPSHOT = object()
 
 
 class EventFanout:
@@ -202,9 +429,13 @@ class EventFanout:
 
     log = Logger()
 
-    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None):
+    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None, maxHosts=0):
+        self.hostIndex = HostIndex(maxHosts)
         self.latest = latest if latest is not None else LatestAnalyses()
-        self.statuses = LatestEvents()
+        self.statuses = LatestEvents(self.hostIndex)
+        self.latest.index = self.hostIndex
+        for host in self.latest.hosts():
+            self.hostIndex.add(host)
         self.history = history
         self.maxBody = maxBody
         self.clients = {}
@@ -224,7 +455,15 @@ class EventFanout:
         from this same fan-out in order, so none is missed or repeated between
         the snapshot and the live events.
         """
-        snapshot = self.snapshotBody(subscription)
+        return self.subscribeStreamed(client, subscription).body()
+
+    def subscribeStreamed(self, client, subscription):
+        """
+        Like L{subscribe}, but the snapshot is a L{Snapshot}, frozen now and
+        made as it is written: the caller holds back later events until it
+        is written (L{ClientFlow} does).
+        """
+        snapshot = self.snapshot(subscription)
         self.attach(client, subscription)
         return snapshot
 
@@ -232,10 +471,11 @@ class EventFanout:
         self.clients.pop(client, None)
 
     def knownHosts(self):
-        hosts = set(self.latest.hosts()) | set(self.statuses.hosts())
-        if self.history is not None:
-            hosts.update(self.history.hosts())
-        return sorted(hosts)
+        """
+        Every host seen, sorted (a list shared until a new host is seen: do
+        not modify it).
+        """
+        return self.hostIndex.sorted()
 
     def resolveHost(self, nameOrWord):
         """
@@ -243,24 +483,43 @@ class EventFanout:
         else every host whose routing word it is (several names can map to
         one word).
         """
-        hosts = self.knownHosts()
-        if nameOrWord in hosts:
-            return [nameOrWord]
-        return [host for host in hosts if topics.hostWord(host) == nameOrWord]
+        return self.hostIndex.resolve(nameOrWord)
+
+    def admitHost(self, host):
+        """
+        Refuse an event of a new host once the host table is full.
+
+        @raise wire.Rejected: C{max-hosts}.
+        """
+        if host not in self.hostIndex and self.hostIndex.full():
+            raise wire.Rejected(
+                "max-hosts", f"{self.hostIndex.maxHosts} hosts known already (--max-hosts)")
 
     def snapshotBody(self, subscription=EVERYTHING):
+        """
+        The snapshot message of C{subscription} as bytes (see L{snapshot}).
+        """
+        return self.snapshot(subscription).body()
+
+    def snapshot(self, subscription=EVERYTHING):
         """
         The snapshot message of C{subscription}: C{subscription} (as
         understood), C{events} (latest analyses), C{statuses} (latest
         statuses) and C{history} (points or overviews per host, one per
-        C{step} seconds), all for matching hosts.
+        C{step} seconds), all for matching hosts, as a L{Snapshot}.
+
+        What it holds is frozen now: the latest bodies (references to the
+        bytes received), and for each host the time of its newest history
+        point; history points are cut out when written, up to that time.
         """
-        hosts = [h for h in self.knownHosts() if subscription.matchesHost(h)]
-        analyses = statuses = b"[]"
-        history = b"{}"
+        hosts = self.knownHosts()
+        if subscription.hosts is not None:
+            hosts = [h for h in hosts if subscription.matchesHost(h)]
+        analyses = statuses = ()
+        history = None
         described = subscription.describe()
         if topics.ANALYSIS in subscription.events:
-            analyses = self.latest.arrayBody(hosts)
+            analyses = [body for body in map(self.latest.body, hosts) if body is not None]
             form, step = subscription.historyForm, subscription.step
             if form == FULL and len(hosts) > MAX_FULL_HISTORY_HOSTS:
                 form, step = OVERVIEW, max(step, DEFAULT_OVERVIEW_STEP)
@@ -269,13 +528,23 @@ class EventFanout:
                     "this is the overview: ask for fewer hosts, or one host's history"))
             if form is not None and self.history is not None:
                 self.history.expire()
-                history = self.history.historyBody(hosts, subscription.since, step, form)
+                history = self.history.frozen(hosts, subscription.since, step, form)
         if topics.STATUS in subscription.events:
-            statuses = self.statuses.arrayBody(hosts)
-        return b"".join([
-            b'{"kind":"snapshot","subscription":', encodeJSON(described),
-            b',"events":', analyses, b',"statuses":', statuses, b',"history":', history, b"}",
-        ])
+            statuses = [body for body in map(self.statuses.body, hosts) if body is not None]
+        head = b'{"kind":"snapshot","subscription":' + encodeJSON(described) + b',"events":'
+
+        def pieces():
+            yield head
+            yield from _arrayPieces(analyses)
+            yield b',"statuses":'
+            yield from _arrayPieces(statuses)
+            yield b',"history":'
+            if history is None:
+                yield b"{}"
+            else:
+                yield from history.pieces()
+            yield b"}"
+        return Snapshot(pieces)
 
     def historyReplyBody(self, host, step=0):
         """
@@ -292,6 +561,7 @@ class EventFanout:
     def eventReceived(self, routingKey, body):
         try:
             document = wire.decodeEvent(routingKey, body, self.maxBody)
+            self.admitHost(document["host"])
             if document["kind"] == topics.STATUS:
                 status = document.get("status")
                 if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
@@ -323,6 +593,17 @@ class EventFanout:
                     self.detach(client)
                     continue
                 self.counters["sent"] += 1
+
+
+def _arrayPieces(bodies):
+    yield b"["
+    first = True
+    for body in bodies:
+        if not first:
+            yield b","
+        first = False
+        yield body
+    yield b"]"
 
 
 def _olderThan(document, other):

@@ -119,13 +119,15 @@ def overviewPoint(encoded):
         b",", encoded[memAt + len(_MEM):coresAt], b"]"])
 
 
-def sampledIndexes(times, start, step):
+def sampledIndexes(times, start, step, end=None):
     """
-    The indexes from C{start} on of the points to keep at one per C{step}
-    seconds: the last point of each bucket C{[k * step, (k + 1) * step)};
-    every index if C{step} is 0. C{times} is sorted.
+    The indexes from C{start} on (up to C{end}, default all) of the points
+    to keep at one per C{step} seconds: the last point of each bucket
+    C{[k * step, (k + 1) * step)}; every index if C{step} is 0. C{times} is
+    sorted.
     """
-    end = len(times)
+    if end is None:
+        end = len(times)
     if step <= 0:
         return range(start, end)
     kept = []
@@ -242,33 +244,37 @@ class FleetHistory:
     def pointCount(self):
         return sum(len(history.points) for history in self._hosts.values())
 
-    def encodedPoints(self, host, since=None, step=0):
+    def encodedPoints(self, host, since=None, step=0, until=None):
         """
         The encoded points of C{host}, oldest first; only those with a C{ts}
-        after C{since} if given; at most one per C{step} seconds (the last of
-        each C{step}-long bucket of time) if C{step} is not 0.
+        after C{since} if given (and not after C{until}); at most one per
+        C{step} seconds (the last of each C{step}-long bucket of time) if
+        C{step} is not 0.
         """
         history = self._hosts.get(host)
         if history is None:
             return []
         points, times = history.points, history.times
         start = 0 if since is None else bisect_right(times, since)
+        end = len(times) if until is None else bisect_right(times, until)
         if step <= 0:
-            return points[start:]
-        return [points[i] for i in sampledIndexes(times, start, step)]
+            return points[start:end]
+        return [points[i] for i in sampledIndexes(times, start, step, end)]
 
-    def pointsBody(self, host, since=None, step=0, form=FULL):
+    def pointsBody(self, host, since=None, step=0, form=FULL, until=None):
         """
         The JSON array of C{host}'s points, as bytes: full points, or
-        C{[ts,cpu,mem]} arrays if C{form} is L{OVERVIEW}.
+        C{[ts,cpu,mem]} arrays if C{form} is L{OVERVIEW}; none after C{until}.
         """
         history = self._hosts.get(host)
         ready = self.overviewStep > 0 and step == self.overviewStep
         if form == OVERVIEW and ready and history is not None:
-            start = 0 if since is None else bisect_right(history.overviewTimes, since)
-            points = history.overview[start:]
+            times = history.overviewTimes
+            start = 0 if since is None else bisect_right(times, since)
+            end = len(times) if until is None else bisect_right(times, until)
+            points = history.overview[start:end]
         else:
-            points = self.encodedPoints(host, since, step)
+            points = self.encodedPoints(host, since, step, until)
             if form == OVERVIEW:
                 points = [overviewPoint(p) for p in points]
         return b"[" + b",".join(points) + b"]"
@@ -282,6 +288,40 @@ class FleetHistory:
             _key(host) + self.pointsBody(host, since, step, form)
             for host in hosts if host in self._hosts
         ) + b"}"
+
+    def frozen(self, hosts, since=None, step=0, form=FULL):
+        """
+        The history object of L{historyBody} for C{hosts} as it is now, made
+        later: C{pieces()} cuts each host's points out when asked, leaving
+        out points added since (those reach the client as live events) and
+        hosts forgotten since.
+        """
+        names, cutoffs = [], array("d")
+        for host in hosts:
+            history = self._hosts.get(host)
+            if history is not None and history.times:
+                names.append(host)
+                cutoffs.append(history.times[-1])
+        return _FrozenHistory(self, names, cutoffs, since, step, form)
+
+
+class _FrozenHistory:
+    def __init__(self, history, names, cutoffs, since, step, form):
+        self._history = history
+        self._names = names
+        self._cutoffs = cutoffs
+        self._since, self._step, self._form = since, step, form
+
+    def pieces(self):
+        yield b"{"
+        first = True
+        for host, until in zip(self._names, self._cutoffs):
+            if host not in self._history:
+                continue
+            body = self._history.pointsBody(host, self._since, self._step, self._form, until)
+            yield (b"" if first else b",") + _key(host) + body
+            first = False
+        yield b"}"
 
 
 def _key(host):

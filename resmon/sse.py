@@ -27,15 +27,53 @@ def eventFrame(kind, body):
         b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
+class _Event:
+    """
+    An event held for one client: framed only when it is written, so the
+    events held back for many clients share the bytes received.
+    """
+
+    __slots__ = ("kind", "body")
+
+    def __init__(self, kind, body):
+        self.kind = kind
+        self.body = body
+
+    def __len__(self):
+        return len(self.body)
+
+
+class _SnapshotStream:
+    """
+    Writes the snapshot event in pieces: its JSON is one C{data:} line (the
+    line breaks the bodies may hold are JSON white space, written as spaces).
+    """
+
+    def __init__(self, request):
+        self._request = request
+
+    def begin(self):
+        self._request.write(b"event: snapshot\ndata: ")
+
+    def write(self, chunk):
+        if b"\n" in chunk or b"\r" in chunk:
+            chunk = chunk.replace(b"\r", b" ").replace(b"\n", b" ")
+        self._request.write(chunk)
+
+    def end(self):
+        self._request.write(b"\n\n")
+
+
 class EventStream:
     """
     One SSE client: a fan-out client writing to one HTTP response, which it
     never finishes on its own.
     """
 
-    def __init__(self, request, clock, stallTimeout, keepAlive):
+    def __init__(self, request, clock, stallTimeout, keepAlive, budget=None):
         self.request = request
-        self.flow = ClientFlow(request.write, self._abort, clock, stallTimeout)
+        self.flow = ClientFlow(self._write, self._abort, clock, stallTimeout, budget=budget,
+                               stream=_SnapshotStream(request), name="event stream client")
         self._keepAlive = LoopingCall(self._ping)
         self._keepAlive.clock = clock
         self._keepAliveInterval = keepAlive
@@ -46,12 +84,17 @@ class EventStream:
         self._fanout = fanout
         self.request.registerProducer(self.flow, True)
         self.request.write(b"retry: %d\n\n" % (RECONNECT_DELAY_MS,))
-        self.flow.restart(eventFrame("snapshot", fanout.subscribe(self, subscription)))
+        self.flow.restart(fanout.subscribeStreamed(self, subscription))
         self._keepAlive.start(self._keepAliveInterval, now=False)
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
-        self.flow.send((document["kind"], document["host"]), eventFrame(document["kind"], body))
+        self.flow.send((document["kind"], document["host"]), _Event(document["kind"], body))
+
+    def _write(self, message):
+        if isinstance(message, _Event):
+            message = eventFrame(message.kind, message.body)
+        self.request.write(message)
 
     def close(self):
         """
@@ -64,7 +107,8 @@ class EventStream:
         self.request.finish()
 
     def _ping(self):
-        if not self.flow.paused:
+        # Never in the middle of the snapshot's data line.
+        if not self.flow.paused and not self.flow.busy:
             self.request.write(KEEPALIVE_COMMENT)
 
     def _abort(self):
@@ -94,9 +138,10 @@ class EventStreamResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
-                 keepAlive=DEFAULT_KEEPALIVE):
+                 keepAlive=DEFAULT_KEEPALIVE, budget=None):
         resource.Resource.__init__(self)
         self.fanout = fanout
+        self.budget = budget
         self.clock = clock
         self.stallTimeout = stallTimeout
         self.keepAlive = keepAlive
@@ -114,7 +159,7 @@ class EventStreamResource(resource.Resource):
             request.setHeader(b"content-type", b"application/json")
             return encodeJSON({"error": str(e)})
         self._headers(request)
-        stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive)
+        stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive, self.budget)
         self.streams.add(stream)
         stream.finished.addBoth(lambda result: self.streams.discard(stream))
         stream.start(self.fanout, subscription)

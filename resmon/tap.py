@@ -127,6 +127,21 @@ class Options(usage.Options):
          "Seconds an HTTP connection may stay silent before its request is complete; a "
          "WebSocket handshake that never finishes is dropped after it."],
         ["stats-interval", None, "60", "Seconds between two log lines with counters."],
+        ["max-clients", None, "1000",
+         "Web role: connections served at once (HTTP requests, event streams and WebSockets "
+         "alike); more are answered 503 with Retry-After and closed."],
+        ["max-clients-per-address", None, "50",
+         "Web role: connections served at once from one IP address (a proxy in front counts "
+         "as one); more are answered 503 with Retry-After and closed."],
+        ["max-queued-mib", None, "64",
+         "Web role: MiB queued to all WebSocket and event stream clients that stopped "
+         "reading; beyond it snapshots wait and a client that stops reading is dropped."],
+        ["header-timeout", None, "10",
+         "Web role: seconds a client has to send a whole request (line, headers and body) once "
+         "connected or after the previous answer; slower ones get a 408 and are closed."],
+        ["max-hosts", None, "10000",
+         "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
+         "and counted, known hosts keep updating."],
     ]
 
     compData = usage.Completions(
@@ -239,6 +254,11 @@ class Options(usage.Options):
         self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
         self["ping-interval"] = _number(self, "ping-interval", float, 0.5, 3600)
         self["idle-timeout"] = _number(self, "idle-timeout", float, 0.5, 86400)
+        self["max-clients"] = _number(self, "max-clients", int, 1, 1_000_000)
+        self["max-clients-per-address"] = _number(self, "max-clients-per-address", int, 1, 1_000_000)
+        self["max-queued-mib"] = _number(self, "max-queued-mib", float, 1, 1024 * 1024)
+        self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
+        self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         usageOptions = self["analyzer-options"].setdefault("usage", {})
@@ -372,4 +392,8 @@ def _makeWeb(options, bus, reactor):
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
                       statsInterval=options["stats-interval"],
-                      origins=OriginPolicy(options["allowed-origins"]))
+                      origins=OriginPolicy(options["allowed-origins"]),
+                      maxClients=options["max-clients"],
+                      maxClientsPerAddress=options["max-clients-per-address"],
+                      maxQueued=int(options["max-queued-mib"] * 1024 * 1024),
+                      headerTimeout=options["header-timeout"], maxHosts=options["max-hosts"])

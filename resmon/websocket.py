@@ -66,7 +66,8 @@ class DashboardProtocol(WebSocketServerProtocol):
         self.flow = ClientFlow(
             self._sendIfOpen,
             lambda: self.dropConnection(abort=True),
-            self.factory.clock, self.factory.stallTimeout)
+            self.factory.clock, self.factory.stallTimeout,
+            budget=self.factory.budget, stream=_MessageFrames(self), name="WebSocket client")
         transport = self.transport
         if getattr(transport, "producer", None) is not None:
             # twisted.web's HTTP channel was the producer before the upgrade.
@@ -81,7 +82,7 @@ class DashboardProtocol(WebSocketServerProtocol):
             self.sendMessage(body, isBinary=False)
 
     def subscribe(self, subscription):
-        self.flow.restart(self.factory.fanout.subscribe(self, subscription))
+        self.flow.restart(self.factory.fanout.subscribeStreamed(self, subscription))
 
     def sendEvent(self, document, body):
         self.flow.send((document["kind"], document["host"]), body)
@@ -148,6 +149,25 @@ class DashboardProtocol(WebSocketServerProtocol):
             flow.stopProducing()
 
 
+class _MessageFrames:
+    """
+    Writes a snapshot as one text message in several frames, as the client
+    reads (the frames of one message cannot be interleaved with others).
+    """
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def begin(self):
+        self._protocol.beginMessage(isBinary=False)
+
+    def write(self, chunk):
+        self._protocol.sendMessageFrame(chunk)
+
+    def end(self):
+        self._protocol.endMessage()
+
+
 class DashboardFactory(WebSocketServerFactory):
     """
     Builds L{DashboardProtocol}s attached to C{fanout}.
@@ -163,8 +183,10 @@ class DashboardFactory(WebSocketServerFactory):
     protocol = DashboardProtocol
 
     def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0,
-                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None):
+                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None,
+                 budget=None):
         WebSocketServerFactory.__init__(self)
+        self.budget = budget
         self.origins = origins if origins is not None else OriginPolicy()
         self.originsRefused = 0
         self.fanout = fanout

@@ -355,6 +355,11 @@ def _websocket(fanout, params=None):
     protocol = factory.buildProtocol(None)
     sent = []
     protocol.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
+    # A snapshot goes out as the frames of one message.
+    frames = []
+    protocol.beginMessage = lambda isBinary=False: frames.clear()
+    protocol.sendMessageFrame = frames.append
+    protocol.endMessage = lambda: sent.append(json.loads(b"".join(frames)))
     protocol.sendClose = lambda code=None, reason=None: sent.append(("close", code))
     protocol._fail_connection = lambda code=None, reason=None: sent.append(("close", code))
     protocol.transport = StringTransport()

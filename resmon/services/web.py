@@ -9,12 +9,15 @@ import os
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.logger import Logger
-from twisted.web import server, static
 
 from resmon import topics
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.httpapi import apiResource
+from resmon.httplimits import (
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_ADDRESS, ConnectionLimits,
+    LimitedSite, WebRootFile)
+from resmon.sendbudget import DEFAULT_MAX_QUEUED, SendBudget
 from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
 from resmon.websocket import DashboardFactory
 
@@ -24,6 +27,7 @@ MAX_EXPIRE_INTERVAL = 60.0
 
 DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_HOSTS = 10_000
 
 def webRoot():
     """
@@ -39,7 +43,8 @@ def webRoot():
 
 def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
               keepAlive=DEFAULT_KEEPALIVE, pingInterval=DEFAULT_PING_INTERVAL,
-              idleTimeout=DEFAULT_IDLE_TIMEOUT, origins=None):
+              idleTimeout=DEFAULT_IDLE_TIMEOUT, origins=None, budget=None,
+              headerTimeout=DEFAULT_HEADER_TIMEOUT):
     """
     The Site: static files at C{/}, the WebSocket at C{/ws}, the API and
     the event stream at C{/api}. Its C{eventStreams} is the
@@ -52,14 +57,20 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
         its request is complete (a handshake that never finishes).
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
+    @param budget: the L{SendBudget} of bytes queued to all WebSocket and
+        event stream clients (default: L{DEFAULT_MAX_QUEUED}); the Site's
+        C{budget}.
+    @param headerTimeout: seconds a client has to send each request.
     """
-    streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
-    top = static.File(root or webRoot())
+    budget = budget if budget is not None else SendBudget(DEFAULT_MAX_QUEUED)
+    streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive, budget=budget)
+    top = WebRootFile(root or webRoot())
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
-                                  origins=origins)
+                                  origins=origins, budget=budget)
     top.putChild(b"ws", WebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams))
-    site = server.Site(top, reactor=clock, timeout=idleTimeout)
+    site = LimitedSite(top, headerTimeout=headerTimeout, reactor=clock, timeout=idleTimeout)
+    site.budget = budget
     site.displayTracebacks = False
     site.eventStreams = streams
     site.websockets = websockets
@@ -76,6 +87,12 @@ class WebService(service.MultiService):
     @param historyPoints: most history points kept per host.
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
+    @param maxClients: connections served at once (HTTP, event streams and
+        WebSockets); C{maxClientsPerAddress}: from one address.
+    @param maxQueued: bytes queued to all clients that stopped reading.
+    @param headerTimeout: seconds a client has to send each request.
+    @param maxHosts: hosts the web role keeps; events of new ones beyond are
+        rejected (C{max-hosts}).
     """
 
     name = "web"
@@ -84,14 +101,19 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0, origins=None):
+                 statsInterval=60.0, origins=None, maxClients=DEFAULT_MAX_CLIENTS,
+                 maxClientsPerAddress=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
+                 maxQueued=DEFAULT_MAX_QUEUED, headerTimeout=DEFAULT_HEADER_TIMEOUT,
+                 maxHosts=DEFAULT_MAX_HOSTS):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
-        self.fanout = EventFanout(history=self.history)
+        self.fanout = EventFanout(history=self.history, maxHosts=maxHosts)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
-                              idleTimeout=idleTimeout, origins=origins)
+                              idleTimeout=idleTimeout, origins=origins,
+                              budget=SendBudget(maxQueued), headerTimeout=headerTimeout)
+        self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
@@ -100,7 +122,7 @@ class WebService(service.MultiService):
         stats = internet.TimerService(statsInterval, self.logStats)
         stats.clock = clock
         stats.setServiceParent(self)
-        strports.service(listen, self.site).setServiceParent(self)
+        strports.service(listen, self.connections).setServiceParent(self)
 
     def startService(self):
         self._subscription = self.bus.subscribe(
@@ -119,6 +141,15 @@ class WebService(service.MultiService):
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
             **fanout.counters)
+        budget, connections = self.site.budget, self.connections
+        refused = connections.refused + self.site.refused
+        self.log.info(
+            "{connections} connections, {hosts} hosts; {queued} bytes queued to clients (peak {peak}, "
+            "budget {limit}); {waited} snapshot pieces waited for room, {dropped} clients dropped at "
+            "the budget, {stalled} for not reading; refused: {refusedReasons}",
+            connections=connections.connections, hosts=len(fanout.hostIndex), queued=budget.queued,
+            peak=budget.peak, limit=budget.limit, refusedReasons=", ".join(
+                f"{k}: {v}" for k, v in sorted(refused.items())) or "none", **budget.counters)
 
     def stopService(self):
         # End event streams first, so `curl -N` sees the end of the response.
