@@ -262,13 +262,16 @@ class ClientFlow:
     @param budget: the L{resmon.sendbudget.SendBudget} shared by all clients.
     @param stream: writes one message in pieces: C{begin()}, C{write(bytes)},
         C{end()}; without it a L{Snapshot} is sent whole with C{send}.
+    @param sendKeyed: sends one event given its key and message (default:
+        C{send(message)}), so what is held back needs no object per client.
     """
 
     log = Logger()
 
     def __init__(self, send, disconnect, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
-                 budget=None, stream=None, name="a client"):
+                 budget=None, stream=None, name="a client", sendKeyed=None):
         self._send = send
+        self._sendKeyed = sendKeyed if sendKeyed is not None else (lambda key, message: send(message))
         self._disconnect = disconnect
         self._clock = clock
         self.stallTimeout = stallTimeout
@@ -301,7 +304,7 @@ class ClientFlow:
             self.pending[key] = message
             self._drain()
         else:
-            self._write(self._send, message)
+            self._write(key, message)
 
     def restart(self, snapshot):
         """
@@ -345,13 +348,13 @@ class ClientFlow:
                 if not self.pending:
                     return
                 key = next(iter(self.pending))
-                self._write(self._send, self.pending.pop(key))
+                self._write(key, self.pending.pop(key))
         finally:
             self._draining = False
 
-    def _write(self, send, message):
+    def _write(self, key, message):
         before = self.paused
-        send(message)
+        self._sendKeyed(key, message)
         self._charge(before, len(message))
 
     def _charge(self, wasPaused, size):
@@ -441,6 +444,7 @@ class EventFanout:
         self.clients = {}
         self.rejected = Counter()
         self.counters = {"received": 0, "duplicates": 0, "sent": 0}
+        self._eventKeys = {}
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -469,6 +473,14 @@ class EventFanout:
 
     def detach(self, client):
         self.clients.pop(client, None)
+
+    def eventKey(self, document):
+        """
+        C{(kind, host)} of an event: one tuple per host and kind, shared by
+        every client that holds the event back.
+        """
+        key = (document["kind"], document["host"])
+        return self._eventKeys.setdefault(key, key)
 
     def knownHosts(self):
         """

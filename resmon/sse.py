@@ -27,22 +27,6 @@ def eventFrame(kind, body):
         b"data: " + line + b"\n" for line in lines) + b"\n"
 
 
-class _Event:
-    """
-    An event held for one client: framed only when it is written, so the
-    events held back for many clients share the bytes received.
-    """
-
-    __slots__ = ("kind", "body")
-
-    def __init__(self, kind, body):
-        self.kind = kind
-        self.body = body
-
-    def __len__(self):
-        return len(self.body)
-
-
 class _SnapshotStream:
     """
     Writes the snapshot event in pieces: its JSON is one C{data:} line (the
@@ -72,8 +56,9 @@ class EventStream:
 
     def __init__(self, request, clock, stallTimeout, keepAlive, budget=None):
         self.request = request
-        self.flow = ClientFlow(self._write, self._abort, clock, stallTimeout, budget=budget,
-                               stream=_SnapshotStream(request), name="event stream client")
+        self.flow = ClientFlow(request.write, self._abort, clock, stallTimeout, budget=budget,
+                               stream=_SnapshotStream(request), name="event stream client",
+                               sendKeyed=self._writeEvent)
         self._keepAlive = LoopingCall(self._ping)
         self._keepAlive.clock = clock
         self._keepAliveInterval = keepAlive
@@ -89,12 +74,11 @@ class EventStream:
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
-        self.flow.send((document["kind"], document["host"]), _Event(document["kind"], body))
+        # Held back as the bytes received, framed only when written.
+        self.flow.send(self._fanout.eventKey(document), body)
 
-    def _write(self, message):
-        if isinstance(message, _Event):
-            message = eventFrame(message.kind, message.body)
-        self.request.write(message)
+    def _writeEvent(self, key, body):
+        self.request.write(eventFrame(key[0], body))
 
     def close(self):
         """

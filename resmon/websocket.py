@@ -85,7 +85,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         self.flow.restart(self.factory.fanout.subscribeStreamed(self, subscription))
 
     def sendEvent(self, document, body):
-        self.flow.send((document["kind"], document["host"]), body)
+        self.flow.send(self.factory.fanout.eventKey(document), body)
 
     def onMessage(self, payload, isBinary):
         if isBinary:

@@ -4,6 +4,8 @@ Server-Sent Events client, the dashboard's static files and the JSON API, on
 one twisted.web Site.
 """
 
+import ctypes
+import ctypes.util
 import os
 
 from autobahn.twisted.resource import WebSocketResource
@@ -20,6 +22,9 @@ from resmon.httplimits import (
 from resmon.sendbudget import DEFAULT_MAX_QUEUED, SendBudget
 from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
 from resmon.websocket import DashboardFactory
+
+# Seconds between two checks whether clients left (and their memory can go back).
+TRIM_INTERVAL = 10.0
 
 # Most seconds between two sweeps for hosts no longer seen.
 MAX_EXPIRE_INTERVAL = 60.0
@@ -39,6 +44,16 @@ def webRoot():
     if os.path.isdir(installed):
         return installed
     return os.path.join(os.path.dirname(here), "web")
+
+
+def _mallocTrim():
+    """
+    glibc's C{malloc_trim}, or L{None} elsewhere.
+    """
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
@@ -119,6 +134,13 @@ class WebService(service.MultiService):
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
         expiry.clock = clock
         expiry.setServiceParent(self)
+        # The buffers of many clients that left are freed among long-lived
+        # objects: glibc keeps those pages unless asked to give them back.
+        self._mallocTrim = _mallocTrim()
+        self._connectionsSeen = 0
+        trim = internet.TimerService(TRIM_INTERVAL, self.releaseMemoryOfClientsGone)
+        trim.clock = clock
+        trim.setServiceParent(self)
         stats = internet.TimerService(statsInterval, self.logStats)
         stats.clock = clock
         stats.setServiceParent(self)
@@ -130,6 +152,15 @@ class WebService(service.MultiService):
             prefetch=1000)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
+
+    def releaseMemoryOfClientsGone(self):
+        """
+        Give freed memory back to the system once connections have closed.
+        """
+        connections = self.connections.connections
+        if connections < self._connectionsSeen and self._mallocTrim is not None:
+            self._mallocTrim(0)
+        self._connectionsSeen = connections
 
     def logStats(self):
         fanout = self.fanout
