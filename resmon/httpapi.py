@@ -14,6 +14,13 @@ from resmon.subscriptions import InvalidSubscription, parseStep
 class JSONResource(resource.Resource):
     isLeaf = True
 
+    def render(self, request):
+        try:
+            return resource.Resource.render(self, request)
+        except resource.UnsupportedMethod as e:
+            request.setHeader(b"allow", b", ".join(e.allowedMethods))
+            return self.renderJSON(request, {"error": "method not allowed"}, 405)
+
     def renderJSON(self, request, document, code=200):
         return self.renderBody(request, encodeJSON(document), code)
 
@@ -94,11 +101,28 @@ def _number(value):
         return math.nan
 
 
+class APIRoot(resource.Resource):
+    """
+    C{/api}: its children, and a JSON 404 for anything else.
+    """
+
+    def getChild(self, path, request):
+        return _JSONNotFound()
+
+    def render(self, request):
+        return _JSONNotFound().render(request)
+
+
+class _JSONNotFound(JSONResource):
+    def render(self, request):
+        return self.renderJSON(request, {"error": "not found"}, 404)
+
+
 def apiResource(fanout, streams):
     """
     The C{/api} resource tree; C{streams} is the L{EventStreamResource}.
     """
-    api = resource.Resource()
+    api = APIRoot()
     api.putChild(b"hosts", HostsResource(fanout))
     api.putChild(b"stream", streams)
     return api

@@ -285,6 +285,10 @@ class WebRootFile(static.File):
         if b"\x00" in path or b"/" in path or b"\\" in path:
             return _notFound()
         try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return _notFound()
+        try:
             child = static.File.getChild(self, path, request)
         except (ValueError, OSError, UnicodeError):
             return _notFound()

@@ -22,6 +22,8 @@ HISTORY_OVERVIEW = OVERVIEW
 # (at most 91 [ts, cpu, mem] per host for 15 minutes).
 DEFAULT_HISTORY = HISTORY_OVERVIEW
 MAX_STEP = 86400.0
+# A smaller step than this divides a time into numbers too large for a float.
+MIN_STEP = 0.001
 # Cached pattern results per subscription; beyond this the cache is dropped.
 _MATCH_CACHE_SIZE = 100_000
 
@@ -185,12 +187,14 @@ def _strings(message, field, what):
 
 def parseStep(step):
     """
-    A history step: a number of seconds from 0 (every point) to C{MAX_STEP}.
+    A history step: 0 (every point), or a number of seconds from C{MIN_STEP}
+    to C{MAX_STEP}.
 
     @raise InvalidSubscription: for anything else.
     """
-    if not _isNumber(step) or not 0 <= step <= MAX_STEP:
-        raise InvalidSubscription(f"step: expected a number of seconds from 0 to {MAX_STEP:.0f}")
+    if not _isNumber(step) or not (step == 0 or MIN_STEP <= step <= MAX_STEP):
+        raise InvalidSubscription(
+            f"step: expected a number of seconds: 0 (every point) or {MIN_STEP:g} to {MAX_STEP:.0f}")
     return step
 
 
