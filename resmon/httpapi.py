@@ -5,9 +5,9 @@ C{/api/hosts/<host>/history}, and the event stream C{/api/stream}.
 
 import math
 
-from twisted.web import resource
+from twisted.web import resource, server
 
-from resmon.fanout import encodeJSON
+from resmon.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot, encodeJSON
 from resmon.subscriptions import InvalidSubscription, parseStep
 
 
@@ -40,18 +40,19 @@ class HostsResource(JSONResource):
     C{<host>} is the host's name (URL-encoded) or its routing word.
     """
 
-    def __init__(self, fanout):
+    def __init__(self, fanout, clock=None, stallTimeout=DEFAULT_STALL_TIMEOUT, budget=None):
         JSONResource.__init__(self)
         self.fanout = fanout
+        self.clock = clock
+        self.stallTimeout = stallTimeout
+        self.budget = budget
 
     def render_GET(self, request):
         path = request.postpath
         if path and path[-1] == b"":
             path = path[:-1]
         if not path:
-            return self.renderBody(
-                request, b'{"hosts":' + self.fanout.latest.arrayBody()
-                + b',"statuses":' + self.fanout.statuses.arrayBody() + b"}")
+            return self._everyHost(request)
         if len(path) > 2 or (len(path) == 2 and path[1] != b"history"):
             return self.renderJSON(request, {"error": "not found"}, 404)
         try:
@@ -73,6 +74,30 @@ class HostsResource(JSONResource):
             b',"analysis":', self.fanout.latest.body(host) or b"null",
             b',"status":', self.fanout.statuses.body(host) or b"null", b"}"]))
 
+    def _everyHost(self, request):
+        """
+        Every host's latest analysis and status, written as the client reads
+        (the whole fleet can be tens of MB): the bodies are frozen now.
+        """
+        fanout = self.fanout
+        hosts = fanout.knownHosts()
+        analyses = [body for body in map(fanout.latest.body, hosts) if body is not None]
+        statuses = [body for body in map(fanout.statuses.body, hosts) if body is not None]
+
+        def pieces():
+            yield b'{"hosts":['
+            for i, body in enumerate(analyses):
+                yield b"," + body if i else body
+            yield b'],"statuses":['
+            for i, body in enumerate(statuses):
+                yield b"," + body if i else body
+            yield b"]}"
+        self.renderBody(request, b"")
+        if self.clock is None:
+            return b"".join(pieces())
+        _ResponseBody(request, self.clock, self.stallTimeout, self.budget).start(Snapshot(pieces))
+        return server.NOT_DONE_YET
+
     def _history(self, request, host):
         since = _number(request.args.get(b"since", [None])[0])
         if since is not None and not math.isfinite(since):
@@ -87,6 +112,39 @@ class HostsResource(JSONResource):
         return self.renderBody(request, b"".join([
             b'{"host":', encodeJSON(host), b',"window":', encodeJSON(window),
             b',"step":', encodeJSON(step), b',"points":', points, b"}"]))
+
+
+class _ResponseBody:
+    """
+    Writes one response body through a L{ClientFlow}: in pieces, as the
+    client reads, within the budget of bytes queued to clients.
+    """
+
+    def __init__(self, request, clock, stallTimeout, budget):
+        self.request = request
+        self.flow = ClientFlow(request.write, self._abort, clock, stallTimeout, budget=budget,
+                               stream=self, name="HTTP client")
+
+    def start(self, snapshot):
+        self.request.registerProducer(self.flow, True)
+        self.request.notifyFinish().addErrback(lambda failure: self.flow.stopProducing())
+        self.flow.restart(snapshot)
+
+    def begin(self):
+        pass
+
+    def write(self, chunk):
+        self.request.write(chunk)
+
+    def end(self):
+        self.flow.stopProducing()
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def _abort(self):
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
 
 
 def _number(value):
@@ -118,11 +176,13 @@ class _JSONNotFound(JSONResource):
         return self.renderJSON(request, {"error": "not found"}, 404)
 
 
-def apiResource(fanout, streams):
+def apiResource(fanout, streams, clock=None, budget=None):
     """
     The C{/api} resource tree; C{streams} is the L{EventStreamResource}.
+    With a C{clock}, C{/api/hosts} is written as the client reads, within
+    C{budget}.
     """
     api = APIRoot()
-    api.putChild(b"hosts", HostsResource(fanout))
+    api.putChild(b"hosts", HostsResource(fanout, clock, streams.stallTimeout, budget))
     api.putChild(b"stream", streams)
     return api

@@ -330,3 +330,28 @@ def test_odd_paths_and_queries_get_400_or_404_never_500(twistd):
     code, _, body = yield _get(port, "/api/hosts/odd.host/history?step=0.001")
     assert code == 200 and json.loads(body)["points"]
     assert b"Traceback" not in web.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_new_hosts_beyond_max_hosts_are_refused_and_known_ones_keep_updating(broker, amqp, twistd):
+    exchange, port = amqp.names["exchange"], freePort()
+    web = twistd("limits-hosts", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                 f"--port={port}", "--interface=127.0.0.1", "--max-hosts=1000", "--stats-interval=1")
+    yield web.waitForOutput(b"consuming #.analysis")
+    hosts = [f"cap-{i:04d}.example" for i in range(1200)]
+    for host in hosts:
+        amqp.publish(exchange, f"{hostWord(host)}.analysis", _analysis(host, 0))
+    yield web.waitForOutput(b"rejected (max-hosts: 200)", timeout=30)
+    amqp.publish(exchange, f"{hostWord(hosts[0])}.analysis", _analysis(hosts[0], 1))
+
+    @defer.inlineCallbacks
+    def updated():
+        code, _, body = yield _get(port, f"/api/hosts/{hosts[0]}")
+        return code == 200 and json.loads(body)["analysis"]["seq"] == 1
+    yield _waitFor(updated, 10, "the first host's next analysis")
+    code, _, body = yield _get(port, "/api/hosts")
+    assert code == 200
+    assert [a["host"] for a in json.loads(body)["hosts"]] == hosts[:1000]
+    code, _, body = yield _get(port, f"/api/hosts/{hosts[-1]}")
+    assert code == 404
+    assert b"max-hosts: 1000 hosts known already (--max-hosts)" in web.output

@@ -844,3 +844,155 @@ def test_a_handshake_from_a_page_of_another_origin_is_refused_with_403():
     for bad in ("ftp://x", "https://x/path", "https://u:p@x", "x"):
         with pytest.raises(ValueError):
             normalizeOrigin(bad)
+
+
+# The host index and the host cap
+
+
+def test_the_host_index_resolves_names_and_routing_words_without_scanning_the_fleet():
+    from resmon.fanout import HostIndex
+    index = HostIndex()
+    for host in ("web-01.dc1", "web-01_dc1", "db.dc2", "a"):
+        index.add(host)
+    index.add("a")  # seen again: nothing changes
+    assert len(index) == 4
+    first = index.sorted()
+    assert first == ["a", "db.dc2", "web-01.dc1", "web-01_dc1"]
+    assert index.sorted() is first  # kept until the set changes
+    assert index.resolve("a") == ["a"]
+    assert index.resolve("db.dc2") == ["db.dc2"]
+    assert index.resolve("db_dc2") == ["db.dc2"]
+    # A name wins over a routing word; a word several names map to gives them all.
+    assert index.resolve("web-01_dc1") == ["web-01_dc1"]
+    index.discard("web-01_dc1")
+    assert index.resolve("web-01_dc1") == ["web-01.dc1"]
+    assert index.sorted() is not first and "web-01_dc1" not in index.sorted()
+    index.discard("web-01.dc1")
+    assert index.resolve("web-01_dc1") == [] and index._byWord.keys() == {"a", "db_dc2"}
+    index.discard("nothing")
+    assert not index.full() and HostIndex(maxHosts=2).full() is False
+
+
+def test_the_fanout_keeps_its_index_from_analyses_and_statuses_and_refuses_new_hosts_at_the_cap():
+    fanout = EventFanout(maxHosts=3)
+    for i, host in enumerate(("h1", "h2")):
+        fanout.eventReceived(key(host, "analysis"), body(analysis(host, 1, 100.0 + i)))
+    fanout.eventReceived(key("s.1", "status"), body(status("s.1", "online")))
+    assert fanout.knownHosts() == ["h1", "h2", "s.1"]
+    assert fanout.resolveHost("s_1") == ["s.1"]
+    assert fanout.hostIndex.full()
+    fanout.eventReceived(key("h4", "analysis"), body(analysis("h4", 1, 101.0)))
+    fanout.eventReceived(key("h5", "status"), body(status("h5", "online")))
+    assert dict(fanout.rejected) == {"max-hosts": 2}
+    assert "h4" not in fanout.latest and fanout.knownHosts() == ["h1", "h2", "s.1"]
+    # Known hosts keep updating.
+    fanout.eventReceived(key("h1", "analysis"), body(analysis("h1", 2, 103.0)))
+    assert fanout.latest.get("h1")["seq"] == 2
+
+
+def test_a_snapshot_is_frozen_when_it_is_taken_and_made_as_it_is_written():
+    clock = Clock()
+    clock.advance(1000)
+    fanout = EventFanout(history=FleetHistory(clock, window=900))
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 1, 1000.0)))
+    snapshot = fanout.snapshot(parseSubscribe({"history": True}))
+    pieces = snapshot.pieces()
+    first = next(pieces)
+    # Events after the snapshot was taken are not in it (they go out live).
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 2, 1001.0)))
+    fanout.eventReceived(key("b", "analysis"), body(analysis("b", 1, 1001.0)))
+    document = json.loads(first + b"".join(pieces))
+    assert [e["seq"] for e in document["events"]] == [1]
+    assert [p["seq"] for p in document["history"]["a"]] == [1]
+    assert json.loads(snapshot.body()) == document
+    # A snapshot taken now has both.
+    now = json.loads(fanout.snapshotBody(parseSubscribe({"history": True})))
+    assert [(e["host"], e["seq"]) for e in now["events"]] == [("a", 2), ("b", 1)]
+
+
+def test_client_flow_writes_a_snapshot_in_pieces_as_the_transport_reads_within_a_global_budget():
+    from resmon.fanout import ClientFlow, Snapshot
+    from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER, SendBudget
+
+    class Stream:
+        def __init__(self, flow=None):
+            self.written = []
+            self.flow = flow
+
+        def begin(self):
+            self.written.append(b"<")
+
+        def write(self, chunk):
+            self.written.append(chunk)
+            # The transport pauses its producer once its buffer is full.
+            if sum(map(len, self.written)) > HIGH_WATER:
+                self.flow.pauseProducing()
+
+        def end(self):
+            self.written.append(b">")
+
+    clock = Clock()
+    budget = SendBudget(limit=3 * HIGH_WATER)
+    flows, streams = [], []
+    for i in range(3):
+        stream = Stream()
+        flow = ClientFlow(lambda message: None, lambda: None, clock, 30, budget=budget, stream=stream)
+        stream.flow = flow
+        flows.append(flow)
+        streams.append(stream)
+    snapshot = Snapshot(lambda: iter([b"x" * 1000] * 1000))
+    flows[0].restart(snapshot)
+    # Written until the transport paused it, not the whole megabyte at once.
+    assert flows[0].paused and flows[0].busy
+    assert HIGH_WATER < sum(map(len, streams[0].written)) <= HIGH_WATER + CHUNK_SIZE + 1000
+    assert budget.queued == flows[0].charged > HIGH_WATER
+    # Events meanwhile are held back, after the snapshot.
+    flows[0].send(("analysis", "a"), b"a1")
+    assert flows[0].pending == {("analysis", "a"): b"a1"}
+    # The budget has no room for another paused client: the next snapshot waits.
+    flows[1].restart(snapshot)
+    assert streams[1].written and flows[1].paused
+    flows[2].restart(snapshot)
+    assert streams[2].written == [] and budget.counters["waited"] == 1
+    # The first drains: the waiting one is woken and gets its turn.
+    streams[0].written = []
+    flows[0].resumeProducing()
+    assert streams[2].written
+    assert budget.queued <= budget.limit + HIGH_WATER + CHUNK_SIZE + 1000
+    for flow in flows:
+        flow.stopProducing()
+    assert budget.queued == 0 and clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_static_files_stay_inside_the_web_root_and_directories_are_not_listed(tmp_path):
+    import os
+
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, readBody
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "index.html").write_text("<p>dashboard</p>")
+    (root / "sub" / "page.html").write_text("inside")
+    (outside / "secret.txt").write_text("secret")
+    os.symlink(outside / "secret.txt", root / "secret.txt")
+    os.symlink(outside, root / "elsewhere")
+    os.symlink(root / "sub" / "page.html", root / "alias.html")  # inside: served
+    site = buildSite(EventFanout(), reactor, root=str(root))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    try:
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        answers = {}
+        for path in ("/", "/index.html", "/sub/page.html", "/alias.html", "/secret.txt",
+                     "/elsewhere/secret.txt", "/elsewhere/", "/sub/", "/%00", "/sub/%ff"):
+            response = yield Agent(reactor).request(b"GET", (base + path).encode())
+            answers[path] = (response.code, (yield readBody(response)))
+    finally:
+        yield port.stopListening()
+    assert answers["/"] == (200, b"<p>dashboard</p>")
+    assert answers["/sub/page.html"] == answers["/alias.html"] == (200, b"inside")
+    for path in ("/secret.txt", "/elsewhere/secret.txt", "/elsewhere/", "/sub/", "/%00", "/sub/%ff"):
+        assert answers[path][0] == 404, (path, answers[path])
+        assert b"secret" not in answers[path][1] and b"page.html" not in answers[path][1]

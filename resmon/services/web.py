@@ -83,7 +83,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
                                   origins=origins, budget=budget)
     top.putChild(b"ws", WebSocketResource(websockets))
-    top.putChild(b"api", apiResource(fanout, streams))
+    top.putChild(b"api", apiResource(fanout, streams, clock, budget))
     site = LimitedSite(top, headerTimeout=headerTimeout, reactor=clock, timeout=idleTimeout)
     site.budget = budget
     site.displayTracebacks = False
