@@ -196,10 +196,17 @@ class LimitedHTTPChannel(http.HTTPChannel):
     An HTTP connection that must send each request (line, headers and
     body) within C{site.headerTimeout} seconds of connecting or of the end
     of the previous response, however it trickles them; else it gets a 408
-    and is closed. The idle timeout stays as it is.
+    and is closed (one that sent nothing, such as an idle keep-alive
+    connection, is just closed). The idle timeout stays as it is.
     """
 
     _headerCall = None
+    _requestStarted = False
+
+    def dataReceived(self, data):
+        if data:
+            self._requestStarted = True
+        http.HTTPChannel.dataReceived(self, data)
 
     def connectionMade(self):
         http.HTTPChannel.connectionMade(self)
@@ -225,6 +232,7 @@ class LimitedHTTPChannel(http.HTTPChannel):
 
     def _armHeaderTimer(self):
         self._cancelHeaderTimer()
+        self._requestStarted = False
         timeout = getattr(self.site, "headerTimeout", None)
         if timeout:
             self._headerCall = self.callLater(timeout, self._headersTooSlow)
@@ -237,6 +245,9 @@ class LimitedHTTPChannel(http.HTTPChannel):
     def _headersTooSlow(self):
         self._headerCall = None
         if self.transport is None:
+            return
+        if not self._requestStarted:
+            self.loseConnection()
             return
         site = self.site
         _logged(site.limitsLog, site.refused, "header-timeout",

@@ -214,8 +214,7 @@ def test_connections_beyond_the_caps_are_answered_503_with_retry_after(twistd):
     held.pop(0).close()
     yield _waitFor(lambda: defer.succeed(any(s[0] == 5 for s in _stats(web))), 10,
                    "the server to count 5 connections")
-    code, _, body = _parse((yield threads.deferToThread(_exchange, port, request.replace(
-        b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))))
+    code, _, body = yield _get(port, "/api/hosts")
     assert code == 200 and "hosts" in json.loads(body)
     yield _waitFor(lambda: defer.succeed(
         b"max-clients: 1, max-clients-per-address: 1" in web.output), 10, "the refusals counted")
@@ -284,6 +283,9 @@ def test_a_request_that_trickles_in_is_answered_408_and_closed(twistd):
     assert _parse(answer)[0] == 408
     assert b"did not arrive within 2 s" in answer
     assert b"its request did not arrive within 2.0 s (--header-timeout)" in web.output
+    # A connection that sends nothing (an idle keep-alive one) is closed without an answer.
+    silent, answer = yield threads.deferToThread(_trickle, port, 0.25, 0)
+    assert answer == b""
 
 
 def _trickle(port, every, most):
@@ -296,7 +298,7 @@ def _trickle(port, every, most):
             if select.select([sock], [], [], every)[0]:
                 return i, _readAll(sock)
             sock.sendall(text[i:i + 1])
-        return most, _readAll(sock)
+        return most, _readAll(sock)  # with nothing sent: what comes before the server closes
     finally:
         sock.close()
 
