@@ -5,7 +5,9 @@ budget for all), connections (overall and per address), request bodies,
 slow requests, odd paths and queries.
 """
 
+import base64
 import json
+import os
 import re
 import select
 import socket
@@ -44,6 +46,24 @@ def _silentStream(port, path="/api/stream", source="127.0.0.1"):
     sock.bind((source, 0))
     sock.connect(("127.0.0.1", port))
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+def _silentWebSocket(port):
+    """
+    A socket that completes a WebSocket handshake, then never reads again.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
     return sock
 
 
@@ -122,9 +142,10 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
         return code == 200 and json.loads(body)["analysis"]["seq"] == 1
     yield _waitFor(allArrived, 30, "the analyses of 1,000 hosts")
 
-    # 60 clients that never read, each asking for the whole fleet (~0.5 MB
-    # with its history): far more than the 1 MiB budget.
+    # 60 event streams and 20 WebSockets that never read, each asking for
+    # the whole fleet (~0.5 MB with its history): far more than the 1 MiB budget.
     silent = [_silentStream(port) for _ in range(60)]
+    silent += [_silentWebSocket(port) for _ in range(20)]
     live = task.LoopingCall(lambda: [amqp.publish(exchange, f"{hostWord(h)}.analysis", _analysis(h, 2))
                                      for h in hosts[:100]])
     live.start(0.5)
