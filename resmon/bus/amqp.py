@@ -484,8 +484,17 @@ class AMQPBus(service.Service):
         try:
             yield channel.exchange_declare(exchange=self.exchange, type="topic", passive=True)
             for subscription in list(self._subscriptions):
-                if subscription.bindings is not None and not subscription.bindings[0].closed:
-                    yield self._bind(*subscription.bindings)
+                if subscription.bindings is None:
+                    continue
+                subscriptionChannel, bindings = subscription.bindings
+                for method, arguments in bindings:
+                    # A subscription cancelled while this loop waited may have
+                    # taken its auto-delete queue with it: binding that queue
+                    # would get a 404, which closes the channel and costs a
+                    # reconnect (and a resend of every unconfirmed message).
+                    if subscription not in self._subscriptions or subscriptionChannel.closed:
+                        break
+                    yield getattr(subscriptionChannel, method)(**arguments)
         except Exception as e:
             self.log.warn("checking the exchange and bindings failed: {error}", error=_describe(e))
 
