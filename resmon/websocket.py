@@ -14,11 +14,13 @@ from autobahn.websocket.types import ConnectionDeny
 
 from resmon.fanout import ClientFlow, encodeJSON
 from resmon.origins import OriginPolicy
-from resmon.ratelimit import TokenBucket
+from resmon.ratelimit import LimitedLog, TokenBucket
 from resmon.subscriptions import (
     InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
 
 # A client only ever sends small control messages; cap what it may send.
+# Checked here, not with Autobahn's maxMessagePayloadSize, which would also
+# refuse to send a fleet's snapshot or a many-core host's history.
 MAX_INCOMING_MESSAGE = 64 * 1024
 
 # A dashboard sends a message on a user's action (subscribe, open a host's
@@ -27,6 +29,12 @@ MAX_INCOMING_MESSAGE = 64 * 1024
 # at once, or more than this many a second after that, is disconnected.
 MESSAGE_BURST = 30
 MESSAGE_RATE = 10.0
+
+# Pings and pongs a client may send at once, and a second after that: a
+# dashboard sends none, a program one every few seconds; each ping costs a
+# pong, which a flooder need not even read.
+PING_BURST = 10
+PING_RATE = 1.0
 
 
 def errorBody(text, **details):
@@ -48,7 +56,8 @@ class DashboardProtocol(WebSocketServerProtocol):
         host = request.headers.get("host")
         if not self.factory.origins.accepts(request.origin, host):
             self.factory.originsRefused += 1
-            self.eventLog.warn(
+            self.factory.warnings.warn(
+                self.eventLog,
                 "refused a WebSocket handshake from {peer}: a page of {origin} may not open it "
                 "(served as {host}; see --allowed-origin)",
                 peer=self.peer, origin=str(request.origin)[:200], host=str(host)[:200])
@@ -63,6 +72,7 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self.budget = TokenBucket(self.factory.clock, self.factory.messageRate, self.factory.messageBurst)
+        self.pingBudget = TokenBucket(self.factory.clock, self.factory.pingRate, self.factory.pingBurst)
         self.flow = ClientFlow(
             self._sendIfOpen,
             lambda: self.dropConnection(abort=True),
@@ -96,12 +106,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         if self.flooded:
             return  # the rest of a flood, read before the connection closed
         if not self.budget.take():
-            self.flooded = True
-            self.factory.floodsClosed += 1
-            self.eventLog.warn("WebSocket client {peer} sent more than {burst} messages at once or {rate:g} a "
-                      "second; disconnecting it", peer=self.peer, burst=self.budget.burst,
-                      rate=self.budget.rate)
-            self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, "too many messages")
+            self._closeFlood("messages", self.budget)
             return
         try:
             message = json.loads(payload.decode("utf-8"))
@@ -122,6 +127,50 @@ class DashboardProtocol(WebSocketServerProtocol):
                 self.sendHistory(parseHistoryRequest(message))
         except InvalidSubscription as e:
             self._error(str(e))
+
+    def onMessageFrameBegin(self, length):
+        WebSocketServerProtocol.onMessageFrameBegin(self, length)
+        # From the frame's header, before its payload is read; the total
+        # counts every fragment of the message so far.
+        limit = self.factory.maxIncomingMessage
+        if not self.failedByMe and self.message_data_total_length > limit:
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self._max_message_size_exceeded(
+                self.message_data_total_length, limit,
+                f"a message may be at most {limit} bytes")
+
+    def onPing(self, payload):
+        if self._controlFrameAllowed():
+            WebSocketServerProtocol.onPing(self, payload)
+
+    def onPong(self, payload):
+        self._controlFrameAllowed()
+
+    def _controlFrameAllowed(self):
+        if self.flooded:
+            return False
+        if not self.pingBudget.take():
+            self._closeFlood("pings or pongs", self.pingBudget)
+            return False
+        return True
+
+    def _closeFlood(self, what, budget):
+        """
+        Close with 1008 (policy violation) a client that sent too many
+        C{what}, and read nothing more from it.
+        """
+        self.flooded = True
+        self.factory.floodsClosed += 1
+        self.factory.warnings.warn(
+            self.eventLog, "WebSocket client {peer} sent more than {burst} {what} at once or {rate:g} a "
+            "second; disconnecting it", peer=self.peer, burst=budget.burst, what=what,
+            rate=budget.rate)
+        self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, f"too many {what}")
+        # The close frame is on its way; the rest of the flood is not worth
+        # parsing (the closing handshake times out and drops the connection).
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
 
     def sendHistory(self, request):
         """
@@ -156,6 +205,11 @@ class DashboardFactory(WebSocketServerFactory):
         disconnected.
     @param messageRate: messages a second a client may send, after a burst
         of C{messageBurst}; a client sending more is disconnected (1008).
+    @param pingRate: pings and pongs a second a client may send, after a
+        burst of C{pingBurst}; a client sending more is disconnected (1008).
+    @param maxIncomingMessage: the most bytes of one message from a client
+        (all its fragments); a bigger one closes the connection (1009).
+        What the server sends is not capped, only flow-controlled.
     @param origins: the L{OriginPolicy} of the handshakes (default: same
         origin, or no origin, only).
     """
@@ -163,8 +217,15 @@ class DashboardFactory(WebSocketServerFactory):
     protocol = DashboardProtocol
 
     def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0,
-                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None):
+                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None,
+                 pingRate=PING_RATE, pingBurst=PING_BURST,
+                 maxIncomingMessage=MAX_INCOMING_MESSAGE):
         WebSocketServerFactory.__init__(self)
+        self.maxIncomingMessage = maxIncomingMessage
+        self.pingRate = pingRate
+        self.pingBurst = pingBurst
+        # Warnings about bad clients (floods, refused origins), rate limited.
+        self.warnings = LimitedLog(clock)
         self.origins = origins if origins is not None else OriginPolicy()
         self.originsRefused = 0
         self.fanout = fanout
@@ -174,8 +235,10 @@ class DashboardFactory(WebSocketServerFactory):
         self.messageBurst = messageBurst
         self.floodsClosed = 0
         self.setProtocolOptions(
-            maxFramePayloadSize=MAX_INCOMING_MESSAGE,
-            maxMessagePayloadSize=MAX_INCOMING_MESSAGE,
+            # No cap here: Autobahn applies it to sent messages too (see
+            # DashboardProtocol.onMessageFrameBegin for what clients send).
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
             # Protocol errors (invalid UTF-8: 1007, too big: 1009, binary:
