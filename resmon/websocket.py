@@ -7,6 +7,7 @@ C{history} message (see C{docs/protocol.md}).
 
 import json
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -54,12 +55,13 @@ class DashboardProtocol(WebSocketServerProtocol):
     def onConnect(self, request):
         # request.host has lost the Host header's port; the origin check needs it.
         host = request.headers.get("host")
-        if not self.factory.origins.accepts(request.origin, host):
+        secure = ISSLTransport.providedBy(self.transport)
+        if not self.factory.origins.accepts(request.origin, host, secure):
             self.factory.originsRefused += 1
             self.factory.warnings.warn(
                 self.eventLog,
                 "refused a WebSocket handshake from {peer}: a page of {origin} may not open it "
-                "(served as {host}; see --allowed-origin)",
+                "(served as {host}; see --allowed-origin and --allowed-host)",
                 peer=self.peer, origin=str(request.origin)[:200], host=str(host)[:200])
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this page's origin may not open the WebSocket")
         # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
