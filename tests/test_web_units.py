@@ -976,3 +976,16 @@ def test_a_handshake_from_a_page_of_another_origin_is_refused_with_403():
     for bad in ("ftp://x", "https://x/path", "https://u:p@x", "x"):
         with pytest.raises(ValueError):
             normalizeOrigin(bad)
+
+
+def test_allowed_host_options_are_validated_and_passed_to_the_web_role():
+    from resmon.tap import Options
+    options = Options()
+    options.parseOptions(["--allowed-host=Mon.Internal.", "--allowed-host=[::1]",
+                          "--allowed-origin=https://dash.example.com"])
+    assert options["allowed-hosts"] == ["mon.internal", "::1"]
+    for bad in ("--allowed-host=http://mon.internal", "--allowed-host=mon.internal:8080", "--allowed-host="):
+        with pytest.raises(SystemExit) as e:
+            Options().parseOptions([bad])
+        text = str(e.value.code)
+        assert "--allowed-host: " in text and "\n" not in text, text
