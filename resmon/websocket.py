@@ -37,6 +37,10 @@ MESSAGE_RATE = 10.0
 PING_BURST = 10
 PING_RATE = 1.0
 
+# Fragments one message may come in: browsers send a message whole, and
+# 64 KiB in 4 KiB fragments is 16.
+MAX_FRAGMENTS = 64
+
 
 def errorBody(text, **details):
     return encodeJSON(dict({"kind": "error", "error": text}, **details))
@@ -130,16 +134,28 @@ class DashboardProtocol(WebSocketServerProtocol):
         except InvalidSubscription as e:
             self._error(str(e))
 
+    def onMessageBegin(self, isBinary):
+        WebSocketServerProtocol.onMessageBegin(self, isBinary)
+        self.messageFrames = 0
+
     def onMessageFrameBegin(self, length):
         WebSocketServerProtocol.onMessageFrameBegin(self, length)
+        if self.failedByMe or self.flooded:
+            return
         # From the frame's header, before its payload is read; the total
         # counts every fragment of the message so far.
         limit = self.factory.maxIncomingMessage
-        if not self.failedByMe and self.message_data_total_length > limit:
+        if self.message_data_total_length > limit:
             self.wasMaxMessagePayloadSizeExceeded = True
             self._max_message_size_exceeded(
                 self.message_data_total_length, limit,
                 f"a message may be at most {limit} bytes")
+            return
+        # Each frame costs as much as a ping: a message cut in thousands of
+        # one-byte fragments is a flood.
+        self.messageFrames += 1
+        if self.messageFrames > MAX_FRAGMENTS:
+            self._closeFlood(f"fragments in one message (at most {MAX_FRAGMENTS})", None)
 
     def onPing(self, payload):
         if self._controlFrameAllowed():
@@ -163,11 +179,16 @@ class DashboardProtocol(WebSocketServerProtocol):
         """
         self.flooded = True
         self.factory.floodsClosed += 1
-        self.factory.warnings.warn(
-            self.eventLog, "WebSocket client {peer} sent more than {burst} {what} at once or {rate:g} a "
-            "second; disconnecting it", peer=self.peer, burst=budget.burst, what=what,
-            rate=budget.rate)
-        self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, f"too many {what}")
+        if budget is None:
+            self.factory.warnings.warn(
+                self.eventLog, "WebSocket client {peer} sent too many {what}; disconnecting it",
+                peer=self.peer, what=what)
+        else:
+            self.factory.warnings.warn(
+                self.eventLog, "WebSocket client {peer} sent more than {burst} {what} at once or "
+                "{rate:g} a second; disconnecting it", peer=self.peer, burst=budget.burst, what=what,
+                rate=budget.rate)
+        self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, f"too many {what}"[:120])
         # The close frame is on its way; the rest of the flood is not worth
         # parsing (the closing handshake times out and drops the connection).
         pause = getattr(self.transport, "pauseProducing", None)

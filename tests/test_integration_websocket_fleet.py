@@ -131,6 +131,20 @@ def test_what_a_client_sends_is_still_capped_at_64_kib_even_in_fragments(twistd)
         proto.onClose = lambda wasClean, code, reason, closed=closed: closed.callback(code)
         proto.sendMessage(b'"' + b"x" * (64 * 1024 - 1) + b'"', fragmentSize=fragmentSize)
         assert (yield withTimeout(closed, 10, "the close")) == 1009
+    # A message may come in 64 fragments, not 65: each costs as much as a message.
+    client, proto = yield connectWebSocket(port)
+    closed = defer.Deferred()
+    proto.onClose = lambda wasClean, code, reason: closed.callback(code)
+    # Autobahn sends n bytes in 1-byte fragments as n + 1 frames (the last one empty).
+    subscribe = b'{"kind": "subscribe", "hosts": ["capped"], "history": false}'.ljust(63)
+    proto.sendMessage(subscribe, fragmentSize=1)
+    reply = yield client.waitFor(lambda m: m["kind"] == "snapshot" and m["subscription"]["hosts"], 10,
+                                 "the reply to a message in 64 fragments")
+    assert reply["subscription"]["hosts"] == ["capped"] and not closed.called
+    proto.sendMessage(subscribe + b" ", fragmentSize=1)
+    assert (yield withTimeout(closed, 10, "the close")) == 1008
+    yield web.waitForOutput(b"sent too many fragments in one message (at most 64); disconnecting it")
+
     before = sum(1 for m in bystander.events() if m["kind"] == "analysis")
     yield bystander.waitFor(
         lambda m: sum(1 for m in bystander.events() if m["kind"] == "analysis") >= before + 3,

@@ -835,6 +835,19 @@ def test_websocket_incoming_messages_are_capped_at_64_kib_over_all_their_fragmen
     assert protocol.factory.maxMessagePayloadSize == 0 and protocol.factory.maxFramePayloadSize == 0
 
 
+def test_websocket_a_message_in_more_than_64_fragments_closes_with_1008():
+    protocol, sent = _websocket(_fanout())
+    protocol.failedByMe = False
+    protocol.maxMessagePayloadSize = protocol.maxFramePayloadSize = 0
+    for _ in range(3):   # the count starts again with each message
+        protocol.onMessageBegin(False)
+        for _ in range(64):
+            protocol.onMessageFrameBegin(1)
+    assert sent[1:] == []
+    protocol.onMessageFrameBegin(1)
+    assert sent[-1] == ("close", 1008) and protocol.factory.floodsClosed == 1
+
+
 def test_limited_log_lets_a_burst_through_then_counts_what_it_held_back():
     from twisted.logger import Logger, LogLevel
     from resmon.ratelimit import LimitedLog
