@@ -150,6 +150,7 @@ class DashboardProtocol(WebSocketServerProtocol):
             self._max_message_size_exceeded(
                 self.message_data_total_length, limit,
                 f"a message may be at most {limit} bytes")
+            self._stopReading()
             return
         # Each frame costs as much as a ping: a message cut in thousands of
         # one-byte fragments is a flood.
@@ -189,8 +190,12 @@ class DashboardProtocol(WebSocketServerProtocol):
                 "{rate:g} a second; disconnecting it", peer=self.peer, burst=budget.burst, what=what,
                 rate=budget.rate)
         self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, f"too many {what}"[:120])
-        # The close frame is on its way; the rest of the flood is not worth
-        # parsing (the closing handshake times out and drops the connection).
+        self._stopReading()
+
+    def _stopReading(self):
+        # The close frame is on its way; the rest of a flood or of a huge
+        # message is not worth reading (the closing handshake times out and
+        # drops the connection).
         pause = getattr(self.transport, "pauseProducing", None)
         if pause is not None:
             pause()
