@@ -109,7 +109,8 @@ class Bystander(threading.Thread):
                 if opcode == 1:
                     self.textFrames += 1
                 elif opcode == 9:   # answer the server's pings, or it drops us
-                    self.sock.sendall(b"\x8a" + bytes([0x80 | length]) + b"\0\0\0\0" + data[start:start + length])
+                    pong = b"\x8a" + bytes([0x80 | length]) + b"\0\0\0\0"   # masked with zeros
+                    self.sock.sendall(pong + data[start:start + length])
                 data = data[start + length:]
 
 
