@@ -360,7 +360,10 @@ def test_dns_rebinding_cannot_read_the_api_the_page_or_the_stream(twistd):
     for path in ("/api/hosts", "/", "/app.js", "/api/stream", "/api/hosts/rebound/history"):
         code, body = yield threads.deferToThread(_httpGet, port, path, f"attacker.example:{port}")
         assert code == 421 and b"--allowed-host" in body and b"rebound" not in body, (path, code, body)
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"MON.internal:{port}", "mon.internal"):
+    import socket
+    # Addresses, localhost, this machine's own name, and the --allowed-host.
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"{socket.gethostname()}:{port}",
+                 f"MON.internal:{port}", "mon.internal"):
         code, body = yield threads.deferToThread(_httpGet, port, "/api/hosts", host)
         assert code == 200 and b"rebound" in body, (host, code)
     yield standalone.waitForOutput(b"5 requests refused for their Host")
