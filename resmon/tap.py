@@ -137,6 +137,7 @@ class Options(usage.Options):
         self["plugin-dirs"] = []
         self["analyzer-options"] = {}
         self["allowed-origins"] = []
+        self["allowed-hosts"] = []
 
     def opt_plugin_dir(self, directory):
         """
@@ -153,6 +154,16 @@ class Options(usage.Options):
             self["allowed-origins"].append(normalizeOrigin(origin))
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origin: {e}")
+
+    def opt_allowed_host(self, name):
+        """
+        Web role: a name the dashboard is served under (e.g. dash.example.com), besides addresses, localhost, this machine's host name and FQDN and the hosts of --allowed-origin; requests naming any other host in their Host header get 421, which stops DNS rebinding. '*' accepts any name (repeatable).
+        """
+        from resmon.origins import normalizeHostName
+        try:
+            self["allowed-hosts"].append(normalizeHostName(name))
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-host: {e}")
 
     def opt_analyzers(self, names):
         """
@@ -358,7 +369,7 @@ def _makeLiveness(options, bus, reactor):
 def _makeWeb(options, bus, reactor):
     import txaio
 
-    from resmon.origins import OriginPolicy
+    from resmon.origins import OriginPolicy, machineHostNames
     from resmon.services.web import WebService
 
     # Autobahn logs every connection's life at debug level, which twistd
@@ -372,4 +383,5 @@ def _makeWeb(options, bus, reactor):
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
                       statsInterval=options["stats-interval"],
-                      origins=OriginPolicy(options["allowed-origins"]))
+                      origins=OriginPolicy(options["allowed-origins"],
+                                           options["allowed-hosts"] + machineHostNames()))

@@ -955,15 +955,15 @@
       return;
     }
     socket = ws;
-    ws.onopen = () => {
-      if (socket !== ws) return;
-      connState = "live";
-      renderConnection();
-    };
     ws.onmessage = (msg) => {
       if (socket !== ws) return;
       attempt = 0;   // a message got through: the next drop starts the backoff afresh
-      onMessage(msg.data);
+      // Live once the snapshot is in, not when the socket opens: an open socket
+      // that never delivers the fleet is not a live dashboard.
+      if (onMessage(msg.data) === "snapshot" && connState !== "live") {
+        connState = "live";
+        renderConnection();
+      }
     };
     ws.onclose = () => {
       if (socket !== ws) return;
@@ -991,10 +991,11 @@
   window.addEventListener("online", () => { if (!socket) connect(); });
   window.addEventListener("offline", () => { if (socket) socket.close(); });
 
+  /** Take one message from the server; returns its kind. */
   function onMessage(raw) {
     let msg;
-    try { msg = JSON.parse(raw); } catch (err) { return; }
-    if (!isObj(msg)) return;
+    try { msg = JSON.parse(raw); } catch (err) { return null; }
+    if (!isObj(msg)) return null;
     const arrival = nowSec();
     if (msg.kind === "snapshot") {
       // The last 15 minutes at once: the history first, so the latest analyses are not added twice.
@@ -1031,6 +1032,7 @@
       ingestStatus(msg, arrival);
     }
     // unknown kinds, and errors (nothing the page sends should cause one), are ignored
+    return msg.kind;
   }
 
   renderCounts(nowSec());
