@@ -146,6 +146,8 @@ def sampledIndexes(times, start, step):
 
 # A point placed by receipt follows the newest one by at least this much.
 MIN_RECEIPT_STEP = 0.001
+# Exactly these (not bool) are numbers in a seq or ts.
+_NUMBERS = (int, float)
 
 
 def isLateCopy(seq, ts, newestSeq, newestTs):
@@ -156,10 +158,8 @@ def isLateCopy(seq, ts, newestSeq, newestTs):
     the same clock (a redelivery, or competing analyzers crossing). An
     analysis older by C{ts} only is new: its agent's clock went back.
     """
-    numbers = (seq, ts, newestSeq, newestTs)
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers):
-        return False
-    return seq <= newestSeq and ts <= newestTs
+    return (type(seq) in _NUMBERS and type(ts) in _NUMBERS and type(newestSeq) in _NUMBERS
+            and type(newestTs) in _NUMBERS and seq <= newestSeq and ts <= newestTs)
 
 
 class _HostHistory:
