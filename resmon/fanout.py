@@ -349,7 +349,8 @@ class EventFanout:
     def backOnline(self, analysis, now):
         """
         Record an C{online} status for the host of C{analysis}, its new
-        latest one, if its latest status says otherwise: a host that sends
+        latest one, if its latest status says otherwise and C{analysis} is
+        of a measure taken after that status (L{_after}): a host that sends
         again is online on every dashboard, in the API and in snapshots, even
         if its C{offline} status was forged or the analyzer's C{online}
         never came.
@@ -358,7 +359,7 @@ class EventFanout:
         """
         host = analysis["host"]
         latest = self.statuses.get(host)
-        if latest is None or latest.get("status") == ONLINE:
+        if latest is None or latest.get("status") == ONLINE or not _after(analysis, latest):
             return None
         document = {
             "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": ONLINE,
@@ -380,6 +381,29 @@ class EventFanout:
                     self.detach(client)
                     continue
                 self.counters["sent"] += 1
+
+
+def _after(analysis, status):
+    """
+    Whether C{analysis} is of a measure the judge had not seen when it
+    decided C{status}: a later C{seq} than the status's, or a C{ts} after
+    its C{last_seen}. An analysis of a measure that waited in the
+    analyzer's queue while its host went silent is neither. Without
+    numbers to compare, it is.
+    """
+    seq, statusSeq = analysis.get("seq"), status.get("seq")
+    ts, lastSeen = analysis.get("ts"), status.get("last_seen")
+    comparable = False
+    for mine, theirs in ((seq, statusSeq), (ts, lastSeen)):
+        if _isNumber(mine) and _isNumber(theirs):
+            if mine > theirs:
+                return True
+            comparable = True
+    return not comparable
+
+
+def _isNumber(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _olderThan(document, other):

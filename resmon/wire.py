@@ -298,8 +298,9 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     only needs a valid v1 object with a kind and a host that match the
     routing key; it forwards the rest as is.
 
-    @param notAfter: the latest C{ts} and C{analyzed_at} accepted (the
-        receiver's clock plus the skew it allows), or L{None} to accept any.
+    @param notAfter: the latest C{ts}, C{analyzed_at} (analyses), C{since}
+        and C{last_seen} (statuses) accepted (the receiver's clock plus the
+        skew it allows), or L{None} to accept any.
     """
     words = topics.splitKey(routingKey)
     if words is None:
@@ -312,7 +313,7 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     host = _string(document.get("host"), "host")
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
-    for name in ("ts", "analyzed_at"):
+    for name in ("ts", "analyzed_at", "since", "last_seen"):
         notFromTheFuture(document.get(name), name, notAfter)
     return document
 

@@ -199,6 +199,35 @@ def test_a_new_analysis_after_offline_or_stale_records_and_sends_online():
     assert fanout.counters["back-online"] == 2
 
 
+def test_an_analysis_of_a_measure_the_judge_had_seen_does_not_bring_its_host_back():
+    clock = clockAt(NOW)
+    fanout = fanoutAt(clock)
+    fanout.eventReceived("h.analysis", encoded(analysisDocument("h", 8, NOW - 2)))
+    # The judge saw measures up to seq 10 (received at NOW), then none: stale.
+    stale = dict(statusDocument("h", "stale", since=NOW + 3), last_seen=NOW, seq=10)
+    fanout.eventReceived("h.status", encoded(stale))
+    clock.advance(5)
+    # Seq 9 waited in the analyzer's queue: the host is still silent.
+    fanout.eventReceived("h.analysis", encoded(analysisDocument("h", 9, NOW - 1)))
+    assert fanout.latest.get("h")["seq"] == 9 and fanout.statuses.get("h")["status"] == "stale"
+    # Seq 11 was taken after: back.
+    fanout.eventReceived("h.analysis", encoded(analysisDocument("h", 11, NOW + 4)))
+    assert fanout.statuses.get("h")["status"] == "online"
+    # A status that vouches for nothing comparable is overruled by any new analysis.
+    fanout.eventReceived("h.status", encoded({"v": 1, "kind": "status", "host": "h",
+                                              "status": "offline"}))
+    fanout.eventReceived("h.analysis", encoded(analysisDocument("h", 12, NOW + 5)))
+    assert fanout.statuses.get("h")["status"] == "online"
+
+
+def test_a_status_dated_in_the_future_is_rejected():
+    fanout = fanoutAt(clockAt(NOW))
+    forged = dict(statusDocument("h", "offline"), last_seen=NOW + 10 ** 9, seq=10 ** 12)
+    fanout.eventReceived("h.status", encoded(forged))
+    fanout.eventReceived("h.status", encoded(statusDocument("h", "offline", since=NOW + 301)))
+    assert dict(fanout.rejected) == {"future": 2} and fanout.statuses.get("h") is None
+
+
 # An agent clock that disagrees
 
 
