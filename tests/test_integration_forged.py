@@ -227,3 +227,37 @@ def test_kilobytes_of_unknown_metrics_do_not_reach_the_api(broker, amqp, twistd)
     yield server.waitForOutput(b"1 measures with unknown metrics over the bound", 10)
     yield server.waitForOutput(b"1 analyses with unknown metrics over the bound", 10)
     assert not server.ended_ and b"Traceback" not in server.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_thousand_hosts_with_unknown_metrics_and_forged_statuses_stay_proportional(
+        broker, amqp, twistd):
+    server, port = yield _server(twistd, broker, amqp)
+    exchange, hosts = amqp.names["exchange"], 1000
+    junk = {f"extra{i:02}": i for i in range(wire.MAX_UNKNOWN_METRICS + 24)}
+    now = time.time()
+    for n in range(hosts):
+        host = f"fleet-{n:04}"
+        yield amqp.publish(exchange, f"{host}.measure",
+                           _measure(host, 0, now, {"cpu": {"percent": 1.0}, **junk}))
+
+    def everyHost(count):
+        return lambda: _getJSON(port, "/api/hosts").addCallback(
+            lambda reply: reply if len(reply["hosts"]) == len(reply["statuses"]) == count else None)
+    yield _until(everyHost(hosts), 60, f"{hosts} hosts with a status in /api/hosts")
+    # Then, for each, an offline status forged under another host's key.
+    for n in range(hosts):
+        yield amqp.publish(exchange, "zzz.status", _status(f"fleet-{n:04}", "offline"))
+    # Routed to the web role's queue after the forged statuses: once its
+    # analysis and status are in, the forged ones were judged.
+    yield amqp.publish(exchange, "sentinel.measure",
+                       _measure("sentinel", 0, time.time(), {"cpu": {"percent": 1.0}}))
+    reply = yield _until(everyHost(hosts + 1), 60, "the sentinel in /api/hosts")
+    assert {s["status"] for s in reply["statuses"]} == {"online"}
+    assert all(a["metrics"] == {"cpu": {"percent": 1.0}} for a in reply["hosts"])
+    yield server.waitForOutput(f"rejected (routing-key: {hosts})".encode(), 30)
+    code, body = yield _get(port, "/api/hosts")
+    # About 600 bytes per host (its analysis and its status), not kilobytes.
+    assert code == 200 and len(body) < (hosts + 1) * 800, len(body)
+    yield server.waitForOutput(f"{hosts} measures with unknown metrics over the bound".encode(), 30)
+    assert not server.ended_ and b"Traceback" not in server.output
