@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
 
 from resmon import wire
-from support import connectWebSocket, freePort, withTimeout
+from support import connectWebSocket, freePort
 
 
 def _measure(host, seq, ts, metrics=None, interval=60.0):
