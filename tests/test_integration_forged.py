@@ -261,3 +261,19 @@ def test_a_thousand_hosts_with_unknown_metrics_and_forged_statuses_stay_proporti
     assert code == 200 and len(body) < (hosts + 1) * 800, len(body)
     yield server.waitForOutput(f"{hosts} measures with unknown metrics over the bound".encode(), 30)
     assert not server.ended_ and b"Traceback" not in server.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_max_clock_skew_is_the_bound_of_the_analyzer_and_the_web_role(broker, amqp, twistd):
+    server, port = yield _server(twistd, broker, amqp, "--max-clock-skew=30")
+    client, _ = yield connectWebSocket(port)
+    exchange, now = amqp.names["exchange"], time.time()
+    yield amqp.publish(exchange, "ahead.measure", _measure("ahead", 0, now + 60))
+    analysis = json.loads(_measure("ahead", 1, now + 60))
+    analysis.update(kind="analysis", analyzed_at=now)
+    yield amqp.publish(exchange, "ahead.analysis", json.dumps(analysis).encode())
+    yield amqp.publish(exchange, "ahead.measure", _measure("ahead", 2, now + 20))
+    yield client.waitFor(_isAnalysis("ahead", 2), 20, "the analysis of the measure within the skew")
+    assert _analysedSeqs(client, "ahead") == [2]
+    yield server.waitForOutput(b"rejected a message under ahead.measure: future", 10)
+    yield server.waitForOutput(b"rejected an event under ahead.analysis: future", 10)
