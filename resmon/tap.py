@@ -126,6 +126,9 @@ class Options(usage.Options):
         ["idle-timeout", None, "60",
          "Seconds an HTTP connection may stay silent before its request is complete; a "
          "WebSocket handshake that never finishes is dropped after it."],
+        ["max-clock-skew", None, str(int(wire.DEFAULT_MAX_CLOCK_SKEW)),
+         "Seconds a measure's or analysis's time (ts) may be ahead of this process's clock; "
+         "one further ahead is rejected as from the future (reason 'future') and counted."],
         ["stats-interval", None, "60", "Seconds between two log lines with counters."],
     ]
 
@@ -250,6 +253,7 @@ class Options(usage.Options):
         self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
         self["ping-interval"] = _number(self, "ping-interval", float, 0.5, 3600)
         self["idle-timeout"] = _number(self, "idle-timeout", float, 0.5, 86400)
+        self["max-clock-skew"] = _number(self, "max-clock-skew", float, 1, 365 * 86400)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         usageOptions = self["analyzer-options"].setdefault("usage", {})
@@ -355,7 +359,7 @@ def _makeAnalyzer(options, bus, reactor):
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
-        deadLetter=options["dead-letter-queue"] or None)
+        deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"])
 
 
 def _makeLiveness(options, bus, reactor):
@@ -363,7 +367,7 @@ def _makeLiveness(options, bus, reactor):
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
-        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX)
+        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"])
 
 
 def _makeWeb(options, bus, reactor):
@@ -384,4 +388,5 @@ def _makeWeb(options, bus, reactor):
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
                       statsInterval=options["stats-interval"],
                       origins=OriginPolicy(options["allowed-origins"],
-                                           options["allowed-hosts"] + machineHostNames()))
+                                           options["allowed-hosts"] + machineHostNames()),
+                      maxClockSkew=options["max-clock-skew"])

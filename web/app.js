@@ -239,12 +239,29 @@
   }
 
   /**
-   * A live analysis into its host's history; one not newer than the last
-   * point (the snapshot already had it, or it is out of order) is left out.
+   * Whether analysis a is a late copy of an older sample than b (a
+   * redelivery, or competing analyzers crossing): older or the same by both
+   * seq and ts, as the server judges it. Older by ts only is new: its
+   * agent's clock went back.
    */
-  function appendPoint(entry, ev, data, arrival) {
+  function isLateCopy(a, b) {
+    return isNum(a.seq) && isNum(a.ts) && isNum(b.seq) && isNum(b.ts) && a.seq <= b.seq && a.ts <= b.ts;
+  }
+
+  /**
+   * An analysis into its host's history. One from a snapshot that is not
+   * newer than the last point is already there and left out; a live one
+   * whose ts is not after the last point (its agent's clock went back)
+   * follows it at the pace analyses arrive, as in the server's history.
+   */
+  function appendPoint(entry, ev, data, arrival, live) {
+    let t = isNum(ev.ts) ? ev.ts : arrival;
+    const last = entry.history.lastT();
+    if (live && last !== null && t <= last) {
+      t = last + Math.max(isNum(entry.arrival) ? arrival - entry.arrival : 0, 0.001);
+    }
     return entry.history.push({
-      t: isNum(ev.ts) ? ev.ts : arrival,
+      t,
       cpu: data.cpu, mem: data.mem, rx: data.rx, tx: data.tx,
       disk: data.fullest ? data.fullest.percent : null,
       cores: data.perCore,
@@ -267,14 +284,13 @@
     entry.fullHistory = full;
   }
 
-  function ingestAnalysis(ev, arrival) {
+  function ingestAnalysis(ev, arrival, live) {
     if (typeof ev.host !== "string" || ev.host === "") return;
     const entry = getEntry(ev.host);
+    // A duplicate or a late copy of an older sample than the one shown is left out.
+    if (entry.ev && isLateCopy(ev, entry.ev)) return;
     const data = readAnalysis(ev);
-    if (!appendPoint(entry, ev, data, arrival) && entry.ev) {
-      // A duplicate or an older sample: only take it if nothing newer is shown.
-      if (!(isNum(ev.ts) && isNum(entry.sampleTs) && ev.ts > entry.sampleTs)) return;
-    }
+    appendPoint(entry, ev, data, arrival, live);
     entry.ev = ev;
     entry.data = data;
     entry.arrival = arrival;
@@ -1007,7 +1023,7 @@
       if (Array.isArray(msg.events)) {
         for (const ev of msg.events) {
           if (!isObj(ev)) continue;
-          if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival);
+          if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival, false);
         }
       }
       // After the analyses, so a host's stale or offline status wins over their arrival.
@@ -1027,7 +1043,7 @@
       pending.set(entry.host, entry.ev);
       scheduleFrame();
     } else if (msg.kind === "analysis") {
-      ingestAnalysis(msg, arrival);
+      ingestAnalysis(msg, arrival, true);
     } else if (msg.kind === "status") {
       ingestStatus(msg, arrival);
     }

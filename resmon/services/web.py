@@ -11,7 +11,7 @@ from twisted.application import internet, service, strports
 from twisted.logger import Logger
 from twisted.web import static
 
-from resmon import topics
+from resmon import topics, wire
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.origins import HostCheckedSite
@@ -78,6 +78,7 @@ class WebService(service.MultiService):
     @param historyPoints: most history points kept per host.
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
+    @param maxClockSkew: seconds an analysis's C{ts} may be ahead of C{clock}.
     """
 
     name = "web"
@@ -86,12 +87,12 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0, origins=None):
+                 statsInterval=60.0, origins=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
-        self.fanout = EventFanout(history=self.history)
+        self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins)
         self._subscription = None
@@ -117,12 +118,14 @@ class WebService(service.MultiService):
             "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
             "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
             "{refused} WebSocket handshakes refused for their origin, {hostsRefused} requests "
-            "refused for their Host",
+            "refused for their Host, {backOnline} hosts back online on an analysis, "
+            "{unknownMetrics} analyses with unknown metrics over the bound",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
             hostsRefused=self.site.hostsRefused,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
-            **fanout.counters)
+            backOnline=fanout.counters["back-online"],
+            unknownMetrics=fanout.counters["unknown-metrics"], **fanout.counters)
 
     def stopService(self):
         # End event streams first, so `curl -N` sees the end of the response.
