@@ -144,66 +144,77 @@ class _Reader:
             raise Refused(f"{what} is not UTF-8") from None
 
     def table(self, depth):
-        if depth > self.limits.maxDepth:
-            raise Refused(f"header tables nested deeper than {self.limits.maxDepth}")
+        return self.fieldsOf(depth, True)
+
+    def fieldsOf(self, depth, isTable):
+        """
+        A table (or an array) at C{self.offset}, C{depth} deep: one loop
+        with local variables, as this is where a hostile header spends time.
+        """
+        limits = self.limits
+        if depth > limits.maxDepth:
+            raise Refused(f"header tables nested deeper than {limits.maxDepth}")
+        data = self.data
         size = self.unpack("!I")
-        end = self.offset + size
-        if end > len(self.data):
-            raise Refused(f"truncated table at byte {self.offset}")
-        table = {}
-        while self.offset < end:
-            self.count()
-            key = self.shortstr("a header name")
-            table[key] = self.value(depth)
-        if self.offset != end:
-            raise Refused("a header table's length does not match its fields")
-        return table
-
-    def array(self, depth):
-        if depth > self.limits.maxDepth:
-            raise Refused(f"header tables nested deeper than {self.limits.maxDepth}")
-        size = self.unpack("!I")
-        end = self.offset + size
-        if end > len(self.data):
-            raise Refused(f"truncated array at byte {self.offset}")
-        items = []
-        while self.offset < end:
-            self.count()
-            items.append(self.value(depth))
-        if self.offset != end:
-            raise Refused("a header array's length does not match its items")
-        return items
-
-    def count(self):
-        self.fields += 1
-        if self.fields > self.limits.maxFields:
-            raise Refused(f"header tables with more than {self.limits.maxFields} fields")
-
-    def value(self, depth):
-        kind = self.take(1)
-        if kind == b"F":
-            return self.table(depth + 1)
-        if kind == b"A":
-            return self.array(depth + 1)
-        if kind == b"S":
-            raw = self.take(self.unpack("!I"))
-            try:
-                return raw.decode("utf-8")  # txAMQP's own choice: text when it is UTF-8
-            except UnicodeDecodeError:
-                return raw
-        if kind == b"x":
-            return self.take(self.unpack("!I"))
-        if kind == b"V":
-            return None
-        if kind == b"D":
-            scale = self.unpack("!B")
-            return Decimal(self.unpack("!i")).scaleb(-scale)
-        if kind == b"t":
-            return self.unpack("!B") != 0
-        fmt = _VALUE_FORMATS.get(kind)
-        if fmt is None:
-            raise Refused(f"unknown header field type {kind!r}")
-        return self.unpack(fmt)
+        offset = self.offset
+        end = offset + size
+        if end > len(data):
+            raise Refused(f"truncated {'table' if isTable else 'array'} at byte {offset}")
+        result = {} if isTable else []
+        fields, maxFields = self.fields, limits.maxFields
+        try:
+            while offset < end:
+                fields += 1
+                if fields > maxFields:
+                    raise Refused(f"header tables with more than {maxFields} fields")
+                if isTable:
+                    keyEnd = offset + 1 + data[offset]
+                    try:
+                        key = data[offset + 1:keyEnd].decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise Refused("a header name is not UTF-8") from None
+                    offset = keyEnd
+                kind = data[offset:offset + 1]
+                offset += 1
+                layout = _VALUE_STRUCTS.get(kind)
+                if layout is not None:
+                    value, = layout.unpack_from(data, offset)
+                    offset += layout.size
+                elif kind == b"S" or kind == b"x":
+                    length, = _LENGTH.unpack_from(data, offset)
+                    offset += 4
+                    value = data[offset:offset + length]
+                    offset += length
+                    if kind == b"S":
+                        try:
+                            value = value.decode("utf-8")  # txAMQP's choice: text when it is UTF-8
+                        except UnicodeDecodeError:
+                            pass
+                elif kind == b"V":
+                    value = None
+                elif kind == b"t":
+                    value = data[offset] != 0
+                    offset += 1
+                elif kind == b"F" or kind == b"A":
+                    self.offset, self.fields = offset, fields
+                    value = self.fieldsOf(depth + 1, kind == b"F")
+                    offset, fields = self.offset, self.fields
+                elif kind == b"D":
+                    scale, unscaled = _DECIMAL.unpack_from(data, offset)
+                    offset += _DECIMAL.size
+                    value = Decimal(unscaled).scaleb(-scale)
+                else:
+                    raise Refused(f"unknown header field type {kind!r}")
+                if isTable:
+                    result[key] = value
+                else:
+                    result.append(value)
+        except (struct.error, IndexError):
+            raise Refused(f"truncated {'table' if isTable else 'array'} at byte {offset}") from None
+        if offset != end:
+            raise Refused(f"a header {'table' if isTable else 'array'}'s length does not match its fields")
+        self.offset, self.fields = offset, fields
+        return result
 
 
 _PROPERTY_FORMATS = {"octet": "!B", "short": "!H", "long": "!I", "longlong": "!Q",
@@ -220,5 +231,8 @@ _VALUE_FORMATS = {
     b"T": "!Q",
 }
 
+_VALUE_STRUCTS = {kind: struct.Struct(fmt) for kind, fmt in _VALUE_FORMATS.items()}
+_LENGTH = struct.Struct("!I")
+_DECIMAL = struct.Struct("!Bi")
 _STRUCTS = {fmt: struct.Struct(fmt) for fmt in
             set(_PROPERTY_FORMATS.values()) | set(_VALUE_FORMATS.values()) | {"!B", "!H", "!I", "!i"}}
