@@ -84,9 +84,45 @@ def test_undecodable_properties_are_refused_not_raised():
         assert decode(properties) == {REFUSED: why}, properties
 
 
+def test_a_header_of_an_unknown_class_is_refused_with_its_body_size():
+    header = decodeContentHeader(SPEC, struct.pack("!HHQH", 999, 0, 42, 0), LIMITS)
+    assert header.size == 42 and header.properties == {REFUSED: "a content header of unknown class 999"}
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200), st.integers(0, 0xFFFF))
 def test_no_bytes_make_the_decoder_raise(tail, flags):
     payload = struct.pack("!HHQH", 60, 0, 3, flags | 0x0001 if flags & 0x8000 else flags) + tail
     header = decodeContentHeader(SPEC, payload, LIMITS)
     assert header.size == 3
+
+
+def test_the_client_reads_a_refused_delivery_whole_and_stays_connected():
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from txamqp.connection import Body, Frame, Method
+
+    from resmon.bus.amqp import ResmonAMQClient, _Delegate
+
+    client = ResmonAMQClient(_Delegate(None), vhost="/", spec=SPEC, heartbeat=0, clock=Clock())
+    transport = StringTransport()
+    client.makeConnection(transport)
+    deliver = SPEC.classes.byname["basic"].methods.byname["deliver"]
+
+    def delivery(tag, header, body):
+        frames = [client._pack_frame(Frame(1, Method(deliver, "ctag", tag, False, "ex", "h.measure"))),
+                  struct.pack("!BHI", 2, 1, len(header)) + header + b"\xce",
+                  client._pack_frame(Frame(1, Body(body)))]
+        return b"".join(frames)
+
+    deep = contentHeader(4, {"headers": nestedTable(3000)})
+    odd = contentHeader(4, {"headers": {"list": [1, None], "big": 2 ** 40}})
+    # Both deliveries in one read, the way TCP may hand them over.
+    client.dataReceived(delivery(1, deep, b"bad!") + delivery(2, odd, b"good"))
+    messages = []
+    client.queue("ctag").addCallback(lambda queue: [queue.get().addCallback(messages.append)
+                                                    for _ in range(2)])
+    assert [(m.delivery_tag, m.content.body) for m in messages] == [(1, b"bad!"), (2, b"good")]
+    assert messages[0].content.properties == {REFUSED: "20999 bytes of properties, over 16384"}
+    assert messages[1].content.properties == {"headers": {"list": [1, None], "big": 2 ** 40}}
+    assert not transport.disconnecting

@@ -68,13 +68,17 @@ def decodeContentHeader(spec, payload, limits):
     @param limits: a L{PropertyLimits}.
     @return: a txAMQP L{Header}; if its properties were refused, they are
         C{{REFUSED: why}}.
-    @raise ValueError: the fixed part (class, weight, body size) is missing
-        or names an unknown class: the frame itself is garbage.
+    @raise ValueError: the fixed part (class, weight, body size) is missing:
+        the frame itself is garbage.
     """
     if len(payload) < _FIXED.size:
         raise ValueError(f"a content header of {len(payload)} bytes")
     classId, weight, size = _FIXED.unpack_from(payload, 0)
-    klass = spec.classes.byid[classId]
+    klass = spec.classes.byid.get(classId)
+    if klass is None:
+        # Still a delivery whose body follows: read it, then reject it.
+        return Header(spec.classes.byname["basic"], weight, size,
+                      **{REFUSED: f"a content header of unknown class {classId}"})
     try:
         if len(payload) - _FIXED.size > limits.maxBytes:
             raise Refused(f"{len(payload) - _FIXED.size} bytes of properties, over {limits.maxBytes}")
