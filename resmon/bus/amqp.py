@@ -61,14 +61,18 @@ class Dropped(Exception):
 class ResmonAMQClient(AMQClient):
     """
     An L{AMQClient} that gives up on a silent peer after two missed
-    heartbeats (txAMQP waits three) and turns a channel closed by the broker
-    into a reconnect, so declarations and consumers are all redone.
+    heartbeats (txAMQP waits three), turns a channel closed by the broker
+    into a reconnect, so declarations and consumers are all redone, and
+    decodes content headers within C{propertyLimits} (a L{PropertyLimits}).
     """
 
     MAX_UNSEEN_HEARTBEAT = 2
     log = Logger()
     lostReason = None
-    propertyLimits = PropertyLimits()
+
+    def __init__(self, *args, propertyLimits=None, **kwargs):
+        AMQClient.__init__(self, *args, **kwargs)
+        self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
 
     def _unpack_frame(self, data):
         # Content headers are decoded here, within bounds and without ever
@@ -134,11 +138,9 @@ class _ClientFactory(protocol.Factory):
         self.propertyLimits = propertyLimits
 
     def buildProtocol(self, addr):
-        client = ResmonAMQClient(
+        return ResmonAMQClient(
             _Delegate(self.bus), vhost=self.vhost, spec=self.spec,
-            heartbeat=self.heartbeat, clock=self.clock)
-        client.propertyLimits = self.propertyLimits
-        return client
+            heartbeat=self.heartbeat, clock=self.clock, propertyLimits=self.propertyLimits)
 
 
 class _Outgoing:
