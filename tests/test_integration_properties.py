@@ -218,3 +218,19 @@ def test_the_web_role_rejects_and_counts_events_whose_headers_do_not_decode(brok
     yield server.assertFlows("after-web", "undecodable events for the web role")
     yield server.assertRejected(analyzer=0, web=2)
     assert not [m for m in server.client.messages if m.get("host") == "w"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_routing_key_that_is_not_utf8_is_rejected_by_every_consumer(broker, amqp, twistd):
+    server = yield Server(broker, amqp, twistd, "properties-routing-key").start()
+    for key in (b"\xff.measure", b"\xc3.analysis", b"h\xfe.status"):
+        body = goodMeasure("h")
+        yield server.amqp.publishRaw(server.exchange, key, body, contentHeader(len(body), {}))
+        yield server.assertFlows(f"after-{key[-2:].decode()}-{len(key)}", f"the routing key {key!r}")
+    yield server.process.waitForOutput(b"rejected (routing-key: 1)", timeout=20)
+    yield server.process.waitForOutput(b"(routing-key: 2), ", timeout=20)  # web: analysis, status
+    reply = yield amqp.channel.queue_declare(queue=server.deadLetter, passive=True)
+    assert reply.message_count == 1
+    assert rb"rejected a message under \xff.measure from #.measure: routing-key: not UTF-8" \
+        in server.process.output
+    server.assertOneConnection()

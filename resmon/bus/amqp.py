@@ -47,8 +47,10 @@ DEAD_LETTER_LIMIT = 10000
 PUBLISH_CHANNEL = 1
 # Refused deliveries logged per reason before the log keeps to one line in a thousand.
 LOGGED_REFUSALS = 10
-# The reason a delivery whose properties were refused is counted under.
+# The reasons the bus rejects a delivery under, before any handler sees it:
+# properties it cannot decode, a routing key that is not UTF-8.
 PROPERTIES = "properties"
+ROUTING_KEY = "routing-key"
 
 
 class Dropped(Exception):
@@ -588,7 +590,11 @@ class AMQPBus(service.Service):
             self.counters["delivered"] += 1
             refused = message.content.properties.get(REFUSED)
             if refused is not None:
-                self._refuse(subscription, channel, message, refused)
+                self._refuse(subscription, channel, message, PROPERTIES, refused)
+                continue
+            if not isinstance(message.routing_key, str):
+                # txAMQP hands over a routing key that is not UTF-8 as bytes.
+                self._refuse(subscription, channel, message, ROUTING_KEY, "not UTF-8")
                 continue
             body = message.content.body
             if not isinstance(body, bytes):
@@ -598,21 +604,25 @@ class AMQPBus(service.Service):
                     _acknowledger(channel, message.delivery_tag)
                     ).addBoth(lambda _: subscription.settled())
 
-    def _refuse(self, subscription, channel, message, why):
+    def _refuse(self, subscription, channel, message, reason, why):
         """
-        Reject, without requeueing, a delivery whose properties could not be
-        decoded, and count it: redelivered, it would be refused again.
+        Reject, without requeueing, a delivery the bus cannot hand over (its
+        properties or its routing key could not be decoded), and count it
+        under C{reason}: redelivered, it would be refused again.
         """
         self.counters["rejected"] += 1
-        self.rejected[PROPERTIES] += 1
-        subscription.rejected[PROPERTIES] += 1
-        count = self.rejected[PROPERTIES]
+        self.rejected[reason] += 1
+        subscription.rejected[reason] += 1
+        count = self.rejected[reason]
         if count <= LOGGED_REFUSALS or count % 1000 == 0:
+            routingKey = message.routing_key
+            if isinstance(routingKey, bytes):
+                routingKey = routingKey.decode("utf-8", "backslashreplace")
             self.log.warn(
                 "rejected a message under {routingKey} from {patterns}: {reason}: {why} "
                 "({count} for this reason){deadLettered}",
-                routingKey=str(message.routing_key)[:80], patterns=",".join(subscription.patterns),
-                reason=PROPERTIES, why=why[:200], count=count,
+                routingKey=routingKey[:80], patterns=",".join(subscription.patterns),
+                reason=reason, why=why[:200], count=count,
                 deadLettered=f", dead-lettered to {subscription.deadLetter}"
                 if subscription.deadLetter else "")
         _acknowledger(channel, message.delivery_tag).discard()
