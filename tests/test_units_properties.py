@@ -84,6 +84,11 @@ def test_undecodable_properties_are_refused_not_raised():
         assert decode(properties) == {REFUSED: why}, properties
 
 
+def test_property_flags_may_not_continue_for_ever():
+    header = decodeContentHeader(SPEC, struct.pack("!HHQ", 60, 0, 1) + b"\x00\x01" * 8000, LIMITS)
+    assert header.properties == {REFUSED: "property flags continued past every known property"}
+
+
 def test_a_header_of_an_unknown_class_is_refused_with_its_body_size():
     header = decodeContentHeader(SPEC, struct.pack("!HHQH", 999, 0, 42, 0), LIMITS)
     assert header.size == 42 and header.properties == {REFUSED: "a content header of unknown class 999"}

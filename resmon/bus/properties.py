@@ -123,6 +123,8 @@ class _Reader:
             present.extend(bool(flags >> bit & 1) for bit in range(15, 0, -1))
             if not flags & 1:
                 break
+            if len(present) > len(fields) + 15:
+                raise Refused("property flags continued past every known property")
         properties = {}
         for isPresent, field in zip(present, fields):
             if isPresent:
