@@ -93,20 +93,32 @@ class Server:
             and m.get("status") == "online", 20, f"{host} online, after {what}")
 
     @defer.inlineCallbacks
-    def assertRejected(self, analyzer, web=0):
+    def assertRejected(self, analyzer, web=0, reason=b"properties"):
         """
-        The stats lines count C{analyzer} and C{web} messages rejected for
-        their properties, the dead-letter queue holds the analyzer's, and
-        the process never lost its one connection.
+        The analyzer's and the web's stats lines count C{analyzer} and
+        C{web} messages rejected for C{reason} (and nothing else), the
+        dead-letter queue holds the analyzer's, and the process never lost
+        its one connection.
         """
-        if analyzer:
-            yield self.process.waitForOutput(
-                b"rejected (properties: %d)" % analyzer, timeout=20)
-        if web:
-            yield self.process.waitForOutput(b"properties: %d)" % web + b", ", timeout=20)
+        yield self.assertStats(b"measures analyzed", reason, analyzer)
+        yield self.assertStats(b"events received", reason, web)
         reply = yield self.amqp.channel.queue_declare(queue=self.deadLetter, passive=True)
         assert reply.message_count == analyzer
         self.assertOneConnection()
+
+    @defer.inlineCallbacks
+    def assertStats(self, marker, reason, count):
+        """
+        Wait for a stats line (the lines holding C{marker}) saying C{count}
+        rejected for C{reason} only, then for the next one, which must say
+        the same: the count has settled.
+        """
+        expected = b"%d rejected (%s)" % (count, b"%s: %d" % (reason, count) if count else b"none")
+        yield self.process.waitForOutput(expected, timeout=20)
+        lines = [line for line in self.process.output.splitlines() if marker in line]
+        yield self.process.waitForOutputCount(marker, len(lines) + 1, timeout=10)
+        last = [line for line in self.process.output.splitlines() if marker in line][-1]
+        assert expected in last, last
 
     def assertOneConnection(self):
         output = self.process.output
@@ -223,14 +235,12 @@ def test_the_web_role_rejects_and_counts_events_whose_headers_do_not_decode(brok
 @pytest_twisted.inlineCallbacks
 def test_a_routing_key_that_is_not_utf8_is_rejected_by_every_consumer(broker, amqp, twistd):
     server = yield Server(broker, amqp, twistd, "properties-routing-key").start()
-    for key in (b"\xff.measure", b"\xc3.analysis", b"h\xfe.status"):
+    for index, key in enumerate((b"\xff.measure", b"\xc3.analysis", b"h\xfe.status")):
         body = goodMeasure("h")
         yield server.amqp.publishRaw(server.exchange, key, body, contentHeader(len(body), {}))
-        yield server.assertFlows(f"after-{key[-2:].decode()}-{len(key)}", f"the routing key {key!r}")
-    yield server.process.waitForOutput(b"rejected (routing-key: 1)", timeout=20)
-    yield server.process.waitForOutput(b"(routing-key: 2), ", timeout=20)  # web: analysis, status
-    reply = yield amqp.channel.queue_declare(queue=server.deadLetter, passive=True)
-    assert reply.message_count == 1
+        yield server.assertFlows(f"after-key-{index}", f"the routing key {key!r}")
+    # The analyzer: the measure; the web: the analysis and the status.
+    yield server.assertRejected(analyzer=1, web=2, reason=b"routing-key")
     assert rb"rejected a message under \xff.measure from #.measure: routing-key: not UTF-8" \
         in server.process.output
     server.assertOneConnection()
