@@ -80,7 +80,7 @@ class AnalyzerService(service.Service):
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE], self.measureReceived,
             queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions,
-            deadLetter=self.deadLetter)
+            deadLetter=self.deadLetter, rejected=self.rejected)
         self.log.info("analyzing measures from queue {queue} with {analyzers}",
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")

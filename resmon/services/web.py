@@ -108,7 +108,7 @@ class WebService(service.MultiService):
     def startService(self):
         self._subscription = self.bus.subscribe(
             ["#." + topics.ANALYSIS, "#." + topics.STATUS], self.fanout.eventReceived,
-            prefetch=1000)
+            prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
 
