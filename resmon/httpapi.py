@@ -126,9 +126,14 @@ class _ResponseBody:
                                stream=self, name="HTTP client")
 
     def start(self, snapshot):
-        self.request.registerProducer(self.flow, True)
         self.request.notifyFinish().addErrback(lambda failure: self.flow.stopProducing())
+        # Queued before the producer is registered, written after: a consumer
+        # may pull from it as soon as it is registered (twisted.web's
+        # DummyRequest does, until the body is finished).
+        self.flow.pauseProducing()
         self.flow.restart(snapshot)
+        self.request.registerProducer(self.flow, True)
+        self.flow.resumeProducing()
 
     def begin(self):
         pass

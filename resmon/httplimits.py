@@ -15,6 +15,8 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import http, pages, server, static
 
+from resmon.origins import HostCheckedSite
+
 DEFAULT_MAX_CLIENTS = 1000
 DEFAULT_MAX_CLIENTS_PER_ADDRESS = 50
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -260,9 +262,10 @@ class LimitedHTTPChannel(http.HTTPChannel):
         self.loseConnection()
 
 
-class LimitedSite(server.Site):
+class LimitedSite(HostCheckedSite):
     """
-    The web role's Site: L{LimitedHTTPChannel} connections making
+    The web role's Site (which checks each request's C{Host}, see
+    L{HostCheckedSite}): L{LimitedHTTPChannel} connections making
     L{LimitedRequest}s; C{refused} counts what they refused, by reason.
     """
 
@@ -270,8 +273,8 @@ class LimitedSite(server.Site):
     requestFactory = LimitedRequest
     limitsLog = Logger()
 
-    def __init__(self, root, headerTimeout=DEFAULT_HEADER_TIMEOUT, **kwargs):
-        server.Site.__init__(self, root, **kwargs)
+    def __init__(self, root, origins, clock, headerTimeout=DEFAULT_HEADER_TIMEOUT, **kwargs):
+        HostCheckedSite.__init__(self, root, origins, clock, **kwargs)
         self.headerTimeout = headerTimeout
         self.refused = Counter()
 

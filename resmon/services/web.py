@@ -12,7 +12,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.logger import Logger
 
-from resmon import topics
+from resmon import topics, wire
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.httpapi import apiResource
@@ -71,7 +71,8 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     @param idleTimeout: seconds an HTTP connection may stay silent before
         its request is complete (a handshake that never finishes).
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
-        handshakes (default: the dashboard's own origin only).
+        handshakes and of every request's C{Host} (default: the dashboard's
+        own origin, addresses and C{localhost} only).
     @param budget: the L{SendBudget} of bytes queued to all WebSocket and
         event stream clients (default: L{DEFAULT_MAX_QUEUED}); the Site's
         C{budget}.
@@ -84,7 +85,8 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
                                   origins=origins, budget=budget)
     top.putChild(b"ws", WebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams, clock, budget))
-    site = LimitedSite(top, headerTimeout=headerTimeout, reactor=clock, timeout=idleTimeout)
+    site = LimitedSite(top, websockets.origins, clock, headerTimeout=headerTimeout,
+                       timeout=idleTimeout)
     site.budget = budget
     site.displayTracebacks = False
     site.eventStreams = streams
@@ -102,6 +104,7 @@ class WebService(service.MultiService):
     @param historyPoints: most history points kept per host.
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
+    @param maxClockSkew: seconds an analysis's C{ts} may be ahead of C{clock}.
     @param maxClients: connections served at once (HTTP, event streams and
         WebSockets); C{maxClientsPerAddress}: from one address.
     @param maxQueued: bytes queued to all clients that stopped reading.
@@ -116,7 +119,8 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0, origins=None, maxClients=DEFAULT_MAX_CLIENTS,
+                 statsInterval=60.0, origins=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
+                 maxClients=DEFAULT_MAX_CLIENTS,
                  maxClientsPerAddress=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
                  maxQueued=DEFAULT_MAX_QUEUED, headerTimeout=DEFAULT_HEADER_TIMEOUT,
                  maxHosts=DEFAULT_MAX_HOSTS):
@@ -124,7 +128,8 @@ class WebService(service.MultiService):
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
-        self.fanout = EventFanout(history=self.history, maxHosts=maxHosts)
+        self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
+                                  maxHosts=maxHosts)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins,
                               budget=SendBudget(maxQueued), headerTimeout=headerTimeout)
@@ -149,7 +154,7 @@ class WebService(service.MultiService):
     def startService(self):
         self._subscription = self.bus.subscribe(
             ["#." + topics.ANALYSIS, "#." + topics.STATUS], self.fanout.eventReceived,
-            prefetch=1000)
+            prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
 
@@ -167,11 +172,15 @@ class WebService(service.MultiService):
         self.log.info(
             "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
             "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
-            "{refused} WebSocket handshakes refused for their origin",
+            "{refused} WebSocket handshakes refused for their origin, {hostsRefused} requests "
+            "refused for their Host, {backOnline} hosts back online on an analysis, "
+            "{unknownMetrics} analyses with unknown metrics over the bound",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
+            hostsRefused=self.site.hostsRefused,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
-            **fanout.counters)
+            backOnline=fanout.counters["back-online"],
+            unknownMetrics=fanout.counters["unknown-metrics"], **fanout.counters)
         budget, connections = self.site.budget, self.connections
         refused = connections.refused + self.site.refused
         self.log.info(
