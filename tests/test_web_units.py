@@ -1160,3 +1160,21 @@ def test_static_files_stay_inside_the_web_root_and_directories_are_not_listed(tm
     for path in ("/secret.txt", "/elsewhere/secret.txt", "/elsewhere/", "/sub/", "/%00", "/sub/%ff"):
         assert answers[path][0] == 404, (path, answers[path])
         assert b"secret" not in answers[path][1] and b"page.html" not in answers[path][1]
+
+
+@pytest.mark.parametrize("bad", ["--max-clients=0", "--max-clients-per-address=x", "--max-queued-mib=0.5",
+                                 "--header-timeout=nan", "--max-hosts=-1"])
+def test_web_limit_options_are_validated_with_one_line_naming_the_option(bad):
+    from resmon.tap import Options
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--role=web", bad])
+    text = str(e.value.code)
+    assert text.startswith("twistd resmon: error: " + bad.split("=")[0] + ": ") and "\n" not in text
+
+
+def test_web_limit_options_have_their_documented_defaults():
+    from resmon.tap import Options
+    options = Options()
+    options.parseOptions(["--role=web"])
+    assert (options["max-clients"], options["max-clients-per-address"], options["max-queued-mib"],
+            options["header-timeout"], options["max-hosts"]) == (1000, 50, 64, 10, 10000)
