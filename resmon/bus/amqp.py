@@ -32,17 +32,16 @@ from zope.interface import implementer
 from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
 from resmon.bus.properties import FRAME_HEADER, REFUSED, PropertyLimits, decodeContentHeader
+from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.interfaces import IBus, ISubscription
 
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
-DEFAULT_HEARTBEAT = 10
 # Reconnect backoff: 0.25 s doubling up to this cap, plus up to RETRY_JITTER
 # at random, so a fleet does not reconnect in step and every process is back
 # within two seconds of the broker accepting connections.
 DEFAULT_MAX_RETRY_DELAY = 1.5
 RETRY_JITTER = 0.5
-DEFAULT_OUTBOX_LIMIT = 10000
 DEAD_LETTER_LIMIT = 10000
 PUBLISH_CHANNEL = 1
 # Refused deliveries logged per reason before the log keeps to one line in a thousand.
