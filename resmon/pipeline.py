@@ -92,18 +92,19 @@ def findingsLevel(findings):
 def summaryLevels(results):
     """
     The C{levels} of an analysis: for each subject of L{SUMMARY_SUBJECTS},
-    the level of the first of C{results} (validated findings, in the order
-    the analyzers run) that has a check of that subject with a level. No
-    analyzer is special: with the built-in C{usage} first (the default
-    order) its levels are used; without it, e.g. C{sustained}'s C{cpu}.
+    the worst level of the checks of that subject among C{results}
+    (validated findings); a subject no analyzer judged is left out. No
+    analyzer is special, and the order they run in does not matter: the
+    built-in C{usage} and C{sustained} both supply a C{cpu} check, and
+    without C{usage} the CPU level is C{sustained}'s alone.
     """
-    levels = {}
+    found = {}
     for findings in results:
         for subject, check in findings.get("checks", {}).items():
-            if subject in SUMMARY_SUBJECTS and subject not in levels \
-                    and check.get("level") is not None:
-                levels[subject] = check["level"]
-    return levels
+            if subject in SUMMARY_SUBJECTS:
+                found.setdefault(subject, []).append(check.get("level"))
+    levels = {subject: worstLevel(subjectLevels) for subject, subjectLevels in found.items()}
+    return {subject: level for subject, level in levels.items() if level is not None}
 
 
 class AnalysisPipeline:

@@ -134,9 +134,10 @@ def _measure(cpu):
 def test_summary_comes_from_whichever_analyzer_supplies_the_check():
     """
     Without the usage analyzer, C{levels.cpu} and C{cpu_result} come from
-    the first running analyzer with a C{cpu} check, and there is no memory
-    level; an analyzer with checks but no overall level still counts in
-    the analysis' level.
+    the running analyzer with a C{cpu} check, and there is no memory level;
+    with several, the worst of their checks, whatever their order; an
+    analyzer with checks but no overall level still counts in the
+    analysis' level.
     """
     sustained = SustainedLoadAnalyzer()
     sustained.configure({"samples": "1"})
@@ -149,5 +150,7 @@ def test_summary_comes_from_whichever_analyzer_supplies_the_check():
     assert analysis["levels"] == {"cpu": "HIGH", "memory": "HIGH"}
     assert analysis["level"] == "HIGH"
     analysis = AnalysisPipeline([UsageAnalyzer(), _ChecksOnly()]).analyze(_measure(10.0))
-    assert analysis["levels"] == {"cpu": "LOW", "memory": "HIGH"}
-    assert analysis["cpu_result"] == "LOW" and analysis["level"] == "HIGH"
+    assert analysis["levels"] == {"cpu": "HIGH", "memory": "HIGH"}
+    analysis = AnalysisPipeline([sustained, UsageAnalyzer()]).analyze(_measure(30.0))
+    assert analysis["analyses"]["sustained"]["checks"]["cpu"]["level"] == "LOW"
+    assert analysis["cpu_result"] == "MEDIUM" and analysis["levels"]["memory"] == "HIGH"
