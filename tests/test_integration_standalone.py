@@ -24,7 +24,7 @@ def test_standalone_serves_the_dashboard_and_shows_this_machine_within_two_secon
     response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
     page = yield readBody(response)
     assert response.code == 200 and b"<title>resmon</title>" in page
-    for asset in (b"app.js", b"style.css"):
+    for asset in (b"js/main.js", b"style.css"):
         response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/{asset.decode()}".encode())
         assert response.code == 200, asset
         yield readBody(response)

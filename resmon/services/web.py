@@ -9,7 +9,6 @@ import os
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.logger import Logger
-from twisted.web import static
 
 from resmon import topics, wire
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
@@ -17,6 +16,7 @@ from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.origins import HostCheckedSite
 from resmon.httpapi import apiResource
 from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
+from resmon.staticfiles import StaticFiles
 from resmon.websocket import DashboardFactory
 
 # Most seconds between two sweeps for hosts no longer seen.
@@ -56,7 +56,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
         own origin, addresses and C{localhost} only).
     """
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
-    top = static.File(root or webRoot())
+    top = StaticFiles(root or webRoot())
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
                                   origins=origins)
     top.putChild(b"ws", WebSocketResource(websockets))
