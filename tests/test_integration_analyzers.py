@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor, task
 from resmon import wire
 from resmon.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
-from support import subscriptionsReady, withTimeout
+from support import subscriptionsReady
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

@@ -1,6 +1,6 @@
 // Small helpers shared by every module: checks, formatting, cheap DOM writes.
 
-export const LEVEL_RANK = { LOW: 1, MEDIUM: 2, HIGH: 3 };
+const LEVEL_RANK = { LOW: 1, MEDIUM: 2, HIGH: 3 };
 export const LEVELS = ["HIGH", "MEDIUM", "LOW"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
