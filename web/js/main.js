@@ -7,10 +7,7 @@ import {
 } from "./cards.js";
 import { createConnection } from "./connection.js";
 import { installDetail, renderDetail, renderDetailAge, shownHost } from "./detail.js";
-import {
-  getEntry, hosts, ingestAnalysis, ingestStatus, markPending, onPending, pending, replaceHistory,
-  statusOf, view,
-} from "./state.js";
+import { applyMessage, hosts, markPending, onPending, pending, statusOf, view } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
@@ -99,47 +96,16 @@ function requestHistory(host) {
   // Not connected: the snapshot that follows the reconnection asks again.
 }
 
-/** Take one message from the server; returns its kind. */
+/** Take one message from the server into the state; returns its kind. */
 function onMessage(raw) {
   let msg;
   try { msg = JSON.parse(raw); } catch (err) { return null; }
   if (!isObj(msg)) return null;
-  const arrival = nowSec();
+  applyMessage(msg, nowSec());
   if (msg.kind === "snapshot") {
-    // The last 15 minutes at once: the history first, so the latest analyses are not added twice.
-    if (isObj(msg.history)) {
-      for (const [host, points] of Object.entries(msg.history)) {
-        if (host !== "" && Array.isArray(points)) replaceHistory(getEntry(host), points, false);
-      }
-    }
-    if (Array.isArray(msg.events)) {
-      for (const ev of msg.events) {
-        if (!isObj(ev)) continue;
-        if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival, false);
-      }
-    }
-    // After the analyses, so a host's stale or offline status wins over their arrival.
-    if (Array.isArray(msg.statuses)) {
-      for (const ev of msg.statuses) if (isObj(ev)) ingestStatus(ev, arrival);
-    }
-    // Everything is redrawn from the fresh snapshot, including hosts it did not mention.
-    for (const entry of hosts.values()) pending.set(entry.host, entry.ev);
-    view.orderDirty = true;
-    view.lastReorder = 0;
-    scheduleFrame();
     const detailHost = shownHost();
     if (detailHost) requestHistory(detailHost);   // the overview replaced its full points
-  } else if (msg.kind === "history") {
-    const entry = typeof msg.host === "string" ? hosts.get(msg.host) : null;
-    if (!entry || !Array.isArray(msg.points)) return msg.kind;
-    replaceHistory(entry, msg.points, true);
-    markPending(entry);
-  } else if (msg.kind === "analysis") {
-    ingestAnalysis(msg, arrival, true);
-  } else if (msg.kind === "status") {
-    ingestStatus(msg, arrival);
   }
-  // unknown kinds, and errors (nothing the page sends should cause one), are ignored
   return msg.kind;
 }
 

@@ -3,7 +3,7 @@
 
 import { readAnalysis, readHistoryPoint } from "./analysis.js";
 import { History } from "./history.js";
-import { isNum } from "./util.js";
+import { isNum, isObj } from "./util.js";
 
 const HISTORY_POINTS = 900;          // 15 min at one sample per second
 const MAX_HISTORY_POINTS = 3600;     // a host's full history from the server may hold more
@@ -31,7 +31,7 @@ export function markPending(entry) {
   redraw();
 }
 
-export function getEntry(host) {
+function getEntry(host) {
   let entry = hosts.get(host);
   if (!entry) {
     entry = {
@@ -90,7 +90,7 @@ function appendPoint(entry, ev, data, arrival, live) {
  * keep the points already held that are newer than the last of them: a
  * snapshot or a history reply is never added twice.
  */
-export function replaceHistory(entry, points, full) {
+function replaceHistory(entry, points, full) {
   const samples = points.map(readHistoryPoint).filter((s) => s && isNum(s.t));
   const old = entry.history;
   const h = new History(Math.min(MAX_HISTORY_POINTS, Math.max(HISTORY_POINTS, samples.length)));
@@ -101,7 +101,7 @@ export function replaceHistory(entry, points, full) {
   entry.fullHistory = full;
 }
 
-export function ingestAnalysis(ev, arrival, live) {
+function ingestAnalysis(ev, arrival, live) {
   if (typeof ev.host !== "string" || ev.host === "") return;
   const entry = getEntry(ev.host);
   // A duplicate or a late copy of an older sample than the one shown is left out.
@@ -115,12 +115,52 @@ export function ingestAnalysis(ev, arrival, live) {
   markPending(entry);
 }
 
-export function ingestStatus(ev, arrival) {
+function ingestStatus(ev, arrival) {
   if (typeof ev.host !== "string" || ev.host === "" || typeof ev.status !== "string") return;
   const entry = getEntry(ev.host);
   entry.serverStatus = ev.status.toLowerCase();
   entry.serverStatusAt = arrival;
   markPending(entry);
+}
+
+/**
+ * One message from the server (an object) into the state, arrived at
+ * arrival (seconds): a snapshot, a host's history, an analysis or a status.
+ */
+export function applyMessage(msg, arrival) {
+  if (msg.kind === "snapshot") {
+    // The last 15 minutes at once: the history first, so the latest analyses are not added twice.
+    if (isObj(msg.history)) {
+      for (const [host, points] of Object.entries(msg.history)) {
+        if (host !== "" && Array.isArray(points)) replaceHistory(getEntry(host), points, false);
+      }
+    }
+    if (Array.isArray(msg.events)) {
+      for (const ev of msg.events) {
+        if (!isObj(ev)) continue;
+        if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival, false);
+      }
+    }
+    // After the analyses, so a host's stale or offline status wins over their arrival.
+    if (Array.isArray(msg.statuses)) {
+      for (const ev of msg.statuses) if (isObj(ev)) ingestStatus(ev, arrival);
+    }
+    // Everything is redrawn from the fresh snapshot, including hosts it did not mention.
+    for (const entry of hosts.values()) pending.set(entry.host, entry.ev);
+    view.orderDirty = true;
+    view.lastReorder = 0;
+    redraw();
+  } else if (msg.kind === "history") {
+    const entry = typeof msg.host === "string" ? hosts.get(msg.host) : null;
+    if (!entry || !Array.isArray(msg.points)) return;
+    replaceHistory(entry, msg.points, true);
+    markPending(entry);
+  } else if (msg.kind === "analysis") {
+    ingestAnalysis(msg, arrival, true);
+  } else if (msg.kind === "status") {
+    ingestStatus(msg, arrival);
+  }
+  // unknown kinds, and errors (nothing the page sends should cause one), are ignored
 }
 
 /** online / stale / offline: the server's word if it is newer than the data, else our own guess. */
