@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
@@ -18,6 +19,33 @@ from resmon.bus.amqp import AMQPBus
 from support import subscriptionsReady
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+# Loaded by the interpreter at start-up from PYTHONPATH: hides the entry
+# point of the built-in usage analyzer, as if it were not installed.
+HIDE_USAGE = """
+import importlib.metadata as metadata
+
+_entryPoints = metadata.entry_points
+
+
+def entry_points(**params):
+    found = _entryPoints(**params)
+    if params.get("group") == "resmon.analyzers":
+        found = metadata.EntryPoints(e for e in found if e.name != "usage")
+    return found
+
+
+metadata.entry_points = entry_points
+"""
+
+
+@pytest.fixture
+def withoutUsage(tmp_path):
+    """
+    The environment of a twistd to which the usage analyzer is not installed.
+    """
+    (tmp_path / "sitecustomize.py").write_text(HIDE_USAGE)
+    return {"PYTHONPATH": str(tmp_path)}
 
 
 def _measure(host, seq, cpu, diskPercent):
@@ -40,15 +68,22 @@ def _until(condition, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.parametrize("installed", [True, False], ids=["not-selected", "not-installed"])
 @pytest_twisted.inlineCallbacks
-def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd):
+def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd, withoutUsage, installed):
     """
-    C{--analyzers=sustained,disk}: the analyzer starts, says which analyzers
-    run and which were left out, and publishes analyses whose level is the
-    worst of sustained's and disk's, whose C{levels} and C{cpu_result} come
-    from sustained's C{cpu} check, and which have no memory level (no
-    running analyzer judges memory).
+    Without the usage analyzer, not selected (C{--analyzers=sustained,disk})
+    or not installed: the analyzer starts, says which analyzers run and
+    which were left out, and publishes analyses whose level is the worst of
+    sustained's and disk's, whose C{levels} and C{cpu_result} come from
+    sustained's C{cpu} check, and which have no memory level (no running
+    analyzer judges memory).
     """
+    if installed:
+        env, selection, started = {}, ["--analyzers=sustained,disk"], (
+            b"with sustained, disk (not selected: usage)")
+    else:
+        env, selection, started = withoutUsage, [], b"with disk, sustained\n"
     exchange = amqp.names["exchange"]
     analyses = []
     listener = AMQPBus(parseBrokerURL(broker), exchange, reactor)
@@ -59,9 +94,9 @@ def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd):
         analyzer = twistd(
             "analyzer-nousage", "--role=analyzer", f"--broker={broker}", f"--exchange={exchange}",
             f"--queue={amqp.names['queue']}", f"--dead-letter-queue={amqp.names['deadletter']}",
-            "--analyzers=sustained,disk", "--analyzer-option=sustained.samples=2")
+            "--analyzer-option=sustained.samples=2", *selection, env=env)
         yield analyzer.waitForOutput(b"consuming #.measure")
-        assert b"with sustained, disk (not selected: usage)" in analyzer.output
+        assert started in analyzer.output
         # CPU at 90 % twice: sustained rises to HIGH on the second; the disk
         # is 85 % full: MEDIUM.
         for seq, cpu in enumerate([90.0, 90.0, 90.0]):
@@ -82,7 +117,7 @@ def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd):
     assert b"Traceback" not in analyzer.output
 
 
-def test_bad_analyzer_configuration_stops_twistd_with_one_line(tmp_path):
+def test_bad_analyzer_configuration_stops_twistd_with_one_line(tmp_path, withoutUsage):
     """
     An unknown analyzer name, options for an unknown analyzer, an option an
     analyzer refuses, and a plugin directory that cannot be read each stop
@@ -91,12 +126,16 @@ def test_bad_analyzer_configuration_stops_twistd_with_one_line(tmp_path):
     missing = str(tmp_path / "missing")
     for argv, expected in [
         (["--analyzers=sustained,nope"], "--analyzers: unknown analyzer 'nope'; discovered: "),
+        (["--cpu-thresholds=30,80"], "--cpu-thresholds: configures the built-in 'usage' analyzer, "
+                                     "which is not installed; discovered: disk, sustained"),
         (["--analyzer-option=nope.x=1"], "--analyzer-option: options given for unknown analyzer 'nope'"),
         (["--analyzer-option=disk.medium=x"], "--analyzer-option: analyzer 'disk' from resmon "),
         ([f"--plugin-dir={missing}"], f"--plugin-dir: cannot list {missing}: No such file"),
     ]:
+        # The usage analyzer is hidden only for --cpu-thresholds.
+        env = dict(os.environ, **(withoutUsage if "thresholds" in argv[0] else {}))
         result = subprocess.run([TWISTD, "-n", "--pidfile=", "resmon", "--role=analyzer"] + argv,
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 1, (argv, result)
         lines = (result.stdout + result.stderr).strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (argv, lines)
