@@ -582,8 +582,11 @@ class AMQPBus(service.Service):
         """
         subscription = next(
             (s for s in self._subscriptions if consumerTag in s.consumerTags), None)
-        if subscription is None or client is not self._client:
+        # self._client is ClientService's proxy of the protocol the delegate knows.
+        current = self._client
+        if subscription is None or current is None or current.transport is not client.transport:
             return  # cancelled by its owner meanwhile, or an older connection
+        client = current
         self.counters["consumer-cancels"] += 1
         self.log.warn("the broker cancelled the consumer of {patterns} on queue {queue} "
                       "(queue deleted?); declaring and consuming again",
