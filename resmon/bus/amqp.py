@@ -430,8 +430,17 @@ class AMQPBus(service.Service):
         self._channelIds = count(PUBLISH_CHANNEL + 1)
         for subscription in self._subscriptions:
             yield self._consume(client, subscription)
+        self.useConnection(client, channel)
+
+    def useConnection(self, client, publishChannel):
+        """
+        Publish through C{publishChannel} of C{client} from now on: an open
+        channel in confirm mode, whose deliveries the broker numbers from 1.
+        The handshake calls it once everything is declared; unit tests of
+        the publishing state machine call it with fakes.
+        """
         self._client = client
-        self._publishChannel = channel
+        self._publishChannel = publishChannel
         self._deliveryTags = count(1)
 
     def _lost(self, client):
