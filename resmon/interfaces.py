@@ -46,7 +46,9 @@ class IBus(Interface):
         """
         A L{Deferred} that fires (with L{None}) once the bus is connected,
         as L{twisted.application.internet.ClientService.whenConnected} does:
-        at once if it is, else at the next successful connection.
+        at once if it is, else at the next successful connection. Call it
+        once the bus is started; it fails with
+        L{twisted.internet.defer.CancelledError} if the bus stops first.
         """
 
     def publish(routingKey, body):

@@ -10,11 +10,13 @@ import time
 import uuid
 
 import pytest_twisted
-from twisted.internet import utils
+from twisted.internet import defer, reactor, task, utils
 
 from resmon import topics, wire
+from resmon.brokerurl import parseBrokerURL
+from resmon.bus.amqp import AMQPBus, partitionQueue
 from privatebroker import RABBITMQCTL
-from support import PlainAMQPClient, connectWebSocket, freePort
+from support import PlainAMQPClient, connectWebSocket, freePort, subscriptionsReady, withTimeout
 
 # "consuming <patterns> from queue <names>": the web role's queue is exclusive
 # and named by the broker, so the log line is how a test learns its name.
@@ -102,3 +104,46 @@ def test_deleted_analyzer_and_web_queues_are_consumed_again_within_two_seconds(
     assert b"(connection #2)" not in server.output  # recovered without reconnecting
     assert b"Traceback" not in server.output
     assert (yield server.stop(timeout=5))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_deleted_partition_queue_is_declared_and_consumed_again(broker, amqp):
+    # One partition of a partitioned subscription deleted: the whole
+    # subscription (its channel holds every owned partition's consumer) is
+    # declared and consumed again, and every host's measures flow again.
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    bus = AMQPBus(parseBrokerURL(broker), exchange, reactor)
+    bus.startService()
+    received = []
+    try:
+        subscription = bus.subscribe(["#.measure"], lambda key, body: received.append(key),
+                                     queue=queue, durable=True, partitions=(2, {0, 1}))
+        yield subscriptionsReady(bus)
+        deleter = yield PlainAMQPClient(broker).connect()
+        try:
+            yield deleter.channel.queue_delete(queue=partitionQueue(queue, 0))
+        finally:
+            yield deleter.close()
+        yield until(lambda: bus.counters["consumer-cancels"] == 1, 5, "the consumer cancel")
+        yield withTimeout(subscription.whenReady(), 2, "consuming again")
+        keys = [f"host-{i}.measure" for i in range(20)]  # spread over both partitions
+        for key in keys:
+            yield bus.publish(key, b"{}")
+        yield until(lambda: sorted(received) == sorted(keys), 5, "every measure")
+        assert bus.counters["connections"] == 1
+    finally:
+        yield bus.stopService()
+        cleaner = yield PlainAMQPClient(broker).connect()
+        try:
+            yield cleaner.cleanUp(exchanges=[f"{queue}.hash"],
+                                  queues=[partitionQueue(queue, i) for i in range(2)])
+        finally:
+            yield cleaner.close()
+
+
+@defer.inlineCallbacks
+def until(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
+        yield task.deferLater(reactor, 0.02, lambda: None)
