@@ -6,6 +6,10 @@ One connection per process, kept by a L{ClientService}: after every
 the exchange and every subscription's queue and bindings again, then resends
 whatever the broker had not confirmed. Publishing uses publisher confirms: a
 publish's L{Deferred} fires only once the broker has taken the message.
+A queue deleted under a running process: the broker cancels its consumer
+(resmon advertises C{consumer_cancel_notify}, which txAMQP does not), and the
+bus declares that subscription's queue and bindings again and consumes, on
+the same connection (L{AMQPBus._consumerCancelled}).
 """
 
 import os
@@ -196,6 +200,7 @@ class _AMQPSubscription:
         self.consumerTags = []
         # The txAMQP queues the pumps read, one per consumer tag.
         self.messageQueues = []
+        self.queueNames = []
         self.inFlight = 0
         self._idleWaiters = []
         self.consuming = False
@@ -600,7 +605,7 @@ class AMQPBus(service.Service):
         self.log.warn("the broker cancelled the consumer of {patterns} on queue {queue} "
                       "(queue deleted?); declaring and consuming again",
                       patterns=",".join(subscription.patterns),
-                      queue=",".join(getattr(subscription, "queueNames", ())))
+                      queue=",".join(subscription.queueNames))
         subscription.stopped()
         for tag, messages in zip(subscription.consumerTags, subscription.messageQueues):
             client.queues.pop(tag, None)  # txAMQP keeps one queue per consumer tag
