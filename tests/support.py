@@ -73,16 +73,12 @@ def withTimeout(d, seconds, what):
 @defer.inlineCallbacks
 def subscriptionsReady(bus, timeout=5):
     """
-    Wait until every subscription of an L{AMQPBus} is consuming: they are
+    Wait until every subscription of an L{IBus} is consuming: they are
     declared asynchronously after connecting.
     """
-    from twisted.internet import task
     yield withTimeout(bus.whenConnected(), timeout, "the broker")
-    for _ in range(int(timeout / 0.02)):
-        if all(s.channelId is not None for s in bus._subscriptions):
-            return
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    raise AssertionError(f"subscriptions were not declared in {timeout} s")
+    yield withTimeout(defer.gatherResults([s.whenReady() for s in bus.subscriptions]),
+                      timeout, "the subscriptions to be declared")
 
 
 class TwistdProcess(protocol.ProcessProtocol):
