@@ -212,7 +212,7 @@ def test_a_host_that_died_just_before_the_judge_did_is_declared_offline_by_the_n
     # The host stops, and the judge dies before the host is 3 s silent: the
     # successor never hears from the host, only of it (its "online" status).
     assert (yield agent.stop(timeout=5)), agent.logPath
-    judge.signal("KILL")
+    judge.expectUncleanExit().signal("KILL")
     yield successor.waitForOutput(b"judging host liveness: this process receives", 10)
     yield client.waitFor(lambda m: statuses() == ["online", "stale", "offline"], 20,
                          f"{host} stale, then offline, from the successor")
@@ -317,6 +317,8 @@ def test_an_analyzer_stopped_under_load_loses_nothing(privateBroker, twistd, sig
     while len(received) < 1000:
         assert time.monotonic() < deadline, f"only {len(received)} analyses in 20 s"
         received += yield drain(url, recorder)
+    if signal == "KILL":
+        analyzer.expectUncleanExit()
     analyzer.signal(signal)
     yield analyzer.ended
     assert analyzer.exitSignal == getattr(signalModule, f"SIG{signal}")
