@@ -421,14 +421,19 @@ def test_a_dead_link_is_detected_within_two_heartbeats_and_reconnected(broker, a
     try:
         agent = twistd("deadlink-agent", *agentArgs(proxied, exchange, host, f"--heartbeat={heartbeat}"))
         yield agent.waitForOutput(b"(connection #1)")
-        yield task.deferLater(reactor, 1, lambda: None)  # a few measures through the live link
+        # A few measures through the live link first.
+        seqs = []
+        deadline = time.monotonic() + 10
+        while len(seqs) < 3:
+            assert time.monotonic() < deadline, f"only {len(seqs)} measures through the live link"
+            yield task.deferLater(reactor, 0.1, lambda: None)
+            seqs += [d["seq"] for d in (yield drain(broker, recorder)) if d.get("host") == host]
         proxy.freeze()
         frozenAt = time.time()
         yield agent.waitForOutput(b"lost the connection", 3 * heartbeat + 2)
         detected = time.time() - frozenAt
         assert detected <= 2 * heartbeat + 1.5, f"dead link detected after {detected:.1f} s"
         yield agent.waitForOutput(b"(connection #2)", 5)
-        seqs = []
         deadline = time.monotonic() + 15
         while not seqs or max(seqs) < 30:
             assert time.monotonic() < deadline, f"measures stopped at {max(seqs, default=None)}"
