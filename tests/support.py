@@ -385,14 +385,3 @@ class _PlainFactory(protocol.ClientFactory):
     def buildProtocol(self, addr):
         return AMQClient(TwistedDelegate(), self.vhost, self.spec)
 
-
-def terminate(processes):
-    """
-    Last-resort cleanup for processes a failed test left running.
-    """
-    for process in processes:
-        if not process.ended_:
-            try:
-                process.transport.signalProcess(signal.SIGKILL)
-            except Exception:
-                pass

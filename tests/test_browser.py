@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 
 import pytest
 
@@ -147,15 +148,28 @@ def browser():
 
 
 def waitUntil(condition, timeout, what):
+    """
+    Poll C{condition} until it returns something true, for C{timeout}
+    seconds. Only what a page or server still loading raises counts as
+    "not yet" (an element not there yet or replaced, a script reading an
+    element not there yet, an API 404); anything else fails at once.
+    """
+    from selenium.common.exceptions import (
+        JavascriptException, NoSuchElementException, StaleElementReferenceException)
+    notYet = (JavascriptException, NoSuchElementException, StaleElementReferenceException,
+              urllib.error.URLError)
     deadline = time.monotonic() + timeout
+    lastError = None
     while True:
         try:
             result = condition()
-        except Exception:
-            result = None
+        except notYet as e:
+            result, lastError = None, e
         if result:
             return result
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout} s waiting for {what}"
+            + (f" (last error: {lastError!r})" if lastError is not None else ""))
         time.sleep(0.05)
 
 
