@@ -1,8 +1,8 @@
 """
 Junk on the bus: ten thousand generated bad messages, interleaved with good
 ones, into a real server on the real broker. Every good measure is analyzed,
-every bad one rejected, counted by reason and dead-lettered, nothing crashes
-and memory stays flat.
+every bad one rejected, counted by reason and dead-lettered, nothing crashes.
+(The server's memory under this stream: bench/badinput_memory.py.)
 """
 
 import json
@@ -11,7 +11,6 @@ import re
 import string
 from collections import Counter
 
-import psutil
 import pytest_twisted
 from twisted.internet import defer, reactor
 
@@ -109,7 +108,6 @@ def test_ten_thousand_bad_messages_are_rejected_counted_and_dead_lettered(broker
     rng = random.Random(20261123)
     sent = {"good": 0, "bad": 0}
     reasons = Counter()
-    rss = []
     try:
         yield subscriptionsReady(listener)
         for round in range(2):
@@ -128,7 +126,6 @@ def test_ten_thousand_bad_messages_are_rejected_counted_and_dead_lettered(broker
             yield server.waitForOutput(f"not analysed again, {sent['bad']} rejected (".encode(), timeout=60)
             yield withTimeout(_until(lambda: len(analyses) == sent["good"]), 30,
                               f"{sent['good']} analyses of good measures")
-            rss.append(psutil.Process(server.transport.pid).memory_info().rss)
     finally:
         yield listener.stopService()
 
@@ -144,8 +141,6 @@ def test_ten_thousand_bad_messages_are_rejected_counted_and_dead_lettered(broker
     assert counted.decode() == ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
     assert set(reasons) == {"encoding", "empty", "too-deep", "non-finite", "json", "range", "type",
                             "version", "kind", "shape", "routing-key", "too-large"}, reasons
-    # Flat memory: the second round of 5000 bad messages costs no more than noise.
-    assert rss[1] - rss[0] < 8 * 1024 * 1024, rss
     assert not server.ended_ and b"Traceback" not in server.output
 
 
