@@ -73,6 +73,12 @@ def test_the_start_line_names_the_queue_and_the_analyzers():
     analyzer.startService()
     assert lines(events)[0] == "analyzing measures from queue q with usage"
     analyzer.stopService()
+    second = UsageAnalyzer()
+    second.name = "again"
+    analyzer.pipeline.analyzers.append(second)
+    analyzer.startService()
+    assert lines(events)[-1] == "analyzing measures from queue q with usage, again"
+    analyzer.stopService()
     analyzer.pipeline.analyzers = []
     analyzer.startService()
     assert lines(events)[-1] == "analyzing measures from queue q with no analyzers"
