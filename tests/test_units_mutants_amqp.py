@@ -190,3 +190,113 @@ def test_observing_a_deferred_leaves_its_result_alone():
     with pytest.raises(RuntimeError):
         failed.result.raiseException()
     failed.addErrback(lambda f: None)
+
+
+class Message:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def test_the_delegate_settles_confirms_and_reports_returned_messages():
+    bus, _, _, events = connected()
+    results = outcomes([bus.publish("k", b"%d" % i) for i in range(3)])
+    delegate = amqp._Delegate(bus)
+    assert delegate.bus is bus
+    delegate.basic_ack(None, Message(delivery_tag=2, multiple=True))
+    delegate.basic_nack(None, Message(delivery_tag=3, multiple=False))
+    assert results == ["ok", "ok", "Dropped: the broker refused the message (basic.nack)"]
+    delegate.basic_return_(None, Message(routing_key="h.status", reply_code=312, reply_text="NO_ROUTE"))
+    assert formatEvent(events[-1]) == "broker returned a message under h.status: 312 NO_ROUTE"
+
+
+class AckChannel:
+    def __init__(self, closed=False):
+        self.closed = closed
+        self.calls = []
+
+    def basic_ack(self, **kwargs):
+        self.calls.append(("ack", kwargs))
+        return defer.fail(RuntimeError("channel closed meanwhile"))
+
+    def basic_reject(self, **kwargs):
+        self.calls.append(("reject", kwargs))
+        return defer.fail(RuntimeError("channel closed meanwhile"))
+
+
+def test_a_delivery_is_acknowledged_requeued_or_discarded_on_its_open_channel_only():
+    channel = AckChannel()
+    acknowledge = amqp._acknowledger(channel, 7)
+    acknowledge()
+    acknowledge.retry()
+    acknowledge.discard()
+    assert channel.calls == [("ack", {"delivery_tag": 7}), ("reject", {"delivery_tag": 7, "requeue": True}),
+                             ("reject", {"delivery_tag": 7, "requeue": False})]
+    closed = AckChannel(closed=True)
+    acknowledge = amqp._acknowledger(closed, 7)
+    acknowledge()
+    acknowledge.retry()
+    acknowledge.discard()
+    assert closed.calls == []
+
+
+def test_a_subscription_keeps_what_it_was_given_and_says_when_it_is_idle():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    handler = object()
+    subscription = bus.subscribe(["a.*", "b.#"], handler, queue="q", durable=True, prefetch=5,
+                                 partitions=(4, [1]), deadLetter="dl", singleActive=True)
+    assert bus._subscriptions == [subscription]
+    assert (subscription.patterns, subscription.handler, subscription.queue, subscription.durable,
+            subscription.prefetch, subscription.partitions, subscription.deadLetter,
+            subscription.singleActive) == (("a.*", "b.#"), handler, "q", True, 5, (4, [1]), "dl", True)
+    assert (subscription.bindings, subscription.channelId, subscription.consumerTags,
+            subscription.inFlight) == (None, None, [], 0)
+    defaults = bus.subscribe(["c"], handler)
+    assert (defaults.queue, defaults.durable, defaults.prefetch, defaults.partitions, defaults.deadLetter,
+            defaults.singleActive) == (None, False, 100, None, None, False)
+    assert subscription.whenIdle().called
+    subscription.inFlight = 2
+    idle = [subscription.whenIdle(), subscription.whenIdle()]
+    subscription.settled()
+    assert not any(d.called for d in idle)
+    subscription.settled()
+    assert all(d.called for d in idle) and subscription.inFlight == 0
+    subscription.cancel()
+    assert bus._subscriptions == [defaults]
+
+
+def failureFrom(error):
+    try:
+        raise error
+    except BaseException:
+        return Failure()
+
+
+def test_a_failure_is_described_by_its_innermost_cause_on_one_line():
+    from twisted.internet.error import ConnectionLost
+    inner = ConnectionRefusedError("connection refused\nsecond line")
+    wrapped = ConnectionLost(failureFrom(RuntimeError(failureFrom(inner))))
+    assert amqp._describe(failureFrom(wrapped)) == "connection refused"
+    assert amqp._describe(RuntimeError()) == "RuntimeError"
+    assert amqp._describe(ValueError("x" * 300)) == "x" * 200
+    deep = ValueError("deepest")
+    for level in range(6):
+        deep = RuntimeError(f"level {level}", deep)
+    assert amqp._innermost(deep) is deep.args[1].args[1].args[1].args[1].args[1]
+    assert amqp._innermost(deep, depth=1) is deep.args[1]
+
+
+def test_tls_failures_are_said_plainly():
+    from OpenSSL.SSL import Error as SSLError
+    verify = SSLError([("SSL routines", "", "certificate verify failed"), ("x", "y", "bad record")])
+    assert amqp._describe(verify) == (
+        "TLS: certificate verify failed; bad record (the broker's certificate does not chain to "
+        "--tls-ca or the system's authorities)")
+    assert amqp._describe(SSLError([("SSL routines", "", "tlsv1 alert")])) == "TLS: tlsv1 alert"
+    assert amqp._describe(SSLError()) == "TLS: Error"
+    assert amqp._describe(SSLError([("a", "b", "c" * 400)])) == ("TLS: " + "c" * 400)[:300]
+    from service_identity.exceptions import DNSMismatch, VerificationError
+    mismatch = VerificationError(errors=[DNSMismatch("localhost"), DNSMismatch("other")])
+    assert amqp._describe(mismatch) == (
+        "TLS: certificate verify failed: the broker's certificate is not valid for the host of the "
+        "URL (DNSMismatch)")
+    assert amqp._describe(VerificationError(errors=[])).endswith("(VerificationError)")
