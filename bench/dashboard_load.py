@@ -37,6 +37,7 @@ PAGE_PROBE = r"""
     wsOpens: 0, wsMessages: 0, wsBytes: 0, handlerMs: 0, handlerMax: 0,
     appFrames: 0, appFrameMs: 0, appFrameMax: 0,
     longtask: false, longTasks: [], drift: [], reorders: [],
+    snapshots: [],   // {hosts, bytes, ms after navigation} of every snapshot received
   };
   const raf = window.requestAnimationFrame.bind(window);
   const tick = (t) => {
@@ -64,6 +65,10 @@ PAGE_PROBE = r"""
     get onmessage() { return super.onmessage; }
     set onmessage(fn) {
       super.onmessage = typeof fn !== "function" ? fn : (e) => {
+        if (typeof e.data === "string" && e.data.startsWith('{"kind":"snapshot"')) {
+          const m = JSON.parse(e.data);
+          b.snapshots.push({ hosts: m.events.length, bytes: e.data.length, ms: performance.now() });
+        }
         const s = performance.now();
         try { return fn.call(this, e); } finally {
           if (b.measuring) {
@@ -115,6 +120,7 @@ PAGE_PROBE = r"""
       shown: document.querySelectorAll(".host-card:not([hidden])").length,
       nodes: document.getElementsByTagName("*").length,
       sort: document.getElementById("sort").value,
+      snapshots: b.snapshots,
     };
   };
 })();
@@ -307,8 +313,16 @@ def percentile(values, q):
 def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
     import psutil
 
+    # Two rounds of the fleet first: the page's snapshot must then hold every host.
+    while publisher.published < 2 * len(publisher.hosts):
+        yield task.deferLater(reactor, 0.1, lambda: None)
     yield threads.deferToThread(openDashboard, driver, port, sort)
     yield task.deferLater(reactor, warmup, lambda: None)
+    snapshots = yield threads.deferToThread(driver.execute_script, "return window.__bench.snapshots")
+    if not snapshots or snapshots[0]["hosts"] != len(publisher.hosts):
+        raise AssertionError(
+            f"the page's first snapshot should hold all {len(publisher.hosts)} hosts; it got "
+            f"{snapshots[0]['hosts'] if snapshots else 'no snapshot'} (server log: {server.logPath})")
 
     serverProcess = psutil.Process(server.transport.pid)
     browser = yield threads.deferToThread(browserProcesses, driver)
@@ -384,10 +398,16 @@ def measureRun(reactor, driver, server, publisher, port, sort, warmup, seconds):
         "publisher CPU %": publisherCPU,
         "machine CPU %": machineCPU,
         "server RSS MiB": max(rss) / 2 ** 20 if rss else serverProcess.memory_info().rss / 2 ** 20,
+        "snapshot hosts": snapshots[0]["hosts"],
+        "snapshot KiB": snapshots[0]["bytes"] / 1024,
+        "snapshot ms": snapshots[0]["ms"],
     }
 
 
 ROWS = [
+    ("snapshot hosts", "hosts in the page's first snapshot", "{:d}"),
+    ("snapshot KiB", "  its size (KiB)", "{:.0f}"),
+    ("snapshot ms", "  received, ms after the page started loading", "{:.0f}"),
     ("published/s", "analyses published per second", "{:.0f}"),
     ("ws msg/s", "WebSocket messages received per second", "{:.0f}"),
     ("ws KiB/s", "WebSocket KiB received per second", "{:.0f}"),

@@ -10,11 +10,13 @@ from collections import Counter, deque
 from twisted.logger import Logger
 
 from resmon import topics, wire
-from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
+from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
 MAX_STATUS_LENGTH = 32
+# The status of a host that sends (as in resmon.liveness).
+ONLINE = "online"
 # Full history of a whole fleet is hundreds of MiB built on the reactor:
 # beyond this many hosts a snapshot carries the overview instead.
 MAX_FULL_HISTORY_HOSTS = 50
@@ -69,7 +71,10 @@ class LatestAnalyses(LatestEvents):
     after an analyzer was killed before acking it, is analysed and published
     again, possibly after later ones (5, 6, 5, 6). A repeat of any of the
     recent analyses is a duplicate; an older analysis not seen before is
-    new, but does not replace a newer latest one.
+    new, but does not replace a newer latest one. Older means older by both
+    C{seq} and C{ts} (L{resmon.history.isLateCopy}): an analysis with a later
+    C{seq} but an earlier C{ts} comes from an agent whose clock went back,
+    and replaces the latest, as received.
     """
 
     def __init__(self, recent=RECENT_ANALYSES_PER_HOST):
@@ -197,19 +202,33 @@ class EventFanout:
 
     A client is anything with C{sendEvent(document, body)}.
 
+    An analysis or status whose C{host} does not map to its routing key, and
+    an analysis whose C{ts} or C{analyzed_at} is more than C{maxClockSkew}
+    seconds ahead of C{clock}, are rejected and counted. A new latest
+    analysis of a host whose latest status is not C{online} records and
+    sends an C{online} status for it (L{backOnline}).
+
     @param history: a L{resmon.history.FleetHistory}, or L{None} for none.
+    @param clock: an L{IReactorTime} judging times from the future and
+        dating the C{online} statuses recorded here, or L{None}: no judging,
+        and those statuses carry no time.
+    @param maxClockSkew: seconds an analysis's times may be ahead of C{clock}.
     """
 
     log = Logger()
 
-    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None):
+    def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None, clock=None,
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
+        self.clock = clock
+        self.maxClockSkew = maxClockSkew
         self.latest = latest if latest is not None else LatestAnalyses()
         self.statuses = LatestEvents()
         self.history = history
         self.maxBody = maxBody
         self.clients = {}
         self.rejected = Counter()
-        self.counters = {"received": 0, "duplicates": 0, "sent": 0}
+        self.counters = {"received": 0, "duplicates": 0, "sent": 0,
+                         "back-online": 0, "unknown-metrics": 0}
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -290,8 +309,10 @@ class EventFanout:
             b',"points":', points, b"}"])
 
     def eventReceived(self, routingKey, body):
+        now = None if self.clock is None else self.clock.seconds()
         try:
-            document = wire.decodeEvent(routingKey, body, self.maxBody)
+            document = wire.decodeEvent(routingKey, body, self.maxBody,
+                                        notAfter=None if now is None else now + self.maxClockSkew)
             if document["kind"] == topics.STATUS:
                 status = document.get("status")
                 if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
@@ -305,14 +326,51 @@ class EventFanout:
                               routingKey=routingKey[:80], reason=str(e)[:200], count=count)
             return
         self.counters["received"] += 1
+        online = None
         if document["kind"] == topics.ANALYSIS:
+            metrics = document.get("metrics")
+            if isinstance(metrics, dict) and wire.boundUnknownMetrics(metrics):
+                # A third party's analysis: the analyzer bounds its own.
+                self.counters["unknown-metrics"] += 1
+                body = wire.encodeEvent(document)
             if not self.latest.accept(document, body):
                 self.counters["duplicates"] += 1
                 return
             if self.history is not None:
                 self.history.add(document)
+            if self.latest.get(document["host"]) is document:
+                online = self.backOnline(document, now)
         elif document["kind"] == topics.STATUS:
             self.statuses.update(document, body)
+        self._send(document, body)
+        if online is not None:
+            self._send(*online)
+
+    def backOnline(self, analysis, now):
+        """
+        Record an C{online} status for the host of C{analysis}, its new
+        latest one, if its latest status says otherwise and C{analysis} is
+        of a measure taken after that status (L{_after}): a host that sends
+        again is online on every dashboard, in the API and in snapshots, even
+        if its C{offline} status was forged or the analyzer's C{online}
+        never came.
+
+        @return: the status C{(document, body)} to send, or L{None}.
+        """
+        host = analysis["host"]
+        latest = self.statuses.get(host)
+        if latest is None or latest.get("status") == ONLINE or not _after(analysis, latest):
+            return None
+        document = {
+            "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": ONLINE,
+            "since": now, "last_seen": now, "seq": analysis.get("seq"),
+        }
+        body = wire.encodeEvent(document)
+        self.statuses.update(document, body)
+        self.counters["back-online"] += 1
+        return document, body
+
+    def _send(self, document, body):
         for client, subscription in list(self.clients.items()):
             if subscription.matches(document):
                 try:
@@ -325,9 +383,31 @@ class EventFanout:
                 self.counters["sent"] += 1
 
 
+def _after(analysis, status):
+    """
+    Whether C{analysis} is of a measure the judge had not seen when it
+    decided C{status}: a later C{seq} than the status's, or a C{ts} after
+    its C{last_seen}. An analysis of a measure that waited in the
+    analyzer's queue while its host went silent is neither. Without
+    numbers to compare, it is.
+    """
+    seq, statusSeq = analysis.get("seq"), status.get("seq")
+    ts, lastSeen = analysis.get("ts"), status.get("last_seen")
+    comparable = False
+    for mine, theirs in ((seq, statusSeq), (ts, lastSeen)):
+        if _isNumber(mine) and _isNumber(theirs):
+            if mine > theirs:
+                return True
+            comparable = True
+    return not comparable
+
+
+def _isNumber(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _olderThan(document, other):
-    ts, otherTs = document.get("ts"), other.get("ts")
-    return isinstance(ts, (int, float)) and isinstance(otherTs, (int, float)) and ts < otherTs
+    return isLateCopy(document.get("seq"), document.get("ts"), other.get("seq"), other.get("ts"))
 
 
 def encodeJSON(document):

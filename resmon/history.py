@@ -144,8 +144,27 @@ def sampledIndexes(times, start, step):
     return kept
 
 
+# A point placed by receipt follows the newest one by at least this much.
+MIN_RECEIPT_STEP = 0.001
+# Exactly these (not bool) are numbers in a seq or ts.
+_NUMBERS = (int, float)
+
+
+def isLateCopy(seq, ts, newestSeq, newestTs):
+    """
+    Whether an analysis of C{seq} and C{ts} is a late copy of an older
+    sample of a host whose newest analysis has C{newestSeq} and
+    C{newestTs}: older (or the same) by both, so from the same agent run and
+    the same clock (a redelivery, or competing analyzers crossing). An
+    analysis older by C{ts} only is new: its agent's clock went back.
+    """
+    return (type(seq) in _NUMBERS and type(ts) in _NUMBERS and type(newestSeq) in _NUMBERS
+            and type(newestTs) in _NUMBERS and seq <= newestSeq and ts <= newestTs)
+
+
 class _HostHistory:
-    __slots__ = ("points", "times", "overview", "overviewTimes", "lastSeen")
+    __slots__ = ("points", "times", "overview", "overviewTimes", "lastSeen", "newestSeq",
+                 "newestTs")
 
     def __init__(self, now):
         self.points = []
@@ -154,6 +173,9 @@ class _HostHistory:
         self.overview = []
         self.overviewTimes = array("d")
         self.lastSeen = now
+        # The seq and own ts of the newest analysis added.
+        self.newestSeq = None
+        self.newestTs = None
 
 
 class FleetHistory:
@@ -163,8 +185,15 @@ class FleetHistory:
     Bounds: per host, points older than C{window} seconds before the host's
     newest point are dropped, and at most C{maxPoints} are kept; a host not
     seen for C{window} seconds (by C{clock}) is forgotten by L{expire}.
-    Points arrive in order of their C{ts}: an analysis older than the host's
-    newest point (from a competing analyzer) is not added.
+
+    Points are kept in order of receipt, and their times only move forward:
+    a point's C{ts} is its analysis's C{ts} when that is after the host's
+    newest point; otherwise (the agent's clock went back) the newest point's
+    time plus the time since that point was received (by C{clock}, at least
+    L{MIN_RECEIPT_STEP}), so a host whose clock went back keeps its history,
+    at the pace its analyses arrive, until its C{ts} overtakes again. A late
+    copy of an older sample (L{isLateCopy}: a redelivery, or competing
+    analyzers crossing) is not added.
 
     @param window: seconds of history to keep; 0 keeps none.
     @param overviewStep: the step of the overview kept ready (0: none).
@@ -177,7 +206,7 @@ class FleetHistory:
         self.maxPoints = maxPoints
         self.overviewStep = overviewStep
         self._hosts = {}
-        self.counters = {"added": 0, "out-of-order": 0, "forgotten": 0}
+        self.counters = {"added": 0, "out-of-order": 0, "placed-by-receipt": 0, "forgotten": 0}
 
     def add(self, analysis):
         """
@@ -193,11 +222,16 @@ class FleetHistory:
         history = self._hosts.get(host)
         if history is None:
             history = self._hosts[host] = _HostHistory(now)
-        history.lastSeen = now
+        receivedBefore, history.lastSeen = history.lastSeen, now
         points, times = history.points, history.times
-        if times and times[-1] > point["ts"]:
+        ownTs = point["ts"]
+        if isLateCopy(point["seq"], ownTs, history.newestSeq, history.newestTs):
             self.counters["out-of-order"] += 1
             return None
+        history.newestSeq, history.newestTs = point["seq"], ownTs
+        if times and ownTs <= times[-1]:
+            point["ts"] = times[-1] + max(now - receivedBefore, MIN_RECEIPT_STEP)
+            self.counters["placed-by-receipt"] += 1
         encoded = encodePoint(point)
         points.append(encoded)
         times.append(point["ts"])

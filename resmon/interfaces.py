@@ -23,7 +23,7 @@ class IBus(Interface):
         """
 
     def subscribe(patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
         """
         Deliver every message whose routing key matches one of C{patterns}
         to C{handler(routingKey, body)}.
@@ -48,6 +48,10 @@ class IBus(Interface):
             receives its messages, the others (in other processes) stand by
             and take over when it goes; the queue is not durable and is
             deleted with its last subscriber.
+        @param rejected: a L{collections.Counter} the bus counts the
+            messages it rejects itself, before the handler, into by reason
+            (C{properties}: a message whose AMQP properties are over the
+            bus's limits or cannot be decoded; see C{docs/operations.md}).
         @return: an L{ISubscription}.
         """
 

@@ -84,6 +84,8 @@ class HostLiveness(service.Service):
     @param offlineAfter: seconds without a measure before a host is offline.
     @param grace: seconds after a (re)connection during which no host is
         judged.
+    @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock};
+        a measure further ahead is ignored, as the analyzer rejects it.
     """
 
     name = "liveness"
@@ -91,8 +93,10 @@ class HostLiveness(service.Service):
 
     def __init__(self, bus, clock, staleAfter=None, offlineAfter=DEFAULT_OFFLINE_AFTER,
                  grace=DEFAULT_GRACE, queue=DEFAULT_QUEUE, checkInterval=CHECK_INTERVAL,
-                 maxBody=wire.DEFAULT_MAX_BODY, forgetAfter=FORGET_AFTER):
+                 maxBody=wire.DEFAULT_MAX_BODY, forgetAfter=FORGET_AFTER,
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
         self.bus = bus
+        self.maxClockSkew = maxClockSkew
         self.clock = clock
         self.staleAfter = staleAfter
         self.offlineAfter = offlineAfter
@@ -161,9 +165,10 @@ class HostLiveness(service.Service):
         if routingKey == self.tickKey:
             return
         try:
-            measure = wire.decodeMeasure(routingKey, body, self.maxBody)
+            measure = wire.decodeMeasure(routingKey, body, self.maxBody,
+                                         notAfter=now + self.maxClockSkew)
         except wire.Rejected:
-            return  # the analyzer logs and counts bad measures
+            return  # the analyzer logs and counts bad measures (and those from the future)
         self.seen(measure)
 
     def statusReceived(self, routingKey, body):

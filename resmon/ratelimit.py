@@ -34,3 +34,33 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+class LimitedLog:
+    """
+    Warnings about misbehaving peers, at most C{burst} at once and C{rate} a
+    second after that: a thousand flooding clients must not flood the log.
+    The lines held back are counted, and the next line logged says how many.
+
+    @param clock: an L{IReactorTime}.
+    """
+
+    def __init__(self, clock, rate=1 / 6, burst=10):
+        self._bucket = TokenBucket(clock, rate, burst)
+        self.suppressed = 0
+
+    def warn(self, logger, format, **fields):
+        """
+        C{logger.warn(format, **fields)} unless too many lines came lately.
+
+        @return: whether the line was logged.
+        """
+        if not self._bucket.take():
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            format += " ({suppressed} similar warnings not logged before this one)"
+            fields["suppressed"] = self.suppressed
+            self.suppressed = 0
+        logger.warn(format, **fields)
+        return True

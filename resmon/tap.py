@@ -126,6 +126,9 @@ class Options(usage.Options):
         ["idle-timeout", None, "60",
          "Seconds an HTTP connection may stay silent before its request is complete; a "
          "WebSocket handshake that never finishes is dropped after it."],
+        ["max-clock-skew", None, str(int(wire.DEFAULT_MAX_CLOCK_SKEW)),
+         "Seconds a measure's or analysis's time (ts) may be ahead of this process's clock; "
+         "one further ahead is rejected as from the future (reason 'future') and counted."],
         ["stats-interval", None, "60", "Seconds between two log lines with counters."],
     ]
 
@@ -137,6 +140,7 @@ class Options(usage.Options):
         self["plugin-dirs"] = []
         self["analyzer-options"] = {}
         self["allowed-origins"] = []
+        self["allowed-hosts"] = []
 
     def opt_plugin_dir(self, directory):
         """
@@ -153,6 +157,16 @@ class Options(usage.Options):
             self["allowed-origins"].append(normalizeOrigin(origin))
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origin: {e}")
+
+    def opt_allowed_host(self, name):
+        """
+        Web role: a name the dashboard is served under (e.g. dash.example.com), besides addresses, localhost, this machine's host name and FQDN and the hosts of --allowed-origin; requests naming any other host in their Host header get 421, which stops DNS rebinding. '*' accepts any name (repeatable).
+        """
+        from resmon.origins import normalizeHostName
+        try:
+            self["allowed-hosts"].append(normalizeHostName(name))
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-host: {e}")
 
     def opt_analyzers(self, names):
         """
@@ -239,6 +253,7 @@ class Options(usage.Options):
         self["stats-interval"] = _number(self, "stats-interval", float, 1, 86400)
         self["ping-interval"] = _number(self, "ping-interval", float, 0.5, 3600)
         self["idle-timeout"] = _number(self, "idle-timeout", float, 0.5, 86400)
+        self["max-clock-skew"] = _number(self, "max-clock-skew", float, 1, 365 * 86400)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         usageOptions = self["analyzer-options"].setdefault("usage", {})
@@ -344,7 +359,7 @@ def _makeAnalyzer(options, bus, reactor):
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
-        deadLetter=options["dead-letter-queue"] or None)
+        deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"])
 
 
 def _makeLiveness(options, bus, reactor):
@@ -352,13 +367,13 @@ def _makeLiveness(options, bus, reactor):
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
-        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX)
+        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"])
 
 
 def _makeWeb(options, bus, reactor):
     import txaio
 
-    from resmon.origins import OriginPolicy
+    from resmon.origins import OriginPolicy, machineHostNames
     from resmon.services.web import WebService
 
     # Autobahn logs every connection's life at debug level, which twistd
@@ -372,4 +387,6 @@ def _makeWeb(options, bus, reactor):
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
                       statsInterval=options["stats-interval"],
-                      origins=OriginPolicy(options["allowed-origins"]))
+                      origins=OriginPolicy(options["allowed-origins"],
+                                           options["allowed-hosts"] + machineHostNames()),
+                      maxClockSkew=options["max-clock-skew"])

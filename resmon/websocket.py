@@ -7,6 +7,7 @@ C{history} message (see C{docs/protocol.md}).
 
 import json
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -14,11 +15,13 @@ from autobahn.websocket.types import ConnectionDeny
 
 from resmon.fanout import ClientFlow, encodeJSON
 from resmon.origins import OriginPolicy
-from resmon.ratelimit import TokenBucket
+from resmon.ratelimit import LimitedLog, TokenBucket
 from resmon.subscriptions import (
     InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
 
 # A client only ever sends small control messages; cap what it may send.
+# Checked here, not with Autobahn's maxMessagePayloadSize, which would also
+# refuse to send a fleet's snapshot or a many-core host's history.
 MAX_INCOMING_MESSAGE = 64 * 1024
 
 # A dashboard sends a message on a user's action (subscribe, open a host's
@@ -27,6 +30,16 @@ MAX_INCOMING_MESSAGE = 64 * 1024
 # at once, or more than this many a second after that, is disconnected.
 MESSAGE_BURST = 30
 MESSAGE_RATE = 10.0
+
+# Pings and pongs a client may send at once, and a second after that: a
+# dashboard sends none, a program one every few seconds; each ping costs a
+# pong, which a flooder need not even read.
+PING_BURST = 10
+PING_RATE = 1.0
+
+# Fragments one message may come in: browsers send a message whole, and
+# 64 KiB in 4 KiB fragments is 16.
+MAX_FRAGMENTS = 64
 
 
 def errorBody(text, **details):
@@ -46,11 +59,13 @@ class DashboardProtocol(WebSocketServerProtocol):
     def onConnect(self, request):
         # request.host has lost the Host header's port; the origin check needs it.
         host = request.headers.get("host")
-        if not self.factory.origins.accepts(request.origin, host):
+        secure = ISSLTransport.providedBy(self.transport)
+        if not self.factory.origins.accepts(request.origin, host, secure):
             self.factory.originsRefused += 1
-            self.eventLog.warn(
+            self.factory.warnings.warn(
+                self.eventLog,
                 "refused a WebSocket handshake from {peer}: a page of {origin} may not open it "
-                "(served as {host}; see --allowed-origin)",
+                "(served as {host}; see --allowed-origin and --allowed-host)",
                 peer=self.peer, origin=str(request.origin)[:200], host=str(host)[:200])
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this page's origin may not open the WebSocket")
         # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
@@ -63,6 +78,7 @@ class DashboardProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self.budget = TokenBucket(self.factory.clock, self.factory.messageRate, self.factory.messageBurst)
+        self.pingBudget = TokenBucket(self.factory.clock, self.factory.pingRate, self.factory.pingBurst)
         self.flow = ClientFlow(
             self._sendIfOpen,
             lambda: self.dropConnection(abort=True),
@@ -96,12 +112,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         if self.flooded:
             return  # the rest of a flood, read before the connection closed
         if not self.budget.take():
-            self.flooded = True
-            self.factory.floodsClosed += 1
-            self.eventLog.warn("WebSocket client {peer} sent more than {burst} messages at once or {rate:g} a "
-                      "second; disconnecting it", peer=self.peer, burst=self.budget.burst,
-                      rate=self.budget.rate)
-            self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, "too many messages")
+            self._closeFlood("messages", self.budget)
             return
         try:
             message = json.loads(payload.decode("utf-8"))
@@ -122,6 +133,72 @@ class DashboardProtocol(WebSocketServerProtocol):
                 self.sendHistory(parseHistoryRequest(message))
         except InvalidSubscription as e:
             self._error(str(e))
+
+    def onMessageBegin(self, isBinary):
+        WebSocketServerProtocol.onMessageBegin(self, isBinary)
+        self.messageFrames = 0
+
+    def onMessageFrameBegin(self, length):
+        WebSocketServerProtocol.onMessageFrameBegin(self, length)
+        if self.failedByMe or self.flooded:
+            return
+        # From the frame's header, before its payload is read; the total
+        # counts every fragment of the message so far.
+        limit = self.factory.maxIncomingMessage
+        if self.message_data_total_length > limit:
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self._max_message_size_exceeded(
+                self.message_data_total_length, limit,
+                f"a message may be at most {limit} bytes")
+            self._stopReading()
+            return
+        # Each frame costs as much as a ping: a message cut in thousands of
+        # one-byte fragments is a flood.
+        self.messageFrames += 1
+        if self.messageFrames > MAX_FRAGMENTS:
+            self._closeFlood(f"fragments in one message (at most {MAX_FRAGMENTS})", None)
+
+    def onPing(self, payload):
+        if self._controlFrameAllowed():
+            WebSocketServerProtocol.onPing(self, payload)
+
+    def onPong(self, payload):
+        self._controlFrameAllowed()
+
+    def _controlFrameAllowed(self):
+        if self.flooded:
+            return False
+        if not self.pingBudget.take():
+            self._closeFlood("pings or pongs", self.pingBudget)
+            return False
+        return True
+
+    def _closeFlood(self, what, budget):
+        """
+        Close with 1008 (policy violation) a client that sent too many
+        C{what}, and read nothing more from it.
+        """
+        self.flooded = True
+        self.factory.floodsClosed += 1
+        if budget is None:
+            self.factory.warnings.warn(
+                self.eventLog, "WebSocket client {peer} sent too many {what}; disconnecting it",
+                peer=self.peer, what=what)
+        else:
+            self.factory.warnings.warn(
+                self.eventLog, "WebSocket client {peer} sent more than {burst} {what} at once or "
+                "{rate:g} a second; disconnecting it", peer=self.peer, burst=budget.burst, what=what,
+                rate=budget.rate)
+        self._fail_connection(self.CLOSE_STATUS_CODE_POLICY_VIOLATION, f"too many {what}"[:120])
+        self._stopReading()
+
+    def _stopReading(self):
+        # The close frame is on its way; the rest of a flood or of a huge
+        # message is not worth reading (the closing handshake times out and
+        # drops the connection).
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
 
     def sendHistory(self, request):
         """
@@ -156,6 +233,11 @@ class DashboardFactory(WebSocketServerFactory):
         disconnected.
     @param messageRate: messages a second a client may send, after a burst
         of C{messageBurst}; a client sending more is disconnected (1008).
+    @param pingRate: pings and pongs a second a client may send, after a
+        burst of C{pingBurst}; a client sending more is disconnected (1008).
+    @param maxIncomingMessage: the most bytes of one message from a client
+        (all its fragments); a bigger one closes the connection (1009).
+        What the server sends is not capped, only flow-controlled.
     @param origins: the L{OriginPolicy} of the handshakes (default: same
         origin, or no origin, only).
     """
@@ -163,8 +245,15 @@ class DashboardFactory(WebSocketServerFactory):
     protocol = DashboardProtocol
 
     def __init__(self, fanout, clock, stallTimeout, pingInterval=20.0,
-                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None):
+                 messageRate=MESSAGE_RATE, messageBurst=MESSAGE_BURST, origins=None,
+                 pingRate=PING_RATE, pingBurst=PING_BURST,
+                 maxIncomingMessage=MAX_INCOMING_MESSAGE):
         WebSocketServerFactory.__init__(self)
+        self.maxIncomingMessage = maxIncomingMessage
+        self.pingRate = pingRate
+        self.pingBurst = pingBurst
+        # Warnings about bad clients (floods, refused origins), rate limited.
+        self.warnings = LimitedLog(clock)
         self.origins = origins if origins is not None else OriginPolicy()
         self.originsRefused = 0
         self.fanout = fanout
@@ -174,8 +263,10 @@ class DashboardFactory(WebSocketServerFactory):
         self.messageBurst = messageBurst
         self.floodsClosed = 0
         self.setProtocolOptions(
-            maxFramePayloadSize=MAX_INCOMING_MESSAGE,
-            maxMessagePayloadSize=MAX_INCOMING_MESSAGE,
+            # No cap here: Autobahn applies it to sent messages too (see
+            # DashboardProtocol.onMessageFrameBegin for what clients send).
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
             # Protocol errors (invalid UTF-8: 1007, too big: 1009, binary:

@@ -16,6 +16,15 @@ from resmon import topics
 VERSION = 1
 DEFAULT_MAX_BODY = 256 * 1024
 LEVELS = ("LOW", "MEDIUM", "HIGH")
+# Seconds a message's time may be ahead of the receiver's clock.
+DEFAULT_MAX_CLOCK_SKEW = 300.0
+# Metrics resmon does not know are kept for newer agents and third-party
+# analyzers, up to this many keys and this many bytes of JSON together per
+# measure; beyond either, all of them are dropped (the known ones are kept).
+MAX_UNKNOWN_METRICS = 16
+MAX_UNKNOWN_METRICS_BYTES = 4096
+KNOWN_METRICS = frozenset(
+    ("cpu", "memory", "swap", "load", "disks", "disk_io", "net_io"))
 
 
 class Rejected(ValueError):
@@ -44,6 +53,8 @@ class Measure:
     metrics: dict
     legacy: bool = False
     hostWord: str = field(default="", compare=False)
+    # How many unknown metrics were dropped for being over the bound.
+    droppedUnknown: int = field(default=0, compare=False)
 
     def __post_init__(self):
         if not self.hostWord:
@@ -138,7 +149,8 @@ def validateMetrics(metrics):
     """
     Check the known metrics of a measure (see C{docs/protocol.md}). Every
     metric is optional, so an agent on a platform without swap or load still
-    sends valid measures; unknown metrics are left alone for newer agents.
+    sends valid measures; unknown metrics are left alone for newer agents
+    (L{boundUnknownMetrics} bounds them).
     """
     _object(metrics, "metrics")
     if "cpu" in metrics:
@@ -181,13 +193,49 @@ def validateMetrics(metrics):
     return metrics
 
 
-def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY):
+def notFromTheFuture(value, where, notAfter):
+    """
+    Reject C{value} (a time, seconds since the epoch) if it is later than
+    C{notAfter} (the receiver's clock plus the clock skew it allows): a
+    message from the future would stay the newest of its host.
+    """
+    if notAfter is not None and _isNumber(value) and value > notAfter:
+        raise Rejected("future", f"{where} is {value}, ahead of the receiver's clock by more "
+                                 f"than the allowed skew (accepted up to {notAfter:.3f})")
+    return value
+
+
+def boundUnknownMetrics(metrics):
+    """
+    Drop every metric of C{metrics} (a dict, changed in place) that resmon
+    does not know if together they are more than L{MAX_UNKNOWN_METRICS}
+    keys or L{MAX_UNKNOWN_METRICS_BYTES} bytes of JSON.
+
+    @return: how many were dropped (0 when they are within the bound).
+    """
+    unknown = [key for key in metrics if key not in KNOWN_METRICS]
+    if not unknown:
+        return 0
+    if len(unknown) <= MAX_UNKNOWN_METRICS:
+        size = len(_dumps({key: metrics[key] for key in unknown}))
+        if size <= MAX_UNKNOWN_METRICS_BYTES:
+            return 0
+    for key in unknown:
+        del metrics[key]
+    return len(unknown)
+
+
+def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     """
     Decode and validate a measure received under C{routingKey}.
 
     Accepts resmon's v1 measure and the proof-of-concept body
     C{{"cpu_percentage": 42.0}}, whose host is taken from the routing key.
+    Unknown metrics over the bound are dropped (see L{boundUnknownMetrics});
+    the measure's C{droppedUnknown} says how many.
 
+    @param notAfter: the latest C{ts} accepted (the receiver's clock plus
+        the skew it allows), or L{None} to accept any.
     @raise Rejected: for anything else.
     """
     words = topics.splitKey(routingKey)
@@ -208,14 +256,16 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY):
     seq = document.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise Rejected("type", "seq must be a non-negative integer")
-    ts = _number(document.get("ts"), "ts", 0)
+    ts = notFromTheFuture(_number(document.get("ts"), "ts", 0), "ts", notAfter)
     interval = _number(document.get("interval"), "interval", 0)
     if interval == 0:
         raise Rejected("range", "interval is 0; it must be above 0")
     metrics = validateMetrics(document.get("metrics"))
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
-    return Measure(host=host, seq=seq, ts=ts, interval=interval, metrics=metrics, hostWord=words[0])
+    dropped = boundUnknownMetrics(metrics)
+    return Measure(host=host, seq=seq, ts=ts, interval=interval, metrics=metrics, hostWord=words[0],
+                   droppedUnknown=dropped)
 
 
 def encodeMeasure(host, seq, ts, interval, metrics):
@@ -242,11 +292,15 @@ def encodeEvent(document):
     return _dumps(document)
 
 
-def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY):
+def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     """
     Decode an event (analysis or status) for fan-out to clients: the web
-    only needs a valid v1 object with a host and a kind that matches the
+    only needs a valid v1 object with a kind and a host that match the
     routing key; it forwards the rest as is.
+
+    @param notAfter: the latest C{ts}, C{analyzed_at} (analyses), C{since}
+        and C{last_seen} (statuses) accepted (the receiver's clock plus the
+        skew it allows), or L{None} to accept any.
     """
     words = topics.splitKey(routingKey)
     if words is None:
@@ -256,7 +310,11 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY):
         raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
     if document.get("kind") != words[1]:
         raise Rejected("kind", f"kind {str(document.get('kind'))[:20]!r} under {routingKey[:80]!r}")
-    _string(document.get("host"), "host")
+    host = _string(document.get("host"), "host")
+    if topics.hostWord(host) != words[0]:
+        raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
+    for name in ("ts", "analyzed_at", "since", "last_seen"):
+        notFromTheFuture(document.get(name), name, notAfter)
     return document
 
 

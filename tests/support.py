@@ -16,6 +16,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from txamqp.client import TwistedDelegate
+from txamqp.connection import Body, Frame, Method
 from txamqp.content import Content
 from txamqp.protocol import AMQClient
 from txamqp.spec import load as loadSpec
@@ -359,6 +360,25 @@ class PlainAMQPClient:
             exchange=exchange, routing_key=routingKey, content=Content(body))
 
     @defer.inlineCallbacks
+    def publishRaw(self, exchange, routingKey, body, header):
+        """
+        Publish C{body} with C{header} as its content-header payload, bytes
+        written as they are (see L{amqpfields.contentHeader}), then make a
+        round trip on the channel: fails if the broker refused the frames.
+        """
+        channel = self.channel
+        method = self.client.spec.classes.byname["basic"].methods.byname["publish"]
+        arguments = {"reserved-1": 0, "exchange": exchange, "routing-key": routingKey,
+                     "mandatory": False, "immediate": False}
+        self.client.outgoing.put(Frame(channel.id, Method(method, *[
+            arguments.get(f.name, 0) for f in method.fields])))
+        self.client.outgoing.put(Frame(channel.id, _RawHeader(header)))
+        chunk = self.client.MAX_LENGTH - 8
+        for start in range(0, len(body), chunk):
+            self.client.outgoing.put(Frame(channel.id, Body(body[start:start + chunk])))
+        yield channel.exchange_declare(exchange=exchange, type="topic", durable=True, passive=True)
+
+    @defer.inlineCallbacks
     def declareExchange(self, exchange):
         yield self.channel.exchange_declare(exchange=exchange, type="topic", durable=True)
 
@@ -373,6 +393,21 @@ class PlainAMQPClient:
     def close(self):
         if self.client is not None:
             yield self.client.close(within=2)
+
+
+class _RawHeader:
+    """
+    A content-header frame payload given as bytes.
+    """
+
+    type = Frame.HEADER
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def encode(self, encoder):
+        encoder.encode_long(len(self.payload))
+        encoder.write(self.payload)
 
 
 class _PlainFactory(protocol.ClientFactory):

@@ -525,3 +525,61 @@ def test_sorted_by_cpu_a_big_fleet_is_reordered_at_most_once_a_second(broker, am
     gaps = [b - a for a, b in zip(reorders, reorders[1:])]
     assert len(reorders) >= 3, reorders
     assert min(gaps) >= 900, gaps
+    # A page opened now gets the 150 hosts (about 100 KB, more than a client may send)
+    # in its first snapshot: nothing is published any more, so every card comes from it.
+    browser.refresh()
+    waitUntil(lambda: "live" in browser.find_element("id", "connection").text, 10,
+              "the reloaded page to go live")
+    assert cardCount(browser) == 150
+    assert cardText(browser, "host149.example", ".host-name") == "host149.example"
+
+
+def cardCount(driver):
+    return driver.execute_script("return document.querySelectorAll('.host-card').length")
+
+
+def test_a_page_opened_on_a_fleet_of_1000_hosts_shows_every_host_from_the_snapshot(
+        broker, amqp, processes, browser):
+    """
+    Every host of a 1,000-host fleet on the page at once, from the first
+    snapshot (nothing is published after the page opens), and a 32-core
+    host's full history in its detail view: both messages are far larger
+    than what a client may send (64 KiB).
+    """
+    from selenium.webdriver.common.by import By
+
+    port = freePort()
+    exchange = amqp.names["exchange"]
+    web = processes("browser-fleet-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
+                    f"--port={port}", "--interface=127.0.0.1")
+    web.waitFor(b"dashboard listening")
+    web.waitFor(b"consuming #.analysis")
+    now = time.time()
+    fleet = [f"node{n:04d}.fleet.example" for n in range(1000)]
+    messages = [(host.replace(".", "_") + ".analysis", _pastAnalysis(host, 1, now - 1, float(n % 97)))
+                for n, host in enumerate(fleet)]
+    big = "big-iron.example"
+    for seq in range(300):
+        analysis = _pastAnalysis(big, seq, now - 299 + seq, float(seq % 100))
+        analysis["metrics"]["cpu"]["per_core"] = [float((seq + c) % 100) for c in range(32)]
+        messages.append(("big-iron_example.analysis", analysis))
+    publish(broker, exchange, messages)
+    # The big host comes last on one queue: with its 300 points the server has every host.
+    waitUntil(lambda: len(_getJSON(port, f"/api/hosts/{big}/history")["points"]) == 300, 20,
+              "the big host's 300 points in the server's history")
+
+    browser.get(f"http://127.0.0.1:{port}/")
+    waitUntil(lambda: cardCount(browser) == 1001, 20, "1,001 host cards from the snapshot")
+    waitUntil(lambda: "live" in browser.find_element(By.ID, "connection").text, 5, "the page to go live")
+    assert cardText(browser, "node0500.fleet.example", ".host-name") == "node0500.fleet.example"
+    assert cardText(browser, "node0500.fleet.example", ".cpu-value") == f"{500 % 97:.1f} %"
+    assert cardText(browser, "node0999.fleet.example", ".cpu-value") == f"{999 % 97:.1f} %"
+    assert cardText(browser, big, ".cpu-value") == f"{299 % 100:.1f} %"
+
+    detail = browser.find_element(By.ID, "detail")
+    browser.find_element(By.CSS_SELECTOR, f".host-card[data-host='{big}']").click()
+    waitUntil(lambda: detail.get_attribute("data-history") == "full", 10, "the big host's history reply")
+    cores = chartSegments(browser, "chart-cores")
+    assert len(cores) == 32 and min(cores) >= 290, cores
+    assert cardCount(browser) == 1001
+    assert b"exceeding payload limit" not in web.output() and b"Traceback" not in web.output()

@@ -173,3 +173,95 @@ def test_a_stalled_client_is_dropped_and_the_others_get_everything_in_order(brok
     # And dropped once it has not read for --stall-timeout.
     yield web.waitForOutput(b"client stopped reading", timeout=15)
     yield threads.deferToThread(_readUntilClosed, stalled, 15)
+
+
+class _Pinger(_Misbehaving):
+    pongs = 0
+
+    def onPong(self, payload):
+        self.pongs += 1
+        if self.pongs == 10:
+            self.factory.gotPongs.callback(self.pongs)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_ping_flood_is_closed_with_1008_and_others_carry_on(twistd):
+    port = freePort()
+    web = twistd("ping-flood", f"--port={port}", "--interface=127.0.0.1", "--name=pinged",
+                 "--interval=0.2", "--stats-interval=1")
+    yield web.waitForOutput(b"dashboard listening")
+    bystander, _ = yield connectWebSocket(port)
+    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws")
+    factory.protocol = _Pinger
+    factory.closedWith = defer.Deferred()
+    factory.gotPongs = defer.Deferred()
+    proto = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    yield withTimeout(factory.opened, 10, "the handshake")
+
+    # Ten pings at once are answered (a program's keep-alive, or a latency probe).
+    for i in range(10):
+        proto.sendPing(b"%d" % i)
+    assert (yield withTimeout(factory.gotPongs, 10, "10 pongs")) == 10
+    assert not factory.closedWith.called
+    # A flood is cut off with 1008 (policy violation) at the eleventh ping within a second.
+    for i in range(20000):
+        proto.sendPing()
+    assert (yield withTimeout(factory.closedWith, 15, "the ping flood closed")) == 1008
+    assert proto.pongs <= 20, proto.pongs
+    yield web.waitForOutput(b"sent more than 10 pings or pongs at once or 1 a second; disconnecting it")
+    yield web.waitForOutput(b"1 WebSocket clients closed for flooding")
+
+    # A raw flood, as from a script that never reads: closed all the same, pongs and all.
+    flooder = _rawHandshake(port)
+    yield threads.deferToThread(_sendUntilRefused, flooder, b"\x89\x80\x00\x00\x00\x00" * 200000, 10)
+    frames = yield threads.deferToThread(_readFrames, flooder, 15)
+    assert frames[-1][0] == 8 and frames[-1][1][:2] == (1008).to_bytes(2, "big"), frames[-3:]
+    # Besides the snapshot and live analyses (text), no more pongs than the burst allows.
+    assert {op for op, _ in frames[:-1]} <= {1, 10}, frames
+    assert 1 <= sum(1 for op, _ in frames if op == 10) <= 10
+    yield web.waitForOutput(b"2 WebSocket clients closed for flooding")
+
+    before = len([m for m in bystander.events() if m["kind"] == "analysis"])
+    yield bystander.waitFor(
+        lambda m: len([m for m in bystander.events() if m["kind"] == "analysis"]) >= before + 3,
+        10, "3 analyses for the bystander after the floods")
+    assert bystander.closed == [] and not web.ended_ and b"Traceback" not in web.output
+
+
+def _sendUntilRefused(sock, data, timeout):
+    """
+    Send C{data} until it is all sent, the server stops reading (the send
+    blocks for C{timeout} seconds) or closes.
+    """
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(data)
+    except (socket.timeout, ConnectionResetError, BrokenPipeError):
+        pass
+
+
+def _readFrames(sock, timeout):
+    """
+    The (opcode, payload) of every frame the server sends until it closes.
+    """
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    frames = []
+    while len(data) >= 2:
+        length = data[1] & 0x7F
+        start = 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        frames.append((data[0] & 0x0F, data[start:start + length]))
+        data = data[start + length:]
+    return frames

@@ -59,7 +59,8 @@ class FakeBus:
 
 
 def measure(host="web-01.example.com", seq=0, interval=1.0):
-    return wire.encodeMeasure(host, seq, 1000.0 + seq, interval, {"cpu": {"percent": 5.0}})
+    # Taken around the start of the test's Clock: not from the future.
+    return wire.encodeMeasure(host, seq, float(seq), interval, {"cpu": {"percent": 5.0}})
 
 
 def started(bus, clock, **kwargs):

@@ -58,15 +58,23 @@ def test_unconfirmed_messages_are_resent_first_and_in_order_after_a_reconnect():
     bus, client, channel = _connectedBus()
     results = _results([bus.publish("k", b"%d" % i) for i in range(3)])
     bus._confirmed(1, False, True)
+    # The channel closes before the connection is seen lost: what is
+    # published meanwhile waits in the outbox, newer than the unconfirmed.
+    channel.closed = True
+    _results([bus.publish("k", b"3")], results)
     bus._lost(client)
-    _results([bus.publish("k", b"3")], results)  # while disconnected
+    _results([bus.publish("k", b"4")], results)  # while disconnected
     assert channel.published[-1][1] == b"2"  # nothing sent on the dead channel
     newChannel = FakeChannel()
     bus._client, bus._publishChannel, bus._deliveryTags = FakeClient(), newChannel, count(1)
     bus._flush()
-    assert [body for _, body, _ in newChannel.published] == [b"1", b"2", b"3"]
-    bus._confirmed(3, True, True)
-    assert results == ["ok", "ok", "ok", "ok"]
+    # The unconfirmed first, in their order, then the newer ones, each under
+    # the new channel's delivery tags.
+    assert [body for _, body, _ in newChannel.published] == [b"1", b"2", b"3", b"4"]
+    assert [o.body for o in bus._unconfirmed.values()] == [b"1", b"2", b"3", b"4"]
+    assert list(bus._unconfirmed) == [1, 2, 3, 4]
+    bus._confirmed(4, True, True)
+    assert results == ["ok"] * 5
 
 
 def test_a_full_outbox_drops_the_oldest_unsent_message_and_counts_it():

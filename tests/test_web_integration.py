@@ -8,7 +8,7 @@ import json
 
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.web.client import Agent, readBody
 
@@ -304,18 +304,68 @@ def _handshakeStatus(port, origin=None, host=None):
 def test_only_the_dashboards_own_pages_and_allowed_origins_open_the_websocket(twistd):
     port = freePort()
     standalone = twistd("origins", f"--port={port}", "--interface=127.0.0.1", "--name=origins",
-                        "--allowed-origin=https://dash.example.com", "--stats-interval=1")
+                        "--allowed-origin=https://dash.example.com", "--allowed-host=mon.internal",
+                        "--stats-interval=1")
     yield standalone.waitForOutput(b"dashboard listening")
     own = f"http://127.0.0.1:{port}"
-    for origin, expected in [(None, "101"), (own, "101"), ("https://dash.example.com", "101"),
-                             ("http://evil.example", "403"), (f"http://127.0.0.1:{port + 1}", "403"),
-                             # A sandboxed or file: page: Autobahn refuses it first.
-                             ("null", "400")]:
-        status = _handshakeStatus(port, origin)
-        assert status.split()[1] == expected, (origin, status)
+    for origin, host, expected in [
+            (None, None, "101"), (own, None, "101"), ("https://dash.example.com", None, "101"),
+            (f"http://localhost:{port}", f"localhost:{port}", "101"),
+            (f"http://mon.internal:{port}", f"mon.internal:{port}", "101"),     # --allowed-host
+            ("http://evil.example", None, "403"), (f"http://127.0.0.1:{port + 1}", None, "403"),
+            # Allowed origins match whole, never by prefix.
+            ("https://dash.example.com.evil.net", None, "403"),
+            # An https page is not the same origin as this http server.
+            (f"https://127.0.0.1:{port}", None, "403"),
+            # A sandboxed or file: page: Autobahn refuses it first.
+            ("null", None, "400"),
+            # DNS rebinding: the attacker's name resolves to this address; both headers say it.
+            (f"http://attacker.example:{port}", f"attacker.example:{port}", "421"),
+            ("https://dash.example.com.evil.net", "dash.example.com.evil.net", "421")]:
+        status = _handshakeStatus(port, origin, host)
+        assert status.split()[1] == expected, (origin, host, status)
     yield standalone.waitForOutput(b"a page of http://evil.example may not open it")
-    yield standalone.waitForOutput(b"2 WebSocket handshakes refused for their origin")
+    yield standalone.waitForOutput(b"4 WebSocket handshakes refused for their origin, 2 requests refused for their Host")
     # The dashboard itself, over the same origin, works as before (tests/test_browser.py).
     client, _ = yield _connect(port)
     yield client.waitFor(lambda m: m.get("kind") == "analysis", 10, "an analysis")
+    assert b"Traceback" not in standalone.output
+
+
+def _httpGet(port, path, host):
+    """
+    The status and body of a GET with this C{Host} header, as a page of
+    that name would send it (a same-origin fetch sends no Origin).
+    """
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        response = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest_twisted.inlineCallbacks
+def test_dns_rebinding_cannot_read_the_api_the_page_or_the_stream(twistd):
+    port = freePort()
+    standalone = twistd("rebinding", f"--port={port}", "--interface=127.0.0.1", "--name=rebound",
+                        "--allowed-host=mon.internal", "--stats-interval=1")
+    yield standalone.waitForOutput(b"dashboard listening")
+    yield _waitForHistory(port, "rebound", 1)
+    for path in ("/api/hosts", "/", "/app.js", "/api/stream", "/api/hosts/rebound/history"):
+        code, body = yield threads.deferToThread(_httpGet, port, path, f"attacker.example:{port}")
+        assert code == 421 and b"--allowed-host" in body and b"rebound" not in body, (path, code, body)
+    import socket
+    # Addresses, localhost, this machine's own name, and the --allowed-host.
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"{socket.gethostname()}:{port}",
+                 f"MON.internal:{port}", "mon.internal"):
+        code, body = yield threads.deferToThread(_httpGet, port, "/api/hosts", host)
+        assert code == 200 and b"rebound" in body, (host, code)
+    yield standalone.waitForOutput(b"5 requests refused for their Host")
+    yield standalone.waitForOutput(b"attacker.example")
     assert b"Traceback" not in standalone.output

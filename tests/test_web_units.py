@@ -17,9 +17,9 @@ from resmon.history import FleetHistory, makePoint
 from resmon.httpapi import HostsResource
 from resmon.services.web import WebService, buildSite
 from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
-from resmon.origins import OriginPolicy, normalizeOrigin
+from resmon.origins import OriginPolicy, normalizeHostName, normalizeOrigin
 from resmon.ratelimit import TokenBucket
-from resmon.websocket import MESSAGE_BURST, MESSAGE_RATE, DashboardFactory
+from resmon.websocket import DashboardFactory
 
 
 def analysis(host, seq, ts, cpu=10.0, cores=(10.0, 20.0), level="LOW"):
@@ -758,19 +758,111 @@ def test_websocket_a_client_may_send_bursts_but_a_flood_closes_it_with_1008():
     protocol, sent = _websocket(fanout)
     clock = protocol.factory.clock
     subscribe = json.dumps({"kind": "subscribe", "hosts": ["db"]}).encode()
+    # The limits are pinned here, not read from the code: 30 at once, then 10 a second.
     # A burst (a user clicking through hosts), then a steady 10 a second: all answered.
-    for _ in range(MESSAGE_BURST):
+    for _ in range(30):
         protocol.onMessage(subscribe, False)
     for _ in range(50):
-        clock.advance(1.01 / MESSAGE_RATE)
+        clock.advance(0.1 + 1e-9)
         protocol.onMessage(b"junk", False)
     assert ("close", 1008) not in sent
-    assert len(sent) == 1 + MESSAGE_BURST + 50
+    assert len(sent) == 1 + 30 + 50
     # One more without waiting: closed with 1008, and the rest of the flood is not read.
     protocol.onMessage(subscribe, False)
     protocol.onMessage(subscribe, False)
-    assert sent[-1] == ("close", 1008) and len(sent) == 2 + MESSAGE_BURST + 50
+    assert sent[-1] == ("close", 1008) and len(sent) == 2 + 30 + 50
     assert protocol.factory.floodsClosed == 1
+
+
+@pytest.mark.parametrize("burst, pause, closed", [
+    (30, 0, False), (31, 0, True),              # 30 at once, not 31
+    (30, 0.1 + 1e-9, False),                    # then one every 0.1 s ...
+    (30, 0.06, True),                           # ... but not one every 0.06 s
+])
+def test_websocket_message_limit_is_30_at_once_then_10_a_second(burst, pause, closed):
+    protocol, sent = _websocket(_fanout())
+    for _ in range(burst):
+        protocol.onMessage(b"junk", False)
+    if pause:
+        for _ in range(20):
+            protocol.factory.clock.advance(pause)
+            protocol.onMessage(b"junk", False)
+    assert (("close", 1008) in sent) is closed
+
+
+@pytest.mark.parametrize("burst, pause, closed", [
+    (10, 0, False), (11, 0, True),              # 10 at once, not 11
+    (10, 1 + 1e-9, False),                      # then one a second ...
+    (10, 0.6, True),                            # ... but not one every 0.6 s
+])
+def test_websocket_pings_and_pongs_are_limited_to_10_at_once_then_1_a_second(burst, pause, closed):
+    protocol, sent = _websocket(_fanout())
+    pongs = []
+    protocol.sendPong = pongs.append
+    protocol.state = protocol.STATE_OPEN
+    pings = 0
+    for i in range(burst):
+        if i % 2:
+            protocol.onPong(b"p")   # unsolicited pongs count too
+        else:
+            protocol.onPing(b"p")
+            pings += 1
+    if pause:
+        for _ in range(10):
+            protocol.factory.clock.advance(pause)
+            protocol.onPing(b"p")
+            pings += 1
+    assert (("close", 1008) in sent) is closed
+    # Every ping is answered until the flood, none after.
+    assert (len(pongs) < pings) is closed
+    if closed:
+        assert protocol.factory.floodsClosed == 1
+        protocol.onPing(b"p")
+        assert sent.count(("close", 1008)) == 1
+
+
+def test_websocket_incoming_messages_are_capped_at_64_kib_over_all_their_fragments():
+    protocol, sent = _websocket(_fanout())
+    protocol.failedByMe = False
+    protocol.maxMessagePayloadSize = protocol.factory.maxMessagePayloadSize
+    protocol.maxFramePayloadSize = protocol.factory.maxFramePayloadSize
+    protocol.onMessageBegin(False)
+    protocol.onMessageFrameBegin(32 * 1024)
+    protocol.onMessageFrameBegin(32 * 1024)
+    assert sent[1:] == []
+    protocol.onMessageFrameBegin(1)   # 65,537 bytes in all: refused from the frame header
+    assert sent[-1] == ("close", 1009)
+    # What the server sends is not capped by Autobahn (it would refuse a fleet's snapshot).
+    assert protocol.factory.maxMessagePayloadSize == 0 and protocol.factory.maxFramePayloadSize == 0
+
+
+def test_websocket_a_message_in_more_than_64_fragments_closes_with_1008():
+    protocol, sent = _websocket(_fanout())
+    protocol.failedByMe = False
+    protocol.maxMessagePayloadSize = protocol.maxFramePayloadSize = 0
+    for _ in range(3):   # the count starts again with each message
+        protocol.onMessageBegin(False)
+        for _ in range(64):
+            protocol.onMessageFrameBegin(1)
+    assert sent[1:] == []
+    protocol.onMessageFrameBegin(1)
+    assert sent[-1] == ("close", 1008) and protocol.factory.floodsClosed == 1
+
+
+def test_limited_log_lets_a_burst_through_then_counts_what_it_held_back():
+    from twisted.logger import Logger, LogLevel
+    from resmon.ratelimit import LimitedLog
+    events = []
+    logger = Logger(observer=events.append)
+    clock = Clock()
+    limited = LimitedLog(clock, rate=0.5, burst=3)
+    assert [limited.warn(logger, "bad client {n}", n=n) for n in range(5)] == [True] * 3 + [False] * 2
+    assert limited.suppressed == 2
+    clock.advance(2)
+    assert limited.warn(logger, "bad client {n}", n=5)
+    assert len(events) == 4 and events[-1]["log_level"] == LogLevel.warn
+    assert events[-1]["suppressed"] == 2 and "not logged" in events[-1]["log_format"]
+    assert limited.suppressed == 0
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst():
@@ -807,23 +899,82 @@ def test_analyses_delivered_twice_out_of_order_go_to_clients_once_and_latest_nev
     assert [m["host"] for m in sent[-2:]] == ["poc", "poc"]
 
 
-@pytest.mark.parametrize("origin, host, allowed, accepted", [
-    (None, "dash.example.com:8080", (), True),                        # a program, not a page
-    ("http://127.0.0.1:8080", "127.0.0.1:8080", (), True),            # the dashboard itself
-    ("HTTP://Dash.Example.COM:8080", "dash.example.com:8080", (), True),
-    ("http://dash.example.com", "dash.example.com", (), True),        # default ports
-    ("https://dash.example.com", "dash.example.com", (), True),       # behind a TLS proxy
-    ("http://[::1]:8080", "[::1]:8080", (), True),
-    ("http://evil.example", "dash.example.com:8080", (), False),       # another site's page
-    ("http://dash.example.com:8081", "dash.example.com:8080", (), False),
-    ("https://dash.example.com:8080", "dash.example.com:8081", (), False),
-    ("null", "dash.example.com:8080", (), False),                      # sandboxed or file: page
-    ("http://dash.example.com:8080", None, (), False),
-    ("https://dash.example.com", "10.0.0.5:8080", ("https://dash.example.com:443",), True),
-    ("https://other.example.com", "10.0.0.5:8080", ("https://dash.example.com",), False),
+DASH = ("dash.example.com",)
+
+
+@pytest.mark.parametrize("origin, host, allowed, hosts, accepted", [
+    (None, "dash.example.com:8080", (), DASH, True),                  # a program, not a page
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", (), (), True),        # the dashboard itself
+    ("http://localhost:8080", "localhost:8080", (), (), True),
+    ("http://[::1]:8080", "[::1]:8080", (), (), True),
+    ("HTTP://Dash.Example.COM:8080", "dash.example.com:8080", (), DASH, True),
+    ("http://dash.example.com", "dash.example.com", (), DASH, True),  # default ports
+    # An https page is not of the same origin as an http connection: a TLS proxy is allowed.
+    ("https://dash.example.com", "dash.example.com", (), DASH, False),
+    ("https://dash.example.com", "dash.example.com", ("https://dash.example.com",), (), True),
+    ("http://evil.example", "dash.example.com:8080", (), DASH, False),  # another site's page
+    ("http://dash.example.com:8081", "dash.example.com:8080", (), DASH, False),
+    ("https://dash.example.com:8080", "dash.example.com:8081", (), DASH, False),
+    ("null", "dash.example.com:8080", (), DASH, False),                # sandboxed or file: page
+    ("http://dash.example.com:8080", None, (), DASH, False),
+    ("https://dash.example.com", "10.0.0.5:8080", ("https://dash.example.com:443",), (), True),
+    ("https://other.example.com", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    # Allowed origins match whole: not by prefix, not by suffix, not another port or scheme.
+    ("https://dash.example.com.evil.net", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    ("https://dash.example.co", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    ("https://evil-dash.example.com", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    ("https://dash.example.com:8443", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    ("http://dash.example.com", "10.0.0.5:8080", ("https://dash.example.com",), (), False),
+    # DNS rebinding: the attacker's name in both headers, same origin in appearance.
+    ("https://dash.example.com.evil.net", "dash.example.com.evil.net", ("https://dash.example.com",),
+     (), False),
+    ("http://attacker.example:8080", "attacker.example:8080", (), DASH, False),
+    (None, "attacker.example:8080", (), DASH, False),
+    ("http://attacker.example:8080", "attacker.example:8080", (), ("*",), True),  # check turned off
 ])
-def test_origin_policy(origin, host, allowed, accepted):
-    assert OriginPolicy(allowed).accepts(origin, host) is accepted
+def test_origin_policy(origin, host, allowed, hosts, accepted):
+    assert OriginPolicy(allowed, hosts).accepts(origin, host) is accepted
+
+
+def test_origin_policy_on_a_tls_connection_is_the_https_origin():
+    policy = OriginPolicy((), DASH)
+    assert policy.accepts("https://dash.example.com:8443", "dash.example.com:8443", secure=True)
+    assert not policy.accepts("http://dash.example.com:8443", "dash.example.com:8443", secure=True)
+
+
+@pytest.mark.parametrize("header, accepted", [
+    (None, True),                                 # HTTP/1.0, a program
+    ("dash.example.com", True), ("DASH.Example.com.:8080", True), ("mon.internal:80", True),
+    ("localhost:8080", True), ("10.1.2.3:8080", True), ("[::1]:8080", True), ("[fe80::1]", True),
+    ("dash.example.com.evil.net", False), ("evil.dash.example.com", False), ("example.com", False),
+    ("", False), ("[dash.example.com]:80", False), ("a b", False), ("dash.example.com:80:80", False),
+    ("[::1", False), ("*", False),
+])
+def test_hosts_the_dashboard_answers(header, accepted):
+    policy = OriginPolicy(("http://mon.internal:8080",), DASH)
+    assert policy.acceptsHost(header) is accepted
+
+
+@pytest.mark.parametrize("name", ["http://dash.example.com", "dash.example.com:8080", "a/b", "", "a b",
+                                  "-x.example"])
+def test_allowed_host_names_are_names_or_addresses(name):
+    with pytest.raises(ValueError):
+        normalizeHostName(name)
+
+
+def test_a_request_naming_another_host_gets_421_and_is_counted():
+    site = buildSite(_fanout(), Clock(), origins=OriginPolicy((), DASH))
+    for host, expected in [(b"attacker.example:8080", 421), (b"dash.example.com:8080", 200),
+                           (b"127.0.0.1:8080", 200)]:
+        request = DummyRequest([b"api", b"hosts"])
+        request.requestHeaders.setRawHeaders(b"host", [host])
+        site.getResourceFor(request).render(request)
+        assert (request.responseCode or 200) == expected, host
+    request = DummyRequest([b""])
+    request.requestHeaders.setRawHeaders(b"host", [b"attacker.example"])
+    body = site.getResourceFor(request).render(request)
+    assert request.responseCode == 421 and b"--allowed-host" in body and b"attacker.example" in body
+    assert site.hostsRefused == 2
 
 
 def test_a_handshake_from_a_page_of_another_origin_is_refused_with_403():
@@ -839,3 +990,16 @@ def test_a_handshake_from_a_page_of_another_origin_is_refused_with_403():
     for bad in ("ftp://x", "https://x/path", "https://u:p@x", "x"):
         with pytest.raises(ValueError):
             normalizeOrigin(bad)
+
+
+def test_allowed_host_options_are_validated_and_passed_to_the_web_role():
+    from resmon.tap import Options
+    options = Options()
+    options.parseOptions(["--allowed-host=Mon.Internal.", "--allowed-host=[::1]",
+                          "--allowed-origin=https://dash.example.com"])
+    assert options["allowed-hosts"] == ["mon.internal", "::1"]
+    for bad in ("--allowed-host=http://mon.internal", "--allowed-host=mon.internal:8080", "--allowed-host="):
+        with pytest.raises(SystemExit) as e:
+            Options().parseOptions([bad])
+        text = str(e.value.code)
+        assert "--allowed-host: " in text and "\n" not in text, text

@@ -239,12 +239,29 @@
   }
 
   /**
-   * A live analysis into its host's history; one not newer than the last
-   * point (the snapshot already had it, or it is out of order) is left out.
+   * Whether analysis a is a late copy of an older sample than b (a
+   * redelivery, or competing analyzers crossing): older or the same by both
+   * seq and ts, as the server judges it. Older by ts only is new: its
+   * agent's clock went back.
    */
-  function appendPoint(entry, ev, data, arrival) {
+  function isLateCopy(a, b) {
+    return isNum(a.seq) && isNum(a.ts) && isNum(b.seq) && isNum(b.ts) && a.seq <= b.seq && a.ts <= b.ts;
+  }
+
+  /**
+   * An analysis into its host's history. One from a snapshot that is not
+   * newer than the last point is already there and left out; a live one
+   * whose ts is not after the last point (its agent's clock went back)
+   * follows it at the pace analyses arrive, as in the server's history.
+   */
+  function appendPoint(entry, ev, data, arrival, live) {
+    let t = isNum(ev.ts) ? ev.ts : arrival;
+    const last = entry.history.lastT();
+    if (live && last !== null && t <= last) {
+      t = last + Math.max(isNum(entry.arrival) ? arrival - entry.arrival : 0, 0.001);
+    }
     return entry.history.push({
-      t: isNum(ev.ts) ? ev.ts : arrival,
+      t,
       cpu: data.cpu, mem: data.mem, rx: data.rx, tx: data.tx,
       disk: data.fullest ? data.fullest.percent : null,
       cores: data.perCore,
@@ -267,14 +284,13 @@
     entry.fullHistory = full;
   }
 
-  function ingestAnalysis(ev, arrival) {
+  function ingestAnalysis(ev, arrival, live) {
     if (typeof ev.host !== "string" || ev.host === "") return;
     const entry = getEntry(ev.host);
+    // A duplicate or a late copy of an older sample than the one shown is left out.
+    if (entry.ev && isLateCopy(ev, entry.ev)) return;
     const data = readAnalysis(ev);
-    if (!appendPoint(entry, ev, data, arrival) && entry.ev) {
-      // A duplicate or an older sample: only take it if nothing newer is shown.
-      if (!(isNum(ev.ts) && isNum(entry.sampleTs) && ev.ts > entry.sampleTs)) return;
-    }
+    appendPoint(entry, ev, data, arrival, live);
     entry.ev = ev;
     entry.data = data;
     entry.arrival = arrival;
@@ -955,15 +971,15 @@
       return;
     }
     socket = ws;
-    ws.onopen = () => {
-      if (socket !== ws) return;
-      connState = "live";
-      renderConnection();
-    };
     ws.onmessage = (msg) => {
       if (socket !== ws) return;
       attempt = 0;   // a message got through: the next drop starts the backoff afresh
-      onMessage(msg.data);
+      // Live once the snapshot is in, not when the socket opens: an open socket
+      // that never delivers the fleet is not a live dashboard.
+      if (onMessage(msg.data) === "snapshot" && connState !== "live") {
+        connState = "live";
+        renderConnection();
+      }
     };
     ws.onclose = () => {
       if (socket !== ws) return;
@@ -991,10 +1007,11 @@
   window.addEventListener("online", () => { if (!socket) connect(); });
   window.addEventListener("offline", () => { if (socket) socket.close(); });
 
+  /** Take one message from the server; returns its kind. */
   function onMessage(raw) {
     let msg;
-    try { msg = JSON.parse(raw); } catch (err) { return; }
-    if (!isObj(msg)) return;
+    try { msg = JSON.parse(raw); } catch (err) { return null; }
+    if (!isObj(msg)) return null;
     const arrival = nowSec();
     if (msg.kind === "snapshot") {
       // The last 15 minutes at once: the history first, so the latest analyses are not added twice.
@@ -1006,7 +1023,7 @@
       if (Array.isArray(msg.events)) {
         for (const ev of msg.events) {
           if (!isObj(ev)) continue;
-          if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival);
+          if (ev.kind === "status") ingestStatus(ev, arrival); else ingestAnalysis(ev, arrival, false);
         }
       }
       // After the analyses, so a host's stale or offline status wins over their arrival.
@@ -1026,11 +1043,12 @@
       pending.set(entry.host, entry.ev);
       scheduleFrame();
     } else if (msg.kind === "analysis") {
-      ingestAnalysis(msg, arrival);
+      ingestAnalysis(msg, arrival, true);
     } else if (msg.kind === "status") {
       ingestStatus(msg, arrival);
     }
     // unknown kinds, and errors (nothing the page sends should cause one), are ignored
+    return msg.kind;
   }
 
   renderCounts(nowSec());

@@ -10,7 +10,8 @@ publish's L{Deferred} fires only once the broker has taken the message.
 
 import os
 import random
-from collections import OrderedDict, deque
+import struct
+from collections import Counter, OrderedDict, deque
 from itertools import count
 
 from twisted.application import service
@@ -21,14 +22,16 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp.client import Closed, TwistedDelegate
+from txamqp.connection import Frame
 from txamqp.content import Content
-from txamqp.protocol import AMQClient
+from txamqp.protocol import AMQClient, GarbageException
 from txamqp.queue import Closed as QueueClosed
 from txamqp.spec import load as loadSpec
 from zope.interface import implementer
 
 from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
+from resmon.bus.properties import FRAME_HEADER, REFUSED, PropertyLimits, decodeContentHeader
 from resmon.interfaces import IBus, ISubscription
 
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
@@ -42,6 +45,12 @@ RETRY_JITTER = 0.5
 DEFAULT_OUTBOX_LIMIT = 10000
 DEAD_LETTER_LIMIT = 10000
 PUBLISH_CHANNEL = 1
+# Refused deliveries logged per reason before the log keeps to one line in a thousand.
+LOGGED_REFUSALS = 10
+# The reasons the bus rejects a delivery under, before any handler sees it:
+# properties it cannot decode, a routing key that is not UTF-8.
+PROPERTIES = "properties"
+ROUTING_KEY = "routing-key"
 
 
 class Dropped(Exception):
@@ -54,13 +63,30 @@ class Dropped(Exception):
 class ResmonAMQClient(AMQClient):
     """
     An L{AMQClient} that gives up on a silent peer after two missed
-    heartbeats (txAMQP waits three) and turns a channel closed by the broker
-    into a reconnect, so declarations and consumers are all redone.
+    heartbeats (txAMQP waits three), turns a channel closed by the broker
+    into a reconnect, so declarations and consumers are all redone, and
+    decodes content headers within C{propertyLimits} (a L{PropertyLimits}).
     """
 
     MAX_UNSEEN_HEARTBEAT = 2
     log = Logger()
     lostReason = None
+
+    def __init__(self, *args, propertyLimits=None, **kwargs):
+        AMQClient.__init__(self, *args, **kwargs)
+        self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
+
+    def _unpack_frame(self, data):
+        # Content headers are decoded here, within bounds and without ever
+        # raising for their properties: txAMQP's decoder raising in the frame
+        # parser drops the connection, and the broker redelivers the same
+        # message for ever (see resmon.bus.properties).
+        if data[0] != FRAME_HEADER:
+            return AMQClient._unpack_frame(self, data)
+        channel, size = struct.unpack_from("!HI", data, 1)
+        if data[7 + size] != self.FRAME_END:
+            raise GarbageException(f"frame error: expected {self.FRAME_END!r}, got {data[7 + size]!r}")
+        return Frame(channel, decodeContentHeader(self.spec, data[7:7 + size], self.propertyLimits))
 
     def connectionLost(self, reason):
         self.lostReason = reason
@@ -105,17 +131,18 @@ class _Delegate(TwistedDelegate):
 class _ClientFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, bus, spec, vhost, heartbeat, clock):
+    def __init__(self, bus, spec, vhost, heartbeat, clock, propertyLimits):
         self.bus = bus
         self.spec = spec
         self.vhost = vhost
         self.heartbeat = heartbeat
         self.clock = clock
+        self.propertyLimits = propertyLimits
 
     def buildProtocol(self, addr):
         return ResmonAMQClient(
             _Delegate(self.bus), vhost=self.vhost, spec=self.spec,
-            heartbeat=self.heartbeat, clock=self.clock)
+            heartbeat=self.heartbeat, clock=self.clock, propertyLimits=self.propertyLimits)
 
 
 class _Outgoing:
@@ -130,7 +157,7 @@ class _Outgoing:
 @implementer(ISubscription)
 class _AMQPSubscription:
     def __init__(self, bus, patterns, handler, queue, durable, prefetch, partitions,
-                 deadLetter=None, singleActive=False):
+                 deadLetter=None, singleActive=False, rejected=None):
         self._bus = bus
         self.patterns = tuple(patterns)
         self.handler = handler
@@ -140,6 +167,9 @@ class _AMQPSubscription:
         self.partitions = partitions
         self.deadLetter = deadLetter
         self.singleActive = singleActive
+        # Deliveries the bus itself rejected, by reason (the subscriber's
+        # own counter when it gave one, so its stats line shows them).
+        self.rejected = rejected if rejected is not None else Counter()
         # (channel, [(method name, arguments)]) of the bindings to renew.
         self.bindings = None
         self.channelId = None
@@ -192,6 +222,11 @@ class AMQPBus(service.Service):
     @param tls: for an C{amqps://} broker, the TLS client options (an
         L{IOpenSSLClientConnectionCreator}, see L{resmon.tls}); L{None}
         connects in the clear.
+    @param propertyLimits: a L{PropertyLimits}: a delivery whose properties
+        are over them, or cannot be decoded, is rejected without requeueing
+        (dead-lettered where its queue has a dead-letter exchange) and
+        counted under L{PROPERTIES}, in C{counters["rejected"]}, L{rejected}
+        and the subscription's own C{rejected} counter.
     """
 
     name = "bus"
@@ -200,8 +235,9 @@ class AMQPBus(service.Service):
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
-                 drainTimeout=2.0, tls=None):
+                 drainTimeout=2.0, tls=None, propertyLimits=None):
         self.broker = broker
+        self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
         self.tls = tls
         self.exchange = exchange
         self._reactor = reactor
@@ -224,7 +260,8 @@ class AMQPBus(service.Service):
         self.drainTimeout = drainTimeout
         self.connected = False
         self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                         "connections": 0, "delivered": 0}
+                         "connections": 0, "delivered": 0, "rejected": 0}
+        self.rejected = Counter()
 
     # IService
 
@@ -235,7 +272,8 @@ class AMQPBus(service.Service):
         if self.tls is not None:
             endpoint = wrapClientTLS(self.tls, endpoint)
         factory = _ClientFactory(
-            self, self._spec, self.broker.vhost, self.heartbeat, self._reactor)
+            self, self._spec, self.broker.vhost, self.heartbeat, self._reactor,
+            self.propertyLimits)
         self._clientService = ClientService(
             endpoint, factory,
             retryPolicy=backoffPolicy(
@@ -414,10 +452,10 @@ class AMQPBus(service.Service):
     # Subscribing
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
         subscription = _AMQPSubscription(
             self, patterns, handler, queue, durable, prefetch, partitions, deadLetter,
-            singleActive)
+            singleActive, rejected)
         self._subscriptions.append(subscription)
         if self._client is not None:
             self._consume(self._client, subscription).addErrback(
@@ -484,8 +522,17 @@ class AMQPBus(service.Service):
         try:
             yield channel.exchange_declare(exchange=self.exchange, type="topic", passive=True)
             for subscription in list(self._subscriptions):
-                if subscription.bindings is not None and not subscription.bindings[0].closed:
-                    yield self._bind(*subscription.bindings)
+                if subscription.bindings is None:
+                    continue
+                subscriptionChannel, bindings = subscription.bindings
+                for method, arguments in bindings:
+                    # A subscription cancelled while this loop waited may have
+                    # taken its auto-delete queue with it: binding that queue
+                    # would get a 404, which closes the channel and costs a
+                    # reconnect (and a resend of every unconfirmed message).
+                    if subscription not in self._subscriptions or subscriptionChannel.closed:
+                        break
+                    yield getattr(subscriptionChannel, method)(**arguments)
         except Exception as e:
             self.log.warn("checking the exchange and bindings failed: {error}", error=_describe(e))
 
@@ -541,6 +588,14 @@ class AMQPBus(service.Service):
             if subscription not in self._subscriptions:
                 return
             self.counters["delivered"] += 1
+            refused = message.content.properties.get(REFUSED)
+            if refused is not None:
+                self._refuse(subscription, channel, message, PROPERTIES, refused)
+                continue
+            if not isinstance(message.routing_key, str):
+                # txAMQP hands over a routing key that is not UTF-8 as bytes.
+                self._refuse(subscription, channel, message, ROUTING_KEY, "not UTF-8")
+                continue
             body = message.content.body
             if not isinstance(body, bytes):
                 body = body.encode("utf-8")  # txAMQP hands an empty body over as ''
@@ -548,6 +603,29 @@ class AMQPBus(service.Service):
             deliver(subscription.handler, message.routing_key, body,
                     _acknowledger(channel, message.delivery_tag)
                     ).addBoth(lambda _: subscription.settled())
+
+    def _refuse(self, subscription, channel, message, reason, why):
+        """
+        Reject, without requeueing, a delivery the bus cannot hand over (its
+        properties or its routing key could not be decoded), and count it
+        under C{reason}: redelivered, it would be refused again.
+        """
+        self.counters["rejected"] += 1
+        self.rejected[reason] += 1
+        subscription.rejected[reason] += 1
+        count = self.rejected[reason]
+        if count <= LOGGED_REFUSALS or count % 1000 == 0:
+            routingKey = message.routing_key
+            if isinstance(routingKey, bytes):
+                routingKey = routingKey.decode("utf-8", "backslashreplace")
+            self.log.warn(
+                "rejected a message under {routingKey} from {patterns}: {reason}: {why} "
+                "({count} for this reason){deadLettered}",
+                routingKey=routingKey[:80], patterns=",".join(subscription.patterns),
+                reason=reason, why=why[:200], count=count,
+                deadLettered=f", dead-lettered to {subscription.deadLetter}"
+                if subscription.deadLetter else "")
+        _acknowledger(channel, message.delivery_tag).discard()
 
     @defer.inlineCallbacks
     def _cancel(self, subscription):

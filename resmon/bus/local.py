@@ -132,9 +132,10 @@ class LocalBus(service.Service):
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
         # One process holds every host: partitions and single active
-        # consumers change nothing here.
+        # consumers change nothing here; messages carry no properties, so
+        # nothing is ever rejected before the handler (rejected stays unused).
         if queue is None:
             queue = f"local.private.{next(self._private)}"
         if queue not in self._queues:

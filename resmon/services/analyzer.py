@@ -35,9 +35,17 @@ class AnalyzerService(service.Service):
     analysed again: it is acknowledged once the analysis already published,
     or still being resent by the bus, is confirmed.
 
+    A measure whose C{ts} is more than C{maxClockSkew} seconds ahead of
+    C{clock} is rejected (reason C{future}) like any invalid one. Unknown
+    metrics over the bound of L{wire.boundUnknownMetrics} are dropped from
+    the measure, which is analysed; such measures are counted
+    (C{unknown-metrics}) and logged like rejections.
+
     @param bus: an L{resmon.interfaces.IBus}.
     @param pipeline: an L{resmon.pipeline.AnalysisPipeline}.
-    @param clock: an L{IReactorTime}, for the periodic stats log line.
+    @param clock: an L{IReactorTime}: the time a measure's C{ts} is judged
+        against, and the periodic stats log line.
+    @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock}.
     """
 
     name = "analyzer"
@@ -45,8 +53,10 @@ class AnalyzerService(service.Service):
 
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
                  maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
-                 processId=None, deadLetter=None):
+                 processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
         self.bus = bus
+        self.clock = clock
+        self.maxClockSkew = maxClockSkew
         self.pipeline = pipeline
         self.queue = queue
         self.partitions = partitions
@@ -56,6 +66,8 @@ class AnalyzerService(service.Service):
         self.maxBody = maxBody
         self.rejected = Counter()
         self.counters = {"analyzed": 0, "published": 0, "redelivered": 0}
+        # Measures whose unknown metrics were dropped for being over the bound.
+        self.unknownMetricsDropped = 0
         self._pending = {}
         self._confirmed = OrderedDict()
         self._subscription = None
@@ -68,7 +80,7 @@ class AnalyzerService(service.Service):
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE], self.measureReceived,
             queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions,
-            deadLetter=self.deadLetter)
+            deadLetter=self.deadLetter, rejected=self.rejected)
         self.log.info("analyzing measures from queue {queue} with {analyzers}",
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")
@@ -84,7 +96,8 @@ class AnalyzerService(service.Service):
 
     def measureReceived(self, routingKey, body):
         try:
-            measure = wire.decodeMeasure(routingKey, body, self.maxBody)
+            measure = wire.decodeMeasure(
+                routingKey, body, self.maxBody, notAfter=self.clock.seconds() + self.maxClockSkew)
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             count = self.rejected[e.reason]
@@ -94,6 +107,16 @@ class AnalyzerService(service.Service):
             if self.deadLetter:
                 raise Discard(e.reason)
             return None
+        if measure.droppedUnknown:
+            self.unknownMetricsDropped += 1
+            count = self.unknownMetricsDropped
+            if count <= LOGGED_REJECTIONS or count % 1000 == 0:
+                self.log.warn(
+                    "dropped {dropped} unknown metrics of a measure under {routingKey}: over "
+                    "{keys} keys or {size} bytes; analysed its known metrics "
+                    "({count} measures so far)",
+                    dropped=measure.droppedUnknown, routingKey=routingKey[:80],
+                    keys=wire.MAX_UNKNOWN_METRICS, size=wire.MAX_UNKNOWN_METRICS_BYTES, count=count)
         key = None if measure.seq is None else (measure.host, measure.seq, measure.ts)
         if key is not None and (key in self._pending or key in self._confirmed):
             self.counters["redelivered"] += 1
@@ -133,9 +156,10 @@ class AnalyzerService(service.Service):
         self.log.info(
             "{analyzed} measures analyzed, {published} analyses published, {redelivered} redelivered "
             "measures not analysed again, {rejected} rejected ({reasons}), "
-            "{failed} analyzer failures ({failures})",
+            "{failed} analyzer failures ({failures}), {unknown} measures with unknown "
+            "metrics over the bound (unknown-metrics, dropped)",
             analyzed=self.counters["analyzed"], published=self.counters["published"],
-            redelivered=self.counters["redelivered"],
+            redelivered=self.counters["redelivered"], unknown=self.unknownMetricsDropped,
             rejected=sum(self.rejected.values()),
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none",
             failed=sum(failures.values()),

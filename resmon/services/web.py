@@ -9,11 +9,12 @@ import os
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.logger import Logger
-from twisted.web import server, static
+from twisted.web import static
 
-from resmon import topics
+from resmon import topics, wire
 from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
+from resmon.origins import HostCheckedSite
 from resmon.httpapi import apiResource
 from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
 from resmon.websocket import DashboardFactory
@@ -51,7 +52,8 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     @param idleTimeout: seconds an HTTP connection may stay silent before
         its request is complete (a handshake that never finishes).
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
-        handshakes (default: the dashboard's own origin only).
+        handshakes and of every request's C{Host} (default: the dashboard's
+        own origin, addresses and C{localhost} only).
     """
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive)
     top = static.File(root or webRoot())
@@ -59,7 +61,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
                                   origins=origins)
     top.putChild(b"ws", WebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams))
-    site = server.Site(top, reactor=clock, timeout=idleTimeout)
+    site = HostCheckedSite(top, websockets.origins, clock, timeout=idleTimeout)
     site.displayTracebacks = False
     site.eventStreams = streams
     site.websockets = websockets
@@ -76,6 +78,7 @@ class WebService(service.MultiService):
     @param historyPoints: most history points kept per host.
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
+    @param maxClockSkew: seconds an analysis's C{ts} may be ahead of C{clock}.
     """
 
     name = "web"
@@ -84,12 +87,12 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0, origins=None):
+                 statsInterval=60.0, origins=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
-        self.fanout = EventFanout(history=self.history)
+        self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins)
         self._subscription = None
@@ -105,7 +108,7 @@ class WebService(service.MultiService):
     def startService(self):
         self._subscription = self.bus.subscribe(
             ["#." + topics.ANALYSIS, "#." + topics.STATUS], self.fanout.eventReceived,
-            prefetch=1000)
+            prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
 
@@ -114,11 +117,15 @@ class WebService(service.MultiService):
         self.log.info(
             "{clients} clients, {received} events received, {sent} sent, {duplicates} duplicates "
             "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
-            "{refused} WebSocket handshakes refused for their origin",
+            "{refused} WebSocket handshakes refused for their origin, {hostsRefused} requests "
+            "refused for their Host, {backOnline} hosts back online on an analysis, "
+            "{unknownMetrics} analyses with unknown metrics over the bound",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
+            hostsRefused=self.site.hostsRefused,
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(fanout.rejected.items())) or "none",
-            **fanout.counters)
+            backOnline=fanout.counters["back-online"],
+            unknownMetrics=fanout.counters["unknown-metrics"], **fanout.counters)
 
     def stopService(self):
         # End event streams first, so `curl -N` sees the end of the response.
