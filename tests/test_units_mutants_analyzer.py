@@ -45,6 +45,7 @@ def service(**kwargs):
     usage = UsageAnalyzer()
     usage.configure({})
     bus, clock, events = Bus(), Clock(), []
+    clock.advance(10**6)  # measures are dated 1000.0: not from the future
     analyzer = AnalyzerService(bus, AnalysisPipeline([usage]), clock, **kwargs)
     analyzer.log = Logger(observer=events.append)
     return analyzer, bus, clock, events
@@ -64,7 +65,7 @@ def test_subscribes_to_every_measure_with_its_queue_options():
     patterns, handler, kwargs = bus.subscribed
     assert patterns == ["#.measure"] and handler == analyzer.measureReceived
     assert kwargs == {"queue": "q", "durable": True, "prefetch": 7, "partitions": (4, [0, 1]),
-                      "deadLetter": "dl"}
+                      "deadLetter": "dl", "rejected": analyzer.rejected}
     analyzer.stopService()
 
 
@@ -93,7 +94,8 @@ def test_the_stats_line_comes_every_interval_and_at_stop():
     clock.advance(0.1)
     assert lines(events)[-1] == (
         "0 measures analyzed, 0 analyses published, 0 redelivered measures not analysed again, "
-        "0 rejected (none), 0 analyzer failures (none)")
+        "0 rejected (none), 0 analyzer failures (none), 0 measures with unknown metrics over the "
+        "bound (unknown-metrics, dropped)")
     clock.advance(60)
     assert sum("measures analyzed" in line for line in lines(events)) == 2
     d = analyzer.stopService()
@@ -124,7 +126,8 @@ def test_the_stats_line_counts_everything():
     analyzer.logStats()
     assert lines(events)[-1] == (
         "2 measures analyzed, 2 analyses published, 2 redelivered measures not analysed again, "
-        "4 rejected (empty: 2, json: 1, shape: 1), 3 analyzer failures (disk: 2, usage: 1)")
+        "4 rejected (empty: 2, json: 1, shape: 1), 3 analyzer failures (disk: 2, usage: 1), "
+        "0 measures with unknown metrics over the bound (unknown-metrics, dropped)")
     assert analyzer.counters == {"analyzed": 2, "published": 2, "redelivered": 2}
     analyzer.stopService()
 

@@ -58,7 +58,7 @@ def advanceTo(clock, t):
 
 
 def measure(host, seq, interval=1.0):
-    return wire.encodeMeasure(host, seq, 1000.0 + seq, interval, {"cpu": {"percent": 5.0}})
+    return wire.encodeMeasure(host, seq, float(seq), interval, {"cpu": {"percent": 5.0}})
 
 
 def test_the_story_of_a_host_in_the_log_and_on_the_bus():

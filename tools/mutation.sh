@@ -36,11 +36,10 @@ if [ $# -eq 0 ]; then
 fi
 
 # The fast unit tests only: no broker, no twistd, no browser.
-unitTests="tests/test_units_core.py tests/test_units_amqp.py tests/test_units_redelivery.py
-    tests/test_units_services.py tests/test_liveness.py tests/test_web_units.py
-    tests/test_analyzers_builtin.py tests/test_plugins.py"
-for extra in "$root"/tests/test_units_mutants_*.py; do
-    [ -e "$extra" ] && unitTests="$unitTests tests/$(basename "$extra")"
+unitTests="tests/test_liveness.py tests/test_web_units.py tests/test_analyzers_builtin.py
+    tests/test_plugins.py"
+for unit in "$root"/tests/test_units_*.py; do
+    unitTests="$unitTests tests/$(basename "$unit")"
 done
 
 mkdir -p "$workdir"
