@@ -267,12 +267,20 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
               if m.get("host") == host and m.get("kind") == "analysis" and stoppedAt <= m["ts"] <= startedAt]
     assert outage, "no analysis of a measure sampled during the outage reached the page"
 
-    # 2. The broker closes every connection.
-    closedAt = time.time()
+    # 2. The broker closes every connection. Each process is back within
+    # 2.5 s of noticing (counted from then: rabbitmqctl itself takes seconds
+    # to start on a loaded machine).
+    @defer.inlineCallbacks
+    def reconnection(process):
+        lost = process.output.count(b"lost the connection")
+        yield process.waitForOutputCount(b"lost the connection", lost + 1, 20)
+        lostAt = time.time()
+        yield process.waitForOutput(b"(connection #3)", 10)
+        return time.time() - lostAt
+    reconnections = defer.gatherResults([reconnection(agent), reconnection(server)])
     yield privateBroker.ctl("close_all_connections", "test: every connection closed")
-    yield defer.gatherResults([
-        agent.waitForOutput(b"(connection #3)", 10), server.waitForOutput(b"(connection #3)", 10)])
-    assert time.time() - closedAt < 2.5
+    reconnected = yield reconnections
+    assert max(reconnected) < 2.5, f"reconnected {reconnected} s after losing the connection"
     last = yield client.waitFor(sampledAfter(time.time() + 1), 20, "an analysis after the closing")
     assert not agent.ended_
     assert (yield agent.stop(timeout=5))
