@@ -160,6 +160,9 @@ def encoded(document):
     ("g.measure", good(), "routing-key: host 'h' was published under 'g.measure'"),
     ("g.measure", good(host="x" * 100),
      f"routing-key: host {'x' * 80!r} was published under 'g.measure'"),
+    ("g" * 100 + ".measure", good(),
+     f"routing-key: host 'h' was published under {('g' * 100 + '.measure')[:80]!r}"),
+    ("h.measure", {"v": 1, "cpu_percentage": 5}, "type: host must be a non-empty string"),
 ])
 def test_every_measure_check_names_its_reason_and_detail(key, document, expected):
     assert rejection(wire.decodeMeasure, key, encoded(document)) == expected
@@ -206,6 +209,8 @@ def test_encoding_is_compact_strict_json():
     ("h.analysis", {"v": 1, "kind": "status", "host": "h"}, "kind: kind 'status' under 'h.analysis'"),
     ("h.analysis", {"v": 1, "host": "h"}, "kind: kind 'None' under 'h.analysis'"),
     ("h.analysis", {"v": 1, "kind": "k" * 30, "host": "h"}, f"kind: kind {'k' * 20!r} under 'h.analysis'"),
+    ("h." + "k" * 100, {"v": 1, "kind": "analysis", "host": "h"},
+     f"kind: kind 'analysis' under {('h.' + 'k' * 100)[:80]!r}"),
     ("h.analysis", {"v": 1, "kind": "analysis"}, "type: host must be a non-empty string"),
     ("h.analysis", {"v": 1, "kind": "analysis", "host": "h" * 256}, "range: host is longer than 255 characters"),
 ])
