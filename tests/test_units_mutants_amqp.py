@@ -300,3 +300,34 @@ def test_tls_failures_are_said_plainly():
         "TLS: certificate verify failed: the broker's certificate is not valid for the host of the "
         "URL (DNSMismatch)")
     assert amqp._describe(VerificationError(errors=[])).endswith("(VerificationError)")
+
+
+def test_a_nack_through_the_delegate_settles_every_tag_up_to_it():
+    bus, _, _, _ = connected()
+    results = outcomes([bus.publish("k", b"%d" % i) for i in range(3)])
+    amqp._Delegate(bus).basic_nack(None, Message(delivery_tag=2, multiple=True))
+    assert results == ["Dropped: the broker refused the message (basic.nack)"] * 2
+    assert list(bus._unconfirmed) == [3]
+
+
+def test_subscribing_while_connected_consumes_at_once_and_logs_a_failure():
+    bus, _, _, events = connected()
+    bus.subscribe(["a.*"], lambda key, body: None, queue="q")  # the fake client has no channels
+    [failure] = events
+    assert formatEvent(failure) == "subscribing failed" and failure["log_failure"] is not None
+    disconnected = AMQPBus(BROKER, "ex", Clock())
+    disconnected.log = Logger(observer=events.append)
+    disconnected.subscribe(["a.*"], lambda key, body: None)
+    assert len(events) == 1
+
+
+def test_odd_errors_are_described_all_the_same():
+    from OpenSSL.SSL import Error as SSLError
+    from service_identity.exceptions import CertificateError, DNSMismatch, URIMismatch, VerificationError
+    assert amqp._describe(SSLError(["not a tuple", ("a", "b", "handshake failure")])) == (
+        "TLS: handshake failure")
+    assert amqp._describe(VerificationError(errors=[URIMismatch("u"), DNSMismatch("d")])).endswith(
+        "(DNSMismatch, URIMismatch)")
+    assert amqp._describe(CertificateError("no")).endswith("(CertificateError)")
+    thing = object()
+    assert amqp._innermost(thing) is thing
