@@ -173,3 +173,34 @@ def test_the_body_limit_is_the_one_given():
 def test_stopping_a_service_never_started():
     service, bus, _, _ = liveness()
     assert service.stopService().result == [] and bus.cancelled == 0
+
+
+def test_after_a_reconnection_hosts_are_judged_from_the_end_of_the_grace_on():
+    service, bus, clock, lines = liveness(grace=5, offlineAfter=100)
+    service.startService()
+    clock.advance(0.5)
+    service.measureReceived("h.measure", measure("h", 1))
+    advanceTo(clock, 1.0)
+    bus.connected = False
+    advanceTo(clock, 10.0)
+    bus.connected = True
+    bus.counters["connections"] += 1
+    advanceTo(clock, 25.0)
+    assert lines[4:] == [
+        (1.5, "bus disconnected: host liveness paused"),
+        (10.5, "bus connected: judging host liveness again in 5 s"),
+        (10.5, "standing by: another analyzer process receives q and judges"),
+        (11.0, "judging host liveness: this process receives q"),
+        # Silent for 3 intervals since deliveries resumed (11.0) at 14.0,
+        # but judged only once the grace is over.
+        (15.5, "h is stale (last measure at 0.500, seq 1)"),
+    ]
+    service.stopService()
+
+
+def test_every_status_not_published_is_counted():
+    service, bus, clock, _ = liveness()
+    bus.fails = True
+    for host in ("a", "b", "c"):
+        service.measureReceived(f"{host}.measure", measure(host, 1))
+    assert service.counters == {"published": 0, "failed": 3}
