@@ -204,3 +204,13 @@ def test_every_status_not_published_is_counted():
     for host in ("a", "b", "c"):
         service.measureReceived(f"{host}.measure", measure(host, 1))
     assert service.counters == {"published": 0, "failed": 3}
+
+
+def test_the_judges_statuses_reach_a_process_through_its_status_subscription():
+    service, bus, _, _ = liveness()
+    service.startService()
+    [(patterns, handler, kwargs)] = bus.subscriptions[1:]
+    assert patterns == ["#.status"] and kwargs == {}
+    handler("a.status", status("a", "offline", 5.0))
+    assert service.hosts["a"].status == "offline"
+    service.stopService()
