@@ -508,6 +508,7 @@ def test_default_snapshot_of_a_large_fleet_stays_small():
     default = fanout.snapshotBody(parseQuery({}))
     full = fanout.snapshotBody(parseQuery({"history": ["1"]}))
     history = json.loads(default)["history"]
+    assert len(history) == 20
     assert all(len(points) <= 91 for points in history.values())
     assert all(len(p) == 3 for points in history.values() for p in points)
     # Per host: the latest analysis (~800 bytes) and at most 91 short arrays.
