@@ -63,7 +63,7 @@ def test_the_defaults_and_the_settings_given():
     assert (bus.outboxLimit, bus.topologyInterval, bus.drainTimeout) == (10000, 10.0, 2.0)
     assert bus.connected is False and bus._client is None and bus._publishChannel is None
     assert bus.counters == {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                            "connections": 0, "delivered": 0, "rejected": 0}
+                            "connections": 0, "delivered": 0, "rejected": 0, "consumer-cancels": 0}
     assert list(bus._outbox) == [] and dict(bus._unconfirmed) == {} and bus._subscriptions == []
     assert next(bus._channelIds) == amqp.PUBLISH_CHANNEL + 1 == 2
     tls = object()
