@@ -29,7 +29,8 @@ setup(
         "zope.interface>=5.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4",
+                 "tomli>=1.1; python_version < '3.11'"],
     },
     entry_points={
         "resmon.analyzers": [

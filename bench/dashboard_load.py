@@ -29,7 +29,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 800
 
-# Installed before app.js runs: counts what the page receives and times its own work.
+# Installed before the dashboard's modules run: counts what the page receives and times its own work.
 PAGE_PROBE = r"""
 (() => {
   const b = window.__bench = {

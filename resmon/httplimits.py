@@ -16,6 +16,7 @@ from twisted.protocols import policies
 from twisted.web import http, pages, server, static
 
 from resmon.origins import HostCheckedSite
+from resmon.staticfiles import StaticFiles
 
 DEFAULT_MAX_CLIENTS = 1000
 DEFAULT_MAX_CLIENTS_PER_ADDRESS = 50
@@ -279,19 +280,20 @@ class LimitedSite(HostCheckedSite):
         self.refused = Counter()
 
 
-class WebRootFile(static.File):
+class WebRootFile(StaticFiles):
     """
-    The dashboard's static files: nothing outside the web root (a symbolic
-    link leading out is not found), no directory listings, and no name a
-    file system cannot hold (C{/%00}): all 404.
+    The dashboard's static files (with L{StaticFiles}' content types):
+    nothing outside the web root (a symbolic link leading out is not
+    found), no directory listings, and no name a file system cannot hold
+    (C{/%00}): all 404.
     """
 
     def __init__(self, path, *args, webRoot=None, **kwargs):
-        static.File.__init__(self, path, *args, **kwargs)
+        StaticFiles.__init__(self, path, *args, **kwargs)
         self.webRoot = webRoot if webRoot is not None else os.path.realpath(path)
 
     def createSimilarFile(self, path):
-        similar = static.File.createSimilarFile(self, path)
+        similar = StaticFiles.createSimilarFile(self, path)
         similar.webRoot = self.webRoot
         return similar
 
@@ -303,7 +305,7 @@ class WebRootFile(static.File):
         except UnicodeDecodeError:
             return _notFound()
         try:
-            child = static.File.getChild(self, path, request)
+            child = StaticFiles.getChild(self, path, request)
         except (ValueError, OSError, UnicodeError):
             return _notFound()
         if isinstance(child, static.File) and not self._inside(child.path):

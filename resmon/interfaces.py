@@ -11,7 +11,45 @@ class IBus(Interface):
 
     Routing keys are dot-separated words; in subscription patterns C{*}
     matches exactly one word and C{#} zero or more words.
+
+    This is everything a caller may use: services, tests and fakes go
+    through it and nothing else (fakes are checked with
+    L{zope.interface.verify.verifyObject}).
     """
+
+    connected = Attribute(
+        "L{True} while the bus can publish and deliver: for RabbitMQ, while "
+        "a connection is up and declared; L{False} while it reconnects (what "
+        "is published meanwhile waits in the outbox). The in-process bus is "
+        "always connected.")
+
+    counters = Attribute(
+        "A L{dict} of L{str} to L{int}, counted since the bus was made, with "
+        "at least these keys: C{published} (messages handed to the broker), "
+        "C{confirmed} and C{nacked} (publisher confirms: taken, refused), "
+        "C{dropped} (dropped from a full outbox), C{connections} (successful "
+        "(re)connections: a change means the bus was disconnected in "
+        "between), C{delivered} (deliveries received), C{rejected} "
+        "(deliveries the bus refused before any handler, see L{rejected}) and "
+        "C{consumer-cancels} (consumers the broker cancelled, for instance "
+        "because their queue was deleted; each is consumed again).")
+
+    rejected = Attribute(
+        "A L{collections.Counter} of the deliveries the bus rejected itself, "
+        "before any handler, by reason (C{properties}, C{routing-key}).")
+
+    subscriptions = Attribute(
+        "A L{tuple} of the live L{ISubscription}s made with L{subscribe} and "
+        "not cancelled.")
+
+    def whenConnected():
+        """
+        A L{Deferred} that fires (with L{None}) once the bus is connected,
+        as L{twisted.application.internet.ClientService.whenConnected} does:
+        at once if it is, else at the next successful connection. Call it
+        once the bus is started; it fails with
+        L{twisted.internet.defer.CancelledError} if the bus stops first.
+        """
 
     def publish(routingKey, body):
         """
@@ -62,6 +100,16 @@ class ISubscription(Interface):
     """
 
     patterns = Attribute("The routing-key patterns this subscription receives.")
+
+    def whenReady():
+        """
+        A L{Deferred} that fires (with L{None}) once this subscription is
+        consuming: its queue and bindings are declared and messages flow to
+        the handler. It fires at once if it is; after a lost connection or a
+        queue deleted under it, it fires once consuming again. It fails
+        with L{twisted.internet.defer.CancelledError} if the subscription
+        is cancelled first.
+        """
 
     def cancel():
         """

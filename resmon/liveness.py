@@ -151,7 +151,7 @@ class HostLiveness(service.Service):
         Publish a tick into the liveness queue, for whichever process
         consumes it (see L{HostLiveness}).
         """
-        if not getattr(self.bus, "connected", True):
+        if not self.bus.connected:
             return  # kept in the outbox, it would arrive late and mean nothing
         body = wire.encodeEvent({"v": wire.VERSION, "kind": TICK, "queue": self.queue,
                                  "ts": self.clock.seconds()})
@@ -215,12 +215,12 @@ class HostLiveness(service.Service):
         another process receives the liveness queue (this one stands by).
         """
         now = self.clock.seconds()
-        if not getattr(self.bus, "connected", True):
+        if not self.bus.connected:
             if self._judgingFrom is not None:
                 self.log.info("bus disconnected: host liveness paused")
             self._judgingFrom = None
             return
-        connection = getattr(self.bus, "counters", {}).get("connections")
+        connection = self.bus.counters["connections"]
         if self._judgingFrom is None or connection != self._connection:
             # (Re)connected since the last check, however briefly it was down.
             self._connection = connection

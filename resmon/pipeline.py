@@ -13,6 +13,9 @@ from resmon.analyzers.base import worstLevel
 from resmon.wire import LEVELS, VERSION
 
 DEFAULT_TIME_BUDGET = 0.05
+# The check subjects summarised in an analysis' C{levels}; C{cpu} is also
+# the proof of concept's C{cpu_result}.
+SUMMARY_SUBJECTS = ("cpu", "memory")
 
 
 class InvalidFindings(ValueError):
@@ -76,6 +79,34 @@ def validateFindings(findings):
     return clean
 
 
+def findingsLevel(findings):
+    """
+    The level of one analyzer's (validated) findings: its C{level}, or when
+    it gives none, the worst level of its checks, or L{None}.
+    """
+    if findings.get("level") is not None:
+        return findings["level"]
+    return worstLevel(check.get("level") for check in findings.get("checks", {}).values())
+
+
+def summaryLevels(results):
+    """
+    The C{levels} of an analysis: for each subject of L{SUMMARY_SUBJECTS},
+    the worst level of the checks of that subject among C{results}
+    (validated findings); a subject no analyzer judged is left out. No
+    analyzer is special, and the order they run in does not matter: the
+    built-in C{usage} and C{sustained} both supply a C{cpu} check, and
+    without C{usage} the CPU level is C{sustained}'s alone.
+    """
+    found = {}
+    for findings in results:
+        for subject, check in findings.get("checks", {}).items():
+            if subject in SUMMARY_SUBJECTS:
+                found.setdefault(subject, []).append(check.get("level"))
+    levels = {subject: worstLevel(subjectLevels) for subject, subjectLevels in found.items()}
+    return {subject: level for subject, level in levels.items() if level is not None}
+
+
 class AnalysisPipeline:
     """
     Runs analyzers over measures and builds analyses.
@@ -111,11 +142,7 @@ class AnalysisPipeline:
         for analyzer in self.analyzers:
             results[analyzer.name] = self._run(
                 analyzer, measure, hostState.setdefault(analyzer.name, {}))
-        usage = results.get("usage", {})
-        levels = {
-            subject: check.get("level")
-            for subject, check in usage.get("checks", {}).items()
-        }
+        levels = summaryLevels(results.values())
         return {
             "v": VERSION,
             "kind": "analysis",
@@ -124,7 +151,7 @@ class AnalysisPipeline:
             "ts": measure.ts,
             "interval": measure.interval,
             "analyzed_at": self._wallClock(),
-            "level": worstLevel(r.get("level") for r in results.values()),
+            "level": worstLevel(findingsLevel(r) for r in results.values()),
             "levels": levels,
             "cpu_result": levels.get("cpu"),
             "analyses": results,

@@ -125,6 +125,21 @@ def discoverAnalyzers(pluginDirs=()):
     return discovery
 
 
+class AnalyzerConfigurationError(ValueError):
+    """
+    The operator's analyzer configuration cannot run: an unknown or empty
+    selection, options for an unknown analyzer, or options an analyzer
+    refused.
+
+    @ivar option: the command-line option at fault, without dashes
+        (C{"analyzers"} or C{"analyzer-option"}).
+    """
+
+    def __init__(self, option, message):
+        ValueError.__init__(self, message)
+        self.option = option
+
+
 def loadAnalyzers(pluginDirs=(), selected=None, options=None):
     """
     Discover analyzers, keep the C{selected} ones and configure them.
@@ -135,23 +150,33 @@ def loadAnalyzers(pluginDirs=(), selected=None, options=None):
         from it is configured with C{{}}. Options of a discovered analyzer
         that is not selected are ignored.
     @return: a L{list} of configured L{IAnalyzer} providers.
-    @raise ValueError: for an unknown selected name, options for an unknown
-        analyzer, an empty selection, or an analyzer refusing its options;
-        the message names the analyzer.
+    @raise AnalyzerConfigurationError: (a L{ValueError}) for an unknown
+        selected name, options for an unknown analyzer, an empty selection,
+        or an analyzer refusing its options; the message names the analyzer.
     """
-    discovery = discoverAnalyzers(pluginDirs)
+    return configureAnalyzers(discoverAnalyzers(pluginDirs), selected, options)
+
+
+def configureAnalyzers(discovery, selected=None, options=None):
+    """
+    Keep the C{selected} analyzers of a L{Discovery} and configure them; as
+    L{loadAnalyzers}, for a caller that already discovered them (once: each
+    discovery imports the drop-ins again).
+    """
     byName = {found.name: found for found in discovery.analyzers}
     options = options or {}
     for name in options:
         if name not in byName:
-            raise ValueError(
+            raise AnalyzerConfigurationError(
+                "analyzer-option",
                 f"options given for unknown analyzer {name!r}; discovered: {_known(byName)}")
     if selected is None:
         chosen = list(discovery.analyzers)
     else:
         chosen = [_select(byName, name) for name in dict.fromkeys(selected)]
         if not chosen:
-            raise ValueError(f"no analyzer selected; discovered: {_known(byName)}")
+            raise AnalyzerConfigurationError(
+                "analyzers", f"no analyzer selected; discovered: {_known(byName)}")
     analyzers = []
     for found in chosen:
         if _configure(found, options.get(found.name, {})):
@@ -273,7 +298,8 @@ def _checkAnalyzer(analyzer):
 
 def _select(byName, name):
     if name not in byName:
-        raise ValueError(f"unknown analyzer {name!r}; discovered: {_known(byName)}")
+        raise AnalyzerConfigurationError(
+            "analyzers", f"unknown analyzer {name!r}; discovered: {_known(byName)}")
     return byName[name]
 
 
@@ -285,7 +311,8 @@ def _configure(found, options):
     try:
         found.analyzer.configure(dict(options))
     except ValueError as e:
-        raise ValueError(f"analyzer {found.name!r} from {found.origin}: {e}") from e
+        raise AnalyzerConfigurationError(
+            "analyzer-option", f"analyzer {found.name!r} from {found.origin}: {e}") from e
     except Exception as e:
         log.error("refused analyzer {what} from {origin}: configure failed: {reason}",
                   what=found.name, origin=found.origin, reason=_describe(e))

@@ -11,8 +11,14 @@ from twisted.python import usage
 
 from resmon import __version__, wire
 from resmon.analyzers.base import parseThresholds
-from resmon.bus.amqp import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
+from resmon.defaults import (
+    DEFAULT_DEAD_LETTER_QUEUE,
+    DEFAULT_HEARTBEAT,
+    DEFAULT_OUTBOX_LIMIT,
+    DEFAULT_PREFETCH,
+    DEFAULT_QUEUE,
+)
 from resmon.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
@@ -23,7 +29,6 @@ from resmon.liveness import (
     STALE_INTERVALS,
 )
 from resmon.pipeline import DEFAULT_TIME_BUDGET
-from resmon.services.analyzer import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE
 
 ROLES = {
     "agent": ("tracker",),
@@ -35,6 +40,10 @@ ROLES = {
 MIN_INTERVAL = 0.1
 # An agent's outbox holds this many seconds of samples by default.
 OUTBOX_SECONDS = 600
+# The built-in analyzer that --cpu-thresholds and --memory-thresholds
+# configure, and the subjects they set.
+USAGE_ANALYZER = "usage"
+USAGE_SUBJECTS = ("cpu", "memory")
 
 
 class Options(usage.Options):
@@ -94,10 +103,12 @@ class Options(usage.Options):
          "How many measures one analyzer may hold unacknowledged (1-65535)."],
         ["max-body", None, str(wire.DEFAULT_MAX_BODY),
          "Largest message body accepted, in bytes; larger ones are rejected and counted."],
-        ["cpu-thresholds", None, "25,75",
-         "CPU percent at which the usage analyzer says MEDIUM and HIGH."],
-        ["memory-thresholds", None, "60,85",
-         "Memory percent at which the usage analyzer says MEDIUM and HIGH."],
+        ["cpu-thresholds", None, None,
+         "CPU percent at which the built-in usage analyzer says MEDIUM and HIGH, e.g. 25,75 "
+         "(its default); short for --analyzer-option usage.cpu=..."],
+        ["memory-thresholds", None, None,
+         "Memory percent at which the built-in usage analyzer says MEDIUM and HIGH, e.g. "
+         "60,85 (its default); short for --analyzer-option usage.memory=..."],
         ["time-budget", None, str(DEFAULT_TIME_BUDGET),
          "Seconds one analyzer may take on one measure before its result counts as an error."],
         ["heartbeat", None, str(DEFAULT_HEARTBEAT),
@@ -276,18 +287,51 @@ class Options(usage.Options):
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
-        usageOptions = self["analyzer-options"].setdefault("usage", {})
-        for subject in ("cpu", "memory"):
+        for subject in USAGE_SUBJECTS:
             option = f"{subject}-thresholds"
-            try:
-                parseThresholds(self[option], f"--{option}")
-            except ValueError as e:
-                raise usage.UsageError(str(e))
-            usageOptions.setdefault(subject, self[option])
+            if self[option] is not None:
+                try:
+                    parseThresholds(self[option], f"--{option}")
+                except ValueError as e:
+                    raise usage.UsageError(str(e))
+        for directory in self["plugin-dirs"]:
+            _checkPluginDirectory(directory)
         if self["list-analyzers"]:
             from resmon.plugins import discoverAnalyzers, formatAnalyzerList
             print(formatAnalyzerList(discoverAnalyzers(self["plugin-dirs"])))
             sys.exit(0)
+        self["analyzer-plugins"] = self["analyzers-left-out"] = None
+        if "analyzer" in ROLES[self["role"]]:
+            self._loadAnalyzers()
+
+    def _loadAnalyzers(self):
+        """
+        Discover, select and configure the analyzers now, so that a bad
+        selection or option stops twistd with one line before it starts.
+        Sets C{analyzer-plugins} (the configured analyzers, in run order)
+        and C{analyzers-left-out} (names discovered but not selected).
+        """
+        from resmon.plugins import AnalyzerConfigurationError, configureAnalyzers, discoverAnalyzers
+        discovery = discoverAnalyzers(self["plugin-dirs"])
+        options = {name: dict(values) for name, values in self["analyzer-options"].items()}
+        for subject in USAGE_SUBJECTS:
+            thresholds = self[f"{subject}-thresholds"]
+            if thresholds is None:
+                continue
+            if USAGE_ANALYZER not in discovery.names():
+                raise usage.UsageError(
+                    f"--{subject}-thresholds: configures the built-in {USAGE_ANALYZER!r} "
+                    f"analyzer, which is not installed; discovered: "
+                    f"{', '.join(discovery.names()) or '(none)'}")
+            # --analyzer-option usage.cpu=... wins over --cpu-thresholds.
+            options.setdefault(USAGE_ANALYZER, {}).setdefault(subject, thresholds)
+        try:
+            analyzers = configureAnalyzers(discovery, self.get("analyzers"), options)
+        except AnalyzerConfigurationError as e:
+            raise usage.UsageError(f"--{e.option}: {e}")
+        running = {analyzer.name for analyzer in analyzers}
+        self["analyzer-plugins"] = analyzers
+        self["analyzers-left-out"] = [name for name in discovery.names() if name not in running]
 
 
 def _number(options, name, kind, minimum, maximum):
@@ -300,6 +344,13 @@ def _number(options, name, kind, minimum, maximum):
     if not (minimum <= value <= maximum) or value != value:
         raise usage.UsageError(f"--{name}: must be between {minimum} and {maximum}, not {text!r}")
     return value
+
+
+def _checkPluginDirectory(directory):
+    try:
+        os.listdir(directory)
+    except OSError as e:
+        raise usage.UsageError(f"--plugin-dir: cannot list {directory}: {e.strerror or e}")
 
 
 def _partitionSet(text, count):
@@ -364,14 +415,8 @@ def _makeTracker(options, bus, reactor):
 
 def _makeAnalyzer(options, bus, reactor):
     from resmon.pipeline import AnalysisPipeline
-    from resmon.plugins import loadAnalyzers
     from resmon.services.analyzer import AnalyzerService
-    try:
-        analyzers = loadAnalyzers(
-            options["plugin-dirs"], options.get("analyzers"), options["analyzer-options"])
-    except ValueError as e:
-        raise SystemExit(f"twistd resmon: error: {e}")
-    pipeline = AnalysisPipeline(analyzers, timeBudget=options["time-budget"])
+    pipeline = AnalysisPipeline(options["analyzer-plugins"], timeBudget=options["time-budget"])
     partitions = None
     if options["partitions"]:
         partitions = (options["partitions"], options["own-partitions"])
@@ -379,7 +424,8 @@ def _makeAnalyzer(options, bus, reactor):
         bus, pipeline, reactor, queue=options["queue"], prefetch=options["prefetch"],
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
-        deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"])
+        deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"],
+        leftOut=options["analyzers-left-out"])
 
 
 def _makeLiveness(options, bus, reactor):

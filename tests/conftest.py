@@ -50,7 +50,10 @@ async def _connect(url):
 async def twistd():
     """
     Starts real C{twistd resmon} processes: C{twistd(label, *args)}. Every
-    process still running at the end gets SIGTERM (SIGKILL if it hangs).
+    process still running at the end gets SIGTERM (SIGKILL if it hangs), and
+    the test fails if any process did not shut down cleanly (exited on its
+    own, crashed, hung on SIGTERM, logged a traceback while stopping), unless
+    the test called its C{expectUncleanExit()}.
     """
     started = []
 
@@ -60,9 +63,7 @@ async def twistd():
         return process
 
     yield start
-    for process in started:
-        if not process.ended_:
-            try:
-                await process.stop()
-            except AssertionError:
-                pass
+    problems = await defer.gatherResults([process.stopAndCheck() for process in started])
+    problems = [problem for problem in problems if problem is not None]
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

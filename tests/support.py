@@ -14,6 +14,7 @@ import uuid
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater
 from txamqp.client import TwistedDelegate
 from txamqp.connection import Body, Frame, Method
 from txamqp.content import Content
@@ -73,16 +74,29 @@ def withTimeout(d, seconds, what):
 @defer.inlineCallbacks
 def subscriptionsReady(bus, timeout=5):
     """
-    Wait until every subscription of an L{AMQPBus} is consuming: they are
+    Wait until every subscription of an L{IBus} is consuming: they are
     declared asynchronously after connecting.
     """
-    from twisted.internet import task
     yield withTimeout(bus.whenConnected(), timeout, "the broker")
-    for _ in range(int(timeout / 0.02)):
-        if all(s.channelId is not None for s in bus._subscriptions):
-            return
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    raise AssertionError(f"subscriptions were not declared in {timeout} s")
+    yield withTimeout(defer.gatherResults([s.whenReady() for s in bus.subscriptions]),
+                      timeout, "the subscriptions to be declared")
+
+
+def catchesSIGTERM(pid):
+    """
+    Whether process C{pid} has a handler for SIGTERM (Linux: read from
+    C{/proc}). twistd starts its services, and logs that they listen,
+    before the reactor runs and installs its handler: a SIGTERM sent in
+    between kills the process without a shutdown.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return False
 
 
 class TwistdProcess(protocol.ProcessProtocol):
@@ -157,6 +171,21 @@ class TwistdProcess(protocol.ProcessProtocol):
     def ended_(self):
         return self.exitCode is not None or self.exitSignal is not None
 
+    uncleanExitExpected = False
+    _stoppedAt = None
+    _hung = False
+
+    def expectUncleanExit(self):
+        """
+        The test kills or crashes this process on purpose (or checks how it
+        ended itself): the C{twistd} fixture will not fail the test for how
+        it ends.
+
+        @return: C{self}
+        """
+        self.uncleanExitExpected = True
+        return self
+
     def cleanExit(self):
         """
         Whether the process shut down cleanly: twistd, stopped by SIGTERM,
@@ -175,14 +204,55 @@ class TwistdProcess(protocol.ProcessProtocol):
         """
         if self.ended_:
             return self.cleanExit()
+        # A SIGTERM before twistd's reactor runs kills it without a shutdown.
+        deadline = reactor.seconds() + timeout
+        while not self.ended_ and not catchesSIGTERM(self.transport.pid) and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.02, lambda: None)
+        self._stoppedAt = len(self.output)
         self.signal("TERM")
         try:
             yield withTimeout(_chain(self.ended), timeout, f"{self.label} to exit on SIGTERM")
         except AssertionError:
+            self._hung = True
             self.signal("KILL")
             yield _chain(self.ended)
             raise
         return self.cleanExit()
+
+    @defer.inlineCallbacks
+    def stopAndCheck(self, timeout=10):
+        """
+        Stop the process if it still runs (see L{stop}) and judge how it
+        ended.
+
+        @return: L{None} if it shut down cleanly on SIGTERM without logging a
+            traceback on the way, or if L{expectUncleanExit} was called; else
+            what went wrong, with the log's path and its last lines.
+        """
+        try:
+            yield self.stop(timeout)
+        except AssertionError:
+            pass
+        if self.uncleanExitExpected:
+            return None
+        if self._hung:
+            return self._problem(f"hung: still running {timeout} s after SIGTERM, killed")
+        if not self.cleanExit():
+            return self._problem(f"ended without a clean shutdown ({self._howEnded()})")
+        if self._stoppedAt is not None:
+            shutdown = self.output[self._stoppedAt:]
+            if b"Traceback (most recent call last)" in shutdown or b"Unhandled error" in shutdown:
+                return self._problem("logged an error while shutting down")
+        return None
+
+    def _howEnded(self):
+        if self.exitSignal is not None:
+            return f"killed by signal {self.exitSignal}"
+        return f"exit code {self.exitCode}"
+
+    def _problem(self, what, lines=40):
+        tail = b"\n".join(self.output.splitlines()[-lines:]).decode("utf-8", "replace")
+        return f"twistd process {self.label!r} {what}; log: {self.logPath}\n--- last {lines} lines ---\n{tail}"
 
 
 def _chain(d):
@@ -346,14 +416,3 @@ class _PlainFactory(protocol.ClientFactory):
     def buildProtocol(self, addr):
         return AMQClient(TwistedDelegate(), self.vhost, self.spec)
 
-
-def terminate(processes):
-    """
-    Last-resort cleanup for processes a failed test left running.
-    """
-    for process in processes:
-        if not process.ended_:
-            try:
-                process.transport.signalProcess(signal.SIGKILL)
-            except Exception:
-                pass

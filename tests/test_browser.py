@@ -7,13 +7,15 @@ broker.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 
 import pytest
 
-from support import LOG_DIR, TWISTD, freePort, uniqueName
+from support import LOG_DIR, TWISTD, catchesSIGTERM, freePort, uniqueName
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -26,7 +28,10 @@ class Process:
     by polling the file with a deadline.
     """
 
+    problem = None
+
     def __init__(self, label, *args):
+        self.label = label
         os.makedirs(LOG_DIR, exist_ok=True)
         self.logPath = os.path.join(LOG_DIR, f"{label}-{uniqueName('b')[-6:]}.log")
         self._log = open(self.logPath, "wb")
@@ -45,19 +50,67 @@ class Process:
             assert time.monotonic() < deadline, f"no {text!r} in {self.logPath} after {timeout} s"
             time.sleep(0.05)
 
-    def stop(self):
+    uncleanExitExpected = False
+
+    def expectUncleanExit(self):
+        """
+        The test kills this process on purpose: the C{processes} fixture
+        will not fail the test for how it ends.
+        """
+        self.uncleanExitExpected = True
+        return self
+
+    def stop(self, timeout=10):
+        """
+        SIGTERM (SIGKILL if it hangs), and judge how the process ended.
+
+        @return: L{None} if it shut down cleanly (twistd logs "Server Shut
+            Down." and re-raises SIGTERM), else what went wrong, with the
+            log's path and last lines. Kept as C{self.problem}.
+        """
+        hung = False
         if self.popen.poll() is None:
+            # A SIGTERM before twistd's reactor runs kills it without a shutdown.
+            deadline = time.monotonic() + timeout
+            while (self.popen.poll() is None and not catchesSIGTERM(self.popen.pid)
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
+            stoppedAt = len(self.output())
             self.popen.terminate()
             try:
-                self.popen.wait(10)
+                self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.popen.kill()
                 self.popen.wait()
+        else:
+            stoppedAt = None
         self._log.close()
+        if self.problem is not None or self.uncleanExitExpected:
+            return self.problem
+        output = self.output()
+        code = self.popen.returncode
+        if hung:
+            self.problem = f"hung: still running {timeout} s after SIGTERM, killed"
+        elif b"Server Shut Down." not in output or code not in (0, -signal.SIGTERM):
+            self.problem = f"ended without a clean shutdown (return code {code})"
+        elif stoppedAt is not None and (b"Traceback (most recent call last)" in output[stoppedAt:]
+                                        or b"Unhandled error" in output[stoppedAt:]):
+            self.problem = "logged an error while shutting down"
+        if self.problem is not None:
+            tail = b"\n".join(output.splitlines()[-40:]).decode("utf-8", "replace")
+            self.problem = (f"twistd process {self.label!r} {self.problem}; log: {self.logPath}\n"
+                            f"--- last 40 lines ---\n{tail}")
+        return self.problem
 
 
 @pytest.fixture
 def processes():
+    """
+    Starts real twistd processes; at the end, stops those still running and
+    fails the test if any did not shut down cleanly (unless the test called
+    its C{expectUncleanExit()}).
+    """
     started = []
 
     def start(label, *args):
@@ -65,8 +118,10 @@ def processes():
         started.append(process)
         return process
     yield start
-    for process in started:
-        process.stop()
+    problems = [process.stop() for process in started]
+    problems = [problem for problem in problems if problem is not None]
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -93,15 +148,28 @@ def browser():
 
 
 def waitUntil(condition, timeout, what):
+    """
+    Poll C{condition} until it returns something true, for C{timeout}
+    seconds. Only what a page or server still loading raises counts as
+    "not yet" (an element not there yet or replaced, a script reading an
+    element not there yet, an API 404); anything else fails at once.
+    """
+    from selenium.common.exceptions import (
+        JavascriptException, NoSuchElementException, StaleElementReferenceException)
+    notYet = (JavascriptException, NoSuchElementException, StaleElementReferenceException,
+              urllib.error.URLError)
     deadline = time.monotonic() + timeout
+    lastError = None
     while True:
         try:
             result = condition()
-        except Exception:
-            result = None
+        except notYet as e:
+            result, lastError = None, e
         if result:
             return result
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout} s waiting for {what}"
+            + (f" (last error: {lastError!r})" if lastError is not None else ""))
         time.sleep(0.05)
 
 

@@ -6,11 +6,13 @@ must deliver the same messages for the same bindings.
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from zope.interface.verify import verifyObject
 
 from resmon.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from resmon.bus.local import LocalBus
-from support import subscriptionsReady, uniqueName, withTimeout
+from resmon.interfaces import IBus, ISubscription
+from support import PlainAMQPClient, brokerURL, subscriptionsReady, uniqueName, withTimeout
 
 KEYS = ["a.measure", "b.measure", "a.analysis", "a.b.measure", "measure", "x.y.z.status"]
 
@@ -115,7 +117,7 @@ def test_named_queue_is_shared_by_competing_consumers(bus):
     for subscription in subscriptions:
         yield subscription.cancel()
     if isinstance(bus, AMQPBus):
-        yield _deleteQueue(bus, queue)
+        yield _deleteQueue(queue)
 
 
 @pytest_twisted.inlineCallbacks
@@ -147,12 +149,27 @@ def _settled(bus):
     """
     Wait until subscriptions made so far are in place on the broker.
     """
-    if isinstance(bus, AMQPBus):
-        return subscriptionsReady(bus)
-    return defer.succeed(None)
+    return subscriptionsReady(bus)
 
 
 @defer.inlineCallbacks
-def _deleteQueue(bus, queue):
-    channel = bus._publishChannel
-    yield channel.queue_delete(queue=queue)
+def _deleteQueue(queue):
+    client = yield PlainAMQPClient(brokerURL()).connect()
+    try:
+        yield client.cleanUp(queues=[queue])
+    finally:
+        yield client.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_both_buses_provide_the_whole_interface(bus):
+    verifyObject(IBus, bus)
+    subscription = bus.subscribe(["iface.#"], lambda routingKey, body: None)
+    verifyObject(ISubscription, subscription)
+    assert bus.subscriptions == (subscription,)
+    yield withTimeout(subscription.whenReady(), 10, "the subscription to consume")
+    assert bus.connected and bus.counters["connections"] >= 1
+    assert set(bus.counters) >= {"published", "confirmed", "nacked", "dropped", "connections",
+                                 "delivered", "rejected", "consumer-cancels"}
+    yield subscription.cancel()
+    assert bus.subscriptions == ()

@@ -8,10 +8,12 @@ channel from 1 again, and so must the bus.
 
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from resmon.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from support import subscriptionsReady, withTimeout
+from test_integration_outages import SwallowingProxy
 
 
 @defer.inlineCallbacks
@@ -39,7 +41,12 @@ def test_confirms_after_a_reconnect_confirm_the_right_messages(broker, amqp):
     yield amqp.declareExchange(exchange)
     yield amqp.channel.queue_declare(queue=queue, durable=True)
     yield amqp.channel.queue_bind(queue=queue, exchange=exchange, routing_key="c.#")
-    bus = AMQPBus(parseBrokerURL(broker), exchange, reactor, maxRetryDelay=0.5)
+    # Through a proxy, so the test can cut the bus's connection from outside.
+    target = parseBrokerURL(broker)
+    proxy = SwallowingProxy(target.host, target.port)
+    listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy)
+    proxied = f"amqp://{target.username}:{target.password}@127.0.0.1:{listening.getHost().port}/"
+    bus = AMQPBus(parseBrokerURL(proxied), exchange, reactor, maxRetryDelay=0.5)
     bus.startService()
     try:
         yield subscriptionsReady(bus)
@@ -47,14 +54,14 @@ def test_confirms_after_a_reconnect_confirm_the_right_messages(broker, amqp):
             yield withTimeout(bus.publish("c.x", b"before-%d" % i), 5, f"the confirm of before-{i}")
         # Lost with five messages in flight: they go out again on the next connection.
         inFlight = [bus.publish("c.x", b"in-flight-%d" % i) for i in range(5)]
-        bus._client.transport.abortConnection()
+        proxy.close()
         yield until(lambda: bus.counters["connections"] == 2 and bus.connected, 10, "the reconnect")
         for i, confirmed in enumerate(inFlight):
             yield withTimeout(confirmed, 5, f"the confirm of in-flight-{i}, resent after the reconnect")
         for i in range(5):
             yield withTimeout(bus.publish("c.x", b"after-%d" % i), 5, f"the confirm of after-{i}")
-        assert not bus._unconfirmed and not bus._outbox
         assert bus.counters["confirmed"] == 15 and bus.counters["nacked"] == 0
+        assert bus.counters["dropped"] == 0
         # Confirmed means taken by the broker: every one is in the queue (an
         # in-flight one maybe twice, routed before the connection went).
         bodies = yield drain(amqp, queue)
@@ -64,3 +71,5 @@ def test_confirms_after_a_reconnect_confirm_the_right_messages(broker, amqp):
         assert len(bodies) <= 20
     finally:
         yield bus.stopService()
+        proxy.close()
+        yield listening.stopListening()

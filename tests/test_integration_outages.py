@@ -213,7 +213,7 @@ def test_a_host_that_died_just_before_the_judge_did_is_declared_offline_by_the_n
     # The host stops, and the judge dies before the host is 3 s silent: the
     # successor never hears from the host, only of it (its "online" status).
     assert (yield agent.stop(timeout=5)), agent.logPath
-    judge.signal("KILL")
+    judge.expectUncleanExit().signal("KILL")
     yield successor.waitForOutput(b"judging host liveness: this process receives", 10)
     yield client.waitFor(lambda m: statuses() == ["online", "stale", "offline"], 20,
                          f"{host} stale, then offline, from the successor")
@@ -267,12 +267,20 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
               if m.get("host") == host and m.get("kind") == "analysis" and stoppedAt <= m["ts"] <= startedAt]
     assert outage, "no analysis of a measure sampled during the outage reached the page"
 
-    # 2. The broker closes every connection.
-    closedAt = time.time()
+    # 2. The broker closes every connection. Each process is back within
+    # 2.5 s of noticing (counted from then: rabbitmqctl itself takes seconds
+    # to start on a loaded machine).
+    @defer.inlineCallbacks
+    def reconnection(process):
+        lost = process.output.count(b"lost the connection")
+        yield process.waitForOutputCount(b"lost the connection", lost + 1, 20)
+        lostAt = time.time()
+        yield process.waitForOutput(b"(connection #3)", 10)
+        return time.time() - lostAt
+    reconnections = defer.gatherResults([reconnection(agent), reconnection(server)])
     yield privateBroker.ctl("close_all_connections", "test: every connection closed")
-    yield defer.gatherResults([
-        agent.waitForOutput(b"(connection #3)", 10), server.waitForOutput(b"(connection #3)", 10)])
-    assert time.time() - closedAt < 2.5
+    reconnected = yield reconnections
+    assert max(reconnected) < 2.5, f"reconnected {reconnected} s after losing the connection"
     last = yield client.waitFor(sampledAfter(time.time() + 1), 20, "an analysis after the closing")
     assert not agent.ended_
     assert (yield agent.stop(timeout=5))
@@ -305,8 +313,12 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     assert not server.ended_
     assert b"(connection #4)" not in agent.output + server.output
     # The analyzer did not judge the agent while cut off from the broker.
+    # (Its "online" came live or, if it was first seen before the client
+    # connected, in the snapshot's statuses: either way exactly once.)
     statuses = [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
-    assert statuses in (["online"], []), statuses
+    statuses += [e["status"] for m in client.messages if m.get("kind") == "snapshot"
+                 for e in m.get("statuses", []) if e["host"] == host]
+    assert statuses == ["online"], statuses
     assert b"Traceback" not in agent.output + server.output
     assert (yield server.stop(timeout=5))
 
@@ -334,6 +346,8 @@ def test_an_analyzer_stopped_under_load_loses_nothing(privateBroker, twistd, sig
     while len(received) < 1000:
         assert time.monotonic() < deadline, f"only {len(received)} analyses in 20 s"
         received += yield drain(url, recorder)
+    if signal == "KILL":
+        analyzer.expectUncleanExit()
     analyzer.signal(signal)
     yield analyzer.ended
     assert analyzer.exitSignal == getattr(signalModule, f"SIG{signal}")
@@ -436,14 +450,19 @@ def test_a_dead_link_is_detected_within_two_heartbeats_and_reconnected(broker, a
     try:
         agent = twistd("deadlink-agent", *agentArgs(proxied, exchange, host, f"--heartbeat={heartbeat}"))
         yield agent.waitForOutput(b"(connection #1)")
-        yield task.deferLater(reactor, 1, lambda: None)  # a few measures through the live link
+        # A few measures through the live link first.
+        seqs = []
+        deadline = time.monotonic() + 10
+        while len(seqs) < 3:
+            assert time.monotonic() < deadline, f"only {len(seqs)} measures through the live link"
+            yield task.deferLater(reactor, 0.1, lambda: None)
+            seqs += [d["seq"] for d in (yield drain(broker, recorder)) if d.get("host") == host]
         proxy.freeze()
         frozenAt = time.time()
         yield agent.waitForOutput(b"lost the connection", 3 * heartbeat + 2)
         detected = time.time() - frozenAt
         assert detected <= 2 * heartbeat + 1.5, f"dead link detected after {detected:.1f} s"
         yield agent.waitForOutput(b"(connection #2)", 5)
-        seqs = []
         deadline = time.monotonic() + 15
         while not seqs or max(seqs) < 30:
             assert time.monotonic() < deadline, f"measures stopped at {max(seqs, default=None)}"

@@ -48,7 +48,7 @@ def test_agent_measures_reach_a_websocket_client_as_analyses(broker, amqp, twist
     seqs = [a["seq"] for a in analyses]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
     latest = analyses[-1]
-    assert latest["kind"] == "analysis"
+    assert latest["interval"] == 0.2 and latest["seq"] >= 4
     assert latest["cpu_result"] in ("LOW", "MEDIUM", "HIGH")
     assert latest["levels"]["cpu"] == latest["cpu_result"]
     assert latest["levels"]["memory"] in ("LOW", "MEDIUM", "HIGH")
@@ -110,8 +110,8 @@ def test_bad_measures_are_rejected_and_counted_and_good_ones_still_flow(broker, 
     analysis = yield client.waitFor(
         lambda m: m.get("host") == "good" and m["kind"] == "analysis", 10, "the good measure's analysis")
     assert analysis["cpu_result"] == "HIGH"
-    yield server.waitForOutput(b"10 rejected", timeout=5)
-    for reason in (b"json: 1", b"too-deep: 1", b"encoding: 1", b"empty: 1", b"range: 1", b"non-finite: 1",
-                   b"shape: 1", b"type: 1", b"routing-key: 1", b"too-large: 1"):
-        assert reason in server.output, reason
+    # The analyzer's stats line counts each bad measure for its own reason.
+    yield server.waitForOutput(
+        b"not analysed again, 10 rejected (empty: 1, encoding: 1, json: 1, non-finite: 1, range: 1, "
+        b"routing-key: 1, shape: 1, too-deep: 1, too-large: 1, type: 1)", timeout=5)
     assert not server.ended_

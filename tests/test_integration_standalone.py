@@ -4,7 +4,6 @@ twistd processes, real HTTP and WebSocket clients, no broker.
 """
 
 import subprocess
-import time
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -14,17 +13,15 @@ from support import TWISTD, connectWebSocket, freePort
 
 
 @pytest_twisted.inlineCallbacks
-def test_standalone_serves_the_dashboard_and_shows_this_machine_within_two_seconds(twistd):
+def test_standalone_serves_the_dashboard_and_shows_this_machine(twistd):
+    # How soon (the README says within two seconds): bench/standalone_startup.py.
     port = freePort()
     standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1", "--name=solo")
-    # twistd's first log line: the application starts (interpreter start-up is behind us).
-    yield standalone.waitForOutput(b"starting up", timeout=15)
-    started = time.monotonic()
-    yield standalone.waitForOutput(b"dashboard listening", timeout=5)
+    yield standalone.waitForOutput(b"dashboard listening", timeout=15)
     response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
     page = yield readBody(response)
     assert response.code == 200 and b"<title>resmon</title>" in page
-    for asset in (b"app.js", b"style.css"):
+    for asset in (b"js/main.js", b"style.css"):
         response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/{asset.decode()}".encode())
         assert response.code == 200, asset
         yield readBody(response)
@@ -32,7 +29,6 @@ def test_standalone_serves_the_dashboard_and_shows_this_machine_within_two_secon
     def analysisOfThisMachine(message):
         return any(e.get("host") == "solo" and e["kind"] == "analysis" for e in _events(message))
     yield client.waitFor(analysisOfThisMachine, 5, "an analysis of this machine")
-    assert time.monotonic() - started < 2, standalone.logPath
     analysis = [e for e in client.events() if e.get("host") == "solo" and e["kind"] == "analysis"][0]
     assert analysis["cpu_result"] in ("LOW", "MEDIUM", "HIGH")
     assert (yield standalone.stop(timeout=5)), standalone.logPath

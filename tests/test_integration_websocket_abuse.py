@@ -10,7 +10,6 @@ import os
 import socket
 import time
 
-import psutil
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet import defer, reactor, task, threads
@@ -144,7 +143,8 @@ def _latencies(recorder, seqs):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_stalled_client_costs_bounded_memory_delays_no_one_and_is_dropped(broker, amqp, twistd):
+def test_a_stalled_client_is_dropped_and_the_others_get_everything_in_order(broker, amqp, twistd):
+    # Its cost in memory and in the others' latency: bench/stalled_client.py.
     exchange, port = amqp.names["exchange"], freePort()
     web = twistd("slow-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
                  f"--port={port}", "--interface=127.0.0.1", "--history=1", "--history-points=2",
@@ -161,23 +161,15 @@ def test_a_stalled_client_costs_bounded_memory_delays_no_one_and_is_dropped(brok
     fast.received = timestamp
     # A small receive window: the server's send buffer fills within a second.
     stalled = _rawHandshake(port, receiveBuffer=4096)
-    process = psutil.Process(web.transport.pid)
 
     yield _publishAt(amqp, exchange, 500, 1000, 0)
     yield fast.waitFor(lambda m: m.get("seq") == 999, 10, "the first 1000 analyses")
-    memoryBefore = process.memory_info().rss
     yield _publishAt(amqp, exchange, 500, 2000, 1000)
     yield fast.waitFor(lambda m: m.get("seq") == 2999, 10, "the next 2000 analyses")
-    memoryAfter = process.memory_info().rss
 
-    # The fast client got everything, in order, as quickly while the other stalled.
+    # The fast client got everything, in order, while the other stalled.
     seqs = [m["seq"] for m in fast.timed]
     assert seqs == list(range(3000))
-    early, late = _latencies(fast, range(200, 1000)), _latencies(fast, range(1200, 3000))
-    median = lambda values: values[len(values) // 2]
-    assert median(late) < median(early) + 0.02, (median(early), median(late))
-    # The stalled client is held to the latest analysis per host: flat memory.
-    assert memoryAfter - memoryBefore < 1024 * 1024, (memoryBefore, memoryAfter)
     # And dropped once it has not read for --stall-timeout.
     yield web.waitForOutput(b"client stopped reading", timeout=15)
     yield threads.deferToThread(_readUntilClosed, stalled, 15)

@@ -7,13 +7,14 @@ import json
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from fakebus import FakeBus
 from resmon import wire
 from resmon.bus.local import LocalBus
 from resmon.liveness import OFFLINE, ONLINE, HostLiveness
 from resmon.tap import Options
 
 
-class FakeBus:
+class LivenessBus(FakeBus):
     """
     A bus that records publications, confirms them at once, and whose
     connection the test switches on and off like an C{AMQPBus}'s. Liveness
@@ -22,29 +23,20 @@ class FakeBus:
     """
 
     def __init__(self):
+        FakeBus.__init__(self)
         self.published = []
         self.ticks = 0
         self.receiving = True
-        self.connected = True
-        self.counters = {"connections": 1}
-        self.subscriptions = []
 
     def publish(self, routingKey, body):
         if routingKey.endswith(".liveness-tick"):
             self.ticks += 1
             if self.receiving:
-                for patterns, handler, _ in self.subscriptions:
-                    if routingKey in patterns:
-                        handler(routingKey, body)
+                for subscription in self.subscriptions:
+                    if routingKey in subscription.patterns:
+                        subscription.handler(routingKey, body)
             return defer.succeed(None)
         self.published.append((routingKey, json.loads(body)))
-        return defer.succeed(None)
-
-    def subscribe(self, patterns, handler, **kwargs):
-        self.subscriptions.append((patterns, handler, kwargs))
-        return self
-
-    def cancel(self):
         return defer.succeed(None)
 
     def disconnect(self):
@@ -89,18 +81,19 @@ def advance(clock, seconds, step=0.5):
 
 
 def test_subscribes_to_measures_on_a_single_active_queue():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock)
-    [(patterns, handler, kwargs), (statusPatterns, _, statusKwargs)] = bus.subscriptions
-    assert patterns == ["#.measure", "resmon_analyzer_liveness.liveness-tick"]
-    assert statusPatterns == ["#.status"] and statusKwargs == {}  # a private queue
-    assert kwargs["queue"] == "resmon.analyzer.liveness" and kwargs["singleActive"] is True
+    [measures, statuses] = bus.subscriptions
+    assert measures.patterns == ["#.measure", "resmon_analyzer_liveness.liveness-tick"]
+    assert statuses.patterns == ["#.status"] and statuses.options["queue"] is None  # a private queue
+    assert measures.options["queue"] == "resmon.analyzer.liveness"
+    assert measures.options["singleActive"] is True
     liveness.stopService()
     assert clock.getDelayedCalls() == []
 
 
 def test_online_then_stale_after_three_intervals_then_offline_then_online_again():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=10, grace=0)
     host = "web-01.example.com"
     seq = feed(liveness, clock, host, 5, interval=0.5)
@@ -133,7 +126,7 @@ def test_online_then_stale_after_three_intervals_then_offline_then_online_again(
 
 
 def test_a_fixed_stale_after_and_offline_before_stale():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, staleAfter=5, offlineAfter=30, grace=0)
     feed(liveness, clock, "a", 2)
     advance(clock, 3.5)
@@ -142,7 +135,7 @@ def test_a_fixed_stale_after_and_offline_before_stale():
     assert bus.statuses() == [("a", "online"), ("a", "stale")]
     liveness.stopService()
 
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=2, grace=0)
     feed(liveness, clock, "b", 2, interval=1.0)
     advance(clock, 3.0)
@@ -151,7 +144,7 @@ def test_a_fixed_stale_after_and_offline_before_stale():
 
 
 def test_hosts_are_judged_each_by_its_own_interval():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=60, grace=0)
     liveness.measureReceived("fast.measure", measure("fast", 0, 0.5))
     liveness.measureReceived("slow.measure", measure("slow", 0, 10.0))
@@ -163,7 +156,7 @@ def test_hosts_are_judged_each_by_its_own_interval():
 
 
 def test_no_judgement_while_disconnected_and_a_grace_period_after():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=10, grace=3)
     advance(clock, 3.5)  # the first connection's grace
     for seq in range(3):
@@ -189,7 +182,7 @@ def test_no_judgement_while_disconnected_and_a_grace_period_after():
 
 
 def test_a_short_disconnection_between_two_checks_still_gets_the_grace_period():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=10, grace=3)
     advance(clock, 3.5)
     feed(liveness, clock, "a", 1)
@@ -205,7 +198,7 @@ def test_a_short_disconnection_between_two_checks_still_gets_the_grace_period():
 
 
 def test_bad_measures_are_ignored_and_offline_hosts_are_eventually_forgotten():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=5, grace=0, forgetAfter=100)
     liveness.measureReceived("a.measure", b"{not json")
     liveness.measureReceived("b.measure", measure("not-b"))
@@ -220,7 +213,7 @@ def test_bad_measures_are_ignored_and_offline_hosts_are_eventually_forgotten():
 
 
 def test_a_failed_publication_is_counted_and_logged():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     bus.publish = lambda key, body: defer.fail(RuntimeError("outbox full"))
     liveness = started(bus, clock, grace=0)
     liveness.measureReceived("a.measure", measure("a"))
@@ -271,7 +264,7 @@ def test_a_process_that_no_longer_receives_the_queue_stands_by_and_judges_nothin
     declare every host offline; when the queue comes back to it, it counts
     its hosts as seen at that moment.
     """
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock, offlineAfter=10, grace=1)
     advance(clock, 1.5)
     feed(liveness, clock, "a", 3)
@@ -298,7 +291,7 @@ def test_a_process_that_no_longer_receives_the_queue_stands_by_and_judges_nothin
 
 
 def test_no_ticks_while_disconnected():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock)
     ticks = bus.ticks
     bus.disconnect()
@@ -316,7 +309,7 @@ def status(host, state, lastSeen, since=None, seq=7):
 
 
 def test_standing_by_it_learns_the_judges_statuses_and_judges_those_hosts_once_it_takes_over():
-    bus, clock = FakeBus(), Clock()
+    bus, clock = LivenessBus(), Clock()
     bus.receiving = False  # another process judges
     liveness = started(bus, clock, offlineAfter=10, grace=1)
     advance(clock, 5.0)

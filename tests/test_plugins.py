@@ -12,6 +12,11 @@ import textwrap
 import pytest
 from twisted.logger import Logger
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
+    import tomli as tomllib
+
 from resmon import plugins
 from resmon.interfaces import IAnalyzer
 from resmon.pipeline import validateFindings
@@ -443,7 +448,6 @@ def test_exampleDistribution(tmp_path, monkeypatch, logged):
     """
     The example distribution's declared entry point finds its analyzer.
     """
-    tomllib = pytest.importorskip("tomllib")
     project = os.path.join(EXAMPLES, "resmon-example-analyzer")
     with open(os.path.join(project, "pyproject.toml"), "rb") as f:
         metadata = tomllib.load(f)["project"]

@@ -1,15 +1,22 @@
 """
 Unit tests of the RabbitMQ bus's publishing state machine (outbox, publisher
-confirms, resending after a lost connection), with a fake channel.
+confirms, resending after a lost connection), with a fake channel, and of
+what it does about txAMQP's silence on consumer_cancel_notify.
 """
-
-from itertools import count
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from txamqp.client import TwistedDelegate
+from txamqp.connection import Frame, Method
+from txamqp.message import Message
+from txamqp.protocol import AMQClient
+from txamqp.queue import Closed as QueueClosed
+from txamqp.queue import TimeoutDeferredQueue
 
 from resmon.brokerurl import parseBrokerURL
-from resmon.bus.amqp import AMQPBus, Dropped
+from resmon.bus.amqp import AMQPBus, Dropped, _ClientFactory, _Delegate
+from resmon.bus.properties import PropertyLimits
 
 
 class FakeChannel:
@@ -30,7 +37,7 @@ def _connectedBus(outboxLimit=100):
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock(), outboxLimit=outboxLimit)
     bus.running = True
     client, channel = FakeClient(), FakeChannel()
-    bus._client, bus._publishChannel, bus._deliveryTags = client, channel, count(1)
+    bus.useConnection(client, channel)
     return bus, client, channel
 
 
@@ -66,7 +73,7 @@ def test_unconfirmed_messages_are_resent_first_and_in_order_after_a_reconnect():
     _results([bus.publish("k", b"4")], results)  # while disconnected
     assert channel.published[-1][1] == b"2"  # nothing sent on the dead channel
     newChannel = FakeChannel()
-    bus._client, bus._publishChannel, bus._deliveryTags = FakeClient(), newChannel, count(1)
+    bus.useConnection(FakeClient(), newChannel)
     bus._flush()
     # The unconfirmed first, in their order, then the newer ones, each under
     # the new channel's delivery tags.
@@ -117,3 +124,133 @@ def test_stopping_waits_for_confirms_in_flight_then_gives_up_on_the_rest():
     clock.advance(2.0)  # the second is never confirmed
     assert stopped.called
     assert results == ["ok", "Dropped"]
+
+
+# The txAMQP workaround: advertising consumer_cancel_notify.
+
+
+def _startOk(client, transport):
+    """
+    Play the broker's connection.start to C{client} and return the
+    arguments of the connection.start-ok it answers, decoded from the bytes
+    it wrote to C{transport}.
+    """
+    spec = client.spec
+    start = spec.classes.byname["connection"].methods.byname["start"]
+    server = client._pack_frame(Frame(0, Method(
+        start, 0, 9, {"product": "RabbitMQ", "capabilities": {"consumer_cancel_notify": True}},
+        "AMQPLAIN PLAIN", "en_US")))
+    transport.clear()
+    client.dataReceived(server)
+    payload = client._unpack_frame(transport.value()).payload
+    return Message(payload.method, payload.args)
+
+
+def _clientOver(factory):
+    client = factory.buildProtocol(None)
+    transport = StringTransport()
+    client.makeConnection(transport)
+    client.authenticate("guest", "guest")  # waits for the broker's start
+    return client, transport
+
+
+def test_the_bus_advertises_consumer_cancel_notify_in_its_start_ok():
+    # Without it RabbitMQ never sends basic.cancel: a deleted queue leaves
+    # its consumer waiting for ever (see CLIENT_PROPERTIES).
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
+    client, transport = _clientOver(_ClientFactory(
+        bus, bus._spec, "/", 0, Clock(), PropertyLimits()))
+    startOk = _startOk(client, transport)
+    assert startOk.method.name == "start-ok"
+    properties = startOk.client_properties
+    assert properties["capabilities"]["consumer_cancel_notify"] is True
+    assert properties["capabilities"]["publisher_confirms"] is True
+    assert startOk.mechanism == "AMQPLAIN"
+
+
+def test_txamqp_still_advertises_nothing_so_the_workaround_is_still_needed():
+    # When this fails, txAMQP advertises capabilities itself: check that
+    # consumer_cancel_notify is among them and drop _Delegate.connection_start.
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
+
+    class PlainFactory:
+        def buildProtocol(self, addr):
+            return AMQClient(TwistedDelegate(), "/", bus._spec, heartbeat=0, clock=Clock())
+    client, transport = _clientOver(PlainFactory())
+    startOk = _startOk(client, transport)
+    assert "consumer_cancel_notify" not in (startOk.client_properties or {}).get("capabilities", {})
+
+
+class CancelledChannel:
+    """
+    The channel whose consumer the broker cancelled.
+    """
+
+    def __init__(self):
+        self.closed = False
+        self.closedByUs = False
+
+    def channel_close(self):
+        self.closedByUs = True
+        return defer.succeed(None)
+
+    def close(self, reason):
+        self.closed = True
+
+
+class ReconsumingClient:
+    """
+    A connection on which the bus declares and consumes again.
+    """
+
+    def __init__(self):
+        self.transport = object()
+        self.queues = {}
+        self.consumed = []
+
+    def channel(self, channelId):
+        return defer.succeed(ConsumingChannel(self, channelId))
+
+    def queue(self, tag):
+        return defer.succeed(self.queues.setdefault(tag, TimeoutDeferredQueue()))
+
+
+class ConsumingChannel:
+    def __init__(self, client, channelId):
+        self.client, self.id, self.closed = client, channelId, False
+
+    def __getattr__(self, name):
+        def call(**arguments):
+            self.client.consumed.append((self.id, name, arguments))
+            return defer.succeed(_Reply(arguments.get("queue") or "amq.gen-new"))
+        return call
+
+
+class _Reply:
+    def __init__(self, queue):
+        self.queue = queue
+        self.consumer_tag = f"ctag-{queue}"
+
+
+def test_a_consumer_cancelled_by_the_broker_is_declared_and_consumed_again():
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
+    bus.running = True
+    client = ReconsumingClient()
+    bus.useConnection(client, FakeChannel())
+    subscription = bus.subscribe(["#.measure"], lambda key, body: None, queue="analyzer",
+                                 durable=True)
+    assert subscription.whenReady().called
+    oldQueue = client.queues["ctag-analyzer"]
+    client.consumed.clear()
+    cancelled = CancelledChannel()
+    delegate = _Delegate(bus)
+    delegate.client = client
+    delegate.basic_cancel(cancelled, _Reply("analyzer"))
+    assert cancelled.closedByUs and cancelled.closed
+    ended = []
+    oldQueue.get().addErrback(lambda f: ended.append(f.type))
+    assert ended == [QueueClosed]  # its pump ended
+    calls = [(name, arguments.get("queue")) for _, name, arguments in client.consumed]
+    assert ("queue_declare", "analyzer") in calls and ("basic_consume", "analyzer") in calls
+    assert subscription.whenReady().called
+    assert bus.counters["consumer-cancels"] == 1 and bus.counters["connections"] == 0

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
+from fakebus import FakeBus
 from resmon import wire
 from resmon.analyzers.usage import UsageAnalyzer
 from resmon.bus.delivery import Discard
@@ -51,12 +52,13 @@ def clockAt(seconds):
     return clock
 
 
-class ConfirmingBus:
+class ConfirmingBus(FakeBus):
     """
     Confirms every publication at once, and records it.
     """
 
     def __init__(self):
+        FakeBus.__init__(self)
         self.published = []
 
     def publish(self, routingKey, body):

@@ -5,6 +5,7 @@ The analyzer does not analyse a redelivered measure twice.
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from fakebus import FakeBus
 from resmon import wire
 from resmon.analyzers.usage import UsageAnalyzer
 from resmon.bus.delivery import Retry
@@ -12,8 +13,9 @@ from resmon.pipeline import AnalysisPipeline
 from resmon.services.analyzer import AnalyzerService
 
 
-class SettledByTestBus:
+class SettledByTestBus(FakeBus):
     def __init__(self):
+        FakeBus.__init__(self)
         self.published = []
 
     def publish(self, routingKey, body):

@@ -12,6 +12,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from fakebus import FakeBus
 from resmon import wire
 from resmon.analyzers.usage import UsageAnalyzer
 from resmon.bus.local import LocalBus
@@ -23,12 +24,13 @@ from resmon.services.tracker import TrackerService
 from resmon.tap import Options
 
 
-class RecordingBus:
+class RecordingBus(FakeBus):
     """
     A bus that records what is published and lets the test settle it.
     """
 
     def __init__(self):
+        FakeBus.__init__(self)
         self.published = []
 
     def publish(self, routingKey, body):
@@ -36,12 +38,9 @@ class RecordingBus:
         self.published.append((routingKey, body, d))
         return d
 
-    def subscribe(self, patterns, handler, **kwargs):
-        self.subscribed = (patterns, handler, kwargs)
-        return self
-
-    def cancel(self):
-        return defer.succeed(None)
+    @property
+    def subscribed(self):
+        return self.last.patterns, self.last.handler, self.last.options
 
 
 class FixedSampler:

@@ -44,7 +44,7 @@ def test_a_subscription_cancelled_during_the_check_is_not_bound_again():
     # resent 200 unconfirmed analyses (duplicates downstream).
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
     publishChannel = BindingChannel()
-    bus._publishChannel = publishChannel
+    bus.useConnection(None, publishChannel)
     first, firstChannel = _subscribe(bus, "first")
     second, secondChannel = _subscribe(bus, "amq.gen-private")
     checked = bus._refreshTopology()
@@ -59,7 +59,7 @@ def test_a_subscription_cancelled_during_the_check_is_not_bound_again():
 def test_the_check_renews_every_binding_of_live_subscriptions():
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
     publishChannel = BindingChannel()
-    bus._publishChannel = publishChannel
+    bus.useConnection(None, publishChannel)
     subscriptions = [_subscribe(bus, f"q{i}") for i in range(3)]
     checked = bus._refreshTopology()
     publishChannel.calls[0][2].callback(None)

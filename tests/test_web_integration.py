@@ -357,7 +357,7 @@ def test_dns_rebinding_cannot_read_the_api_the_page_or_the_stream(twistd):
                         "--allowed-host=mon.internal", "--stats-interval=1")
     yield standalone.waitForOutput(b"dashboard listening")
     yield _waitForHistory(port, "rebound", 1)
-    for path in ("/api/hosts", "/", "/app.js", "/api/stream", "/api/hosts/rebound/history"):
+    for path in ("/api/hosts", "/", "/js/main.js", "/api/stream", "/api/hosts/rebound/history"):
         code, body = yield threads.deferToThread(_httpGet, port, path, f"attacker.example:{port}")
         assert code == 421 and b"--allowed-host" in body and b"rebound" not in body, (path, code, body)
     import socket

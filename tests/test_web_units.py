@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
+from fakebus import FakeBus
 from resmon.fanout import ClientFlow, EventFanout
 from resmon.history import FleetHistory, makePoint
 from resmon.httpapi import HostsResource
@@ -513,6 +514,7 @@ def test_default_snapshot_of_a_large_fleet_stays_small():
     default = fanout.snapshotBody(parseQuery({}))
     full = fanout.snapshotBody(parseQuery({"history": ["1"]}))
     history = json.loads(default)["history"]
+    assert len(history) == 20
     assert all(len(points) <= 91 for points in history.values())
     assert all(len(p) == 3 for points in history.values() for p in points)
     # Per host: the latest analysis (~800 bytes) and at most 91 short arrays.
@@ -693,13 +695,18 @@ def test_sse_head_answers_at_once(tmp_path):
 # The service
 
 
-class RecordingBus:
-    def subscribe(self, patterns, handler, **kwargs):
-        self.patterns, self.handler = patterns, handler
-        return self
+class RecordingBus(FakeBus):
+    @property
+    def patterns(self):
+        return self.last.patterns
 
-    def cancel(self):
-        self.cancelled = True
+    @property
+    def handler(self):
+        return self.last.handler
+
+    @property
+    def cancelled(self):
+        return self.last.cancelled
 
 
 @pytest_twisted.inlineCallbacks

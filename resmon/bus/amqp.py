@@ -6,6 +6,10 @@ One connection per process, kept by a L{ClientService}: after every
 the exchange and every subscription's queue and bindings again, then resends
 whatever the broker had not confirmed. Publishing uses publisher confirms: a
 publish's L{Deferred} fires only once the broker has taken the message.
+A queue deleted under a running process: the broker cancels its consumer
+(resmon advertises C{consumer_cancel_notify}, which txAMQP does not), and the
+bus declares that subscription's queue and bindings again and consumes, on
+the same connection (L{AMQPBus._consumerCancelled}).
 """
 
 import os
@@ -32,17 +36,16 @@ from zope.interface import implementer
 from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
 from resmon.bus.properties import FRAME_HEADER, REFUSED, PropertyLimits, decodeContentHeader
+from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.interfaces import IBus, ISubscription
 
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
-DEFAULT_HEARTBEAT = 10
 # Reconnect backoff: 0.25 s doubling up to this cap, plus up to RETRY_JITTER
 # at random, so a fleet does not reconnect in step and every process is back
 # within two seconds of the broker accepting connections.
 DEFAULT_MAX_RETRY_DELAY = 1.5
 RETRY_JITTER = 0.5
-DEFAULT_OUTBOX_LIMIT = 10000
 DEAD_LETTER_LIMIT = 10000
 PUBLISH_CHANNEL = 1
 # Refused deliveries logged per reason before the log keeps to one line in a thousand.
@@ -51,6 +54,19 @@ LOGGED_REFUSALS = 10
 # properties it cannot decode, a routing key that is not UTF-8.
 PROPERTIES = "properties"
 ROUTING_KEY = "routing-key"
+# What resmon tells the broker in connection.start-ok. txAMQP sends no client
+# properties at all, so RabbitMQ assumes a client without
+# consumer_cancel_notify and never says when a queue resmon consumes from is
+# deleted: the consumer would wait on a queue that no longer exists, for
+# ever. Advertised, the broker sends basic.cancel (see _Delegate.basic_cancel).
+CLIENT_PROPERTIES = {
+    "product": "resmon",
+    "capabilities": {
+        "consumer_cancel_notify": True,
+        "publisher_confirms": True,
+        "basic.nack": True,
+    },
+}
 
 
 class Dropped(Exception):
@@ -101,13 +117,20 @@ class ResmonAMQClient(AMQClient):
 
 class _Delegate(TwistedDelegate):
     """
-    Handles what the broker sends outside replies: publisher confirms and
-    consumer cancellation.
+    Handles what the broker sends outside replies: the connection's start
+    (to advertise L{CLIENT_PROPERTIES}), publisher confirms and consumer
+    cancellation.
     """
 
     def __init__(self, bus):
         TwistedDelegate.__init__(self)
         self.bus = bus
+
+    def connection_start(self, channel, message):
+        # TwistedDelegate.connection_start sends no client_properties.
+        channel.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES, mechanism=self.client.mechanism,
+            response=self.client.response, locale=self.client.locale)
 
     def basic_ack(self, channel, message):
         self.bus._confirmed(message.delivery_tag, message.multiple, True)
@@ -123,9 +146,9 @@ class _Delegate(TwistedDelegate):
                           text=message.reply_text)
 
     def basic_cancel(self, channel, message):
-        # The queue we consumed from was deleted: reconnect, which redeclares it.
-        channel.close(Closed("consumer cancelled by the broker"))
-        self.client.channel_failed(channel, None)
+        # The broker cancelled one of our consumers (its queue was deleted,
+        # or its node went away): declare and consume again.
+        self.bus._consumerCancelled(self.client, channel, message.consumer_tag)
 
 
 class _ClientFactory(protocol.Factory):
@@ -174,8 +197,39 @@ class _AMQPSubscription:
         self.bindings = None
         self.channelId = None
         self.consumerTags = []
+        # The txAMQP queues the pumps read, one per consumer tag.
+        self.messageQueues = []
+        self.queueNames = []
         self.inFlight = 0
         self._idleWaiters = []
+        self.consuming = False
+        self._readyWaiters = []
+
+    def whenReady(self):
+        """
+        See L{ISubscription.whenReady}.
+        """
+        if self.consuming:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._readyWaiters.append(waiter)
+        return waiter
+
+    def ready(self):
+        """
+        The subscription consumes (again): fire L{whenReady}'s waiters.
+        """
+        self.consuming = True
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def stopped(self):
+        """
+        The subscription no longer consumes (connection lost, consumer
+        cancelled, or cancelled by its owner).
+        """
+        self.consuming = False
 
     def settled(self):
         self.inFlight -= 1
@@ -195,6 +249,10 @@ class _AMQPSubscription:
         return waiter
 
     def cancel(self):
+        self.stopped()
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for waiter in waiters:
+            waiter.errback(defer.CancelledError("the subscription was cancelled"))
         return self._bus._cancel(self)
 
 
@@ -260,7 +318,8 @@ class AMQPBus(service.Service):
         self.drainTimeout = drainTimeout
         self.connected = False
         self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                         "connections": 0, "delivered": 0, "rejected": 0}
+                         "connections": 0, "delivered": 0, "rejected": 0,
+                         "consumer-cancels": 0}
         self.rejected = Counter()
 
     # IService
@@ -318,9 +377,18 @@ class AMQPBus(service.Service):
 
     def whenConnected(self):
         """
-        A L{Deferred} that fires once connected and declared.
+        See L{IBus.whenConnected}: the connection is up, the exchange
+        declared and the subscriptions made before this call are being
+        declared (L{ISubscription.whenReady} says when each consumes).
         """
-        return self._clientService.whenConnected()
+        return self._clientService.whenConnected().addCallback(lambda _: None)
+
+    @property
+    def subscriptions(self):
+        """
+        See L{IBus.subscriptions}.
+        """
+        return tuple(self._subscriptions)
 
     # Connection life cycle
 
@@ -366,8 +434,17 @@ class AMQPBus(service.Service):
         self._channelIds = count(PUBLISH_CHANNEL + 1)
         for subscription in self._subscriptions:
             yield self._consume(client, subscription)
+        self.useConnection(client, channel)
+
+    def useConnection(self, client, publishChannel):
+        """
+        Publish through C{publishChannel} of C{client} from now on: an open
+        channel in confirm mode, whose deliveries the broker numbers from 1.
+        The handshake calls it once everything is declared; unit tests of
+        the publishing state machine call it with fakes.
+        """
         self._client = client
-        self._publishChannel = channel
+        self._publishChannel = publishChannel
         self._deliveryTags = count(1)
 
     def _lost(self, client):
@@ -376,6 +453,8 @@ class AMQPBus(service.Service):
         self._client = None
         self._publishChannel = None
         self.connected = False
+        for subscription in self._subscriptions:
+            subscription.stopped()
         self._stopTopologyCheck()
         # Whatever the broker did not confirm goes out again, first and in order.
         self._outbox.extendleft(reversed(self._unconfirmed.values()))
@@ -492,14 +571,55 @@ class AMQPBus(service.Service):
             subscription.bindings = (channel, bindings)
             yield self._bind(channel, bindings)
         subscription.consumerTags = []
+        subscription.messageQueues = []
         for queueName in queueNames:
             reply = yield channel.basic_consume(queue=queueName, no_ack=False)
             subscription.consumerTags.append(reply.consumer_tag)
             messages = yield client.queue(reply.consumer_tag)
+            subscription.messageQueues.append(messages)
             self._pump(client, channel, messages, subscription)
         subscription.channelId = channelId
+        subscription.queueNames = queueNames
         self.log.info("consuming {patterns} from queue {queue}",
                       patterns=",".join(subscription.patterns), queue=",".join(queueNames))
+        subscription.ready()
+
+    @defer.inlineCallbacks
+    def _consumerCancelled(self, client, channel, consumerTag):
+        """
+        The broker cancelled a consumer (basic.cancel, sent because resmon
+        advertises C{consumer_cancel_notify}): someone deleted its queue.
+        Close the subscription's channel (deliveries in flight on it are
+        requeued or, with their queue, gone) and declare and consume again
+        on a fresh one; if that fails, reconnect, which declares everything.
+        """
+        subscription = next(
+            (s for s in self._subscriptions if consumerTag in s.consumerTags), None)
+        # self._client is ClientService's proxy of the protocol the delegate knows.
+        current = self._client
+        if subscription is None or current is None or current.transport is not client.transport:
+            return  # cancelled by its owner meanwhile, or an older connection
+        client = current
+        self.counters["consumer-cancels"] += 1
+        self.log.warn("the broker cancelled the consumer of {patterns} on queue {queue} "
+                      "(queue deleted?); declaring and consuming again",
+                      patterns=",".join(subscription.patterns),
+                      queue=",".join(subscription.queueNames))
+        subscription.stopped()
+        for tag, messages in zip(subscription.consumerTags, subscription.messageQueues):
+            client.queues.pop(tag, None)  # txAMQP keeps one queue per consumer tag
+            messages.close()  # ends its pump
+        subscription.consumerTags, subscription.messageQueues = [], []
+        try:
+            if not channel.closed:
+                yield channel.channel_close()
+                channel.close(Closed("consumer cancelled by the broker"))
+            if subscription in self._subscriptions and client is self._client:
+                yield self._consume(client, subscription)
+        except Exception as e:
+            if client is self._client and client.transport is not None:
+                self.log.warn("consuming again failed ({error}); reconnecting", error=_describe(e))
+                client.transport.loseConnection()
 
     @staticmethod
     @defer.inlineCallbacks

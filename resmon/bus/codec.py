@@ -13,6 +13,9 @@ Fixes to txAMQP 0.8.2's codec, applied on import of L{resmon.bus.amqp}.
 3. Strings: txAMQP writes a string's length in characters before encoding
    it to UTF-8, which corrupts the frame for any non-ASCII short or long
    string (a routing key, a header). The length is taken after encoding.
+4. Nested field tables: txAMQP encodes a L{dict} value as an integer (and
+   fails). The client properties' C{capabilities} are a nested table (see
+   L{resmon.bus.amqp.CLIENT_PROPERTIES}); a L{dict} is encoded as one.
 """
 
 from io import BytesIO
@@ -23,7 +26,7 @@ _originalEncodeTable = codec.Codec.encode_table
 
 
 def _encodeTable(self, table):
-    if not any(isinstance(value, bool) for value in table.values()):
+    if not any(isinstance(value, (bool, dict)) for value in table.values()):
         return _originalEncodeTable(self, table)
     encoded = BytesIO()
     inner = codec.Codec(encoded)
@@ -32,6 +35,10 @@ def _encodeTable(self, table):
             inner.encode_shortstr(key)
             inner.write(b"t")
             inner.encode_octet(1 if value else 0)
+        elif isinstance(value, dict):
+            inner.encode_shortstr(key)
+            inner.write(b"F")
+            inner.encode_table(value)
         else:
             # One entry through txAMQP's own encoder, without its length prefix.
             part = BytesIO()

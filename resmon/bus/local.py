@@ -3,7 +3,7 @@ An in-process bus with the topic semantics of a RabbitMQ topic exchange, for
 standalone mode and for tests.
 """
 
-from collections import deque
+from collections import Counter, deque
 from itertools import count
 
 from twisted.application import service
@@ -69,8 +69,16 @@ class _LocalSubscription:
         self.prefetch = prefetch
         self.inFlight = 0
 
+    def whenReady(self):
+        """
+        See L{ISubscription.whenReady}: an in-process subscription consumes
+        from the moment it is made.
+        """
+        return defer.succeed(None)
+
     def receive(self, routingKey, body):
         self.inFlight += 1
+        self._bus.counters["delivered"] += 1
         deliver(self.handler, routingKey, body, _LocalAcknowledger(self, routingKey, body))
 
     def settled(self):
@@ -106,6 +114,25 @@ class LocalBus(service.Service):
     (competing consumers); an unnamed subscription gets a private queue.
     Nothing is kept across a restart of the process.
 
+    There is no broker and no connection: the bus is always L{connected},
+    L{whenConnected} fires at once, a subscription consumes at once, a
+    publish is "confirmed" as soon as it is queued, and nothing is ever
+    nacked, dropped or rejected (those counters stay at zero).
+
+    Of L{subscribe}'s arguments, only C{patterns}, C{handler}, C{queue} and
+    C{prefetch} mean something here. The others are accepted, so the
+    services call both buses alike, and ignored:
+      - C{durable}: nothing outlives the process, durable or not.
+      - C{partitions}: one process holds every host, so there is nothing to
+        spread; the subscription receives every partition's messages (the
+        per-host order a partition guarantees holds anyway: one queue
+        delivers in order).
+      - C{singleActive}: there are no other processes to stand by.
+      - C{deadLetter}: nothing outlives the process to be inspected; a
+        discarded message is dropped.
+      - C{rejected}: messages carry no AMQP properties and their routing
+        keys are L{str}, so the bus never rejects one before the handler.
+
     @param clock: an L{IReactorTime} used to deliver messages asynchronously.
     """
 
@@ -118,14 +145,33 @@ class LocalBus(service.Service):
         self._clock = clock
         self._queues = {}
         self._private = count()
-        self.published = 0
+        self._subscriptions = []
+        self.connected = True
+        self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
+                         "connections": 1, "delivered": 0, "rejected": 0,
+                         "consumer-cancels": 0}
+        self.rejected = Counter()
 
     def startService(self):
         service.Service.startService(self)
         self.log.info("using the in-process bus: no broker, nothing leaves this process")
 
+    def whenConnected(self):
+        """
+        See L{IBus.whenConnected}: always connected.
+        """
+        return defer.succeed(None)
+
+    @property
+    def subscriptions(self):
+        """
+        See L{IBus.subscriptions}.
+        """
+        return tuple(self._subscriptions)
+
     def publish(self, routingKey, body):
-        self.published += 1
+        self.counters["published"] += 1
+        self.counters["confirmed"] += 1
         for queue in list(self._queues.values()):
             if any(topicMatches(pattern, routingKey) for pattern in queue.bindings):
                 queue.put(routingKey, body)
@@ -133,9 +179,8 @@ class LocalBus(service.Service):
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
                   partitions=None, deadLetter=None, singleActive=False, rejected=None):
-        # One process holds every host: partitions and single active
-        # consumers change nothing here; messages carry no properties, so
-        # nothing is ever rejected before the handler (rejected stays unused).
+        # durable, partitions, deadLetter, singleActive and rejected mean
+        # nothing in one process: see the class docstring.
         if queue is None:
             queue = f"local.private.{next(self._private)}"
         if queue not in self._queues:
@@ -144,10 +189,13 @@ class LocalBus(service.Service):
         target.bindings.update(patterns)
         subscription = _LocalSubscription(self, target, patterns, handler, max(1, prefetch))
         target.consumers.append(subscription)
+        self._subscriptions.append(subscription)
         target.schedule()
         return subscription
 
     def _cancel(self, subscription):
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
         queue = subscription.queue
         if subscription in queue.consumers:
             queue.consumers.remove(subscription)

@@ -12,10 +12,8 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.bus.delivery import Discard, Retry
+from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
 
-DEFAULT_QUEUE = "resmon.analyzer"
-DEFAULT_PREFETCH = 200
-DEFAULT_DEAD_LETTER_QUEUE = "resmon.rejected"
 # Rejections logged per reason before the log keeps to one line in a thousand.
 LOGGED_REJECTIONS = 10
 # Measures whose analysis was confirmed, remembered to recognise redeliveries.
@@ -46,6 +44,8 @@ class AnalyzerService(service.Service):
     @param clock: an L{IReactorTime}: the time a measure's C{ts} is judged
         against, and the periodic stats log line.
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock}.
+    @param leftOut: names of analyzers discovered but not run (not selected
+        with C{--analyzers}), for the start log.
     """
 
     name = "analyzer"
@@ -53,8 +53,10 @@ class AnalyzerService(service.Service):
 
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
                  maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
-                 processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
+                 processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
+                 leftOut=()):
         self.bus = bus
+        self.leftOut = list(leftOut or ())
         self.clock = clock
         self.maxClockSkew = maxClockSkew
         self.pipeline = pipeline
@@ -81,9 +83,10 @@ class AnalyzerService(service.Service):
             ["#." + topics.MEASURE], self.measureReceived,
             queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions,
             deadLetter=self.deadLetter, rejected=self.rejected)
-        self.log.info("analyzing measures from queue {queue} with {analyzers}",
+        self.log.info("analyzing measures from queue {queue} with {analyzers}{notRun}",
                       queue=self.queue,
-                      analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers")
+                      analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers",
+                      notRun=f" (not selected: {', '.join(self.leftOut)})" if self.leftOut else "")
         self._stats.start(self.statsInterval, now=False)
 
     def stopService(self):

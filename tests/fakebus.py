@@ -1,0 +1,80 @@
+"""
+The base of the unit tests' fake buses: an L{IBus} with no broker, whose
+subscriptions record how they were made. A fake overrides L{publish} (and
+whatever else its test drives); every fake is checked with
+L{zope.interface.verify.verifyObject} against L{IBus}, so a fake cannot
+drift from what the services may use.
+"""
+
+from collections import Counter
+
+from twisted.internet import defer
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from resmon.interfaces import IBus, ISubscription
+
+
+@implementer(ISubscription)
+class FakeSubscription:
+    """
+    A subscription that consumes at once. C{options} holds every argument
+    of L{IBus.subscribe} after the handler, by name.
+    """
+
+    def __init__(self, bus, patterns, handler, options):
+        self.bus = bus
+        self.patterns = patterns
+        self.handler = handler
+        self.options = options
+        self.cancelled = False
+
+    def whenReady(self):
+        return defer.succeed(None)
+
+    def cancel(self):
+        self.cancelled = True
+        if self in self.bus.made:
+            self.bus.made.remove(self)
+        return defer.succeed(None)
+
+
+@implementer(IBus)
+class FakeBus:
+    """
+    Always connected; L{publish} confirms at once. It checks itself
+    against L{IBus} when made, and each subscription against
+    L{ISubscription}.
+    """
+
+    connected = True
+
+    def __init__(self):
+        self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
+                         "connections": 1, "delivered": 0, "rejected": 0,
+                         "consumer-cancels": 0}
+        self.rejected = Counter()
+        self.made = []
+        self.last = None
+        verifyObject(IBus, self)
+
+    @property
+    def subscriptions(self):
+        return tuple(self.made)
+
+    def whenConnected(self):
+        return defer.succeed(None)
+
+    def publish(self, routingKey, body):
+        self.counters["published"] += 1
+        return defer.succeed(None)
+
+    def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+        subscription = FakeSubscription(self, patterns, handler, {
+            "queue": queue, "durable": durable, "prefetch": prefetch, "partitions": partitions,
+            "deadLetter": deadLetter, "singleActive": singleActive, "rejected": rejected})
+        verifyObject(ISubscription, subscription)
+        self.made.append(subscription)
+        self.last = subscription
+        return subscription

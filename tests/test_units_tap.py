@@ -1,0 +1,156 @@
+"""
+Tests for L{resmon.tap}'s loading of analyzers, and for the analysis
+pipeline deriving an analysis' summary from whichever analyzers run.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from resmon import plugins, wire
+from resmon.analyzers.base import Analyzer
+from resmon.analyzers.disk import DiskAnalyzer
+from resmon.analyzers.sustained import SustainedLoadAnalyzer
+from resmon.analyzers.usage import UsageAnalyzer
+from resmon.pipeline import AnalysisPipeline
+from resmon.tap import Options
+
+
+def test_importing_tap_loads_no_bus_web_or_services():
+    """
+    C{twistd --help} imports C{resmon.tap}: it must not pull in txAMQP,
+    Autobahn, the services or the reactor.
+    """
+    code = "import json, sys, resmon.tap; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    modules = json.loads(result.stdout)
+    assert "resmon.tap" in modules
+    heavy = [name for name in modules
+             if name.split(".")[0] in ("txamqp", "autobahn", "txaio", "psutil")
+             or name.startswith(("resmon.services", "resmon.bus.amqp"))
+             or name == "twisted.internet.reactor"]
+    assert heavy == []
+
+
+def _discovered(*analyzers):
+    discovery = plugins.Discovery()
+    for analyzer in analyzers:
+        discovery.analyzers.append(plugins.DiscoveredAnalyzer(analyzer.name, "test", analyzer))
+    return discovery
+
+
+@pytest.fixture
+def withoutUsage(monkeypatch):
+    """
+    Discovery finds only the sustained and disk analyzers, as when the
+    built-in usage analyzer is not installed.
+    """
+    monkeypatch.setattr(plugins, "discoverAnalyzers",
+                        lambda dirs=(): _discovered(SustainedLoadAnalyzer(), DiskAnalyzer()))
+
+
+def test_analyzer_role_starts_without_the_usage_analyzer(withoutUsage):
+    options = Options()
+    options.parseOptions(["--role=analyzer"])
+    assert [a.name for a in options["analyzer-plugins"]] == ["sustained", "disk"]
+    assert options["analyzers-left-out"] == []
+
+
+def test_thresholds_of_a_missing_usage_analyzer_stop_with_one_line(withoutUsage):
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--role=analyzer", "--memory-thresholds=50,70"])
+    text = str(e.value.code)
+    assert "--memory-thresholds: configures the built-in 'usage' analyzer, which is not installed" in text
+    assert "\n" not in text
+
+
+def test_analyzers_not_selected_are_left_out(monkeypatch):
+    monkeypatch.setattr(plugins, "discoverAnalyzers",
+                        lambda dirs=(): _discovered(UsageAnalyzer(), SustainedLoadAnalyzer(),
+                                                    DiskAnalyzer()))
+    options = Options()
+    # Thresholds for an installed analyzer left out are ignored, like its options.
+    options.parseOptions(["--role=server", "--analyzers=disk,sustained", "--cpu-thresholds=10,20"])
+    assert [a.name for a in options["analyzer-plugins"]] == ["disk", "sustained"]
+    assert options["analyzers-left-out"] == ["usage"]
+
+
+def test_thresholds_configure_the_usage_analyzer_unless_given_as_analyzer_options(monkeypatch):
+    usage = UsageAnalyzer()
+    monkeypatch.setattr(plugins, "discoverAnalyzers", lambda dirs=(): _discovered(usage))
+    Options().parseOptions(["--role=analyzer", "--cpu-thresholds=10,20",
+                            "--memory-thresholds=30,40", "--analyzer-option=usage.memory=50,60"])
+    assert usage.thresholds == {"cpu": (10.0, 20.0), "memory": (50.0, 60.0)}
+
+
+def test_roles_without_analyzer_load_no_analyzer(monkeypatch):
+    def discover(dirs=()):
+        raise AssertionError("discovered analyzers for a role that runs none")
+    monkeypatch.setattr(plugins, "discoverAnalyzers", discover)
+    for role in ("agent", "web"):
+        options = Options()
+        options.parseOptions([f"--role={role}", "--analyzers=nope"])
+        assert options["analyzer-plugins"] is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--analyzers=,"], "--analyzers: no analyzer selected; discovered: disk, sustained"),
+    (["--analyzers=usage"], "--analyzers: unknown analyzer 'usage'; discovered: disk, sustained"),
+    (["--analyzer-option=usage.cpu=1,2"],
+     "--analyzer-option: options given for unknown analyzer 'usage'"),
+    (["--analyzer-option=sustained.samples=x"],
+     "--analyzer-option: analyzer 'sustained' from test: samples must be an integer"),
+    (["--plugin-dir=/nonexistent/plugins"],
+     "--plugin-dir: cannot list /nonexistent/plugins: No such file or directory"),
+    (["--plugin-dir=/etc/hostname"], "--plugin-dir: cannot list /etc/hostname: Not a directory"),
+])
+def test_bad_analyzer_configuration_stops_with_one_line(withoutUsage, argv, message):
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--role=analyzer"] + argv)
+    text = str(e.value.code)
+    assert message in text and "\n" not in text
+
+
+class _ChecksOnly(Analyzer):
+    """
+    Gives a check, no overall level.
+    """
+    name = "checksonly"
+
+    def analyze(self, measure, state):
+        return {"checks": {"cpu": {"level": "HIGH"}, "temperature": {"level": "HIGH"}}}
+
+
+def _measure(cpu):
+    body = wire.encodeMeasure("h", 1, 1000.0, 1.0, {
+        "cpu": {"percent": cpu, "per_core": [cpu]},
+        "memory": {"total": 100, "used": 90, "available": 10, "percent": 90.0}})
+    return wire.decodeMeasure("h.measure", body)
+
+
+def test_summary_comes_from_whichever_analyzer_supplies_the_check():
+    """
+    Without the usage analyzer, C{levels.cpu} and C{cpu_result} come from
+    the running analyzer with a C{cpu} check, and there is no memory level;
+    with several, the worst of their checks, whatever their order; an
+    analyzer with checks but no overall level still counts in the
+    analysis' level.
+    """
+    sustained = SustainedLoadAnalyzer()
+    sustained.configure({"samples": "1"})
+    analysis = AnalysisPipeline([sustained]).analyze(_measure(60.0))
+    assert (analysis["level"], analysis["levels"], analysis["cpu_result"]) == (
+        "MEDIUM", {"cpu": "MEDIUM"}, "MEDIUM")
+    analysis = AnalysisPipeline([DiskAnalyzer()]).analyze(_measure(60.0))
+    assert (analysis["level"], analysis["levels"], analysis["cpu_result"]) == (None, {}, None)
+    analysis = AnalysisPipeline([_ChecksOnly(), UsageAnalyzer()]).analyze(_measure(10.0))
+    assert analysis["levels"] == {"cpu": "HIGH", "memory": "HIGH"}
+    assert analysis["level"] == "HIGH"
+    analysis = AnalysisPipeline([UsageAnalyzer(), _ChecksOnly()]).analyze(_measure(10.0))
+    assert analysis["levels"] == {"cpu": "HIGH", "memory": "HIGH"}
+    analysis = AnalysisPipeline([sustained, UsageAnalyzer()]).analyze(_measure(30.0))
+    assert analysis["analyses"]["sustained"]["checks"]["cpu"]["level"] == "LOW"
+    assert analysis["cpu_result"] == "MEDIUM" and analysis["levels"]["memory"] == "HIGH"
