@@ -103,7 +103,7 @@ def test_a_paused_client_is_held_to_the_latest_per_key_and_counts_what_it_missed
     flow.stopProducing()
     assert flow.pending == {} and clock.getDelayedCalls() == []
     flow.send("a", b"6")
-    assert flow.pending == {"a": b"6"}
+    assert flow.pending == {} and sent == [b"4", b"6"]  # a client that went away holds nothing
 
 
 def test_a_stalled_client_is_logged_and_dropped():
@@ -146,10 +146,10 @@ def test_the_latest_analyses_given_are_the_ones_used():
     assert EventFanout(latest=latest).latest is latest
 
 
-def test_hosts_known_only_from_the_history_count():
+def test_hosts_known_from_analyses_and_statuses_count():
     fanout = EventFanout(history=FleetHistory(Clock()))
-    fanout.history.add(analysis("old", 1, 1.0))
-    fanout.statuses.update(status("quiet"), body(status("quiet")))
+    fanout.eventReceived("old.analysis", body(analysis("old", 1, 1.0)))
+    fanout.eventReceived("quiet.status", body(status("quiet")))
     assert fanout.knownHosts() == ["old", "quiet"]
 
 
