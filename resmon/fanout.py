@@ -38,6 +38,13 @@ class LatestEvents:
         self._documents[document["host"]] = document
         self._bodies[document["host"]] = body
 
+    def forget(self, host):
+        """
+        Drop the latest event of C{host}; return whether there was one.
+        """
+        self._bodies.pop(host, None)
+        return self._documents.pop(host, None) is not None
+
     def hosts(self):
         return sorted(self._documents)
 
@@ -101,6 +108,10 @@ class LatestAnalyses(LatestEvents):
         if latest is None or not _olderThan(document, latest):
             self.update(document, body)
         return True
+
+    def forget(self, host):
+        self._recent.pop(host, None)
+        return LatestEvents.forget(self, host)
 
     def snapshotBody(self):
         """
@@ -213,13 +224,22 @@ class EventFanout:
         dating the C{online} statuses recorded here, or L{None}: no judging,
         and those statuses carry no time.
     @param maxClockSkew: seconds an analysis's times may be ahead of C{clock}.
+    @param forgetAfter: seconds (by C{clock}) after the last analysis of a
+        host (or its first status, if no analysis came) before
+        L{forgetSilent} forgets it. A C{forgotten} status (the analyzer's)
+        forgets its host at once. Forgetting drops the host from every table
+        here and from the history, and sends the C{forgotten} status to the
+        clients.
     """
 
     log = Logger()
 
     def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None, clock=None,
-                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, forgetAfter=wire.DEFAULT_FORGET_AFTER):
         self.clock = clock
+        self.forgetAfter = forgetAfter
+        # host -> when it was last heard of (by clock), least recently first.
+        self._lastHeard = {}
         self.maxClockSkew = maxClockSkew
         self.latest = latest if latest is not None else LatestAnalyses()
         self.statuses = LatestEvents()
@@ -228,7 +248,7 @@ class EventFanout:
         self.clients = {}
         self.rejected = Counter()
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
-                         "back-online": 0, "unknown-metrics": 0}
+                         "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -336,15 +356,70 @@ class EventFanout:
             if not self.latest.accept(document, body):
                 self.counters["duplicates"] += 1
                 return
+            self._heard(document["host"], now)
             if self.history is not None:
                 self.history.add(document)
             if self.latest.get(document["host"]) is document:
                 online = self.backOnline(document, now)
         elif document["kind"] == topics.STATUS:
+            if document["status"] == wire.FORGOTTEN:
+                if self.forget(document["host"]):
+                    self._send(document, body)
+                return
             self.statuses.update(document, body)
+            if document["host"] not in self._lastHeard:
+                self._heard(document["host"], now)
         self._send(document, body)
         if online is not None:
             self._send(*online)
+
+    def _heard(self, host, now):
+        self._lastHeard.pop(host, None)
+        self._lastHeard[host] = now  # None without a clock: then never forgotten for silence
+
+    def forget(self, host):
+        """
+        Drop everything kept of C{host}: latest analysis and status, the
+        analyses recently seen, history.
+
+        @return: whether anything of it was kept.
+        """
+        known = self._lastHeard.pop(host, None) is not None
+        known = self.latest.forget(host) or known
+        known = self.statuses.forget(host) or known
+        if self.history is not None and host in self.history:
+            self.history.forget(host)
+            known = True
+        if known:
+            self.counters["forgotten"] += 1
+        return known
+
+    def forgetSilent(self):
+        """
+        Forget every host not heard of for C{forgetAfter} seconds (in case
+        the analyzer's C{forgotten} status was lost), and send clients a
+        C{forgotten} status for each.
+
+        @return: how many hosts were forgotten.
+        """
+        if self.clock is None:
+            return 0
+        now = self.clock.seconds()
+        limit = now - self.forgetAfter
+        silent = []
+        for host, heard in self._lastHeard.items():
+            if heard >= limit:
+                break  # the others were heard of later
+            silent.append((host, heard))
+        for host, heard in silent:
+            latest = self.latest.get(host) or {}
+            document = {
+                "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": wire.FORGOTTEN,
+                "since": now, "last_seen": heard, "seq": latest.get("seq"),
+            }
+            self.forget(host)
+            self._send(document, wire.encodeEvent(document))
+        return len(silent)
 
     def backOnline(self, analysis, now):
         """

@@ -79,6 +79,8 @@ class WebService(service.MultiService):
     @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
     @param maxClockSkew: seconds an analysis's C{ts} may be ahead of C{clock}.
+    @param forgetAfter: seconds a host may stay silent before it is
+        forgotten (see L{EventFanout.forgetSilent}).
     """
 
     name = "web"
@@ -87,17 +89,20 @@ class WebService(service.MultiService):
     def __init__(self, bus, listen, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  historyWindow=DEFAULT_WINDOW, historyPoints=DEFAULT_MAX_POINTS,
                  pingInterval=DEFAULT_PING_INTERVAL, idleTimeout=DEFAULT_IDLE_TIMEOUT,
-                 statsInterval=60.0, origins=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
+                 statsInterval=60.0, origins=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
+                 forgetAfter=wire.DEFAULT_FORGET_AFTER):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
-        self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew)
+        self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
+                                  forgetAfter=forgetAfter)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins)
         self._subscription = None
         expiry = internet.TimerService(
-            min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
+            min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0), wire.forgetSweepInterval(forgetAfter)),
+            self.expire)
         expiry.clock = clock
         expiry.setServiceParent(self)
         stats = internet.TimerService(statsInterval, self.logStats)
@@ -112,6 +117,17 @@ class WebService(service.MultiService):
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
 
+    def expire(self):
+        """
+        Drop history past its window, and forget the hosts silent for
+        C{forgetAfter}.
+        """
+        self.history.expire()
+        count = self.fanout.forgetSilent()
+        if count:
+            self.log.info("forgot {count} hosts not heard of for {after} s",
+                          count=count, after=self.fanout.forgetAfter)
+
     def logStats(self):
         fanout = self.fanout
         self.log.info(
@@ -119,7 +135,7 @@ class WebService(service.MultiService):
             "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
             "{refused} WebSocket handshakes refused for their origin, {hostsRefused} requests "
             "refused for their Host, {backOnline} hosts back online on an analysis, "
-            "{unknownMetrics} analyses with unknown metrics over the bound",
+            "{unknownMetrics} analyses with unknown metrics over the bound, {forgotten} hosts forgotten",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
             hostsRefused=self.site.hostsRefused,
