@@ -147,8 +147,10 @@ class ClientFlow:
 
     def send(self, key, body):
         if self.paused:
-            if key in self.pending:
+            if self.pending.pop(key, None) is not None:
                 self.coalesced += 1
+            # Held back in the order of their latest update: a host's
+            # forgotten status goes after its analysis held back earlier.
             self.pending[key] = body
         else:
             self._send(body)

@@ -301,11 +301,26 @@
 
   function ingestStatus(ev, arrival) {
     if (typeof ev.host !== "string" || ev.host === "" || typeof ev.status !== "string") return;
+    if (ev.status.toLowerCase() === "forgotten") { forgetHost(ev.host); return; }
     const entry = getEntry(ev.host);
     entry.serverStatus = ev.status.toLowerCase();
     entry.serverStatusAt = arrival;
     pending.set(entry.host, entry.ev);
     scheduleFrame();
+  }
+
+  /** A host the server forgot (silent for its --forget-after): its card and data go. */
+  function forgetHost(host) {
+    const entry = hosts.get(host);
+    if (!entry) return;
+    if (host === detailHost) closeDetail();
+    if (entry.card) {
+      if (visibility) visibility.unobserve(entry.card.el);
+      entry.card.el.remove();
+    }
+    hosts.delete(host);
+    pending.delete(host);
+    renderCounts(nowSec());
   }
 
   /** online / stale / offline: the server's word if it is newer than the data, else our own guess. */
