@@ -63,10 +63,16 @@ def wave(reactor, amqp, exchange, analyzer, web, label, count, metrics, before):
             amqp.publish(exchange, topics.routingKey(host, topics.MEASURE),
                          wire.encodeMeasure(host, 1, now, 1.0, metrics))
             for host in hosts[first:first + 1000]])
-    # Held: the web received every analysis and online status (its stats line counts them).
+    # Held: the analyzer analysed every measure and the web received every
+    # analysis and online status (their stats lines count them).
     yield waitUntil(reactor, lambda: lastCount(web, rb"(\d+) events received")
-                    >= before["events"] + 2 * count, 600, f"{label}: every host at the web role")
+                    >= before["events"] + 2 * count
+                    and lastCount(analyzer, rb"(\d+) measures analyzed") >= before["analyzed"] + count,
+                    600, f"{label}: every host at the analyzer and the web role")
     held = {"analyzer": vmRSS(analyzer), "web": vmRSS(web)}
+    if lastCount(web, rb"(\d+) hosts forgotten") > before["web"]:
+        raise SystemExit(f"{label}: hosts were forgotten before all were taken in: "
+                         "give a longer --forget-after")
     yield waitUntil(reactor, lambda: lastCount(web, rb"(\d+) hosts forgotten") >= before["web"] + count
                     and totalCount(analyzer, rb"forgot the analysis state of (\d+) hosts")
                     >= before["analyzer"] + count, 600, f"{label}: every host forgotten")
@@ -104,6 +110,7 @@ def main(reactor, broker, count, forgetAfter):
         results = []
         for number, label in enumerate(("first", "second")):
             before = {"events": lastCount(web, rb"(\d+) events received"),
+                      "analyzed": lastCount(analyzer, rb"(\d+) measures analyzed"),
                       "web": lastCount(web, rb"(\d+) hosts forgotten"),
                       "analyzer": number * count}
             held, forgotten = yield wave(reactor, amqp, exchange, analyzer, web, label, count,
@@ -131,6 +138,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--hosts", type=int, default=20000)
-    parser.add_argument("--forget-after", type=float, default=10.0)
+    parser.add_argument("--forget-after", type=float, default=60.0,
+                        help="longer than the processes take to take in a wave")
     arguments = parser.parse_args()
     task.react(main, (arguments.broker, arguments.hosts, arguments.forget_after))
