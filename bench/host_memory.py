@@ -120,13 +120,15 @@ def main(reactor, broker, count, forgetAfter):
                   + "".join(f"{held[r] / 2**20:>8.1f} MiB" for r in ("analyzer", "web")))
             print(f"{f'VmRSS, {label} wave forgotten':34}"
                   + "".join(f"{forgotten[r] / 2**20:>8.1f} MiB" for r in ("analyzer", "web")))
-        (_, baseline), (held, forgotten) = results
-        print(f"{'memory per host held (2nd wave)':34}"
-              + "".join(f"{(held[r] - baseline[r]) / count:>8.0f} B  " for r in ("analyzer", "web")))
+        (firstHeld, baseline), (_, forgotten) = results
+        print(f"{'memory per host held (1st wave)':34}"
+              + "".join(f"{(firstHeld[r] - started[r]) / count / 1024:>8.1f} KiB"
+                        for r in ("analyzer", "web")))
         print(f"{'left after forgetting (2nd wave)':34}"
               + "".join(f"{(forgotten[r] - baseline[r]) / 2**20:>+8.1f} MiB" for r in ("analyzer", "web")))
-        print("(memory per host: VmRSS with the second wave held minus VmRSS after the first was "
-              "forgotten; RSS is what the kernel sees, Python keeps freed arenas)")
+        print("(per host: VmRSS with the first wave held minus VmRSS at start; left: VmRSS once the "
+              "second wave was forgotten minus once the first was. Python keeps the arenas it "
+              "freed, so VmRSS does not fall back after forgetting; the second wave reuses them)")
     finally:
         for process in processes:
             yield process.stop()
