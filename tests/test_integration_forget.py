@@ -60,7 +60,6 @@ def webIsEmpty(port):
     return body == {"hosts": [], "statuses": []}
 
 
-@defer.inlineCallbacks
 def waveHosts(label):
     return [f"{label}-{n:05d}.fleet.example" for n in range(HOSTS)]
 
@@ -111,31 +110,36 @@ def test_twenty_thousand_hosts_come_and_go_and_leave_nothing_behind(broker, amqp
     analyzer = twistd("forget-analyzer", "--role=analyzer", *common, f"--queue={queue}",
                       f"--dead-letter-queue={amqp.names['deadletter']}", "--liveness-grace=0",
                       "--stale-after=60", "--offline-after=60")
-    yield web.waitForOutput(b"consuming #.analysis")
-    yield web.waitForOutput(b"dashboard listening")
-    yield analyzer.waitForOutput(b"judging host liveness: this process receives")
-    client, proto = yield connectWebSocket(port)
-    followed = waveHosts("first")[::FOLLOW_ONE_IN] + waveHosts("second")[::FOLLOW_ONE_IN]
-    proto.sendMessage(json.dumps({"kind": "subscribe", "hosts": followed, "events": ["status"],
-                                  "history": False}).encode())
-    yield client.waitFor(lambda m: m["kind"] == "snapshot" and m["subscription"]["events"] == ["status"],
-                         10, "the status-only snapshot")
+    try:
+        yield web.waitForOutput(b"consuming #.analysis")
+        yield web.waitForOutput(b"dashboard listening")
+        yield analyzer.waitForOutput(b"judging host liveness: this process receives")
+        client, proto = yield connectWebSocket(port)
+        followed = waveHosts("first")[::FOLLOW_ONE_IN] + waveHosts("second")[::FOLLOW_ONE_IN]
+        proto.sendMessage(json.dumps({"kind": "subscribe", "hosts": followed, "events": ["status"],
+                                      "history": False}).encode())
+        yield client.waitFor(lambda m: m["kind"] == "snapshot" and m["subscription"]["events"] == ["status"],
+                             10, "the status-only snapshot")
 
-    started = time.monotonic()
-    yield wave(amqp, exchange, client, analyzer, port, "first", 0)
-    baseline = {"web": vmRSS(web), "analyzer": vmRSS(analyzer)}
-    yield wave(amqp, exchange, client, analyzer, port, "second", HOSTS)
-    after = {"web": vmRSS(web), "analyzer": vmRSS(analyzer)}
-    elapsed = time.monotonic() - started
+        started = time.monotonic()
+        yield wave(amqp, exchange, client, analyzer, port, "first", 0)
+        baseline = {"web": vmRSS(web), "analyzer": vmRSS(analyzer)}
+        yield wave(amqp, exchange, client, analyzer, port, "second", HOSTS)
+        after = {"web": vmRSS(web), "analyzer": vmRSS(analyzer)}
+        elapsed = time.monotonic() - started
 
-    fresh, _ = yield connectWebSocket(port)
-    snapshot = yield fresh.waitFor(lambda m: m["kind"] == "snapshot", 10, "a new client's snapshot")
-    assert (snapshot["events"], snapshot["statuses"], snapshot["history"]) == ([], [], {})
-    for role in ("web", "analyzer"):
-        assert after[role] <= baseline[role] * 1.10, (
-            f"{role}: {after[role]} KiB after the second wave, {baseline[role]} KiB after the first")
-    print(f"two waves of {HOSTS} hosts in {elapsed:.1f} s; VmRSS after the first, second: {baseline}, {after}")
-    assert b"Traceback" not in web.output + analyzer.output
-    assert (yield web.stop()), web.logPath
-    assert (yield analyzer.stop()), analyzer.logPath
-    yield amqp.cleanUp(queues=[queue + ".liveness"])
+        fresh, _ = yield connectWebSocket(port)
+        snapshot = yield fresh.waitFor(lambda m: m["kind"] == "snapshot", 10, "a new client's snapshot")
+        assert (snapshot["events"], snapshot["statuses"], snapshot["history"]) == ([], [], {})
+        for role in ("web", "analyzer"):
+            assert after[role] <= baseline[role] * 1.10, (
+                f"{role}: {after[role]} KiB after the second wave, {baseline[role]} KiB after the first")
+        print(f"two waves of {HOSTS} hosts in {elapsed:.1f} s; VmRSS after the first, second: {baseline}, {after}")
+        assert b"Traceback" not in web.output + analyzer.output
+        assert (yield web.stop()), web.logPath
+        assert (yield analyzer.stop()), analyzer.logPath
+    finally:
+        for process in (web, analyzer):
+            if not process.ended_:
+                yield process.stop()
+        yield amqp.cleanUp(queues=[queue + ".liveness"])
