@@ -365,8 +365,10 @@ class EventFanout:
                 online = self.backOnline(document, now)
         elif document["kind"] == topics.STATUS:
             if document["status"] == wire.FORGOTTEN:
-                if self.forget(document["host"]):
+                if self.knows(document["host"]):
+                    # Sent first: forgetting also clears the clients' caches of the host.
                     self._send(document, body)
+                    self.forget(document["host"])
                 return
             self.statuses.update(document, body)
             if document["host"] not in self._lastHeard:
@@ -379,10 +381,18 @@ class EventFanout:
         self._lastHeard.pop(host, None)
         self._lastHeard[host] = now  # None without a clock: then never forgotten for silence
 
+    def knows(self, host):
+        """
+        Whether anything of C{host} is kept here.
+        """
+        return (host in self._lastHeard or host in self.latest or host in self.statuses
+                or (self.history is not None and host in self.history))
+
     def forget(self, host):
         """
         Drop everything kept of C{host}: latest analysis and status, the
-        analyses recently seen, history.
+        analyses recently seen, history, and what the clients' subscriptions
+        cached of it.
 
         @return: whether anything of it was kept.
         """
@@ -394,6 +404,8 @@ class EventFanout:
             known = True
         if known:
             self.counters["forgotten"] += 1
+            for subscription in self.clients.values():
+                subscription.forgetHost(host)
         return known
 
     def forgetSilent(self):
@@ -419,8 +431,8 @@ class EventFanout:
                 "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": wire.FORGOTTEN,
                 "since": now, "last_seen": heard, "seq": latest.get("seq"),
             }
-            self.forget(host)
             self._send(document, wire.encodeEvent(document))
+            self.forget(host)
         return len(silent)
 
     def backOnline(self, analysis, now):
