@@ -544,5 +544,3 @@ def test_a_host_silent_for_forget_after_loses_its_card_and_its_detail_view(
     assert detail.get_attribute("hidden") is not None  # its detail view closed with it
     assert visibleHosts(browser) == ["stays.example"]
     assert browser.find_element(By.ID, "count-total").text == "1"
-    assert b"gone.example is forgotten" not in server.output()  # announced, counted, not one line a host
-    assert b"forgot 1 hosts silent" in server.output()
