@@ -105,6 +105,16 @@ class LatestEvents:
         self._documents[host] = document
         self._bodies[host] = body
 
+    def forget(self, host):
+        """
+        Drop the latest event of C{host}; return whether there was one.
+        """
+        self._bodies.pop(host, None)
+        if self._documents.pop(host, None) is None:
+            return False
+        self._sorted = None
+        return True
+
     def hosts(self):
         if self._sorted is None:
             self._sorted = sorted(self._documents)
@@ -174,6 +184,10 @@ class LatestAnalyses(LatestEvents):
         if latest is None or not _olderThan(document, latest):
             self.update(document, body)
         return True
+
+    def forget(self, host):
+        self._recent.pop(host, None)
+        return LatestEvents.forget(self, host)
 
     def snapshotBody(self):
         """
@@ -304,8 +318,10 @@ class ClientFlow:
         if self._stopped:
             return
         if self.paused or self._message is not None or self._nextSnapshot is not None or self.pending:
-            if key in self.pending:
+            if self.pending.pop(key, None) is not None:
                 self.coalesced += 1
+            # Held back in the order of their latest update: a host's
+            # forgotten status goes after its analysis held back earlier.
             self.pending[key] = message
             self._drain()
         else:
@@ -443,13 +459,23 @@ class EventFanout:
         dating the C{online} statuses recorded here, or L{None}: no judging,
         and those statuses carry no time.
     @param maxClockSkew: seconds an analysis's times may be ahead of C{clock}.
+    @param forgetAfter: seconds (by C{clock}) after the last analysis of a
+        host (or its first status, if no analysis came) before
+        L{forgetSilent} forgets it. A C{forgotten} status (the analyzer's)
+        forgets its host at once. Forgetting drops the host from every table
+        here and from the history, and sends the C{forgotten} status to the
+        clients.
     """
 
     log = Logger()
 
     def __init__(self, latest=None, maxBody=wire.DEFAULT_MAX_BODY, history=None, clock=None,
-                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, maxHosts=0):
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, maxHosts=0,
+                 forgetAfter=wire.DEFAULT_FORGET_AFTER):
         self.clock = clock
+        self.forgetAfter = forgetAfter
+        # host -> when it was last heard of (by clock), least recently first.
+        self._lastHeard = {}
         self.maxClockSkew = maxClockSkew
         self.hostIndex = HostIndex(maxHosts)
         self.latest = latest if latest is not None else LatestAnalyses()
@@ -462,7 +488,7 @@ class EventFanout:
         self.clients = {}
         self.rejected = Counter()
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
-                         "back-online": 0, "unknown-metrics": 0}
+                         "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
         self._eventKeys = {}
 
     def attach(self, client, subscription=EVERYTHING):
@@ -618,15 +644,85 @@ class EventFanout:
             if not self.latest.accept(document, body):
                 self.counters["duplicates"] += 1
                 return
+            self._heard(document["host"], now)
             if self.history is not None:
                 self.history.add(document)
             if self.latest.get(document["host"]) is document:
                 online = self.backOnline(document, now)
         elif document["kind"] == topics.STATUS:
+            if document["status"] == wire.FORGOTTEN:
+                if self.knows(document["host"]):
+                    # Sent first: forgetting also clears the clients' caches of the host.
+                    self._send(document, body)
+                    self.forget(document["host"])
+                return
             self.statuses.update(document, body)
+            if document["host"] not in self._lastHeard:
+                self._heard(document["host"], now)
         self._send(document, body)
         if online is not None:
             self._send(*online)
+
+    def _heard(self, host, now):
+        self._lastHeard.pop(host, None)
+        self._lastHeard[host] = now  # None without a clock: then never forgotten for silence
+
+    def knows(self, host):
+        """
+        Whether anything of C{host} is kept here.
+        """
+        return (host in self._lastHeard or host in self.latest or host in self.statuses
+                or (self.history is not None and host in self.history))
+
+    def forget(self, host):
+        """
+        Drop everything kept of C{host}: latest analysis and status, the
+        analyses recently seen, history, and what the clients' subscriptions
+        cached of it.
+
+        @return: whether anything of it was kept.
+        """
+        known = self._lastHeard.pop(host, None) is not None
+        known = self.latest.forget(host) or known
+        known = self.statuses.forget(host) or known
+        if self.history is not None and host in self.history:
+            self.history.forget(host)
+            known = True
+        self.hostIndex.discard(host)
+        for kind in (topics.ANALYSIS, topics.STATUS):
+            self._eventKeys.pop((kind, host), None)
+        if known:
+            self.counters["forgotten"] += 1
+            for subscription in self.clients.values():
+                subscription.forgetHost(host)
+        return known
+
+    def forgetSilent(self):
+        """
+        Forget every host not heard of for C{forgetAfter} seconds (in case
+        the analyzer's C{forgotten} status was lost), and send clients a
+        C{forgotten} status for each.
+
+        @return: how many hosts were forgotten.
+        """
+        if self.clock is None:
+            return 0
+        now = self.clock.seconds()
+        limit = now - self.forgetAfter
+        silent = []
+        for host, heard in self._lastHeard.items():
+            if heard >= limit:
+                break  # the others were heard of later
+            silent.append((host, heard))
+        for host, heard in silent:
+            latest = self.latest.get(host) or {}
+            document = {
+                "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": wire.FORGOTTEN,
+                "since": now, "last_seen": heard, "seq": latest.get("seq"),
+            }
+            self._send(document, wire.encodeEvent(document))
+            self.forget(host)
+        return len(silent)
 
     def backOnline(self, analysis, now):
         """

@@ -269,6 +269,13 @@ class FleetHistory:
             del self._hosts[host]
             self.counters["forgotten"] += 1
 
+    def forget(self, host):
+        """
+        Drop the history of C{host} (forgotten before its window ended).
+        """
+        if self._hosts.pop(host, None) is not None:
+            self.counters["forgotten"] += 1
+
     def hosts(self):
         return sorted(self._hosts)
 

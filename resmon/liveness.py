@@ -13,6 +13,7 @@ from resmon import topics, wire
 ONLINE = "online"
 STALE = "stale"
 OFFLINE = "offline"
+FORGOTTEN = wire.FORGOTTEN
 
 DEFAULT_QUEUE = "resmon.analyzer.liveness"
 # The liveness queue is named after the analyzers' queue: analyzers that
@@ -24,9 +25,9 @@ STALE_INTERVALS = 3
 # A proof-of-concept measure carries no interval: assume the agent's default.
 ASSUMED_INTERVAL = 1.0
 CHECK_INTERVAL = 0.5
-# Hosts offline for this long are forgotten, so junk host names cannot grow
-# the table without bound.
-FORGET_AFTER = 86400.0
+# Hosts silent for this long are forgotten (and announced so), so hosts that
+# went away and junk host names cannot grow the table without bound.
+FORGET_AFTER = wire.DEFAULT_FORGET_AFTER
 LIVENESS_PREFETCH = 500
 # Every analyzer publishes a tick into the liveness queue this often; only
 # the process the broker delivers to (the active consumer) receives them,
@@ -56,7 +57,11 @@ class HostLiveness(service.Service):
     Tracks the last measure of every host and publishes a status event on
     each change: C{online} on a host's first measure and when it comes back,
     C{stale} once it missed C{staleAfter} seconds (default: three of its own
-    intervals), C{offline} after C{offlineAfter} seconds without a measure.
+    intervals), C{offline} after C{offlineAfter} seconds without a measure,
+    and C{forgotten} after C{forgetAfter} seconds without one, whatever its
+    status then (so a C{forgetAfter} shorter than C{offlineAfter} forgets
+    hosts without ever saying they are offline): the host leaves the table,
+    and every role that receives the status drops what it keeps of it.
 
     It judges nothing while the bus is disconnected, and for C{grace}
     seconds after every (re)connection hosts are not judged either, and count
@@ -86,6 +91,10 @@ class HostLiveness(service.Service):
         judged.
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock};
         a measure further ahead is ignored, as the analyzer rejects it.
+    @param forgetAfter: seconds without a measure before a host is
+        forgotten. A process standing by drops, without announcing them, the
+        hosts it has heard nothing of for as long (the judge's C{forgotten}
+        may have been lost).
     """
 
     name = "liveness"
@@ -107,6 +116,7 @@ class HostLiveness(service.Service):
         self.forgetAfter = forgetAfter
         self.hosts = {}
         self.counters = {"published": 0, "failed": 0}
+        self.forgotten = 0
         self.tickKey = f"{topics.hostWord(queue)}.{TICK}"
         self.active = None  # not known yet; then whether this process judges
         self._lastDelivery = None
@@ -135,7 +145,7 @@ class HostLiveness(service.Service):
         # that takes over knows every host's last status, not only the hosts
         # it hears from afterwards.
         self._statusSubscription = self.bus.subscribe(["#." + topics.STATUS], self.statusReceived)
-        self._check.start(self.checkInterval, now=False)
+        self._check.start(self.checkInterval, now=False).addErrback(self._checkFailed)
         self._tick.start(TICK_INTERVAL, now=True)
 
     def stopService(self):
@@ -145,6 +155,9 @@ class HostLiveness(service.Service):
                 call.stop()
         subscriptions = [sub for sub in (self._subscription, self._statusSubscription) if sub is not None]
         return defer.gatherResults([defer.maybeDeferred(sub.cancel) for sub in subscriptions])
+
+    def _checkFailed(self, failure):
+        self.log.failure("judging host liveness failed; no longer judging", failure)
 
     def tick(self):
         """
@@ -183,6 +196,9 @@ class HostLiveness(service.Service):
         except wire.Rejected:
             return  # the web logs and counts bad events
         status, lastSeen = event.get("status"), event.get("last_seen")
+        if status == FORGOTTEN:
+            self.hosts.pop(event["host"], None)
+            return
         if status not in (ONLINE, STALE, OFFLINE) or not isinstance(lastSeen, (int, float)):
             return
         host = self.hosts.get(event["host"])
@@ -240,22 +256,41 @@ class HostLiveness(service.Service):
             self.active = False
             self.log.info("standing by: another analyzer process receives {queue} and judges",
                           queue=self.queue)
-        if not self.active or now < self._judgingFrom:
+        if not self.active:
+            self._dropSilent(now)
+            return
+        if now < self._judgingFrom:
             return
         seenSince = self._seenSince
         # Silence is counted only as far as this process can vouch for it: while
         # it receives the queue (ticks every TICK_INTERVAL), up to now; once
         # deliveries stop, not much past the last one.
         heardUntil = min(now, self._lastDelivery + TICK_INTERVAL * 1.5)
+        forgotten = 0
         for host in list(self.hosts.values()):
             silent = heardUntil - max(host.lastSeen, seenSince)
-            if host.status == OFFLINE:
-                if silent > self.forgetAfter:
-                    del self.hosts[host.name]
+            if silent > self.forgetAfter:
+                del self.hosts[host.name]
+                self._announce(host, FORGOTTEN, now)
+                forgotten += 1
+            elif host.status == OFFLINE:
+                continue
             elif silent > self.offlineAfter:
                 self._change(host, OFFLINE, now)
             elif host.status == ONLINE and silent > self._staleAfter(host):
                 self._change(host, STALE, now)
+        if forgotten:
+            self.forgotten += forgotten
+            self.log.info("forgot {count} hosts silent for over {after} s ({total} so far)",
+                          count=forgotten, after=self.forgetAfter, total=self.forgotten)
+
+    def _dropSilent(self, now):
+        """
+        While standing by: drop the hosts nothing was heard of (neither a
+        measure nor the judge's status) for C{forgetAfter} seconds.
+        """
+        for host in [h for h in self.hosts.values() if now - h.lastSeen > self.forgetAfter]:
+            del self.hosts[host.name]
 
     def _staleAfter(self, host):
         if self.staleAfter:
@@ -267,6 +302,9 @@ class HostLiveness(service.Service):
         host.since = now
         self.log.info("{host} is {status} (last measure at {lastSeen:.3f}, seq {seq})",
                       host=host.name, status=status, lastSeen=host.lastSeen, seq=host.seq)
+        self._announce(host, status, now)
+
+    def _announce(self, host, status, now):
         body = wire.encodeEvent({
             "v": wire.VERSION, "kind": topics.STATUS, "host": host.name, "status": status,
             "since": now, "last_seen": host.lastSeen, "seq": host.seq,

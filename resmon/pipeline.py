@@ -10,7 +10,7 @@ from collections import Counter
 from twisted.logger import Logger
 
 from resmon.analyzers.base import worstLevel
-from resmon.wire import LEVELS, VERSION
+from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, VERSION
 
 DEFAULT_TIME_BUDGET = 0.05
 # The check subjects summarised in an analysis' C{levels}; C{cpu} is also
@@ -120,17 +120,24 @@ class AnalysisPipeline:
     @param timeBudget: seconds one analyzer may take on one measure.
     @param wallClock: returns the current time (for C{analyzed_at}).
     @param timer: a monotonic clock to measure analyzer run time.
+    @param forgetAfter: seconds (by C{wallClock}) without a measure of a
+        host before L{forgetSilent} drops its analyzers' state.
     """
 
     log = Logger()
 
     def __init__(self, analyzers, timeBudget=DEFAULT_TIME_BUDGET,
-                 wallClock=time.time, timer=time.perf_counter):
+                 wallClock=time.time, timer=time.perf_counter,
+                 forgetAfter=DEFAULT_FORGET_AFTER):
         self.analyzers = list(analyzers)
         self.timeBudget = timeBudget
+        self.forgetAfter = forgetAfter
         self._wallClock = wallClock
         self._timer = timer
         self._state = {}
+        # host -> time of its last measure, least recently seen first.
+        self._lastSeen = {}
+        self.forgotten = 0
         self.failures = Counter()
 
     def analyze(self, measure):
@@ -138,6 +145,8 @@ class AnalysisPipeline:
         Build the analysis of one decoded L{resmon.wire.Measure}.
         """
         hostState = self._state.setdefault(measure.host, {})
+        self._lastSeen.pop(measure.host, None)
+        self._lastSeen[measure.host] = self._wallClock()
         results = {}
         for analyzer in self.analyzers:
             results[analyzer.name] = self._run(
@@ -189,3 +198,28 @@ class AnalysisPipeline:
         Drop the per-host state of C{host}.
         """
         self._state.pop(host, None)
+        self._lastSeen.pop(host, None)
+
+    def forgetSilent(self):
+        """
+        Drop the state of every host without a measure for more than
+        C{forgetAfter} seconds.
+
+        @return: how many hosts were forgotten.
+        """
+        limit = self._wallClock() - self.forgetAfter
+        silent = []
+        for host, seen in self._lastSeen.items():
+            if seen >= limit:
+                break  # the others were seen later
+            silent.append(host)
+        for host in silent:
+            self.forgetHost(host)
+        self.forgotten += len(silent)
+        return len(silent)
+
+    def hostCount(self):
+        """
+        How many hosts this pipeline keeps state for.
+        """
+        return len(self._state)

@@ -87,6 +87,12 @@ class Subscription:
     def matches(self, document):
         return document["kind"] in self.events and self.matchesHost(document["host"])
 
+    def forgetHost(self, host):
+        """
+        Drop what is cached of C{host}, which the web role forgot.
+        """
+        self._matched.pop(host, None)
+
     def describe(self):
         """
         The subscription as the server understood it, echoed in snapshots.

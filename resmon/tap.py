@@ -125,6 +125,11 @@ class Options(usage.Options):
          "Seconds without a measure before the analyzer says a host is offline."],
         ["liveness-grace", None, str(DEFAULT_GRACE),
          "Seconds after the analyzer (re)connects to the broker during which it judges no host."],
+        ["forget-after", None, str(int(wire.DEFAULT_FORGET_AFTER)),
+         "Seconds a host may send nothing before every role forgets it: the analyzer drops "
+         "its state and announces it with a 'forgotten' status, the web role drops its latest "
+         "analysis, status and history and the dashboard its card. May be shorter than "
+         "--offline-after (the host is then forgotten without being said offline)."],
         ["stall-timeout", None, str(DEFAULT_STALL_TIMEOUT),
          "Seconds a WebSocket client may stop reading before it is disconnected."],
         ["history", None, str(int(DEFAULT_HISTORY_WINDOW)),
@@ -273,6 +278,7 @@ class Options(usage.Options):
             self["stale-after"] = _number(self, "stale-after", float, 0.1, 86400)
         self["offline-after"] = _number(self, "offline-after", float, 0.1, 7 * 86400)
         self["liveness-grace"] = _number(self, "liveness-grace", float, 0, 3600)
+        self["forget-after"] = _number(self, "forget-after", float, 1, 365 * 86400)
         self["stall-timeout"] = _number(self, "stall-timeout", float, 0.1, 3600)
         self["history"] = _number(self, "history", float, 0, 7 * 86400)
         self["history-points"] = _number(self, "history-points", int, 1, 1_000_000)
@@ -416,7 +422,8 @@ def _makeTracker(options, bus, reactor):
 def _makeAnalyzer(options, bus, reactor):
     from resmon.pipeline import AnalysisPipeline
     from resmon.services.analyzer import AnalyzerService
-    pipeline = AnalysisPipeline(options["analyzer-plugins"], timeBudget=options["time-budget"])
+    pipeline = AnalysisPipeline(options["analyzer-plugins"], timeBudget=options["time-budget"],
+                                wallClock=reactor.seconds, forgetAfter=options["forget-after"])
     partitions = None
     if options["partitions"]:
         partitions = (options["partitions"], options["own-partitions"])
@@ -433,7 +440,8 @@ def _makeLiveness(options, bus, reactor):
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
-        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"])
+        queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"],
+        forgetAfter=options["forget-after"])
 
 
 def _makeWeb(options, bus, reactor):
@@ -459,4 +467,5 @@ def _makeWeb(options, bus, reactor):
                       maxClients=options["max-clients"],
                       maxClientsPerAddress=options["max-clients-per-address"],
                       maxQueued=int(options["max-queued-mib"] * 1024 * 1024),
-                      headerTimeout=options["header-timeout"], maxHosts=options["max-hosts"])
+                      headerTimeout=options["header-timeout"], maxHosts=options["max-hosts"],
+                      forgetAfter=options["forget-after"])

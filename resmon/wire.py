@@ -18,6 +18,20 @@ DEFAULT_MAX_BODY = 256 * 1024
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 # Seconds a message's time may be ahead of the receiver's clock.
 DEFAULT_MAX_CLOCK_SKEW = 300.0
+# Every role forgets a host silent for this many seconds (--forget-after);
+# the analyzer announces it with a status of this word.
+DEFAULT_FORGET_AFTER = 86400.0
+FORGOTTEN = "forgotten"
+# Most seconds between two sweeps for hosts to forget.
+MAX_FORGET_SWEEP = 60.0
+
+
+def forgetSweepInterval(forgetAfter):
+    """
+    Seconds between two sweeps for silent hosts: a host is forgotten at
+    most a quarter of C{forgetAfter} (or a minute) late.
+    """
+    return max(0.05, min(MAX_FORGET_SWEEP, forgetAfter / 4))
 # Metrics resmon does not know are kept for newer agents and third-party
 # analyzers, up to this many keys and this many bytes of JSON together per
 # measure; beyond either, all of them are dropped (the known ones are kept).

@@ -583,3 +583,32 @@ def test_a_page_opened_on_a_fleet_of_1000_hosts_shows_every_host_from_the_snapsh
     assert len(cores) == 32 and min(cores) >= 290, cores
     assert cardCount(browser) == 1001
     assert b"exceeding payload limit" not in web.output() and b"Traceback" not in web.output()
+
+
+def test_a_host_silent_for_forget_after_loses_its_card_and_its_detail_view(
+        broker, amqp, processes, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    port = freePort()
+    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
+    server = processes("browser-forget-server", "--role=server", *common, "--forget-after=3",
+                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
+    server.waitFor(b"dashboard listening")
+    server.waitFor(b"consuming #.measure")
+    processes("browser-forget-stays", "--role=agent", *common, "--name=stays.example", "--interval=0.5")
+    gone = processes("browser-forget-gone", "--role=agent", *common, "--name=gone.example",
+                     "--interval=0.5")
+    browser.get(f"http://127.0.0.1:{port}/")
+    for host in ("stays.example", "gone.example"):
+        waitUntil(lambda: cardText(browser, host, ".cpu-value") not in (None, "–"), 15, f"{host}'s card")
+    browser.find_element(By.CSS_SELECTOR, ".host-card[data-host='gone.example']").send_keys(Keys.ENTER)
+    detail = browser.find_element(By.ID, "detail")
+    waitUntil(lambda: detail.get_attribute("hidden") is None, 5, "the detail view to open")
+
+    gone.stop()
+    waitUntil(lambda: cardText(browser, "gone.example", ".host-name") is None, 20,
+              "the forgotten host's card to go")
+    assert detail.get_attribute("hidden") is not None  # its detail view closed with it
+    assert visibleHosts(browser) == ["stays.example"]
+    assert browser.find_element(By.ID, "count-total").text == "1"

@@ -80,12 +80,14 @@ def test_the_story_of_a_host_in_the_log_and_on_the_bus():
         (0.5, "a.b is online (last measure at 0.500, seq 7)"),
         (4.0, "a.b is stale (last measure at 0.500, seq 7)"),
         (5.0, "a.b is offline (last measure at 0.500, seq 7)"),
+        (11.0, "forgot 1 hosts silent for over 10 s (1 so far)"),
     ]
     assert bus.published == [
         ("a_b.status", {"v": 1, "kind": "status", "host": "a.b", "status": status, "since": since,
                         "last_seen": 0.5, "seq": 7})
-        for status, since in (("online", 0.5), ("stale", 4.0), ("offline", 5.0))]
-    assert service.counters == {"published": 3, "failed": 0}
+        for status, since in (("online", 0.5), ("stale", 4.0), ("offline", 5.0),
+                              ("forgotten", 11.0))]
+    assert service.counters == {"published": 4, "failed": 0}
     assert len(bus.ticks) == 23 and bus.ticks[-1]["ts"] == 11.0
     assert service.stopService().result == [None, None] and bus.cancelled == 2
     assert clock.getDelayedCalls() == []

@@ -76,6 +76,9 @@ class AnalyzerService(service.Service):
         self._stats = LoopingCall(self.logStats)
         self._stats.clock = clock
         self.statsInterval = statsInterval
+        # The pipeline forgets hosts silent for its forgetAfter.
+        self._forget = LoopingCall(self.forgetSilentHosts)
+        self._forget.clock = clock
 
     def startService(self):
         service.Service.startService(self)
@@ -88,11 +91,14 @@ class AnalyzerService(service.Service):
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers",
                       notRun=f" (not selected: {', '.join(self.leftOut)})" if self.leftOut else "")
         self._stats.start(self.statsInterval, now=False)
+        self._forget.start(wire.forgetSweepInterval(self.pipeline.forgetAfter), now=False
+                           ).addErrback(self._forgetFailed)
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._stats.running:
-            self._stats.stop()
+        for call in (self._stats, self._forget):
+            if call.running:
+                call.stop()
         self.logStats()
         if self._subscription is not None:
             return self._subscription.cancel()
@@ -153,6 +159,19 @@ class AnalyzerService(service.Service):
         for waiter in self._pending.pop(key, ()):
             waiter.errback(Retry(failure.getErrorMessage()))
         raise Retry(failure.getErrorMessage())
+
+    def forgetSilentHosts(self):
+        """
+        Drop the pipeline's state of the hosts silent for its C{forgetAfter}
+        (the liveness judge announces them as C{forgotten}).
+        """
+        count = self.pipeline.forgetSilent()
+        if count:
+            self.log.info("forgot the analysis state of {count} hosts silent for {after} s",
+                          count=count, after=self.pipeline.forgetAfter)
+
+    def _forgetFailed(self, failure):
+        self.log.failure("forgetting silent hosts failed; no longer forgetting", failure)
 
     def logStats(self):
         failures = self.pipeline.failures

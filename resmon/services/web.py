@@ -111,6 +111,8 @@ class WebService(service.MultiService):
     @param headerTimeout: seconds a client has to send each request.
     @param maxHosts: hosts the web role keeps; events of new ones beyond are
         rejected (C{max-hosts}).
+    @param forgetAfter: seconds a host may stay silent before it is
+        forgotten (see L{EventFanout.forgetSilent}).
     """
 
     name = "web"
@@ -123,20 +125,23 @@ class WebService(service.MultiService):
                  maxClients=DEFAULT_MAX_CLIENTS,
                  maxClientsPerAddress=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
                  maxQueued=DEFAULT_MAX_QUEUED, headerTimeout=DEFAULT_HEADER_TIMEOUT,
-                 maxHosts=DEFAULT_MAX_HOSTS):
+                 maxHosts=DEFAULT_MAX_HOSTS,
+                 forgetAfter=wire.DEFAULT_FORGET_AFTER):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
-                                  maxHosts=maxHosts)
+                                  maxHosts=maxHosts,
+                                  forgetAfter=forgetAfter)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins,
                               budget=SendBudget(maxQueued), headerTimeout=headerTimeout)
         self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
         self._subscription = None
         expiry = internet.TimerService(
-            min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0)), self.history.expire)
+            min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0), wire.forgetSweepInterval(forgetAfter)),
+            self.expire)
         expiry.clock = clock
         expiry.setServiceParent(self)
         # The buffers of many clients that left are freed among long-lived
@@ -167,6 +172,17 @@ class WebService(service.MultiService):
             self._mallocTrim(0)
         self._connectionsSeen = connections
 
+    def expire(self):
+        """
+        Drop history past its window, and forget the hosts silent for
+        C{forgetAfter}.
+        """
+        self.history.expire()
+        count = self.fanout.forgetSilent()
+        if count:
+            self.log.info("forgot {count} hosts not heard of for {after} s",
+                          count=count, after=self.fanout.forgetAfter)
+
     def logStats(self):
         fanout = self.fanout
         self.log.info(
@@ -174,7 +190,7 @@ class WebService(service.MultiService):
             "dropped, {rejected} rejected ({reasons}), {floods} WebSocket clients closed for flooding, "
             "{refused} WebSocket handshakes refused for their origin, {hostsRefused} requests "
             "refused for their Host, {backOnline} hosts back online on an analysis, "
-            "{unknownMetrics} analyses with unknown metrics over the bound",
+            "{unknownMetrics} analyses with unknown metrics over the bound, {forgotten} hosts forgotten",
             clients=len(fanout.clients), rejected=sum(fanout.rejected.values()),
             floods=self.site.websockets.floodsClosed, refused=self.site.websockets.originsRefused,
             hostsRefused=self.site.hostsRefused,

@@ -55,6 +55,14 @@ function createCard(entry) {
   return card;
 }
 
+/** Take a forgotten host's card off the grid. */
+export function removeCard(entry) {
+  if (!entry.card) return;
+  if (visibility) visibility.unobserve(entry.card.el);
+  entry.card.el.remove();
+  entry.card = null;
+}
+
 export function renderCard(entry, now) {
   const card = entry.card || createCard(entry);
   const d = entry.data;

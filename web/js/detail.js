@@ -68,7 +68,7 @@ function openDetail(host, opener) {
   $("#detail-close").focus();
 }
 
-function closeDetail() {
+export function closeDetail() {
   if (detail.hidden) return;
   detail.hidden = true;
   detailHost = null;

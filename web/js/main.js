@@ -2,12 +2,14 @@
 // Wires the modules: the connection feeds the state, a frame draws what changed.
 
 import {
-  applyOrderAndFilter, countsBox, currentFilter, filterInput, levelSelect, matches, renderAge,
-  renderCard, renderCounts, sortSelect,
+  applyOrderAndFilter, countsBox, currentFilter, filterInput, levelSelect, matches, removeCard,
+  renderAge, renderCard, renderCounts, sortSelect,
 } from "./cards.js";
 import { createConnection } from "./connection.js";
-import { installDetail, renderDetail, renderDetailAge, shownHost } from "./detail.js";
-import { applyMessage, hosts, markPending, onPending, pending, statusOf, view } from "./state.js";
+import { closeDetail, installDetail, renderDetail, renderDetailAge, shownHost } from "./detail.js";
+import {
+  applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
+} from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
@@ -61,6 +63,11 @@ function frame() {
 }
 
 onPending(scheduleFrame);
+onForget((entry) => {
+  if (entry.host === shownHost()) closeDetail();
+  removeCard(entry);
+  renderCounts(nowSec());
+});
 
 // ---- controls --------------------------------------------------------------
 

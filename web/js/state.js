@@ -19,10 +19,16 @@ export const view = {
 };
 
 let redraw = () => {};
+let forgotten = () => {};
 
 /** Call fn whenever a host waits to be drawn (the frame loop schedules a frame). */
 export function onPending(fn) {
   redraw = fn;
+}
+
+/** Call fn(entry) once a host the server forgot has left the state (its card and views go). */
+export function onForget(fn) {
+  forgotten = fn;
 }
 
 /** Draw this host again at the next frame. */
@@ -117,10 +123,20 @@ function ingestAnalysis(ev, arrival, live) {
 
 function ingestStatus(ev, arrival) {
   if (typeof ev.host !== "string" || ev.host === "" || typeof ev.status !== "string") return;
+  if (ev.status.toLowerCase() === "forgotten") { forgetHost(ev.host); return; }
   const entry = getEntry(ev.host);
   entry.serverStatus = ev.status.toLowerCase();
   entry.serverStatusAt = arrival;
   markPending(entry);
+}
+
+/** A host the server forgot (silent for its --forget-after): its entry and data go. */
+function forgetHost(host) {
+  const entry = hosts.get(host);
+  if (!entry) return;
+  hosts.delete(host);
+  pending.delete(host);
+  forgotten(entry);
 }
 
 /**
