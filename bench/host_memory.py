@@ -12,7 +12,6 @@ Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 """
 
 import argparse
-import json
 import os
 import re
 import sys

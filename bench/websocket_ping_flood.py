@@ -10,7 +10,6 @@ Needs resmon installed (the twistd beside this interpreter) and psutil; no broke
 """
 
 import argparse
-import base64
 import os
 import socket
 import subprocess
@@ -22,26 +21,13 @@ import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from support import LOG_DIR, TWISTD, freePort  # noqa: E402
+from support import LOG_DIR, TWISTD, freePort, rawWebSocket  # noqa: E402
 
 PING = b"\x89\x80\x00\x00\x00\x00"   # a masked, empty ping
 
 
 def handshake(port):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        response += chunk
-    if not response.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(response.split(b"\r\n")[0].decode())
-    return sock
+    return rawWebSocket(port, timeout=10)
 
 
 class Flooder(threading.Thread):

@@ -4,6 +4,7 @@ C{twistd resmon} processes, a real Autobahn WebSocket client, and a plain
 txAMQP client that publishes like a third party would.
 """
 
+import base64
 import json
 import os
 import signal
@@ -59,6 +60,36 @@ def freePort():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rawWebSocket(port, receiveBuffer=None, timeout=None):
+    """
+    A blocking socket that has completed the WebSocket handshake with the
+    web role on C{port}, then is left to its caller: it never answers pings
+    and reads only if told to. C{receiveBuffer} shrinks its receive buffer
+    (so the server's send buffers fill at once).
+
+    @raise ConnectionError: if the handshake is closed or refused.
+    """
+    sock = socket.socket()
+    if receiveBuffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+    if timeout is not None:
+        sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("closed during the WebSocket handshake")
+        response += chunk
+    if not response.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(response.split(b"\r\n")[0].decode(errors="replace"))
+    return sock
 
 
 def withTimeout(d, seconds, what):

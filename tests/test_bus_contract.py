@@ -3,7 +3,6 @@ One contract, two buses: the in-process bus and RabbitMQ (the real broker)
 must deliver the same messages for the same bindings.
 """
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject

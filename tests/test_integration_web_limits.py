@@ -5,9 +5,7 @@ budget for all), connections (overall and per address), request bodies,
 slow requests, odd paths and queries.
 """
 
-import base64
 import json
-import os
 import re
 import select
 import socket
@@ -19,7 +17,7 @@ from twisted.web.client import Agent, readBody
 
 from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.topics import hostWord
-from support import freePort, withTimeout
+from support import freePort, rawWebSocket, withTimeout
 
 MIB = 1024 * 1024
 STATS = re.compile(
@@ -53,18 +51,7 @@ def _silentWebSocket(port):
     """
     A socket that completes a WebSocket handshake, then never reads again.
     """
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return rawWebSocket(port, receiveBuffer=4096)
 
 
 def _exchange(port, request, source="127.0.0.1", timeout=10):
