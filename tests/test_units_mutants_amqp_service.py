@@ -13,7 +13,10 @@ channels record what they are asked.
 """
 
 import random
+import struct
+from collections import Counter
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -22,13 +25,16 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from txamqp.content import Content
+from txamqp.protocol import GarbageException
 from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
+from amqpfields import contentHeader
 from resmon.brokerurl import parseBrokerURL
 from resmon.bus import amqp
 from resmon.bus.amqp import AMQPBus, ResmonAMQClient, _ClientFactory, _Delegate
-from resmon.bus.properties import PropertyLimits
+from resmon.bus.properties import REFUSED, PropertyLimits
 
 BROKER = parseBrokerURL("amqp://user:secret@127.0.0.1:5673/prod")
 # HostnameEndpoint's wait before it reports that every address failed.
@@ -324,3 +330,160 @@ def test_a_consumer_cancelled_on_an_older_connection_or_for_another_subscription
         "basic_consume"]
     assert ("queue_declare", {"queue": "analyzer", "durable": True, "arguments": {}}) in [
         (name, arguments) for _, name, arguments in client.calls]
+
+
+# Deliveries the bus refuses before any handler sees them (see
+# docs/operations.md, "Bad input on the bus").
+
+class Delivery:
+    def __init__(self, routingKey, tag, properties):
+        self.routing_key, self.delivery_tag = routingKey, tag
+        self.content = Content(b"{}", properties=properties)
+
+
+def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
+    counter = Counter()
+    handled = []
+    bus = AMQPBus(BROKER, "ex", Clock())
+    events = []
+    bus.log = Logger(observer=events.append)
+    bus.running = True
+    client = RecordingClient()
+    bus.useConnection(client, RecordingChannel(client, 1))
+    subscription = bus.subscribe(["#.measure"], lambda key, body: handled.append(key),
+                                 queue="analyzer", deadLetter="resmon.dead", rejected=counter)
+    assert subscription.rejected is counter
+    messages = client.queues["ctag-analyzer"]
+    client.calls.clear()
+    messages.put(Delivery("h." + "k" * 100, 1, {REFUSED: "w" * 300}))
+    messages.put(Delivery(b"h\xff.measure", 2, {}))
+    assert handled == []
+    assert [(name, arguments) for _, name, arguments in client.calls] == [
+        ("basic_reject", {"delivery_tag": 1, "requeue": False}),
+        ("basic_reject", {"delivery_tag": 2, "requeue": False})]
+    assert bus.counters["rejected"] == 2 and bus.counters["delivered"] == 2
+    assert bus.rejected == counter == Counter({amqp.PROPERTIES: 1, amqp.ROUTING_KEY: 1})
+    assert [formatEvent(e) for e in events[-2:]] == [
+        f"rejected a message under {('h.' + 'k' * 100)[:80]} from #.measure: properties: "
+        f"{'w' * 200} (1 for this reason), dead-lettered to resmon.dead",
+        "rejected a message under h\\xff.measure from #.measure: routing-key: not UTF-8 "
+        "(1 for this reason), dead-lettered to resmon.dead"]
+    logged = len(events)
+    for tag in range(3, 3001):
+        messages.put(Delivery("h.measure", tag, {REFUSED: "bad"}))
+    assert bus.rejected[amqp.PROPERTIES] == 2999 and counter[amqp.PROPERTIES] == 2999
+    assert [formatEvent(e).split(" (")[1] for e in events[logged:]] == [
+        f"{n} for this reason), dead-lettered to resmon.dead" for n in [*range(2, 11), 1000, 2000]]
+    messages.put(Delivery("h.measure", 3001, {}))
+    assert handled == ["h.measure"]
+
+
+def test_a_refusal_without_a_dead_letter_exchange_says_nothing_of_one():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    events = []
+    bus.log = Logger(observer=events.append)
+    bus.running = True
+    client = RecordingClient()
+    bus.useConnection(client, RecordingChannel(client, 1))
+    subscription = bus.subscribe(["#"], lambda key, body: None)
+    assert subscription.rejected == Counter() and subscription.rejected is not bus.rejected
+    client.queues["ctag-amq.gen-1"].put(Delivery("a.b", 1, {REFUSED: "why"}))
+    assert formatEvent(events[-1]) == (
+        "rejected a message under a.b from #: properties: why (1 for this reason)")
+    assert subscription.rejected == Counter({amqp.PROPERTIES: 1})
+
+
+def test_a_subscription_is_ready_once_it_consumes_and_waits_again_once_it_stops():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    subscription = bus.subscribe(["#"], lambda key, body: None)  # not connected
+    assert subscription.consuming is False
+    first, second = subscription.whenReady(), subscription.whenReady()
+    assert not first.called and not second.called
+    subscription.ready()
+    assert first.called and second.called and first.result is None
+    assert subscription.consuming is True and subscription.whenReady().called
+    subscription.stopped()
+    assert subscription.consuming is False
+    waiting = subscription.whenReady()
+    assert not waiting.called
+    failures = []
+    waiting.addErrback(failures.append)
+    subscription.cancel()
+    [failure] = failures
+    assert failure.check(defer.CancelledError)
+    assert str(failure.value) == "the subscription was cancelled"
+    assert subscription.messageQueues == [] and subscription.queueNames == []
+
+
+def test_the_client_reads_a_content_header_on_any_channel_and_checks_its_frame_end():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    client = ResmonAMQClient(_Delegate(bus), "/", bus._spec)
+    payload = contentHeader(5, {"content-type": "application/json"})
+    frame = client._unpack_frame(struct.pack("!BHI", 2, 40000, len(payload)) + payload + b"\xce")
+    assert frame.channel == 40000
+    assert (frame.payload.size, frame.payload.properties) == (5, {"content-type": "application/json"})
+    with pytest.raises(GarbageException, match="^frame error: expected 206, got 7$"):
+        client._unpack_frame(struct.pack("!BHI", 2, 1, len(payload)) + payload + b"\x07\xce")
+
+
+def test_a_handshake_waiting_on_a_lost_connection_fails_with_the_losses_reason():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    client = _ClientFactory(bus, bus._spec, "/", 0, Clock(), None).buildProtocol(None)
+    client.makeConnection(StringTransport())
+    failures = []
+    client.authenticate("guest", "guest").addErrback(failures.append)
+    reason = Failure(ConnectionRefusedError("refused"))
+    client.connectionLost(reason)
+    [failure] = failures
+    assert failure.value.args[0] is reason
+    assert amqp._describe(failure) == "Connection was refused by other side: refused."
+
+
+def test_the_start_ok_carries_the_credentials_and_locale():
+    from test_units_amqp import _clientOver, _startOk
+    bus = AMQPBus(BROKER, "ex", Clock())
+    client, transport = _clientOver(_ClientFactory(bus, bus._spec, "/", 0, Clock(), None))
+    startOk = _startOk(client, transport)
+    # AMQPLAIN: a table of LOGIN and PASSWORD, as txAMQP encodes it.
+    assert startOk.response == "\x05LOGINS\x00\x00\x00\x05guest\x08PASSWORDS\x00\x00\x00\x05guest"
+    assert startOk.locale == "en_US"
+    assert startOk.client_properties["product"] == "resmon"
+
+
+def test_when_connected_fires_with_nothing_once_the_service_connects():
+    bus = AMQPBus(BROKER, "ex", Clock())
+
+    class Service:
+        def whenConnected(self):
+            return defer.succeed(object())
+    bus._clientService = Service()
+    assert bus.whenConnected().result is None
+    assert vars(bus.propertyLimits) == vars(PropertyLimits())
+
+
+class FailingChannel:
+    closed = False
+
+    def __init__(self):
+        self.returned = []
+
+    def __getattr__(self, name):
+        def call(**arguments):
+            d = defer.fail(RuntimeError("channel closed meanwhile"))
+            self.returned.append(d)
+            return d
+        return call
+
+
+def test_a_publication_or_acknowledgement_failing_on_a_closing_channel_leaves_no_unhandled_error():
+    bus = AMQPBus(BROKER, "ex", Clock())
+    bus.running = True
+    channel = FailingChannel()
+    bus.useConnection(object(), channel)
+    bus.publish("k", b"{}")
+    acknowledge = amqp._acknowledger(channel, 1)
+    acknowledge()
+    acknowledge.retry()
+    acknowledge.discard()
+    assert len(channel.returned) == 4
+    assert [isinstance(d.result, Failure) for d in channel.returned] == [False] * 4
