@@ -385,11 +385,11 @@ def test_a_refusal_without_a_dead_letter_exchange_says_nothing_of_one():
     bus.running = True
     client = RecordingClient()
     bus.useConnection(client, RecordingChannel(client, 1))
-    subscription = bus.subscribe(["#"], lambda key, body: None)
+    subscription = bus.subscribe(["a.#", "#.b"], lambda key, body: None)
     assert subscription.rejected == Counter() and subscription.rejected is not bus.rejected
     client.queues["ctag-amq.gen-1"].put(Delivery("a.b", 1, {REFUSED: "why"}))
     assert formatEvent(events[-1]) == (
-        "rejected a message under a.b from #: properties: why (1 for this reason)")
+        "rejected a message under a.b from a.#,#.b: properties: why (1 for this reason)")
     assert subscription.rejected == Counter({amqp.PROPERTIES: 1})
 
 
