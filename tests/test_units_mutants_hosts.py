@@ -115,3 +115,22 @@ def test_refusals_are_logged_ten_at_once_then_one_every_six_seconds_saying_how_m
     assert log.warn(logger, "refused {n}", n=12) is True and log.suppressed == 0
     assert [formatEvent(e) for e in events] == [f"refused {n}" for n in range(10)] + [
         "refused 12 (2 similar warnings not logged before this one)"]
+
+
+def test_a_half_bracketed_address_is_no_host_name():
+    for bad in ("[::1", "::1]", "[10.0.0.1"):
+        with pytest.raises(ValueError):
+            normalizeHostName(bad)
+
+
+def test_a_page_of_another_origin_is_refused_when_the_request_names_no_host():
+    policy = OriginPolicy(allowed=["https://dash.example.com"])
+    assert policy.accepts("https://dash.example.com", None) is True
+    assert policy.accepts("https://evil.example", None) is False
+    assert policy.accepts(None, None) is True
+
+
+def test_the_site_runs_on_the_clock_and_with_the_settings_it_is_given():
+    clock = Clock()
+    site = HostCheckedSite(resource.Resource(), OriginPolicy(), clock, timeout=5)
+    assert site.reactor is clock and site.timeOut == 5
