@@ -23,3 +23,16 @@ def test_measures_with_unknown_metrics_dropped_are_logged_ten_then_one_in_a_thou
     assert lines == [
         f"dropped 17 unknown metrics of a measure under h.measure: over 16 keys or 4096 bytes; "
         f"analysed its known metrics ({n} measures so far)" for n in [*range(1, 11), 1000, 2000]]
+
+
+def test_the_starting_line_names_the_analyzers_discovered_but_not_selected():
+    for leftOut, notRun in [(("load", "disk"), " (not selected: load, disk)"), ((), ""), (None, "")]:
+        service, _ = analyzerAt(clockAt(NOW), leftOut=leftOut)
+        events = []
+        service.log = Logger(observer=events.append)
+        service.startService()
+        assert formatEvent(events[0]) == (
+            f"analyzing measures from queue {service.queue} with {service.pipeline.analyzers[0].name}"
+            f"{notRun}")
+        assert service.leftOut == list(leftOut or ())
+        service.stopService()
