@@ -31,8 +31,8 @@ workdir=${MUTATION_WORKDIR:-$root/artifacts/mutation}
 jobs=${MUTATION_JOBS:-1}
 
 if [ $# -eq 0 ]; then
-    set -- resmon/wire.py resmon/bus/amqp.py resmon/services/analyzer.py resmon/fanout.py \
-        resmon/origins.py resmon/ratelimit.py resmon/pipeline.py resmon/liveness.py
+    set -- resmon/wire.py resmon/bus/amqp.py resmon/bus/properties.py resmon/services/analyzer.py \
+        resmon/fanout.py resmon/origins.py resmon/ratelimit.py resmon/pipeline.py resmon/liveness.py
 fi
 
 # The fast unit tests only: no broker, no twistd, no browser.
