@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as f:
     long_description = f.read()
@@ -11,10 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=[
-        "resmon", "resmon.analyzers", "resmon.bus", "resmon.services",
-        "resmon.webroot", "twisted.plugins",
-    ],
+    packages=find_packages(include=["resmon", "resmon.*"]) + ["resmon.webroot", "twisted.plugins"],
     # The dashboard's static files live in web/ and install as resmon/webroot.
     package_dir={"resmon.webroot": "web"},
     package_data={
@@ -34,9 +31,9 @@ setup(
     },
     entry_points={
         "resmon.analyzers": [
-            "usage = resmon.analyzers.usage:UsageAnalyzer",
-            "sustained = resmon.analyzers.sustained:SustainedLoadAnalyzer",
-            "disk = resmon.analyzers.disk:DiskAnalyzer",
+            "usage = resmon.analysis.builtin.usage:UsageAnalyzer",
+            "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",
+            "disk = resmon.analysis.builtin.disk:DiskAnalyzer",
         ],
     },
     classifiers=[

@@ -19,7 +19,7 @@ from twisted.internet import defer, task
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from resmon.sampler import Sampler  # noqa: E402
+from resmon.agent.sampler import Sampler  # noqa: E402
 from support import PlainAMQPClient, TwistdProcess, uniqueName  # noqa: E402
 
 

@@ -17,9 +17,9 @@ import tracemalloc
 
 from twisted.internet.task import Clock
 
-from resmon.fanout import MAX_FULL_HISTORY_HOSTS, EventFanout
-from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
-from resmon.subscriptions import parseQuery
+from resmon.webserver.fanout import MAX_FULL_HISTORY_HOSTS, EventFanout
+from resmon.webserver.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
+from resmon.webserver.subscriptions import parseQuery
 
 
 def analysis(host, seq, ts, cores, rng):

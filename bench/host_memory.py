@@ -22,7 +22,7 @@ from twisted.internet import defer, task
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 from resmon import topics, wire  # noqa: E402
-from resmon.sampler import Sampler  # noqa: E402
+from resmon.agent.sampler import Sampler  # noqa: E402
 from support import PlainAMQPClient, TwistdProcess, freePort, uniqueName  # noqa: E402
 
 

@@ -12,3 +12,11 @@ DEFAULT_OUTBOX_LIMIT = 10000
 DEFAULT_QUEUE = "resmon.analyzer"
 DEFAULT_PREFETCH = 200
 DEFAULT_DEAD_LETTER_QUEUE = "resmon.rejected"
+
+# Host liveness (resmon.services.liveness). Its queue is named after the
+# analyzers' queue, with this suffix: analyzers that share one queue share
+# one judge.
+LIVENESS_QUEUE_SUFFIX = ".liveness"
+DEFAULT_OFFLINE_AFTER = 30.0
+DEFAULT_GRACE = 5.0
+STALE_INTERVALS = 3

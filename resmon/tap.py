@@ -10,25 +10,23 @@ import sys
 from twisted.python import usage
 
 from resmon import __version__, wire
-from resmon.analyzers.base import parseThresholds
-from resmon.brokerurl import DEFAULT_BROKER, parseBrokerURL
+from resmon.analysis.base import parseThresholds
+from resmon.bus.brokerurl import DEFAULT_BROKER, parseBrokerURL
 from resmon.defaults import (
     DEFAULT_DEAD_LETTER_QUEUE,
     DEFAULT_HEARTBEAT,
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_PREFETCH,
     DEFAULT_QUEUE,
-)
-from resmon.fanout import DEFAULT_STALL_TIMEOUT
-from resmon.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
-from resmon.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
-from resmon.liveness import (
     DEFAULT_GRACE,
     DEFAULT_OFFLINE_AFTER,
     LIVENESS_QUEUE_SUFFIX,
     STALE_INTERVALS,
 )
-from resmon.pipeline import DEFAULT_TIME_BUDGET
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
+from resmon.webserver.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
+from resmon.webserver.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
+from resmon.analysis.pipeline import DEFAULT_TIME_BUDGET
 
 ROLES = {
     "agent": ("tracker",),
@@ -183,7 +181,7 @@ class Options(usage.Options):
         """
         Web role: a page origin (e.g. https://dash.example.com) that may also open the WebSocket, besides the dashboard's own origin and programs, which send none (repeatable).
         """
-        from resmon.origins import normalizeOrigin
+        from resmon.webserver.origins import normalizeOrigin
         try:
             self["allowed-origins"].append(normalizeOrigin(origin))
         except ValueError as e:
@@ -193,7 +191,7 @@ class Options(usage.Options):
         """
         Web role: a name the dashboard is served under (e.g. dash.example.com), besides addresses, localhost, this machine's host name and FQDN and the hosts of --allowed-origin; requests naming any other host in their Host header get 421, which stops DNS rebinding. '*' accepts any name (repeatable).
         """
-        from resmon.origins import normalizeHostName
+        from resmon.webserver.origins import normalizeHostName
         try:
             self["allowed-hosts"].append(normalizeHostName(name))
         except ValueError as e:
@@ -230,7 +228,7 @@ class Options(usage.Options):
             if given:
                 raise usage.UsageError(f"--{given[0]}: only for an amqps:// --broker")
             return None
-        from resmon.tls import TLSConfigurationError, brokerTLSOptions
+        from resmon.bus.tls import TLSConfigurationError, brokerTLSOptions
         try:
             return brokerTLSOptions(broker.host, self["tls-ca"], self["tls-cert"], self["tls-key"])
         except TLSConfigurationError as e:
@@ -303,7 +301,7 @@ class Options(usage.Options):
         for directory in self["plugin-dirs"]:
             _checkPluginDirectory(directory)
         if self["list-analyzers"]:
-            from resmon.plugins import discoverAnalyzers, formatAnalyzerList
+            from resmon.analysis.plugins import discoverAnalyzers, formatAnalyzerList
             print(formatAnalyzerList(discoverAnalyzers(self["plugin-dirs"])))
             sys.exit(0)
         self["analyzer-plugins"] = self["analyzers-left-out"] = None
@@ -317,7 +315,7 @@ class Options(usage.Options):
         Sets C{analyzer-plugins} (the configured analyzers, in run order)
         and C{analyzers-left-out} (names discovered but not selected).
         """
-        from resmon.plugins import AnalyzerConfigurationError, configureAnalyzers, discoverAnalyzers
+        from resmon.analysis.plugins import AnalyzerConfigurationError, configureAnalyzers, discoverAnalyzers
         discovery = discoverAnalyzers(self["plugin-dirs"])
         options = {name: dict(values) for name, values in self["analyzer-options"].items()}
         for subject in USAGE_SUBJECTS:
@@ -383,7 +381,7 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from resmon.multiservice import OrderedMultiService
+    from resmon.services.multiservice import OrderedMultiService
 
     parts = ROLES[options["role"]]
     top = OrderedMultiService()
@@ -412,15 +410,15 @@ def _makeBus(options, reactor):
 
 
 def _makeTracker(options, bus, reactor):
-    from resmon.sampler import Sampler, defaultHostName
-    from resmon.services.tracker import TrackerService
+    from resmon.agent.sampler import Sampler, defaultHostName
+    from resmon.services.agent import TrackerService
     return TrackerService(
         bus, Sampler(), options["name"] or defaultHostName(), options["interval"], reactor,
         statsInterval=options["stats-interval"])
 
 
 def _makeAnalyzer(options, bus, reactor):
-    from resmon.pipeline import AnalysisPipeline
+    from resmon.analysis.pipeline import AnalysisPipeline
     from resmon.services.analyzer import AnalyzerService
     pipeline = AnalysisPipeline(options["analyzer-plugins"], timeBudget=options["time-budget"],
                                 wallClock=reactor.seconds, forgetAfter=options["forget-after"])
@@ -436,7 +434,7 @@ def _makeAnalyzer(options, bus, reactor):
 
 
 def _makeLiveness(options, bus, reactor):
-    from resmon.liveness import HostLiveness
+    from resmon.services.liveness import HostLiveness
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
@@ -447,7 +445,7 @@ def _makeLiveness(options, bus, reactor):
 def _makeWeb(options, bus, reactor):
     import txaio
 
-    from resmon.origins import OriginPolicy, machineHostNames
+    from resmon.webserver.origins import OriginPolicy, machineHostNames
     from resmon.services.web import WebService
 
     # Autobahn logs every connection's life at debug level, which twistd

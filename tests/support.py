@@ -22,7 +22,7 @@ from txamqp.content import Content
 from txamqp.protocol import AMQClient
 from txamqp.spec import load as loadSpec
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import SPEC_PATH
 
 DEFAULT_TEST_BROKER = "amqp://guest:guest@127.0.0.1:5672/"

@@ -6,11 +6,11 @@ Tests for the built-in analyzers: usage, sustained (hysteresis) and disk
 import pytest
 from zope.interface.verify import verifyObject
 
-from resmon.analyzers.disk import DiskAnalyzer, formatDuration
-from resmon.analyzers.sustained import SustainedLoadAnalyzer
-from resmon.analyzers.usage import UsageAnalyzer
+from resmon.analysis.builtin.disk import DiskAnalyzer, formatDuration
+from resmon.analysis.builtin.sustained import SustainedLoadAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.interfaces import IAnalyzer
-from resmon.pipeline import validateFindings
+from resmon.analysis.pipeline import validateFindings
 from resmon.wire import Measure
 
 GB = 1024 ** 3

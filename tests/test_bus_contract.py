@@ -7,7 +7,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from resmon.bus.local import LocalBus
 from resmon.interfaces import IBus, ISubscription

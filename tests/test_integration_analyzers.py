@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from resmon import wire
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from support import subscriptionsReady
 

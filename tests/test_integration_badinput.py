@@ -14,7 +14,7 @@ from collections import Counter
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from support import connectWebSocket, freePort, subscriptionsReady, withTimeout
 

@@ -7,7 +7,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 from support import uniqueName, withTimeout
 

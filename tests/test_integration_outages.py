@@ -438,7 +438,7 @@ class SwallowingProxy(protocol.Factory):
 
 @pytest_twisted.inlineCallbacks
 def test_a_dead_link_is_detected_within_two_heartbeats_and_reconnected(broker, amqp, twistd):
-    from resmon.brokerurl import parseBrokerURL
+    from resmon.bus.brokerurl import parseBrokerURL
     target = parseBrokerURL(broker)
     proxy = SwallowingProxy(target.host, target.port)
     listening = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy)

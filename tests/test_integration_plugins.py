@@ -15,10 +15,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from resmon import wire
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
-from resmon.pipeline import AnalysisPipeline
-from resmon.plugins import loadAnalyzers
+from resmon.analysis.pipeline import AnalysisPipeline
+from resmon.analysis.plugins import loadAnalyzers
 from support import connectWebSocket, freePort, subscriptionsReady, withTimeout
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task, utils
 
 from resmon import topics, wire
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus, partitionQueue
 from privatebroker import RABBITMQCTL
 from support import PlainAMQPClient, connectWebSocket, freePort, subscriptionsReady, withTimeout

@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
 from twisted.web.client import Agent, readBody
 
-from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER
+from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.topics import hostWord
 from support import freePort, rawWebSocket, withTimeout
 

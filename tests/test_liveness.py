@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from fakebus import FakeBus
 from resmon import wire
 from resmon.bus.local import LocalBus
-from resmon.liveness import OFFLINE, ONLINE, HostLiveness
+from resmon.services.liveness import OFFLINE, ONLINE, HostLiveness
 from resmon.tap import Options
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{resmon.plugins}: discovery from entry points and drop-in
+Tests for L{resmon.analysis.plugins}: discovery from entry points and drop-in
 directories, the checks that refuse broken plugins, selection,
 configuration and the listing.
 """
@@ -17,9 +17,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
     import tomli as tomllib
 
-from resmon import plugins
+from resmon.analysis import plugins
 from resmon.interfaces import IAnalyzer
-from resmon.pipeline import validateFindings
+from resmon.analysis.pipeline import validateFindings
 from resmon.wire import Measure
 
 GOOD = """
@@ -63,7 +63,7 @@ def forgetPluginModules():
 @pytest.fixture
 def logged(monkeypatch):
     """
-    The events logged by L{resmon.plugins}.
+    The events logged by L{resmon.analysis.plugins}.
     """
     events = []
     monkeypatch.setattr(plugins, "log", Logger(observer=events.append))
@@ -165,7 +165,7 @@ def test_brokenDropInsAreRefused(pluginDir, logged):
                 return None
     """)
     raising = writePlugin(pluginDir, "raising.py", """
-        from resmon.analyzers.base import Analyzer
+        from resmon.analysis.base import Analyzer
 
         class Raising(Analyzer):
             name = "raising"
@@ -400,7 +400,7 @@ def test_formatAnalyzerList(tmp_path, pluginDir, logged):
     good = writePlugin(pluginDir, "good.py", goodPlugin("good", doc="Judges goodness."))
     broken = writePlugin(pluginDir, "broken.py", "import resmon_no_such_module\n")
     undocumented = writePlugin(pluginDir, "undocumented.py", """
-        from resmon.analyzers.base import Analyzer
+        from resmon.analysis.base import Analyzer
 
         class Undocumented(Analyzer):
             name = "undocumented"

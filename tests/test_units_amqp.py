@@ -14,7 +14,7 @@ from txamqp.protocol import AMQClient
 from txamqp.queue import Closed as QueueClosed
 from txamqp.queue import TimeoutDeferredQueue
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus, Dropped, _ClientFactory, _Delegate
 from resmon.bus.properties import PropertyLimits
 

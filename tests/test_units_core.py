@@ -8,10 +8,10 @@ import json
 import pytest
 
 from resmon import topics, wire
-from resmon.analyzers.base import Analyzer, classify, parseThresholds
-from resmon.analyzers.usage import UsageAnalyzer
-from resmon.brokerurl import parseBrokerURL
-from resmon.pipeline import AnalysisPipeline, validateFindings, InvalidFindings
+from resmon.analysis.base import Analyzer, classify, parseThresholds
+from resmon.analysis.builtin.usage import UsageAnalyzer
+from resmon.bus.brokerurl import parseBrokerURL
+from resmon.analysis.pipeline import AnalysisPipeline, validateFindings, InvalidFindings
 
 
 @pytest.mark.parametrize("name, word", [

@@ -16,13 +16,13 @@ from twisted.logger import globalLogPublisher
 
 from fakebus import FakeBus
 from resmon import wire
-from resmon.analyzers.usage import UsageAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.delivery import Discard
-from resmon.fanout import EventFanout
-from resmon.history import FleetHistory
-from resmon.pipeline import AnalysisPipeline
+from resmon.webserver.fanout import EventFanout
+from resmon.webserver.history import FleetHistory
+from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.services.analyzer import REMEMBERED_MEASURES, AnalyzerService
-from resmon.subscriptions import parseSubscribe
+from resmon.webserver.subscriptions import parseSubscribe
 from resmon.tap import Options
 
 NOW = 1_800_000_000.0
@@ -388,7 +388,7 @@ def test_max_clock_skew_defaults_to_300_seconds():
 
 
 def test_liveness_ignores_a_measure_from_the_future_as_the_analyzer_rejects_it():
-    from resmon.liveness import HostLiveness
+    from resmon.services.liveness import HostLiveness
     clock = clockAt(NOW)
     liveness = HostLiveness(ConfirmingBus(), clock, maxClockSkew=300)
     liveness.measureReceived("h.measure", measureBody(ts=NOW + 301))

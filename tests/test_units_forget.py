@@ -14,14 +14,14 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from resmon import wire
-from resmon.analyzers.usage import UsageAnalyzer
-from resmon.fanout import ClientFlow, EventFanout
-from resmon.history import FleetHistory
-from resmon.liveness import FORGOTTEN, OFFLINE, ONLINE, HostLiveness
-from resmon.pipeline import AnalysisPipeline
+from resmon.analysis.builtin.usage import UsageAnalyzer
+from resmon.webserver.fanout import ClientFlow, EventFanout
+from resmon.webserver.history import FleetHistory
+from resmon.services.liveness import FORGOTTEN, OFFLINE, ONLINE, HostLiveness
+from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.services.analyzer import AnalyzerService
 from resmon.services.web import WebService
-from resmon.subscriptions import EVERYTHING
+from resmon.webserver.subscriptions import EVERYTHING
 from resmon.tap import Options
 from resmon.topics import routingKey
 
@@ -226,7 +226,7 @@ def test_a_forgotten_status_drops_the_host_from_every_web_table_and_reaches_clie
 
 
 def test_forgetting_a_host_drops_it_from_the_clients_subscription_caches():
-    from resmon.subscriptions import Subscription
+    from resmon.webserver.subscriptions import Subscription
     fanout = EventFanout()
     subscription = Subscription(hosts=["a", "b"])
     fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: None})(), subscription)

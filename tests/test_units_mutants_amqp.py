@@ -1,6 +1,6 @@
 """
 The RabbitMQ bus's outbox and publisher confirms, pinned down where mutation
-testing (tools/mutation.sh) found them unchecked: what is published and how,
+testing (.ci/mutation.sh) found them unchecked: what is published and how,
 what a confirm settles, what a full outbox drops, what a lost connection
 logs and requeues, the defaults. A fake channel, as in test_units_amqp.py.
 """
@@ -13,7 +13,7 @@ from twisted.internet.task import Clock, LoopingCall
 from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus import amqp
 from resmon.bus.amqp import AMQPBus, Dropped
 

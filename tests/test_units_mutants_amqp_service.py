@@ -1,6 +1,6 @@
 """
 The RabbitMQ bus's connection wiring and declarations, pinned down where
-mutation testing (tools/mutation.sh) found them reached only by the
+mutation testing (.ci/mutation.sh) found them reached only by the
 integration tests: where startService connects (host, port, timeout, TLS),
 how fast it retries, the protocol its factory builds (vhost, heartbeat,
 property limits, the delegate), the handshake deadline, and the queues and
@@ -31,7 +31,7 @@ from txamqp.queue import TimeoutDeferredQueue
 from zope.interface import implementer
 
 from amqpfields import contentHeader
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus import amqp
 from resmon.bus.amqp import AMQPBus, ResmonAMQClient, _ClientFactory, _Delegate
 from resmon.bus.properties import REFUSED, PropertyLimits

@@ -1,6 +1,6 @@
 """
 The analyzer service's promises pinned down where mutation testing
-(tools/mutation.sh) found them unchecked: how it subscribes, what it counts
+(.ci/mutation.sh) found them unchecked: how it subscribes, what it counts
 and logs, which reasons it gives back to the bus, when its stats line comes.
 """
 
@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from resmon import wire
-from resmon.analyzers.usage import UsageAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.delivery import Discard, Retry
-from resmon.pipeline import AnalysisPipeline
+from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.services.analyzer import LOGGED_REJECTIONS, AnalyzerService
 
 

@@ -1,6 +1,6 @@
 """
 The analyzer's log line for measures with too many unknown metrics (see
-docs/operations.md), pinned down where mutation testing (tools/mutation.sh)
+docs/operations.md), pinned down where mutation testing (.ci/mutation.sh)
 found it unchecked: its text and its rate limit (the first ten, then one in
 a thousand).
 """

@@ -1,6 +1,6 @@
 """
 The fan-out's promises pinned down where mutation testing
-(tools/mutation.sh) found them unchecked: which analyses are repeats, what
+(.ci/mutation.sh) found them unchecked: which analyses are repeats, what
 a paused client is held to, what is counted and logged, the snapshot's
 notice when it sends the overview instead of a full history.
 """
@@ -10,11 +10,11 @@ import json
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
-from resmon.fanout import (
+from resmon.webserver.fanout import (
     MAX_FULL_HISTORY_HOSTS, RECENT_ANALYSES_PER_HOST, ClientFlow, EventFanout, LatestAnalyses,
     LatestEvents, encodeJSON)
-from resmon.history import DEFAULT_OVERVIEW_STEP, FleetHistory
-from resmon.subscriptions import parseQuery
+from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FleetHistory
+from resmon.webserver.subscriptions import parseQuery
 
 
 def analysis(host, seq, ts):

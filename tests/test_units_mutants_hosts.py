@@ -1,7 +1,7 @@
 """
-The Host-header check of the web role (--allowed-host, resmon.origins) and
+The Host-header check of the web role (--allowed-host, resmon.webserver.origins) and
 the rate-limited warnings (resmon.ratelimit.LimitedLog), pinned down where
-mutation testing (tools/mutation.sh) found them reached by no unit test: the
+mutation testing (.ci/mutation.sh) found them reached by no unit test: the
 Host headers accepted and refused, the 421 answer, its count and its log line.
 """
 
@@ -12,8 +12,8 @@ from twisted.logger import Logger, formatEvent
 from twisted.web import resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from resmon import origins
-from resmon.origins import (HostCheckedSite, MisdirectedRequest, OriginPolicy, hostOfHeader,
+from resmon.webserver import origins
+from resmon.webserver.origins import (HostCheckedSite, MisdirectedRequest, OriginPolicy, hostOfHeader,
                             machineHostNames, normalizeHostName)
 from resmon.ratelimit import LimitedLog
 

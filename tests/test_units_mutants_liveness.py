@@ -1,5 +1,5 @@
 """
-Host liveness pinned down where mutation testing (tools/mutation.sh) found
+Host liveness pinned down where mutation testing (.ci/mutation.sh) found
 it unchecked: the exact story its log tells, the status events' fields and
 timing, the tick, what a process standing by learns from the judge.
 """
@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from resmon import wire
-from resmon.liveness import HostLiveness
+from resmon.services.liveness import HostLiveness
 
 
 class Bus:

@@ -1,12 +1,12 @@
 """
-Origin checks pinned down where mutation testing (tools/mutation.sh) found
+Origin checks pinned down where mutation testing (.ci/mutation.sh) found
 them unchecked: what normalizeOrigin returns and refuses, and a Host header
 that is no address.
 """
 
 import pytest
 
-from resmon.origins import OriginPolicy, normalizeOrigin
+from resmon.webserver.origins import OriginPolicy, normalizeOrigin
 
 
 @pytest.mark.parametrize("origin, normalized", [

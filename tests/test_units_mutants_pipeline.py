@@ -1,6 +1,6 @@
 """
 The analysis pipeline's promises pinned down where mutation testing
-(tools/mutation.sh) found them unchecked: each invalid finding named, the
+(.ci/mutation.sh) found them unchecked: each invalid finding named, the
 analysis document's fields, per-analyzer state, the time budget's edge,
 failures counted and logged first and every hundredth.
 """
@@ -9,7 +9,7 @@ import pytest
 from twisted.logger import Logger, formatEvent
 
 from resmon import wire
-from resmon.pipeline import AnalysisPipeline, InvalidFindings, validateFindings
+from resmon.analysis.pipeline import AnalysisPipeline, InvalidFindings, validateFindings
 
 
 @pytest.mark.parametrize("findings, message", [

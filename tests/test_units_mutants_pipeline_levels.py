@@ -1,10 +1,10 @@
 """
-The level of one analyzer's findings (resmon.pipeline.findingsLevel), which
+The level of one analyzer's findings (resmon.analysis.pipeline.findingsLevel), which
 the analysis's own level is the worst of: pinned down where mutation testing
-(tools/mutation.sh) found it unchecked.
+(.ci/mutation.sh) found it unchecked.
 """
 
-from resmon.pipeline import findingsLevel
+from resmon.analysis.pipeline import findingsLevel
 
 
 def test_findings_have_their_own_level_or_the_worst_of_their_checks_or_none():

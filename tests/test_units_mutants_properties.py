@@ -1,6 +1,6 @@
 """
 The bounded content-header decoder (resmon.bus.properties), pinned down where
-mutation testing (tools/mutation.sh) found it unchecked: the shortest
+mutation testing (.ci/mutation.sh) found it unchecked: the shortest
 headers, long and empty short strings, continued property flags, huge and
 truncated table and array lengths, the class and weight of what it returns.
 """

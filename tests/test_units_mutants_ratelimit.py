@@ -1,6 +1,6 @@
 """
 The token bucket's limits on its own parameters, pinned down where mutation
-testing (tools/mutation.sh) found them unchecked.
+testing (.ci/mutation.sh) found them unchecked.
 """
 
 import pytest

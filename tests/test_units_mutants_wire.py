@@ -1,6 +1,6 @@
 """
 The wire format's checks, each pinned to its exact reason, detail and
-limit, where mutation testing (tools/mutation.sh) found them unchecked: a
+limit, where mutation testing (.ci/mutation.sh) found them unchecked: a
 bad value in any field is rejected for its own reason with a detail naming
 the field, and a value just inside each limit is accepted.
 """

@@ -7,9 +7,9 @@ from twisted.internet.task import Clock
 
 from fakebus import FakeBus
 from resmon import wire
-from resmon.analyzers.usage import UsageAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.delivery import Retry
-from resmon.pipeline import AnalysisPipeline
+from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.services.analyzer import AnalyzerService
 
 

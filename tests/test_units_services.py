@@ -14,13 +14,13 @@ from twisted.internet.task import Clock
 
 from fakebus import FakeBus
 from resmon import wire
-from resmon.analyzers.usage import UsageAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.local import LocalBus
-from resmon.fanout import ClientFlow, EventFanout
-from resmon.pipeline import AnalysisPipeline
-from resmon.sampler import Sampler
+from resmon.webserver.fanout import ClientFlow, EventFanout
+from resmon.analysis.pipeline import AnalysisPipeline
+from resmon.agent.sampler import Sampler
 from resmon.services.analyzer import AnalyzerService
-from resmon.services.tracker import TrackerService
+from resmon.services.agent import TrackerService
 from resmon.tap import Options
 
 

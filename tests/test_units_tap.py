@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from resmon import plugins, wire
-from resmon.analyzers.base import Analyzer
-from resmon.analyzers.disk import DiskAnalyzer
-from resmon.analyzers.sustained import SustainedLoadAnalyzer
-from resmon.analyzers.usage import UsageAnalyzer
-from resmon.pipeline import AnalysisPipeline
+from resmon import wire
+from resmon.analysis import plugins
+from resmon.analysis.base import Analyzer
+from resmon.analysis.builtin.disk import DiskAnalyzer
+from resmon.analysis.builtin.sustained import SustainedLoadAnalyzer
+from resmon.analysis.builtin.usage import UsageAnalyzer
+from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.tap import Options
 
 

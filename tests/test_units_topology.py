@@ -5,7 +5,7 @@ Unit tests of the RabbitMQ bus's periodic topology check, with fake channels.
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from resmon.brokerurl import parseBrokerURL
+from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
 
 

@@ -13,14 +13,14 @@ from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
 from fakebus import FakeBus
-from resmon.fanout import ClientFlow, EventFanout
-from resmon.history import FleetHistory, makePoint
-from resmon.httpapi import HostsResource
+from resmon.webserver.fanout import ClientFlow, EventFanout
+from resmon.webserver.history import FleetHistory, makePoint
+from resmon.webserver.httpapi import HostsResource
 from resmon.services.web import WebService, buildSite
-from resmon.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
-from resmon.origins import OriginPolicy, normalizeHostName, normalizeOrigin
+from resmon.webserver.subscriptions import InvalidSubscription, parseQuery, parseSubscribe
+from resmon.webserver.origins import OriginPolicy, normalizeHostName, normalizeOrigin
 from resmon.ratelimit import TokenBucket
-from resmon.websocket import DashboardFactory
+from resmon.webserver.websocket import DashboardFactory
 
 
 def analysis(host, seq, ts, cpu=10.0, cores=(10.0, 20.0), level="LOW"):
@@ -642,7 +642,7 @@ def test_sse_sends_a_snapshot_then_matching_events_and_keep_alives(tmp_path):
 
 
 def test_sse_data_with_line_breaks_becomes_several_data_lines(tmp_path):
-    from resmon.sse import eventFrame
+    from resmon.webserver.sse import eventFrame
     pretty = json.dumps(analysis("h", 1, 1.0), indent=2).encode()
     frame = eventFrame("analysis", pretty)
     assert frame.endswith(b"\n\n") and frame.count(b"\ndata: ") == pretty.count(b"\n") + 1
@@ -730,7 +730,7 @@ def test_web_service_expires_history_and_ends_streams_when_stopped():
 
 
 def test_full_history_of_a_large_fleet_falls_back_to_the_overview_and_says_so():
-    from resmon.fanout import MAX_FULL_HISTORY_HOSTS
+    from resmon.webserver.fanout import MAX_FULL_HISTORY_HOSTS
     clock = Clock()
     clock.advance(1000)
     fanout = _fanout(clock)
@@ -1021,7 +1021,7 @@ def test_allowed_host_options_are_validated_and_passed_to_the_web_role():
 
 
 def test_the_host_index_resolves_names_and_routing_words_without_scanning_the_fleet():
-    from resmon.fanout import HostIndex
+    from resmon.webserver.fanout import HostIndex
     index = HostIndex()
     for host in ("web-01.dc1", "web-01_dc1", "db.dc2", "a"):
         index.add(host)
@@ -1082,8 +1082,8 @@ def test_a_snapshot_is_frozen_when_it_is_taken_and_made_as_it_is_written():
 
 
 def test_client_flow_writes_a_snapshot_in_pieces_as_the_transport_reads_within_a_global_budget():
-    from resmon.fanout import ClientFlow, Snapshot
-    from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER, SendBudget
+    from resmon.webserver.fanout import ClientFlow, Snapshot
+    from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER, SendBudget
 
     class Stream:
         def __init__(self, flow=None):

@@ -1,63 +1,9 @@
 """
-Helpers for analyzer authors: level classification and a base class.
+Compatibility import path: L{resmon.analysis.base} is the home of these
+helpers. C{from resmon.analyzers.base import Analyzer, classify,
+parseThresholds} is documented public API and keeps working.
 """
 
-from zope.interface import implementer
+from resmon.analysis.base import Analyzer, classify, parseThresholds, worstLevel
 
-from resmon.interfaces import IAnalyzer
-
-
-def parseThresholds(text, name="thresholds"):
-    """
-    Parse C{"25,75"} into C{(25.0, 75.0)}: the MEDIUM and HIGH boundaries,
-    both within 0-100 and MEDIUM below HIGH.
-    """
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        medium, high = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{name} must be two numbers 'MEDIUM,HIGH' such as 25,75, not {text!r}")
-    if not (0 <= medium < high <= 100):
-        raise ValueError(f"{name} must satisfy 0 <= MEDIUM < HIGH <= 100, not {text!r}")
-    return medium, high
-
-
-def classify(value, thresholds):
-    """
-    C{"LOW"} below the first threshold, C{"MEDIUM"} from it to below the
-    second, C{"HIGH"} from the second on.
-    """
-    medium, high = thresholds
-    if value >= high:
-        return "HIGH"
-    if value >= medium:
-        return "MEDIUM"
-    return "LOW"
-
-
-LEVEL_ORDER = {"LOW": 0, "MEDIUM": 1, "HIGH": 2}
-
-
-def worstLevel(levels):
-    """
-    The highest of C{levels} (ignoring L{None}), or L{None}.
-    """
-    present = [level for level in levels if level in LEVEL_ORDER]
-    return max(present, key=LEVEL_ORDER.__getitem__) if present else None
-
-
-@implementer(IAnalyzer)
-class Analyzer:
-    """
-    A convenient base for analyzers: accepts no options unless a subclass
-    overrides L{configure}.
-    """
-
-    name = None
-
-    def configure(self, options):
-        if options:
-            raise ValueError(f"analyzer {self.name!r} takes no options, got {sorted(options)}")
-
-    def analyze(self, measure, state):
-        raise NotImplementedError()
+__all__ = ["Analyzer", "classify", "parseThresholds", "worstLevel"]

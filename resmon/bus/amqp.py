@@ -261,7 +261,7 @@ class AMQPBus(service.Service):
     """
     An L{IBus} on RabbitMQ.
 
-    @param broker: a L{resmon.brokerurl.BrokerURL}.
+    @param broker: a L{resmon.bus.brokerurl.BrokerURL}.
     @param exchange: the topic exchange's name; declared durable.
     @param reactor: the reactor to connect with (and its clock).
     @param heartbeat: AMQP heartbeat in seconds; a peer silent for two
@@ -278,7 +278,7 @@ class AMQPBus(service.Service):
     @param drainTimeout: seconds L{stopService} waits for the broker to
         confirm what is in flight before closing the connection.
     @param tls: for an C{amqps://} broker, the TLS client options (an
-        L{IOpenSSLClientConnectionCreator}, see L{resmon.tls}); L{None}
+        L{IOpenSSLClientConnectionCreator}, see L{resmon.bus.tls}); L{None}
         connects in the clear.
     @param propertyLimits: a L{PropertyLimits}: a delivery whose properties
         are over them, or cannot be decoded, is rejected without requeueing

@@ -40,7 +40,7 @@ class AnalyzerService(service.Service):
     (C{unknown-metrics}) and logged like rejections.
 
     @param bus: an L{resmon.interfaces.IBus}.
-    @param pipeline: an L{resmon.pipeline.AnalysisPipeline}.
+    @param pipeline: an L{resmon.analysis.pipeline.AnalysisPipeline}.
     @param clock: an L{IReactorTime}: the time a measure's C{ts} is judged
         against, and the periodic stats log line.
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock}.

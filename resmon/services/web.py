@@ -13,15 +13,15 @@ from twisted.application import internet, service, strports
 from twisted.logger import Logger
 
 from resmon import topics, wire
-from resmon.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
-from resmon.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
-from resmon.httpapi import apiResource
-from resmon.httplimits import (
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
+from resmon.webserver.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
+from resmon.webserver.httpapi import apiResource
+from resmon.webserver.httplimits import (
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_ADDRESS, ConnectionLimits,
     LimitedSite, WebRootFile)
-from resmon.sendbudget import DEFAULT_MAX_QUEUED, SendBudget
-from resmon.sse import DEFAULT_KEEPALIVE, EventStreamResource
-from resmon.websocket import DashboardFactory
+from resmon.webserver.sendbudget import DEFAULT_MAX_QUEUED, SendBudget
+from resmon.webserver.sse import DEFAULT_KEEPALIVE, EventStreamResource
+from resmon.webserver.websocket import DashboardFactory
 
 # Seconds between two checks whether clients left (and their memory can go back).
 TRIM_INTERVAL = 10.0
@@ -70,7 +70,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
         does not answer one within as long is dropped.
     @param idleTimeout: seconds an HTTP connection may stay silent before
         its request is complete (a handshake that never finishes).
-    @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
+    @param origins: the L{resmon.webserver.origins.OriginPolicy} of WebSocket
         handshakes and of every request's C{Host} (default: the dashboard's
         own origin, addresses and C{localhost} only).
     @param budget: the L{SendBudget} of bytes queued to all WebSocket and
@@ -102,7 +102,7 @@ class WebService(service.MultiService):
 
     @param historyWindow: seconds of history kept per host (0: none).
     @param historyPoints: most history points kept per host.
-    @param origins: the L{resmon.origins.OriginPolicy} of WebSocket
+    @param origins: the L{resmon.webserver.origins.OriginPolicy} of WebSocket
         handshakes (default: the dashboard's own origin only).
     @param maxClockSkew: seconds an analysis's C{ts} may be ahead of C{clock}.
     @param maxClients: connections served at once (HTTP, event streams and

@@ -9,6 +9,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, LIVENESS_QUEUE_SUFFIX, STALE_INTERVALS  # noqa: F401
 
 ONLINE = "online"
 STALE = "stale"
@@ -16,12 +17,6 @@ OFFLINE = "offline"
 FORGOTTEN = wire.FORGOTTEN
 
 DEFAULT_QUEUE = "resmon.analyzer.liveness"
-# The liveness queue is named after the analyzers' queue: analyzers that
-# share one queue share one judge.
-LIVENESS_QUEUE_SUFFIX = ".liveness"
-DEFAULT_OFFLINE_AFTER = 30.0
-DEFAULT_GRACE = 5.0
-STALE_INTERVALS = 3
 # A proof-of-concept measure carries no interval: assume the agent's default.
 ASSUMED_INTERVAL = 1.0
 CHECK_INTERVAL = 0.5

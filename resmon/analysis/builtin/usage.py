@@ -2,7 +2,7 @@
 The built-in usage analyzer: CPU and memory as LOW / MEDIUM / HIGH.
 """
 
-from resmon.analyzers.base import Analyzer, classify, parseThresholds, worstLevel
+from resmon.analysis.base import Analyzer, classify, parseThresholds, worstLevel
 
 DEFAULT_CPU_THRESHOLDS = (25.0, 75.0)
 DEFAULT_MEMORY_THRESHOLDS = (60.0, 85.0)

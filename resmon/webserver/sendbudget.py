@@ -3,7 +3,7 @@ One budget for the bytes the web role has queued to all its clients
 (WebSocket and event stream alike), so clients that stop reading cost a
 bounded amount of memory however many there are.
 
-Each client's L{resmon.fanout.ClientFlow} is a push producer on its
+Each client's L{resmon.webserver.fanout.ClientFlow} is a push producer on its
 connection: Twisted pauses it once more than L{HIGH_WATER} bytes wait in
 the connection's buffer and resumes it once they are all sent. While a
 client is paused it holds at most C{HIGH_WATER} plus the write that paused

@@ -7,8 +7,8 @@ import math
 
 from twisted.web import resource, server
 
-from resmon.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot, encodeJSON
-from resmon.subscriptions import InvalidSubscription, parseStep
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot, encodeJSON
+from resmon.webserver.subscriptions import InvalidSubscription, parseStep
 
 
 class JSONResource(resource.Resource):

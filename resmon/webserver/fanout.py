@@ -10,13 +10,13 @@ from collections import Counter, deque
 from twisted.logger import Logger
 
 from resmon import topics, wire
-from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
-from resmon.sendbudget import CHUNK_SIZE, HIGH_WATER
-from resmon.subscriptions import EVERYTHING
+from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
+from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
+from resmon.webserver.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
 MAX_STATUS_LENGTH = 32
-# The status of a host that sends (as in resmon.liveness).
+# The status of a host that sends (as in resmon.services.liveness).
 ONLINE = "online"
 # Full history of a whole fleet is hundreds of MiB built on the reactor:
 # beyond this many hosts a snapshot carries the overview instead.
@@ -155,7 +155,7 @@ class LatestAnalyses(LatestEvents):
     again, possibly after later ones (5, 6, 5, 6). A repeat of any of the
     recent analyses is a duplicate; an older analysis not seen before is
     new, but does not replace a newer latest one. Older means older by both
-    C{seq} and C{ts} (L{resmon.history.isLateCopy}): an analysis with a later
+    C{seq} and C{ts} (L{resmon.webserver.history.isLateCopy}): an analysis with a later
     C{seq} but an earlier C{ts} comes from an agent whose clock went back,
     and replaces the latest, as received.
     """
@@ -278,7 +278,7 @@ class ClientFlow:
 
     @param send: sends one message (whatever L{send} was given) to the client.
     @param disconnect: drops the client.
-    @param budget: the L{resmon.sendbudget.SendBudget} shared by all clients.
+    @param budget: the L{resmon.webserver.sendbudget.SendBudget} shared by all clients.
     @param stream: writes one message in pieces: C{begin()}, C{write(bytes)},
         C{end()}; without it a L{Snapshot} is sent whole with C{send}.
     @param sendKeyed: sends one event given its key and message (default:
@@ -454,7 +454,7 @@ class EventFanout:
     analysis of a host whose latest status is not C{online} records and
     sends an C{online} status for it (L{backOnline}).
 
-    @param history: a L{resmon.history.FleetHistory}, or L{None} for none.
+    @param history: a L{resmon.webserver.history.FleetHistory}, or L{None} for none.
     @param clock: an L{IReactorTime} judging times from the future and
         dating the C{online} statuses recorded here, or L{None}: no judging,
         and those statuses carry no time.

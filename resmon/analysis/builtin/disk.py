@@ -4,7 +4,7 @@ The built-in disk analyzer: fill level per filesystem and time to full.
 
 from collections import deque
 
-from resmon.analyzers.base import Analyzer, classify, worstLevel
+from resmon.analysis.base import Analyzer, classify, worstLevel
 
 DEFAULTS = {"medium": 80.0, "high": 90.0, "window": 3600.0, "warn_hours": 24.0}
 # Points kept per filesystem whatever the sampling interval, so the

@@ -4,7 +4,7 @@ The built-in sustained-load analyzer: a CPU level with hysteresis.
 
 from collections import deque
 
-from resmon.analyzers.base import Analyzer
+from resmon.analysis.base import Analyzer
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 DEFAULTS = {"samples": 5, "medium": 50.0, "high": 80.0, "margin": 10.0}

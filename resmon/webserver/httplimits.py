@@ -15,8 +15,8 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import http, pages, server, static
 
-from resmon.origins import HostCheckedSite
-from resmon.staticfiles import StaticFiles
+from resmon.webserver.origins import HostCheckedSite
+from resmon.webserver.staticfiles import StaticFiles
 
 DEFAULT_MAX_CLIENTS = 1000
 DEFAULT_MAX_CLIENTS_PER_ADDRESS = 50

@@ -7,8 +7,8 @@ comments and the same per-client flow control as the WebSocket.
 from twisted.internet.task import LoopingCall
 from twisted.web import resource, server
 
-from resmon.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, encodeJSON
-from resmon.subscriptions import InvalidSubscription, parseQuery
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, encodeJSON
+from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
 
 DEFAULT_KEEPALIVE = 15.0
 # Milliseconds an EventSource waits before reconnecting.

@@ -9,7 +9,7 @@ C{history} request for one host.
 import math
 
 from resmon import topics
-from resmon.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
+from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
 
 EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
 MAX_PATTERNS = 1000
@@ -64,7 +64,7 @@ class Subscription:
     @property
     def historyForm(self):
         """
-        L{resmon.history.FULL}, L{resmon.history.OVERVIEW}, or L{None} for no
+        L{resmon.webserver.history.FULL}, L{resmon.webserver.history.OVERVIEW}, or L{None} for no
         history.
         """
         if self.history is HISTORY_FULL:

@@ -13,10 +13,10 @@ from twisted.logger import Logger
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from resmon.fanout import ClientFlow, encodeJSON
-from resmon.origins import OriginPolicy
+from resmon.webserver.fanout import ClientFlow, encodeJSON
+from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
-from resmon.subscriptions import (
+from resmon.webserver.subscriptions import (
     InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
 
 # A client only ever sends small control messages; cap what it may send.

@@ -9,8 +9,8 @@
 #
 # Usage (from anywhere; mutmut is not a test dependency, install it apart):
 #   .venv/bin/pip install mutmut
-#   tools/mutation.sh                      # every module below, one after another
-#   tools/mutation.sh resmon/wire.py ...   # only these
+#   .ci/mutation.sh                      # every module below, one after another
+#   .ci/mutation.sh resmon/wire.py ...   # only these
 # Environment:
 #   PYTHON            the interpreter with resmon and mutmut (default: .venv/bin/python;
 #                     its bin/ directory must hold the mutmut command)
@@ -32,7 +32,7 @@ jobs=${MUTATION_JOBS:-1}
 
 if [ $# -eq 0 ]; then
     set -- resmon/wire.py resmon/bus/amqp.py resmon/bus/properties.py resmon/services/analyzer.py \
-        resmon/fanout.py resmon/origins.py resmon/ratelimit.py resmon/pipeline.py resmon/liveness.py
+        resmon/webserver/fanout.py resmon/webserver/origins.py resmon/ratelimit.py resmon/analysis/pipeline.py resmon/services/liveness.py
 fi
 
 # The fast unit tests only: no broker, no twistd, no browser.

@@ -1,0 +1,225 @@
+"""
+The analysis pipeline: runs every analyzer on a measure, isolated from each
+other, and composes their findings into one analysis.
+"""
+
+import math
+import time
+from collections import Counter
+
+from twisted.logger import Logger
+
+from resmon.analysis.base import worstLevel
+from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, VERSION
+
+DEFAULT_TIME_BUDGET = 0.05
+# The check subjects summarised in an analysis' C{levels}; C{cpu} is also
+# the proof of concept's C{cpu_result}.
+SUMMARY_SUBJECTS = ("cpu", "memory")
+
+
+class InvalidFindings(ValueError):
+    """
+    An analyzer returned something that is not valid findings.
+    """
+
+
+def _finite(value):
+    return value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def validateFindings(findings):
+    """
+    Check findings returned by an analyzer (see L{resmon.interfaces.IAnalyzer}).
+
+    @return: a clean copy, safe to serialise.
+    @raise InvalidFindings: naming what is wrong.
+    """
+    if not isinstance(findings, dict):
+        raise InvalidFindings(f"findings must be a dict or None, not {type(findings).__name__}")
+    unknown = set(findings) - {"level", "checks", "values", "messages"}
+    if unknown:
+        raise InvalidFindings(f"unknown key(s) {sorted(map(str, unknown))}")
+    clean = {}
+    if "level" in findings:
+        if findings["level"] is not None and findings["level"] not in LEVELS:
+            raise InvalidFindings(f"level must be one of {LEVELS} or None, not {findings['level']!r}")
+        clean["level"] = findings["level"]
+    if "checks" in findings:
+        checks = findings["checks"]
+        if not isinstance(checks, dict):
+            raise InvalidFindings("checks must be a dict")
+        clean["checks"] = {}
+        for subject, check in checks.items():
+            if not isinstance(subject, str) or not isinstance(check, dict):
+                raise InvalidFindings("checks must map str subjects to dicts")
+            if set(check) - {"level", "value", "message"}:
+                raise InvalidFindings(f"check {subject!r} has unknown keys")
+            if check.get("level") is not None and check["level"] not in LEVELS:
+                raise InvalidFindings(f"check {subject!r} has level {check['level']!r}")
+            if not _finite(check.get("value")):
+                raise InvalidFindings(f"check {subject!r} value must be a finite number or None")
+            if "message" in check and not isinstance(check["message"], str):
+                raise InvalidFindings(f"check {subject!r} message must be a str")
+            clean["checks"][subject] = dict(check)
+    if "values" in findings:
+        values = findings["values"]
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and _finite(v) for k, v in values.items()
+        ):
+            raise InvalidFindings("values must map str to finite numbers or None")
+        clean["values"] = dict(values)
+    if "messages" in findings:
+        messages = findings["messages"]
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            raise InvalidFindings("messages must be a list of str")
+        clean["messages"] = list(messages)
+    return clean
+
+
+def findingsLevel(findings):
+    """
+    The level of one analyzer's (validated) findings: its C{level}, or when
+    it gives none, the worst level of its checks, or L{None}.
+    """
+    if findings.get("level") is not None:
+        return findings["level"]
+    return worstLevel(check.get("level") for check in findings.get("checks", {}).values())
+
+
+def summaryLevels(results):
+    """
+    The C{levels} of an analysis: for each subject of L{SUMMARY_SUBJECTS},
+    the worst level of the checks of that subject among C{results}
+    (validated findings); a subject no analyzer judged is left out. No
+    analyzer is special, and the order they run in does not matter: the
+    built-in C{usage} and C{sustained} both supply a C{cpu} check, and
+    without C{usage} the CPU level is C{sustained}'s alone.
+    """
+    found = {}
+    for findings in results:
+        for subject, check in findings.get("checks", {}).items():
+            if subject in SUMMARY_SUBJECTS:
+                found.setdefault(subject, []).append(check.get("level"))
+    levels = {subject: worstLevel(subjectLevels) for subject, subjectLevels in found.items()}
+    return {subject: level for subject, level in levels.items() if level is not None}
+
+
+class AnalysisPipeline:
+    """
+    Runs analyzers over measures and builds analyses.
+
+    An analyzer that raises, returns invalid findings or runs over its time
+    budget has its entry in that analysis marked C{"status": "error"}; the
+    others and the pipeline carry on. Failures are counted per analyzer in
+    L{failures} and logged (the first, then every hundredth).
+
+    @param analyzers: L{IAnalyzer} providers, already configured.
+    @param timeBudget: seconds one analyzer may take on one measure.
+    @param wallClock: returns the current time (for C{analyzed_at}).
+    @param timer: a monotonic clock to measure analyzer run time.
+    @param forgetAfter: seconds (by C{wallClock}) without a measure of a
+        host before L{forgetSilent} drops its analyzers' state.
+    """
+
+    log = Logger()
+
+    def __init__(self, analyzers, timeBudget=DEFAULT_TIME_BUDGET,
+                 wallClock=time.time, timer=time.perf_counter,
+                 forgetAfter=DEFAULT_FORGET_AFTER):
+        self.analyzers = list(analyzers)
+        self.timeBudget = timeBudget
+        self.forgetAfter = forgetAfter
+        self._wallClock = wallClock
+        self._timer = timer
+        self._state = {}
+        # host -> time of its last measure, least recently seen first.
+        self._lastSeen = {}
+        self.forgotten = 0
+        self.failures = Counter()
+
+    def analyze(self, measure):
+        """
+        Build the analysis of one decoded L{resmon.wire.Measure}.
+        """
+        hostState = self._state.setdefault(measure.host, {})
+        self._lastSeen.pop(measure.host, None)
+        self._lastSeen[measure.host] = self._wallClock()
+        results = {}
+        for analyzer in self.analyzers:
+            results[analyzer.name] = self._run(
+                analyzer, measure, hostState.setdefault(analyzer.name, {}))
+        levels = summaryLevels(results.values())
+        return {
+            "v": VERSION,
+            "kind": "analysis",
+            "host": measure.host,
+            "seq": measure.seq,
+            "ts": measure.ts,
+            "interval": measure.interval,
+            "analyzed_at": self._wallClock(),
+            "level": worstLevel(findingsLevel(r) for r in results.values()),
+            "levels": levels,
+            "cpu_result": levels.get("cpu"),
+            "analyses": results,
+            "metrics": measure.metrics,
+        }
+
+    def _run(self, analyzer, measure, state):
+        started = self._timer()
+        try:
+            findings = analyzer.analyze(measure, state)
+            elapsed = self._timer() - started
+            if elapsed > self.timeBudget:
+                raise InvalidFindings(
+                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms budget")
+            if findings is None:
+                return {"status": "ok"}
+            result = validateFindings(findings)
+        except Exception as e:
+            return self._failed(analyzer, measure, e)
+        result["status"] = "ok"
+        return result
+
+    def _failed(self, analyzer, measure, error):
+        self.failures[analyzer.name] += 1
+        count = self.failures[analyzer.name]
+        reason = f"{type(error).__name__}: {error}"[:300]
+        if count == 1 or count % 100 == 0:
+            self.log.error(
+                "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
+                analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
+        return {"status": "error", "error": reason}
+
+    def forgetHost(self, host):
+        """
+        Drop the per-host state of C{host}.
+        """
+        self._state.pop(host, None)
+        self._lastSeen.pop(host, None)
+
+    def forgetSilent(self):
+        """
+        Drop the state of every host without a measure for more than
+        C{forgetAfter} seconds.
+
+        @return: how many hosts were forgotten.
+        """
+        limit = self._wallClock() - self.forgetAfter
+        silent = []
+        for host, seen in self._lastSeen.items():
+            if seen >= limit:
+                break  # the others were seen later
+            silent.append(host)
+        for host in silent:
+            self.forgetHost(host)
+        self.forgotten += len(silent)
+        return len(silent)
+
+    def hostCount(self):
+        """
+        How many hosts this pipeline keeps state for.
+        """
+        return len(self._state)
