@@ -2,14 +2,15 @@
 The analysis pipeline's promises pinned down where mutation testing
 (.ci/mutation.sh) found them unchecked: each invalid finding named, the
 analysis document's fields, per-analyzer state, the time budget's edge,
-failures counted and logged first and every hundredth.
+failures counted, and logged ten at once then one per period.
 """
 
 import pytest
-from twisted.logger import Logger, formatEvent
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, formatEvent
 
 from resmon import wire
-from resmon.analysis.pipeline import AnalysisPipeline, InvalidFindings, validateFindings
+from resmon.analysis.pipeline import FAILURE_LOG_PERIOD, AnalysisPipeline, InvalidFindings, validateFindings
 
 
 @pytest.mark.parametrize("findings, message", [
@@ -101,8 +102,10 @@ def test_an_analyzer_taking_its_whole_budget_is_on_time_and_one_over_it_is_not()
         "status": "error", "error": "InvalidFindings: took 62.5 ms, over its 50 ms budget"}
 
 
-def test_failures_are_counted_and_logged_first_then_every_hundredth():
-    pipeline = AnalysisPipeline([Analyzer("bad", raises=RuntimeError("x" * 400)), Analyzer("good")])
+def test_failures_are_counted_and_logged_ten_at_once_then_one_per_period():
+    clock = Clock()
+    pipeline = AnalysisPipeline([Analyzer("bad", raises=RuntimeError("x" * 400)), Analyzer("good")],
+                                clock=clock)
     events = []
     pipeline.log = Logger(observer=events.append)
     for _ in range(200):
@@ -111,5 +114,10 @@ def test_failures_are_counted_and_logged_first_then_every_hundredth():
     error = analysis["analyses"]["bad"]["error"]
     assert len(error) == 300 and error.startswith("RuntimeError: xxx")
     assert pipeline.failures == {"bad": 200}
+    clock.advance(FAILURE_LOG_PERIOD)
+    pipeline.analyze(measure("web"))
     lines = [formatEvent(e) for e in events]
-    assert lines == [f"analyzer bad failed on web (failure #{n}): {error}" for n in (1, 100, 200)]
+    assert lines == [f"analyzer bad failed on web (failure #{n}): {error}" for n in range(1, 11)] + [
+        f"analyzer bad failed on web (failure #201): {error} "
+        "(190 similar warnings not logged before this one)"]
+    assert all(e["log_level"] == LogLevel.error for e in events)
