@@ -335,21 +335,6 @@ def test_a_consumer_cancelled_on_an_older_connection_or_for_another_subscription
 # Deliveries the bus refuses before any handler sees them (see
 # docs/operations.md, "Bad input on the bus").
 
-def connectedBus():
-    """
-    A running bus on a recording client and channel, logging into C{events}.
-
-    @return: the bus, the client and the events.
-    """
-    bus = AMQPBus(BROKER, "ex", Clock())
-    events = []
-    bus.log = Logger(observer=events.append)
-    bus.running = True
-    client = RecordingClient()
-    bus.useConnection(client, RecordingChannel(client, 1))
-    return bus, client, events
-
-
 class Delivery:
     def __init__(self, routingKey, tag, properties):
         self.routing_key, self.delivery_tag = routingKey, tag
@@ -359,7 +344,12 @@ class Delivery:
 def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
     counter = Counter()
     handled = []
-    bus, client, events = connectedBus()
+    bus = AMQPBus(BROKER, "ex", Clock())
+    events = []
+    bus.log = Logger(observer=events.append)
+    bus.running = True
+    client = RecordingClient()
+    bus.useConnection(client, RecordingChannel(client, 1))
     subscription = bus.subscribe(["#.measure"], lambda key, body: handled.append(key),
                                  queue="analyzer", deadLetter="resmon.dead", rejected=counter)
     assert subscription.rejected is counter
@@ -389,7 +379,12 @@ def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_
 
 
 def test_a_refusal_without_a_dead_letter_exchange_says_nothing_of_one():
-    bus, client, events = connectedBus()
+    bus = AMQPBus(BROKER, "ex", Clock())
+    events = []
+    bus.log = Logger(observer=events.append)
+    bus.running = True
+    client = RecordingClient()
+    bus.useConnection(client, RecordingChannel(client, 1))
     subscription = bus.subscribe(["a.#", "#.b"], lambda key, body: None)
     assert subscription.rejected == Counter() and subscription.rejected is not bus.rejected
     client.queues["ctag-amq.gen-1"].put(Delivery("a.b", 1, {REFUSED: "why"}))
