@@ -16,13 +16,16 @@ from support import (  # noqa: E402
     PlainAMQPClient, TwistdProcess, brokerUnreachableReason, brokerURL, freePort, uniqueName)
 
 
-def argumentParser(doc):
+def argumentParser(doc, **options):
     """
     A parser described by the first line of a benchmark's C{doc}, with
-    C{--broker}.
+    C{--broker} and an option for each keyword: C{stall_timeout=6.0} is
+    C{--stall-timeout}, a float defaulting to 6.0.
     """
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--broker", default=brokerURL())
+    for name, default in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     return parser
 
 

@@ -105,8 +105,4 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__)
-    parser.add_argument("--measures", type=int, default=20000)
-    parser.add_argument("--hosts", type=int, default=1000)
-    parser.add_argument("--cores", type=int, default=8)
-    runBenchmark(main, parser)
+    runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8))

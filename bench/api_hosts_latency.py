@@ -92,8 +92,4 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__)
-    parser.add_argument("--hosts", type=int, default=20000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--fleet-requests", type=int, default=10)
-    runBenchmark(main, parser)
+    runBenchmark(main, argumentParser(__doc__, hosts=20000, requests=200, fleet_requests=10))

@@ -51,7 +51,4 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--per-round", type=int, default=5000)
-    runBenchmark(main, parser)
+    runBenchmark(main, argumentParser(__doc__, rounds=4, per_round=5000))

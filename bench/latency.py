@@ -50,7 +50,4 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__)
-    parser.add_argument("--count", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=100.0)
-    runBenchmark(main, parser)
+    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0))

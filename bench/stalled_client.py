@@ -59,7 +59,4 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__)
-    parser.add_argument("--rate", type=int, default=500)
-    parser.add_argument("--stall-timeout", type=float, default=6)
-    runBenchmark(main, parser)
+    runBenchmark(main, argumentParser(__doc__, rate=500, stall_timeout=6.0))

@@ -487,6 +487,15 @@ def startedWeb(twistd, label, *args, ready=b"dashboard listening"):
     return web, port
 
 
+def startedWebRole(twistd, label, broker, amqp, *args):
+    """
+    L{startedWeb} with C{--role=web} on the test's broker and exchange (the
+    C{amqp} fixture's), once it consumes analyses.
+    """
+    return startedWeb(twistd, label, "--role=web", f"--broker={broker}",
+                      f"--exchange={amqp.names['exchange']}", *args, ready=b"consuming #.analysis")
+
+
 def analysisBody(host, seq, padding=4000):
     """
     An analysis of C{host} as the analyzer publishes it, analysed now,
@@ -573,3 +582,46 @@ def splitFrames(data):
         frames.append((data[0] & 0x0F, data[start:start + length]))
         data = data[start + length:]
     return frames, data
+
+
+class SSEReader(protocol.Protocol):
+    """
+    Reads a streaming text/event-stream body into (event, data) pairs.
+    """
+
+    def __init__(self):
+        self.buffer = b""
+        self.events = []
+        self.comments = []
+        self._waiters = []
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            frame, self.buffer = self.buffer.split(b"\n\n", 1)
+            kind, data = None, []
+            for line in frame.split(b"\n"):
+                if line.startswith(b":"):
+                    self.comments.append(line)
+                elif line.startswith(b"event: "):
+                    kind = line[len(b"event: "):].decode()
+                elif line.startswith(b"data: "):
+                    data.append(line[len(b"data: "):])
+            if kind is not None:
+                self.events.append((kind, json.loads(b"\n".join(data))))
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate(self.events):
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def waitFor(self, predicate, timeout, what):
+        if predicate(self.events):
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append((predicate, d))
+        return withTimeout(d, timeout, what)
+
+    def connectionLost(self, reason):
+        self.done.callback(None)

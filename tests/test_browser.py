@@ -124,19 +124,21 @@ def processes():
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
-def startedServer(processes, label, broker, amqp, *args):
+def startedServer(processes, label, broker, amqp, *args, role="server"):
     """
-    A C{--role=server} on the test's exchange and queue, with a dashboard on
-    a free local port, once it serves and consumes.
+    A C{--role=server} on the test's exchange and queue (or a C{--role=web} on
+    its exchange), with a dashboard on a free local port, once it serves and
+    consumes.
 
     @return: the process, its port, and the broker arguments for agents.
     """
     port = freePort()
     common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
-    server = processes(label, "--role=server", *common, *args, f"--queue={amqp.names['queue']}",
-                       f"--port={port}", "--interface=127.0.0.1")
+    queue = [f"--queue={amqp.names['queue']}"] if role == "server" else []
+    server = processes(label, f"--role={role}", *common, *args, *queue, f"--port={port}",
+                       "--interface=127.0.0.1")
     server.waitFor(b"dashboard listening")
-    server.waitFor(b"consuming #.measure")
+    server.waitFor(b"consuming #.measure" if role == "server" else b"consuming #.analysis")
     return server, port, common
 
 
@@ -488,12 +490,8 @@ def test_sorted_by_cpu_a_big_fleet_is_reordered_at_most_once_a_second(broker, am
     import sys
     from selenium.webdriver.support.ui import Select
 
-    port = freePort()
     exchange = amqp.names["exchange"]
-    web = processes("browser-reorder-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                    f"--port={port}", "--interface=127.0.0.1")
-    web.waitFor(b"dashboard listening")
-    web.waitFor(b"consuming #.analysis")
+    web, port, _ = startedServer(processes, "browser-reorder-web", broker, amqp, role="web")
     browser.get(f"http://127.0.0.1:{port}/")
     Select(browser.find_element("id", "sort")).select_by_value("cpu")
 
@@ -554,12 +552,8 @@ def test_a_page_opened_on_a_fleet_of_1000_hosts_shows_every_host_from_the_snapsh
     """
     from selenium.webdriver.common.by import By
 
-    port = freePort()
     exchange = amqp.names["exchange"]
-    web = processes("browser-fleet-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                    f"--port={port}", "--interface=127.0.0.1")
-    web.waitFor(b"dashboard listening")
-    web.waitFor(b"consuming #.analysis")
+    web, port, _ = startedServer(processes, "browser-fleet-web", broker, amqp, role="web")
     now = time.time()
     fleet = [f"node{n:04d}.fleet.example" for n in range(1000)]
     messages = [(host.replace(".", "_") + ".analysis", _pastAnalysis(host, 1, now - 1, float(n % 97)))

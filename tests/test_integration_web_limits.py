@@ -17,7 +17,7 @@ from twisted.web.client import Agent, readBody
 
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.topics import hostWord
-from support import rawWebSocket, startedWeb, waitUntil, withTimeout
+from support import SSEReader, rawWebSocket, startedWeb, startedWebRole, waitUntil
 
 MIB = 1024 * 1024
 STATS = re.compile(
@@ -105,10 +105,9 @@ def _get(port, path):
 def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_everything(
         broker, amqp, twistd):
     exchange = amqp.names["exchange"]
-    web, port = yield startedWeb(
-        twistd, "limits-budget", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-        "--max-queued-mib=1", "--stall-timeout=4", "--stats-interval=1",
-        "--max-clients-per-address=200", ready=b"consuming #.analysis")
+    web, port = yield startedWebRole(
+        twistd, "limits-budget", broker, amqp, "--max-queued-mib=1", "--stall-timeout=4",
+        "--stats-interval=1", "--max-clients-per-address=200")
     hosts = [f"budget-{i:04d}.example" for i in range(1000)]
     for seq in range(2):
         for host in hosts:
@@ -135,12 +134,13 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
         # ...while a client that reads gets its whole snapshot and live events.
         response = yield Agent(reactor).request(
             b"GET", f"http://127.0.0.1:{port}/api/stream?events=analysis&history=0".encode())
-        reader = _SSECollector()
+        reader = SSEReader()
         response.deliverBody(reader)
-        yield withTimeout(reader.events(2), 30, "a snapshot and a live event on a reading client")
-        kind, snapshot = reader.parsed[0]
+        yield reader.waitFor(lambda events: len(events) >= 2, 30,
+                             "a snapshot and a live event on a reading client")
+        kind, snapshot = reader.events[0]
         assert kind == "snapshot" and len(snapshot["events"]) == 1000
-        assert reader.parsed[1][0] == "analysis"
+        assert reader.events[1][0] == "analysis"
     finally:
         live.stop()
         for sock in silent:
@@ -154,43 +154,6 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
     yield waitUntil(lambda: defer.succeed(_stats(web)[-1][0] <= 1 and _stats(web)[-1][2] == 0), 15,
                    "the silent clients to be gone and nothing queued")
     assert b"Traceback" not in web.output
-
-
-class _SSECollector:
-    def __init__(self):
-        self.buffer = b""
-        self.parsed = []
-        self._waiters = []
-
-    def makeConnection(self, transport):
-        pass
-
-    def dataReceived(self, data):
-        self.buffer += data
-        while b"\n\n" in self.buffer:
-            block, self.buffer = self.buffer.split(b"\n\n", 1)
-            kind, data = None, []
-            for line in block.split(b"\n"):
-                if line.startswith(b"event: "):
-                    kind = line[7:].decode()
-                elif line.startswith(b"data: "):
-                    data.append(line[6:])
-            if kind is not None:
-                self.parsed.append((kind, json.loads(b"\n".join(data))))
-        for count, d in list(self._waiters):
-            if len(self.parsed) >= count:
-                self._waiters.remove((count, d))
-                d.callback(None)
-
-    def connectionLost(self, reason):
-        pass
-
-    def events(self, count):
-        if len(self.parsed) >= count:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append((count, d))
-        return d
 
 
 @pytest_twisted.inlineCallbacks
@@ -327,9 +290,8 @@ def test_odd_paths_and_queries_get_400_or_404_never_500(twistd):
 @pytest_twisted.inlineCallbacks
 def test_new_hosts_beyond_max_hosts_are_refused_and_known_ones_keep_updating(broker, amqp, twistd):
     exchange = amqp.names["exchange"]
-    web, port = yield startedWeb(
-        twistd, "limits-hosts", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-        "--max-hosts=1000", "--stats-interval=1", ready=b"consuming #.analysis")
+    web, port = yield startedWebRole(
+        twistd, "limits-hosts", broker, amqp, "--max-hosts=1000", "--stats-interval=1")
     hosts = [f"cap-{i:04d}.example" for i in range(1200)]
     for host in hosts:
         amqp.publish(exchange, f"{hostWord(host)}.analysis", _analysis(host, 0))

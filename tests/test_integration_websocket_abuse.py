@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, threads
 
 from support import (
     WebSocketRecorder, connectWebSocket, publishAnalysesAt, rawWebSocket, readUntilClosed, splitFrames,
-    startedWeb, timeAnalyses, withTimeout)
+    startedWeb, startedWebRole, timeAnalyses, withTimeout)
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 
@@ -94,9 +94,8 @@ def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twist
 def test_a_stalled_client_is_dropped_and_the_others_get_everything_in_order(broker, amqp, twistd):
     # Its cost in memory and in the others' latency: bench/stalled_client.py.
     exchange = amqp.names["exchange"]
-    web, port = yield startedWeb(
-        twistd, "slow-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-        "--history=1", "--history-points=2", "--stall-timeout=6", ready=b"consuming #.analysis")
+    web, port = yield startedWebRole(
+        twistd, "slow-web", broker, amqp, "--history=1", "--history-points=2", "--stall-timeout=6")
     fast, _ = yield connectWebSocket(port)
     timeAnalyses(fast)
     # A small receive window: the server's send buffer fills within a second.

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
 
-from support import connectWebSocket, startedWeb, withTimeout
+from support import connectWebSocket, startedWeb, startedWebRole, withTimeout
 
 FLEET = 1000
 BIG_HOST = "big-iron.example"
@@ -78,9 +78,7 @@ def waitForHistory(port, host, count, timeout=30):
 def test_a_new_client_gets_the_whole_fleet_in_its_snapshot_and_a_big_history_reply(
         broker, amqp, twistd):
     exchange = amqp.names["exchange"]
-    web, port = yield startedWeb(
-        twistd, "fleet-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-        ready=b"consuming #.analysis")
+    web, port = yield startedWebRole(twistd, "fleet-web", broker, amqp)
     yield publishFleet(amqp, exchange)
     yield waitForHistory(port, BIG_HOST, BIG_POINTS)
 

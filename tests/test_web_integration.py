@@ -8,11 +8,11 @@ import json
 
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.web.client import Agent, readBody
 
-from support import WebSocketRecorder, freePort, startedWeb, withTimeout
+from support import SSEReader, WebSocketRecorder, freePort, startedWeb, withTimeout
 
 
 @defer.inlineCallbacks
@@ -120,49 +120,6 @@ def test_a_subscriber_gets_history_first_then_only_its_hosts_events(broker, amqp
     code, missing = yield _getJSON(port, "/api/hosts/nobody")
     assert code == 404 and missing["error"] == "unknown host"
     assert b"Traceback" not in server.output
-
-
-class SSEReader(protocol.Protocol):
-    """
-    Reads a streaming text/event-stream body into (event, data) pairs.
-    """
-
-    def __init__(self):
-        self.buffer = b""
-        self.events = []
-        self.comments = []
-        self._waiters = []
-        self.done = defer.Deferred()
-
-    def dataReceived(self, data):
-        self.buffer += data
-        while b"\n\n" in self.buffer:
-            frame, self.buffer = self.buffer.split(b"\n\n", 1)
-            kind, data = None, []
-            for line in frame.split(b"\n"):
-                if line.startswith(b":"):
-                    self.comments.append(line)
-                elif line.startswith(b"event: "):
-                    kind = line[len(b"event: "):].decode()
-                elif line.startswith(b"data: "):
-                    data.append(line[len(b"data: "):])
-            if kind is not None:
-                self.events.append((kind, json.loads(b"\n".join(data))))
-        for waiter in list(self._waiters):
-            predicate, d = waiter
-            if predicate(self.events):
-                self._waiters.remove(waiter)
-                d.callback(None)
-
-    def waitFor(self, predicate, timeout, what):
-        if predicate(self.events):
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append((predicate, d))
-        return withTimeout(d, timeout, what)
-
-    def connectionLost(self, reason):
-        self.done.callback(None)
 
 
 @pytest_twisted.inlineCallbacks

@@ -35,31 +35,19 @@ TICK = "liveness-tick"
 
 class HostLiveness(service.Service):
     """
-    Tracks the last measure of every host and publishes a status event on
-    each change: C{online} on a host's first measure and when it comes back,
-    C{stale} once it missed C{staleAfter} seconds (default: three of its own
-    intervals), C{offline} after C{offlineAfter} seconds without a measure,
-    and C{forgotten} after C{forgetAfter} seconds without one, whatever its
-    status then (so a C{forgetAfter} shorter than C{offlineAfter} forgets
-    hosts without ever saying they are offline): the host leaves the table,
-    and every role that receives the status drops what it keeps of it.
-
-    It judges nothing while the bus is disconnected, and for C{grace}
-    seconds after every (re)connection hosts are not judged either, and count
-    as seen at that moment: the analyzer's own outage is not the hosts'.
+    Publishes a C{<host>.status} event each time the judge
+    (L{resmon.analysis.liveness.LivenessJudge}, where the rules are) finds
+    a host C{online}, C{stale}, C{offline} or C{forgotten}; every role that
+    receives a C{forgotten} drops what it keeps of the host.
 
     Measures come from their own subscription, a named queue consumed by one
     process at a time (the other analyzers stand by and take over when it
     goes): every process would otherwise see only its share of the measures,
     and several judges would publish every change several times. Each
     process also publishes a tick into that queue every L{TICK_INTERVAL}
-    seconds: a process judges only while it receives deliveries (ticks or
-    measures), that is while it is the active consumer, and on becoming it
-    (again) counts the hosts it knows as seen at that moment; a host's
-    silence is counted only up to shortly after the last delivery, so a
-    process that stops receiving stops judging at once. While it stands by,
-    it learns every host's status from the judge's C{<host>.status} events,
-    so on taking over it also judges the hosts that went silent before.
+    seconds, so the one receiving deliveries knows it judges. The others
+    learn every host's status from the judge's C{<host>.status} events, so
+    on taking over they also judge the hosts that went silent before.
 
     @param bus: an L{resmon.interfaces.IBus}; an C{AMQPBus} also tells,
         through C{connected} and C{counters["connections"]}, whether and since
