@@ -78,6 +78,10 @@ class Options(usage.Options):
          "asks for one (with its private key, unless --tls-key is given)."],
         ["tls-key", None, None, "amqps only: PEM file of the private key of --tls-cert."],
         ["exchange", "e", "resmon", "Name of the topic exchange every role publishes to."],
+        ["exchange-durable", None, "yes",
+         "yes or no: whether a role that finds the exchange missing declares it durable. An "
+         "existing exchange is used as it is (no for one shared with the proof of concept's "
+         "modules, which declare it non-durable, if resmon may start first)."],
         ["name", "n", None,
          "Host name the agent reports (default: this machine's short host name)."],
         ["interval", "i", "1.0",
@@ -257,6 +261,8 @@ class Options(usage.Options):
         self["tls"] = self._tlsOptions()
         if not self["exchange"] or len(self["exchange"]) > 255:
             raise usage.UsageError("--exchange: must be 1 to 255 characters")
+        if self["exchange-durable"] not in ("yes", "no"):
+            raise usage.UsageError("--exchange-durable: must be yes or no")
         self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
         self["port"] = _number(self, "port", int, 0, 65535)
         self["prefetch"] = _number(self, "prefetch", int, 1, 65535)
@@ -406,7 +412,8 @@ def _makeBus(options, reactor):
     from resmon.bus.amqp import AMQPBus
     return AMQPBus(
         options["broker"], options["exchange"], reactor,
-        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"])
+        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"],
+        exchangeDurable=options["exchange-durable"] == "yes")
 
 
 def _makeTracker(options, bus, reactor):

@@ -284,12 +284,18 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
 
 def encodeMeasure(host, seq, ts, interval, metrics):
     """
-    Encode a v1 measure.
+    Encode a v1 measure. It also carries the total CPU as a top-level
+    C{cpu_percentage}, when C{metrics} has it, for a proof-of-concept
+    analyzer reading resmon's measures.
     """
-    return _dumps({
+    document = {
         "v": VERSION, "kind": "measure", "host": host, "seq": seq,
         "ts": ts, "interval": interval, "metrics": metrics,
-    })
+    }
+    cpu = metrics.get("cpu") if isinstance(metrics, dict) else None
+    if isinstance(cpu, dict) and _isNumber(cpu.get("percent")):
+        document[LEGACY_CPU] = cpu["percent"]
+    return _dumps(document)
 
 
 def encodeAnalysis(analysis):
@@ -334,3 +340,71 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
 
 def _dumps(document):
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# Proof-of-concept (legacy) analyses.
+#
+# The proof of concept resmon grew from publishes {"cpu_result": "LOW"} under
+# <host>.analysis, and reads "cpu_percentage" from measures. A web role next
+# to a proof-of-concept analyzer accepts such an analysis and turns it into a
+# v1 one, marked as coming from a legacy analyzer.
+
+LEGACY_CPU = "cpu_percentage"
+LEGACY_RESULT = "cpu_result"
+# The "analyzer" of an analysis made from a proof-of-concept one.
+LEGACY_ANALYZER = "legacy"
+
+
+def isLegacyAnalysis(document):
+    """
+    Whether C{document} (a decoded JSON object) is exactly a
+    proof-of-concept analysis: C{{"cpu_result": <level>}} and nothing else.
+    """
+    return (set(document) == {LEGACY_RESULT}
+            and isinstance(document[LEGACY_RESULT], str) and document[LEGACY_RESULT] in LEVELS)
+
+
+def decodeLegacyAnalysis(routingKey, body, receivedAt, maxBody=DEFAULT_MAX_BODY):
+    """
+    Decode a proof-of-concept analysis received under C{<host>.analysis}
+    into a v1 analysis of host C{<host>} (the routing key's word): its
+    C{level}, C{levels.cpu} and C{cpu_result} are the C{cpu_result};
+    C{seq}, C{ts} and C{interval} are L{None}; C{analyzed_at} is
+    C{receivedAt}; C{analyzer} is L{LEGACY_ANALYZER} and C{legacy} is
+    C{True}.
+
+    @raise Rejected: the body is not exactly a proof-of-concept analysis
+        (C{version}, as for any other body without C{v}), or the key is not
+        C{<host>.analysis} (C{routing-key}).
+    """
+    words = topics.splitKey(routingKey)
+    if words is None or words[1] != topics.ANALYSIS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.analysis")
+    document = loadJSON(body, maxBody)
+    if not isLegacyAnalysis(document):
+        raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
+    level = document[LEGACY_RESULT]
+    return {
+        "v": VERSION, "kind": topics.ANALYSIS, "host": words[0], "seq": None, "ts": None,
+        "interval": None, "analyzed_at": receivedAt, "analyzer": LEGACY_ANALYZER,
+        "legacy": True, "level": level, "levels": {"cpu": level}, LEGACY_RESULT: level,
+        "analyses": {}, "metrics": {},
+    }
+
+
+def decodeEventOrLegacy(routingKey, body, receivedAt, maxBody=DEFAULT_MAX_BODY, notAfter=None):
+    """
+    L{decodeEvent}, and for a body without C{v} under C{<host>.analysis},
+    L{decodeLegacyAnalysis}: C{(document, legacy)}.
+
+    @raise Rejected: as L{decodeEvent} does, for anything else.
+    """
+    try:
+        return decodeEvent(routingKey, body, maxBody, notAfter), False
+    except Rejected as e:
+        if e.reason != "version" or not routingKey.endswith("." + topics.ANALYSIS):
+            raise
+        try:
+            return decodeLegacyAnalysis(routingKey, body, receivedAt, maxBody), True
+        except Rejected:
+            raise e

@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
+from resmon.bus.exchange import PROBING, ExchangeUnusable, joinExchange
 from resmon.bus.properties import FRAME_HEADER, REFUSED, PropertyLimits, decodeContentHeader
 from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.interfaces import IBus, ISubscription
@@ -109,6 +110,8 @@ class ResmonAMQClient(AMQClient):
         AMQClient.connectionLost(self, reason)
 
     def channel_failed(self, channel, reason):
+        if getattr(channel, PROBING, False):
+            return  # a declaration the broker may refuse (resmon.bus.exchange)
         self.log.warn("broker closed channel {channel}: {reason}; reconnecting",
                       channel=channel.id, reason=reason.getErrorMessage())
         if self.transport is not None:
@@ -262,7 +265,10 @@ class AMQPBus(service.Service):
     An L{IBus} on RabbitMQ.
 
     @param broker: a L{resmon.bus.brokerurl.BrokerURL}.
-    @param exchange: the topic exchange's name; declared durable.
+    @param exchange: the topic exchange's name; used as it is when it
+        exists, declared when it is missing (see L{resmon.bus.exchange}).
+    @param exchangeDurable: whether to declare the exchange durable when
+        it is missing.
     @param reactor: the reactor to connect with (and its clock).
     @param heartbeat: AMQP heartbeat in seconds; a peer silent for two
         intervals is dropped and reconnected.
@@ -293,8 +299,9 @@ class AMQPBus(service.Service):
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
-                 drainTimeout=2.0, tls=None, propertyLimits=None):
+                 drainTimeout=2.0, tls=None, propertyLimits=None, exchangeDurable=True):
         self.broker = broker
+        self.exchangeDurable = exchangeDurable
         self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
         self.tls = tls
         self.exchange = exchange
@@ -402,8 +409,11 @@ class AMQPBus(service.Service):
         try:
             yield handshake
         except Exception as e:
-            self.log.warn("AMQP handshake with {broker} failed: {error}",
-                          broker=self.broker.redacted(), error=_describe(e))
+            if isinstance(e, ExchangeUnusable):
+                self._giveUp(e)
+            else:
+                self.log.warn("AMQP handshake with {broker} failed: {error}",
+                              broker=self.broker.redacted(), error=_describe(e))
             # ClientService (Twisted 26.10) leaves a connection whose
             # preparation failed open, and the loss of it, whenever it comes,
             # hits its state machine in a state that has no transition for it
@@ -429,12 +439,22 @@ class AMQPBus(service.Service):
         yield client.authenticate(self.broker.username, self.broker.password)
         channel = yield client.channel(PUBLISH_CHANNEL)
         yield channel.channel_open()
-        yield channel.exchange_declare(exchange=self.exchange, type="topic", durable=True)
-        yield channel.confirm_select()
         self._channelIds = count(PUBLISH_CHANNEL + 1)
+        yield joinExchange(client, self._channelIds, self.exchange, self.exchangeDurable)
+        yield channel.confirm_select()
         for subscription in self._subscriptions:
             yield self._consume(client, subscription)
         self.useConnection(client, channel)
+
+    def _giveUp(self, error):
+        """
+        The exchange cannot be used (L{ExchangeUnusable}): say so in one line
+        and stop the process, rather than reconnect to meet the same refusal
+        for ever.
+        """
+        self.log.critical("{error}; stopping", error=error)
+        if getattr(self._reactor, "running", False):
+            self._reactor.callLater(0, self._reactor.stop)
 
     def useConnection(self, client, publishChannel):
         """

@@ -32,6 +32,11 @@ LIVENESS_PREFETCH = 500
 TICK_INTERVAL = 0.5
 ACTIVE_WINDOW = 3.0
 TICK = "liveness-tick"
+# Ticks are resmon's own traffic on the user's exchange: their routing key,
+# INTERNAL.<queue word>.liveness-tick, has four words, so no binding on host
+# traffic (<host>.<kind>: '*.measure', '#.measure', '*.analysis', ...) matches
+# it, and a '#' consumer cannot take it for a host's (docs/protocol.md).
+INTERNAL = "resmon.internal"
 
 
 class _Host:
@@ -112,7 +117,7 @@ class HostLiveness(service.Service):
         self.hosts = {}
         self.counters = {"published": 0, "failed": 0}
         self.forgotten = 0
-        self.tickKey = f"{topics.hostWord(queue)}.{TICK}"
+        self.tickKey = f"{INTERNAL}.{topics.hostWord(queue)}.{TICK}"
         self.active = None  # not known yet; then whether this process judges
         self._lastDelivery = None
         self._resumedAt = None

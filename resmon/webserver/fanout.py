@@ -618,8 +618,11 @@ class EventFanout:
     def eventReceived(self, routingKey, body):
         now = None if self.clock is None else self.clock.seconds()
         try:
-            document = wire.decodeEvent(routingKey, body, self.maxBody,
-                                        notAfter=None if now is None else now + self.maxClockSkew)
+            document, legacy = wire.decodeEventOrLegacy(
+                routingKey, body, now, self.maxBody,
+                notAfter=None if now is None else now + self.maxClockSkew)
+            if legacy:  # a proof-of-concept analyzer's: clients get the v1 form
+                body = wire.encodeEvent(document)
             self.admitHost(document["host"])
             if document["kind"] == topics.STATUS:
                 status = document.get("status")
