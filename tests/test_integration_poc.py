@@ -86,9 +86,14 @@ def _analyses(client, host):
 
 
 @defer.inlineCallbacks
+def _getJSON(port, path):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    return json.loads((yield readBody(response)))
+
+
+@defer.inlineCallbacks
 def _apiHosts(port):
-    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/api/hosts".encode())
-    return json.loads((yield readBody(response)))["hosts"]
+    return (yield _getJSON(port, "/api/hosts"))["hosts"]
 
 
 @defer.inlineCallbacks
@@ -167,6 +172,8 @@ def test_a_poc_analyzer_between_resmons_agent_and_web(broker, names, twistd, poc
     hosts = yield _apiHosts(port)
     [entry] = [h for h in hosts if h["host"] == host]
     assert entry["legacy"] is True and entry["level"] in LEVELS
+    history = yield _getJSON(port, f"/api/hosts/{host}/history")
+    assert history["host"] == host and len(history["points"]) >= 3
     assert b"rejected an event" not in web.output
     yield _joinedOnce(web)
     yield _joinedOnce(agent)
