@@ -165,6 +165,24 @@ class PocWeb(PocModule):
         self.received.append(data)
 
 
+class Recorder(PocModule):
+    """
+    Not a proof-of-concept module: any other consumer of the exchange, bound
+    to C{pattern} (C{#}: everything), recording C{(routing key, body)}.
+    """
+
+    def __init__(self, url, exchange, pattern="#"):
+        PocModule.__init__(self, url, exchange)
+        self.pattern = pattern
+        self.received = []
+
+    def setUp(self, channel):
+        queue = channel.queue_declare(queue="", exclusive=True).method.queue
+        channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=self.pattern)
+        channel.basic_consume(queue=queue, auto_ack=True, on_message_callback=lambda ch, method, p, body:
+                              self.received.append((method.routing_key, body)))
+
+
 def deleteExchange(url, exchange):
     """
     Delete C{exchange} (test clean-up), with a blocking pika connection.

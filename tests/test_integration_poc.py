@@ -18,6 +18,7 @@ from twisted.web.client import Agent, readBody
 
 from pocclients import (
     PocAnalyzer,
+    Recorder,
     PocTracker,
     PocWeb,
     declareExchange,
@@ -25,6 +26,7 @@ from pocclients import (
     pocLevel,
     waitUntil,
 )
+from resmon.topics import hostWord
 from support import connectWebSocket, freePort, uniqueName
 
 LEVELS = ("LOW", "MEDIUM", "HIGH")
@@ -239,3 +241,36 @@ def test_an_exchange_resmon_cannot_use_is_one_error_line_and_no_reconnect_loop(b
     assert b"handshake" not in agent.output and b"reconnecting" not in agent.output
     assert b"Scheduling retry 2" not in agent.output
     assert b"Traceback" not in agent.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hash_consumer_sees_only_host_traffic_and_resmons_marked_internal_ticks(broker, names, twistd, poc):
+    """
+    Everything resmon publishes on the user's exchange, as a consumer bound
+    to '#' sees it: host traffic under <host>.<kind>, and the liveness ticks
+    under a four-word key no host binding matches.
+    """
+    everything = yield poc(Recorder(broker, names["exchange"], "#"))
+    measures = yield poc(Recorder(broker, names["exchange"], "*.measure"))
+    analyses = yield poc(Recorder(broker, names["exchange"], "*.analysis"))
+    port = freePort()
+    yield _started(twistd("server", *_common(broker, names, True), *_server(names, "server", port)),
+                   b"consuming #.measure")
+    yield _started(twistd("agent", *_common(broker, names, True), "--role=agent", "--name=tapped",
+                          "--interval=0.2"), b"(connection #1)")
+    ticks = f"resmon.internal.{hostWord(names['queue'] + '.liveness')}.liveness-tick"
+
+    def seen(key):
+        return any(k == key for k, _ in everything.received)
+    yield waitUntil(lambda: seen("tapped.analysis") and seen("tapped.status") and seen(ticks), 20,
+                    "an analysis, a status and a liveness tick on '#'")
+    for key, body in everything.received:
+        document = json.loads(body)
+        if key == ticks:
+            assert document["kind"] == "liveness-tick"
+            continue
+        host, kind = key.split(".")
+        assert (host, kind) in {("tapped", "measure"), ("tapped", "analysis"), ("tapped", "status")}, key
+        assert document["kind"] == kind and document["host"] == "tapped"
+    assert {key for key, _ in measures.received} == {"tapped.measure"}
+    assert {key for key, _ in analyses.received} == {"tapped.analysis"}

@@ -212,3 +212,16 @@ def test_the_web_keeps_and_sends_a_poc_analysis_in_v1_form():
     assert all(body["legacy"] is True and body["host"] == "poc-host" for _, body in sent)
     assert fanout.latest.get("poc-host")["cpu_result"] == "LOW"
     assert json.loads(fanout.latest.body("poc-host"))["analyzed_at"] == 1000
+
+
+def test_the_exchange_durable_option_is_yes_or_no_and_reaches_the_bus():
+    from resmon.tap import Options, _makeBus
+    for value, durable in (("yes", True), ("no", False)):
+        options = Options()
+        options.parseOptions(["--role=agent", f"--exchange-durable={value}"])
+        assert _makeBus(options, None).exchangeDurable is durable
+    options = Options()
+    options.parseOptions(["--role=agent"])
+    assert options["exchange-durable"] == "yes"
+    with pytest.raises(SystemExit, match="--exchange-durable: must be yes or no"):
+        Options().parseOptions(["--role=agent", "--exchange-durable=maybe"])
