@@ -283,6 +283,9 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     assert max(reconnected) < 2.5, f"reconnected {reconnected} s after losing the connection"
     last = yield client.waitFor(sampledAfter(time.time() + 1), 20, "an analysis after the closing")
     assert not agent.ended_
+    # What the page heard about the host while its agent ran (once stopped,
+    # it goes stale, rightly, as soon as the liveness grace is over).
+    heardWhileRunning = list(client.messages)
     assert (yield agent.stop(timeout=5))
     # Every analysis the analyzer made was confirmed by the broker as itself
     # (publisher-confirm tags start at 1 again on each new connection).
@@ -315,8 +318,8 @@ def test_every_role_rides_through_a_broker_outage_and_closed_connections(private
     # The analyzer did not judge the agent while cut off from the broker.
     # (Its "online" came live or, if it was first seen before the client
     # connected, in the snapshot's statuses: either way exactly once.)
-    statuses = [m["status"] for m in client.messages if m.get("kind") == "status" and m["host"] == host]
-    statuses += [e["status"] for m in client.messages if m.get("kind") == "snapshot"
+    statuses = [m["status"] for m in heardWhileRunning if m.get("kind") == "status" and m["host"] == host]
+    statuses += [e["status"] for m in heardWhileRunning if m.get("kind") == "snapshot"
                  for e in m.get("statuses", []) if e["host"] == host]
     assert statuses == ["online"], statuses
     assert b"Traceback" not in agent.output + server.output
