@@ -274,3 +274,16 @@ def test_a_hash_consumer_sees_only_host_traffic_and_resmons_marked_internal_tick
         assert document["kind"] == kind and document["host"] == "tapped"
     assert {key for key, _ in measures.received} == {"tapped.measure"}
     assert {key for key, _ in analyses.received} == {"tapped.analysis"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_why_exchange_durable_no_a_poc_module_after_a_durable_exchange_exits(broker, names, twistd, poc):
+    # resmon first with the default --exchange-durable=yes: the exchange is
+    # durable, and a proof-of-concept module started then is refused and
+    # exits, as the proof of concept does (docs/migrating-from-poc.md).
+    port = freePort()
+    yield _started(twistd("server", f"--broker={broker}", f"--exchange={names['exchange']}",
+                          *_server(names, "server", port)), b"consuming #.measure")
+    tracker = yield poc(PocTracker(broker, names["exchange"], "refused", cpu=1.0))
+    yield waitUntil(tracker.done.is_set, 10, "the PoC tracker to stop")
+    assert "PRECONDITION_FAILED" in str(tracker.error) and "durable" in str(tracker.error)
