@@ -121,6 +121,31 @@ def test_an_exchange_of_another_type_is_one_clear_error(durable):
                           "the broker has type 'direct'")
 
 
+def test_an_existing_exchange_a_user_may_not_declare_is_used_unchecked():
+    class Refusing(_Channel):
+        def exchange_declare(self, exchange, type, passive=False, durable=False):
+            if passive:
+                return defer.succeed(None)
+            return self._refuse(403, "ACCESS_REFUSED - access to exchange 'my_exchange' refused")
+    broker = _Broker()
+    broker.channel = lambda channelId: defer.succeed(Refusing(broker))
+    assert _join(broker).result == JOINED
+
+
+def test_a_missing_exchange_a_user_may_not_declare_is_an_error():
+    class Refusing(_Channel):
+        def exchange_declare(self, exchange, type, passive=False, durable=False):
+            if passive:
+                return self._refuse(404, "NOT_FOUND - no exchange")
+            return self._refuse(403, "ACCESS_REFUSED - access to exchange 'my_exchange' refused")
+    broker = _Broker()
+    broker.channel = lambda channelId: defer.succeed(Refusing(broker))
+    failure = _join(broker)
+    error = failure.result.value
+    failure.addErrback(lambda f: None)
+    assert isinstance(error, ChannelClosed) and "ACCESS_REFUSED" in str(error)
+
+
 def test_a_refusal_other_than_not_found_is_raised_as_it_is():
     class Refusing(_Channel):
         def exchange_declare(self, **arguments):

@@ -16,7 +16,8 @@ a C{PRECONDITION_FAILED} about any other argument (durability, auto-delete,
 arguments) proves it is a topic exchange, usable as it is. One of another
 type, or an internal one (nothing may publish to it), cannot be used: that
 is L{ExchangeUnusable}, whose message names the exchange, what resmon
-expected and what the broker has.
+expected and what the broker has. A user without the permission to
+declare it (C{ACCESS_REFUSED}) uses an existing exchange unchecked.
 """
 
 import re
@@ -24,6 +25,7 @@ import re
 from twisted.internet import defer
 from txamqp.client import ChannelClosed
 
+ACCESS_REFUSED = 403
 NOT_FOUND = 404
 PRECONDITION_FAILED = 406
 TOPIC = "topic"
@@ -124,6 +126,8 @@ def joinExchange(client, channelIds, exchange, durable):
         refused = yield _declare(client, channelIds, exchange=exchange, type=TOPIC, durable=durable)
         if refused is None:
             return DECLARED
+        if refused[0] != PRECONDITION_FAILED:
+            raise ChannelClosed(refused[1])
         # Someone declared it between the two: check theirs, as below.
     else:
         refused = yield _declare(client, channelIds, exchange=exchange, type=TOPIC, durable=durable)
@@ -131,6 +135,8 @@ def joinExchange(client, channelIds, exchange, durable):
         if refused is None:
             return JOINED
         code, text = refused
+        if code == ACCESS_REFUSED:
+            return JOINED  # it exists, and this user may not declare: used unchecked
         if code != PRECONDITION_FAILED:
             raise ChannelClosed(text)
         difference = inequivalent(text)
