@@ -60,6 +60,11 @@ class Options(usage.Options):
     ]
 
     optParameters = [
+        ["config", None, None,
+         "TOML file of options, each under its long name (port = 8080, broker = \"amqp://...\", "
+         "plugin-dir = [\"...\"]); the command line wins over it. The broker URL may also come "
+         "from the RESMON_BROKER environment variable (which wins over the file), keeping its "
+         "password off the command line."],
         ["role", "r", "standalone",
          "What this process runs: agent (sample this machine and publish measures), "
          "analyzer (analyze measures), web (dashboard and API), server (analyzer + web), "
@@ -237,10 +242,15 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         # twistd prints its whole usage text before a UsageError; an operator
         # wants the one line that says which option is wrong.
+        from resmon.config import ConfigSource, argumentsWithConfig
+        self.configSource = ConfigSource()
         try:
+            options, self.configSource = argumentsWithConfig(
+                self, sys.argv[1:] if options is None else options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
-            raise SystemExit(f"twistd resmon: error: {e} (see 'twistd resmon --help')")
+            raise SystemExit(f"twistd resmon: error: {self.configSource.explain(e)} "
+                             "(see 'twistd resmon --help')")
 
     def postOptions(self):
         if self["role"] not in ROLES:
