@@ -104,6 +104,15 @@ def maskURL(text):
     return parts._replace(netloc=f"{name}:***@{host}").geturl()
 
 
+def maskBroker(broker):
+    """
+    A L{resmon.bus.brokerurl.BrokerURL} written for logs: its password
+    replaced by C{***}.
+    """
+    vhost = broker.vhost.replace("/", "%2F")
+    return f"{broker.scheme}://{broker.username}:***@{broker.host}:{broker.port}/{vhost}"
+
+
 def _hasPassword(url):
     try:
         return bool(isinstance(url, str) and urlsplit(url).password)

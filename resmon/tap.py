@@ -399,14 +399,28 @@ def makeService(options):
     bus.setServiceParent(top)
     # Consumers start before producers (and stop after them), so the first
     # measure of a standalone process already has a listener.
+    web = None
     if "web" in parts:
-        _makeWeb(options, bus, reactor).setServiceParent(top)
+        web = _makeWeb(options, bus, reactor)
+        web.setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
         _makeLiveness(options, bus, reactor).setServiceParent(top)
     if "tracker" in parts:
         _makeTracker(options, bus, reactor).setServiceParent(top)
+    _makeReadiness(options, web).setServiceParent(top)
     return top
+
+
+def _makeReadiness(options, web):
+    from resmon.config import ConfigSource, maskBroker
+    from resmon.services.readiness import RoleReadiness
+    source = getattr(options, "configSource", None) or ConfigSource()
+    broker = options["broker"]
+    return RoleReadiness(
+        options["role"], maskBroker(broker) if broker else None,
+        source.describe("broker") if broker else None, options["exchange"], web,
+        options["interface"], options["port"], source.warnings)
 
 
 def _makeBus(options, reactor):
