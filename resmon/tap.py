@@ -408,19 +408,21 @@ def makeService(options):
         _makeLiveness(options, bus, reactor).setServiceParent(top)
     if "tracker" in parts:
         _makeTracker(options, bus, reactor).setServiceParent(top)
-    _makeReadiness(options, web).setServiceParent(top)
+    _makeReadiness(options, bus, web, reactor).setServiceParent(top)
     return top
 
 
-def _makeReadiness(options, web):
+def _makeReadiness(options, bus, web, reactor):
     from resmon.config import ConfigSource, maskBroker
+    from resmon.sdnotify import SystemdNotifier, watchdogInterval
     from resmon.services.readiness import RoleReadiness
     source = getattr(options, "configSource", None) or ConfigSource()
     broker = options["broker"]
     return RoleReadiness(
-        options["role"], maskBroker(broker) if broker else None,
+        bus, reactor, options["role"], maskBroker(broker) if broker else None,
         source.describe("broker") if broker else None, options["exchange"], web,
-        options["interface"], options["port"], source.warnings)
+        options["interface"], options["port"], source.warnings,
+        notifier=SystemdNotifier.fromEnvironment(), watchdogInterval=watchdogInterval())
 
 
 def _makeBus(options, reactor):
