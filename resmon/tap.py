@@ -418,11 +418,15 @@ def _makeReadiness(options, bus, web, reactor):
     from resmon.services.readiness import RoleReadiness
     source = getattr(options, "configSource", None) or ConfigSource()
     broker = options["broker"]
-    return RoleReadiness(
+    readiness = RoleReadiness(
         bus, reactor, options["role"], maskBroker(broker) if broker else None,
         source.describe("broker") if broker else None, options["exchange"], web,
         options["interface"], options["port"], source.warnings,
         notifier=SystemdNotifier.fromEnvironment(), watchdogInterval=watchdogInterval())
+    if web is not None:
+        from resmon.webserver.health import addHealthResources
+        addHealthResources(web.site.resource, readiness)
+    return readiness
 
 
 def _makeBus(options, reactor):

@@ -1,9 +1,11 @@
 """
-systemd's notifications from real C{twistd resmon} processes: C{NOTIFY_SOCKET}
-points at a datagram socket of the test, as systemd's would for
-C{Type=notify}; a private RabbitMQ node is stopped and started under them.
+Whether a role works, as systemd and load balancers see it, with real
+C{twistd resmon} processes: C{NOTIFY_SOCKET} points at a datagram socket of
+the test, as systemd's would for C{Type=notify}; C{/healthz} and C{/readyz}
+over real HTTP; a private RabbitMQ node is stopped and started under them.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -12,6 +14,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, readBody
 
 from privatebroker import PrivateBroker
 from support import freePort, withTimeout
@@ -134,3 +138,58 @@ def test_an_agent_is_ready_once_connected_and_without_watchdog_sends_none(
     assert (yield agent.stop())
     assert notify.count(lambda m: "WATCHDOG" in m) == 0
     assert notify.received[-1] == {"STOPPING": "1", "STATUS": "stopping"}
+
+
+@defer.inlineCallbacks
+def _get(port, path):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    body = yield readBody(response)
+    return response.code, json.loads(body)
+
+
+@defer.inlineCallbacks
+def _pollUntil(port, path, code, timeout=30):
+    """
+    GET C{path} until it answers C{code}; fail after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        answer = yield _get(port, path)
+        if answer[0] == code:
+            return answer
+        assert reactor.seconds() < deadline, f"{path} still answers {answer}, not {code}"
+        yield deferLater(reactor, 0.1, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_and_readyz_follow_the_broker(privateBroker, twistd):
+    port = freePort()
+    server = twistd("server", "--role=server", f"--broker={privateBroker.url}",
+                    f"--port={port}", "--interface=127.0.0.1")
+    yield server.waitForOutput(b"] ready: ")
+    assert (yield _get(port, "/healthz")) == (200, {"alive": True})
+    assert (yield _get(port, "/readyz")) == (200, {"ready": True})
+
+    yield privateBroker.ctl("stop_app")
+    try:
+        code, document = yield _pollUntil(port, "/readyz", 503)
+        assert document == {"ready": False, "reason": "broker connection lost, reconnecting"}
+        # Alive all the same, and the dashboard is still served.
+        assert (yield _get(port, "/healthz")) == (200, {"alive": True})
+    finally:
+        yield privateBroker.ctl("start_app")
+    yield _pollUntil(port, "/readyz", 200)
+    yield server.waitForOutput(b"broker reconnected: ")
+
+
+@pytest_twisted.inlineCallbacks
+def test_readyz_is_503_until_the_broker_first_answers(twistd):
+    # A closed port: nothing ever answers there.
+    port, closed = freePort(), freePort()
+    web = twistd("web", "--role=web", f"--broker=amqp://guest:guest@127.0.0.1:{closed}/",
+                 f"--port={port}", "--interface=127.0.0.1")
+    yield web.waitForOutput(b" started: ")
+    yield web.waitForOutputCount(b"Scheduling retry", 2)
+    assert (yield _get(port, "/readyz")) == (503, {"ready": False,
+                                                   "reason": "connecting to the broker"})
+    assert (yield _get(port, "/healthz")) == (200, {"alive": True})

@@ -3,6 +3,7 @@ Tests for L{resmon.services.readiness}: the start line, and (with fakes)
 when a role says it is ready.
 """
 
+import json
 import os
 import socket
 
@@ -195,3 +196,34 @@ def test_watchdog_interval():
     assert watchdogInterval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "7"}, pid=7) == 5.0
     assert watchdogInterval({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "8"}, pid=7) is None
     assert watchdogInterval({"WATCHDOG_USEC": "soon"}) is None
+
+
+def test_readyz_answers_from_the_readiness_and_healthz_always():
+    from twisted.web.resource import Resource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from resmon.webserver.health import addHealthResources
+
+    bus = ReconnectingBus()
+    readiness, clock, notifier = _readiness(bus)
+    root = Resource()
+    addHealthResources(root, readiness)
+
+    def get(name):
+        request = DummyRequest([b""])
+        body = root.children[name].render(request)
+        return request.responseCode or 200, json.loads(body), request.responseHeaders
+
+    assert get(b"readyz")[:2] == (503, {"ready": False, "reason": "starting"})
+    readiness.startService()
+    assert get(b"readyz")[:2] == (503, {"ready": False, "reason": "connecting to the broker"})
+    bus.connect()
+    code, document, headers = get(b"readyz")
+    assert (code, document) == (200, {"ready": True})
+    assert headers.getRawHeaders(b"cache-control") == [b"no-store"]
+    bus.connected = False
+    assert get(b"readyz")[:2] == (503, {"ready": False,
+                                        "reason": "broker connection lost, reconnecting"})
+    readiness.stopService()
+    assert get(b"readyz")[:2] == (503, {"ready": False, "reason": "stopping"})
+    assert get(b"healthz")[:2] == (200, {"alive": True})

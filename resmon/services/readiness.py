@@ -172,9 +172,22 @@ class RoleReadiness(service.Service):
         Whether the role works now: the bus is connected, every subscription
         consumes and the web role (if any) listens.
         """
-        listening = self.web is None or listeningPort(self.web) is not None
-        return bool(self.running and self.bus.connected and listening
-                    and self._subscriptionsReady())
+        return self.notReadyReason() is None
+
+    def notReadyReason(self):
+        """
+        Why the role does not work now, or L{None} if it does.
+        """
+        if not self.running:
+            return "stopping" if self.readySent else "starting"
+        if not self.bus.connected:
+            return "broker connection lost, reconnecting" if self.readySent \
+                else "connecting to the broker"
+        if not self._subscriptionsReady():
+            return "waiting for the subscriptions to consume"
+        if self.web is not None and listeningPort(self.web) is None:
+            return "the dashboard is not listening"
+        return None
 
     def _subscriptionsReady(self):
         ready = True
@@ -223,9 +236,7 @@ class RoleReadiness(service.Service):
             self.log.info("{status}", status=status)
             self.notifier.notify(STATUS=status)
         else:
-            reason = ("broker connection lost, reconnecting" if not self.bus.connected
-                      else "waiting for the subscriptions to consume again")
-            status = f"not ready: {reason}"
+            status = f"not ready: {self.notReadyReason()}"
             self.log.info("{status}", status=status)
             self.notifier.notify(STATUS=status)
 
