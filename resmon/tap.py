@@ -161,6 +161,9 @@ class Options(usage.Options):
         ["header-timeout", None, "10",
          "Web role: seconds a client has to send a whole request (line, headers and body) once "
          "connected or after the previous answer; slower ones get a 408 and are closed."],
+        ["metrics-port", None, None,
+         "TCP port of a Prometheus /metrics endpoint (on --interface) for any role; the "
+         "web role also serves /metrics on --port."],
         ["max-hosts", None, "10000",
          "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
          "and counted, known hosts keep updating."],
@@ -299,6 +302,8 @@ class Options(usage.Options):
         self["max-queued-mib"] = _number(self, "max-queued-mib", float, 1, 1024 * 1024)
         self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
+        if self["metrics-port"] is not None:
+            self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         for subject in USAGE_SUBJECTS:
@@ -408,8 +413,25 @@ def makeService(options):
         _makeLiveness(options, bus, reactor).setServiceParent(top)
     if "tracker" in parts:
         _makeTracker(options, bus, reactor).setServiceParent(top)
-    _makeReadiness(options, bus, web, reactor).setServiceParent(top)
+    readiness = _makeReadiness(options, bus, web, reactor)
+    readiness.setServiceParent(top)
+    _makeMetrics(options, top, bus, readiness, web)
     return top
+
+
+def _makeMetrics(options, top, bus, readiness, web):
+    from resmon.metrics import ResmonCollector, metricsRegistry, metricsResource, metricsService
+    services = top.namedServices
+    registry = metricsRegistry(ResmonCollector(
+        bus, readiness, services.get("tracker"), services.get("analyzer"),
+        services.get("liveness"), web))
+    if web is not None:
+        web.site.resource.putChild(b"metrics", metricsResource(registry))
+    if options["metrics-port"] is not None:
+        listen = f"tcp:{options['metrics-port']}"
+        if options["interface"]:
+            listen += ":interface=" + options["interface"].replace(":", "\\:")
+        metricsService(registry, listen).setServiceParent(top)
 
 
 def _makeReadiness(options, bus, web, reactor):
