@@ -245,7 +245,7 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         # twistd prints its whole usage text before a UsageError; an operator
         # wants the one line that says which option is wrong.
-        from resmon.config import ConfigSource, argumentsWithConfig
+        from resmon.operations.config import ConfigSource, argumentsWithConfig
         self.configSource = ConfigSource()
         try:
             options, self.configSource = argumentsWithConfig(
@@ -420,7 +420,8 @@ def makeService(options):
 
 
 def _makeMetrics(options, top, bus, readiness, web):
-    from resmon.metrics import ResmonCollector, metricsRegistry, metricsResource, metricsService
+    from resmon.operations.metrics import (
+        ResmonCollector, metricsRegistry, metricsResource, metricsService)
     services = top.namedServices
     registry = metricsRegistry(ResmonCollector(
         bus, readiness, services.get("tracker"), services.get("analyzer"),
@@ -435,8 +436,8 @@ def _makeMetrics(options, top, bus, readiness, web):
 
 
 def _makeReadiness(options, bus, web, reactor):
-    from resmon.config import ConfigSource, maskBroker
-    from resmon.sdnotify import SystemdNotifier, watchdogInterval
+    from resmon.operations.config import ConfigSource, maskBroker
+    from resmon.operations.sdnotify import SystemdNotifier, watchdogInterval
     from resmon.services.readiness import RoleReadiness
     source = getattr(options, "configSource", None) or ConfigSource()
     broker = options["broker"]

@@ -1,5 +1,5 @@
 """
-Tests for L{resmon.config}: C{--config FILE} and C{RESMON_BROKER} as
+Tests for L{resmon.operations.config}: C{--config FILE} and C{RESMON_BROKER} as
 L{resmon.tap.Options} parses them.
 """
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from resmon.config import BROKER_ENVIRONMENT, argumentsWithConfig, maskURL
+from resmon.operations.config import BROKER_ENVIRONMENT, argumentsWithConfig, maskURL
 from resmon.tap import Options
 
 

@@ -1,12 +1,12 @@
 """
-Tests for L{resmon.metrics}: the collector reads the services' counters at
+Tests for L{resmon.operations.metrics}: the collector reads the services' counters at
 every scrape.
 """
 
 from prometheus_client import generate_latest
 
 from fakebus import FakeBus
-from resmon.metrics import ResmonCollector, metricsRegistry
+from resmon.operations.metrics import ResmonCollector, metricsRegistry
 from resmon.tap import Options
 
 

@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from fakebus import FakeBus, FakeSubscription
-from resmon.sdnotify import NullNotifier, SystemdNotifier, watchdogInterval
+from resmon.operations.sdnotify import NullNotifier, SystemdNotifier, watchdogInterval
 from resmon.services.readiness import RoleReadiness, dashboardURL, startLine
 
 

@@ -15,7 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from resmon.sdnotify import NullNotifier
+from resmon.operations.sdnotify import NullNotifier
 
 # Seconds between two looks at the bus's state (for STATUS= and /readyz's
 # log lines; /readyz itself looks at every request).
@@ -91,7 +91,7 @@ class RoleReadiness(service.Service):
     @param web: the web role's service, or L{None}; C{interface} and
         C{port}: where it listens.
     @param warnings: lines to log as warnings at start.
-    @param notifier: a L{resmon.sdnotify.SystemdNotifier}.
+    @param notifier: a L{resmon.operations.sdnotify.SystemdNotifier}.
     @param watchdogInterval: seconds between two C{WATCHDOG=1}, or L{None}.
     """
 
