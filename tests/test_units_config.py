@@ -57,7 +57,8 @@ allowed-host = ["dash.example.com", "other.example.com"]
         "s3cret", 5673, "fleet")
     assert options["allowed-hosts"] == ["dash.example.com", "other.example.com"]
     assert options.configSource.describe("port") == path
-    assert options.configSource.describe("name") == "command line"
+    assert options.configSource.describe("name") == "default"
+    assert _parse("--name=n").configSource.describe("name") == "command line"
 
 
 def test_the_command_line_wins_over_the_file(tmp_path):

@@ -52,6 +52,7 @@ class ConfigSource:
     @ivar fromFile: the option names the file set (and the command line
         did not).
     @ivar fromEnvironment: the option names set from the environment.
+    @ivar fromCommandLine: the option names the command line gave.
     @ivar warnings: lines to log at start (e.g. a password in a file
         others may read).
     """
@@ -59,6 +60,7 @@ class ConfigSource:
     path: str = None
     fromFile: set = field(default_factory=set)
     fromEnvironment: set = field(default_factory=set)
+    fromCommandLine: set = field(default_factory=set)
     warnings: list = field(default_factory=list)
 
     def describe(self, name):
@@ -69,7 +71,9 @@ class ConfigSource:
             return BROKER_ENVIRONMENT
         if name in self.fromFile:
             return self.path
-        return "command line"
+        if name in self.fromCommandLine:
+            return "command line"
+        return "default"
 
     def explain(self, error):
         """
@@ -202,6 +206,7 @@ def argumentsWithConfig(options, argv, environ=None):
     if parsed is None:
         return list(argv), source
     given, values = parsed
+    source.fromCommandLine = set(given)
     prefix = []
     path = values.get("config")
     if path:
