@@ -175,18 +175,19 @@ def _arguments(path, name, value, takesValue, repeatable):
 
 def _givenOnCommandLine(options, argv):
     """
-    The names of the options C{argv} gives, or L{None} if it cannot be
-    parsed (the options' own parsing then says why).
+    The options C{argv} gives, as a L{dict} of their names to their last
+    values, or L{None} if it cannot be parsed (the options' own parsing
+    then says why).
     """
     try:
         given, _ = getopt.getopt(argv, options.shortOpt, options.longOpt)
     except getopt.GetoptError:
         return None
-    names = set()
+    values = {}
     for flag, value in given:
         name = flag.lstrip("-")
-        names.add(options.synonyms.get(name, options.synonyms.get(name.replace("-", "_"), name)))
-    return names, dict((options.synonyms.get(f.lstrip("-"), f.lstrip("-")), v) for f, v in given)
+        values[options.synonyms.get(name, options.synonyms.get(name.replace("-", "_"), name))] = value
+    return values
 
 
 def argumentsWithConfig(options, argv, environ=None):
@@ -202,13 +203,12 @@ def argumentsWithConfig(options, argv, environ=None):
     """
     environ = os.environ if environ is None else environ
     source = ConfigSource()
-    parsed = _givenOnCommandLine(options, argv)
-    if parsed is None:
+    given = _givenOnCommandLine(options, argv)
+    if given is None:
         return list(argv), source
-    given, values = parsed
     source.fromCommandLine = set(given)
     prefix = []
-    path = values.get("config")
+    path = given.get("config")
     if path:
         source.path = path
         prefix += _fileArguments(options, path, loadConfig(path), given, source)
