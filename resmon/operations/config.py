@@ -186,7 +186,8 @@ def _givenOnCommandLine(options, argv):
     values = {}
     for flag, value in given:
         name = flag.lstrip("-")
-        values[options.synonyms.get(name, options.synonyms.get(name.replace("-", "_"), name))] = value
+        name = options.synonyms.get(name, options.synonyms.get(name.replace("-", "_"), name))
+        values[name] = value
     return values
 
 
