@@ -19,11 +19,13 @@ ALLOWED = {
     "resmon.analysis": set(),
     "resmon.webserver": set(),
     "resmon.bus": set(),
+    "resmon.operations": set(),
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
-    "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus"},
+    "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
+                        "resmon.operations"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services"},
+                   "resmon.services", "resmon.operations"},
 }
 
 
