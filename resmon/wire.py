@@ -1,6 +1,10 @@
 """
-resmon's wire format: encoding, decoding and validation of every message on
-the bus. Documented field by field in C{docs/protocol.md}.
+resmon's wire format: encoding, decoding and validation of every message
+that crosses a process boundary, the one place where formats are defined:
+on the bus (measures, analyses, statuses, liveness ticks) and between the
+web role and its clients (snapshots, history, WebSocket and Server-Sent
+Events frames, HTTP API and error bodies, the clients' own messages).
+Documented field by field in C{docs/protocol.md}.
 
 Decoding never trusts its input: anything that is not exactly a valid
 message raises L{Rejected} with a short machine-readable C{reason} (used as
@@ -16,6 +20,9 @@ from resmon import topics
 VERSION = 1
 DEFAULT_MAX_BODY = 256 * 1024
 LEVELS = ("LOW", "MEDIUM", "HIGH")
+LOW, MEDIUM, HIGH = LEVELS
+# A level's rank: the higher, the worse.
+LEVEL_ORDER = {level: rank for rank, level in enumerate(LEVELS)}
 # Seconds a message's time may be ahead of the receiver's clock.
 DEFAULT_MAX_CLOCK_SKEW = 300.0
 # Every role forgets a host silent for this many seconds (--forget-after);
@@ -330,6 +337,411 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     for name in ("ts", "analyzed_at", "since", "last_seen"):
         notFromTheFuture(document.get(name), name, notAfter)
     return document
+
+
+
+def encodeJSON(document):
+    """
+    resmon's one JSON encoder for the wire: compact, ASCII, no NaN or
+    Infinity (L{ValueError} for them), as UTF-8 bytes.
+    """
+    return _dumps(document)
+
+
+def _optional(document, name, check):
+    value = document.get(name)
+    return None if value is None else check(value, name)
+
+
+def _level(value, where):
+    if value not in LEVELS:
+        raise Rejected("type", f"{where} must be one of {', '.join(LEVELS)} or null")
+    return value
+
+
+def _count(value, where):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Rejected("type", f"{where} must be a non-negative integer or null")
+    return value
+
+
+def _time(value, where):
+    return _number(value, where, 0)
+
+
+# Analyses (analyzer role -> web role, and anyone on the bus)
+
+
+def analysisDocument(measure, analyzedAt, level, levels, analyses):
+    """
+    The analysis of C{measure} (a L{Measure}) as a dict, ready for
+    L{encodeAnalysis}.
+
+    @param level: the overall level (one of L{LEVELS}) or L{None}.
+    @param levels: the level of each summary subject (C{cpu}, C{memory}).
+    @param analyses: each analyzer's findings, by analyzer name.
+    """
+    return {
+        "v": VERSION,
+        "kind": topics.ANALYSIS,
+        "host": measure.host,
+        "seq": measure.seq,
+        "ts": measure.ts,
+        "interval": measure.interval,
+        "analyzed_at": analyzedAt,
+        "level": level,
+        "levels": levels,
+        "cpu_result": levels.get("cpu"),
+        "analyses": analyses,
+        "metrics": measure.metrics,
+    }
+
+
+def decodeAnalysis(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
+    """
+    Decode and validate an analysis received under C{routingKey} (what the
+    web role forwards to its clients).
+
+    Beyond L{decodeEvent}'s checks (version, kind, the host matching the
+    routing key, times from the future), the fields the web role reads are
+    typed: C{seq} a non-negative integer or null; C{ts}, C{analyzed_at} and
+    C{interval} non-negative numbers or null; C{level}, C{cpu_result} and
+    every value of the C{levels} object one of L{LEVELS} or null;
+    C{levels} and C{metrics} objects or null. Anything else is forwarded as is.
+
+    @return: the document, a dict.
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is not None and words[1] != topics.ANALYSIS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.{topics.ANALYSIS}")
+    document = decodeEvent(routingKey, body, maxBody, notAfter)
+    _optional(document, "seq", _count)
+    for name in ("ts", "analyzed_at", "interval"):
+        _optional(document, name, _time)
+    for name in ("level", "cpu_result"):
+        _optional(document, name, _level)
+    levels = _optional(document, "levels", _object)
+    if levels:
+        for subject, level in levels.items():
+            if level is not None:
+                _level(level, f"levels.{subject[:40]}")
+    _optional(document, "metrics", _object)
+    return document
+
+
+# Statuses and liveness ticks (analyzer role -> web role, analyzers)
+
+ONLINE = "online"
+STALE = "stale"
+OFFLINE = "offline"
+MAX_STATUS_LENGTH = 32
+# What every analyzer publishes into the liveness queue (never a status).
+TICK = "liveness-tick"
+
+
+def statusDocument(host, status, since, lastSeen, seq):
+    """
+    A status of C{host} as a dict (see C{docs/protocol.md}).
+    """
+    return {"v": VERSION, "kind": topics.STATUS, "host": host, "status": status,
+            "since": since, "last_seen": lastSeen, "seq": seq}
+
+
+def encodeStatus(host, status, since, lastSeen, seq):
+    """
+    Encode a status of C{host} (see L{statusDocument}).
+    """
+    return encodeJSON(statusDocument(host, status, since, lastSeen, seq))
+
+
+def encodeTick(queue, ts):
+    """
+    Encode a liveness tick for C{queue}, sent at C{ts}.
+    """
+    return encodeJSON({"v": VERSION, "kind": TICK, "queue": queue, "ts": ts})
+
+
+def decodeStatus(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
+    """
+    Decode and validate a status received under C{routingKey}.
+
+    Beyond L{decodeEvent}'s checks (version, kind, the host matching the
+    routing key, C{since} and C{last_seen} from the future), C{status} is a
+    string of 1 to L{MAX_STATUS_LENGTH} characters, C{since} and
+    C{last_seen} non-negative numbers or null, C{seq} a non-negative integer
+    or null.
+
+    @return: the document, a dict.
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is not None and words[1] != topics.STATUS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.{topics.STATUS}")
+    document = decodeEvent(routingKey, body, maxBody, notAfter)
+    status = document.get("status")
+    if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
+        raise Rejected("type", "status: expected a short string")
+    for name in ("since", "last_seen"):
+        _optional(document, name, _time)
+    _optional(document, "seq", _count)
+    return document
+
+
+# History points (web role -> clients)
+
+FULL = "full"
+OVERVIEW = "overview"
+# A host with more cores than this keeps only the first ones in its history.
+MAX_CORES = 256
+# A history point's encoding keeps historyPoint's key order (ts, seq, cpu,
+# mem, cores, ...): overviewPoint cuts [ts,cpu,mem] out of it by these.
+_TS_PREFIX = b'{"ts":'
+_SEQ = b',"seq":'
+_CPU = b',"cpu":'
+_MEM = b',"mem":'
+_CORES = b',"cores":'
+
+
+def _pointNumber(value, digits):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return None
+    if digits is None:
+        return float(value)
+    rounded = round(value, digits)
+    return int(rounded) if digits == 0 else rounded
+
+
+def _dig(document, *path):
+    # Metrics are forwarded as received (a third party's analysis may carry
+    # anything there): what is not where expected becomes null in a point.
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _pointLevel(value):
+    return value if isinstance(value, str) and len(value) <= 16 else None
+
+
+def historyPoint(analysis, now):
+    """
+    The compact history point of one analysis document, as a dict.
+
+    @param now: the time used when the analysis carries neither C{ts} nor
+        C{analyzed_at} (a proof-of-concept measure's analysis).
+    """
+    # ts is kept exact: it identifies the analysis, as seq does.
+    ts = _pointNumber(analysis.get("ts"), None)
+    if ts is None:
+        ts = _pointNumber(analysis.get("analyzed_at"), None)
+    if ts is None:
+        ts = now
+    seq = analysis.get("seq")
+    metrics = analysis.get("metrics")
+    cores = _dig(metrics, "cpu", "per_core")
+    disks = _dig(metrics, "disks")
+    load = _dig(metrics, "load")
+    diskPercents = [
+        p for p in (_pointNumber(_dig(d, "percent"), 1) for d in disks) if p is not None
+    ] if isinstance(disks, list) else []
+    levels = analysis.get("levels")
+    return {
+        "ts": ts,
+        "seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        "cpu": _pointNumber(_dig(metrics, "cpu", "percent"), 1),
+        "mem": _pointNumber(_dig(metrics, "memory", "percent"), 1),
+        "cores": [_pointNumber(c, 1) for c in cores[:MAX_CORES]] if isinstance(cores, list) else [],
+        "load1": _pointNumber(load[0], 2) if isinstance(load, list) and load else None,
+        "disk": max(diskPercents) if diskPercents else None,
+        "rx": _pointNumber(_dig(metrics, "net_io", "bytes_recv_per_s"), 0),
+        "tx": _pointNumber(_dig(metrics, "net_io", "bytes_sent_per_s"), 0),
+        "level": _pointLevel(analysis.get("level")),
+        "levels": {
+            "cpu": _pointLevel(_dig(levels, "cpu")),
+            "memory": _pointLevel(_dig(levels, "memory")),
+        },
+    }
+
+
+def encodePoint(point):
+    """
+    Encode a history point (L{historyPoint}).
+    """
+    return encodeJSON(point)
+
+
+def overviewPoint(encoded):
+    """
+    The overview of an encoded point (which starts C{{"ts":<number>,"seq":}):
+    C{[ts,cpu,mem]} as bytes, the numbers exactly as the point's JSON spells
+    them.
+    """
+    seqAt = encoded.index(_SEQ, len(_TS_PREFIX))
+    cpuAt = encoded.index(_CPU, seqAt)
+    memAt = encoded.index(_MEM, cpuAt)
+    coresAt = encoded.index(_CORES, memAt)
+    return b"".join([
+        b"[", encoded[len(_TS_PREFIX):seqAt], b",", encoded[cpuAt + len(_CPU):memAt],
+        b",", encoded[memAt + len(_MEM):coresAt], b"]"])
+
+
+# Bodies made of bodies already encoded (web role -> clients): events are
+# sent as the bytes received, history points as encoded when they arrived.
+
+
+def jsonArray(bodies):
+    """
+    A JSON array of C{bodies} (a list of encoded JSON values), as bytes.
+    """
+    return b"[" + b",".join(bodies) + b"]"
+
+
+def arrayPieces(bodies):
+    """
+    The pieces of the JSON array of C{bodies}, one body at a time.
+    """
+    yield b"["
+    first = True
+    for body in bodies:
+        if not first:
+            yield b","
+        first = False
+        yield body
+    yield b"]"
+
+
+def historyKey(host):
+    """
+    C{"<host>":}, the start of a host's entry in a C{history} object.
+    """
+    return encodeJSON(host) + b":"
+
+
+def snapshotPieces(subscription, analyses, statuses, history=None):
+    """
+    The pieces of a C{snapshot} message: C{subscription} (a dict, as the
+    server understood it), C{events} (the bodies of the latest analyses),
+    C{statuses} (the bodies of the latest statuses), C{history} (the pieces
+    of a history object, or L{None} for C{{}}).
+    """
+    yield b'{"kind":"snapshot","subscription":' + encodeJSON(subscription) + b',"events":'
+    yield from arrayPieces(analyses)
+    yield b',"statuses":'
+    yield from arrayPieces(statuses)
+    yield b',"history":'
+    if history is None:
+        yield b"{}"
+    else:
+        yield from history
+    yield b"}"
+
+
+def analysesSnapshotBody(analyses):
+    """
+    A snapshot of the latest analyses only, C{analyses} being their JSON
+    array as bytes.
+    """
+    return b'{"kind":"snapshot","events":' + analyses + b"}"
+
+
+def historyReplyBody(host, step, points):
+    """
+    The reply to a WebSocket C{history} request: C{points} is the JSON
+    array of C{host}'s points (bytes), at most one per C{step} seconds.
+    """
+    return b"".join([
+        b'{"kind":"history","host":', encodeJSON(host), b',"step":', encodeJSON(step),
+        b',"points":', points, b"}"])
+
+
+def errorMessage(text, **details):
+    """
+    A WebSocket C{error} message: C{{"kind": "error", "error": text, ...}}.
+    """
+    return encodeJSON(dict({"kind": "error", "error": text}, **details))
+
+
+# HTTP API bodies (web role -> programs)
+
+
+def errorBody(text, **details):
+    """
+    The body of an HTTP error answer: C{{"error": text, ...details}}.
+    """
+    return encodeJSON(dict({"error": text}, **details))
+
+
+def hostBody(host, analysis, status):
+    """
+    C{GET /api/hosts/<host>}: C{analysis} and C{status} are the bodies of
+    the host's latest ones, or L{None}.
+    """
+    return b"".join([
+        b'{"host":', encodeJSON(host), b',"analysis":', analysis or b"null",
+        b',"status":', status or b"null", b"}"])
+
+
+def hostsPieces(analyses, statuses):
+    """
+    The pieces of C{GET /api/hosts}: the bodies of every latest analysis
+    and status.
+    """
+    yield b'{"hosts":'
+    yield from arrayPieces(analyses)
+    yield b',"statuses":'
+    yield from arrayPieces(statuses)
+    yield b"}"
+
+
+def hostHistoryBody(host, window, step, points):
+    """
+    C{GET /api/hosts/<host>/history}: C{points} is the JSON array of the
+    host's points (bytes).
+    """
+    return b"".join([
+        b'{"host":', encodeJSON(host), b',"window":', encodeJSON(window),
+        b',"step":', encodeJSON(step), b',"points":', points, b"}"])
+
+
+# Server-Sent Events frames (web role -> programs)
+
+SSE_KEEPALIVE = b": keep-alive\n\n"
+# The snapshot event, written in pieces: its JSON is one data: line.
+SSE_SNAPSHOT_BEGIN = b"event: snapshot\ndata: "
+SSE_SNAPSHOT_END = b"\n\n"
+
+
+def sseRetry(milliseconds):
+    """
+    The SSE field telling an EventSource how long to wait before reconnecting.
+    """
+    return b"retry: %d\n\n" % (milliseconds,)
+
+
+def sseFrame(kind, body):
+    """
+    One SSE event: C{event: <kind>} and the JSON body as C{data:} lines (a
+    body with line breaks becomes several C{data:} lines, which the client
+    joins with newlines).
+    """
+    lines = body.splitlines() or [b""]
+    return b"event: " + kind.encode("ascii") + b"\n" + b"".join(
+        b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def sseSnapshotChunk(chunk):
+    """
+    A piece of the snapshot's one C{data:} line: the line breaks its bodies
+    may hold are JSON white space, written as spaces.
+    """
+    if b"\n" in chunk or b"\r" in chunk:
+        chunk = chunk.replace(b"\r", b" ").replace(b"\n", b" ")
+    return chunk
 
 
 def _dumps(document):
