@@ -6,6 +6,7 @@ bounded history kept for clients that connect later.
 
 from collections import Counter, deque
 
+from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from resmon import topics, wire
@@ -490,7 +491,8 @@ class EventFanout:
         self.clients = {}
         self.rejected = Counter()
         # Rejections are logged at a bounded rate: junk must not flood the log.
-        self.warnings = LimitedLog(clock if clock is not None else _Unclocked())
+        # Without a clock time never passes (a Clock never advanced): the first ones only.
+        self.warnings = LimitedLog(clock if clock is not None else Clock())
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
                          "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
         self._eventKeys = {}
@@ -762,14 +764,3 @@ def _after(analysis, status):
 
 def _olderThan(document, other):
     return isLateCopy(document.get("seq"), document.get("ts"), other.get("seq"), other.get("ts"))
-
-
-
-class _Unclocked:
-    """
-    The time of a fan-out without a clock: it never advances (so at most a
-    burst of rejections is logged).
-    """
-
-    def seconds(self):
-        return 0.0

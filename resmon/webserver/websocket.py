@@ -13,7 +13,8 @@ from twisted.logger import Logger
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from resmon.webserver.fanout import ClientFlow, encodeJSON
+from resmon import wire
+from resmon.webserver.fanout import ClientFlow
 from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
 from resmon.webserver.subscriptions import (
@@ -42,8 +43,8 @@ PING_RATE = 1.0
 MAX_FRAGMENTS = 64
 
 
-def errorBody(text, **details):
-    return encodeJSON(dict({"kind": "error", "error": text}, **details))
+# The error message is resmon.wire's; the name this module's callers know.
+errorBody = wire.errorMessage
 
 
 class DashboardProtocol(WebSocketServerProtocol):
