@@ -744,5 +744,235 @@ def sseSnapshotChunk(chunk):
     return chunk
 
 
+
+# Clients' messages (clients -> web role): WebSocket messages and the query
+# parameters of /ws and /api/stream
+
+
+class InvalidRequest(ValueError):
+    """
+    A client's message or query parameters that cannot be honoured; the
+    message says why.
+    """
+
+
+SUBSCRIBE = "subscribe"
+HISTORY = "history"
+EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
+MAX_PATTERNS = 1000
+MAX_PATTERN_LENGTH = 255
+# The values of a subscription's history field, as on the wire.
+HISTORY_FULL = True
+HISTORY_NONE = False
+HISTORY_OVERVIEW = OVERVIEW
+# What a client that asks for nothing gets: cheap enough for a whole fleet
+# (at most 91 [ts, cpu, mem] per host for 15 minutes).
+DEFAULT_HISTORY = HISTORY_OVERVIEW
+MAX_STEP = 86400.0
+# A smaller step than this divides a time into numbers too large for a float.
+MIN_STEP = 0.001
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """
+    A client's C{subscribe} message (or query parameters), validated.
+
+    @ivar hosts: host names or patterns, or L{None} for every host.
+    @ivar events: the event kinds wanted (some of L{EVENT_KINDS}).
+    @ivar history: L{HISTORY_FULL}, L{HISTORY_OVERVIEW} or L{HISTORY_NONE}.
+    @ivar since: only history points after this time, or L{None}.
+    @ivar step: seconds between history points, or L{None} for the default.
+    """
+
+    hosts: object = None
+    events: tuple = EVENT_KINDS
+    history: object = DEFAULT_HISTORY
+    since: object = None
+    step: object = None
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """
+    A WebSocket client's one-off request for the history of one host.
+
+    @ivar host: the host's name or routing word, as asked.
+    @ivar step: at most one point per C{step} seconds (0: every point).
+    """
+
+    host: str
+    step: float = 0
+
+
+def decodeClientMessage(payload):
+    """
+    Decode a WebSocket text message from a client (bytes).
+
+    @return: a L{SubscribeRequest} or a L{HistoryRequest}.
+    @raise InvalidRequest: naming what is wrong.
+    """
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise InvalidRequest("not a JSON text message")
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    kind = message.get("kind")
+    if kind == SUBSCRIBE:
+        return decodeSubscribe(message)
+    if kind == HISTORY:
+        return decodeHistoryRequest(message)
+    raise InvalidRequest(
+        f"unknown message kind {str(kind)[:40]!r}; expected {SUBSCRIBE!r} or {HISTORY!r}")
+
+
+def decodeHistoryRequest(message):
+    """
+    The L{HistoryRequest} of a decoded C{{"kind": "history", "host": ...}}
+    message (C{step} defaults to 0).
+
+    @raise InvalidRequest: naming the field at fault.
+    """
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    unknown = set(message) - {"kind", "host", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0][:40]!r}")
+    host = message.get("host")
+    if not isinstance(host, str) or not 1 <= len(host) <= MAX_PATTERN_LENGTH:
+        raise InvalidRequest(
+            f"host: expected a host name or routing word of 1 to {MAX_PATTERN_LENGTH} characters")
+    return HistoryRequest(host, decodeStep(message.get("step", 0)))
+
+
+def decodeSubscribe(message):
+    """
+    The L{SubscribeRequest} of a decoded C{{"kind": "subscribe", ...}}
+    message. Absent fields take their defaults: every host, every kind,
+    an overview history, the default step.
+
+    @raise InvalidRequest: naming the field at fault.
+    """
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    unknown = set(message) - {"kind", "hosts", "events", "history", "since", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0][:40]!r}")
+    hosts = _strings(message, "hosts", "host names or patterns")
+    if hosts is not None:
+        hosts = tuple(_patterns(hosts))
+    events = _strings(message, "events", "event kinds")
+    events = EVENT_KINDS if events is None else tuple(_kinds(events))
+    history = message.get("history", DEFAULT_HISTORY)
+    if not (isinstance(history, bool) or history == HISTORY_OVERVIEW):
+        raise InvalidRequest('history: expected true, false or "overview"')
+    since = message.get("since")
+    if since is not None and not _finiteNumber(since):
+        raise InvalidRequest("since: expected a number (seconds since the epoch)")
+    step = message.get("step")
+    if step is not None:
+        step = decodeStep(step)
+    return SubscribeRequest(hosts, events, history, since, step)
+
+
+def decodeStep(step):
+    """
+    A history step: 0 (every point), or a number of seconds from
+    L{MIN_STEP} to L{MAX_STEP}.
+
+    @raise InvalidRequest: for anything else.
+    """
+    if not _finiteNumber(step) or not (step == 0 or MIN_STEP <= step <= MAX_STEP):
+        raise InvalidRequest(
+            f"step: expected a number of seconds: 0 (every point) or {MIN_STEP:g} to {MAX_STEP:.0f}")
+    return step
+
+
+def decodeQuery(args):
+    """
+    The L{SubscribeRequest} of query parameters (a twisted.web
+    C{request.args}: bytes keys, lists of bytes values; or Autobahn's
+    C{params}: str keys and values): C{hosts=} and C{events=}
+    comma-separated, C{history=0|1|overview}, C{since=}, C{step=}.
+
+    @raise InvalidRequest: naming the parameter at fault.
+    """
+    values = {}
+    for key, found in args.items():
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        found = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in found]
+        values[key] = ",".join(found)
+    unknown = set(values) - {"hosts", "events", "history", "since", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown parameter {sorted(unknown)[0][:40]!r}")
+    message = {}
+    if "hosts" in values:
+        message["hosts"] = [p for p in values["hosts"].split(",") if p]
+    if "events" in values:
+        message["events"] = [e for e in values["events"].split(",") if e]
+    if "history" in values:
+        flag = values["history"].lower()
+        if flag == HISTORY_OVERVIEW:
+            message["history"] = HISTORY_OVERVIEW
+        elif flag in ("0", "1", "true", "false"):
+            message["history"] = flag in ("1", "true")
+        else:
+            raise InvalidRequest("history: expected 0, 1 or overview")
+    for name, what in (("since", "seconds since the epoch"), ("step", "seconds")):
+        if name in values:
+            try:
+                message[name] = float(values[name])
+            except ValueError:
+                raise InvalidRequest(f"{name}: expected a number ({what})")
+    return decodeSubscribe(message)
+
+
+def _finiteNumber(value):
+    return _isNumber(value) and math.isfinite(value)
+
+
+def _strings(message, field, what):
+    """
+    C{message[field]} as a list of strings (one string counts as a list of
+    one), or L{None} if absent.
+    """
+    value = message.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidRequest(f"{field}: expected a list of {what}")
+    return value
+
+
+def _patterns(patterns):
+    if not patterns:
+        raise InvalidRequest("hosts: empty list (leave it out for every host)")
+    if len(patterns) > MAX_PATTERNS:
+        raise InvalidRequest(f"hosts: at most {MAX_PATTERNS} patterns")
+    for pattern in patterns:
+        if not 1 <= len(pattern) <= MAX_PATTERN_LENGTH:
+            raise InvalidRequest(f"hosts: a pattern must be 1 to {MAX_PATTERN_LENGTH} characters")
+        for word in pattern.split("."):
+            if word not in ("*", "#") and ("*" in word or "#" in word):
+                raise InvalidRequest(
+                    f"hosts: {pattern[:60]!r}: '*' and '#' match whole words only "
+                    "(AMQP topic syntax, not a glob)")
+    return patterns
+
+
+def _kinds(events):
+    if not events:
+        raise InvalidRequest("events: empty list (leave it out for every kind)")
+    for kind in events:
+        if kind not in EVENT_KINDS:
+            raise InvalidRequest(
+                f"events: unknown kind {kind[:40]!r}; expected {', '.join(EVENT_KINDS)}")
+    return events
+
+
 def _dumps(document):
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
