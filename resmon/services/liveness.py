@@ -11,9 +11,9 @@ from twisted.logger import Logger
 from resmon import topics, wire
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, LIVENESS_QUEUE_SUFFIX, STALE_INTERVALS  # noqa: F401
 
-ONLINE = "online"
-STALE = "stale"
-OFFLINE = "offline"
+ONLINE = wire.ONLINE
+STALE = wire.STALE
+OFFLINE = wire.OFFLINE
 FORGOTTEN = wire.FORGOTTEN
 
 DEFAULT_QUEUE = "resmon.analyzer.liveness"
@@ -31,7 +31,7 @@ LIVENESS_PREFETCH = 500
 # measures and declare every host offline after another process took over.
 TICK_INTERVAL = 0.5
 ACTIVE_WINDOW = 3.0
-TICK = "liveness-tick"
+TICK = wire.TICK
 
 
 class _Host:
@@ -161,8 +161,7 @@ class HostLiveness(service.Service):
         """
         if not self.bus.connected:
             return  # kept in the outbox, it would arrive late and mean nothing
-        body = wire.encodeEvent({"v": wire.VERSION, "kind": TICK, "queue": self.queue,
-                                 "ts": self.clock.seconds()})
+        body = wire.encodeTick(self.queue, self.clock.seconds())
         self.bus.publish(self.tickKey, body).addErrback(lambda failure: None)
 
     def measureReceived(self, routingKey, body):
@@ -300,10 +299,7 @@ class HostLiveness(service.Service):
         self._announce(host, status, now)
 
     def _announce(self, host, status, now):
-        body = wire.encodeEvent({
-            "v": wire.VERSION, "kind": topics.STATUS, "host": host.name, "status": status,
-            "since": now, "last_seen": host.lastSeen, "seq": host.seq,
-        })
+        body = wire.encodeStatus(host.name, status, now, host.lastSeen, host.seq)
         d = self.bus.publish(f"{host.word}.{topics.STATUS}", body)
         d.addCallbacks(self._published, self._failed, errbackArgs=(host.name,))
 
