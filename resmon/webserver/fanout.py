@@ -451,9 +451,11 @@ class EventFanout:
 
     A client is anything with C{sendEvent(document, body)}.
 
-    An analysis or status whose C{host} does not map to its routing key, and
-    an analysis whose C{ts} or C{analyzed_at} is more than C{maxClockSkew}
-    seconds ahead of C{clock}, are rejected and counted. A new latest
+    Events are decoded by L{wire.decodeAnalysis} and L{wire.decodeStatus}
+    (times more than C{maxClockSkew} seconds ahead of C{clock} are
+    C{future}); what they reject is counted by reason in C{rejected} and
+    logged, rate limited. The documents kept and passed on are theirs, with
+    the types they guarantee. A new latest
     analysis of a host whose latest status is not C{online} records and
     sends an C{online} status for it (L{backOnline}).
 
@@ -490,8 +492,7 @@ class EventFanout:
         self.maxBody = maxBody
         self.clients = {}
         self.rejected = Counter()
-        # Rejections are logged at a bounded rate: junk must not flood the log.
-        # Without a clock time never passes (a Clock never advanced): the first ones only.
+        # Junk must not flood the log; without a clock (a Clock never advanced), the first ones only.
         self.warnings = LimitedLog(clock if clock is not None else Clock())
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
                          "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
