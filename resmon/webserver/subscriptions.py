@@ -12,9 +12,9 @@ from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW
 from resmon.wire import (  # noqa: F401
     DEFAULT_HISTORY, EVENT_KINDS, HISTORY_FULL, HISTORY_NONE, HISTORY_OVERVIEW, MAX_PATTERN_LENGTH,
     MAX_PATTERNS, MAX_STEP, MIN_STEP, HistoryRequest)
-from resmon.wire import InvalidRequest as InvalidSubscription
-from resmon.wire import decodeHistoryRequest as parseHistoryRequest
-from resmon.wire import decodeStep as parseStep
+from resmon.wire import InvalidRequest as InvalidSubscription  # noqa: F401
+from resmon.wire import decodeHistoryRequest as parseHistoryRequest  # noqa: F401
+from resmon.wire import decodeStep as parseStep  # noqa: F401
 
 # Cached pattern results per subscription; beyond this the cache is dropped.
 _MATCH_CACHE_SIZE = 100_000
