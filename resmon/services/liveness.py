@@ -11,9 +11,9 @@ from twisted.logger import Logger
 from resmon import topics, wire
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, LIVENESS_QUEUE_SUFFIX, STALE_INTERVALS  # noqa: F401
 
-ONLINE = wire.ONLINE
-STALE = wire.STALE
-OFFLINE = wire.OFFLINE
+ONLINE = "online"
+STALE = "stale"
+OFFLINE = "offline"
 FORGOTTEN = wire.FORGOTTEN
 
 DEFAULT_QUEUE = "resmon.analyzer.liveness"
@@ -31,7 +31,7 @@ LIVENESS_PREFETCH = 500
 # measures and declare every host offline after another process took over.
 TICK_INTERVAL = 0.5
 ACTIVE_WINDOW = 3.0
-TICK = wire.TICK
+TICK = "liveness-tick"
 
 
 class _Host:
