@@ -235,3 +235,28 @@ def test_a_history_reply_without_a_history_has_no_points():
 
 def test_json_for_clients_is_compact():
     assert encodeJSON({"a": [1, "\u00e9"]}) == b'{"a":[1,"\\u00e9"]}'
+
+
+def test_clients_dropped_at_the_budget_and_refused_connections_are_logged_rate_limited():
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from resmon.webserver.httplimits import ConnectionLimits
+    from resmon.webserver.sendbudget import SendBudget
+    clock = Clock()
+    budget = SendBudget(limit=1, clock=clock)
+    events = logged(budget)
+    for _ in range(15):
+        budget.dropped("x")
+    assert len(events) == 10 and budget.counters["dropped"] == 15
+    clock.advance(6)
+    budget.dropped("x")
+    assert len(events) == 11 and formatEvent(events[-1]).endswith(
+        "(16 so far) (5 similar warnings not logged before this one)")
+    limits = ConnectionLimits(Site(Resource()), clock, maxClients=0)
+    events = logged(limits)
+    for _ in range(12):
+        limits.buildProtocol(None)
+    assert len(events) == 10 and limits.refused["max-clients"] == 12
+    assert formatEvent(events[0]) == (
+        "refused a connection from None: 0 connections already (--max-clients) (1 so far)")
