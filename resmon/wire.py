@@ -805,6 +805,21 @@ class HistoryRequest:
     step: float = 0
 
 
+def subscriptionDocument(hosts, events, history, step, since):
+    """
+    The C{subscription} of a snapshot, as the server understood it: every
+    field, C{hosts} L{None} for every host, C{events} in the order of
+    L{EVENT_KINDS}.
+    """
+    return {
+        "hosts": None if hosts is None else list(hosts),
+        "events": [kind for kind in EVENT_KINDS if kind in events],
+        "history": history,
+        "step": step,
+        "since": since,
+    }
+
+
 def decodeClientMessage(payload):
     """
     Decode a WebSocket text message from a client (bytes).

@@ -83,14 +83,7 @@ class Subscription:
         """
         The subscription as the server understood it, echoed in snapshots.
         """
-        return {
-            "hosts": None if self.hosts is None else list(self.hosts),
-            "events": [kind for kind in EVENT_KINDS if kind in self.events],
-            "history": self.history,
-            "step": self.step,
-            "since": self.since,
-        }
-
+        return wire.subscriptionDocument(self.hosts, self.events, self.history, self.step, self.since)
 
     @classmethod
     def fromRequest(cls, request):
