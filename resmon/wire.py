@@ -339,7 +339,6 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     return document
 
 
-
 def encodeJSON(document):
     """
     resmon's one JSON encoder for the wire: compact, ASCII, no NaN or
@@ -742,7 +741,6 @@ def sseSnapshotChunk(chunk):
     if b"\n" in chunk or b"\r" in chunk:
         chunk = chunk.replace(b"\r", b" ").replace(b"\n", b" ")
     return chunk
-
 
 
 # Clients' messages (clients -> web role): WebSocket messages and the query
