@@ -47,7 +47,7 @@ def test_a_subscription_cancelled_during_the_check_is_not_bound_again():
     bus.useConnection(None, publishChannel)
     first, firstChannel = _subscribe(bus, "first")
     second, secondChannel = _subscribe(bus, "amq.gen-private")
-    checked = bus._refreshTopology()
+    checked = bus.topology.refresh(publishChannel, bus.consumers.subscriptions)
     publishChannel.calls[0][2].callback(None)  # the exchange exists
     assert [c[1]["queue"] for c in firstChannel.calls] == ["first"]
     second.cancel()  # no connection: only forgets the subscription
@@ -61,7 +61,7 @@ def test_the_check_renews_every_binding_of_live_subscriptions():
     publishChannel = BindingChannel()
     bus.useConnection(None, publishChannel)
     subscriptions = [_subscribe(bus, f"q{i}") for i in range(3)]
-    checked = bus._refreshTopology()
+    checked = bus.topology.refresh(publishChannel, bus.consumers.subscriptions)
     publishChannel.calls[0][2].callback(None)
     for i, (_, channel) in enumerate(subscriptions):
         assert [c[1]["queue"] for c in channel.calls] == [f"q{i}"]
