@@ -7,11 +7,11 @@ what it does when the broker cancels a consumer.
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from txamqp.queue import Closed as QueueClosed
-from txamqp.queue import TimeoutDeferredQueue
 
 from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus, Dropped
 from resmon.bus.connection import Delegate
+from test_units_mutants_amqp_service import RecordingClient, Reply
 
 
 class FakeChannel:
@@ -142,59 +142,25 @@ class CancelledChannel:
         self.closed = True
 
 
-class ReconsumingClient:
-    """
-    A connection on which the bus declares and consumes again.
-    """
-
-    def __init__(self):
-        self.transport = object()
-        self.queues = {}
-        self.consumed = []
-
-    def channel(self, channelId):
-        return defer.succeed(ConsumingChannel(self, channelId))
-
-    def queue(self, tag):
-        return defer.succeed(self.queues.setdefault(tag, TimeoutDeferredQueue()))
-
-
-class ConsumingChannel:
-    def __init__(self, client, channelId):
-        self.client, self.id, self.closed = client, channelId, False
-
-    def __getattr__(self, name):
-        def call(**arguments):
-            self.client.consumed.append((self.id, name, arguments))
-            return defer.succeed(_Reply(arguments.get("queue") or "amq.gen-new"))
-        return call
-
-
-class _Reply:
-    def __init__(self, queue):
-        self.queue = queue
-        self.consumer_tag = f"ctag-{queue}"
-
-
 def test_a_consumer_cancelled_by_the_broker_is_declared_and_consumed_again():
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
     bus.running = True
-    client = ReconsumingClient()
+    client = RecordingClient()
     bus.useConnection(client, FakeChannel())
     subscription = bus.subscribe(["#.measure"], lambda key, body: None, queue="analyzer",
                                  durable=True)
     assert subscription.whenReady().called
     oldQueue = client.queues["ctag-analyzer"]
-    client.consumed.clear()
+    client.calls.clear()
     cancelled = CancelledChannel()
     delegate = Delegate(bus.outbox, bus.consumers)
     delegate.client = client
-    delegate.basic_cancel(cancelled, _Reply("analyzer"))
+    delegate.basic_cancel(cancelled, Reply("analyzer"))
     assert cancelled.closedByUs and cancelled.closed
     ended = []
     oldQueue.get().addErrback(lambda f: ended.append(f.type))
     assert ended == [QueueClosed]  # its pump ended
-    calls = [(name, arguments.get("queue")) for _, name, arguments in client.consumed]
+    calls = [(name, arguments.get("queue")) for _, name, arguments in client.calls]
     assert ("queue_declare", "analyzer") in calls and ("basic_consume", "analyzer") in calls
     assert subscription.whenReady().called
     assert bus.counters["consumer-cancels"] == 1 and bus.counters["connections"] == 0

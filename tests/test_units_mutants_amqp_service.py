@@ -345,15 +345,20 @@ class Delivery:
         self.content = Content(b"{}", properties=properties)
 
 
-def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
-    counter = Counter()
-    handled = []
+def connectedToRecordingClient():
     bus = AMQPBus(BROKER, "ex", Clock())
     events = []
     logTo(events, bus)
     bus.running = True
     client = RecordingClient()
     bus.useConnection(client, RecordingChannel(client, 1))
+    return bus, client, events
+
+
+def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
+    counter = Counter()
+    handled = []
+    bus, client, events = connectedToRecordingClient()
     subscription = bus.subscribe(["#.measure"], lambda key, body: handled.append(key),
                                  queue="analyzer", deadLetter="resmon.dead", rejected=counter)
     assert subscription.rejected is counter
@@ -389,12 +394,7 @@ def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_
 
 
 def test_a_refusal_without_a_dead_letter_exchange_says_nothing_of_one():
-    bus = AMQPBus(BROKER, "ex", Clock())
-    events = []
-    logTo(events, bus)
-    bus.running = True
-    client = RecordingClient()
-    bus.useConnection(client, RecordingChannel(client, 1))
+    bus, client, events = connectedToRecordingClient()
     subscription = bus.subscribe(["a.#", "#.b"], lambda key, body: None)
     assert subscription.rejected == Counter() and subscription.rejected is not bus.rejected
     client.queues["ctag-amq.gen-1"].put(Delivery("a.b", 1, {REFUSED: "why"}))

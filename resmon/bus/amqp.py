@@ -93,7 +93,13 @@ class AMQPBus(service.Service):
         self.exchange = exchange
         self._reactor = reactor
         self.heartbeat = heartbeat
+        self.connectTimeout = connectTimeout
+        self.handshakeTimeout = handshakeTimeout
+        self.maxRetryDelay = maxRetryDelay
+        self.outboxLimit = outboxLimit
+        self.topologyInterval = topologyInterval
         self.drainTimeout = drainTimeout
+        self.tls = tls
         self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
         self.spec = loadSpec(spec)
         self.connected = False
@@ -108,32 +114,6 @@ class AMQPBus(service.Service):
             broker, reactor, factory, self._declare, self._lost, self.counters,
             connectTimeout=connectTimeout, handshakeTimeout=handshakeTimeout,
             maxRetryDelay=maxRetryDelay, tls=tls)
-
-    # Settings, as given.
-
-    @property
-    def tls(self):
-        return self.connection.tls
-
-    @property
-    def connectTimeout(self):
-        return self.connection.connectTimeout
-
-    @property
-    def handshakeTimeout(self):
-        return self.connection.handshakeTimeout
-
-    @property
-    def maxRetryDelay(self):
-        return self.connection.maxRetryDelay
-
-    @property
-    def outboxLimit(self):
-        return self.outbox.limit
-
-    @property
-    def topologyInterval(self):
-        return self.topology.interval
 
     # IService
 
