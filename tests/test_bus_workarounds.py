@@ -90,9 +90,12 @@ def plainClient():
 class RecordingConsumers:
     def __init__(self):
         self.cancelled = []
+        self.whenCancelled = defer.Deferred()
 
     def consumerCancelled(self, client, channel, consumerTag):
         self.cancelled.append((client, channel.id, consumerTag))
+        self.whenCancelled.callback(consumerTag)
+        return defer.succeed(None)
 
 
 def resmonClient(consumers=None):
@@ -300,8 +303,6 @@ def test_a_basic_cancel_reaches_the_consumers_and_the_connection_stays():
 def test_rabbitmq_cancels_the_consumer_of_a_deleted_queue(broker, amqp):
     # The broker's side of 7 and 8, on a real connection of resmon's client.
     consumers = RecordingConsumers()
-    cancelled = defer.Deferred()
-    consumers.consumerCancelled = lambda client, channel, tag: cancelled.callback(tag)
     url = parseBrokerURL(broker)
 
     class Factory(protocol.ClientFactory):
@@ -316,7 +317,7 @@ def test_rabbitmq_cancels_the_consumer_of_a_deleted_queue(broker, amqp):
         yield channel.queue_declare(queue=queue, auto_delete=True)
         consumer = yield channel.basic_consume(queue=queue)
         yield amqp.channel.queue_delete(queue=queue)
-        tag = yield withTimeout(cancelled, 5, "basic.cancel from the broker")
+        tag = yield withTimeout(consumers.whenCancelled, 5, "basic.cancel from the broker")
         assert tag == consumer.consumer_tag
     finally:
         yield client.close(within=2)

@@ -64,7 +64,8 @@ class Delegate(WorkaroundDelegate):
                       text=message.reply_text)
 
     def consumerCancelled(self, channel, consumerTag):
-        self.consumers.consumerCancelled(self.client, channel, consumerTag)
+        self.consumers.consumerCancelled(self.client, channel, consumerTag).addErrback(
+            lambda f: self.log.failure("handling the broker's basic.cancel failed", f))
 
 
 class ClientFactory(protocol.Factory):
@@ -175,7 +176,8 @@ class BrokerConnection:
         self.counters["connections"] += 1
         self.log.info("connected to {broker} (connection #{count})",
                       broker=self.broker.redacted(), count=self.counters["connections"])
-        client.disconnected.wait().addCallback(lambda _: self.disconnected(client))
+        client.disconnected.wait().addCallback(lambda _: self.disconnected(client)).addErrback(
+            lambda f: self.log.failure("handling the lost connection failed", f))
 
     @defer.inlineCallbacks
     def _handshake(self, client):
