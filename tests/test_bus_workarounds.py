@@ -372,6 +372,15 @@ def test_an_empty_body_is_handed_over_as_bytes():
     message = deliverEmpty(client).result
     assert workarounds.bodyBytes(message.content.body) == b""
     assert workarounds.bodyBytes(BODY) is BODY
+    # What a handler receives.
+    from test_units_mutants_amqp_service import RecordingChannel, RecordingClient
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
+    recording = RecordingClient()
+    bus.useConnection(recording, RecordingChannel(recording, 1))
+    bodies = []
+    bus.subscribe(["#"], lambda key, body: bodies.append(body), queue="q")
+    recording.queues["ctag-q"].put(message)
+    assert bodies == [b""]
 
 
 # 11. Why the connection was lost.
