@@ -14,6 +14,7 @@ The queue deleted under running processes, end to end:
 C{tests/test_integration_queue_deleted.py}.
 """
 
+import os
 import struct
 from io import BytesIO
 
@@ -434,3 +435,17 @@ def test_a_connection_whose_preparation_failed_is_closed_and_retried():
     reactor.advance(5)
     assert len(reactor.tcpClients) == 2  # tried again
     service.stopService()
+
+
+# 13. The AMQP spec.
+
+def test_txamqp_ships_no_amqp_spec_still_needed():
+    import txamqp
+    package = os.path.dirname(txamqp.__file__)
+    assert not [name for _, _, names in os.walk(package) for name in names if name.endswith(".xml")]
+
+
+def test_the_spec_resmon_carries_has_publisher_confirms_and_consumer_cancel():
+    assert (SPEC.major, SPEC.minor) == (0, 9)
+    assert "select" in [m.name for m in SPEC.classes.byname["confirm"].methods]
+    assert {"nack", "cancel"} <= {m.name for m in SPEC.classes.byname["basic"].methods}

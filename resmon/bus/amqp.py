@@ -16,8 +16,6 @@ composes the bus's parts.
  - L{resmon.bus.workarounds}: what txAMQP 0.8.2 and Twisted get wrong.
 """
 
-import os
-
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -32,12 +30,10 @@ from resmon.bus.counters import busCounters
 from resmon.bus.outbox import Dropped, Outbox
 from resmon.bus.properties import PropertyLimits
 from resmon.bus.topology import DEAD_LETTER_LIMIT, Topology, partitionQueue
-from resmon.bus.workarounds import CLIENT_PROPERTIES
+from resmon.bus.workarounds import CLIENT_PROPERTIES, SPEC_PATH
 from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.deferreds import observe
 from resmon.interfaces import IBus
-
-SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
 __all__ = [
     "AMQPBus", "Dropped", "SPEC_PATH", "partitionQueue", "ResmonAMQClient", "Delegate",

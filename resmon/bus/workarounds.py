@@ -56,8 +56,12 @@ Protocol (L{WorkaroundClient}, L{WorkaroundDelegate} and helpers):
     ClientService's state machine in a state with no transition for it
     (C{automat.NoTransition}, logged as an unhandled error).
     L{abandonConnection} closes it unannounced.
+ 13. txAMQP 0.8.2 ships no AMQP 0-9-1 spec, and the plain one lacks
+    publisher confirms: resmon carries RabbitMQ's extended spec,
+    L{SPEC_PATH} (see C{SPEC-ORIGIN.md} beside it).
 """
 
+import os
 import struct
 from io import BytesIO
 
@@ -68,6 +72,8 @@ from txamqp.connection import Frame
 from txamqp.protocol import AMQClient, GarbageException
 
 from resmon.bus.properties import FRAME_HEADER, PropertyLimits, decodeContentHeader
+
+SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
 # What resmon tells the broker in connection.start-ok (workaround 7):
 # advertised, the broker sends basic.cancel when a consumed queue is deleted.
