@@ -227,6 +227,56 @@ def test_a_channel_the_broker_closed_drops_the_connection():
     assert client.channels[1].closed and transport.disconnecting
 
 
+def vhostOf(broker):
+    return parseBrokerURL(broker).vhost
+
+
+@defer.inlineCallbacks
+def connectTo(broker, client):
+    """
+    Connect C{client} (an L{AMQClient}, built by this function's caller) to
+    the real broker and authenticate.
+    """
+    url = parseBrokerURL(broker)
+
+    class Factory(protocol.ClientFactory):
+        def buildProtocol(self, addr):
+            return client
+    yield TCP4ClientEndpoint(reactor, url.host, url.port, timeout=5).connect(Factory())
+    yield client.authenticate(url.username, url.password)
+    return client
+
+
+@defer.inlineCallbacks
+def brokerClosesAChannelOf(client):
+    channel = yield client.channel(5)
+    yield channel.channel_open()
+    with pytest.raises(Closed, match="NOT_FOUND"):
+        yield channel.exchange_declare(exchange=uniqueName("resmon.test.missing"), type="topic",
+                                       passive=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_rabbitmq_closes_a_channel_and_txamqp_stays_connected_still_needed(broker):
+    client = yield connectTo(broker, AMQClient(TwistedDelegate(), vhostOf(broker), SPEC))
+    try:
+        yield brokerClosesAChannelOf(client)
+        channel = yield client.channel(6)  # the connection still works
+        yield channel.channel_open()
+        assert not client.transport.disconnecting and not client.closed
+    finally:
+        yield client.close(within=2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_rabbitmq_closes_a_channel_and_the_connection_is_dropped(broker):
+    client = ResmonAMQClient(Delegate(None, None), vhostOf(broker), SPEC)
+    client.log = type(client.log)(observer=lambda event: None)
+    yield connectTo(broker, client)
+    yield brokerClosesAChannelOf(client)
+    yield withTimeout(client.disconnected.wait(), 5, "the connection to be dropped")
+
+
 # 7. consumer_cancel_notify.
 
 def startOk(client, transport):
@@ -304,14 +354,8 @@ def test_a_basic_cancel_reaches_the_consumers_and_the_connection_stays():
 def test_rabbitmq_cancels_the_consumer_of_a_deleted_queue(broker, amqp):
     # The broker's side of 7 and 8, on a real connection of resmon's client.
     consumers = RecordingConsumers()
-    url = parseBrokerURL(broker)
-
-    class Factory(protocol.ClientFactory):
-        def buildProtocol(self, addr):
-            return ResmonAMQClient(Delegate(None, consumers), url.vhost, SPEC, heartbeat=0)
-    client = yield TCP4ClientEndpoint(reactor, url.host, url.port, timeout=5).connect(Factory())
+    client = yield connectTo(broker, ResmonAMQClient(Delegate(None, consumers), vhostOf(broker), SPEC))
     try:
-        yield client.authenticate(url.username, url.password)
         channel = yield client.channel(1)
         yield channel.channel_open()
         queue = uniqueName("resmon.test.cancelled")
