@@ -24,10 +24,12 @@ setup(
         "autobahn>=23.1",
         "psutil>=5.9",
         "zope.interface>=5.0",
+        "tomli>=1.1; python_version < '3.11'",
+        "prometheus_client>=0.16",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4",
-                 "tomli>=1.1; python_version < '3.11'"],
+                 "tomli>=1.1; python_version < '3.11'", "pika>=1.3"],
     },
     entry_points={
         "resmon.analyzers": [

@@ -60,6 +60,11 @@ class Options(usage.Options):
     ]
 
     optParameters = [
+        ["config", None, None,
+         "TOML file of options, each under its long name (port = 8080, broker = \"amqp://...\", "
+         "plugin-dir = [\"...\"]); the command line wins over it. The broker URL may also come "
+         "from the RESMON_BROKER environment variable (which wins over the file), keeping its "
+         "password off the command line."],
         ["role", "r", "standalone",
          "What this process runs: agent (sample this machine and publish measures), "
          "analyzer (analyze measures), web (dashboard and API), server (analyzer + web), "
@@ -78,6 +83,10 @@ class Options(usage.Options):
          "asks for one (with its private key, unless --tls-key is given)."],
         ["tls-key", None, None, "amqps only: PEM file of the private key of --tls-cert."],
         ["exchange", "e", "resmon", "Name of the topic exchange every role publishes to."],
+        ["exchange-durable", None, "yes",
+         "yes or no: whether a role that finds the exchange missing declares it durable. An "
+         "existing exchange is used as it is (no for one shared with the proof of concept's "
+         "modules, which declare it non-durable, if resmon may start first)."],
         ["name", "n", None,
          "Host name the agent reports (default: this machine's short host name)."],
         ["interval", "i", "1.0",
@@ -156,6 +165,9 @@ class Options(usage.Options):
         ["header-timeout", None, "10",
          "Web role: seconds a client has to send a whole request (line, headers and body) once "
          "connected or after the previous answer; slower ones get a 408 and are closed."],
+        ["metrics-port", None, None,
+         "TCP port of a Prometheus /metrics endpoint (on --interface) for any role; the "
+         "web role also serves /metrics on --port."],
         ["max-hosts", None, "10000",
          "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
          "and counted, known hosts keep updating."],
@@ -237,10 +249,15 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         # twistd prints its whole usage text before a UsageError; an operator
         # wants the one line that says which option is wrong.
+        from resmon.operations.config import ConfigSource, argumentsWithConfig
+        self.configSource = ConfigSource()
         try:
+            options, self.configSource = argumentsWithConfig(
+                self, sys.argv[1:] if options is None else options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
-            raise SystemExit(f"twistd resmon: error: {e} (see 'twistd resmon --help')")
+            raise SystemExit(f"twistd resmon: error: {self.configSource.explain(e)} "
+                             "(see 'twistd resmon --help')")
 
     def postOptions(self):
         if self["role"] not in ROLES:
@@ -257,6 +274,8 @@ class Options(usage.Options):
         self["tls"] = self._tlsOptions()
         if not self["exchange"] or len(self["exchange"]) > 255:
             raise usage.UsageError("--exchange: must be 1 to 255 characters")
+        if self["exchange-durable"] not in ("yes", "no"):
+            raise usage.UsageError("--exchange-durable: must be yes or no")
         self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
         self["port"] = _number(self, "port", int, 0, 65535)
         self["prefetch"] = _number(self, "prefetch", int, 1, 65535)
@@ -289,6 +308,8 @@ class Options(usage.Options):
         self["max-queued-mib"] = _number(self, "max-queued-mib", float, 1, 1024 * 1024)
         self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
+        if self["metrics-port"] is not None:
+            self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         for subject in USAGE_SUBJECTS:
@@ -389,14 +410,52 @@ def makeService(options):
     bus.setServiceParent(top)
     # Consumers start before producers (and stop after them), so the first
     # measure of a standalone process already has a listener.
+    web = None
     if "web" in parts:
-        _makeWeb(options, bus, reactor).setServiceParent(top)
+        web = _makeWeb(options, bus, reactor)
+        web.setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
         _makeLiveness(options, bus, reactor).setServiceParent(top)
     if "tracker" in parts:
         _makeTracker(options, bus, reactor).setServiceParent(top)
+    readiness = _makeReadiness(options, bus, web, reactor)
+    readiness.setServiceParent(top)
+    _makeMetrics(options, top, bus, readiness, web)
     return top
+
+
+def _makeMetrics(options, top, bus, readiness, web):
+    from resmon.operations.metrics import (
+        ResmonCollector, metricsRegistry, metricsResource, metricsService)
+    services = top.namedServices
+    registry = metricsRegistry(ResmonCollector(
+        bus, readiness, services.get("tracker"), services.get("analyzer"),
+        services.get("liveness"), web))
+    if web is not None:
+        web.site.resource.putChild(b"metrics", metricsResource(registry))
+    if options["metrics-port"] is not None:
+        listen = f"tcp:{options['metrics-port']}"
+        if options["interface"]:
+            listen += ":interface=" + options["interface"].replace(":", "\\:")
+        metricsService(registry, listen).setServiceParent(top)
+
+
+def _makeReadiness(options, bus, web, reactor):
+    from resmon.operations.config import ConfigSource, maskBroker
+    from resmon.operations.sdnotify import SystemdNotifier, watchdogInterval
+    from resmon.services.readiness import RoleReadiness
+    source = getattr(options, "configSource", None) or ConfigSource()
+    broker = options["broker"]
+    readiness = RoleReadiness(
+        bus, reactor, options["role"], maskBroker(broker) if broker else None,
+        source.describe("broker") if broker else None, options["exchange"], web,
+        options["interface"], options["port"], source.warnings,
+        notifier=SystemdNotifier.fromEnvironment(), watchdogInterval=watchdogInterval())
+    if web is not None:
+        from resmon.webserver.health import addHealthResources
+        addHealthResources(web.site.resource, readiness)
+    return readiness
 
 
 def _makeBus(options, reactor):
@@ -406,7 +465,8 @@ def _makeBus(options, reactor):
     from resmon.bus.amqp import AMQPBus
     return AMQPBus(
         options["broker"], options["exchange"], reactor,
-        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"])
+        heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"],
+        exchangeDurable=options["exchange-durable"] == "yes")
 
 
 def _makeTracker(options, bus, reactor):

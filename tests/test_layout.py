@@ -11,7 +11,7 @@ import resmon
 
 ROOT = pathlib.Path(resmon.__file__).parent
 SHARED = {"resmon", "resmon.wire", "resmon.topics", "resmon.interfaces", "resmon.ratelimit",
-          "resmon.defaults", "resmon.periodic"}
+          "resmon.defaults", "resmon.deferreds", "resmon.periodic"}
 # What each part may import from resmon, besides itself and the shared modules.
 ALLOWED = {
     "shared": set(),
@@ -19,11 +19,13 @@ ALLOWED = {
     "resmon.analysis": set(),
     "resmon.webserver": set(),
     "resmon.bus": set(),
+    "resmon.operations": set(),
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
-    "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus"},
+    "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
+                        "resmon.operations"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services"},
+                   "resmon.services", "resmon.operations"},
 }
 
 

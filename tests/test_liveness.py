@@ -84,7 +84,7 @@ def test_subscribes_to_measures_on_a_single_active_queue():
     bus, clock = LivenessBus(), Clock()
     liveness = started(bus, clock)
     [measures, statuses] = bus.subscriptions
-    assert measures.patterns == ["#.measure", "resmon_analyzer_liveness.liveness-tick"]
+    assert measures.patterns == ["#.measure", "resmon.internal.resmon_analyzer_liveness.liveness-tick"]
     assert statuses.patterns == ["#.status"] and statuses.options["queue"] is None  # a private queue
     assert measures.options["queue"] == "resmon.analyzer.liveness"
     assert measures.options["singleActive"] is True

@@ -194,7 +194,7 @@ def test_a_measure_computes_its_host_word_unless_given():
 
 def test_encoding_is_compact_strict_json():
     body = wire.encodeMeasure("h", 1, 2.5, 1.0, {"cpu": {"percent": 5}})
-    assert body == b'{"v":1,"kind":"measure","host":"h","seq":1,"ts":2.5,"interval":1.0,"metrics":{"cpu":{"percent":5}}}'
+    assert body == b'{"v":1,"kind":"measure","host":"h","seq":1,"ts":2.5,"interval":1.0,"metrics":{"cpu":{"percent":5}},"cpu_percentage":5}'
     assert wire.encodeEvent({"host": "h\u00e9"}) == b'{"host":"h\\u00e9"}'
     with pytest.raises(ValueError):
         wire.encodeAnalysis({"value": float("nan")})

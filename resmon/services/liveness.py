@@ -31,6 +31,11 @@ LIVENESS_PREFETCH = 500
 # would otherwise age without measures and declare every host offline after
 # another process took over.
 TICK = "liveness-tick"
+# Ticks are resmon's own traffic on the user's exchange: their routing key,
+# INTERNAL.<queue word>.liveness-tick, has four words, so no binding on host
+# traffic (<host>.<kind>: '*.measure', '#.measure', '*.analysis', ...) matches
+# it, and a '#' consumer cannot take it for a host's (docs/protocol.md).
+INTERNAL = "resmon.internal"
 
 
 class HostLiveness(service.Service):
@@ -86,7 +91,7 @@ class HostLiveness(service.Service):
         self.judge = LivenessJudge(staleAfter=staleAfter, offlineAfter=offlineAfter, grace=grace,
                                    forgetAfter=forgetAfter)
         self.counters = {"published": 0, "failed": 0}
-        self.tickKey = f"{topics.hostWord(queue)}.{TICK}"
+        self.tickKey = f"{INTERNAL}.{topics.hostWord(queue)}.{TICK}"
         self._subscription = None
         self._statusSubscription = None
         self._check = Periodic(self.check, checkInterval, clock, self.log,
@@ -146,8 +151,7 @@ class HostLiveness(service.Service):
         """
         if not self.bus.connected:
             return  # kept in the outbox, it would arrive late and mean nothing
-        body = wire.encodeEvent({"v": wire.VERSION, "kind": TICK, "queue": self.queue,
-                                 "ts": self.clock.seconds()})
+        body = wire.encodeTick(self.queue, self.clock.seconds())
         self.bus.publish(self.tickKey, body).addErrback(lambda failure: None)
 
     def measureReceived(self, routingKey, body):
@@ -209,10 +213,7 @@ class HostLiveness(service.Service):
         if status != FORGOTTEN:
             self.log.info("{host} is {status} (last measure at {lastSeen:.3f}, seq {seq})",
                           host=host.name, status=status, lastSeen=host.lastSeen, seq=host.seq)
-        body = wire.encodeEvent({
-            "v": wire.VERSION, "kind": topics.STATUS, "host": host.name, "status": status,
-            "since": now, "last_seen": host.lastSeen, "seq": host.seq,
-        })
+        body = wire.encodeStatus(host.name, status, now, host.lastSeen, host.seq)
         d = self.bus.publish(f"{host.word}.{topics.STATUS}", body)
         d.addCallbacks(self._published, self._failed, errbackArgs=(host.name,))
 

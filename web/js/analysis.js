@@ -54,6 +54,8 @@ export function readAnalysis(ev) {
     fullest,
     rx: isNum(net.bytes_recv_per_s) ? net.bytes_recv_per_s : null,
     tx: isNum(net.bytes_sent_per_s) ? net.bytes_sent_per_s : null,
+    // Made by the web role from a proof-of-concept analyzer's {"cpu_result": ...}.
+    legacy: ev.legacy === true,
   };
 }
 

@@ -73,6 +73,7 @@ export function renderCard(entry, now) {
   if (!d) return;
 
   setAttr(card.el, "data-level", d.level || "none");
+  setAttr(card.el, "data-analyzer", d.legacy ? "legacy" : null);
   setText(card.cpuValue, fmtPct(d.cpu));
   setLevelBadge(card.cpuLevel, d.cpuLevel);
   setText(card.memValue, fmtPct(d.mem));
@@ -93,7 +94,8 @@ export function renderCard(entry, now) {
   setText(card.tx, fmtRate(d.tx));
   setAttr(card.el, "aria-label",
     `${entry.host}: level ${d.level || "unknown"}, CPU ${fmtPct(d.cpu)} ${d.cpuLevel || ""}, ` +
-    `memory ${fmtPct(d.mem)} ${d.memLevel || ""}${status === "online" ? "" : `, ${status}`}. Open details`);
+    `memory ${fmtPct(d.mem)} ${d.memLevel || ""}${d.legacy ? ", from a legacy analyzer" : ""}` +
+    `${status === "online" ? "" : `, ${status}`}. Open details`);
 }
 
 function renderStatus(cardEl, badge, status) {

@@ -1,0 +1,76 @@
+"""
+Prometheus C{/metrics} from real C{twistd resmon} processes on the real
+broker: the web role's port, and C{--metrics-port} for an agent.
+"""
+
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, readBody
+
+from support import freePort
+
+
+@defer.inlineCallbacks
+def scrape(port):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/metrics".encode())
+    body = yield readBody(response)
+    assert response.code == 200
+    assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+@defer.inlineCallbacks
+def scrapeUntil(port, predicate, what, timeout=20):
+    deadline = reactor.seconds() + timeout
+    while True:
+        samples = yield scrape(port)
+        if predicate(samples):
+            return samples
+        assert reactor.seconds() < deadline, f"no {what} in {samples}"
+        yield deferLater(reactor, 0.2, lambda: None)
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+@pytest_twisted.inlineCallbacks
+def test_agent_and_server_export_their_counters(broker, amqp, twistd):
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    webPort, agentMetrics = freePort(), freePort()
+    server = twistd("server", "--role=server", f"--broker={broker}", f"--exchange={exchange}",
+                    f"--queue={queue}", f"--port={webPort}", "--interface=127.0.0.1",
+                    "--dead-letter-queue=")
+    yield server.waitForOutput(b"] ready: ")
+    agent = twistd("agent", "--role=agent", f"--broker={broker}", f"--exchange={exchange}",
+                   "--name=metered", "--interval=0.2", f"--metrics-port={agentMetrics}",
+                   "--interface=127.0.0.1")
+    yield agent.waitForOutput(b"] ready: ")
+
+    samples = yield scrapeUntil(
+        agentMetrics, lambda s: (value(s, "resmon_agent_measures_total", result="confirmed") or 0) >= 3,
+        "3 confirmed measures")
+    assert value(samples, "resmon_agent_measures_total", result="sampled") >= 3
+    assert value(samples, "resmon_bus_messages_total", event="confirmed") >= 3
+    assert value(samples, "resmon_bus_connected") == 1
+    assert value(samples, "resmon_bus_connections_total") == 1
+    assert value(samples, "resmon_ready") == 1
+    assert value(samples, "process_resident_memory_bytes") > 0
+    # An agent has no analyzer or web counters.
+    assert not any(name.startswith(("resmon_analyzer", "resmon_web")) for name, _ in samples)
+
+    samples = yield scrapeUntil(
+        webPort, lambda s: (value(s, "resmon_web_events_total", event="received") or 0) >= 3,
+        "3 events received by the web role")
+    assert value(samples, "resmon_analyzer_measures_total", result="analyzed") >= 3
+    assert value(samples, "resmon_analyzer_analyses_published_total") >= 3
+    assert value(samples, "resmon_liveness_hosts", status="online") == 1
+    assert value(samples, "resmon_web_hosts") == 1
+    assert value(samples, "resmon_web_connections") >= 1  # this scrape
+    assert value(samples, "resmon_ready") == 1

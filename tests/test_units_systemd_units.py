@@ -1,0 +1,38 @@
+"""
+The systemd units in C{contrib/systemd}: what docs/operations.md promises
+of them (C{.ci/verify-units} has C{systemd-analyze verify} check the rest).
+"""
+
+import configparser
+import pathlib
+import shlex
+
+import pytest
+
+UNITS = pathlib.Path(__file__).parent.parent / "contrib" / "systemd"
+
+
+def _service(name):
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(UNITS / name)
+    return parser["Service"]
+
+
+@pytest.mark.parametrize("name,role", [("resmon-agent.service", "agent"),
+                                       ("resmon-server.service", "server")])
+def test_units_are_notify_hardened_and_keep_secrets_off_the_command_line(name, role):
+    service = _service(name)
+    assert service["Type"] == "notify"
+    assert service["DynamicUser"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == name.removesuffix(".service")
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["PrivateTmp"] == "yes"
+    assert service["EnvironmentFile"] == "/etc/resmon/broker.env"
+    assert int(service["WatchdogSec"]) > 0
+    argv = shlex.split(service["ExecStart"])
+    assert argv[:4] == ["/opt/resmon/venv/bin/twistd", "--nodaemon", "--pidfile=", "resmon"]
+    assert f"--role={role}" in argv
+    assert f"--config=/etc/resmon/{role}.toml" in argv
+    assert not any(arg.startswith(("--broker", "-b")) for arg in argv)
