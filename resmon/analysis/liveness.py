@@ -8,6 +8,8 @@ feeds the judge from the bus, sweeps it periodically and publishes what it
 returns.
 """
 
+from dataclasses import dataclass, field
+
 from resmon import topics
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, STALE_INTERVALS
 from resmon.wire import DEFAULT_FORGET_AFTER, FORGOTTEN
@@ -25,23 +27,23 @@ TICK_INTERVAL = 0.5
 ACTIVE_WINDOW = 3.0
 
 
+@dataclass(slots=True)
 class HostRecord:
     """
-    What the judge knows of one host.
+    What the judge knows of one host: its name and routing word, its last
+    status and since when, its last measure's time and seq, its interval.
     """
 
-    __slots__ = ("name", "word", "status", "since", "lastSeen", "seq", "interval")
-
-    def __init__(self, name, word):
-        self.name = name
-        self.word = word
-        self.status = None
-        self.since = None
-        self.lastSeen = None
-        self.seq = None
-        self.interval = ASSUMED_INTERVAL
+    name: str
+    word: str
+    status: str | None = None
+    since: float | None = None
+    lastSeen: float | None = None
+    seq: int | None = None
+    interval: float = ASSUMED_INTERVAL
 
 
+@dataclass(slots=True)
 class Change:
     """
     A host's new status, to announce: C{host} is its L{HostRecord} (already
@@ -49,14 +51,12 @@ class Change:
     change.
     """
 
-    __slots__ = ("host", "status", "at")
-
-    def __init__(self, host, status, at):
-        self.host = host
-        self.status = status
-        self.at = at
+    host: HostRecord
+    status: str
+    at: float
 
 
+@dataclass
 class Sweep:
     """
     What one L{LivenessJudge.sweep} found.
@@ -70,12 +70,11 @@ class Sweep:
     @ivar forgotten: how many of them are C{forgotten}.
     """
 
-    def __init__(self):
-        self.paused = False
-        self.resumed = False
-        self.role = None
-        self.changes = []
-        self.forgotten = 0
+    paused: bool = False
+    resumed: bool = False
+    role: bool | None = None
+    changes: list = field(default_factory=list)
+    forgotten: int = 0
 
 
 class LivenessJudge:
