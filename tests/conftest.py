@@ -2,6 +2,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from privatebroker import PrivateBroker
 from support import (
     PlainAMQPClient,
     TwistdProcess,
@@ -9,6 +10,18 @@ from support import (
     brokerURL,
     uniqueName,
 )
+
+
+@pytest.fixture(scope="module")
+def privateBroker():
+    """
+    A RabbitMQ node of the module's own, which its tests stop and start
+    (see L{privatebroker.PrivateBroker}).
+    """
+    broker = PrivateBroker()
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture(scope="session")
