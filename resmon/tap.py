@@ -402,10 +402,13 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from resmon.services.multiservice import OrderedMultiService
+    from resmon.operations.listening import ListeningService
 
     parts = ROLES[options["role"]]
-    top = OrderedMultiService()
+    ports = {options["metrics-port"]: "--metrics-port"}
+    if "web" in parts:
+        ports[options["port"]] = "--port"
+    top = ListeningService(ports)
     bus = _makeBus(options, reactor)
     bus.setServiceParent(top)
     # Consumers start before producers (and stop after them), so the first

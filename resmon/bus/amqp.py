@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from resmon.bus import codec as _codecFix  # noqa: F401 (booleans in queue arguments)
 from resmon.bus.delivery import deliver
+from resmon.bus.errors import ConnectionFailures
 from resmon.bus.exchange import PROBING, ExchangeUnusable, joinExchange
 from resmon.bus.properties import FRAME_HEADER, REFUSED, PropertyLimits, decodeContentHeader
 from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
@@ -66,6 +67,8 @@ CLIENT_PROPERTIES = {
         "consumer_cancel_notify": True,
         "publisher_confirms": True,
         "basic.nack": True,
+        # A refused login is a connection.close naming it, not a silent drop.
+        "authentication_failure_close": True,
     },
 }
 
@@ -337,14 +340,15 @@ class AMQPBus(service.Service):
             self._reactor, self.broker.host, self.broker.port, timeout=self.connectTimeout)
         if self.tls is not None:
             endpoint = wrapClientTLS(self.tls, endpoint)
+        self._failures = ConnectionFailures(
+            self.broker, backoffPolicy(initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0,
+                                       jitter=lambda: random.random() * RETRY_JITTER),
+            self.maxRetryDelay + RETRY_JITTER, self._reactor, self.log)
         factory = _ClientFactory(
             self, self._spec, self.broker.vhost, self.heartbeat, self._reactor,
             self.propertyLimits)
         self._clientService = ClientService(
-            endpoint, factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0,
-                jitter=lambda: random.random() * RETRY_JITTER),
+            self._failures.endpoint(endpoint), factory, retryPolicy=self._failures.retryDelay,
             clock=self._reactor,
             prepareConnection=self._prepare,
         )
@@ -411,7 +415,7 @@ class AMQPBus(service.Service):
         except Exception as e:
             if isinstance(e, ExchangeUnusable):
                 self._giveUp(e)
-            else:
+            elif not self._failures.handshakeFailed(e):
                 self.log.warn("AMQP handshake with {broker} failed: {error}",
                               broker=self.broker.redacted(), error=_describe(e))
             # ClientService (Twisted 26.10) leaves a connection whose
@@ -425,6 +429,7 @@ class AMQPBus(service.Service):
             raise
         self.counters["connections"] += 1
         self.connected = True
+        self._failures.connected()
         self.log.info("connected to {broker} (connection #{count}), {subscriptions} subscription(s)",
                       broker=self.broker.redacted(), count=self.counters["connections"],
                       subscriptions=len(self._subscriptions))
@@ -449,12 +454,12 @@ class AMQPBus(service.Service):
     def _giveUp(self, error):
         """
         The exchange cannot be used (L{ExchangeUnusable}): say so in one line
-        and stop the process, rather than reconnect to meet the same refusal
+        and stop the process with exit status 1, rather than reconnect to meet the same refusal
         for ever.
         """
+        from resmon.operations.exitstatus import stopWithStatus
         self.log.critical("{error}; stopping", error=error)
-        if getattr(self._reactor, "running", False):
-            self._reactor.callLater(0, self._reactor.stop)
+        stopWithStatus(self._reactor, 1)
 
     def useConnection(self, client, publishChannel):
         """
