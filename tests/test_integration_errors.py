@@ -1,0 +1,142 @@
+"""
+The errors people meet first, with real twistd processes: each is one
+line naming what to change, with no traceback, then the documented
+behaviour (exit non-zero, retry quickly, or retry slowly).
+"""
+
+import socket
+import time
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from pocclients import declareExchange
+from privatebroker import PrivateBroker
+from support import freePort
+
+
+@pytest.fixture(scope="module")
+def privateBroker():
+    broker = PrivateBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _url(broker, user="guest", password="guest", vhost=""):
+    return f"amqp://{user}:{password}@127.0.0.1:{broker.port}/{vhost}"
+
+
+@defer.inlineCallbacks
+def _ended(process, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not process.ended_:
+        assert time.monotonic() < deadline, f"{process.label} still runs after {timeout} s"
+        yield deferLater(reactor, 0.05, lambda: None)
+
+
+def _noTraceback(process):
+    assert b"Traceback" not in process.output, process.logPath
+    assert b"Unhandled error" not in process.output, process.logPath
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_web_port_in_use_is_one_line_naming_port_and_option_and_exits_non_zero(twistd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        web = twistd("web", f"--port={port}", "--interface=127.0.0.1").expectUncleanExit()
+        yield _ended(web)
+    assert web.exitCode == 1
+    line = (f"twistd resmon: error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+            "choose another port with --port").encode()
+    assert web.output.count(line) == 1, web.logPath
+    _noTraceback(web)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_metrics_port_in_use_names_metrics_port(twistd):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = twistd("agent", "--role=agent", f"--broker=amqp://guest:guest@127.0.0.1:{freePort()}/",
+                       f"--metrics-port={port}").expectUncleanExit()
+        yield _ended(agent)
+    assert agent.exitCode == 1
+    assert (f"cannot listen on port {port}: Address already in use; choose another port with "
+            "--metrics-port").encode() in agent.output
+    _noTraceback(agent)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_broker_refusing_connections_is_said_once_with_host_port_and_retry_then_connects(
+        privateBroker, twistd):
+    yield privateBroker.ctl("stop_app")
+    try:
+        agent = twistd("agent", "--role=agent", f"--broker={_url(privateBroker)}",
+                       "--name=refused")
+        line = (f"cannot connect to the broker at 127.0.0.1:{privateBroker.port}: connection "
+                "refused (is RabbitMQ running there, on that port?); retrying every 2 s "
+                "(--broker sets host and port)").encode()
+        yield agent.waitForOutput(line)
+        # It keeps retrying quickly, without saying it again each time.
+        yield agent.waitForOutput(b"Scheduling retry 3 ")
+        assert agent.output.count(line) == 1
+    finally:
+        yield privateBroker.ctl("start_app")
+    yield agent.waitForOutput(b"(connection #1)", timeout=30)
+    _noTraceback(agent)
+
+
+@pytest_twisted.inlineCallbacks
+def test_refused_credentials_name_user_and_vhost_and_retry_slowly(privateBroker, twistd):
+    agent = twistd("agent", "--role=agent",
+                   f"--broker={_url(privateBroker, password='not-the-password')}", "--name=creds")
+    line = (f"the broker at 127.0.0.1:{privateBroker.port} refused the credentials of user "
+            "'guest' on vhost '/' (ACCESS_REFUSED); check the user and password of --broker; "
+            "retrying every 30 s").encode()
+    yield agent.waitForOutput(line)
+    yield agent.waitForOutput(b"Scheduling retry 1 ")
+    assert b"in 30.0 seconds" in agent.output
+    # Not every 2 s: five seconds later, still the one attempt.
+    yield deferLater(reactor, 5, lambda: None)
+    assert agent.output.count(line) == 1
+    assert b"Scheduling retry 2 " not in agent.output
+    assert b"handshake" not in agent.output and b"Method(name=close" not in agent.output
+    _noTraceback(agent)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_missing_vhost_is_named_retried_slowly_and_joined_once_created(privateBroker, twistd):
+    vhost = f"resmon-{uuid.uuid4().hex[:8]}"
+    agent = twistd("agent", "--role=agent", f"--broker={_url(privateBroker, vhost=vhost)}",
+                   "--name=vhost")
+    line = (f"vhost '{vhost}' does not exist on the broker at 127.0.0.1:{privateBroker.port} "
+            "(NOT_ALLOWED); create it (rabbitmqctl add_vhost) or fix the vhost of --broker; "
+            "retrying every 30 s").encode()
+    yield agent.waitForOutput(line)
+    assert b"Method(name=close" not in agent.output
+    yield privateBroker.ctl("add_vhost", vhost)
+    yield privateBroker.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    # The slow retry comes within 30 s (plus the connection's own time).
+    yield agent.waitForOutput(b"(connection #1)", timeout=45)
+    assert agent.output.count(line) == 1
+    _noTraceback(agent)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unusable_exchange_stops_the_process_with_a_non_zero_status(broker, amqp, twistd):
+    exchange = amqp.names["exchange"]
+    declareExchange(broker, exchange, "direct", durable=False)
+    agent = twistd("agent", "--role=agent", f"--broker={broker}", f"--exchange={exchange}",
+                   "--name=unusable").expectUncleanExit()
+    yield agent.waitForOutput(b"cannot be used", timeout=15)
+    yield _ended(agent)
+    assert agent.exitCode == 1
+    assert b"Server Shut Down." in agent.output
+    _noTraceback(agent)
