@@ -140,3 +140,61 @@ def test_an_unusable_exchange_stops_the_process_with_a_non_zero_status(broker, a
     assert agent.exitCode == 1
     assert b"Server Shut Down." in agent.output
     _noTraceback(agent)
+
+
+RAISING_PLUGIN = '''\
+from zope.interface import implementer
+from resmon.interfaces import IAnalyzer
+
+
+@implementer(IAnalyzer)
+class Raising:
+    name = "raising"
+
+    def configure(self, options):
+        pass
+
+    def analyze(self, measure, state):
+        return {"values": {"x": 1 / 0}}
+'''
+
+SLOW_PLUGIN = '''\
+import time
+from zope.interface import implementer
+from resmon.interfaces import IAnalyzer
+
+
+@implementer(IAnalyzer)
+class Slow:
+    name = "slow"
+
+    def configure(self, options):
+        pass
+
+    def analyze(self, measure, state):
+        time.sleep(0.05)
+        return {"level": "LOW"}
+'''
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_raising_plugin_is_named_with_file_and_line_once_and_a_slow_one_is_over_budget(
+        tmp_path, twistd):
+    (tmp_path / "raising.py").write_text(RAISING_PLUGIN)
+    (tmp_path / "slow.py").write_text(SLOW_PLUGIN)
+    standalone = twistd("plugin-errors", f"--plugin-dir={tmp_path}", f"--port={freePort()}",
+                        "--interface=127.0.0.1", "--interval=0.2", "--name=faulty",
+                        "--time-budget=0.01", "--analyzers=usage,raising,slow")
+    where = f"(at {tmp_path / 'raising.py'}:13 in analyze)".encode()
+    yield standalone.waitForOutput(
+        b"analyzer raising raised on faulty (failure #1): ZeroDivisionError: division by zero "
+        + where)
+    yield standalone.waitForOutput(
+        b"analyzer slow failed on faulty (failure #1): OverBudget: took ")
+    yield standalone.waitForOutput(b"time budget (--time-budget)")
+    yield standalone.waitForOutput(b"faulty is online")
+    # Several measures later, the place is still said once.
+    yield deferLater(reactor, 1.5, lambda: None)
+    assert standalone.output.count(where) == 1
+    assert b"InvalidFindings" not in standalone.output
+    _noTraceback(standalone)
