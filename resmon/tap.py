@@ -263,6 +263,13 @@ class Options(usage.Options):
         if self["role"] not in ROLES:
             raise usage.UsageError(
                 f"--role: unknown role {self['role']!r}; choose one of {', '.join(ROLES)}")
+        from resmon.operations.roles import misplacedOption
+        source = getattr(self, "configSource", None)
+        misplaced = misplacedOption(self["role"], ROLES[self["role"]],
+                                    sorted(source.fromCommandLine) if source else (),
+                                    listing=self["list-analyzers"])
+        if misplaced is not None:
+            raise usage.UsageError(misplaced)
         broker = self["broker"]
         if broker is None and self["role"] != "standalone":
             broker = DEFAULT_BROKER
@@ -319,8 +326,9 @@ class Options(usage.Options):
                     parseThresholds(self[option], f"--{option}")
                 except ValueError as e:
                     raise usage.UsageError(str(e))
-        for directory in self["plugin-dirs"]:
-            _checkPluginDirectory(directory)
+        if "analyzer" in ROLES[self["role"]] or self["list-analyzers"]:
+            for directory in self["plugin-dirs"]:
+                _checkPluginDirectory(directory)
         if self["list-analyzers"]:
             from resmon.analysis.plugins import discoverAnalyzers, formatAnalyzerList
             print(formatAnalyzerList(discoverAnalyzers(self["plugin-dirs"])))
@@ -372,6 +380,10 @@ def _number(options, name, kind, minimum, maximum):
 
 
 def _checkPluginDirectory(directory):
+    if not os.path.exists(directory):
+        raise usage.UsageError(f"--plugin-dir: {directory} does not exist")
+    if not os.path.isdir(directory):
+        raise usage.UsageError(f"--plugin-dir: {directory} is not a directory")
     try:
         os.listdir(directory)
     except OSError as e:

@@ -5,6 +5,7 @@ behaviour (exit non-zero, retry quickly, or retry slowly).
 """
 
 import socket
+import subprocess
 import time
 import uuid
 
@@ -15,7 +16,7 @@ from twisted.internet.task import deferLater
 
 from pocclients import declareExchange
 from privatebroker import PrivateBroker
-from support import freePort
+from support import TWISTD, freePort
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,34 @@ def test_a_raising_plugin_is_named_with_file_and_line_once_and_a_slow_one_is_ove
     assert standalone.output.count(where) == 1
     assert b"InvalidFindings" not in standalone.output
     _noTraceback(standalone)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--role=agent", "--plugin-dir=/"],
+     "--plugin-dir: means nothing for --role=agent; it is for roles with an analyzer "
+     "(analyzer, server, standalone)"),
+    (["--role=agent", "--analyzers=usage"], "--analyzers: means nothing for --role=agent"),
+    (["--role=analyzer", "--port=9000"],
+     "--port: means nothing for --role=analyzer; it is for roles with a web server "
+     "(web, server, standalone)"),
+    (["--role=server", "--plugin-dir=/nonexistent/plugins"],
+     "--plugin-dir: /nonexistent/plugins does not exist"),
+])
+def test_options_that_mean_nothing_for_the_role_or_a_bad_plugin_dir_stop_twistd_with_one_line(
+        argv, expected):
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "resmon"] + argv,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert lines[0].startswith("twistd resmon: error: --")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_config_file_shared_by_roles_may_hold_options_of_the_others(tmp_path, twistd):
+    config = tmp_path / "shared.toml"
+    config.write_text('port = 9000\nanalyzers = "usage"\nplugin-dir = ["/nonexistent"]\n')
+    agent = twistd("shared-config", "--role=agent", f"--config={config}", "--name=shared",
+                   f"--broker=amqp://guest:guest@127.0.0.1:{freePort()}/")
+    yield agent.waitForOutput(b"resmon agent started: ")
+    assert b"#error]" not in agent.output and b"#critical]" not in agent.output

@@ -72,8 +72,9 @@ def _common(broker, names, resmonFirst):
 
 
 def _server(names, role, port):
-    return [f"--role={role}", f"--queue={names['queue']}", "--dead-letter-queue=",
-            "--analyzers=usage", f"--port={port}", "--interface=127.0.0.1"]
+    analyzer = [] if role == "web" else [
+        f"--queue={names['queue']}", "--dead-letter-queue=", "--analyzers=usage"]
+    return [f"--role={role}", *analyzer, f"--port={port}", "--interface=127.0.0.1"]
 
 
 @defer.inlineCallbacks
