@@ -414,7 +414,7 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from resmon.operations.listening import ListeningService
+    from resmon.services.listening import ListeningService
 
     parts = ROLES[options["role"]]
     ports = {options["metrics-port"]: "--metrics-port"}
@@ -478,10 +478,11 @@ def _makeBus(options, reactor):
         from resmon.bus.local import LocalBus
         return LocalBus(reactor)
     from resmon.bus.amqp import AMQPBus
+    from resmon.operations.exitstatus import stopWithStatus
     return AMQPBus(
         options["broker"], options["exchange"], reactor,
         heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"],
-        exchangeDurable=options["exchange-durable"] == "yes")
+        exchangeDurable=options["exchange-durable"] == "yes", stopProcess=stopWithStatus)
 
 
 def _makeTracker(options, bus, reactor):

@@ -289,6 +289,9 @@ class AMQPBus(service.Service):
     @param tls: for an C{amqps://} broker, the TLS client options (an
         L{IOpenSSLClientConnectionCreator}, see L{resmon.bus.tls}); L{None}
         connects in the clear.
+    @param stopProcess: called with C{reactor} to stop the process when the
+        bus gives up (an exchange it cannot use); by default it stops the
+        reactor (C{twistd resmon} passes one that also exits non-zero).
     @param propertyLimits: a L{PropertyLimits}: a delivery whose properties
         are over them, or cannot be decoded, is rejected without requeueing
         (dead-lettered where its queue has a dead-letter exchange) and
@@ -302,8 +305,10 @@ class AMQPBus(service.Service):
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
-                 drainTimeout=2.0, tls=None, propertyLimits=None, exchangeDurable=True):
+                 drainTimeout=2.0, tls=None, propertyLimits=None, exchangeDurable=True,
+                 stopProcess=None):
         self.broker = broker
+        self._stopProcess = stopProcess if stopProcess is not None else _stopReactor
         self.exchangeDurable = exchangeDurable
         self.propertyLimits = propertyLimits if propertyLimits is not None else PropertyLimits()
         self.tls = tls
@@ -457,9 +462,8 @@ class AMQPBus(service.Service):
         and stop the process with exit status 1, rather than reconnect to meet the same refusal
         for ever.
         """
-        from resmon.operations.exitstatus import stopWithStatus
         self.log.critical("{error}; stopping", error=error)
-        stopWithStatus(self._reactor, 1)
+        self._stopProcess(self._reactor)
 
     def useConnection(self, client, publishChannel):
         """
@@ -830,6 +834,11 @@ class _acknowledger:
     def discard(self):
         if not self.channel.closed:
             self.channel.basic_reject(delivery_tag=self.tag, requeue=False).addErrback(lambda f: None)
+
+
+def _stopReactor(reactor):
+    if getattr(reactor, "running", False):
+        reactor.callLater(0, reactor.stop)
 
 
 def _observe(d):
