@@ -31,7 +31,8 @@ workdir=${MUTATION_WORKDIR:-$root/artifacts/mutation}
 jobs=${MUTATION_JOBS:-1}
 
 if [ $# -eq 0 ]; then
-    set -- resmon/wire.py resmon/bus/amqp.py resmon/bus/properties.py resmon/services/analyzer.py \
+    set -- resmon/wire.py resmon/bus/amqp.py resmon/bus/connection.py resmon/bus/outbox.py \
+        resmon/bus/topology.py resmon/bus/consumer.py resmon/bus/properties.py resmon/services/analyzer.py \
         resmon/webserver/fanout.py resmon/webserver/origins.py resmon/ratelimit.py resmon/analysis/pipeline.py resmon/services/liveness.py
 fi
 

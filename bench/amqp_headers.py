@@ -23,7 +23,8 @@ from twisted.internet.task import Clock
 from txamqp.protocol import AMQClient
 from txamqp.spec import load as loadSpec
 
-from resmon.bus.amqp import SPEC_PATH, ResmonAMQClient, _Delegate
+from resmon.bus.amqp import SPEC_PATH
+from resmon.bus.connection import Delegate, ResmonAMQClient
 from resmon.bus.properties import REFUSED
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tests"))
@@ -75,7 +76,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.3, help="time spent on each case")
     args = parser.parse_args()
     spec = loadSpec(SPEC_PATH)
-    client = ResmonAMQClient(_Delegate(None), vhost="/", spec=spec, heartbeat=0, clock=Clock())
+    client = ResmonAMQClient(Delegate(None, None), vhost="/", spec=spec, heartbeat=0, clock=Clock())
 
     def before(data):
         return AMQClient._unpack_frame(client, data)

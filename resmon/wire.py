@@ -1,6 +1,10 @@
 """
-resmon's wire format: encoding, decoding and validation of every message on
-the bus. Documented field by field in C{docs/protocol.md}.
+resmon's wire format: encoding, decoding and validation of every message
+that crosses a process boundary, the one place where formats are defined:
+on the bus (measures, analyses, statuses, liveness ticks) and between the
+web role and its clients (snapshots, history, WebSocket and Server-Sent
+Events frames, HTTP API and error bodies, the clients' own messages).
+Documented field by field in C{docs/protocol.md}.
 
 Decoding never trusts its input: anything that is not exactly a valid
 message raises L{Rejected} with a short machine-readable C{reason} (used as
@@ -16,6 +20,9 @@ from resmon import topics
 VERSION = 1
 DEFAULT_MAX_BODY = 256 * 1024
 LEVELS = ("LOW", "MEDIUM", "HIGH")
+LOW, MEDIUM, HIGH = LEVELS
+# A level's rank: the higher, the worse.
+LEVEL_ORDER = {level: rank for rank, level in enumerate(LEVELS)}
 # Seconds a message's time may be ahead of the receiver's clock.
 DEFAULT_MAX_CLOCK_SKEW = 300.0
 # Every role forgets a host silent for this many seconds (--forget-after);
@@ -338,6 +345,654 @@ def decodeEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     return document
 
 
+def encodeJSON(document):
+    """
+    resmon's one JSON encoder for the wire: compact, ASCII, no NaN or
+    Infinity (L{ValueError} for them), as UTF-8 bytes.
+    """
+    return _dumps(document)
+
+
+def _optional(document, name, check):
+    value = document.get(name)
+    return None if value is None else check(value, name)
+
+
+def _level(value, where):
+    if value not in LEVELS:
+        raise Rejected("type", f"{where} must be one of {', '.join(LEVELS)} or null")
+    return value
+
+
+def _count(value, where):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Rejected("type", f"{where} must be a non-negative integer or null")
+    return value
+
+
+def _time(value, where):
+    return _number(value, where, 0)
+
+
+# Analyses (analyzer role -> web role, and anyone on the bus)
+
+
+def analysisDocument(measure, analyzedAt, level, levels, analyses):
+    """
+    The analysis of C{measure} (a L{Measure}) as a dict, ready for
+    L{encodeAnalysis}.
+
+    @param level: the overall level (one of L{LEVELS}) or L{None}.
+    @param levels: the level of each summary subject (C{cpu}, C{memory}).
+    @param analyses: each analyzer's findings, by analyzer name.
+    """
+    return {
+        "v": VERSION,
+        "kind": topics.ANALYSIS,
+        "host": measure.host,
+        "seq": measure.seq,
+        "ts": measure.ts,
+        "interval": measure.interval,
+        "analyzed_at": analyzedAt,
+        "level": level,
+        "levels": levels,
+        "cpu_result": levels.get("cpu"),
+        "analyses": analyses,
+        "metrics": measure.metrics,
+    }
+
+
+def decodeAnalysis(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
+    """
+    Decode and validate an analysis received under C{routingKey} (what the
+    web role forwards to its clients).
+
+    Beyond L{decodeEvent}'s checks (version, kind, the host matching the
+    routing key, times from the future), the fields the web role reads are
+    typed: C{seq} a non-negative integer or null; C{ts}, C{analyzed_at} and
+    C{interval} non-negative numbers or null; C{level}, C{cpu_result} and
+    every value of the C{levels} object one of L{LEVELS} or null;
+    C{levels} and C{metrics} objects or null. Anything else is forwarded as is.
+
+    @return: the document, a dict.
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is not None and words[1] != topics.ANALYSIS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.{topics.ANALYSIS}")
+    document = decodeEvent(routingKey, body, maxBody, notAfter)
+    _optional(document, "seq", _count)
+    for name in ("ts", "analyzed_at", "interval"):
+        _optional(document, name, _time)
+    for name in ("level", "cpu_result"):
+        _optional(document, name, _level)
+    levels = _optional(document, "levels", _object)
+    if levels:
+        for subject, level in levels.items():
+            if level is not None:
+                _level(level, f"levels.{subject[:40]}")
+    _optional(document, "metrics", _object)
+    return document
+
+
+# Statuses and liveness ticks (analyzer role -> web role, analyzers)
+
+ONLINE = "online"
+STALE = "stale"
+OFFLINE = "offline"
+MAX_STATUS_LENGTH = 32
+# What every analyzer publishes into the liveness queue (never a status).
+TICK = "liveness-tick"
+
+
+def statusDocument(host, status, since, lastSeen, seq):
+    """
+    A status of C{host} as a dict (see C{docs/protocol.md}).
+    """
+    return {"v": VERSION, "kind": topics.STATUS, "host": host, "status": status,
+            "since": since, "last_seen": lastSeen, "seq": seq}
+
+
+def encodeStatus(host, status, since, lastSeen, seq):
+    """
+    Encode a status of C{host} (see L{statusDocument}).
+    """
+    return encodeJSON(statusDocument(host, status, since, lastSeen, seq))
+
+
+def encodeTick(queue, ts):
+    """
+    Encode a liveness tick for C{queue}, sent at C{ts}.
+    """
+    return encodeJSON({"v": VERSION, "kind": TICK, "queue": queue, "ts": ts})
+
+
+def decodeStatus(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
+    """
+    Decode and validate a status received under C{routingKey}.
+
+    Beyond L{decodeEvent}'s checks (version, kind, the host matching the
+    routing key, C{since} and C{last_seen} from the future), C{status} is a
+    string of 1 to L{MAX_STATUS_LENGTH} characters, C{since} and
+    C{last_seen} non-negative numbers or null, C{seq} a non-negative integer
+    or null.
+
+    @return: the document, a dict.
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is not None and words[1] != topics.STATUS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.{topics.STATUS}")
+    document = decodeEvent(routingKey, body, maxBody, notAfter)
+    status = document.get("status")
+    if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
+        raise Rejected("type", "status: expected a short string")
+    for name in ("since", "last_seen"):
+        _optional(document, name, _time)
+    _optional(document, "seq", _count)
+    return document
+
+
+# History points (web role -> clients)
+
+FULL = "full"
+OVERVIEW = "overview"
+# A host with more cores than this keeps only the first ones in its history.
+MAX_CORES = 256
+# A history point's encoding keeps historyPoint's key order (ts, seq, cpu,
+# mem, cores, ...): overviewPoint cuts [ts,cpu,mem] out of it by these.
+_TS_PREFIX = b'{"ts":'
+_SEQ = b',"seq":'
+_CPU = b',"cpu":'
+_MEM = b',"mem":'
+_CORES = b',"cores":'
+
+
+def _pointNumber(value, digits):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return None
+    if digits is None:
+        return float(value)
+    rounded = round(value, digits)
+    return int(rounded) if digits == 0 else rounded
+
+
+def _dig(document, *path):
+    # Metrics are forwarded as received (a third party's analysis may carry
+    # anything there): what is not where expected becomes null in a point.
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _pointLevel(value):
+    return value if isinstance(value, str) and len(value) <= 16 else None
+
+
+def historyPoint(analysis, now):
+    """
+    The compact history point of one analysis document, as a dict.
+
+    @param now: the time used when the analysis carries neither C{ts} nor
+        C{analyzed_at} (a proof-of-concept measure's analysis).
+    """
+    # ts is kept exact: it identifies the analysis, as seq does.
+    ts = _pointNumber(analysis.get("ts"), None)
+    if ts is None:
+        ts = _pointNumber(analysis.get("analyzed_at"), None)
+    if ts is None:
+        ts = now
+    seq = analysis.get("seq")
+    metrics = analysis.get("metrics")
+    cores = _dig(metrics, "cpu", "per_core")
+    disks = _dig(metrics, "disks")
+    load = _dig(metrics, "load")
+    diskPercents = [
+        p for p in (_pointNumber(_dig(d, "percent"), 1) for d in disks) if p is not None
+    ] if isinstance(disks, list) else []
+    levels = analysis.get("levels")
+    return {
+        "ts": ts,
+        "seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        "cpu": _pointNumber(_dig(metrics, "cpu", "percent"), 1),
+        "mem": _pointNumber(_dig(metrics, "memory", "percent"), 1),
+        "cores": [_pointNumber(c, 1) for c in cores[:MAX_CORES]] if isinstance(cores, list) else [],
+        "load1": _pointNumber(load[0], 2) if isinstance(load, list) and load else None,
+        "disk": max(diskPercents) if diskPercents else None,
+        "rx": _pointNumber(_dig(metrics, "net_io", "bytes_recv_per_s"), 0),
+        "tx": _pointNumber(_dig(metrics, "net_io", "bytes_sent_per_s"), 0),
+        "level": _pointLevel(analysis.get("level")),
+        "levels": {
+            "cpu": _pointLevel(_dig(levels, "cpu")),
+            "memory": _pointLevel(_dig(levels, "memory")),
+        },
+    }
+
+
+def encodePoint(point):
+    """
+    Encode a history point (L{historyPoint}).
+    """
+    return encodeJSON(point)
+
+
+def overviewPoint(encoded):
+    """
+    The overview of an encoded point (which starts C{{"ts":<number>,"seq":}):
+    C{[ts,cpu,mem]} as bytes, the numbers exactly as the point's JSON spells
+    them.
+    """
+    seqAt = encoded.index(_SEQ, len(_TS_PREFIX))
+    cpuAt = encoded.index(_CPU, seqAt)
+    memAt = encoded.index(_MEM, cpuAt)
+    coresAt = encoded.index(_CORES, memAt)
+    return b"".join([
+        b"[", encoded[len(_TS_PREFIX):seqAt], b",", encoded[cpuAt + len(_CPU):memAt],
+        b",", encoded[memAt + len(_MEM):coresAt], b"]"])
+
+
+# Bodies made of bodies already encoded (web role -> clients): events are
+# sent as the bytes received, history points as encoded when they arrived.
+
+
+def jsonArray(bodies):
+    """
+    A JSON array of C{bodies} (a list of encoded JSON values), as bytes.
+    """
+    return b"[" + b",".join(bodies) + b"]"
+
+
+def arrayPieces(bodies):
+    """
+    The pieces of the JSON array of C{bodies}, one body at a time.
+    """
+    yield b"["
+    first = True
+    for body in bodies:
+        if not first:
+            yield b","
+        first = False
+        yield body
+    yield b"]"
+
+
+def historyKey(host):
+    """
+    C{"<host>":}, the start of a host's entry in a C{history} object.
+    """
+    return encodeJSON(host) + b":"
+
+
+def snapshotPieces(subscription, analyses, statuses, history=None):
+    """
+    The pieces of a C{snapshot} message: C{subscription} (a dict, as the
+    server understood it), C{events} (the bodies of the latest analyses),
+    C{statuses} (the bodies of the latest statuses), C{history} (the pieces
+    of a history object, or L{None} for C{{}}).
+    """
+    yield b'{"kind":"snapshot","subscription":' + encodeJSON(subscription) + b',"events":'
+    yield from arrayPieces(analyses)
+    yield b',"statuses":'
+    yield from arrayPieces(statuses)
+    yield b',"history":'
+    if history is None:
+        yield b"{}"
+    else:
+        yield from history
+    yield b"}"
+
+
+def analysesSnapshotBody(analyses):
+    """
+    A snapshot of the latest analyses only, C{analyses} being their JSON
+    array as bytes.
+    """
+    return b'{"kind":"snapshot","events":' + analyses + b"}"
+
+
+def historyReplyBody(host, step, points):
+    """
+    The reply to a WebSocket C{history} request: C{points} is the JSON
+    array of C{host}'s points (bytes), at most one per C{step} seconds.
+    """
+    return b"".join([
+        b'{"kind":"history","host":', encodeJSON(host), b',"step":', encodeJSON(step),
+        b',"points":', points, b"}"])
+
+
+def errorMessage(text, **details):
+    """
+    A WebSocket C{error} message: C{{"kind": "error", "error": text, ...}}.
+    """
+    return encodeJSON(dict({"kind": "error", "error": text}, **details))
+
+
+# HTTP API bodies (web role -> programs)
+
+
+def errorBody(text, **details):
+    """
+    The body of an HTTP error answer: C{{"error": text, ...details}}.
+    """
+    return encodeJSON(dict({"error": text}, **details))
+
+
+def hostBody(host, analysis, status):
+    """
+    C{GET /api/hosts/<host>}: C{analysis} and C{status} are the bodies of
+    the host's latest ones, or L{None}.
+    """
+    return b"".join([
+        b'{"host":', encodeJSON(host), b',"analysis":', analysis or b"null",
+        b',"status":', status or b"null", b"}"])
+
+
+def hostsPieces(analyses, statuses):
+    """
+    The pieces of C{GET /api/hosts}: the bodies of every latest analysis
+    and status.
+    """
+    yield b'{"hosts":'
+    yield from arrayPieces(analyses)
+    yield b',"statuses":'
+    yield from arrayPieces(statuses)
+    yield b"}"
+
+
+def hostHistoryBody(host, window, step, points):
+    """
+    C{GET /api/hosts/<host>/history}: C{points} is the JSON array of the
+    host's points (bytes).
+    """
+    return b"".join([
+        b'{"host":', encodeJSON(host), b',"window":', encodeJSON(window),
+        b',"step":', encodeJSON(step), b',"points":', points, b"}"])
+
+
+# Server-Sent Events frames (web role -> programs)
+
+SSE_KEEPALIVE = b": keep-alive\n\n"
+# The snapshot event, written in pieces: its JSON is one data: line.
+SSE_SNAPSHOT_BEGIN = b"event: snapshot\ndata: "
+SSE_SNAPSHOT_END = b"\n\n"
+
+
+def sseRetry(milliseconds):
+    """
+    The SSE field telling an EventSource how long to wait before reconnecting.
+    """
+    return b"retry: %d\n\n" % (milliseconds,)
+
+
+def sseFrame(kind, body):
+    """
+    One SSE event: C{event: <kind>} and the JSON body as C{data:} lines (a
+    body with line breaks becomes several C{data:} lines, which the client
+    joins with newlines).
+    """
+    lines = body.splitlines() or [b""]
+    return b"event: " + kind.encode("ascii") + b"\n" + b"".join(
+        b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def sseSnapshotChunk(chunk):
+    """
+    A piece of the snapshot's one C{data:} line: the line breaks its bodies
+    may hold are JSON white space, written as spaces.
+    """
+    if b"\n" in chunk or b"\r" in chunk:
+        chunk = chunk.replace(b"\r", b" ").replace(b"\n", b" ")
+    return chunk
+
+
+# Clients' messages (clients -> web role): WebSocket messages and the query
+# parameters of /ws and /api/stream
+
+
+class InvalidRequest(ValueError):
+    """
+    A client's message or query parameters that cannot be honoured; the
+    message says why.
+    """
+
+
+SUBSCRIBE = "subscribe"
+HISTORY = "history"
+EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
+MAX_PATTERNS = 1000
+MAX_PATTERN_LENGTH = 255
+# The values of a subscription's history field, as on the wire.
+HISTORY_FULL = True
+HISTORY_NONE = False
+HISTORY_OVERVIEW = OVERVIEW
+# What a client that asks for nothing gets: cheap enough for a whole fleet
+# (at most 91 [ts, cpu, mem] per host for 15 minutes).
+DEFAULT_HISTORY = HISTORY_OVERVIEW
+MAX_STEP = 86400.0
+# A smaller step than this divides a time into numbers too large for a float.
+MIN_STEP = 0.001
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """
+    A client's C{subscribe} message (or query parameters), validated.
+
+    @ivar hosts: host names or patterns, or L{None} for every host.
+    @ivar events: the event kinds wanted (some of L{EVENT_KINDS}).
+    @ivar history: L{HISTORY_FULL}, L{HISTORY_OVERVIEW} or L{HISTORY_NONE}.
+    @ivar since: only history points after this time, or L{None}.
+    @ivar step: seconds between history points, or L{None} for the default.
+    """
+
+    hosts: object = None
+    events: tuple = EVENT_KINDS
+    history: object = DEFAULT_HISTORY
+    since: object = None
+    step: object = None
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """
+    A WebSocket client's one-off request for the history of one host.
+
+    @ivar host: the host's name or routing word, as asked.
+    @ivar step: at most one point per C{step} seconds (0: every point).
+    """
+
+    host: str
+    step: float = 0
+
+
+def subscriptionDocument(hosts, events, history, step, since):
+    """
+    The C{subscription} of a snapshot, as the server understood it: every
+    field, C{hosts} L{None} for every host, C{events} in the order of
+    L{EVENT_KINDS}.
+    """
+    return {
+        "hosts": None if hosts is None else list(hosts),
+        "events": [kind for kind in EVENT_KINDS if kind in events],
+        "history": history,
+        "step": step,
+        "since": since,
+    }
+
+
+def decodeClientMessage(payload):
+    """
+    Decode a WebSocket text message from a client (bytes).
+
+    @return: a L{SubscribeRequest} or a L{HistoryRequest}.
+    @raise InvalidRequest: naming what is wrong.
+    """
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise InvalidRequest("not a JSON text message")
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    kind = message.get("kind")
+    if kind == SUBSCRIBE:
+        return decodeSubscribe(message)
+    if kind == HISTORY:
+        return decodeHistoryRequest(message)
+    raise InvalidRequest(
+        f"unknown message kind {str(kind)[:40]!r}; expected {SUBSCRIBE!r} or {HISTORY!r}")
+
+
+def decodeHistoryRequest(message):
+    """
+    The L{HistoryRequest} of a decoded C{{"kind": "history", "host": ...}}
+    message (C{step} defaults to 0).
+
+    @raise InvalidRequest: naming the field at fault.
+    """
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    unknown = set(message) - {"kind", "host", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0][:40]!r}")
+    host = message.get("host")
+    if not isinstance(host, str) or not 1 <= len(host) <= MAX_PATTERN_LENGTH:
+        raise InvalidRequest(
+            f"host: expected a host name or routing word of 1 to {MAX_PATTERN_LENGTH} characters")
+    return HistoryRequest(host, decodeStep(message.get("step", 0)))
+
+
+def decodeSubscribe(message):
+    """
+    The L{SubscribeRequest} of a decoded C{{"kind": "subscribe", ...}}
+    message. Absent fields take their defaults: every host, every kind,
+    an overview history, the default step.
+
+    @raise InvalidRequest: naming the field at fault.
+    """
+    if not isinstance(message, dict):
+        raise InvalidRequest("a message must be a JSON object")
+    unknown = set(message) - {"kind", "hosts", "events", "history", "since", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0][:40]!r}")
+    hosts = _strings(message, "hosts", "host names or patterns")
+    if hosts is not None:
+        hosts = tuple(_patterns(hosts))
+    events = _strings(message, "events", "event kinds")
+    events = EVENT_KINDS if events is None else tuple(_kinds(events))
+    history = message.get("history", DEFAULT_HISTORY)
+    if not (isinstance(history, bool) or history == HISTORY_OVERVIEW):
+        raise InvalidRequest('history: expected true, false or "overview"')
+    since = message.get("since")
+    if since is not None and not _finiteNumber(since):
+        raise InvalidRequest("since: expected a number (seconds since the epoch)")
+    step = message.get("step")
+    if step is not None:
+        step = decodeStep(step)
+    return SubscribeRequest(hosts, events, history, since, step)
+
+
+def decodeStep(step):
+    """
+    A history step: 0 (every point), or a number of seconds from
+    L{MIN_STEP} to L{MAX_STEP}.
+
+    @raise InvalidRequest: for anything else.
+    """
+    if not _finiteNumber(step) or not (step == 0 or MIN_STEP <= step <= MAX_STEP):
+        raise InvalidRequest(
+            f"step: expected a number of seconds: 0 (every point) or {MIN_STEP:g} to {MAX_STEP:.0f}")
+    return step
+
+
+def decodeQuery(args):
+    """
+    The L{SubscribeRequest} of query parameters (a twisted.web
+    C{request.args}: bytes keys, lists of bytes values; or Autobahn's
+    C{params}: str keys and values): C{hosts=} and C{events=}
+    comma-separated, C{history=0|1|overview}, C{since=}, C{step=}.
+
+    @raise InvalidRequest: naming the parameter at fault.
+    """
+    values = {}
+    for key, found in args.items():
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        found = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in found]
+        values[key] = ",".join(found)
+    unknown = set(values) - {"hosts", "events", "history", "since", "step"}
+    if unknown:
+        raise InvalidRequest(f"unknown parameter {sorted(unknown)[0][:40]!r}")
+    message = {}
+    if "hosts" in values:
+        message["hosts"] = [p for p in values["hosts"].split(",") if p]
+    if "events" in values:
+        message["events"] = [e for e in values["events"].split(",") if e]
+    if "history" in values:
+        flag = values["history"].lower()
+        if flag == HISTORY_OVERVIEW:
+            message["history"] = HISTORY_OVERVIEW
+        elif flag in ("0", "1", "true", "false"):
+            message["history"] = flag in ("1", "true")
+        else:
+            raise InvalidRequest("history: expected 0, 1 or overview")
+    for name, what in (("since", "seconds since the epoch"), ("step", "seconds")):
+        if name in values:
+            try:
+                message[name] = float(values[name])
+            except ValueError:
+                raise InvalidRequest(f"{name}: expected a number ({what})")
+    return decodeSubscribe(message)
+
+
+def _finiteNumber(value):
+    return _isNumber(value) and math.isfinite(value)
+
+
+def _strings(message, field, what):
+    """
+    C{message[field]} as a list of strings (one string counts as a list of
+    one), or L{None} if absent.
+    """
+    value = message.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidRequest(f"{field}: expected a list of {what}")
+    return value
+
+
+def _patterns(patterns):
+    if not patterns:
+        raise InvalidRequest("hosts: empty list (leave it out for every host)")
+    if len(patterns) > MAX_PATTERNS:
+        raise InvalidRequest(f"hosts: at most {MAX_PATTERNS} patterns")
+    for pattern in patterns:
+        if not 1 <= len(pattern) <= MAX_PATTERN_LENGTH:
+            raise InvalidRequest(f"hosts: a pattern must be 1 to {MAX_PATTERN_LENGTH} characters")
+        for word in pattern.split("."):
+            if word not in ("*", "#") and ("*" in word or "#" in word):
+                raise InvalidRequest(
+                    f"hosts: {pattern[:60]!r}: '*' and '#' match whole words only "
+                    "(AMQP topic syntax, not a glob)")
+    return patterns
+
+
+def _kinds(events):
+    if not events:
+        raise InvalidRequest("events: empty list (leave it out for every kind)")
+    for kind in events:
+        if kind not in EVENT_KINDS:
+            raise InvalidRequest(
+                f"events: unknown kind {kind[:40]!r}; expected {', '.join(EVENT_KINDS)}")
+    return events
+
+
 def _dumps(document):
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -399,8 +1054,10 @@ def decodeEventOrLegacy(routingKey, body, receivedAt, maxBody=DEFAULT_MAX_BODY, 
 
     @raise Rejected: as L{decodeEvent} does, for anything else.
     """
+    words = topics.splitKey(routingKey)
+    decode = decodeStatus if words and words[-1] == topics.STATUS else decodeAnalysis
     try:
-        return decodeEvent(routingKey, body, maxBody, notAfter), False
+        return decode(routingKey, body, maxBody, notAfter), False
     except Rejected as e:
         if e.reason != "version" or not routingKey.endswith("." + topics.ANALYSIS):
             raise

@@ -6,12 +6,11 @@ L{zope.interface.verify.verifyObject} against L{IBus}, so a fake cannot
 drift from what the services may use.
 """
 
-from collections import Counter
-
 from twisted.internet import defer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from resmon.bus.counters import busCounters
 from resmon.interfaces import IBus, ISubscription
 
 
@@ -50,10 +49,7 @@ class FakeBus:
     connected = True
 
     def __init__(self):
-        self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                         "connections": 1, "delivered": 0, "rejected": 0,
-                         "consumer-cancels": 0}
-        self.rejected = Counter()
+        self.counters, self.rejected = busCounters(connections=1)
         self.made = []
         self.last = None
         verifyObject(IBus, self)

@@ -24,6 +24,7 @@ from txamqp.spec import load as loadSpec
 
 from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import SPEC_PATH
+from resmon.deferreds import observe
 
 DEFAULT_TEST_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -244,11 +245,11 @@ class TwistdProcess(protocol.ProcessProtocol):
         self._stoppedAt = len(self.output)
         self.signal("TERM")
         try:
-            yield withTimeout(_chain(self.ended), timeout, f"{self.label} to exit on SIGTERM")
+            yield withTimeout(observe(self.ended), timeout, f"{self.label} to exit on SIGTERM")
         except AssertionError:
             self._hung = True
             self.signal("KILL")
-            yield _chain(self.ended)
+            yield observe(self.ended)
             raise
         return self.cleanExit()
 
@@ -286,19 +287,6 @@ class TwistdProcess(protocol.ProcessProtocol):
     def _problem(self, what, lines=40):
         tail = b"\n".join(self.output.splitlines()[-lines:]).decode("utf-8", "replace")
         return f"twistd process {self.label!r} {what}; log: {self.logPath}\n--- last {lines} lines ---\n{tail}"
-
-
-def _chain(d):
-    """
-    A new Deferred with C{d}'s result, leaving C{d} usable by others.
-    """
-    out = defer.Deferred()
-
-    def fire(result):
-        out.callback(result)
-        return result
-    d.addBoth(fire)
-    return out
 
 
 class RecordingClient(WebSocketClientProtocol):

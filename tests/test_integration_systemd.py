@@ -107,7 +107,7 @@ def test_ready_only_once_the_broker_is_reachable_then_status_on_each_change(
     assert f"dashboard at http://127.0.0.1:{port}/" in message["STATUS"]
     # Sent once the bus connected and every subscription consumes.
     output = server.output.decode()
-    assert output.index("connected to amqp://guest@") < output.index("] ready: connected to")
+    assert output.index("connected to amqp://guest@") < output.index("] ready: on amqp://")
     assert output.count("consuming ") >= 4
 
     yield privateBroker.ctl("stop_app")
@@ -115,7 +115,7 @@ def test_ready_only_once_the_broker_is_reachable_then_status_on_each_change(
         yield notify.waitFor(status("not ready: broker connection lost"), "the lost status")
     finally:
         yield privateBroker.ctl("start_app")
-    yield notify.waitFor(status("broker reconnected: connected to amqp://guest:***@"),
+    yield notify.waitFor(status("broker reconnected: on amqp://guest:***@"),
                          "the reconnected status")
     assert notify.count(ready) == 1
 

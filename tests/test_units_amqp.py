@@ -1,22 +1,17 @@
 """
 Unit tests of the RabbitMQ bus's publishing state machine (outbox, publisher
 confirms, resending after a lost connection), with a fake channel, and of
-what it does about txAMQP's silence on consumer_cancel_notify.
+what it does when the broker cancels a consumer.
 """
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from txamqp.client import TwistedDelegate
-from txamqp.connection import Frame, Method
-from txamqp.message import Message
-from txamqp.protocol import AMQClient
 from txamqp.queue import Closed as QueueClosed
-from txamqp.queue import TimeoutDeferredQueue
 
 from resmon.bus.brokerurl import parseBrokerURL
-from resmon.bus.amqp import AMQPBus, Dropped, _ClientFactory, _Delegate
-from resmon.bus.properties import PropertyLimits
+from resmon.bus.amqp import AMQPBus, Dropped
+from resmon.bus.connection import Delegate
+from test_units_mutants_amqp_service import RecordingClient, Reply
 
 
 class FakeChannel:
@@ -54,9 +49,9 @@ def test_publish_is_persistent_and_fires_on_confirm_only():
     assert [body for _, body, _ in channel.published] == [b"0", b"1", b"2"]
     assert channel.published[0][2]["delivery-mode"] == 2
     assert results == []
-    bus._confirmed(2, True, True)  # basic.ack multiple: tags 1 and 2
+    bus.outbox.confirmed(2, True, True)  # basic.ack multiple: tags 1 and 2
     assert results == ["ok", "ok"]
-    bus._confirmed(3, False, False)  # basic.nack
+    bus.outbox.confirmed(3, False, False)  # basic.nack
     assert results == ["ok", "ok", "Dropped"]
     assert bus.counters["confirmed"] == 2 and bus.counters["nacked"] == 1
 
@@ -64,39 +59,39 @@ def test_publish_is_persistent_and_fires_on_confirm_only():
 def test_unconfirmed_messages_are_resent_first_and_in_order_after_a_reconnect():
     bus, client, channel = _connectedBus()
     results = _results([bus.publish("k", b"%d" % i) for i in range(3)])
-    bus._confirmed(1, False, True)
+    bus.outbox.confirmed(1, False, True)
     # The channel closes before the connection is seen lost: what is
     # published meanwhile waits in the outbox, newer than the unconfirmed.
     channel.closed = True
     _results([bus.publish("k", b"3")], results)
-    bus._lost(client)
+    bus.connection.disconnected(client)
     _results([bus.publish("k", b"4")], results)  # while disconnected
     assert channel.published[-1][1] == b"2"  # nothing sent on the dead channel
     newChannel = FakeChannel()
     bus.useConnection(FakeClient(), newChannel)
-    bus._flush()
+    bus.outbox.flush()
     # The unconfirmed first, in their order, then the newer ones, each under
     # the new channel's delivery tags.
     assert [body for _, body, _ in newChannel.published] == [b"1", b"2", b"3", b"4"]
-    assert [o.body for o in bus._unconfirmed.values()] == [b"1", b"2", b"3", b"4"]
-    assert list(bus._unconfirmed) == [1, 2, 3, 4]
-    bus._confirmed(4, True, True)
+    assert [o.body for o in bus.outbox.unconfirmed.values()] == [b"1", b"2", b"3", b"4"]
+    assert list(bus.outbox.unconfirmed) == [1, 2, 3, 4]
+    bus.outbox.confirmed(4, True, True)
     assert results == ["ok"] * 5
 
 
 def test_a_full_outbox_drops_the_oldest_unsent_message_and_counts_it():
     bus, client, channel = _connectedBus(outboxLimit=3)
-    bus._lost(client)
+    bus.connection.disconnected(client)
     results = _results([bus.publish("k", b"%d" % i) for i in range(5)])
     assert results == ["Dropped", "Dropped"]
-    assert [o.body for o in bus._outbox] == [b"2", b"3", b"4"]
+    assert [o.body for o in bus.outbox.unsent] == [b"2", b"3", b"4"]
     assert bus.counters["dropped"] == 2
 
 
 def test_stopping_fails_what_is_still_pending():
     bus, client, channel = _connectedBus()
     results = _results([bus.publish("k", b"x")])
-    bus._failOutbox("the bus stopped")
+    bus.outbox.fail("the bus stopped")
     assert results == ["Dropped"]
     bus.running = False
     failures = []
@@ -114,71 +109,20 @@ def test_stopping_waits_for_confirms_in_flight_then_gives_up_on_the_rest():
     class FakeClientService:
         def stopService(self):
             return succeed(None)
-    bus._clientService = FakeClientService()
+    bus.connection.clientService = FakeClientService()
     bus.drainTimeout = 2.0
     results = _results([bus.publish("k", b"1"), bus.publish("k", b"2")])
     stopped = bus.stopService()
     assert not stopped.called  # waiting for the broker
-    bus._confirmed(1, False, True)
+    bus.outbox.confirmed(1, False, True)
     assert results == ["ok"] and not stopped.called
     clock.advance(2.0)  # the second is never confirmed
     assert stopped.called
     assert results == ["ok", "Dropped"]
 
 
-# The txAMQP workaround: advertising consumer_cancel_notify.
-
-
-def _startOk(client, transport):
-    """
-    Play the broker's connection.start to C{client} and return the
-    arguments of the connection.start-ok it answers, decoded from the bytes
-    it wrote to C{transport}.
-    """
-    spec = client.spec
-    start = spec.classes.byname["connection"].methods.byname["start"]
-    server = client._pack_frame(Frame(0, Method(
-        start, 0, 9, {"product": "RabbitMQ", "capabilities": {"consumer_cancel_notify": True}},
-        "AMQPLAIN PLAIN", "en_US")))
-    transport.clear()
-    client.dataReceived(server)
-    payload = client._unpack_frame(transport.value()).payload
-    return Message(payload.method, payload.args)
-
-
-def _clientOver(factory):
-    client = factory.buildProtocol(None)
-    transport = StringTransport()
-    client.makeConnection(transport)
-    client.authenticate("guest", "guest")  # waits for the broker's start
-    return client, transport
-
-
-def test_the_bus_advertises_consumer_cancel_notify_in_its_start_ok():
-    # Without it RabbitMQ never sends basic.cancel: a deleted queue leaves
-    # its consumer waiting for ever (see CLIENT_PROPERTIES).
-    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
-    client, transport = _clientOver(_ClientFactory(
-        bus, bus._spec, "/", 0, Clock(), PropertyLimits()))
-    startOk = _startOk(client, transport)
-    assert startOk.method.name == "start-ok"
-    properties = startOk.client_properties
-    assert properties["capabilities"]["consumer_cancel_notify"] is True
-    assert properties["capabilities"]["publisher_confirms"] is True
-    assert startOk.mechanism == "AMQPLAIN"
-
-
-def test_txamqp_still_advertises_nothing_so_the_workaround_is_still_needed():
-    # When this fails, txAMQP advertises capabilities itself: check that
-    # consumer_cancel_notify is among them and drop _Delegate.connection_start.
-    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
-
-    class PlainFactory:
-        def buildProtocol(self, addr):
-            return AMQClient(TwistedDelegate(), "/", bus._spec, heartbeat=0, clock=Clock())
-    client, transport = _clientOver(PlainFactory())
-    startOk = _startOk(client, transport)
-    assert "consumer_cancel_notify" not in (startOk.client_properties or {}).get("capabilities", {})
+# What the bus does when the broker cancels a consumer (txAMQP's side of it:
+# tests/test_bus_workarounds.py).
 
 
 class CancelledChannel:
@@ -198,59 +142,25 @@ class CancelledChannel:
         self.closed = True
 
 
-class ReconsumingClient:
-    """
-    A connection on which the bus declares and consumes again.
-    """
-
-    def __init__(self):
-        self.transport = object()
-        self.queues = {}
-        self.consumed = []
-
-    def channel(self, channelId):
-        return defer.succeed(ConsumingChannel(self, channelId))
-
-    def queue(self, tag):
-        return defer.succeed(self.queues.setdefault(tag, TimeoutDeferredQueue()))
-
-
-class ConsumingChannel:
-    def __init__(self, client, channelId):
-        self.client, self.id, self.closed = client, channelId, False
-
-    def __getattr__(self, name):
-        def call(**arguments):
-            self.client.consumed.append((self.id, name, arguments))
-            return defer.succeed(_Reply(arguments.get("queue") or "amq.gen-new"))
-        return call
-
-
-class _Reply:
-    def __init__(self, queue):
-        self.queue = queue
-        self.consumer_tag = f"ctag-{queue}"
-
-
 def test_a_consumer_cancelled_by_the_broker_is_declared_and_consumed_again():
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock())
     bus.running = True
-    client = ReconsumingClient()
+    client = RecordingClient()
     bus.useConnection(client, FakeChannel())
     subscription = bus.subscribe(["#.measure"], lambda key, body: None, queue="analyzer",
                                  durable=True)
     assert subscription.whenReady().called
     oldQueue = client.queues["ctag-analyzer"]
-    client.consumed.clear()
+    client.calls.clear()
     cancelled = CancelledChannel()
-    delegate = _Delegate(bus)
+    delegate = Delegate(bus.outbox, bus.consumers)
     delegate.client = client
-    delegate.basic_cancel(cancelled, _Reply("analyzer"))
+    delegate.basic_cancel(cancelled, Reply("analyzer"))
     assert cancelled.closedByUs and cancelled.closed
     ended = []
     oldQueue.get().addErrback(lambda f: ended.append(f.type))
     assert ended == [QueueClosed]  # its pump ended
-    calls = [(name, arguments.get("queue")) for _, name, arguments in client.consumed]
+    calls = [(name, arguments.get("queue")) for _, name, arguments in client.calls]
     assert ("queue_declare", "analyzer") in calls and ("basic_consume", "analyzer") in calls
     assert subscription.whenReady().called
     assert bus.counters["consumer-cancels"] == 1 and bus.counters["connections"] == 0

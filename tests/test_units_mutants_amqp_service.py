@@ -33,7 +33,10 @@ from zope.interface import implementer
 from amqpfields import contentHeader
 from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus import amqp
-from resmon.bus.amqp import AMQPBus, ResmonAMQClient, _ClientFactory, _Delegate
+from resmon.bus.amqp import AMQPBus
+from test_units_mutants_amqp import logTo
+from resmon.bus.consumer import Acknowledger
+from resmon.bus.connection import ClientFactory, Delegate, ResmonAMQClient, describe
 from resmon.bus.properties import REFUSED, PropertyLimits
 
 BROKER = parseBrokerURL("amqp://user:secret@127.0.0.1:5673/prod")
@@ -45,7 +48,7 @@ def started(broker=BROKER, **kwargs):
     reactor = MemoryReactorClock()
     bus = AMQPBus(broker, "ex", reactor, **kwargs)
     events = []
-    bus.log = Logger(observer=events.append)
+    logTo(events, bus)
     bus.startService()
     return bus, reactor, events
 
@@ -54,7 +57,7 @@ def innerFactory(factory):
     """
     The resmon factory under the endpoint's (and TLS's) wrapping factories.
     """
-    while not isinstance(factory, _ClientFactory):
+    while not isinstance(factory, ClientFactory):
         [name] = {"_wrappedFactory", "wrappedFactory", "_protocolFactory"} & set(vars(factory))
         factory = vars(factory)[name]
     return factory
@@ -99,7 +102,7 @@ def test_an_amqps_broker_is_connected_to_through_tls_with_the_options_given():
     protocol = object()
     assert tlsFactory._creatorCallable(protocol).client is True
     assert tls.asked == [protocol]
-    assert isinstance(innerFactory(tlsFactory), _ClientFactory)
+    assert isinstance(innerFactory(tlsFactory), ClientFactory)
 
 
 def retryDelays(reactor, failures):
@@ -145,8 +148,9 @@ def test_the_connection_speaks_amqp_with_the_buses_vhost_heartbeat_clock_and_lim
     client, transport = connectedProtocol(reactor)
     assert type(client) is ResmonAMQClient
     assert (client.vhost, client.heartbeatInterval, client.clock) == ("prod", 3, reactor)
-    assert client.spec is bus._spec and client.propertyLimits is limits
-    assert type(client.delegate) is _Delegate and client.delegate.bus is bus
+    assert client.spec is bus.spec and client.propertyLimits is limits
+    assert type(client.delegate) is Delegate
+    assert (client.delegate.outbox, client.delegate.consumers) == (bus.outbox, bus.consumers)
     assert transport.value().startswith(b"AMQP")  # the protocol header went out
     # A silent broker is given up after two heartbeats, not txAMQP's three.
     assert client.MAX_UNSEEN_HEARTBEAT == 2
@@ -167,14 +171,14 @@ def test_the_handshake_gets_its_deadline_then_the_connection_is_aborted(monkeypa
 def test_the_factory_keeps_its_settings_and_builds_one_client_per_connection():
     bus = AMQPBus(BROKER, "ex", Clock())
     clock, limits = Clock(), PropertyLimits()
-    factory = _ClientFactory(bus, bus._spec, "/v", 5, clock, limits)
+    factory = ClientFactory(bus.outbox, bus.consumers, bus.spec, "/v", 5, clock, limits)
     assert factory.noisy is False
     first, second = factory.buildProtocol(None), factory.buildProtocol(None)
     assert first is not second and first.delegate is not second.delegate
     assert (first.vhost, first.heartbeatInterval, first.clock, first.propertyLimits) == (
         "/v", 5, clock, limits)
-    assert first.delegate.client is first and first.delegate.bus is bus
-    defaults = ResmonAMQClient(_Delegate(bus), "/", bus._spec).propertyLimits
+    assert first.delegate.client is first and first.delegate.outbox is bus.outbox
+    defaults = ResmonAMQClient(Delegate(bus.outbox, bus.consumers), "/", bus.spec).propertyLimits
     assert vars(defaults) == vars(PropertyLimits())
 
 
@@ -192,7 +196,7 @@ class Chan:
 
 def test_a_channel_the_broker_closes_drops_the_connection_so_everything_is_declared_again():
     bus = AMQPBus(BROKER, "ex", Clock())
-    client = ResmonAMQClient(_Delegate(bus), "/", bus._spec)
+    client = ResmonAMQClient(Delegate(bus.outbox, bus.consumers), "/", bus.spec)
     events = []
     client.log = Logger(observer=events.append)
     client.transport = Transport()
@@ -314,17 +318,17 @@ def test_partitions_are_durable_single_active_queues_behind_a_consistent_hash_ex
 
 def test_a_consumer_cancelled_on_an_older_connection_or_for_another_subscription_is_ignored():
     subscription, _, client = subscribed(queue="analyzer", durable=True)
-    bus = subscription._bus
-    delegate = _Delegate(bus)
+    consumers = subscription._consumers
+    delegate = Delegate(None, consumers)
     delegate.client = RecordingClient()  # another connection's protocol
     channel = RecordingChannel(client, 2)
     delegate.basic_cancel(channel, Reply("analyzer"))
     delegate.client = client
     delegate.basic_cancel(channel, Reply("someone-else"))
-    assert bus.counters["consumer-cancels"] == 0 and subscription.consuming
+    assert consumers.counters["consumer-cancels"] == 0 and subscription.consuming
     client.calls.clear()
     delegate.basic_cancel(channel, Reply("analyzer"))
-    assert bus.counters["consumer-cancels"] == 1 and subscription.consuming
+    assert consumers.counters["consumer-cancels"] == 1 and subscription.consuming
     assert [name for _, name, _ in client.calls] == [
         "channel_close", "channel_open", "basic_qos", "queue_declare", "queue_bind", "queue_bind",
         "basic_consume"]
@@ -341,15 +345,20 @@ class Delivery:
         self.content = Content(b"{}", properties=properties)
 
 
-def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
-    counter = Counter()
-    handled = []
+def connectedToRecordingClient():
     bus = AMQPBus(BROKER, "ex", Clock())
     events = []
-    bus.log = Logger(observer=events.append)
+    logTo(events, bus)
     bus.running = True
     client = RecordingClient()
     bus.useConnection(client, RecordingChannel(client, 1))
+    return bus, client, events
+
+
+def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_limited():
+    counter = Counter()
+    handled = []
+    bus, client, events = connectedToRecordingClient()
     subscription = bus.subscribe(["#.measure"], lambda key, body: handled.append(key),
                                  queue="analyzer", deadLetter="resmon.dead", rejected=counter)
     assert subscription.rejected is counter
@@ -372,19 +381,20 @@ def test_undecodable_deliveries_are_rejected_unrequeued_counted_and_logged_rate_
     for tag in range(3, 3001):
         messages.put(Delivery("h.measure", tag, {REFUSED: "bad"}))
     assert bus.rejected[amqp.PROPERTIES] == 2999 and counter[amqp.PROPERTIES] == 2999
+    # Ten warnings per reason at once, then one every six seconds.
     assert [formatEvent(e).split(" (")[1] for e in events[logged:]] == [
-        f"{n} for this reason), dead-lettered to resmon.dead" for n in [*range(2, 11), 1000, 2000]]
-    messages.put(Delivery("h.measure", 3001, {}))
+        f"{n} for this reason), dead-lettered to resmon.dead" for n in range(2, 11)]
+    bus._reactor.advance(6)
+    messages.put(Delivery("h.measure", 3001, {REFUSED: "bad"}))
+    assert formatEvent(events[-1]).endswith(
+        "(3000 for this reason), dead-lettered to resmon.dead "
+        "(2989 similar warnings not logged before this one)")
+    messages.put(Delivery("h.measure", 3002, {}))
     assert handled == ["h.measure"]
 
 
 def test_a_refusal_without_a_dead_letter_exchange_says_nothing_of_one():
-    bus = AMQPBus(BROKER, "ex", Clock())
-    events = []
-    bus.log = Logger(observer=events.append)
-    bus.running = True
-    client = RecordingClient()
-    bus.useConnection(client, RecordingChannel(client, 1))
+    bus, client, events = connectedToRecordingClient()
     subscription = bus.subscribe(["a.#", "#.b"], lambda key, body: None)
     assert subscription.rejected == Counter() and subscription.rejected is not bus.rejected
     client.queues["ctag-amq.gen-1"].put(Delivery("a.b", 1, {REFUSED: "why"}))
@@ -417,7 +427,7 @@ def test_a_subscription_is_ready_once_it_consumes_and_waits_again_once_it_stops(
 
 def test_the_client_reads_a_content_header_on_any_channel_and_checks_its_frame_end():
     bus = AMQPBus(BROKER, "ex", Clock())
-    client = ResmonAMQClient(_Delegate(bus), "/", bus._spec)
+    client = ResmonAMQClient(Delegate(bus.outbox, bus.consumers), "/", bus.spec)
     payload = contentHeader(5, {"content-type": "application/json"})
     frame = client._unpack_frame(struct.pack("!BHI", 2, 40000, len(payload)) + payload + b"\xce")
     assert frame.channel == 40000
@@ -428,7 +438,7 @@ def test_the_client_reads_a_content_header_on_any_channel_and_checks_its_frame_e
 
 def test_a_handshake_waiting_on_a_lost_connection_fails_with_the_losses_reason():
     bus = AMQPBus(BROKER, "ex", Clock())
-    client = _ClientFactory(bus, bus._spec, "/", 0, Clock(), None).buildProtocol(None)
+    client = ClientFactory(bus.outbox, bus.consumers, bus.spec, "/", 0, Clock(), None).buildProtocol(None)
     client.makeConnection(StringTransport())
     failures = []
     client.authenticate("guest", "guest").addErrback(failures.append)
@@ -436,14 +446,14 @@ def test_a_handshake_waiting_on_a_lost_connection_fails_with_the_losses_reason()
     client.connectionLost(reason)
     [failure] = failures
     assert failure.value.args[0] is reason
-    assert amqp._describe(failure) == "Connection was refused by other side: refused."
+    assert describe(failure) == "Connection was refused by other side: refused."
 
 
 def test_the_start_ok_carries_the_credentials_and_locale():
-    from test_units_amqp import _clientOver, _startOk
+    from test_bus_workarounds import clientOver, startOk as playStart
     bus = AMQPBus(BROKER, "ex", Clock())
-    client, transport = _clientOver(_ClientFactory(bus, bus._spec, "/", 0, Clock(), None))
-    startOk = _startOk(client, transport)
+    client, transport = clientOver(ClientFactory(bus.outbox, bus.consumers, bus.spec, "/", 0, Clock(), None))
+    startOk = playStart(client, transport)
     # AMQPLAIN: a table of LOGIN and PASSWORD, as txAMQP encodes it.
     assert startOk.response == "\x05LOGINS\x00\x00\x00\x05guest\x08PASSWORDS\x00\x00\x00\x05guest"
     assert startOk.locale == "en_US"
@@ -456,7 +466,7 @@ def test_when_connected_fires_with_nothing_once_the_service_connects():
     class Service:
         def whenConnected(self):
             return defer.succeed(object())
-    bus._clientService = Service()
+    bus.connection.clientService = Service()
     assert bus.whenConnected().result is None
     assert vars(bus.propertyLimits) == vars(PropertyLimits())
 
@@ -481,7 +491,7 @@ def test_a_publication_or_acknowledgement_failing_on_a_closing_channel_leaves_no
     channel = FailingChannel()
     bus.useConnection(object(), channel)
     bus.publish("k", b"{}")
-    acknowledge = amqp._acknowledger(channel, 1)
+    acknowledge = Acknowledger(channel, 1)
     acknowledge()
     acknowledge.retry()
     acknowledge.discard()

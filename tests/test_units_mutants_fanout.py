@@ -165,18 +165,30 @@ def test_a_status_is_a_short_non_empty_string():
         "rejected an event under a.status: type: status: expected a short string (1 for this reason)")
 
 
-def test_rejections_are_logged_ten_times_then_every_thousandth():
-    fanout = EventFanout(maxBody=100)
+def test_rejections_are_logged_ten_at_once_then_at_a_bounded_rate():
+    clock = Clock()
+    fanout = EventFanout(maxBody=100, clock=clock)
     events = logged(fanout)
     key = "k" * 100 + ".analysis"
     for _ in range(2000):
         fanout.eventReceived(key, b"{" + b" " * 100 + b"}")
     lines = [formatEvent(e) for e in events]
-    assert len(lines) == 12 and fanout.rejected["too-large"] == 2000
+    assert len(lines) == 10 and fanout.rejected["too-large"] == 2000
     assert lines[0] == (f"rejected an event under {key[:80]}: too-large: 102 bytes is over the 100 byte "
                         "limit (1 for this reason)")
-    assert [line.rsplit("(", 1)[1] for line in lines[9:]] == [
-        "10 for this reason)", "1000 for this reason)", "2000 for this reason)"]
+    assert lines[9].endswith("(10 for this reason)")
+    # Then one every 6 s (resmon.ratelimit.LimitedLog), saying how many were not logged.
+    clock.advance(6)
+    fanout.eventReceived(key, b"{" + b" " * 100 + b"}")
+    fanout.eventReceived(key, b"{" + b" " * 100 + b"}")
+    assert len(events) == 11 and formatEvent(events[10]).endswith(
+        "(2001 for this reason) (1990 similar warnings not logged before this one)")
+    # Without a clock, time never passes: the first ten only.
+    unclocked = EventFanout(maxBody=100)
+    events = logged(unclocked)
+    for _ in range(20):
+        unclocked.eventReceived(key, b"{" + b" " * 100 + b"}")
+    assert len(events) == 10 and unclocked.rejected["too-large"] == 20
 
 
 def test_a_long_rejection_is_cut_in_the_log():
@@ -223,3 +235,28 @@ def test_a_history_reply_without_a_history_has_no_points():
 
 def test_json_for_clients_is_compact():
     assert encodeJSON({"a": [1, "\u00e9"]}) == b'{"a":[1,"\\u00e9"]}'
+
+
+def test_clients_dropped_at_the_budget_and_refused_connections_are_logged_rate_limited():
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from resmon.webserver.httplimits import ConnectionLimits
+    from resmon.webserver.sendbudget import SendBudget
+    clock = Clock()
+    budget = SendBudget(limit=1, clock=clock)
+    events = logged(budget)
+    for _ in range(15):
+        budget.dropped("x")
+    assert len(events) == 10 and budget.counters["dropped"] == 15
+    clock.advance(6)
+    budget.dropped("x")
+    assert len(events) == 11 and formatEvent(events[-1]).endswith(
+        "(16 so far) (5 similar warnings not logged before this one)")
+    limits = ConnectionLimits(Site(Resource()), clock, maxClients=0)
+    events = logged(limits)
+    for _ in range(12):
+        limits.buildProtocol(None)
+    assert len(events) == 10 and limits.refused["max-clients"] == 12
+    assert formatEvent(events[0]) == (
+        "refused a connection from None: 0 connections already (--max-clients) (1 so far)")

@@ -164,8 +164,9 @@ def test_a_probe_channel_refused_by_the_broker_does_not_drop_the_connection():
     from twisted.internet.task import Clock
     from twisted.python.failure import Failure
 
-    from resmon.bus.amqp import AMQPBus, ResmonAMQClient, _Delegate
+    from resmon.bus.amqp import AMQPBus
     from resmon.bus.brokerurl import parseBrokerURL
+    from resmon.bus.connection import Delegate, ResmonAMQClient
 
     class Transport:
         lost = 0
@@ -174,7 +175,7 @@ def test_a_probe_channel_refused_by_the_broker_does_not_drop_the_connection():
             self.lost += 1
     bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock(), exchangeDurable=False)
     assert bus.exchangeDurable is False
-    client = ResmonAMQClient(_Delegate(bus), "/", bus._spec)
+    client = ResmonAMQClient(Delegate(bus.outbox, bus.consumers), "/", bus.spec)
     client.transport = Transport()
     probe = _Channel(None)
     setattr(probe, exchange.PROBING, True)
@@ -240,11 +241,13 @@ def test_the_web_keeps_and_sends_a_poc_analysis_in_v1_form():
 
 
 def test_the_exchange_durable_option_is_yes_or_no_and_reaches_the_bus():
+    from twisted.internet.task import Clock
+
     from resmon.tap import Options, _makeBus
     for value, durable in (("yes", True), ("no", False)):
         options = Options()
         options.parseOptions(["--role=agent", f"--exchange-durable={value}"])
-        assert _makeBus(options, None).exchangeDurable is durable
+        assert _makeBus(options, Clock()).exchangeDurable is durable
     options = Options()
     options.parseOptions(["--role=agent"])
     assert options["exchange-durable"] == "yes"

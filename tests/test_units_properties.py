@@ -107,9 +107,9 @@ def test_the_client_reads_a_refused_delivery_whole_and_stays_connected():
     from twisted.internet.testing import StringTransport
     from txamqp.connection import Body, Frame, Method
 
-    from resmon.bus.amqp import ResmonAMQClient, _Delegate
+    from resmon.bus.connection import Delegate, ResmonAMQClient
 
-    client = ResmonAMQClient(_Delegate(None), vhost="/", spec=SPEC, heartbeat=0, clock=Clock())
+    client = ResmonAMQClient(Delegate(None, None), vhost="/", spec=SPEC, heartbeat=0, clock=Clock())
     transport = StringTransport()
     client.makeConnection(transport)
     deliver = SPEC.classes.byname["basic"].methods.byname["deliver"]

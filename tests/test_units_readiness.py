@@ -120,7 +120,7 @@ def test_ready_once_connected_and_every_subscription_consumes():
     subscriptions[1].consume()
     assert readiness.isReady()
     assert notifier.sent[-1] == {
-        "READY": 1, "STATUS": "ready: connected to amqp://u:***@h:5672/%2F (connection #1), "
+        "READY": 1, "STATUS": "ready: on amqp://u:***@h:5672/%2F (connection #1), "
                               "2 subscription(s) consuming"}
     # Lost, then back.
     bus.connected = False
@@ -136,7 +136,7 @@ def test_ready_once_connected_and_every_subscription_consumes():
     for s in subscriptions:
         s.consume()
     assert notifier.sent[-1] == {
-        "STATUS": "broker reconnected: connected to amqp://u:***@h:5672/%2F (connection #2), "
+        "STATUS": "broker reconnected: on amqp://u:***@h:5672/%2F (connection #2), "
                   "2 subscription(s) consuming"}
     # Lost and back between two looks: still said.
     bus.counters["connections"] += 1

@@ -321,31 +321,3 @@ def test_partition_options():
         with pytest.raises(SystemExit) as e:
             Options().parseOptions(argv)
         assert "--own-partitions" in str(e.value.code)
-
-
-def test_boolean_queue_arguments_are_encoded_as_amqp_booleans():
-    from io import BytesIO
-
-    import resmon.bus.codec  # noqa: F401
-    from txamqp.codec import Codec
-    buffer = BytesIO()
-    Codec(buffer).encode_table({"x-single-active-consumer": True, "x-max-length": 5, "s": "v"})
-    assert b"x-single-active-consumer" + b"t\x01" in buffer.getvalue()
-    decoded = Codec(BytesIO(buffer.getvalue())).decode_table()
-    assert decoded == {"x-single-active-consumer": True, "x-max-length": 5, "s": "v"}
-
-
-def test_multibyte_bodies_and_strings_survive_txamqp_framing():
-    from io import BytesIO
-
-    import resmon.bus.codec  # noqa: F401
-    from txamqp.codec import Codec
-    from txamqp.connection import Body
-    body = '{"host": "hôte-✓"}'.encode()
-    buffer = BytesIO()
-    Body(body).encode(Codec(buffer))
-    decoded = Body.decode(None, Codec(BytesIO(buffer.getvalue())))
-    assert decoded.content == body and len(decoded.content) == len(body)
-    buffer = BytesIO()
-    Codec(buffer).encode_shortstr("hôte.measure")
-    assert Codec(BytesIO(buffer.getvalue())).decode_shortstr() == "hôte.measure"

@@ -5,6 +5,8 @@ Helpers for analyzer authors: level classification and a base class.
 from zope.interface import implementer
 
 from resmon.interfaces import IAnalyzer
+# The levels are resmon.wire's; LEVEL_ORDER is re-exported for analyzer authors.
+from resmon.wire import HIGH, LEVEL_ORDER, LOW, MEDIUM
 
 
 def parseThresholds(text, name="thresholds"):
@@ -29,13 +31,10 @@ def classify(value, thresholds):
     """
     medium, high = thresholds
     if value >= high:
-        return "HIGH"
+        return HIGH
     if value >= medium:
-        return "MEDIUM"
-    return "LOW"
-
-
-LEVEL_ORDER = {"LOW": 0, "MEDIUM": 1, "HIGH": 2}
+        return MEDIUM
+    return LOW
 
 
 def worstLevel(levels):

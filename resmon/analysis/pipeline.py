@@ -11,7 +11,7 @@ from collections import Counter
 from twisted.logger import Logger
 
 from resmon.analysis.base import worstLevel
-from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, VERSION
+from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, analysisDocument
 
 DEFAULT_TIME_BUDGET = 0.05
 # The check subjects summarised in an analysis' C{levels}; C{cpu} is also
@@ -172,21 +172,9 @@ class AnalysisPipeline:
         for analyzer in self.analyzers:
             results[analyzer.name] = self._run(
                 analyzer, measure, hostState.setdefault(analyzer.name, {}))
-        levels = summaryLevels(results.values())
-        return {
-            "v": VERSION,
-            "kind": "analysis",
-            "host": measure.host,
-            "seq": measure.seq,
-            "ts": measure.ts,
-            "interval": measure.interval,
-            "analyzed_at": self._wallClock(),
-            "level": worstLevel(findingsLevel(r) for r in results.values()),
-            "levels": levels,
-            "cpu_result": levels.get("cpu"),
-            "analyses": results,
-            "metrics": measure.metrics,
-        }
+        return analysisDocument(
+            measure, self._wallClock(), worstLevel(findingsLevel(r) for r in results.values()),
+            summaryLevels(results.values()), results)
 
     def _run(self, analyzer, measure, state):
         started = self._timer()

@@ -34,7 +34,7 @@ _INEQUIVALENT = re.compile(
     r"inequivalent arg '(?P<arg>[^']+)' for exchange .*: "
     r"received '(?P<received>[^']*)' but current is '(?P<current>[^']*)'")
 # What a channel of ours says when the broker may close it without the
-# connection being at fault (see resmon.bus.amqp.ResmonAMQClient.channel_failed).
+# connection being at fault (see resmon.bus.workarounds.WorkaroundClient.channel_failed).
 PROBING = "probing"
 
 JOINED = "joined"

@@ -3,7 +3,7 @@ An in-process bus with the topic semantics of a RabbitMQ topic exchange, for
 standalone mode and for tests.
 """
 
-from collections import Counter, deque
+from collections import deque
 from itertools import count
 
 from twisted.application import service
@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from resmon.bus.counters import busCounters
 from resmon.bus.delivery import deliver
 from resmon.interfaces import IBus, ISubscription
 from resmon.topics import topicMatches
@@ -147,10 +148,7 @@ class LocalBus(service.Service):
         self._private = count()
         self._subscriptions = []
         self.connected = True
-        self.counters = {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                         "connections": 1, "delivered": 0, "rejected": 0,
-                         "consumer-cancels": 0}
-        self.rejected = Counter()
+        self.counters, self.rejected = busCounters(connections=1)
 
     def startService(self):
         service.Service.startService(self)

@@ -166,8 +166,7 @@ class HostLiveness(service.Service):
         """
         if not self.bus.connected:
             return  # kept in the outbox, it would arrive late and mean nothing
-        body = wire.encodeEvent({"v": wire.VERSION, "kind": TICK, "queue": self.queue,
-                                 "ts": self.clock.seconds()})
+        body = wire.encodeTick(self.queue, self.clock.seconds())
         self.bus.publish(self.tickKey, body).addErrback(lambda failure: None)
 
     def measureReceived(self, routingKey, body):
@@ -305,10 +304,7 @@ class HostLiveness(service.Service):
         self._announce(host, status, now)
 
     def _announce(self, host, status, now):
-        body = wire.encodeEvent({
-            "v": wire.VERSION, "kind": topics.STATUS, "host": host.name, "status": status,
-            "since": now, "last_seen": host.lastSeen, "seq": host.seq,
-        })
+        body = wire.encodeStatus(host.name, status, now, host.lastSeen, host.seq)
         d = self.bus.publish(f"{host.word}.{topics.STATUS}", body)
         d.addCallbacks(self._published, self._failed, errbackArgs=(host.name,))
 

@@ -244,7 +244,7 @@ class RoleReadiness(service.Service):
         parts = [what]
         if self.broker:
             count = self.bus.counters.get("connections")
-            parts.append(f"connected to {self.broker} (connection #{count})")
+            parts.append(f"on {self.broker} (connection #{count})")
         else:
             parts.append("in-process bus")
         subscriptions = len(self.bus.subscriptions)

@@ -78,7 +78,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
         C{budget}.
     @param headerTimeout: seconds a client has to send each request.
     """
-    budget = budget if budget is not None else SendBudget(DEFAULT_MAX_QUEUED)
+    budget = budget if budget is not None else SendBudget(DEFAULT_MAX_QUEUED, clock)
     streams = EventStreamResource(fanout, clock, stallTimeout, keepAlive, budget=budget)
     top = WebRootFile(root or webRoot())
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
@@ -136,7 +136,7 @@ class WebService(service.MultiService):
                                   forgetAfter=forgetAfter)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins,
-                              budget=SendBudget(maxQueued), headerTimeout=headerTimeout)
+                              budget=SendBudget(maxQueued, clock), headerTimeout=headerTimeout)
         self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
         self._subscription = None
         expiry = internet.TimerService(

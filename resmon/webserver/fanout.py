@@ -4,20 +4,23 @@ own L{Subscription}, with the latest analysis and status of each host and a
 bounded history kept for clients that connect later.
 """
 
-import json
 from collections import Counter, deque
 
+from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.ratelimit import LimitedLog
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.webserver.subscriptions import EVERYTHING
 
 DEFAULT_STALL_TIMEOUT = 30.0
-MAX_STATUS_LENGTH = 32
+MAX_STATUS_LENGTH = wire.MAX_STATUS_LENGTH
 # The status of a host that sends (as in resmon.services.liveness).
-ONLINE = "online"
+ONLINE = wire.ONLINE
+# The one JSON encoder (kept here for the modules that imported it from here).
+encodeJSON = wire.encodeJSON
 # Full history of a whole fleet is hundreds of MiB built on the reactor:
 # beyond this many hosts a snapshot carries the overview instead.
 MAX_FULL_HISTORY_HOSTS = 50
@@ -140,9 +143,9 @@ class LatestEvents:
         if hosts is None:
             if self._sorted is None:
                 self._sorted = sorted(self._documents)
-            return b"[" + b",".join([self._bodies[host] for host in self._sorted]) + b"]"
+            return wire.jsonArray([self._bodies[host] for host in self._sorted])
         hosts = sorted(h for h in hosts if h in self._bodies)
-        return b"[" + b",".join(self._bodies[host] for host in hosts) + b"]"
+        return wire.jsonArray([self._bodies[host] for host in hosts])
 
 
 class LatestAnalyses(LatestEvents):
@@ -194,7 +197,7 @@ class LatestAnalyses(LatestEvents):
         A snapshot of every latest analysis and nothing else (see
         L{EventFanout.snapshotBody} for the full one).
         """
-        return b'{"kind":"snapshot","events":' + self.arrayBody() + b"}"
+        return wire.analysesSnapshotBody(self.arrayBody())
 
 
 class Snapshot:
@@ -448,9 +451,11 @@ class EventFanout:
 
     A client is anything with C{sendEvent(document, body)}.
 
-    An analysis or status whose C{host} does not map to its routing key, and
-    an analysis whose C{ts} or C{analyzed_at} is more than C{maxClockSkew}
-    seconds ahead of C{clock}, are rejected and counted. A new latest
+    Events are decoded by L{wire.decodeAnalysis} and L{wire.decodeStatus}
+    (times more than C{maxClockSkew} seconds ahead of C{clock} are
+    C{future}); what they reject is counted by reason in C{rejected} and
+    logged, rate limited. The documents kept and passed on are theirs, with
+    the types they guarantee. A new latest
     analysis of a host whose latest status is not C{online} records and
     sends an C{online} status for it (L{backOnline}).
 
@@ -487,6 +492,8 @@ class EventFanout:
         self.maxBody = maxBody
         self.clients = {}
         self.rejected = Counter()
+        # Junk must not flood the log; without a clock (a Clock never advanced), the first ones only.
+        self.warnings = LimitedLog(clock if clock is not None else Clock())
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
                          "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
         self._eventKeys = {}
@@ -588,20 +595,8 @@ class EventFanout:
                 history = self.history.frozen(hosts, subscription.since, step, form)
         if topics.STATUS in subscription.events:
             statuses = [body for body in map(self.statuses.body, hosts) if body is not None]
-        head = b'{"kind":"snapshot","subscription":' + encodeJSON(described) + b',"events":'
-
-        def pieces():
-            yield head
-            yield from _arrayPieces(analyses)
-            yield b',"statuses":'
-            yield from _arrayPieces(statuses)
-            yield b',"history":'
-            if history is None:
-                yield b"{}"
-            else:
-                yield from history.pieces()
-            yield b"}"
-        return Snapshot(pieces)
+        return Snapshot(lambda: wire.snapshotPieces(
+            described, analyses, statuses, None if history is None else history.pieces()))
 
     def historyReplyBody(self, host, step=0):
         """
@@ -611,9 +606,7 @@ class EventFanout:
         points = b"[]"
         if self.history is not None:
             points = self.history.pointsBody(host, step=step)
-        return b"".join([
-            b'{"kind":"history","host":', encodeJSON(host), b',"step":', encodeJSON(step),
-            b',"points":', points, b"}"])
+        return wire.historyReplyBody(host, step, points)
 
     def eventReceived(self, routingKey, body):
         now = None if self.clock is None else self.clock.seconds()
@@ -622,28 +615,21 @@ class EventFanout:
                 routingKey, body, now, self.maxBody,
                 notAfter=None if now is None else now + self.maxClockSkew)
             if legacy:  # a proof-of-concept analyzer's: clients get the v1 form
-                body = wire.encodeEvent(document)
+                body = wire.encodeAnalysis(document)
             self.admitHost(document["host"])
-            if document["kind"] == topics.STATUS:
-                status = document.get("status")
-                if not isinstance(status, str) or not 0 < len(status) <= MAX_STATUS_LENGTH:
-                    raise wire.Rejected("type", "status: expected a short string")
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
-            count = self.rejected[e.reason]
-            # The first few of each reason, then one in a thousand: junk must not flood the log.
-            if count <= 10 or count % 1000 == 0:
-                self.log.warn("rejected an event under {routingKey}: {reason} ({count} for this reason)",
-                              routingKey=routingKey[:80], reason=str(e)[:200], count=count)
+            self.warnings.warn(
+                self.log, "rejected an event under {routingKey}: {reason} ({count} for this reason)",
+                routingKey=routingKey[:80], reason=str(e)[:200], count=self.rejected[e.reason])
             return
         self.counters["received"] += 1
         online = None
         if document["kind"] == topics.ANALYSIS:
-            metrics = document.get("metrics")
-            if isinstance(metrics, dict) and wire.boundUnknownMetrics(metrics):
+            if document.get("metrics") and wire.boundUnknownMetrics(document["metrics"]):
                 # A third party's analysis: the analyzer bounds its own.
                 self.counters["unknown-metrics"] += 1
-                body = wire.encodeEvent(document)
+                body = wire.encodeAnalysis(document)
             if not self.latest.accept(document, body):
                 self.counters["duplicates"] += 1
                 return
@@ -719,11 +705,8 @@ class EventFanout:
             silent.append((host, heard))
         for host, heard in silent:
             latest = self.latest.get(host) or {}
-            document = {
-                "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": wire.FORGOTTEN,
-                "since": now, "last_seen": heard, "seq": latest.get("seq"),
-            }
-            self._send(document, wire.encodeEvent(document))
+            document = wire.statusDocument(host, wire.FORGOTTEN, now, heard, latest.get("seq"))
+            self._send(document, wire.encodeJSON(document))
             self.forget(host)
         return len(silent)
 
@@ -742,11 +725,8 @@ class EventFanout:
         latest = self.statuses.get(host)
         if latest is None or latest.get("status") == ONLINE or not _after(analysis, latest):
             return None
-        document = {
-            "v": wire.VERSION, "kind": topics.STATUS, "host": host, "status": ONLINE,
-            "since": now, "last_seen": now, "seq": analysis.get("seq"),
-        }
-        body = wire.encodeEvent(document)
+        document = wire.statusDocument(host, ONLINE, now, now, analysis.get("seq"))
+        body = wire.encodeJSON(document)
         self.statuses.update(document, body)
         self.counters["back-online"] += 1
         return document, body
@@ -764,43 +744,25 @@ class EventFanout:
                 self.counters["sent"] += 1
 
 
-def _arrayPieces(bodies):
-    yield b"["
-    first = True
-    for body in bodies:
-        if not first:
-            yield b","
-        first = False
-        yield body
-    yield b"]"
-
-
 def _after(analysis, status):
     """
     Whether C{analysis} is of a measure the judge had not seen when it
     decided C{status}: a later C{seq} than the status's, or a C{ts} after
     its C{last_seen}. An analysis of a measure that waited in the
     analyzer's queue while its host went silent is neither. Without
-    numbers to compare, it is.
+    numbers to compare, it is (L{wire.decodeAnalysis} and
+    L{wire.decodeStatus} make them numbers or L{None}).
     """
     seq, statusSeq = analysis.get("seq"), status.get("seq")
     ts, lastSeen = analysis.get("ts"), status.get("last_seen")
     comparable = False
     for mine, theirs in ((seq, statusSeq), (ts, lastSeen)):
-        if _isNumber(mine) and _isNumber(theirs):
+        if mine is not None and theirs is not None:
             if mine > theirs:
                 return True
             comparable = True
     return not comparable
 
 
-def _isNumber(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _olderThan(document, other):
     return isLateCopy(document.get("seq"), document.get("ts"), other.get("seq"), other.get("ts"))
-
-
-def encodeJSON(document):
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -14,109 +14,20 @@ snapshot of a whole fleet is a join. C{bench/history_memory.py} measures the
 cost; C{docs/protocol.md} gives the figures.
 """
 
-import json
 import math
 from array import array
 from bisect import bisect_left, bisect_right
+
+from resmon.wire import (  # noqa: F401 (MAX_CORES, re-exported)
+    FULL, MAX_CORES, OVERVIEW, encodePoint, historyKey, historyPoint, jsonArray, overviewPoint)
 
 DEFAULT_WINDOW = 900.0
 DEFAULT_MAX_POINTS = 1800
 # The step of the overview a client gets by default, kept ready per host.
 DEFAULT_OVERVIEW_STEP = 10.0
-# A host with more cores than this keeps only the first ones in its history.
-MAX_CORES = 256
 
-_TS_PREFIX = b'{"ts":'
-# encodePoint keeps makePoint's key order: ts, seq, cpu, mem, cores, ...
-_SEQ = b',"seq":'
-_CPU = b',"cpu":'
-_MEM = b',"mem":'
-_CORES = b',"cores":'
-
-FULL = "full"
-OVERVIEW = "overview"
-
-
-def _number(value, digits):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value):
-        return None
-    if digits is None:
-        return float(value)
-    rounded = round(value, digits)
-    return int(rounded) if digits == 0 else rounded
-
-
-def _dig(document, *path):
-    for key in path:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
-def _level(value):
-    return value if isinstance(value, str) and len(value) <= 16 else None
-
-
-def makePoint(analysis, now):
-    """
-    The compact history point of one analysis document, as a dict.
-
-    @param now: the time used when the analysis carries neither C{ts} nor
-        C{analyzed_at} (a proof-of-concept measure's analysis).
-    """
-    # ts is kept exact: it identifies the analysis, as seq does.
-    ts = _number(analysis.get("ts"), None)
-    if ts is None:
-        ts = _number(analysis.get("analyzed_at"), None)
-    if ts is None:
-        ts = now
-    seq = analysis.get("seq")
-    metrics = analysis.get("metrics")
-    cores = _dig(metrics, "cpu", "per_core")
-    disks = _dig(metrics, "disks")
-    load = _dig(metrics, "load")
-    diskPercents = [
-        p for p in (_number(_dig(d, "percent"), 1) for d in disks) if p is not None
-    ] if isinstance(disks, list) else []
-    levels = analysis.get("levels")
-    return {
-        "ts": ts,
-        "seq": seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
-        "cpu": _number(_dig(metrics, "cpu", "percent"), 1),
-        "mem": _number(_dig(metrics, "memory", "percent"), 1),
-        "cores": [_number(c, 1) for c in cores[:MAX_CORES]] if isinstance(cores, list) else [],
-        "load1": _number(load[0], 2) if isinstance(load, list) and load else None,
-        "disk": max(diskPercents) if diskPercents else None,
-        "rx": _number(_dig(metrics, "net_io", "bytes_recv_per_s"), 0),
-        "tx": _number(_dig(metrics, "net_io", "bytes_sent_per_s"), 0),
-        "level": _level(analysis.get("level")),
-        "levels": {
-            "cpu": _level(_dig(levels, "cpu")),
-            "memory": _level(_dig(levels, "memory")),
-        },
-    }
-
-
-def encodePoint(point):
-    return json.dumps(point, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def overviewPoint(encoded):
-    """
-    The overview of an encoded point (which starts C{{"ts":<number>,"seq":}):
-    C{[ts,cpu,mem]} as bytes, the numbers exactly as the point's JSON spells
-    them.
-    """
-    seqAt = encoded.index(_SEQ, len(_TS_PREFIX))
-    cpuAt = encoded.index(_CPU, seqAt)
-    memAt = encoded.index(_MEM, cpuAt)
-    coresAt = encoded.index(_CORES, memAt)
-    return b"".join([
-        b"[", encoded[len(_TS_PREFIX):seqAt], b",", encoded[cpuAt + len(_CPU):memAt],
-        b",", encoded[memAt + len(_MEM):coresAt], b"]"])
+# The point format is resmon.wire's; the name history's callers know.
+makePoint = historyPoint
 
 
 def sampledIndexes(times, start, step, end=None):
@@ -318,7 +229,7 @@ class FleetHistory:
             points = self.encodedPoints(host, since, step, until)
             if form == OVERVIEW:
                 points = [overviewPoint(p) for p in points]
-        return b"[" + b",".join(points) + b"]"
+        return jsonArray(points)
 
     def historyBody(self, hosts, since=None, step=0, form=FULL):
         """
@@ -326,7 +237,7 @@ class FleetHistory:
         of points (see L{pointsBody}), as bytes.
         """
         return b"{" + b",".join(
-            _key(host) + self.pointsBody(host, since, step, form)
+            historyKey(host) + self.pointsBody(host, since, step, form)
             for host in hosts if host in self._hosts
         ) + b"}"
 
@@ -360,10 +271,6 @@ class _FrozenHistory:
             if host not in self._history:
                 continue
             body = self._history.pointsBody(host, self._since, self._step, self._form, until)
-            yield (b"" if first else b",") + _key(host) + body
+            yield (b"" if first else b",") + historyKey(host) + body
             first = False
         yield b"}"
-
-
-def _key(host):
-    return json.dumps(host).encode("utf-8") + b":"

@@ -7,7 +7,8 @@ import math
 
 from twisted.web import resource, server
 
-from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot, encodeJSON
+from resmon import wire
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot
 from resmon.webserver.subscriptions import InvalidSubscription, parseStep
 
 
@@ -19,10 +20,10 @@ class JSONResource(resource.Resource):
             return resource.Resource.render(self, request)
         except resource.UnsupportedMethod as e:
             request.setHeader(b"allow", b", ".join(e.allowedMethods))
-            return self.renderJSON(request, {"error": "method not allowed"}, 405)
+            return self.renderError(request, "method not allowed", 405)
 
-    def renderJSON(self, request, document, code=200):
-        return self.renderBody(request, encodeJSON(document), code)
+    def renderError(self, request, text, code, **details):
+        return self.renderBody(request, wire.errorBody(text, **details), code)
 
     def renderBody(self, request, body, code=200):
         request.setResponseCode(code)
@@ -54,25 +55,23 @@ class HostsResource(JSONResource):
         if not path:
             return self._everyHost(request)
         if len(path) > 2 or (len(path) == 2 and path[1] != b"history"):
-            return self.renderJSON(request, {"error": "not found"}, 404)
+            return self.renderError(request, "not found", 404)
         try:
             wanted = path[0].decode("utf-8")
         except UnicodeDecodeError:
-            return self.renderJSON(request, {"error": "host names are UTF-8"}, 404)
+            return self.renderError(request, "host names are UTF-8", 404)
         hosts = self.fanout.resolveHost(wanted)
         if not hosts:
-            return self.renderJSON(request, {"error": "unknown host", "host": wanted}, 404)
+            return self.renderError(request, "unknown host", 404, host=wanted)
         if len(hosts) > 1:
-            return self.renderJSON(
-                request, {"error": "several hosts have this routing word; use the name",
-                          "host": wanted, "hosts": hosts}, 409)
+            return self.renderError(
+                request, "several hosts have this routing word; use the name", 409,
+                host=wanted, hosts=hosts)
         host = hosts[0]
         if len(path) == 2:
             return self._history(request, host)
-        return self.renderBody(request, b"".join([
-            b'{"host":', encodeJSON(host),
-            b',"analysis":', self.fanout.latest.body(host) or b"null",
-            b',"status":', self.fanout.statuses.body(host) or b"null", b"}"]))
+        return self.renderBody(request, wire.hostBody(
+            host, self.fanout.latest.body(host), self.fanout.statuses.body(host)))
 
     def _everyHost(self, request):
         """
@@ -85,13 +84,7 @@ class HostsResource(JSONResource):
         statuses = [body for body in map(fanout.statuses.body, hosts) if body is not None]
 
         def pieces():
-            yield b'{"hosts":['
-            for i, body in enumerate(analyses):
-                yield b"," + body if i else body
-            yield b'],"statuses":['
-            for i, body in enumerate(statuses):
-                yield b"," + body if i else body
-            yield b"]}"
+            return wire.hostsPieces(analyses, statuses)
         self.renderBody(request, b"")
         if self.clock is None:
             return b"".join(pieces())
@@ -101,17 +94,15 @@ class HostsResource(JSONResource):
     def _history(self, request, host):
         since = _number(request.args.get(b"since", [None])[0])
         if since is not None and not math.isfinite(since):
-            return self.renderJSON(request, {"error": "since: expected a number"}, 400)
+            return self.renderError(request, "since: expected a number", 400)
         try:
             step = parseStep(_number(request.args.get(b"step", [b"0"])[0]))
         except InvalidSubscription as e:
-            return self.renderJSON(request, {"error": str(e)}, 400)
+            return self.renderError(request, str(e), 400)
         history = self.fanout.history
         window = history.window if history is not None else 0
         points = history.pointsBody(host, since, step) if history is not None else b"[]"
-        return self.renderBody(request, b"".join([
-            b'{"host":', encodeJSON(host), b',"window":', encodeJSON(window),
-            b',"step":', encodeJSON(step), b',"points":', points, b"}"]))
+        return self.renderBody(request, wire.hostHistoryBody(host, window, step, points))
 
 
 class _ResponseBody:
@@ -178,7 +169,7 @@ class APIRoot(resource.Resource):
 
 class _JSONNotFound(JSONResource):
     def render(self, request):
-        return self.renderJSON(request, {"error": "not found"}, 404)
+        return self.renderError(request, "not found", 404)
 
 
 def apiResource(fanout, streams, clock=None, budget=None):

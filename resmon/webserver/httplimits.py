@@ -5,7 +5,6 @@ which files of the web root it may read. Each limit refuses with a clear
 HTTP answer, counted and logged (rate-limited).
 """
 
-import json
 import os
 from collections import Counter
 from io import BytesIO
@@ -15,6 +14,8 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import http, pages, server, static
 
+from resmon import wire
+from resmon.ratelimit import LimitedLog
 from resmon.webserver.origins import HostCheckedSite
 from resmon.webserver.staticfiles import StaticFiles
 
@@ -30,22 +31,20 @@ RETRY_AFTER = 10
 REFUSAL_READ = 16 * 1024
 
 
-def _logged(log, counters, key, text, **fields):
+def _logged(warnings, log, counters, key, text, **fields):
     """
-    Count C{key} and log the first ten, then one in a thousand.
+    Count C{key} and log it through C{warnings} (a L{LimitedLog}).
     """
     counters[key] += 1
-    count = counters[key]
-    if count <= 10 or count % 1000 == 0:
-        log.warn(text + " ({count} so far)", count=count, **fields)
+    warnings.warn(log, text + " ({count} so far)", count=counters[key], **fields)
 
 
-def rawResponse(code, phrase, document, headers=()):
+def rawResponse(code, phrase, body, headers=()):
     """
-    A complete HTTP/1.1 response with a JSON body that closes the connection,
-    as bytes (for answers given outside twisted.web's request handling).
+    A complete HTTP/1.1 response with a JSON C{body} (bytes, see
+    L{wire.errorBody}) that closes the connection, as bytes (for answers
+    given outside twisted.web's request handling).
     """
-    body = json.dumps(document).encode("utf-8")
     lines = [b"HTTP/1.1 %d %s" % (code, phrase), b"Content-Type: application/json",
              b"Content-Length: %d" % (len(body),), b"Connection: close",
              b"Cache-Control: no-store"]
@@ -81,7 +80,7 @@ class _Refusal(protocol.Protocol):
         self._timer = None
         self.transport.write(rawResponse(
             503, b"Service Unavailable",
-            {"error": self._reason, "retryAfter": RETRY_AFTER},
+            wire.errorBody(self._reason, retryAfter=RETRY_AFTER),
             [b"Retry-After: %d" % (RETRY_AFTER,)]))
         self.transport.loseConnection()
 
@@ -117,16 +116,17 @@ class ConnectionLimits(policies.WrappingFactory):
         self.connections = 0
         self.perAddress = Counter()
         self.refused = Counter()
+        self.warnings = LimitedLog(clock)
 
     def buildProtocol(self, addr):
         address = getattr(addr, "host", None)
         if self.connections >= self.maxClients:
-            _logged(self.log, self.refused, "max-clients",
+            _logged(self.warnings, self.log, self.refused, "max-clients",
                     "refused a connection from {address}: {limit} connections already (--max-clients)",
                     address=address, limit=self.maxClients)
             return _Refusal(self.clock, f"too many connections: at most {self.maxClients}; retry later")
         if self.perAddress[address] >= self.maxPerAddress:
-            _logged(self.log, self.refused, "max-clients-per-address",
+            _logged(self.warnings, self.log, self.refused, "max-clients-per-address",
                     "refused a connection from {address}: {limit} connections from it already "
                     "(--max-clients-per-address)", address=address, limit=self.maxPerAddress)
             return _Refusal(self.clock, f"too many connections from your address: at most "
@@ -184,13 +184,13 @@ class LimitedRequest(server.Request):
         channel = self.channel
         site = getattr(channel, "site", None)
         if site is not None and hasattr(site, "refused"):
-            _logged(site.limitsLog, site.refused, "body-too-large",
+            _logged(site.warnings, site.limitsLog, site.refused, "body-too-large",
                     "refused a request body of {length} bytes from {peer} (at most {limit})",
                     length="more than %d" % self.maxBody if length is None else length,
                     peer=getattr(channel.transport.getPeer(), "host", None), limit=self.maxBody)
         channel.transport.write(rawResponse(
             413, b"Payload Too Large",
-            {"error": f"request body too large: at most {self.maxBody} bytes"}))
+            wire.errorBody(f"request body too large: at most {self.maxBody} bytes")))
         channel.loseConnection()
 
 
@@ -253,13 +253,13 @@ class LimitedHTTPChannel(http.HTTPChannel):
             self.loseConnection()
             return
         site = self.site
-        _logged(site.limitsLog, site.refused, "header-timeout",
+        _logged(site.warnings, site.limitsLog, site.refused, "header-timeout",
                 "closed a connection from {peer}: its request did not arrive within {timeout} s "
                 "(--header-timeout)", peer=getattr(self.transport.getPeer(), "host", None),
                 timeout=site.headerTimeout)
         self.transport.write(rawResponse(
             408, b"Request Timeout",
-            {"error": f"the request did not arrive within {site.headerTimeout:g} s"}))
+            wire.errorBody(f"the request did not arrive within {site.headerTimeout:g} s")))
         self.loseConnection()
 
 

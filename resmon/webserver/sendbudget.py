@@ -12,7 +12,10 @@ Clients that read keep their buffer under C{HIGH_WATER} and are charged
 nothing (their buffers are bounded by C{--max-clients} times that).
 """
 
+from twisted.internet.task import Clock
 from twisted.logger import Logger
+
+from resmon.ratelimit import LimitedLog
 
 # twisted.internet.abstract.FileDescriptor.bufferSize: a connection pauses
 # its producer once more than this is waiting to be sent.
@@ -34,11 +37,14 @@ class SendBudget:
     @ivar counters: C{waited} (snapshot pieces held back for room),
         C{dropped} (clients dropped at the limit), C{stalled} (clients
         dropped for not reading within the stall timeout).
+    @param clock: an L{IReactorTime} pacing the warnings about dropped
+        clients (L{LimitedLog}); without one, only the first few are logged.
     """
 
     log = Logger()
 
-    def __init__(self, limit=DEFAULT_MAX_QUEUED):
+    def __init__(self, limit=DEFAULT_MAX_QUEUED, clock=None):
+        self.warnings = LimitedLog(clock if clock is not None else Clock())
         self.limit = limit
         self.queued = 0
         self.peak = 0
@@ -76,12 +82,10 @@ class SendBudget:
 
     def dropped(self, what):
         self.counters["dropped"] += 1
-        count = self.counters["dropped"]
-        if count <= 10 or count % 1000 == 0:
-            self.log.warn(
-                "{what} stopped reading while {queued} bytes were queued to clients (more than "
-                "--max-queued-mib); disconnecting it ({count} so far)",
-                what=what, queued=self.queued, count=count)
+        self.warnings.warn(
+            self.log, "{what} stopped reading while {queued} bytes were queued to clients (more "
+            "than --max-queued-mib); disconnecting it ({count} so far)",
+            what=what, queued=self.queued, count=self.counters["dropped"])
 
     def _wake(self):
         while self._waiting:

@@ -7,24 +7,16 @@ comments and the same per-client flow control as the WebSocket.
 from twisted.internet.task import LoopingCall
 from twisted.web import resource, server
 
-from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, encodeJSON
+from resmon import wire
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow
 from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
 
 DEFAULT_KEEPALIVE = 15.0
 # Milliseconds an EventSource waits before reconnecting.
 RECONNECT_DELAY_MS = 2000
-KEEPALIVE_COMMENT = b": keep-alive\n\n"
-
-
-def eventFrame(kind, body):
-    """
-    One SSE event: C{event: <kind>} and the JSON body as C{data:} lines (a
-    body with line breaks becomes several C{data:} lines, which the client
-    joins with newlines).
-    """
-    lines = body.splitlines() or [b""]
-    return b"event: " + kind.encode("ascii") + b"\n" + b"".join(
-        b"data: " + line + b"\n" for line in lines) + b"\n"
+KEEPALIVE_COMMENT = wire.SSE_KEEPALIVE
+# The frames are resmon.wire's; the name this module's callers know.
+eventFrame = wire.sseFrame
 
 
 class _SnapshotStream:
@@ -37,15 +29,13 @@ class _SnapshotStream:
         self._request = request
 
     def begin(self):
-        self._request.write(b"event: snapshot\ndata: ")
+        self._request.write(wire.SSE_SNAPSHOT_BEGIN)
 
     def write(self, chunk):
-        if b"\n" in chunk or b"\r" in chunk:
-            chunk = chunk.replace(b"\r", b" ").replace(b"\n", b" ")
-        self._request.write(chunk)
+        self._request.write(wire.sseSnapshotChunk(chunk))
 
     def end(self):
-        self._request.write(b"\n\n")
+        self._request.write(wire.SSE_SNAPSHOT_END)
 
 
 class EventStream:
@@ -68,7 +58,7 @@ class EventStream:
     def start(self, fanout, subscription):
         self._fanout = fanout
         self.request.registerProducer(self.flow, True)
-        self.request.write(b"retry: %d\n\n" % (RECONNECT_DELAY_MS,))
+        self.request.write(wire.sseRetry(RECONNECT_DELAY_MS))
         self.flow.restart(fanout.subscribeStreamed(self, subscription))
         self._keepAlive.start(self._keepAliveInterval, now=False)
         self.finished.addBoth(self._ended)
@@ -78,7 +68,7 @@ class EventStream:
         self.flow.send(self._fanout.eventKey(document), body)
 
     def _writeEvent(self, key, body):
-        self.request.write(eventFrame(key[0], body))
+        self.request.write(wire.sseFrame(key[0], body))
 
     def close(self):
         """
@@ -141,7 +131,7 @@ class EventStreamResource(resource.Resource):
         except InvalidSubscription as e:
             request.setResponseCode(400)
             request.setHeader(b"content-type", b"application/json")
-            return encodeJSON({"error": str(e)})
+            return wire.errorBody(str(e))
         self._headers(request)
         stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive, self.budget)
         self.streams.add(stream)

@@ -5,19 +5,17 @@ a C{subscribe} message, and ask for one host's full history with a
 C{history} message (see C{docs/protocol.md}).
 """
 
-import json
-
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from resmon.webserver.fanout import ClientFlow, encodeJSON
+from resmon import wire
+from resmon.webserver.fanout import ClientFlow
 from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
-from resmon.webserver.subscriptions import (
-    InvalidSubscription, parseHistoryRequest, parseQuery, parseSubscribe)
+from resmon.webserver.subscriptions import InvalidSubscription, Subscription, parseQuery
 
 # A client only ever sends small control messages; cap what it may send.
 # Checked here, not with Autobahn's maxMessagePayloadSize, which would also
@@ -40,10 +38,6 @@ PING_RATE = 1.0
 # Fragments one message may come in: browsers send a message whole, and
 # 64 KiB in 4 KiB fragments is 16.
 MAX_FRAGMENTS = 64
-
-
-def errorBody(text, **details):
-    return encodeJSON(dict({"kind": "error", "error": text}, **details))
 
 
 class DashboardProtocol(WebSocketServerProtocol):
@@ -116,24 +110,14 @@ class DashboardProtocol(WebSocketServerProtocol):
             self._closeFlood("messages", self.budget)
             return
         try:
-            message = json.loads(payload.decode("utf-8"))
-        except ValueError:
-            self._error("not a JSON text message")
-            return
-        if not isinstance(message, dict):
-            self._error("a message must be a JSON object")
-            return
-        kind = message.get("kind")
-        if kind not in ("subscribe", "history"):
-            self._error(f"unknown message kind {str(kind)[:40]!r}; expected 'subscribe' or 'history'")
-            return
-        try:
-            if kind == "subscribe":
-                self.subscribe(parseSubscribe(message))
-            else:
-                self.sendHistory(parseHistoryRequest(message))
-        except InvalidSubscription as e:
+            request = wire.decodeClientMessage(payload)
+        except wire.InvalidRequest as e:
             self._error(str(e))
+            return
+        if isinstance(request, wire.HistoryRequest):
+            self.sendHistory(request)
+        else:
+            self.subscribe(Subscription.fromRequest(request))
 
     def onMessageBegin(self, isBinary):
         WebSocketServerProtocol.onMessageBegin(self, isBinary)
@@ -217,7 +201,7 @@ class DashboardProtocol(WebSocketServerProtocol):
             self.flow.send(("history", hosts[0]), fanout.historyReplyBody(hosts[0], request.step))
 
     def _error(self, text, **details):
-        self.flow.send(("error", None), errorBody(text, **details))
+        self.flow.send(("error", None), wire.errorMessage(text, **details))
 
     def onClose(self, wasClean, code, reason):
         self.factory.fanout.detach(self)

@@ -5,6 +5,7 @@ The built-in disk analyzer: fill level per filesystem and time to full.
 from collections import deque
 
 from resmon.analysis.base import Analyzer, classify, worstLevel
+from resmon.wire import HIGH, MEDIUM
 
 DEFAULTS = {"medium": 80.0, "high": 90.0, "window": 3600.0, "warn_hours": 24.0}
 # Points kept per filesystem whatever the sampling interval, so the
@@ -97,9 +98,9 @@ class DiskAnalyzer(Analyzer):
         message = f"{disk['mount']} {disk['percent']:.1f} % full"
         if secondsToFull is not None:
             if secondsToFull < HOUR:
-                level = "HIGH"
+                level = HIGH
             elif secondsToFull < self.warnSeconds:
-                level = worstLevel([level, "MEDIUM"])
+                level = worstLevel([level, MEDIUM])
             message += f", full in ~{formatDuration(secondsToFull)}"
         return {"level": level, "value": disk["percent"], "message": message}
 

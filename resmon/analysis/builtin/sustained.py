@@ -5,8 +5,7 @@ The built-in sustained-load analyzer: a CPU level with hysteresis.
 from collections import deque
 
 from resmon.analysis.base import Analyzer
-
-LEVELS = ("LOW", "MEDIUM", "HIGH")
+from resmon.wire import LEVELS
 DEFAULTS = {"samples": 5, "medium": 50.0, "high": 80.0, "margin": 10.0}
 
 

@@ -1,0 +1,166 @@
+"""
+The RabbitMQ bus's outbox and publisher confirms.
+
+A published message waits in the outbox until there is a channel in
+confirm mode, goes out on it, and waits among the unconfirmed until the
+broker acknowledges it (its L{Deferred} fires) or refuses it (it fails with
+L{Dropped}). What the broker had not confirmed when a connection was lost
+goes out again first, in order, on the next one. The outbox is bounded:
+past its limit the oldest unsent message is dropped.
+"""
+
+from collections import OrderedDict, deque
+from itertools import count
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from txamqp.content import Content
+
+from resmon.ratelimit import LimitedLog
+
+
+class Dropped(Exception):
+    """
+    A message was dropped before the broker confirmed it: the outbox
+    overflowed, the broker refused it, or the bus stopped.
+    """
+
+
+class _Outgoing:
+    __slots__ = ("routingKey", "body", "deferred")
+
+    def __init__(self, routingKey, body, deferred):
+        self.routingKey = routingKey
+        self.body = body
+        self.deferred = deferred
+
+
+class Outbox:
+    """
+    Messages for C{exchange} on their way to the broker.
+
+    @param exchange: the exchange every message is published to.
+    @param limit: how many messages may wait (unsent and unconfirmed
+        together); past that the oldest unsent is dropped.
+    @param counters: the bus's counters, where C{published}, C{confirmed},
+        C{nacked} and C{dropped} are counted.
+    @param clock: an L{IReactorTime}, for rate-limiting warnings.
+
+    @ivar unsent: the L{_Outgoing} messages not published yet, oldest first.
+    @ivar unconfirmed: the published ones by delivery tag, oldest first.
+    """
+
+    log = Logger()
+
+    def __init__(self, exchange, limit, counters, clock):
+        self.exchange = exchange
+        self.limit = limit
+        self.counters = counters
+        self.unsent = deque()
+        self.unconfirmed = OrderedDict()
+        self._channel = None
+        self._deliveryTags = None
+        self._dropWarnings = LimitedLog(clock)
+
+    def useChannel(self, channel):
+        """
+        Publish through C{channel} from now on: an open channel in confirm
+        mode, whose deliveries the broker numbers from 1. Sends what waits.
+        """
+        self._channel = channel
+        self._deliveryTags = count(1)
+        self.flush()
+
+    @property
+    def channel(self):
+        """
+        The channel published on, or L{None} while disconnected.
+        """
+        return self._channel
+
+    def channelLost(self):
+        """
+        The channel is gone with its connection: whatever the broker did not
+        confirm goes out again, first and in order.
+        """
+        self._channel = None
+        self.unsent.extendleft(reversed(self.unconfirmed.values()))
+        self.unconfirmed.clear()
+
+    def publish(self, routingKey, body):
+        """
+        Queue a message, drop the oldest unsent if over the limit, and send
+        what can be sent.
+
+        @return: a L{Deferred} that fires once the broker confirmed the
+            message, or fails with L{Dropped}.
+        """
+        d = defer.Deferred()
+        self.unsent.append(_Outgoing(routingKey, body, d))
+        self._enforceLimit()
+        self.flush()
+        return d
+
+    def _enforceLimit(self):
+        while self.unsent and len(self) > self.limit:
+            dropped = self.unsent.popleft()
+            self.counters["dropped"] += 1
+            self._dropWarnings.warn(
+                self.log, "outbox full ({limit}): dropped the oldest message ({count} so far)",
+                limit=self.limit, count=self.counters["dropped"])
+            dropped.deferred.errback(Dropped("outbox full"))
+
+    def flush(self):
+        """
+        Publish what waits, if the channel is open.
+        """
+        channel = self._channel
+        while channel is not None and self.unsent and not channel.closed:
+            outgoing = self.unsent.popleft()
+            tag = next(self._deliveryTags)
+            self.unconfirmed[tag] = outgoing
+            content = Content(outgoing.body, properties={
+                "delivery-mode": 2, "content-type": "application/json"})
+            self.counters["published"] += 1
+            channel.basic_publish(
+                exchange=self.exchange, routing_key=outgoing.routingKey, content=content,
+            ).addErrback(lambda f: None)  # a closed channel: channelLost() requeues it
+
+    def confirmed(self, tag, multiple, ok):
+        """
+        The broker acknowledged (C{ok}) or refused delivery C{tag}, or with
+        C{multiple} every delivery up to it.
+        """
+        if multiple:
+            tags = [t for t in self.unconfirmed if t <= tag]
+        else:
+            tags = [tag] if tag in self.unconfirmed else []
+        for t in tags:
+            outgoing = self.unconfirmed.pop(t)
+            if ok:
+                self.counters["confirmed"] += 1
+                outgoing.deferred.callback(None)
+            else:
+                self.counters["nacked"] += 1
+                self.log.warn("broker refused a message under {routingKey}",
+                              routingKey=outgoing.routingKey)
+                outgoing.deferred.errback(Dropped("the broker refused the message (basic.nack)"))
+
+    def pending(self):
+        """
+        The L{Deferred}s of every message not confirmed yet.
+        """
+        return [o.deferred for o in list(self.unconfirmed.values()) + list(self.unsent)]
+
+    def fail(self, why):
+        """
+        Drop every message not confirmed yet, failing it with L{Dropped}.
+        """
+        pending = list(self.unconfirmed.values()) + list(self.unsent)
+        self.unconfirmed.clear()
+        self.unsent.clear()
+        for outgoing in pending:
+            outgoing.deferred.errback(Dropped(why))
+
+    def __len__(self):
+        return len(self.unsent) + len(self.unconfirmed)
