@@ -195,8 +195,8 @@ class BrokerConnection:
     def _giveUp(self, error):
         """
         The exchange cannot be used (L{ExchangeUnusable}): say so in one line
-        and stop the process (exit status 1 under twistd), rather than reconnect to meet the same refusal
-        for ever.
+        and stop the process (exit status 1 under twistd), rather than
+        reconnect to meet the same refusal for ever.
         """
         self.log.critical("{error}; stopping", error=error)
         self._stopProcess(self._reactor)
