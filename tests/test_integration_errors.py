@@ -15,16 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from pocclients import declareExchange
-from privatebroker import PrivateBroker
 from support import TWISTD, freePort
-
-
-@pytest.fixture(scope="module")
-def privateBroker():
-    broker = PrivateBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _url(broker, user="guest", password="guest", vhost=""):
