@@ -12,18 +12,6 @@ from support import (
 )
 
 
-@pytest.fixture(scope="module")
-def privateBroker():
-    """
-    A RabbitMQ node of the module's own, which its tests stop and start
-    (see L{privatebroker.PrivateBroker}).
-    """
-    broker = PrivateBroker()
-    broker.start()
-    yield broker
-    broker.stop()
-
-
 @pytest.fixture(scope="session")
 def broker():
     """
@@ -35,6 +23,18 @@ def broker():
     if reason is not None:
         pytest.fail(reason, pytrace=False)
     return url
+
+
+@pytest.fixture(scope="module")
+def privateBroker():
+    """
+    A RabbitMQ node of the test module's own (L{PrivateBroker}), for tests
+    that stop, restart or reconfigure a broker.
+    """
+    broker = PrivateBroker()
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest_twisted.async_yield_fixture
