@@ -12,11 +12,7 @@ from dataclasses import dataclass, field
 
 from resmon import topics
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, STALE_INTERVALS
-from resmon.wire import DEFAULT_FORGET_AFTER, FORGOTTEN
-
-ONLINE = "online"
-STALE = "stale"
-OFFLINE = "offline"
+from resmon.wire import DEFAULT_FORGET_AFTER, FORGOTTEN, OFFLINE, ONLINE, STALE  # noqa: F401
 
 # A proof-of-concept measure carries no interval: assume the agent's default.
 ASSUMED_INTERVAL = 1.0

@@ -30,7 +30,7 @@ LIVENESS_PREFETCH = 500
 # ACTIVE_WINDOW seconds knows it stands by, and judges nothing. Its table
 # would otherwise age without measures and declare every host offline after
 # another process took over.
-TICK = "liveness-tick"
+TICK = wire.TICK
 # Ticks are resmon's own traffic on the user's exchange: their routing key,
 # INTERNAL.<queue word>.liveness-tick, has four words, so no binding on host
 # traffic (<host>.<kind>: '*.measure', '#.measure', '*.analysis', ...) matches
@@ -173,7 +173,7 @@ class HostLiveness(service.Service):
         if self.active:
             return
         try:
-            event = wire.decodeEvent(routingKey, body, self.maxBody)
+            event = wire.decodeStatus(routingKey, body, self.maxBody)
         except wire.Rejected:
             return  # the web logs and counts bad events
         self.judge.learned(event["host"], event.get("status"), event.get("last_seen"),
