@@ -437,7 +437,7 @@ def _makeMetrics(options, top, bus, readiness, web):
     services = top.namedServices
     registry = metricsRegistry(ResmonCollector(
         bus, readiness, services.get("tracker"), services.get("analyzer"),
-        services.get("liveness"), web))
+        services.get("liveness"), web, webhooks=services.get("webhooks")))
     if web is not None:
         web.site.resource.putChild(b"metrics", metricsResource(registry))
     if options["metrics-port"] is not None:

@@ -293,3 +293,41 @@ def test_registry_generates_a_secret_and_enforces_limits(tmp_path):
         assert (yield registry.ping("nope")) is None
     finally:
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+    bus = FakeBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    webhooks.startService()
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        assert bus.made == []
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.made) == 1), "the subscription")
+        assert bus.last.patterns == ["*.alert"]
+        assert (bus.last.options["queue"], bus.last.options["durable"]) == ("q.hooks", True)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(bus.last.patterns == ["*.alert", "deploy.#"]),
+                     "the new subscription")
+        assert len(bus.made) == 1
+        yield store.remove(hookId="h2")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(set(dispatcher.hooks) == {"h1"}), "the removal")
+        assert bus.last.patterns == ["*.alert", "deploy.#"] and len(bus.made) == 1
+        yield bus.last.handler("web-01.alert", b'{"v":1}')
+        assert (yield store.pendingCount("h1")) == 1
+    finally:
+        yield webhooks.stopService()
+        store.close()
+    assert bus.made == []
+    assert clock.getDelayedCalls() == []

@@ -34,7 +34,7 @@ class WebhooksService(service.Service):
     log = Logger()
 
     def __init__(self, bus, store, dispatcher, clock, queue, pollInterval=DEFAULT_POLL_INTERVAL,
-                 prefetch=200):
+                 prefetch=200, statsInterval=60.0):
         self.bus = bus
         self.store = store
         self.dispatcher = dispatcher
@@ -49,6 +49,8 @@ class WebhooksService(service.Service):
         self._loop = None
         self._polling = None
         self._failing = False
+        self.statsInterval = statsInterval
+        self._stats = None
 
     def startService(self):
         service.Service.startService(self)
@@ -56,6 +58,23 @@ class WebhooksService(service.Service):
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self.clock
         self._loop.start(self.pollInterval, now=True)
+        self._stats = LoopingCall(self.logStats)
+        self._stats.clock = self.clock
+        self._stats.start(self.statsInterval, now=False)
+
+    def logStats(self):
+        dispatcher = self.dispatcher
+        counters = dispatcher.counters
+        self.log.info(
+            "webhooks: {hooks} hooks, delivering: {delivering}; {stored} deliveries stored, "
+            "{delivered} delivered, {failed} failed attempts, {expired} dropped after their "
+            "retries, {backlog} dropped at the backlog cap, {disabled} hooks disabled, "
+            "{unmatched} events no hook matched, {rejected} rejected",
+            hooks=len(dispatcher.hooks), delivering="yes" if dispatcher.delivering else "no",
+            stored=counters["stored"], delivered=counters["delivered"],
+            failed=counters["failed-attempts"], expired=counters["expired"],
+            backlog=counters["dropped-backlog"], disabled=counters["disabled"],
+            unmatched=counters["unmatched"], rejected=sum(dispatcher.rejected.values()))
 
     def poll(self):
         """
@@ -123,8 +142,9 @@ class WebhooksService(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         service.Service.stopService(self)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._stats):
+            if loop is not None and loop.running:
+                loop.stop()
         if self._polling is not None:
             yield self._polling
         if self.subscription is not None:
@@ -182,4 +202,5 @@ def makeWebhooks(options, bus, web, reactor, deliver):
         store, poster, reactor, bus.publish, options["webhook-retry-for"],
         options["webhook-disable-after"], options["webhook-max-backlog"],
         maxBody=options["max-body"])
-    return WebhooksService(bus, store, dispatcher, reactor, options["webhook-queue"])
+    return WebhooksService(bus, store, dispatcher, reactor, options["webhook-queue"],
+                           statsInterval=options["stats-interval"])

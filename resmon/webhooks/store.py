@@ -319,7 +319,7 @@ class WebhookStore:
     def _claimLease(self, cursor, owner, now, duration):
         cursor.execute(self._sql(
             "UPDATE webhook_lease SET owner = ?, expires = ? "
-            "WHERE name = 'delivery' AND (owner = ? OR expires < ?)"),
+            "WHERE name = 'delivery' AND (owner = ? OR expires <= ?)"),
             (owner, now + duration, owner, now))
         return cursor.rowcount == 1
 
