@@ -7,6 +7,7 @@ and retries with a fake poster and a L{Clock}.
 import hashlib
 import hmac
 import random
+import uuid
 
 import pytest
 import pytest_twisted
@@ -105,66 +106,86 @@ def _store(tmp_path):
     return storage.WebhookStore(pool, dialect, where)
 
 
+POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def anyStore(request, tmp_path):
+    """
+    A store in SQLite under C{tmp_path}, or in a new database of the real
+    PostgreSQL (dropped afterwards).
+    """
+    if request.param == "sqlite":
+        store = _store(tmp_path)
+        yield store
+        store.close()
+        return
+    import psycopg2
+    name = "resmon_unit_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(POSTGRESQL + "test")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    pool, dialect, where = storage.openPool(POSTGRESQL + name, str(tmp_path))
+    store = storage.WebhookStore(pool, dialect, where)
+    try:
+        yield store
+    finally:
+        store.close()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def _hook(hookId, key="a.b", url="http://127.0.0.1:1/"):
     return storage.Hook(hookId, key, url, "secret", 1.0, storage.ACTIVE)
 
 
 @pytest_twisted.inlineCallbacks
-def test_store_limits_list_remove(tmp_path):
-    store = _store(tmp_path)
-    try:
-        version = yield store.version()
-        assert (yield store.add(_hook("h1"), 3, 2)) is None
-        assert (yield store.add(_hook("h2"), 3, 2)) is None
-        assert (yield store.add(_hook("h3"), 3, 2)) == "per-key"
-        assert (yield store.add(_hook("h3", key="c.d"), 3, 2)) is None
-        assert (yield store.add(_hook("h4", key="e.f"), 3, 2)) == "hooks"
-        assert (yield store.version()) == version + 3
-        assert [h.id for h in (yield store.hooks("a.b"))] == ["h1", "h2"]
-        assert (yield store.remove(key="a.b")) == ["h1", "h2"]
-        assert [h.id for h in (yield store.hooks())] == ["h3"]
-        assert (yield store.remove(hookId="nope")) == []
-    finally:
-        store.close()
+def test_store_limits_list_remove(anyStore):
+    store = anyStore
+    version = yield store.version()
+    assert (yield store.add(_hook("h1"), 3, 2)) is None
+    assert (yield store.add(_hook("h2"), 3, 2)) is None
+    assert (yield store.add(_hook("h3"), 3, 2)) == "per-key"
+    assert (yield store.add(_hook("h3", key="c.d"), 3, 2)) is None
+    assert (yield store.add(_hook("h4", key="e.f"), 3, 2)) == "hooks"
+    assert (yield store.version()) == version + 3
+    assert [h.id for h in (yield store.hooks("a.b"))] == ["h1", "h2"]
+    assert (yield store.remove(key="a.b")) == ["h1", "h2"]
+    assert [h.id for h in (yield store.hooks())] == ["h3"]
+    assert (yield store.remove(hookId="nope")) == []
 
 
 @pytest_twisted.inlineCallbacks
-def test_store_backlog_and_attempts_are_bounded(tmp_path):
-    store = _store(tmp_path)
-    try:
-        yield store.add(_hook("h1"), 10, 10)
-        deliveries = [storage.Pending(None, f"d{i}", "h1", "a.b", b"{}", float(i), 0, 0.0)
-                      for i in range(12)]
-        dropped = yield store.enqueue(deliveries, 10)
-        assert dropped == {"h1": 2}
-        pending = yield store.pending("h1", 100)
-        assert [p.id for p in pending] == [f"d{i}" for i in range(2, 12)]
-        for n in range(105):
-            yield store.recordAttempt(pending[0], n + 1, 100.0 + n, 500, None, 0.1, "retry",
-                                      200.0, disableAfter=None)
-        attempts = yield store.attempts("h1")
-        assert len(attempts) == storage.KEPT_ATTEMPTS and attempts[0]["attempt"] == 105
-        hook = yield store.hook("h1")
-        assert hook.shownState == storage.FAILING and hook.failingSince == 100.0
-        hook = yield store.recordAttempt(pending[0], 106, 300.0, None, "timeout", 0.1, "retry",
-                                         400.0, disableAfter=150.0)
-        assert hook.state == storage.DISABLED
-    finally:
-        store.close()
+def test_store_backlog_and_attempts_are_bounded(anyStore):
+    store = anyStore
+    yield store.add(_hook("h1"), 10, 10)
+    deliveries = [storage.Pending(None, f"d{i}", "h1", "a.b", b"{}", float(i), 0, 0.0)
+                  for i in range(12)]
+    dropped = yield store.enqueue(deliveries, 10)
+    assert dropped == {"h1": 2}
+    pending = yield store.pending("h1", 100)
+    assert [p.id for p in pending] == [f"d{i}" for i in range(2, 12)]
+    for n in range(105):
+        yield store.recordAttempt(pending[0], n + 1, 100.0 + n, 500, None, 0.1, "retry",
+                                  200.0, disableAfter=None)
+    attempts = yield store.attempts("h1")
+    assert len(attempts) == storage.KEPT_ATTEMPTS and attempts[0]["attempt"] == 105
+    hook = yield store.hook("h1")
+    assert hook.shownState == storage.FAILING and hook.failingSince == 100.0
+    hook = yield store.recordAttempt(pending[0], 106, 300.0, None, "timeout", 0.1, "retry",
+                                     400.0, disableAfter=150.0)
+    assert hook.state == storage.DISABLED
 
 
 @pytest_twisted.inlineCallbacks
-def test_store_lease_held_by_one_owner(tmp_path):
-    store = _store(tmp_path)
-    try:
-        assert (yield store.claimLease("a", 100.0, 10))
-        assert not (yield store.claimLease("b", 105.0, 10))
-        assert (yield store.claimLease("a", 105.0, 10))
-        assert (yield store.claimLease("b", 116.0, 10))
-        yield store.releaseLease("b")
-        assert (yield store.claimLease("a", 117.0, 10))
-    finally:
-        store.close()
+def test_store_lease_held_by_one_owner(anyStore):
+    store = anyStore
+    assert (yield store.claimLease("a", 100.0, 10))
+    assert not (yield store.claimLease("b", 105.0, 10))
+    assert (yield store.claimLease("a", 105.0, 10))
+    assert (yield store.claimLease("b", 116.0, 10))
+    yield store.releaseLease("b")
+    assert (yield store.claimLease("a", 117.0, 10))
 
 
 class FakePoster:
