@@ -182,6 +182,8 @@ class WebhookDispatcher:
         self.rejected = Counter()
         self._batch = []
         self._flushing = False
+        self._delivered = []
+        self._recording = False
         self._stopped = False
 
     def setHooks(self, hooks):
@@ -293,6 +295,40 @@ class WebhookDispatcher:
         finally:
             self._flushing = False
 
+    def recordDelivered(self, delivery, attempt, at, status, duration):
+        """
+        Record a successful attempt, together with the others made while
+        the previous ones were written (one transaction for many).
+
+        @return: a L{Deferred} that fires once it is recorded.
+        """
+        recorded = defer.Deferred()
+        self._delivered.append(((delivery, attempt, at, status, duration), recorded))
+        if not self._recording:
+            self._recordDelivered()
+        return recorded
+
+    @defer.inlineCallbacks
+    def _recordDelivered(self):
+        self._recording = True
+        try:
+            while self._delivered:
+                batch, self._delivered = self._delivered, []
+                try:
+                    hooks = yield self.store.recordDelivered([record for record, _ in batch])
+                except Exception:
+                    failure = Failure()
+                    for _, recorded in batch:
+                        recorded.errback(failure)
+                    continue
+                for hook in hooks.values():
+                    if hook.id in self.hooks:
+                        self.hooks[hook.id] = hook
+                for _, recorded in batch:
+                    recorded.callback(None)
+        finally:
+            self._recording = False
+
     def hookChanged(self, before, after):
         """
         Keep C{after} (the hook as the store has it after an attempt); say
@@ -336,6 +372,14 @@ class HookWorker:
         self._again = False
         self._timer = None
         self._stopped = False
+        self._recording = []
+
+    def _recorded(self):
+        """
+        Wait until the successful attempts made so far are recorded.
+        """
+        recording, self._recording = self._recording, []
+        return defer.gatherResults(recording, consumeErrors=True)
 
     def wake(self):
         if self._stopped:
@@ -377,26 +421,32 @@ class HookWorker:
     def _drain(self):
         dispatcher = self.dispatcher
         clock = dispatcher.clock
-        while not self._stopped:
-            self._again = False
-            batch = yield dispatcher.store.pending(self.hookId, BATCH)
-            if not batch:
-                return
-            for delivery in batch:
-                hook = dispatcher.hooks.get(self.hookId)
-                if self._stopped or hook is None or hook.state == storage.DISABLED:
+        try:
+            while not self._stopped:
+                self._again = False
+                batch = yield dispatcher.store.pending(self.hookId, BATCH)
+                if not batch:
                     return
-                now = clock.seconds()
-                if now - delivery.created > dispatcher.retryFor:
-                    yield self._expire(delivery)
-                    continue
-                if delivery.nextAttempt > now:
-                    self._later(delivery.nextAttempt - now)
-                    return
-                delivered = yield self._attempt(hook, delivery)
-                if not delivered:
-                    # Tried again when its backoff is over: see _attempt.
-                    return
+                for delivery in batch:
+                    hook = dispatcher.hooks.get(self.hookId)
+                    if self._stopped or hook is None or hook.state == storage.DISABLED:
+                        return
+                    now = clock.seconds()
+                    if now - delivery.created > dispatcher.retryFor:
+                        yield self._recorded()
+                        yield self._expire(delivery)
+                        continue
+                    if delivery.nextAttempt > now:
+                        self._later(delivery.nextAttempt - now)
+                        return
+                    delivered = yield self._attempt(hook, delivery)
+                    if not delivered:
+                        # Tried again when its backoff is over: see _attempt.
+                        return
+                # The next batch must not hold deliveries made but not yet recorded.
+                yield self._recorded()
+        finally:
+            yield self._recorded()
 
     @defer.inlineCallbacks
     def _expire(self, delivery):
@@ -436,21 +486,25 @@ class HookWorker:
         duration = now - started
         nextAttempt = None
         if status is not None and 200 <= status < 300:
-            outcome = "delivered"
             dispatcher.counters["delivered"] += 1
+            # Recorded with others, while the next delivery goes out.
+            self._recording.append(dispatcher.recordDelivered(
+                delivery, attempt, now, status, duration))
+            return True
+        nextAttempt = now + backoff(attempt, dispatcher.rng)
+        if nextAttempt - delivery.created > dispatcher.retryFor:
+            outcome = "expired"
+            dispatcher.counters["expired"] += 1
+            self.log.warn("webhook {hook}: delivery {delivery} ({key}) dropped after "
+                          "{attempts} attempts in {window} s (last: {last})",
+                          hook=hook.id, delivery=delivery.id, key=delivery.key,
+                          attempts=attempt, window=dispatcher.retryFor,
+                          last=status if status is not None else problem)
         else:
-            nextAttempt = now + backoff(attempt, dispatcher.rng)
-            if nextAttempt - delivery.created > dispatcher.retryFor:
-                outcome = "expired"
-                dispatcher.counters["expired"] += 1
-                self.log.warn("webhook {hook}: delivery {delivery} ({key}) dropped after "
-                              "{attempts} attempts in {window} s (last: {last})",
-                              hook=hook.id, delivery=delivery.id, key=delivery.key,
-                              attempts=attempt, window=dispatcher.retryFor,
-                              last=status if status is not None else problem)
-            else:
-                outcome = "retry"
-                dispatcher.counters["failed-attempts"] += 1
+            outcome = "retry"
+            dispatcher.counters["failed-attempts"] += 1
+        # After the successes before it, so that the hook's state ends as the last attempt says.
+        yield self._recorded()
         after = yield dispatcher.store.recordAttempt(
             delivery, attempt, now, status, problem, duration, outcome, nextAttempt,
             dispatcher.disableAfter)

@@ -441,6 +441,40 @@ class WebhookStore:
                 self._bump(cursor)
         return self._hook(cursor, hook.id)
 
+    def recordDelivered(self, delivered):
+        """
+        Record many successful attempts in one transaction: each of
+        C{delivered} is C{(delivery, attempt, at, status, duration)}.
+
+        @return: a L{Deferred} of the new L{Hook} of each hook concerned
+            (by id; the ones gone are left out).
+        """
+        return self._run(self._recordDelivered, delivered)
+
+    def _recordDelivered(self, cursor, delivered):
+        latest = {}
+        for delivery, attempt, at, status, duration in delivered:
+            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE seq = ?"), (delivery.seq,))
+            cursor.execute(self._sql(
+                "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
+                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
+                 "delivered"))
+            latest[delivery.hook] = (at, status)
+        hooks = {}
+        for hookId, (at, status) in latest.items():
+            cursor.execute(self._sql(
+                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
+                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
+                (hookId, hookId, KEPT_ATTEMPTS - 1))
+            cursor.execute(self._sql(
+                "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
+                "last_success = ? WHERE id = ?"), (at, str(status), at, hookId))
+            hook = self._hook(cursor, hookId)
+            if hook is not None:
+                hooks[hookId] = hook
+        return hooks
+
     def attempts(self, hookId, limit=KEPT_ATTEMPTS):
         """
         The last C{limit} attempts of hook C{hookId}, newest first, as dicts.
