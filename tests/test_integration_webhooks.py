@@ -194,12 +194,17 @@ def test_timeout_refused_connection_and_redirect_are_retried(twistd, broker, amq
     yield roles.startWebhooks()
     receiver.script("/slow", "hang")
     receiver.script("/moved", ("redirect", "/elsewhere"))
+    # Hangs at every attempt: the process is stopped with a request in flight.
+    receiver.script("/forever", *(["hang"] * 100))
     closedPort = freePort()
     slow = yield roles.register("slow.event", receiver.url + "/slow")
     moved = yield roles.register("moved.event", receiver.url + "/moved")
     refused = yield roles.register("refused.event", f"http://127.0.0.1:{closedPort}/late")
-    yield roles.bound("bound to 3 keys")
-    for key in ("slow.event", "moved.event", "refused.event"):
+    # TLS to a plain HTTP receiver: the handshake fails.
+    tls = yield roles.register("tls.event", receiver.url.replace("http:", "https:") + "/tls")
+    yield roles.register("forever.event", receiver.url + "/forever")
+    yield roles.bound("bound to 5 keys")
+    for key in ("slow.event", "moved.event", "refused.event", "tls.event", "forever.event"):
         yield roles.publish(key, {"key": key})
     yield receiver.waitFor(_delivered("/slow", 1), "the slow receiver's retry")
     yield receiver.waitFor(_delivered("/moved", 1), "the redirected receiver's retry")
@@ -220,9 +225,33 @@ def test_timeout_refused_connection_and_redirect_are_retried(twistd, broker, amq
         yield late.waitFor(_delivered("/late", 1), "the delivery once the receiver listens")
     finally:
         yield port.stopListening()
+    tlsAttempts = yield roles.recorded(tls["id"], 2)
+    assert {(a["status"], a["outcome"]) for a in tlsAttempts} == {(None, "retry")}
+    assert all(a["error"] for a in tlsAttempts), tlsAttempts
+    assert receiver.on("/tls") == []
     refusedAttempts = yield until(lambda: roles.deliveries(refused["id"]).addCallback(
         lambda a: a if a[0]["outcome"] == "delivered" else None), "the delivery recorded")
     assert {a["error"] for a in refusedAttempts[1:]} == {"connection refused"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hook_failing_too_long_is_disabled_and_other_hooks_hear_of_it(twistd, broker, amqp,
+                                                                       receiver, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path, "--webhook-disable-after", "1")
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    receiver.script("/dead", *([500] * 100))
+    dead = yield roles.register("deploy.event", receiver.url + "/dead")
+    yield roles.register("resmon.webhook", receiver.url + "/watch")
+    yield roles.bound("bound to 2 keys")
+    yield roles.publish("deploy.event", {"n": 1})
+    yield receiver.waitFor(lambda r: r.on("/watch"), "the resmon.webhook event")
+    event = receiver.on("/watch")[0]["json"]
+    assert event["key"] == "resmon.webhook"
+    assert (event["event"]["kind"], event["event"]["hook"], event["event"]["state"]) == (
+        "webhook", dead["id"], "disabled")
+    code, state = yield api(roles.port, "GET", f"/api/webhooks/{dead['id']}")
+    assert state["state"] == "disabled" and state["last_result"] == "500"
 
 
 @pytest_twisted.inlineCallbacks

@@ -257,7 +257,7 @@ def test_dispatcher_retries_in_order_then_delivers_once(tmp_path):
         assert (yield store.hook("h1")).shownState == storage.ACTIVE
         assert published == []
     finally:
-        dispatcher.stop()
+        yield dispatcher.stop()
         store.close()
     assert clock.getDelayedCalls() == []
 
@@ -290,7 +290,7 @@ def test_dispatcher_disables_a_hook_failing_too_long_and_says_so(tmp_path):
         assert (yield store.hook("h1")).state == storage.DISABLED
         assert "*.event" not in dispatcher.keys()
     finally:
-        dispatcher.stop()
+        yield dispatcher.stop()
         store.close()
 
 

@@ -151,7 +151,7 @@ class WebhooksService(service.Service):
             yield self.subscription.cancel()
             self.subscription = None
         leader = self.dispatcher.delivering
-        self.dispatcher.stop()
+        yield self.dispatcher.stop()
         if leader:
             try:
                 yield self.store.releaseLease(self.owner)

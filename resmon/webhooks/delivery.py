@@ -20,6 +20,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from resmon import __version__, topics, wire
+from resmon.deferreds import observe
 from resmon.webhooks import store as storage
 from resmon.webhooks.addresses import PrivateAddress, WebhookEndpointFactory
 from resmon.webhooks.signing import backoff, signature
@@ -348,13 +349,20 @@ class WebhookDispatcher:
                                                     "disabled failed", f, hook=after.id))
 
     def stop(self):
+        """
+        Stop delivering: attempts in flight are abandoned (their deliveries
+        stay pending, tried again by the next process), events not yet
+        stored fail with L{defer.CancelledError}.
+
+        @return: a L{Deferred} that fires once no worker writes any more.
+        """
         self._stopped = True
-        for worker in self.workers.values():
-            worker.stop()
+        stopping = [worker.stop() for worker in self.workers.values()]
         self.workers.clear()
         for _, stored in self._batch:
             stored.errback(defer.CancelledError("stopping"))
         self._batch = []
+        return defer.gatherResults(stopping, consumeErrors=True)
 
 
 class HookWorker:
@@ -373,6 +381,8 @@ class HookWorker:
         self._timer = None
         self._stopped = False
         self._recording = []
+        self._draining = None
+        self._inFlight = None
 
     def _recorded(self):
         """
@@ -391,17 +401,22 @@ class HookWorker:
             self._timer.cancel()
         self._timer = None
         self._busy = True
-        d = self._drain()
+        d = self._draining = self._drain()
         d.addErrback(self._failed)
         d.addBoth(self._idle)
 
     def _idle(self, _):
         self._busy = False
+        self._draining = None
         if self._again and not self._stopped:
             self._again = False
             self.wake()
 
     def _failed(self, failure):
+        if self._stopped:
+            self.log.info("webhook {hook}: stopped while delivering ({why})", hook=self.hookId,
+                          why=failure.getErrorMessage())
+            return
         self.log.failure("delivering to webhook {hook} failed; trying again in {delay} s",
                          failure, hook=self.hookId, delay=STORE_RETRY)
         self._later(STORE_RETRY)
@@ -412,10 +427,18 @@ class HookWorker:
         self._timer = self.dispatcher.clock.callLater(max(0.0, delay), self.wake)
 
     def stop(self):
+        """
+        @return: a L{Deferred} that fires once this worker writes no more.
+        """
         self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._inFlight is not None:
+            self._inFlight.cancel()
+        if self._draining is None:
+            return defer.succeed(None)
+        return observe(self._draining)
 
     @defer.inlineCallbacks
     def _drain(self):
@@ -478,10 +501,16 @@ class HookWorker:
         }
         started = clock.seconds()
         status = problem = None
+        self._inFlight = dispatcher.poster.post(hook.url, headers, delivery.body)
         try:
-            status = yield dispatcher.poster.post(hook.url, headers, delivery.body)
+            status = yield self._inFlight
         except Exception:
             problem = describeError(Failure())
+        finally:
+            self._inFlight = None
+        if self._stopped and status is None:
+            # Abandoned: still pending, as if never tried.
+            return False
         now = clock.seconds()
         duration = now - started
         nextAttempt = None
