@@ -119,8 +119,8 @@ def _delivered(path, count):
 
 
 @pytest_twisted.inlineCallbacks
-def test_delivered_signed_and_verified_with_the_documented_recipe(twistd, broker, amqp,
-                                                                  receiver, tmp_path):
+def test_delivered_signed_and_verified_with_the_documented_recipe(broker, amqp, receiver,
+                                                                  twistd, tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path)
     yield roles.startWeb()
     yield roles.startWebhooks()
@@ -165,7 +165,7 @@ def test_delivered_signed_and_verified_with_the_documented_recipe(twistd, broker
 
 
 @pytest_twisted.inlineCallbacks
-def test_500_then_200_is_retried_and_delivered_once_in_order(twistd, broker, amqp, receiver,
+def test_500_then_200_is_retried_and_delivered_once_in_order(broker, amqp, receiver, twistd,
                                                              tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path)
     yield roles.startWeb()
@@ -187,7 +187,7 @@ def test_500_then_200_is_retried_and_delivered_once_in_order(twistd, broker, amq
 
 
 @pytest_twisted.inlineCallbacks
-def test_timeout_refused_connection_and_redirect_are_retried(twistd, broker, amqp, receiver,
+def test_timeout_refused_connection_and_redirect_are_retried(broker, amqp, receiver, twistd,
                                                              tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path, "--webhook-timeout", "1")
     yield roles.startWeb()
@@ -235,8 +235,8 @@ def test_timeout_refused_connection_and_redirect_are_retried(twistd, broker, amq
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_hook_failing_too_long_is_disabled_and_other_hooks_hear_of_it(twistd, broker, amqp,
-                                                                       receiver, tmp_path):
+def test_a_hook_failing_too_long_is_disabled_and_other_hooks_hear_of_it(broker, amqp, receiver,
+                                                                       twistd, tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path, "--webhook-disable-after", "1")
     yield roles.startWeb()
     yield roles.startWebhooks()
@@ -255,7 +255,7 @@ def test_a_hook_failing_too_long_is_disabled_and_other_hooks_hear_of_it(twistd, 
 
 
 @pytest_twisted.inlineCallbacks
-def test_registry_persisted_across_restart_and_validated(twistd, broker, amqp, tmp_path):
+def test_registry_persisted_across_restart_and_validated(broker, amqp, twistd, tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path)
     web = yield roles.startWeb()
     hook = yield roles.register("*.status", "http://127.0.0.1:9/x")
@@ -295,7 +295,7 @@ def test_registry_persisted_across_restart_and_validated(twistd, broker, amqp, t
 
 
 @pytest_twisted.inlineCallbacks
-def test_sigkill_during_a_retry_loses_nothing(twistd, broker, amqp, receiver, tmp_path):
+def test_sigkill_during_a_retry_loses_nothing(broker, amqp, receiver, twistd, tmp_path):
     roles = Roles(twistd, broker, amqp, tmp_path)
     yield roles.startWeb()
     first = yield roles.startWebhooks()
@@ -320,8 +320,8 @@ def test_sigkill_during_a_retry_loses_nothing(twistd, broker, amqp, receiver, tm
 
 
 @pytest_twisted.inlineCallbacks
-def test_two_web_processes_on_postgresql_see_each_others_changes(postgresqlDatabase, twistd, broker,
-                                                                amqp, receiver, tmp_path):
+def test_two_web_processes_on_postgresql_see_each_others_changes(postgresqlDatabase, broker, amqp,
+                                                                receiver, twistd, tmp_path):
     database = postgresqlDatabase
     one = Roles(twistd, broker, amqp, tmp_path / "one", "--database", database)
     two = Roles(twistd, broker, amqp, tmp_path / "two", "--database", database)
