@@ -352,3 +352,24 @@ def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_
         store.close()
     assert bus.made == []
     assert clock.getDelayedCalls() == []
+
+
+def test_options_roles_and_checks():
+    from twisted.python import usage
+
+    from resmon import tap
+
+    assert "webhooks" in tap.ROLES["server"] and "webhooks" in tap.ROLES["standalone"]
+    assert tap.ROLES["webhooks"] == ("webhooks",)
+    options = tap.Options()
+    options.parseOptions(["--role=webhooks", "--database", "postgresql://u@h/db",
+                          "--webhook-retry-for", "60", "--webhook-allow-private"])
+    assert options["webhook-retry-for"] == 60.0 and options["webhook-allow-private"]
+    assert options["webhook-max-backlog"] == 10_000 and options["webhook-timeout"] == 10.0
+    for arguments, wrong in ((["--database", "mysql://x"], "--database"),
+                             (["--webhook-timeout", "0"], "--webhook-timeout"),
+                             (["--webhook-max-backlog", "x"], "--webhook-max-backlog"),
+                             (["--webhook-queue", ""], "--webhook-queue")):
+        with pytest.raises((usage.UsageError, SystemExit)) as e:
+            tap.Options().parseOptions(arguments)
+        assert wrong in str(e.value)
