@@ -373,3 +373,34 @@ def test_options_roles_and_checks():
         with pytest.raises((usage.UsageError, SystemExit)) as e:
             tap.Options().parseOptions(arguments)
         assert wrong in str(e.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_service_stops_delivering_once_its_lease_runs_out_unrenewed(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import LEASE_DURATION, WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    bus = FakeBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    webhooks.startService()
+    realVersion = store.version
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        store.version = lambda: defer.fail(OSError("the database is gone"))
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(webhooks._polling is None), "the failed poll")
+        assert dispatcher.delivering
+        clock.advance(LEASE_DURATION)
+        yield _until(lambda: defer.succeed(not dispatcher.delivering), "delivery to stop")
+        store.version = realVersion
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease again")
+    finally:
+        store.version = realVersion
+        yield webhooks.stopService()
+        store.close()

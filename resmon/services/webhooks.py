@@ -49,6 +49,7 @@ class WebhooksService(service.Service):
         self._loop = None
         self._polling = None
         self._failing = False
+        self._leaseUntil = 0.0
         self.statsInterval = statsInterval
         self._stats = None
 
@@ -90,6 +91,10 @@ class WebhooksService(service.Service):
         self._polling = None
 
     def _pollFailed(self, failure):
+        # The lease cannot be renewed: once it ran out, another process may
+        # hold it, and two must never deliver at once.
+        if self.dispatcher.delivering and self.clock.seconds() >= self._leaseUntil:
+            self.dispatcher.setDelivering(False)
         if not self._failing:
             self.log.failure("webhooks: reading the registry failed (trying again)", failure)
         self._failing = True
@@ -102,7 +107,10 @@ class WebhooksService(service.Service):
             self._version = version
             self.dispatcher.setHooks(hooks)
             self._bind(self.dispatcher.keys())
-        leader = yield self.store.claimLease(self.owner, self.clock.seconds(), LEASE_DURATION)
+        claimed = self.clock.seconds()
+        leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
+        if leader:
+            self._leaseUntil = claimed + LEASE_DURATION
         if self.running:
             self.dispatcher.setDelivering(leader)
         if self._failing:

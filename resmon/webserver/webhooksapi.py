@@ -51,8 +51,11 @@ class WebhooksResource(JSONResource):
         Write C{d}'s result (a JSON-able object, or L{None} for 404) once it
         fires; a refusal naming a field is a 400.
         """
+        gone = []
+        request.notifyFinish().addErrback(lambda failure: gone.append(True))
+
         def written(document):
-            if request.finished or request._disconnected:
+            if request.finished or gone:
                 return
             if document is None:
                 body, status = wire.errorBody("no such webhook"), 404
@@ -62,7 +65,7 @@ class WebhooksResource(JSONResource):
             request.finish()
 
         def failed(failure):
-            if request.finished or request._disconnected:
+            if request.finished or gone:
                 return
             field = getattr(failure.value, "field", False)
             if isinstance(failure.value, ValueError) and field is not False:
