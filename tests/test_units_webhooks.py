@@ -404,3 +404,51 @@ def test_service_stops_delivering_once_its_lease_runs_out_unrenewed(tmp_path):
         store.version = realVersion
         yield webhooks.stopService()
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.task import LoopingCall
+    from twisted.web import resource, server
+
+    from resmon.webhooks.addresses import PrivateAddress
+    from resmon.webhooks.delivery import MAX_RESPONSE_BODY, WebhookPoster, describeError
+
+    written = []
+
+    class Endless(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            request.setResponseCode(201)
+            chunk = b"x" * 16384
+
+            def write():
+                if not request.finished and not request._disconnected:
+                    request.write(chunk)
+                    written.append(len(chunk))
+            loop = LoopingCall(write)
+            loop.start(0.001)
+            request.notifyFinish().addBoth(lambda _: loop.stop())
+            return server.NOT_DONE_YET
+
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.Site(Endless()))
+    poster = WebhookPoster(reactor, timeout=30, allowPrivate=True)
+    try:
+        started = reactor.seconds()
+        status = yield poster.post(f"http://127.0.0.1:{port.getHost().port}/", {}, b"{}")
+        assert status == 201
+        # The endless answer was dropped after its first 64 KiB, long before the timeout.
+        assert reactor.seconds() - started < 10
+        assert sum(written) >= MAX_RESPONSE_BODY
+        refusing = WebhookPoster(reactor, timeout=5, allowPrivate=False)
+        with pytest.raises(Exception) as e:
+            yield refusing.post(f"http://127.0.0.1:{port.getHost().port}/", {}, b"{}")
+        from twisted.python.failure import Failure
+        assert describeError(Failure(e.value)).startswith("address not allowed")
+        assert isinstance(e.value, PrivateAddress) or "PrivateAddress" in repr(e.value)
+        yield refusing.close()
+    finally:
+        yield poster.close()
+        yield port.stopListening()
