@@ -73,7 +73,9 @@ class WebhookPoster:
         self.timeout = timeout
         self.maxBody = maxBody
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 4
+        # One connection per hook in use at most (deliveries to a hook are
+        # sequential): keep them all when many hooks share a receiver.
+        self.pool.maxPersistentPerHost = 64
         self.pool.retryAutomatically = False
         self.agent = agent or Agent.usingEndpointFactory(
             reactor, WebhookEndpointFactory(reactor, timeout, allowPrivate), pool=self.pool)
