@@ -130,7 +130,8 @@ def test_bad_analyzer_configuration_stops_twistd_with_one_line(tmp_path, without
                                      "which is not installed; discovered: disk, sustained"),
         (["--analyzer-option=nope.x=1"], "--analyzer-option: options given for unknown analyzer 'nope'"),
         (["--analyzer-option=disk.medium=x"], "--analyzer-option: analyzer 'disk' from resmon "),
-        ([f"--plugin-dir={missing}"], f"--plugin-dir: cannot list {missing}: No such file"),
+        ([f"--plugin-dir={missing}"], f"--plugin-dir: {missing} does not exist"),
+        ([f"--plugin-dir={__file__}"], f"--plugin-dir: {__file__} is not a directory"),
     ]:
         # The usage analyzer is hidden only for --cpu-thresholds.
         env = dict(os.environ, **(withoutUsage if "thresholds" in argv[0] else {}))

@@ -98,7 +98,8 @@ def test_an_analyzer_taking_its_whole_budget_is_on_time_and_one_over_it_is_not()
                                 timer=lambda: next(times))
     assert pipeline.analyze(measure())["analyses"]["a"] == {"level": "LOW", "status": "ok"}
     assert pipeline.analyze(measure())["analyses"]["a"] == {
-        "status": "error", "error": "InvalidFindings: took 62.5 ms, over its 50 ms budget"}
+        "status": "error",
+        "error": "OverBudget: took 62.5 ms, over its 50 ms time budget (--time-budget)"}
 
 
 def test_failures_are_counted_and_logged_first_then_every_hundredth():
@@ -112,4 +113,34 @@ def test_failures_are_counted_and_logged_first_then_every_hundredth():
     assert len(error) == 300 and error.startswith("RuntimeError: xxx")
     assert pipeline.failures == {"bad": 200}
     lines = [formatEvent(e) for e in events]
-    assert lines == [f"analyzer bad failed on web (failure #{n}): {error}" for n in (1, 100, 200)]
+    where = f"{__file__}:{Analyzer.analyze.__code__.co_firstlineno + 2} in analyze"
+    assert lines == [f"analyzer bad raised on web (failure #1): {error} (at {where})"] + [
+        f"analyzer bad failed on web (failure #{n}): {error}" for n in (100, 200)]
+
+
+def test_where_an_analyzer_raised_is_logged_the_first_time_per_analyzer_and_host():
+    pipeline = AnalysisPipeline([Analyzer("bad", raises=KeyError("k")),
+                                 Analyzer("worse", raises=ValueError("v"))])
+    events = []
+    pipeline.log = Logger(observer=events.append)
+    for host in ("a", "b", "a", "b", "c"):
+        pipeline.analyze(measure(host))
+    located = [(e["analyzer"], e["host"]) for e in events if "where" in e]
+    assert located == [("bad", "a"), ("worse", "a"), ("bad", "b"), ("worse", "b"),
+                       ("bad", "c"), ("worse", "c")]
+    assert all(e["where"].startswith(__file__ + ":") for e in events if "where" in e)
+    assert len(events) == 6  # the repeats on a and b are not logged
+    pipeline.forgetHost("a")
+    pipeline.analyze(measure("a"))
+    assert [(e["analyzer"], e["host"]) for e in events[6:]] == [("bad", "a"), ("worse", "a")]
+
+
+def test_an_analyzer_over_its_budget_is_not_said_to_have_given_invalid_findings():
+    times = iter([0.0, 1.0])
+    pipeline = AnalysisPipeline([Analyzer("slow", {"level": "LOW"})], timeBudget=0.05,
+                                timer=lambda: next(times))
+    events = []
+    pipeline.log = Logger(observer=events.append)
+    result = pipeline.analyze(measure())["analyses"]["slow"]
+    assert result["error"].startswith("OverBudget: took 1000.0 ms, over its 50 ms time budget")
+    assert "Invalid" not in formatEvent(events[0]) and "where" not in events[0]

@@ -5,6 +5,7 @@ other, and composes their findings into one analysis.
 
 import math
 import time
+import traceback
 from collections import Counter
 
 from twisted.logger import Logger
@@ -22,6 +23,24 @@ class InvalidFindings(ValueError):
     """
     An analyzer returned something that is not valid findings.
     """
+
+
+class OverBudget(Exception):
+    """
+    An analyzer took longer than its time budget on one measure.
+    """
+
+
+def raisedAt(error):
+    """
+    Where C{error} was raised, as C{file:line in function}, or L{None}
+    when it carries no traceback.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
 
 
 def _finite(value):
@@ -139,6 +158,8 @@ class AnalysisPipeline:
         self._lastSeen = {}
         self.forgotten = 0
         self.failures = Counter()
+        # host -> names of the analyzers whose failure on it was located in the log.
+        self._located = {}
 
     def analyze(self, measure):
         """
@@ -159,10 +180,14 @@ class AnalysisPipeline:
         started = self._timer()
         try:
             findings = analyzer.analyze(measure, state)
+        except Exception as e:
+            return self._failed(analyzer, measure, e, raisedAt(e))
+        try:
             elapsed = self._timer() - started
             if elapsed > self.timeBudget:
-                raise InvalidFindings(
-                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms budget")
+                raise OverBudget(
+                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms "
+                    "time budget (--time-budget)")
             if findings is None:
                 return {"status": "ok"}
             result = validateFindings(findings)
@@ -171,11 +196,22 @@ class AnalysisPipeline:
         result["status"] = "ok"
         return result
 
-    def _failed(self, analyzer, measure, error):
+    def _failed(self, analyzer, measure, error, where=None):
+        """
+        Count and log a failure; one that C{analyzer} raised is logged with
+        C{where} it was raised the first time per analyzer and host.
+        """
         self.failures[analyzer.name] += 1
         count = self.failures[analyzer.name]
         reason = f"{type(error).__name__}: {error}"[:300]
-        if count == 1 or count % 100 == 0:
+        located = self._located.setdefault(measure.host, set())
+        if where is not None and analyzer.name not in located:
+            located.add(analyzer.name)
+            self.log.error(
+                "analyzer {analyzer} raised on {host} (failure #{count}): {reason} (at {where})",
+                analyzer=analyzer.name, host=measure.host, count=count, reason=reason,
+                where=where)
+        elif count == 1 or count % 100 == 0:
             self.log.error(
                 "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
                 analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
@@ -187,6 +223,7 @@ class AnalysisPipeline:
         """
         self._state.pop(host, None)
         self._lastSeen.pop(host, None)
+        self._located.pop(host, None)
 
     def forgetSilent(self):
         """
