@@ -48,7 +48,8 @@ def rowTexts(driver):
         "[...tr.querySelectorAll('td')].slice(0, 4).map(td => td.textContent));")
 
 
-def test_webhooks_panel_registers_lists_and_unregisters(processes, browser, receiver, tmp_path):  # noqa: F811
+def test_webhooks_panel_registers_lists_and_unregisters(  # noqa: F811 (fixtures)
+        processes, browser, receiver, tmp_path):
     from selenium.webdriver.common.by import By
 
     port = freePort()

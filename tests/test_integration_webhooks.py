@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from support import freePort, uniqueName
+from support import freePort
 from webhooksupport import Receiver, api, documentedVerifier, listen, until
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/"

@@ -433,7 +433,8 @@ def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
             request.notifyFinish().addBoth(lambda _: loop.stop())
             return server.NOT_DONE_YET
 
-    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server.Site(Endless()))
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = yield endpoint.listen(server.Site(Endless()))
     poster = WebhookPoster(reactor, timeout=30, allowPrivate=True)
     try:
         started = reactor.seconds()

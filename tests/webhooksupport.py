@@ -55,7 +55,8 @@ class Receiver(resource.Resource):
 
     def render_POST(self, request):
         path = request.path.decode()
-        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
+        headers = {k.decode().lower(): v[0].decode()
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
         body = request.content.read()
         answers = self.scripts.get(path) or []
         answer = answers.pop(0) if answers else 200

@@ -360,7 +360,8 @@ class WebhookStore:
             hooks.add(p.hook)
         dropped = {}
         for hook in hooks:
-            cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"), (hook,))
+            cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
+                           (hook,))
             excess = cursor.fetchone()[0] - maxBacklog
             if excess > 0:
                 cursor.execute(self._sql(
@@ -377,7 +378,8 @@ class WebhookStore:
 
     def _pending(self, cursor, hookId, limit):
         cursor.execute(self._sql(
-            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt FROM webhook_pending "
+            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
+            "FROM webhook_pending "
             "WHERE hook = ? ORDER BY seq LIMIT ?"), (hookId, limit))
         return [Pending(*row) for row in cursor.fetchall()]
 
