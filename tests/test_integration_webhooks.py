@@ -8,15 +8,13 @@ PostgreSQL.
 import json
 import uuid
 
-import psycopg2
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
 from support import freePort
-from webhooksupport import Receiver, api, documentedVerifier, listen, until
-
-POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/"
+from webhooksupport import (
+    POSTGRESQL, Receiver, api, documentedVerifier, listen, postgresqlAdmin, until)
 
 
 class Roles:
@@ -104,8 +102,7 @@ def postgresqlDatabase():
     asked for before C{twistd}, after its processes stopped): its URL.
     """
     name = "resmon_" + uuid.uuid4().hex[:12]
-    admin = psycopg2.connect(POSTGRESQL + "test")
-    admin.autocommit = True
+    admin = postgresqlAdmin()
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
         yield POSTGRESQL + name

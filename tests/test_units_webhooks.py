@@ -19,6 +19,7 @@ from resmon.webhooks import signing, store as storage, validation
 from resmon.webhooks.addresses import isPublic
 from resmon.webhooks.delivery import WebhookDispatcher
 from resmon.webhooks.registry import WebhookRegistry
+from webhooksupport import POSTGRESQL, postgresqlAdmin
 
 
 @pytest.mark.parametrize("key", ["*.alert", "web-01.#", "deploy.event", "*.status", "#", "a_b.c-d"])
@@ -106,7 +107,6 @@ def _store(tmp_path):
     return storage.WebhookStore(pool, dialect, where)
 
 
-POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -120,10 +120,8 @@ def anyStore(request, tmp_path):
         yield store
         store.close()
         return
-    import psycopg2
     name = "resmon_unit_" + uuid.uuid4().hex[:12]
-    admin = psycopg2.connect(POSTGRESQL + "test")
-    admin.autocommit = True
+    admin = postgresqlAdmin()
     admin.cursor().execute(f"CREATE DATABASE {name}")
     pool, dialect, where = storage.openPool(POSTGRESQL + name, str(tmp_path))
     store = storage.WebhookStore(pool, dialect, where)

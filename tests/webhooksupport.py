@@ -151,3 +151,26 @@ def until(check, what, timeout=30, interval=0.1):
         if reactor.seconds() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         yield deferLater(reactor, interval, lambda: None)
+
+
+POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/"
+
+
+def postgresqlAdmin():
+    """
+    An autocommit connection to the real PostgreSQL's database C{test}, or
+    a test failure saying how to get one (never a skip).
+    """
+    import psycopg2
+    import pytest
+
+    try:
+        admin = psycopg2.connect(POSTGRESQL + "test", connect_timeout=5)
+    except psycopg2.OperationalError as e:
+        pytest.fail(
+            f"PostgreSQL is not reachable as {POSTGRESQL}test ({str(e).strip()}). The webhook "
+            "registry tests need one on 127.0.0.1:5432 with trust authentication and a database "
+            "'test': 'apt-get install -y postgresql', then see the PostgreSQL block of .ci/run, "
+            "which sets it up.", pytrace=False)
+    admin.autocommit = True
+    return admin
