@@ -411,7 +411,7 @@ def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
     from twisted.web import resource, server
 
     from resmon.webhooks.addresses import PrivateAddress
-    from resmon.webhooks.delivery import MAX_RESPONSE_BODY, WebhookPoster, describeError
+    from resmon.webhooks.poster import MAX_RESPONSE_BODY, WebhookPoster, describeError
 
     written = []
 

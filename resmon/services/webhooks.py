@@ -190,7 +190,8 @@ def makeWebhooks(options, bus, web, reactor, deliver):
     L{resmon.services.web.WebService}, or L{None}), and with C{deliver}
     the webhooks role's L{WebhooksService}.
     """
-    from resmon.webhooks.delivery import WebhookDispatcher, WebhookPoster
+    from resmon.webhooks.delivery import WebhookDispatcher
+    from resmon.webhooks.poster import WebhookPoster
     from resmon.webhooks.registry import WebhookRegistry
     from resmon.webhooks.store import WebhookStore, openPool
     from resmon.webserver.webhooksapi import WebhooksResource

@@ -8,6 +8,7 @@ options.py (the options and their checks, light enough for C{twistd
 targets are public, and an endpoint factory that connects to those only),
 store.py (the registry and the pending deliveries in SQLite or PostgreSQL
 through L{twisted.enterprise.adbapi}), registry.py (the API's operations),
-signing.py (signatures and backoff), delivery.py (POSTing, retrying, in
-order per hook).
+signing.py (signatures and backoff), poster.py (one POST: Agent, pool,
+timeout, bounded answer), delivery.py (events into stored deliveries, and
+delivering them, retrying, in order per hook).
 """
