@@ -27,13 +27,15 @@ from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.webserver.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.webserver.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
 from resmon.analysis.pipeline import DEFAULT_TIME_BUDGET
+from resmon.webhooks import options as webhookOptions
 
 ROLES = {
     "agent": ("tracker",),
     "analyzer": ("analyzer",),
     "web": ("web",),
-    "server": ("analyzer", "web"),
-    "standalone": ("tracker", "analyzer", "web"),
+    "webhooks": ("webhooks",),
+    "server": ("analyzer", "web", "webhooks"),
+    "standalone": ("tracker", "analyzer", "web", "webhooks"),
 }
 MIN_INTERVAL = 0.1
 # An agent's outbox holds this many seconds of samples by default.
@@ -57,7 +59,7 @@ class Options(usage.Options):
     optFlags = [
         ["list-analyzers", None, "List every discovered analyzer plugin with its origin, then exit."],
         ["version", None, "Print resmon's version and exit."],
-    ]
+    ] + webhookOptions.FLAGS
 
     optParameters = [
         ["config", None, None,
@@ -67,8 +69,8 @@ class Options(usage.Options):
          "password off the command line."],
         ["role", "r", "standalone",
          "What this process runs: agent (sample this machine and publish measures), "
-         "analyzer (analyze measures), web (dashboard and API), server (analyzer + web), "
-         "standalone (all three)."],
+         "analyzer (analyze measures), web (dashboard and API), webhooks (deliver events to "
+         "the registered webhooks), server (analyzer + web + webhooks), standalone (all four)."],
         ["broker", "b", None,
          "RabbitMQ URL amqp://user:pass@host:port/vhost (vhost '/' is written %2F or left "
          "empty), or amqps://... for TLS (port 5671 by default). Default for every role but "
@@ -171,7 +173,7 @@ class Options(usage.Options):
         ["max-hosts", None, "10000",
          "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
          "and counted, known hosts keep updating."],
-    ]
+    ] + webhookOptions.PARAMETERS
 
     compData = usage.Completions(
         optActions={"role": usage.CompleteList(sorted(ROLES))})
@@ -315,6 +317,7 @@ class Options(usage.Options):
         self["max-queued-mib"] = _number(self, "max-queued-mib", float, 1, 1024 * 1024)
         self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
+        webhookOptions.checkOptions(self, _number)
         if self["metrics-port"] is not None:
             self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
         if self["name"] is not None and not self["name"].strip():
@@ -429,6 +432,9 @@ def makeService(options):
     if "web" in parts:
         web = _makeWeb(options, bus, reactor)
         web.setServiceParent(top)
+    if "web" in parts or "webhooks" in parts:
+        from resmon.services.webhooks import makeWebhooks
+        makeWebhooks(options, bus, web, reactor, "webhooks" in parts).setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
         _makeLiveness(options, bus, reactor).setServiceParent(top)
@@ -446,7 +452,7 @@ def _makeMetrics(options, top, bus, readiness, web):
     services = top.namedServices
     registry = metricsRegistry(ResmonCollector(
         bus, readiness, services.get("tracker"), services.get("analyzer"),
-        services.get("liveness"), web))
+        services.get("liveness"), web, webhooks=services.get("webhooks")))
     if web is not None:
         web.site.resource.putChild(b"metrics", metricsResource(registry))
     if options["metrics-port"] is not None:

@@ -1065,3 +1065,38 @@ def decodeEventOrLegacy(routingKey, body, receivedAt, maxBody=DEFAULT_MAX_BODY, 
             return decodeLegacyAnalysis(routingKey, body, receivedAt, maxBody), True
         except Rejected:
             raise e
+
+
+# Webhooks (resmon.webhooks, docs/webhooks.md).
+
+# The routing key of a test delivery (POST /api/webhooks/<id>/ping).
+WEBHOOK_PING_KEY = "resmon.ping"
+# The routing key of the events about webhooks themselves (one disabled).
+WEBHOOK_EVENT_KEY = "resmon.webhook"
+
+
+def webhookPayload(delivery, hook, routingKey, ts, event):
+    """
+    The body POSTed to a webhook: the same for every attempt of one
+    delivery (the signature, over a timestamp, changes).
+
+    @param event: the event as received from the bus, decoded.
+    """
+    return _dumps({"v": VERSION, "delivery": delivery, "hook": hook, "key": routingKey,
+                   "ts": ts, "event": event})
+
+
+def webhookPingEvent(ts):
+    """
+    The event of a test delivery.
+    """
+    return {"v": VERSION, "kind": "ping", "ts": ts}
+
+
+def webhookStateEvent(hook, key, url, state, ts, reason):
+    """
+    The C{resmon.webhook} event published when a hook changes state (it is
+    disabled), so that rules and other hooks can react.
+    """
+    return _dumps({"v": VERSION, "kind": "webhook", "hook": hook, "key": key, "url": url,
+                   "state": state, "ts": ts, "reason": reason})

@@ -20,12 +20,13 @@ ALLOWED = {
     "resmon.webserver": set(),
     "resmon.bus": set(),
     "resmon.operations": set(),
+    "resmon.webhooks": set(),
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
     "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                        "resmon.operations"},
+                        "resmon.operations", "resmon.webhooks"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services", "resmon.operations"},
+                   "resmon.services", "resmon.operations", "resmon.webhooks"},
 }
 
 

@@ -35,10 +35,12 @@ class ResmonCollector:
     @param analyzer: the L{resmon.services.analyzer.AnalyzerService}.
     @param liveness: the L{resmon.services.liveness.HostLiveness}.
     @param web: the L{resmon.services.web.WebService}.
+    @param webhooks: the L{resmon.services.webhooks.WebhooksService}.
     """
 
     def __init__(self, bus, readiness=None, tracker=None, analyzer=None, liveness=None,
-                 web=None):
+                 web=None, webhooks=None):
+        self.webhooks = webhooks
         self.bus = bus
         self.readiness = readiness
         self.tracker = tracker
@@ -84,6 +86,11 @@ class ResmonCollector:
             yield hosts
         if self.web is not None:
             yield from self._web(self.web)
+        if self.webhooks is not None:
+            yield _counters("resmon_webhook_deliveries", "Webhook deliveries by what happened: "
+                            "stored, delivered, failed-attempts, expired, dropped-backlog, "
+                            "unmatched (events no hook matches), disabled (hooks).", "result",
+                            self.webhooks.dispatcher.counters)
 
     def _analyzer(self, analyzer):
         counters = analyzer.counters

@@ -157,6 +157,12 @@ class WebService(service.MultiService):
         stats.setServiceParent(self)
         strports.service(listen, self.connections).setServiceParent(self)
 
+    def mountAPI(self, name, resource):
+        """
+        Serve C{resource} at C{/api/<name>} (the webhook registry's API).
+        """
+        self.site.resource.children[b"api"].putChild(name.encode("ascii"), resource)
+
     def startService(self):
         self._subscription = self.bus.subscribe(
             ["#." + topics.ANALYSIS, "#." + topics.STATUS], self.fanout.eventReceived,

@@ -11,6 +11,7 @@ import {
   applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
 } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
+import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
 const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often in a big fleet,
@@ -118,6 +119,7 @@ function onMessage(raw) {
 
 const connection = createConnection(wsUrl, onMessage);
 installDetail(requestHistory);
+installWebhooks();
 
 // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
 setInterval(() => {
