@@ -37,6 +37,9 @@ setup(
             "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",
             "disk = resmon.analysis.builtin.disk:DiskAnalyzer",
         ],
+        "resmon.rules": [
+            "alert = resmon.rules.builtin.alert:AlertRule",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -531,7 +531,11 @@ class EventFanout:
         C{(kind, host)} of an event: one tuple per host and kind, shared by
         every client that holds the event back.
         """
-        key = (document["kind"], document["host"])
+        kind = document["kind"]
+        if kind not in _LATEST_KINDS:
+            # Rules' events and alerts: each one is sent, none replaces another.
+            return (kind, document["host"], document.get("id"))
+        key = (kind, document["host"])
         return self._eventKeys.setdefault(key, key)
 
     def knownHosts(self):
@@ -610,6 +614,8 @@ class EventFanout:
 
     def eventReceived(self, routingKey, body):
         now = None if self.clock is None else self.clock.seconds()
+        if routingKey.endswith(_ENVELOPE_SUFFIXES):
+            return self.envelopeReceived(routingKey, body, now)
         try:
             document, legacy = wire.decodeEventOrLegacy(
                 routingKey, body, now, self.maxBody,
@@ -651,6 +657,28 @@ class EventFanout:
         self._send(document, body)
         if online is not None:
             self._send(*online)
+
+    def envelopeReceived(self, routingKey, body, now):
+        """
+        An event envelope (C{<source>.event}, C{<host>.alert}): checked with
+        L{wire.decodeEventEnvelope} and sent as received to the clients that
+        asked for its kind, its source standing for the host.
+        """
+        try:
+            event = wire.decodeEventEnvelope(
+                routingKey, body, self.maxBody,
+                notAfter=None if now is None else now + self.maxClockSkew)
+        except wire.Rejected as e:
+            self._rejected(routingKey, e)
+            return
+        self.counters["received"] += 1
+        self._send({"kind": event.kind, "host": event.source, "id": event.id}, body)
+
+    def _rejected(self, routingKey, e):
+        self.rejected[e.reason] += 1
+        self.warnings.warn(
+            self.log, "rejected an event under {routingKey}: {reason} ({count} for this reason)",
+            routingKey=routingKey[:80], reason=str(e)[:200], count=self.rejected[e.reason])
 
     def _heard(self, host, now):
         self._lastHeard.pop(host, None)
@@ -742,6 +770,10 @@ class EventFanout:
                     self.detach(client)
                     continue
                 self.counters["sent"] += 1
+
+
+_LATEST_KINDS = (topics.ANALYSIS, topics.STATUS)
+_ENVELOPE_SUFFIXES = ("." + topics.EVENT, "." + topics.ALERT)
 
 
 def _after(analysis, status):
