@@ -195,8 +195,9 @@ class IRule(Interface):
         Decide whether this rule applies to C{event}.
 
         @param event: a L{resmon.wire.Event}.
-        @param state: a L{dict} private to this rule and the event's routing
-            key, kept between calls.
+        @param state: a L{dict} private to this rule and the event's source
+            (the first word of its routing key: the host of a measure,
+            analysis, status or alert), kept between calls.
         @return: true to have L{action} called.
         """
 

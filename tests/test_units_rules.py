@@ -239,7 +239,7 @@ def logged(monkeypatch):
     return events
 
 
-def test_state_is_per_rule_and_routing_key_and_only_matching_rules_run():
+def test_state_is_per_rule_and_source_and_only_matching_rules_run():
     first, second, other = Recorder("a"), Recorder("b"), Recorder("c", patterns=("*.alert",))
     engine = RuleEngine([first, second, other], Clock())
     for key in ("x.event", "x.event", "y.event", "x.alert"):
@@ -247,6 +247,11 @@ def test_state_is_per_rule_and_routing_key_and_only_matching_rules_run():
     assert first.seen == second.seen == [("x.event", 1), ("x.event", 2), ("y.event", 1)]
     assert other.seen == [("x.alert", 1)]
     assert engine.patterns() == ["*.event", "*.alert"]
+    both = Recorder("both", patterns=("#",))
+    engine = RuleEngine([both], Clock())
+    for key in ("x.event", "x.alert", "y.event"):
+        engine.handle(event(key))
+    assert both.seen == [("x.event", 1), ("x.alert", 2), ("y.event", 1)]
 
 
 def test_a_failing_rule_is_logged_once_per_kind_counted_and_stops_nothing(logged):
@@ -300,7 +305,7 @@ def test_emission_is_rate_limited_per_rule_with_a_log_line(logged):
     assert any("rule quiet emits faster" in line for line in lines)
 
 
-def test_state_is_bounded_by_keys():
+def test_state_is_bounded_by_sources():
     rule = Recorder()
     engine = RuleEngine([rule], Clock(), maxKeys=2)
     for key in ("a.event", "b.event", "c.event", "a.event"):

@@ -16,7 +16,7 @@ from resmon.rules.act import Act
 
 DEFAULT_TIME_BUDGET = 0.05
 DEFAULT_EMIT_RATE = 100.0
-# Routing keys whose state is kept; beyond, the least recently used goes.
+# Sources whose state is kept (per rule); beyond, the least recently used goes.
 DEFAULT_MAX_KEYS = 100_000
 # Routing keys whose matching rules are remembered.
 _MATCH_CACHE_SIZE = 10_000
@@ -106,8 +106,8 @@ class RuleEngine:
                         published.append(emitted)
         return published
 
-    def _stateFor(self, rule, routingKey):
-        key = (rule.name, routingKey)
+    def _stateFor(self, rule, source):
+        key = (rule.name, source)
         state = self._state.get(key)
         if state is None:
             state = self._state[key] = {}
@@ -119,7 +119,7 @@ class RuleEngine:
         return state
 
     def _run(self, rule, event):
-        state = self._stateFor(rule, event.key)
+        state = self._stateFor(rule, event.source)
         started = self._timer()
         try:
             applies = rule.check(event, state)
