@@ -715,6 +715,20 @@ def hostHistoryBody(host, window, step, points):
         b',"step":', encodeJSON(step), b',"points":', points, b"}"])
 
 
+def eventsBody(bodies):
+    """
+    C{GET /api/events}: C{{"events": [<event bodies, oldest first>]}}.
+    """
+    return b'{"events":' + jsonArray(bodies) + b"}"
+
+
+def alertsBody(bodies):
+    """
+    C{GET /api/alerts}: C{{"alerts": [<firing alert bodies>]}}.
+    """
+    return b'{"alerts":' + jsonArray(bodies) + b"}"
+
+
 # Server-Sent Events frames (web role -> programs)
 
 SSE_KEEPALIVE = b": keep-alive\n\n"

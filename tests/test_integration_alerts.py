@@ -10,7 +10,7 @@ import time
 
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.web.client import Agent
+from twisted.web.client import Agent, readBody
 
 from resmon import wire
 from support import PlainAMQPClient, freePort
@@ -24,6 +24,13 @@ def analysis(seq, level):
         "v": 1, "kind": "analysis", "host": "alerted.host", "seq": seq, "ts": time.time(),
         "interval": 0.2, "analyzed_at": time.time(), "level": level, "levels": {"cpu": level},
         "cpu_result": level, "analyses": {}, "metrics": {}}).encode()
+
+
+@pytest_twisted.inlineCallbacks
+def getJSON(port, path):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    body = yield readBody(response)
+    return response.code, json.loads(body)
 
 
 @pytest_twisted.inlineCallbacks
@@ -67,6 +74,9 @@ def test_an_alert_fires_and_resolves_with_its_timing(broker, amqp, twistd):
         assert (payload["host"], payload["check"], payload["level"]) == ("alerted.host", "cpu", "HIGH")
         assert started - 0.5 <= payload["since"] <= started + 0.5
 
+        code, firingNow = yield getJSON(port, "/api/alerts")
+        assert code == 200 and firingNow == {"alerts": [firing]}
+
         level[0] = "LOW"
         lowered = time.time()
         yield stream.waitFor(alerts("resolved"), 10, "the resolved alert")
@@ -74,6 +84,12 @@ def test_an_alert_fires_and_resolves_with_its_timing(broker, amqp, twistd):
         [resolved] = alerts("resolved")(stream.events)
         assert resolved["payload"]["check"] == "cpu" and resolved["payload"]["level"] == "LOW"
         assert len(alerts("firing")(stream.events)) == 1
+        code, firingNow = yield getJSON(port, "/api/alerts")
+        assert firingNow == {"alerts": []}
+        code, recent = yield getJSON(port, "/api/events")
+        assert recent == {"events": [firing, resolved]}
+        code, recent = yield getJSON(port, f"/api/events?since={firing['ts']}")
+        assert recent == {"events": [resolved]}
     finally:
         sender.stop()
         yield client.close()

@@ -140,7 +140,7 @@ class WebService(service.MultiService):
                               idleTimeout=idleTimeout, origins=origins,
                               budget=SendBudget(maxQueued, clock), headerTimeout=headerTimeout)
         self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
-        mountEvents(self.site, bus, clock, maxBody)
+        mountEvents(self.site, bus, clock, maxBody, self.fanout)
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0), wire.forgetSweepInterval(forgetAfter)),

@@ -1,13 +1,16 @@
 """
 C{POST /api/events/<source>}: events from outside (deploy tools, cron jobs,
 other systems), in whatever format they come, published on the bus under
-C{<source>.event} in resmon's event envelope (L{resmon.wire}).
+C{<source>.event} in resmon's event envelope (L{resmon.wire}). C{GET
+/api/events[?since=TS]}: the recent events and alerts; C{GET /api/alerts}:
+the alerts firing now.
 """
 
+import math
 import uuid
 
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 
 from resmon import topics, wire
 from resmon.webserver.httpapi import JSONResource
@@ -28,19 +31,44 @@ class EventsResource(JSONResource):
     @param bus: an L{resmon.interfaces.IBus}.
     @param clock: an L{IReactorTime}, dating the events.
     @param newId: returns a new unique event id.
+    @param fanout: the L{resmon.webserver.fanout.EventFanout} whose
+        C{recentEvents} C{GET} lists, or L{None} (C{GET} answers 405).
     """
 
     log = Logger()
 
     def __init__(self, bus, clock, maxBody=wire.DEFAULT_MAX_BODY, retryAfter=DEFAULT_RETRY_AFTER,
-                 newId=None):
+                 newId=None, fanout=None):
         JSONResource.__init__(self)
+        self.fanout = fanout
+        if fanout is None:
+            self.allowedMethods = (b"POST",)
         self.bus = bus
         self.clock = clock
         self.maxBody = maxBody
         self.retryAfter = retryAfter
         self._newId = newId or (lambda: uuid.uuid4().hex)
         self.counters = {"accepted": 0, "refused": 0, "unavailable": 0}
+
+    def render_GET(self, request):
+        if self.fanout is None:
+            raise resource.UnsupportedMethod(self.allowedMethods)
+        if request.postpath not in ([], [b""]):
+            return self.renderError(request, "not found", 404)
+        since = request.args.get(b"since")
+        if since is not None:
+            try:
+                since = float(since[0])
+            except ValueError:
+                since = math.nan
+            if not math.isfinite(since):
+                return self.renderError(
+                    request, "since: expected a number (seconds since the epoch)", 400)
+        unknown = set(request.args) - {b"since"}
+        if unknown:
+            return self.renderError(
+                request, f"unknown parameter {sorted(unknown)[0][:40].decode('utf-8', 'replace')!r}", 400)
+        return self.renderBody(request, wire.eventsBody(self.fanout.recentEvents.since(since)))
 
     def render_POST(self, request):
         path = request.postpath
@@ -102,12 +130,32 @@ def bodyLimitFor(maxBody, otherwise):
     return limit
 
 
-def mountEvents(site, bus, clock, maxBody):
+class AlertsResource(JSONResource):
+    """
+    C{GET /api/alerts}: C{{"alerts": [<the latest firing alert event of each
+    host and check>]}}, in the order they fired.
+    """
+
+    def __init__(self, fanout):
+        JSONResource.__init__(self)
+        self.fanout = fanout
+
+    def render_GET(self, request):
+        if request.postpath not in ([], [b""]):
+            return self.renderError(request, "not found", 404)
+        return self.renderBody(request, wire.alertsBody(self.fanout.firingAlerts.bodies()))
+
+
+def mountEvents(site, bus, clock, maxBody, fanout=None):
     """
     Mount L{EventsResource} at C{/api/events} of C{site} (a
     L{resmon.webserver.httplimits.LimitedSite} from
-    L{resmon.services.web.buildSite}), taking bodies up to C{maxBody} there.
+    L{resmon.services.web.buildSite}), taking bodies up to C{maxBody} there,
+    and with a C{fanout}, L{AlertsResource} at C{/api/alerts}.
     """
     from resmon.webserver.httplimits import MAX_REQUEST_BODY
-    site.resource.children[b"api"].putChild(b"events", EventsResource(bus, clock, maxBody))
+    api = site.resource.children[b"api"]
+    api.putChild(b"events", EventsResource(bus, clock, maxBody, fanout=fanout))
+    if fanout is not None:
+        api.putChild(b"alerts", AlertsResource(fanout))
     site.bodyLimit = bodyLimitFor(maxBody, MAX_REQUEST_BODY)

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.ratelimit import LimitedLog
+from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.webserver.subscriptions import EVERYTHING
@@ -497,6 +498,8 @@ class EventFanout:
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
                          "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
         self._eventKeys = {}
+        self.recentEvents = RecentEvents()
+        self.firingAlerts = FiringAlerts()
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -672,6 +675,9 @@ class EventFanout:
             self._rejected(routingKey, e)
             return
         self.counters["received"] += 1
+        self.recentEvents.add(event, body)
+        if event.kind == topics.ALERT:
+            self.firingAlerts.update(event, body)
         self._send({"kind": event.kind, "host": event.source, "id": event.id}, body)
 
     def _rejected(self, routingKey, e):
@@ -706,6 +712,7 @@ class EventFanout:
             self.history.forget(host)
             known = True
         self.hostIndex.discard(host)
+        self.firingAlerts.forgetSource(topics.hostWord(host))
         for kind in (topics.ANALYSIS, topics.STATUS):
             self._eventKeys.pop((kind, host), None)
         if known:
