@@ -629,7 +629,7 @@ def historyKey(host):
     return encodeJSON(host) + b":"
 
 
-def snapshotPieces(subscription, analyses, statuses, history=None):
+def snapshotPieces(subscription, analyses, statuses, history=None, alerts=None, recent=None):
     """
     The pieces of a C{snapshot} message: C{subscription} (a dict, as the
     server understood it), C{events} (the bodies of the latest analyses),
@@ -645,6 +645,12 @@ def snapshotPieces(subscription, analyses, statuses, history=None):
         yield b"{}"
     else:
         yield from history
+    if alerts is not None:
+        yield b',"alerts":'
+        yield from arrayPieces(alerts)
+    if recent is not None:
+        yield b',"recent":'
+        yield from arrayPieces(recent)
     yield b"}"
 
 

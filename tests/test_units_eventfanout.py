@@ -99,3 +99,19 @@ def test_without_a_fanout_get_is_not_allowed():
     body = EventsResource(FakeBus(), Clock()).render(request)
     assert request.responseCode == 405 and b"method not allowed" in body
     assert request.responseHeaders.getRawHeaders(b"allow") == [b"POST"]
+
+
+def test_a_snapshot_carries_firing_alerts_and_recent_events_only_when_asked():
+    fanout = EventFanout()
+    fanout.eventReceived("web-01.alert", alert("web-01", "firing", "cpu"))
+    fanout.eventReceived("db.alert", alert("db", "firing", "cpu"))
+    fanout.eventReceived("deploys.event", posted("deploys", 1.0, "e1"))
+    plain = json.loads(fanout.snapshotBody())
+    assert "alerts" not in plain and "recent" not in plain
+    both = json.loads(fanout.snapshotBody(parseQuery({b"events": [b"alert,event"]})))
+    assert [a["source"] for a in both["alerts"]] == ["web-01", "db"]
+    assert [e["kind"] for e in both["recent"]] == ["alert", "alert", "event"]
+    one = json.loads(fanout.snapshotBody(parseQuery({b"events": [b"alert"], b"hosts": [b"db"]})))
+    assert [a["source"] for a in one["alerts"]] == ["db"] and len(one["recent"]) == 1
+    events = json.loads(fanout.snapshotBody(parseQuery({b"events": [b"event"]})))
+    assert "alerts" not in events and [e["id"] for e in events["recent"]] == ["e1"]

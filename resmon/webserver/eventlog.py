@@ -14,7 +14,7 @@ DEFAULT_MAX_ALERTS = 10_000
 class RecentEvents:
     """
     The last C{limit} events and alerts received, oldest first, as their
-    C{(ts, body)}.
+    C{(ts, kind, source, body)}.
     """
 
     def __init__(self, limit=DEFAULT_RECENT_EVENTS):
@@ -25,14 +25,28 @@ class RecentEvents:
         """
         Keep C{event} (a L{resmon.wire.Event}) received as C{body}.
         """
-        self._events.append((event.ts, body))
+        self._events.append((event.ts, event.kind, event.source, body))
 
     def since(self, ts=None):
         """
         The bodies of the events kept whose C{ts} is after C{ts} (all for
         L{None}), oldest first.
         """
-        return [body for when, body in self._events if ts is None or when > ts]
+        return [body for when, _, _, body in self._events if ts is None or when > ts]
+
+    def latest(self, count, wanted):
+        """
+        The bodies of the last C{count} events for which C{wanted(kind,
+        source)} is true, oldest first.
+        """
+        found = []
+        for _, kind, source, body in reversed(self._events):
+            if len(found) >= count:
+                break
+            if wanted(kind, source):
+                found.append(body)
+        found.reverse()
+        return found
 
     def __len__(self):
         return len(self._events)
@@ -74,8 +88,12 @@ class FiringAlerts:
         for key in [key for key in self._firing if key[0] == source]:
             del self._firing[key]
 
-    def bodies(self):
-        return list(self._firing.values())
+    def bodies(self, wanted=None):
+        """
+        The bodies of the firing alerts (of the sources for which
+        C{wanted(source)} is true), in the order they fired.
+        """
+        return [body for key, body in self._firing.items() if wanted is None or wanted(key[0])]
 
     def __len__(self):
         return len(self._firing)

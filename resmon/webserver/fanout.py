@@ -577,7 +577,9 @@ class EventFanout:
         The snapshot message of C{subscription}: C{subscription} (as
         understood), C{events} (latest analyses), C{statuses} (latest
         statuses) and C{history} (points or overviews per host, one per
-        C{step} seconds), all for matching hosts, as a L{Snapshot}.
+        C{step} seconds), all for matching hosts, as a L{Snapshot}; when
+        the subscription asks for alerts, C{alerts} (those firing now), and
+        for events or alerts, C{recent} (the last ones of those kinds).
 
         What it holds is frozen now: the latest bodies (references to the
         bytes received), and for each host the time of its newest history
@@ -602,8 +604,16 @@ class EventFanout:
                 history = self.history.frozen(hosts, subscription.since, step, form)
         if topics.STATUS in subscription.events:
             statuses = [body for body in map(self.statuses.body, hosts) if body is not None]
+        alerts = recent = None
+        if topics.ALERT in subscription.events:
+            alerts = self.firingAlerts.bodies(subscription.matchesHost)
+        if topics.ALERT in subscription.events or topics.EVENT in subscription.events:
+            recent = self.recentEvents.latest(
+                SNAPSHOT_RECENT_EVENTS,
+                lambda kind, source: kind in subscription.events and subscription.matchesHost(source))
         return Snapshot(lambda: wire.snapshotPieces(
-            described, analyses, statuses, None if history is None else history.pieces()))
+            described, analyses, statuses, None if history is None else history.pieces(),
+            alerts, recent))
 
     def historyReplyBody(self, host, step=0):
         """
@@ -780,6 +790,8 @@ class EventFanout:
 
 
 _LATEST_KINDS = (topics.ANALYSIS, topics.STATUS)
+# The recent events and alerts a snapshot carries (when asked for).
+SNAPSHOT_RECENT_EVENTS = 100
 _ENVELOPE_SUFFIXES = ("." + topics.EVENT, "." + topics.ALERT)
 
 

@@ -82,3 +82,18 @@ class Raising(_Rule):
 
     def action(self, event, state, act):
         pass
+
+
+@implementer(IRule)
+class AlertRelay(_Rule):
+    """An event posted to /api/events/alerts becomes an alert of the host it names."""
+
+    name = "alert-relay"
+    patterns = ("alerts.event",)
+
+    def check(self, event, state):
+        return isinstance(event.payload, dict) and isinstance(event.payload.get("host"), str)
+
+    def action(self, event, state, act):
+        from resmon.topics import hostWord
+        act.emit(f"{hostWord(event.payload['host'])}.alert", event.payload)
