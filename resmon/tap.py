@@ -482,6 +482,9 @@ def _makeMetrics(options, top, bus, readiness, web):
     registry = metricsRegistry(ResmonCollector(
         bus, readiness, services.get("tracker"), services.get("analyzer"),
         services.get("liveness"), web))
+    if services.get("rules") is not None:
+        from resmon.operations.metrics import RulesCollector
+        registry.register(RulesCollector(services["rules"]))
     if web is not None:
         web.site.resource.putChild(b"metrics", metricsResource(registry))
     if options["metrics-port"] is not None:

@@ -42,8 +42,10 @@ def test_an_event_wakes_a_rule_whose_event_wakes_another_and_reaches_a_stream(br
     port = freePort()
     web = twistd("rules-web", "--role=web", *common, f"--port={port}", "--interface=127.0.0.1",
                  "--max-body=1024")
+    metricsPort = freePort()
     rules = twistd("rules", "--role=rules", *common, f"--rules-dir={RULES}",
-                   "--rules=deploy,announce,ping,pong,raising", "--stats-interval=1")
+                   "--rules=deploy,announce,ping,pong,raising", "--stats-interval=1",
+                   f"--metrics-port={metricsPort}", "--interface=127.0.0.1")
     yield web.waitForOutput(b"ready: on")
     yield rules.waitForOutput(b"running rules deploy, announce, ping, pong, raising")
     yield rules.waitForOutput(b"ready: on")
@@ -120,5 +122,11 @@ def test_an_event_wakes_a_rule_whose_event_wakes_another_and_reaches_a_stream(br
     assert code == 202
     yield stream.waitFor(lambda events: len(announced(events)) == 2, 10, "a second announcement")
     assert announced(stream.events)[1]["payload"]["announced"]["count"] == 2
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{metricsPort}/metrics".encode())
+    metrics = (yield readBody(response)).decode()
+    assert 'resmon_rules_rejected_total{reason="json"} 1.0' in metrics
+    assert 'resmon_rules_engine_total{result="chain-limit"} 1.0' in metrics
+    assert 'resmon_rule_failures_total{kind="check-error",rule="raising"}' in metrics
     for process in (web, rules):
         assert b"Traceback" not in process.output, process.logPath

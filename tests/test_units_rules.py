@@ -395,3 +395,21 @@ def test_twistd_options_for_rules():
     web = Options()
     web.parseOptions(["--role=web", "--rules=nope"])
     assert web["rule-plugins"] is None
+
+
+def test_the_rules_counters_are_prometheus_metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from resmon.operations.metrics import RulesCollector
+    bus, clock = ConfirmingBus(), Clock()
+    service = RulesService(bus, RuleEngine([Recorder("bad", fail="check")], clock), clock)
+    service.startService()
+    bus.last.handler("j.event", b"junk")
+    bus.last.handler("a.event", envelope(source="a"))
+    registry = CollectorRegistry()
+    registry.register(RulesCollector(service))
+    text = generate_latest(registry).decode()
+    assert 'resmon_rules_rejected_total{reason="json"} 1.0' in text
+    assert 'resmon_rule_failures_total{kind="check-error",rule="bad"} 1.0' in text
+    assert 'resmon_rules_events_total{result="received"} 1.0' in text
+    service.stopService()
