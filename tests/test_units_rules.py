@@ -413,3 +413,14 @@ def test_the_rules_counters_are_prometheus_metrics():
     assert 'resmon_rule_failures_total{kind="check-error",rule="bad"} 1.0' in text
     assert 'resmon_rules_events_total{result="received"} 1.0' in text
     service.stopService()
+
+
+def test_internal_traffic_is_not_an_event():
+    bus, clock = ConfirmingBus(), Clock()
+    rule = Recorder(patterns=("#",))
+    service = RulesService(bus, RuleEngine([rule], clock), clock)
+    service.startService()
+    tick = wire.encodeTick("resmon.analyzer.liveness", 1.0)
+    assert bus.last.handler("resmon.internal.resmon_analyzer_liveness.liveness-tick", tick) is None
+    assert service.rejected == {} and service.counters["internal"] == 1 and rule.seen == []
+    service.stopService()

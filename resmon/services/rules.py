@@ -15,6 +15,10 @@ from resmon.bus.delivery import Retry
 from resmon.defaults import DEFAULT_PREFETCH, DEFAULT_QUEUE, RULES_QUEUE_SUFFIX
 from resmon.ratelimit import LimitedLog
 
+# resmon's internal traffic on the exchange (docs/protocol.md, "Internal
+# traffic"): not events, never handed to rules.
+INTERNAL_PREFIX = "resmon.internal."
+
 
 class RulesService(service.Service):
     """
@@ -81,6 +85,10 @@ class RulesService(service.Service):
             return self._subscription.cancel()
 
     def eventReceived(self, routingKey, body):
+        if routingKey.startswith(INTERNAL_PREFIX):
+            # The analyzers' liveness ticks, which a rule listening to '#' also gets.
+            self.counters["internal"] += 1
+            return None
         try:
             event = wire.decodeBusEvent(
                 routingKey, body, self.maxBody, notAfter=self.clock.seconds() + self.maxClockSkew,

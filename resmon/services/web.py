@@ -114,7 +114,8 @@ class WebService(service.MultiService):
         rejected (C{max-hosts}).
     @param forgetAfter: seconds a host may stay silent before it is
         forgotten (see L{EventFanout.forgetSilent}).
-    @param maxBody: the largest event body taken by C{POST /api/events/<source>}.
+    @param maxBody: the largest body of a message from the bus (the payload of an
+        event), and of C{POST /api/events/<source>}.
     """
 
     name = "web"
@@ -135,7 +136,7 @@ class WebService(service.MultiService):
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
                                   maxHosts=maxHosts,
-                                  forgetAfter=forgetAfter)
+                                  forgetAfter=forgetAfter, maxBody=maxBody)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins,
                               budget=SendBudget(maxQueued, clock), headerTimeout=headerTimeout)
