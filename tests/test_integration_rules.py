@@ -130,3 +130,17 @@ def test_an_event_wakes_a_rule_whose_event_wakes_another_and_reaches_a_stream(br
     assert 'resmon_rule_failures_total{kind="check-error",rule="raising"}' in metrics
     for process in (web, rules):
         assert b"Traceback" not in process.output, process.logPath
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_event_is_refused_with_retry_after_while_the_bus_cannot_take_it(twistd):
+    # A closed port: the web role never reaches a broker.
+    port, closed = freePort(), freePort()
+    web = twistd("rules-web-nobroker", "--role=web",
+                 f"--broker=amqp://guest:guest@127.0.0.1:{closed}/", f"--port={port}",
+                 "--interface=127.0.0.1")
+    yield web.waitForOutput(b" started: ")
+    yield web.waitForOutputCount(b"Scheduling retry", 1)
+    code, answer, headers = yield postJSON(port, "deploys", b'{"version": "1"}')
+    assert code == 503 and "not connected" in answer["error"]
+    assert headers.getRawHeaders(b"retry-after") == [b"5"]
