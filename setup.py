@@ -1,11 +1,50 @@
-from setuptools import find_packages, setup
+import ast
+import os
+import shutil
 
-with open("README.md", encoding="utf-8") as f:
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def readVersion():
+    """
+    resmon's version, read (not imported) from C{resmon/__init__.py}: the one
+    place it is written. C{twistd resmon --version} prints the same.
+    """
+    path = os.path.join(HERE, "resmon", "__init__.py")
+    with open(path, encoding="utf-8") as f:
+        module = ast.parse(f.read(), path)
+    for node in module.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and getattr(node.targets[0], "id", None) == "__version__"):
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"no __version__ = '...' in {path}")
+
+
+class CleanBuildPy(build_py):
+    """
+    Copy resmon's packages into a build directory emptied of them first.
+    pip builds a checkout in place (C{pip install .}), and a module an earlier
+    version left in C{build/lib} (since moved or removed) would otherwise be
+    installed too.
+    """
+
+    def run(self):
+        buildLib = os.path.abspath(self.build_lib)
+        if not getattr(self, "editable_mode", False) and buildLib != HERE:
+            for top in ("resmon", "twisted"):
+                shutil.rmtree(os.path.join(buildLib, top), ignore_errors=True)
+        super().run()
+
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
     long_description = f.read()
 
 setup(
     name="resmon",
-    version="0.1.0",
+    version=readVersion(),
     description="Reactive resource monitor for fleets of machines, on Twisted and RabbitMQ",
     long_description=long_description,
     long_description_content_type="text/markdown",
@@ -29,7 +68,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4",
-                 "tomli>=1.1; python_version < '3.11'", "pika>=1.3"],
+                 "tomli>=1.1; python_version < '3.11'", "pika>=1.3", "build>=1.0"],
     },
     entry_points={
         "resmon.analyzers": [
@@ -41,6 +80,7 @@ setup(
             "alert = resmon.rules.builtin.alert:AlertRule",
         ],
     },
+    cmdclass={"build_py": CleanBuildPy},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -7,20 +7,15 @@ Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--host
 Needs RabbitMQ, resmon installed (the twistd on this interpreter's PATH) and psutil.
 """
 
-import argparse
 import json
-import os
 import random
-import sys
 import time
 
 import psutil
 from twisted.internet import defer, task
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from resmon.agent.sampler import Sampler  # noqa: E402
-from support import PlainAMQPClient, TwistdProcess, uniqueName  # noqa: E402
+from _common import argumentParser, runBenchmark
+from resmon.agent.sampler import Sampler
 
 
 def templateMetrics():
@@ -50,78 +45,64 @@ def messageCount(amqp, queue):
 
 
 @defer.inlineCallbacks
-def main(reactor, broker, count, hostCount, cores):
-    exchange, queue = uniqueName("resmon.bench"), uniqueName("resmon.bench.analyzer")
-    recorder = uniqueName("resmon.bench.recorder")
-    args = ["--role=analyzer", f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}",
-            "--dead-letter-queue="]
-    amqp = yield PlainAMQPClient(broker).connect()
-    analyzer = None
-    try:
-        yield amqp.declareExchange(exchange)
-        yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
-        yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
-        # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
-        first = TwistdProcess("bench-analyzer-declare", args).start()
-        yield first.waitForOutput(b"consuming #.measure")
-        yield first.stop()
+def main(reactor, arguments, rig):
+    count, hostCount, cores = arguments.measures, arguments.hosts, arguments.cores
+    amqp, exchange = rig.amqp, rig.exchange
+    queue = rig.queue("resmon.bench.analyzer", [".liveness"])
+    recorder = rig.queue("resmon.bench.recorder")
+    args = [f"--queue={queue}", "--dead-letter-queue="]
+    yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
+    yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
+    # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
+    first = rig.start("bench-analyzer-declare", "analyzer", *args)
+    yield first.waitForOutput(b"consuming #.measure")
+    yield first.stop()
 
-        rng = random.Random(1)
-        template = templateMetrics()
-        hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
-        print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
-              f"{len(template.get('disks', []))} filesystems)...")
-        for seq in range(count):
-            host = hosts[seq % hostCount]
-            body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
-            yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
-        while (yield messageCount(amqp, queue)) < count:
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        size = len(body)
+    rng = random.Random(1)
+    template = templateMetrics()
+    hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
+    print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
+          f"{len(template.get('disks', []))} filesystems)...")
+    for seq in range(count):
+        host = hosts[seq % hostCount]
+        body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
+        yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
+    while (yield messageCount(amqp, queue)) < count:
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    size = len(body)
 
-        analyzer = TwistdProcess("bench-analyzer", args).start()
-        process = psutil.Process(analyzer.transport.pid)
-        deadline = time.monotonic() + 30
-        while (yield messageCount(amqp, recorder)) == 0:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"no analysis in 30 s: see {analyzer.logPath}")
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        began, cpuBegan = time.perf_counter(), sum(process.cpu_times()[:2])
-        startCount = yield messageCount(amqp, recorder)
-        progressAt, done = time.monotonic(), startCount
-        while done < count:
-            yield task.deferLater(reactor, 0.05, lambda: None)
-            now = yield messageCount(amqp, recorder)
-            if now > done:
-                progressAt, done = time.monotonic(), now
-            elif analyzer.ended_ or time.monotonic() - progressAt > 10:
-                raise SystemExit(f"the analyzer stopped analysing at {done} of {count}: "
-                                 f"see {analyzer.logPath}")
-        elapsed, cpu = time.perf_counter() - began, sum(process.cpu_times()[:2]) - cpuBegan
-        rss = process.memory_info().rss
-        analysed = done - startCount
-        print(f"measure body                {size} bytes")
-        print("analyzers                   usage, sustained, disk (the built-ins)")
-        print(f"measures analyzed           {analysed} in {elapsed:.2f} s")
-        print(f"throughput                  {analysed / elapsed:.0f} measures/s "
-              f"(= hosts at one sample a second)")
-        print(f"analyzer CPU                {cpu / elapsed * 100:.0f} % of a core, "
-              f"{cpu / analysed * 1e6:.0f} us per measure")
-        print(f"analyzer RSS                {rss / 2**20:.0f} MiB")
-        print(f"machine                     {psutil.cpu_count()} CPUs; the broker and this script "
-              f"share them")
-    finally:
-        if analyzer is not None:
-            yield analyzer.stop()
-        yield amqp.cleanUp(exchanges=[exchange], queues=[queue, recorder, queue + ".liveness"])
-        yield amqp.close()
+    analyzer = rig.start("bench-analyzer", "analyzer", *args)
+    process = psutil.Process(analyzer.transport.pid)
+    deadline = time.monotonic() + 30
+    while (yield messageCount(amqp, recorder)) == 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no analysis in 30 s: see {analyzer.logPath}")
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    began, cpuBegan = time.perf_counter(), sum(process.cpu_times()[:2])
+    startCount = yield messageCount(amqp, recorder)
+    progressAt, done = time.monotonic(), startCount
+    while done < count:
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        now = yield messageCount(amqp, recorder)
+        if now > done:
+            progressAt, done = time.monotonic(), now
+        elif analyzer.ended_ or time.monotonic() - progressAt > 10:
+            raise SystemExit(f"the analyzer stopped analysing at {done} of {count}: "
+                             f"see {analyzer.logPath}")
+    elapsed, cpu = time.perf_counter() - began, sum(process.cpu_times()[:2]) - cpuBegan
+    rss = process.memory_info().rss
+    analysed = done - startCount
+    print(f"measure body                {size} bytes")
+    print("analyzers                   usage, sustained, disk (the built-ins)")
+    print(f"measures analyzed           {analysed} in {elapsed:.2f} s")
+    print(f"throughput                  {analysed / elapsed:.0f} measures/s "
+          f"(= hosts at one sample a second)")
+    print(f"analyzer CPU                {cpu / elapsed * 100:.0f} % of a core, "
+          f"{cpu / analysed * 1e6:.0f} us per measure")
+    print(f"analyzer RSS                {rss / 2**20:.0f} MiB")
+    print(f"machine                     {psutil.cpu_count()} CPUs; the broker and this script "
+          f"share them")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--measures", type=int, default=20000)
-    parser.add_argument("--hosts", type=int, default=1000)
-    parser.add_argument("--cores", type=int, default=8)
-    arguments = parser.parse_args()
-    task.react(main, (arguments.broker, arguments.measures, arguments.hosts, arguments.cores))
+    runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8))

@@ -299,6 +299,14 @@ class Options(usage.Options):
         if self["role"] not in ROLES:
             raise usage.UsageError(
                 f"--role: unknown role {self['role']!r}; choose one of {', '.join(ROLES)}")
+        from resmon.operations.roles import misplacedOption
+        source = getattr(self, "configSource", None)
+        misplaced = misplacedOption(self["role"], ROLES[self["role"]],
+                                    sorted(source.fromCommandLine) if source else (),
+                                    listing=self["list-analyzers"],
+                                    listingRules=self["list-rules"])
+        if misplaced is not None:
+            raise usage.UsageError(misplaced)
         broker = self["broker"]
         if broker is None and self["role"] != "standalone":
             broker = DEFAULT_BROKER
@@ -355,8 +363,9 @@ class Options(usage.Options):
                     parseThresholds(self[option], f"--{option}")
                 except ValueError as e:
                     raise usage.UsageError(str(e))
-        for directory in self["plugin-dirs"]:
-            _checkPluginDirectory(directory)
+        if "analyzer" in ROLES[self["role"]] or self["list-analyzers"]:
+            for directory in self["plugin-dirs"]:
+                _checkPluginDirectory(directory)
         if self["list-analyzers"]:
             from resmon.analysis.plugins import discoverAnalyzers, formatAnalyzerList
             print(formatAnalyzerList(discoverAnalyzers(self["plugin-dirs"])))
@@ -419,6 +428,10 @@ def _number(options, name, kind, minimum, maximum):
 
 
 def _checkPluginDirectory(directory):
+    if not os.path.exists(directory):
+        raise usage.UsageError(f"--plugin-dir: {directory} does not exist")
+    if not os.path.isdir(directory):
+        raise usage.UsageError(f"--plugin-dir: {directory} is not a directory")
     try:
         os.listdir(directory)
     except OSError as e:
@@ -449,10 +462,13 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
-    from resmon.services.multiservice import OrderedMultiService
+    from resmon.services.listening import ListeningService
 
     parts = ROLES[options["role"]]
-    top = OrderedMultiService()
+    ports = {options["metrics-port"]: "--metrics-port"}
+    if "web" in parts:
+        ports[options["port"]] = "--port"
+    top = ListeningService(ports)
     bus = _makeBus(options, reactor)
     bus.setServiceParent(top)
     # Consumers start before producers (and stop after them), so the first
@@ -516,10 +532,11 @@ def _makeBus(options, reactor):
         from resmon.bus.local import LocalBus
         return LocalBus(reactor)
     from resmon.bus.amqp import AMQPBus
+    from resmon.operations.exitstatus import stopWithStatus
     return AMQPBus(
         options["broker"], options["exchange"], reactor,
         heartbeat=options["heartbeat"], outboxLimit=options["outbox-limit"], tls=options["tls"],
-        exchangeDurable=options["exchange-durable"] == "yes")
+        exchangeDurable=options["exchange-durable"] == "yes", stopProcess=stopWithStatus)
 
 
 def _makeTracker(options, bus, reactor):

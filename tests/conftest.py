@@ -2,6 +2,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
+from privatebroker import PrivateBroker
 from support import (
     PlainAMQPClient,
     TwistdProcess,
@@ -22,6 +23,18 @@ def broker():
     if reason is not None:
         pytest.fail(reason, pytrace=False)
     return url
+
+
+@pytest.fixture(scope="module")
+def privateBroker():
+    """
+    A RabbitMQ node of the test module's own (L{PrivateBroker}), for tests
+    that stop, restart or reconfigure a broker.
+    """
+    broker = PrivateBroker()
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest_twisted.async_yield_fixture

@@ -17,18 +17,9 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
 from resmon import wire
-from privatebroker import PrivateBroker
 from support import PlainAMQPClient, connectWebSocket, freePort, uniqueName
 
 OUTAGE_SECONDS = 15
-
-
-@pytest.fixture(scope="module")
-def privateBroker():
-    broker = PrivateBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 @defer.inlineCallbacks

@@ -72,8 +72,9 @@ def _common(broker, names, resmonFirst):
 
 
 def _server(names, role, port):
-    return [f"--role={role}", f"--queue={names['queue']}", "--dead-letter-queue=",
-            "--analyzers=usage", f"--port={port}", "--interface=127.0.0.1"]
+    analyzer = [] if role == "web" else [
+        f"--queue={names['queue']}", "--dead-letter-queue=", "--analyzers=usage"]
+    return [f"--role={role}", *analyzer, f"--port={port}", "--interface=127.0.0.1"]
 
 
 @defer.inlineCallbacks
@@ -230,11 +231,12 @@ def test_resmon_joins_an_exchange_declared_non_durable_and_leaves_it_so(broker, 
 def test_an_exchange_resmon_cannot_use_is_one_error_line_and_no_reconnect_loop(broker, names, twistd):
     declareExchange(broker, names["exchange"], "direct", durable=False)
     agent = twistd("agent", "--role=agent", f"--broker={broker}", f"--exchange={names['exchange']}",
-                   "--name=unusable")
+                   "--name=unusable").expectUncleanExit()
     expected = (f"exchange {names['exchange']!r} cannot be used: resmon expected type 'topic', "
                 f"the broker has type 'direct'; stopping").encode()
     yield agent.waitForOutput(expected, timeout=15)
     yield waitUntil(lambda: agent.ended_, 10, "the agent to stop on its own")
+    assert agent.exitCode == 1  # systemd and scripts see it failed
     assert agent.output.count(expected) == 1
     assert agent.output.count(names["exchange"].encode() + b"' cannot be used") == 1
     assert b"(connection #1)" not in agent.output

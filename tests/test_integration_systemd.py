@@ -10,23 +10,13 @@ import os
 import shutil
 import tempfile
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 
-from privatebroker import PrivateBroker
 from support import freePort, withTimeout
-
-
-@pytest.fixture(scope="module")
-def privateBroker():
-    broker = PrivateBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 class NotifyRecorder(DatagramProtocol):

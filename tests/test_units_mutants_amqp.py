@@ -75,7 +75,7 @@ def test_the_defaults_and_the_settings_given():
     assert bus.counters == {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
                             "connections": 0, "delivered": 0, "rejected": 0, "consumer-cancels": 0}
     assert list(bus.outbox.unsent) == [] and dict(bus.outbox.unconfirmed) == {} and bus.subscriptions == ()
-    assert next(bus.consumers._channelIds) == amqp.PUBLISH_CHANNEL + 1 == 2
+    assert next(bus.consumers.channelIds) == amqp.PUBLISH_CHANNEL + 1 == 2
     tls = object()
     bus = AMQPBus(BROKER, "ex", Clock(), heartbeat=3, connectTimeout=4, handshakeTimeout=5,
                   maxRetryDelay=6, outboxLimit=7, topologyInterval=8, drainTimeout=9, tls=tls)

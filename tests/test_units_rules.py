@@ -393,8 +393,17 @@ def test_twistd_options_for_rules():
             Options().parseOptions(["--role=rules"] + argv)
         assert text in str(raised.value), (argv, raised.value)
     web = Options()
-    web.parseOptions(["--role=web", "--rules=nope"])
+    web.parseOptions(["--role=web"])
     assert web["rule-plugins"] is None
+    with pytest.raises(SystemExit) as raised:
+        Options().parseOptions(["--role=web", "--rules=alert"])
+    assert "--rules: means nothing for --role=web; it is for roles with rules" in str(raised.value)
+    with pytest.raises(SystemExit) as raised:
+        Options().parseOptions(["--role=agent", "--queue=q"])
+    assert "roles with an analyzer (analyzer, server, standalone) or rules" in str(raised.value)
+    rules = Options()
+    rules.parseOptions(["--role=rules", "--queue=q", "--prefetch=5", "--max-body=1000"])
+    assert (rules["queue"], rules["prefetch"], rules["max-body"]) == ("q", 5, 1000)
 
 
 def test_the_rules_counters_are_prometheus_metrics():

@@ -3,6 +3,7 @@ Tests for L{resmon.tap}'s loading of analyzers, and for the analysis
 pipeline deriving an analysis' summary from whichever analyzers run.
 """
 
+import io
 import json
 import subprocess
 import sys
@@ -87,13 +88,16 @@ def test_thresholds_configure_the_usage_analyzer_unless_given_as_analyzer_option
     assert usage.thresholds == {"cpu": (10.0, 20.0), "memory": (50.0, 60.0)}
 
 
-def test_roles_without_analyzer_load_no_analyzer(monkeypatch):
+def test_roles_without_analyzer_load_no_analyzer(monkeypatch, tmp_path):
     def discover(dirs=()):
         raise AssertionError("discovered analyzers for a role that runs none")
     monkeypatch.setattr(plugins, "discoverAnalyzers", discover)
+    # A config file shared with a server may select analyzers.
+    config = tmp_path / "shared.toml"
+    config.write_text('analyzers = "nope"\n')
     for role in ("agent", "web"):
         options = Options()
-        options.parseOptions([f"--role={role}", "--analyzers=nope"])
+        options.parseOptions([f"--role={role}", f"--config={config}"])
         assert options["analyzer-plugins"] is None
 
 
@@ -105,8 +109,8 @@ def test_roles_without_analyzer_load_no_analyzer(monkeypatch):
     (["--analyzer-option=sustained.samples=x"],
      "--analyzer-option: analyzer 'sustained' from test: samples must be an integer"),
     (["--plugin-dir=/nonexistent/plugins"],
-     "--plugin-dir: cannot list /nonexistent/plugins: No such file or directory"),
-    (["--plugin-dir=/etc/hostname"], "--plugin-dir: cannot list /etc/hostname: Not a directory"),
+     "--plugin-dir: /nonexistent/plugins does not exist"),
+    (["--plugin-dir=/etc/hostname"], "--plugin-dir: /etc/hostname is not a directory"),
 ])
 def test_bad_analyzer_configuration_stops_with_one_line(withoutUsage, argv, message):
     with pytest.raises(SystemExit) as e:
@@ -155,3 +159,47 @@ def test_summary_comes_from_whichever_analyzer_supplies_the_check():
     analysis = AnalysisPipeline([sustained, UsageAnalyzer()]).analyze(_measure(30.0))
     assert analysis["analyses"]["sustained"]["checks"]["cpu"]["level"] == "LOW"
     assert analysis["cpu_result"] == "MEDIUM" and analysis["levels"]["memory"] == "HIGH"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--role=agent", "--plugin-dir=/tmp"],
+     "--plugin-dir: means nothing for --role=agent; it is for roles with an analyzer "
+     "(analyzer, server, standalone)"),
+    (["--role=agent", "--analyzers=usage"],
+     "--analyzers: means nothing for --role=agent; it is for roles with an analyzer "
+     "(analyzer, server, standalone)"),
+    (["--role=analyzer", "-p", "9000"],
+     "--port: means nothing for --role=analyzer; it is for roles with a web server "
+     "(web, server, standalone)"),
+    (["--role=web", "--interval=5"],
+     "--interval: means nothing for --role=web; it is for roles with an agent "
+     "(agent, standalone)"),
+    (["--role=agent", "--forget-after=60"],
+     "--forget-after: means nothing for --role=agent; it is for roles with an analyzer "
+     "(analyzer, server, standalone) or a web server (web, server, standalone)"),
+])
+def test_options_a_role_does_not_read_are_refused_on_the_command_line(argv, message):
+    with pytest.raises(SystemExit) as raised:
+        Options().parseOptions(argv)
+    assert str(raised.value) == f"twistd resmon: error: {message} (see 'twistd resmon --help')"
+
+
+def test_options_of_other_roles_from_a_shared_config_file_are_left_alone(tmp_path):
+    config = tmp_path / "shared.toml"
+    config.write_text('port = 9000\nplugin-dir = ["/nonexistent"]\n'
+                      'broker = "amqp://u:p@broker/"\n')
+    options = Options()
+    options.parseOptions(["--role=agent", f"--config={config}", "--name=a"])
+    assert options["role"] == "agent" and options["name"] == "a"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--role=standalone", "--plugin-dir={empty}", "--port=9000", "--interval=2"],
+    ["--role=server", "--plugin-dir={empty}", "--port=9000", "--forget-after=60"],
+    ["--role=agent", "--stats-interval=5", "--metrics-port=9100", "--interface=127.0.0.1"],
+    ["--role=agent", "--plugin-dir={empty}", "--list-analyzers"],
+])
+def test_options_a_role_reads_are_accepted(argv, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "exit", lambda status: None)  # --list-analyzers
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    Options().parseOptions([a.format(empty=tmp_path) for a in argv])

@@ -5,14 +5,20 @@ other, and composes their findings into one analysis.
 
 import math
 import time
+import traceback
 from collections import Counter
 
 from twisted.logger import Logger
 
 from resmon.analysis.base import worstLevel
+from resmon.ratelimit import LimitedLog
 from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, analysisDocument
 
 DEFAULT_TIME_BUDGET = 0.05
+# Failures of one analyzer logged at once, before the log keeps to one line
+# every FAILURE_LOG_PERIOD seconds.
+LOGGED_FAILURES = 10
+FAILURE_LOG_PERIOD = 60.0
 # The check subjects summarised in an analysis' C{levels}; C{cpu} is also
 # the proof of concept's C{cpu_result}.
 SUMMARY_SUBJECTS = ("cpu", "memory")
@@ -22,6 +28,24 @@ class InvalidFindings(ValueError):
     """
     An analyzer returned something that is not valid findings.
     """
+
+
+class OverBudget(Exception):
+    """
+    An analyzer took longer than its time budget on one measure.
+    """
+
+
+def raisedAt(error):
+    """
+    Where C{error} was raised, as C{file:line in function}, or L{None}
+    when it carries no traceback.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
 
 
 def _finite(value):
@@ -107,6 +131,10 @@ def summaryLevels(results):
     return {subject: level for subject, level in levels.items() if level is not None}
 
 
+class _MonotonicClock:
+    seconds = staticmethod(time.monotonic)
+
+
 class AnalysisPipeline:
     """
     Runs analyzers over measures and builds analyses.
@@ -114,7 +142,8 @@ class AnalysisPipeline:
     An analyzer that raises, returns invalid findings or runs over its time
     budget has its entry in that analysis marked C{"status": "error"}; the
     others and the pipeline carry on. Failures are counted per analyzer in
-    L{failures} and logged (the first, then every hundredth).
+    L{failures} and logged (the first L{LOGGED_FAILURES} per analyzer at
+    once, then one every L{FAILURE_LOG_PERIOD} seconds).
 
     @param analyzers: L{IAnalyzer} providers, already configured.
     @param timeBudget: seconds one analyzer may take on one measure.
@@ -122,14 +151,18 @@ class AnalysisPipeline:
     @param timer: a monotonic clock to measure analyzer run time.
     @param forgetAfter: seconds (by C{wallClock}) without a measure of a
         host before L{forgetSilent} drops its analyzers' state.
+    @param clock: an L{IReactorTime} that paces the failure log lines; by
+        default the monotonic time.
     """
 
     log = Logger()
 
     def __init__(self, analyzers, timeBudget=DEFAULT_TIME_BUDGET,
                  wallClock=time.time, timer=time.perf_counter,
-                 forgetAfter=DEFAULT_FORGET_AFTER):
+                 forgetAfter=DEFAULT_FORGET_AFTER, clock=None):
         self.analyzers = list(analyzers)
+        self._clock = _MonotonicClock() if clock is None else clock
+        self._failureLogs = {}
         self.timeBudget = timeBudget
         self.forgetAfter = forgetAfter
         self._wallClock = wallClock
@@ -139,6 +172,8 @@ class AnalysisPipeline:
         self._lastSeen = {}
         self.forgotten = 0
         self.failures = Counter()
+        # host -> names of the analyzers whose failure on it was located in the log.
+        self._located = {}
 
     def analyze(self, measure):
         """
@@ -159,10 +194,14 @@ class AnalysisPipeline:
         started = self._timer()
         try:
             findings = analyzer.analyze(measure, state)
+        except Exception as e:
+            return self._failed(analyzer, measure, e, raisedAt(e))
+        try:
             elapsed = self._timer() - started
             if elapsed > self.timeBudget:
-                raise InvalidFindings(
-                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms budget")
+                raise OverBudget(
+                    f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms "
+                    "time budget (--time-budget)")
             if findings is None:
                 return {"status": "ok"}
             result = validateFindings(findings)
@@ -171,14 +210,28 @@ class AnalysisPipeline:
         result["status"] = "ok"
         return result
 
-    def _failed(self, analyzer, measure, error):
+    def _failed(self, analyzer, measure, error, where=None):
+        """
+        Count and log a failure; one that C{analyzer} raised is logged with
+        C{where} it was raised the first time per analyzer and host.
+        """
         self.failures[analyzer.name] += 1
         count = self.failures[analyzer.name]
         reason = f"{type(error).__name__}: {error}"[:300]
-        if count == 1 or count % 100 == 0:
+        located = self._located.setdefault(measure.host, set())
+        if where is not None and analyzer.name not in located:
+            located.add(analyzer.name)
             self.log.error(
-                "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
-                analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
+                "analyzer {analyzer} raised on {host} (failure #{count}): {reason} (at {where})",
+                analyzer=analyzer.name, host=measure.host, count=count, reason=reason,
+                where=where)
+            return {"status": "error", "error": reason}
+        if analyzer.name not in self._failureLogs:
+            self._failureLogs[analyzer.name] = LimitedLog(
+                self._clock, rate=1 / FAILURE_LOG_PERIOD, burst=LOGGED_FAILURES)
+        self._failureLogs[analyzer.name].error(
+            self.log, "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
+            analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
         return {"status": "error", "error": reason}
 
     def forgetHost(self, host):
@@ -187,6 +240,7 @@ class AnalysisPipeline:
         """
         self._state.pop(host, None)
         self._lastSeen.pop(host, None)
+        self._located.pop(host, None)
 
     def forgetSilent(self):
         """

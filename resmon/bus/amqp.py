@@ -69,6 +69,9 @@ class AMQPBus(service.Service):
     @param tls: for an C{amqps://} broker, the TLS client options (an
         L{IOpenSSLClientConnectionCreator}, see L{resmon.bus.tls}); L{None}
         connects in the clear.
+    @param stopProcess: called with C{reactor} to stop the process when the
+        bus gives up (an exchange it cannot use); by default it stops the
+        reactor (C{twistd resmon} passes one that also exits non-zero).
     @param propertyLimits: a L{PropertyLimits}: a delivery whose properties
         are over them, or cannot be decoded, is rejected without requeueing
         (dead-lettered where its queue has a dead-letter exchange) and
@@ -87,7 +90,8 @@ class AMQPBus(service.Service):
     def __init__(self, broker, exchange, reactor, heartbeat=DEFAULT_HEARTBEAT,
                  connectTimeout=10, handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY,
                  outboxLimit=DEFAULT_OUTBOX_LIMIT, spec=SPEC_PATH, topologyInterval=10.0,
-                 drainTimeout=2.0, tls=None, propertyLimits=None, exchangeDurable=True):
+                 drainTimeout=2.0, tls=None, propertyLimits=None, exchangeDurable=True,
+                 stopProcess=None):
         self.broker = broker
         self.exchange = exchange
         self._reactor = reactor
@@ -113,7 +117,7 @@ class AMQPBus(service.Service):
         self.connection = BrokerConnection(
             broker, reactor, factory, self._declare, self._lost, self.counters,
             connectTimeout=connectTimeout, handshakeTimeout=handshakeTimeout,
-            maxRetryDelay=maxRetryDelay, tls=tls)
+            maxRetryDelay=maxRetryDelay, tls=tls, stopProcess=stopProcess)
 
     # IService
 

@@ -17,6 +17,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from resmon.bus.errors import ConnectionFailures
 from resmon.bus.exchange import ExchangeUnusable
 from resmon.bus.workarounds import WorkaroundClient, WorkaroundDelegate, abandonConnection
 
@@ -103,6 +104,9 @@ class BrokerConnection:
     @param lost: called with a connection that was ready, once it is lost.
     @param counters: the bus's counters, where C{connections} is counted.
     @param tls: TLS client options, or L{None} to connect in the clear.
+    @param stopProcess: called with C{reactor} to stop the process when the
+        connection gives up (an exchange it cannot use); by default it stops
+        the reactor (C{twistd resmon} passes one that also exits non-zero).
 
     @ivar client: the connection that is up and declared, or L{None}.
     """
@@ -110,8 +114,10 @@ class BrokerConnection:
     log = Logger()
 
     def __init__(self, broker, reactor, factory, declare, lost, counters, connectTimeout=10,
-                 handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY, tls=None):
+                 handshakeTimeout=10, maxRetryDelay=DEFAULT_MAX_RETRY_DELAY, tls=None,
+                 stopProcess=None):
         self.broker = broker
+        self._stopProcess = stopProcess if stopProcess is not None else _stopReactor
         self._reactor = reactor
         self.factory = factory
         self._declare = declare
@@ -129,11 +135,13 @@ class BrokerConnection:
             self._reactor, self.broker.host, self.broker.port, timeout=self.connectTimeout)
         if self.tls is not None:
             endpoint = wrapClientTLS(self.tls, endpoint)
+        # Says why connecting fails, and retries slowly after a refusal.
+        self._failures = ConnectionFailures(
+            self.broker, backoffPolicy(initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0,
+                                       jitter=lambda: random.random() * RETRY_JITTER),
+            self.maxRetryDelay + RETRY_JITTER, self._reactor, self.log)
         self.clientService = ClientService(
-            endpoint, self.factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=0.25, maxDelay=self.maxRetryDelay, factor=2.0,
-                jitter=lambda: random.random() * RETRY_JITTER),
+            self._failures.endpoint(endpoint), self.factory, retryPolicy=self._failures.retryDelay,
             clock=self._reactor,
             prepareConnection=self._prepare,
         )
@@ -171,13 +179,14 @@ class BrokerConnection:
         except Exception as e:
             if isinstance(e, ExchangeUnusable):
                 self._giveUp(e)
-            else:
+            elif not self._failures.handshakeFailed(e):
                 self.log.warn("AMQP handshake with {broker} failed: {error}",
                               broker=self.broker.redacted(), error=describe(e))
             abandonConnection(client)
             raise
         self.client = client
         self.counters["connections"] += 1
+        self._failures.connected()
         self.log.info("connected to {broker} (connection #{count})",
                       broker=self.broker.redacted(), count=self.counters["connections"])
         client.disconnected.wait().addCallback(lambda _: self.disconnected(client)).addErrback(
@@ -186,12 +195,11 @@ class BrokerConnection:
     def _giveUp(self, error):
         """
         The exchange cannot be used (L{ExchangeUnusable}): say so in one line
-        and stop the process, rather than reconnect to meet the same refusal
-        for ever.
+        and stop the process (exit status 1 under twistd), rather than
+        reconnect to meet the same refusal for ever.
         """
         self.log.critical("{error}; stopping", error=error)
-        if getattr(self._reactor, "running", False):
-            self._reactor.callLater(0, self._reactor.stop)
+        self._stopProcess(self._reactor)
 
     @defer.inlineCallbacks
     def _handshake(self, client):
@@ -207,6 +215,11 @@ class BrokerConnection:
             return
         self.client = None
         self._lost(client)
+
+
+def _stopReactor(reactor):
+    if getattr(reactor, "running", False):
+        reactor.callLater(0, reactor.stop)
 
 
 def describe(error):

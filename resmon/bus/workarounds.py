@@ -84,6 +84,9 @@ CLIENT_PROPERTIES = {
         "consumer_cancel_notify": True,
         "publisher_confirms": True,
         "basic.nack": True,
+        # A refused login is a connection.close naming it, not a silent drop
+        # (resmon.bus.errors says which user and vhost).
+        "authentication_failure_close": True,
     },
 }
 

@@ -1,6 +1,6 @@
 // Reading what the server sends, defensively: an analysis, a history point.
 
-import { isNum, isObj, level } from "./util.js";
+import { isNum, isObj, level, worseLevel } from "./util.js";
 
 /**
  * The check of `subject` ("cpu", "memory") of the first analyzer that has
@@ -13,6 +13,24 @@ function checkOf(ev, subject) {
     if (checks && isObj(checks[subject])) return checks[subject];
   }
   return null;
+}
+
+/** One analyzer's level: its own, else the worst of its checks' (as the server's). */
+function findingsLevel(findings) {
+  if (level(findings.level)) return level(findings.level);
+  let worst = null;
+  const checks = isObj(findings.checks) ? findings.checks : {};
+  for (const check of Object.values(checks)) if (isObj(check)) worst = worseLevel(worst, level(check.level));
+  return worst;
+}
+
+/** The names of the analyzers whose level is the host's: those that set it. */
+export function setByOf(ev) {
+  const hostLevel = level(ev.level);
+  if (!hostLevel || !isObj(ev.analyses)) return [];
+  return Object.keys(ev.analyses)
+    .filter((name) => isObj(ev.analyses[name]) && findingsLevel(ev.analyses[name]) === hostLevel)
+    .sort();
 }
 
 /** Everything the dashboard shows, pulled out of one analysis event. */
@@ -54,6 +72,7 @@ export function readAnalysis(ev) {
     fullest,
     rx: isNum(net.bytes_recv_per_s) ? net.bytes_recv_per_s : null,
     tx: isNum(net.bytes_sent_per_s) ? net.bytes_sent_per_s : null,
+    setBy: setByOf(ev),
     // Made by the web role from a proof-of-concept analyzer's {"cpu_result": ...}.
     legacy: ev.legacy === true,
   };

@@ -46,6 +46,7 @@ function createCard(entry) {
     disk: $(".disk-value", el),
     rx: $(".net-recv", el),
     tx: $(".net-sent", el),
+    setBy: $(".set-by", el),
   };
   card.name.textContent = entry.host;
   card.name.title = entry.host;
@@ -92,10 +93,21 @@ export function renderCard(entry, now) {
   setAttr(card.disk, "title", d.disks.map((x) => `${x.mount}: ${fmtPct(x.percent)}`).join("\n") || null);
   setText(card.rx, fmtRate(d.rx));
   setText(card.tx, fmtRate(d.tx));
+  renderSetBy(card.setBy, d);
   setAttr(card.el, "aria-label",
     `${entry.host}: level ${d.level || "unknown"}, CPU ${fmtPct(d.cpu)} ${d.cpuLevel || ""}, ` +
     `memory ${fmtPct(d.mem)} ${d.memLevel || ""}${d.legacy ? ", from a legacy analyzer" : ""}` +
+    `${!d.legacy && d.setBy && d.setBy.length && d.level ? `, set by ${d.setBy.join(" and ")}` : ""}` +
     `${status === "online" ? "" : `, ${status}`}. Open details`);
+}
+
+/** Which analyzer(s) set the host's level: the worst level's, by name. */
+function renderSetBy(el, d) {
+  const names = d.legacy ? ["legacy analyzer"] : d.setBy || [];
+  setHidden(el, !(d.level && names.length));
+  setText(el, d.level && names.length ? `${d.level} set by ${names.join(", ")}` : "");
+  setAttr(el, "title", d.level && names.length
+    ? `The host's level, ${d.level}, was set by ${names.join(" and ")}` : null);
 }
 
 function renderStatus(cardEl, badge, status) {

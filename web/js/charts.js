@@ -6,7 +6,10 @@ const SPARK_POINTS = 120;            // card sparklines are downsampled to this
 const SPARK_SPAN = 900;              // seconds a sparkline covers at most
 const CHART_W = 600;
 const CHART_H = 160;
-const PAD_L = 44;
+const PAD_L = 44;                    // the least left margin; wider y labels widen it
+const LABEL_GAP = 4;                 // between a y label and the plot
+const LABEL_EDGE = 2;                // between a y label and the chart's left edge
+const LABEL_CHAR_W = 7;              // a y label's width per character, when it cannot be measured
 const PAD_R = 6;
 const PAD_T = 8;
 const PAD_B = 18;
@@ -88,20 +91,28 @@ export function drawChart(svg, h, series, opts) {
     }
     max = niceCeil(max || 1);
   }
+  // The y labels first: the left margin is the widest of them, measured as drawn,
+  // so "488 KiB/s" is not cut to "88 KiB/s".
+  const labels = [0, 0.5, 1].map((frac) => {
+    const label = svgEl("text", { x: 0, y: 0, class: "axis y-label", "text-anchor": "end" });
+    label.textContent = opts.fmt(max * frac);
+    svg.appendChild(label);
+    return label;
+  });
+  const padL = Math.max(PAD_L, Math.ceil(Math.max(...labels.map(labelWidth))) + LABEL_GAP + LABEL_EDGE);
   const tEnd = n ? h.t[h.at(n - 1)] : nowSec();
   const tStart = n ? Math.min(h.t[h.at(0)], tEnd - 60) : tEnd - 60;
   const span = Math.max(1, tEnd - tStart);
-  const x = (t) => PAD_L + ((t - tStart) / span) * (CHART_W - PAD_L - PAD_R);
+  const x = (t) => padL + ((t - tStart) / span) * (CHART_W - padL - PAD_R);
   const y = (v) => PAD_T + (1 - Math.min(1, Math.max(0, v / max))) * (CHART_H - PAD_T - PAD_B);
 
-  for (const frac of [0, 0.5, 1]) {
+  [0, 0.5, 1].forEach((frac, i) => {
     const yy = y(max * frac);
-    svg.appendChild(svgEl("line", { x1: PAD_L, x2: CHART_W - PAD_R, y1: yy, y2: yy, class: "grid" }));
-    const label = svgEl("text", { x: PAD_L - 4, y: yy + 4, class: "axis", "text-anchor": "end" });
-    label.textContent = opts.fmt(max * frac);
-    svg.appendChild(label);
-  }
-  const ago = svgEl("text", { x: PAD_L, y: CHART_H - 4, class: "axis" });
+    svg.insertBefore(svgEl("line", { x1: padL, x2: CHART_W - PAD_R, y1: yy, y2: yy, class: "grid" }), labels[0]);
+    setAttr(labels[i], "x", padL - LABEL_GAP);
+    setAttr(labels[i], "y", yy + 4);
+  });
+  const ago = svgEl("text", { x: padL, y: CHART_H - 4, class: "axis" });
   ago.textContent = `−${fmtDuration(span)}`;
   svg.appendChild(ago);
   const nowLabel = svgEl("text", { x: CHART_W - PAD_R, y: CHART_H - 4, class: "axis", "text-anchor": "end" });
@@ -128,6 +139,13 @@ export function drawChart(svg, h, series, opts) {
     t.textContent = "no data yet";
     svg.appendChild(t);
   }
+}
+
+/** The width of an svg text in its svg's units: measured when laid out, else estimated. */
+function labelWidth(label) {
+  let measured = 0;
+  try { measured = label.getComputedTextLength(); } catch (e) { measured = 0; }
+  return measured > 0 ? measured : label.textContent.length * LABEL_CHAR_W;
 }
 
 function niceCeil(v) {

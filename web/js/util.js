@@ -9,6 +9,8 @@ export const isNum = (x) => typeof x === "number" && Number.isFinite(x);
 export const isObj = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
 export const level = (x) => (typeof x === "string" && LEVEL_RANK[x.toUpperCase()] ? x.toUpperCase() : null);
 export const nowSec = () => Date.now() / 1000;
+/** The worse of two levels (either may be null). */
+export const worseLevel = (a, b) => (!a ? b : !b ? a : LEVEL_RANK[b] > LEVEL_RANK[a] ? b : a);
 
 export function fmtPct(x) {
   return isNum(x) ? `${x.toFixed(1)} %` : "–";
