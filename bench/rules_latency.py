@@ -31,10 +31,11 @@ RULES = os.path.join(HERE, "rules")
 @defer.inlineCallbacks
 def main(reactor, broker, count, rate):
     exchange, queue, port = uniqueName("resmon.bench"), uniqueName("resmon.bench.q"), freePort()
-    common = [f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}"]
+    common = [f"--broker={broker}", f"--exchange={exchange}"]
     web = TwistdProcess("bench-events-web", ["--role=web", *common, f"--port={port}",
                                              "--interface=127.0.0.1"]).start()
-    rules = TwistdProcess("bench-events-rules", ["--role=rules", *common, f"--rules-dir={RULES}",
+    rules = TwistdProcess("bench-events-rules", ["--role=rules", *common, f"--queue={queue}",
+                                                 f"--rules-dir={RULES}",
                                                  "--rules=echo", "--rule-rate=10000"]).start()
     amqp = yield PlainAMQPClient(broker).connect()
     pool = HTTPConnectionPool(reactor)

@@ -35,7 +35,8 @@ def cardAlerts(driver, host):
     return driver.execute_script(
         "const c = document.querySelector(`.host-card[data-host='${arguments[0]}']`);"
         "const box = c && c.querySelector('.card-alerts');"
-        "return box && !box.hidden ? [...box.querySelectorAll('.alert-item')].map(li => li.dataset.check) : [];",
+        "if (!box || box.hidden) return [];"
+        "return [...box.querySelectorAll('.alert-item')].map(li => li.dataset.check);",
         host)
 
 
@@ -49,10 +50,10 @@ def test_the_alert_panel_shows_firing_alerts_live(broker, amqp, processes, brows
     from selenium.webdriver.common.by import By
 
     port = freePort()
-    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}",
-              f"--queue={amqp.names['queue']}"]
-    server = processes("alerts-browser-server", "--role=server", *common, f"--port={port}",
-                       "--interface=127.0.0.1", f"--rules-dir={RULES}", "--rules=alert-relay")
+    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
+    server = processes("alerts-browser-server", "--role=server", *common,
+                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1",
+                       f"--rules-dir={RULES}", "--rules=alert-relay")
     server.waitFor(b"ready: on")
     server.waitFor(b"running rules alert-relay")
     processes("alerts-browser-agent", "--role=agent", *common, "--name=alpha.example",

@@ -36,10 +36,11 @@ def getJSON(port, path):
 @pytest_twisted.inlineCallbacks
 def test_an_alert_fires_and_resolves_with_its_timing(broker, amqp, twistd):
     names = amqp.names
-    common = [f"--broker={broker}", f"--exchange={names['exchange']}", f"--queue={names['queue']}"]
+    common = [f"--broker={broker}", f"--exchange={names['exchange']}"]
+    queue = f"--queue={names['queue']}"
     port = freePort()
     web = twistd("alerts-web", "--role=web", *common, f"--port={port}", "--interface=127.0.0.1")
-    rules = twistd("alerts-rules", "--role=rules", *common, "--rules=alert",
+    rules = twistd("alerts-rules", "--role=rules", *common, queue, "--rules=alert",
                    f"--rule-option=alert.for={FOR}", f"--rule-option=alert.clear={CLEAR}")
     yield web.waitForOutput(b"ready: on")
     yield rules.waitForOutput(b"ready: on")

@@ -62,12 +62,14 @@ def alert(host, state="firing"):
 @pytest_twisted.inlineCallbacks
 def test_a_deploy_mutes_its_host_in_a_real_rules_process(exampleRules, broker, amqp, twistd):
     names = amqp.names
-    common = [f"--broker={broker}", f"--exchange={names['exchange']}", f"--queue={names['queue']}"]
+    common = [f"--broker={broker}", f"--exchange={names['exchange']}"]
+    queue = f"--queue={names['queue']}"
     env = {"PYTHONPATH": exampleRules}
     port = freePort()
     web = twistd("example-rules-web", "--role=web", *common, f"--port={port}",
                  "--interface=127.0.0.1")
-    rules = twistd("example-rules", "--role=rules", *common, "--rules=page-unless-deploying",
+    rules = twistd("example-rules", "--role=rules", *common, queue,
+                   "--rules=page-unless-deploying",
                    env=env)
     seen = []
     listener = AMQPBus(parseBrokerURL(broker), names["exchange"], reactor)

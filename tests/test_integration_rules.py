@@ -38,12 +38,13 @@ def postJSON(port, source, body, contentType=b"application/json"):
 @pytest_twisted.inlineCallbacks
 def test_an_event_wakes_a_rule_whose_event_wakes_another_and_reaches_a_stream(broker, amqp, twistd):
     names = amqp.names
-    common = [f"--broker={broker}", f"--exchange={names['exchange']}", f"--queue={names['queue']}"]
+    common = [f"--broker={broker}", f"--exchange={names['exchange']}"]
+    queue = f"--queue={names['queue']}"
     port = freePort()
     web = twistd("rules-web", "--role=web", *common, f"--port={port}", "--interface=127.0.0.1",
                  "--max-body=1024")
     metricsPort = freePort()
-    rules = twistd("rules", "--role=rules", *common, f"--rules-dir={RULES}",
+    rules = twistd("rules", "--role=rules", *common, queue, f"--rules-dir={RULES}",
                    "--rules=deploy,announce,ping,pong,raising", "--stats-interval=1",
                    f"--metrics-port={metricsPort}", "--interface=127.0.0.1")
     yield web.waitForOutput(b"ready: on")
