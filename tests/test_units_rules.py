@@ -433,3 +433,15 @@ def test_internal_traffic_is_not_an_event():
     assert bus.last.handler("resmon.internal.resmon_analyzer_liveness.liveness-tick", tick) is None
     assert service.rejected == {} and service.counters["internal"] == 1 and rule.seen == []
     service.stopService()
+
+
+def test_rules_options_in_a_config_file(tmp_path):
+    from resmon.tap import Options
+    config = tmp_path / "rules.toml"
+    config.write_text('role = "rules"\nrules = ["alert"]\nmax-chain = 4\n'
+                      '[rule-option.alert]\nfor = 30\n"cpu.threshold" = "MEDIUM"\n')
+    options = Options()
+    options.parseOptions([f"--config={config}"])
+    [alert] = options["rule-plugins"]
+    assert alert.setting("memory", "for") == 30.0 and alert.setting("cpu", "threshold") == "MEDIUM"
+    assert options["max-chain"] == 4
