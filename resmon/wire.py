@@ -1353,12 +1353,14 @@ def decodeEventEnvelope(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=Non
                  chain)
 
 
-def decodeBusEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None, maxChain=None):
+def decodeBusEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None, maxChain=None,
+                   receivedAt=None):
     """
     Decode anything a rule may listen to as an L{Event}: a measure, an
     analysis or a status (its payload the decoded document, a measure's as
-    C{host}, C{seq}, C{ts}, C{interval}, C{metrics}), else an event
-    envelope (L{decodeEventEnvelope}).
+    C{host}, C{seq}, C{ts}, C{interval}, C{metrics}; a proof-of-concept
+    analysis in its v1 form, L{decodeLegacyAnalysis}, dated C{receivedAt}),
+    else an event envelope (L{decodeEventEnvelope}).
 
     @raise Rejected: as the decoder of that kind does.
     """
@@ -1368,10 +1370,8 @@ def decodeBusEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None, ma
         measure = decodeMeasure(routingKey, body, maxBody, notAfter)
         document = {"host": measure.host, "seq": measure.seq, "ts": measure.ts,
                     "interval": measure.interval, "metrics": measure.metrics}
-    elif kind == topics.ANALYSIS:
-        document = decodeAnalysis(routingKey, body, maxBody, notAfter)
-    elif kind == topics.STATUS:
-        document = decodeStatus(routingKey, body, maxBody, notAfter)
+    elif kind in (topics.ANALYSIS, topics.STATUS):
+        document, _ = decodeEventOrLegacy(routingKey, body, receivedAt, maxBody, notAfter)
     else:
         return decodeEventEnvelope(routingKey, body, maxBody, notAfter, maxChain)
     ts = document.get("ts", document.get("since"))

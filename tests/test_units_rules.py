@@ -110,6 +110,9 @@ def test_analyses_statuses_and_measures_are_events_too():
         "analysis", "web_01", 5.0, "web.01", None)
     status = wire.encodeStatus("h", "offline", 7.0, 6.0, 3)
     assert wire.decodeBusEvent("h.status", status).payload["status"] == "offline"
+    legacy = wire.decodeBusEvent("poc.analysis", b'{"cpu_result": "HIGH"}', receivedAt=9.0)
+    assert (legacy.payload["levels"], legacy.payload["analyzed_at"], legacy.source) == (
+        {"cpu": "HIGH"}, 9.0, "poc")
     measure = wire.encodeMeasure("h", 1, 2.0, 1.0, {"cpu": {"percent": 5.0}})
     assert wire.decodeBusEvent("h.measure", measure).payload["metrics"]["cpu"]["percent"] == 5.0
 

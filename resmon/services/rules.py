@@ -89,10 +89,11 @@ class RulesService(service.Service):
             # The analyzers' liveness ticks, which a rule listening to '#' also gets.
             self.counters["internal"] += 1
             return None
+        now = self.clock.seconds()
         try:
             event = wire.decodeBusEvent(
-                routingKey, body, self.maxBody, notAfter=self.clock.seconds() + self.maxClockSkew,
-                maxChain=self.engine.maxChain)
+                routingKey, body, self.maxBody, notAfter=now + self.maxClockSkew,
+                maxChain=self.engine.maxChain, receivedAt=now)
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             self.warnings.warn(
