@@ -79,6 +79,9 @@ setup(
             "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",
             "disk = resmon.analysis.builtin.disk:DiskAnalyzer",
         ],
+        "resmon.rules": [
+            "alert = resmon.rules.builtin.alert:AlertRule",
+        ],
     },
     cmdclass={"build_py": CleanBuildPy},
     classifiers=[

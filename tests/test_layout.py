@@ -17,6 +17,8 @@ ALLOWED = {
     "shared": set(),
     "resmon.agent": set(),
     "resmon.analysis": set(),
+    # Rules are plugins found, checked and isolated as analyzers are.
+    "resmon.rules": {"resmon.analysis"},
     "resmon.webserver": set(),
     "resmon.bus": set(),
     "resmon.operations": set(),
@@ -24,9 +26,9 @@ ALLOWED = {
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
     "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                        "resmon.operations", "resmon.webhooks"},
+                        "resmon.operations", "resmon.webhooks", "resmon.rules"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services", "resmon.operations", "resmon.webhooks"},
+                   "resmon.services", "resmon.operations", "resmon.webhooks", "resmon.rules"},
 }
 
 

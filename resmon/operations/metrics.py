@@ -159,3 +159,34 @@ def metricsService(registry, listen):
     site = Site(root)
     site.noisy = False
     return strports.service(listen, site)
+
+
+class RulesCollector:
+    """
+    The counters of the rules service (L{resmon.services.rules.RulesService}),
+    read at every scrape.
+    """
+
+    def __init__(self, rules):
+        self.rules = rules
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rules, engine = self.rules, self.rules.engine
+        yield _counters("resmon_rules_events", "The rules service's events: received (valid, "
+                        "handed to the rules), published (emitted and confirmed).", "result",
+                        rules.counters)
+        yield _counters("resmon_rules_rejected", "Messages under the rules' patterns rejected as "
+                        "invalid, by reason.", "reason", rules.rejected)
+        yield _counters("resmon_rules_engine", "The rule engine: events run, actions, events "
+                        "emitted, refused at the chain limit, dropped by rate limits, states "
+                        "evicted.", "result", engine.counters)
+        failures = CounterMetricFamily("resmon_rule_failures", "Rule failures by rule and kind "
+                                       "(check-error, action-error, over-budget).",
+                                       labels=["rule", "kind"])
+        for (rule, kind), count in sorted(engine.failures.items()):
+            failures.add_metric([rule, kind], count)
+        yield failures
+        yield _counters("resmon_rule_emitted", "Events emitted per rule.", "rule", engine.emittedBy)

@@ -5,6 +5,7 @@ import {
   applyOrderAndFilter, countsBox, currentFilter, filterInput, levelSelect, matches, removeCard,
   renderAge, renderCard, renderCounts, sortSelect,
 } from "./cards.js";
+import { applyAlertMessage, renderAlerts, renderCardAlerts } from "./alerts.js";
 import { createConnection } from "./connection.js";
 import { closeDetail, installDetail, renderDetail, renderDetailAge, shownHost } from "./detail.js";
 import {
@@ -41,6 +42,7 @@ function frame() {
     if (!entry) continue;
     if (!entry.card) view.orderDirty = true;          // a new host: place it at once
     renderCard(entry, now);
+    renderCardAlerts(entry, now);
     setHidden(entry.card.el, !matches(entry, text, lvl));
     valuesChanged = true;
     if (host === detailHost) renderDetail();
@@ -95,7 +97,9 @@ countsBox.addEventListener("click", (e) => {
 function wsUrl() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   // Every host's CPU and memory for the sparklines: [ts, cpu, mem], one per 10 s.
-  return `${proto}//${location.host}/ws?history=overview&step=${OVERVIEW_STEP}`;
+  // And the rules' alerts and events, for the alert panel and the cards.
+  return `${proto}//${location.host}/ws?history=overview&step=${OVERVIEW_STEP}` +
+    "&events=analysis,status,alert,event";
 }
 
 /** Ask for one host's full points (the detail view's charts); the reply comes over the socket. */
@@ -110,6 +114,14 @@ function onMessage(raw) {
   try { msg = JSON.parse(raw); } catch (err) { return null; }
   if (!isObj(msg)) return null;
   applyMessage(msg, nowSec());
+  const alerted = applyAlertMessage(msg);
+  if (alerted !== null) {
+    for (const host of alerted) {
+      const entry = hosts.get(host);
+      if (entry) markPending(entry);
+    }
+    renderAlerts(nowSec());
+  }
   if (msg.kind === "snapshot") {
     const detailHost = shownHost();
     if (detailHost) requestHistory(detailHost);   // the overview replaced its full points
@@ -133,6 +145,7 @@ setInterval(() => {
   if (shownHost()) renderDetailAge(now);
   connection.render();
   renderCounts(now);
+  renderAlerts(now);
 }, 1000);
 
 renderCounts(nowSec());
