@@ -38,6 +38,11 @@ class IBus(Interface):
         "A L{collections.Counter} of the deliveries the bus rejected itself, "
         "before any handler, by reason (C{properties}, C{routing-key}).")
 
+    waiting = Attribute(
+        "How many published messages wait for the broker now, an L{int}: "
+        "not yet sent (while disconnected) or sent and not yet confirmed. "
+        "Always 0 on the in-process bus, which delivers without a broker.")
+
     subscriptions = Attribute(
         "A L{tuple} of the live L{ISubscription}s made with L{subscribe} and "
         "not cancelled.")

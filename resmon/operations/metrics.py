@@ -61,6 +61,8 @@ class ResmonCollector:
         yield _counters("resmon_bus_messages", "Messages by what happened to them on the bus: "
                         "published, confirmed, nacked, dropped (full outbox), delivered, rejected "
                         "(before any handler), consumer-cancels.", "event", counters)
+        yield _gauge("resmon_bus_outbox_messages", "Published messages waiting for the "
+                     "broker: unsent, or sent and not yet confirmed.", bus.waiting)
         yield _counters("resmon_bus_rejected", "Deliveries the bus rejected before any handler, "
                         "by reason.", "reason", bus.rejected)
         if self.readiness is not None:
@@ -101,6 +103,9 @@ class ResmonCollector:
                                   value=counters["published"])
         yield _counters("resmon_analyzer_rejected", "Measures rejected, by reason.", "reason",
                         analyzer.rejected)
+        yield _counters("resmon_analyzer_plugin_seconds", "Seconds spent in each analyzer "
+                        "plugin's analyze() (runs that returned).", "analyzer",
+                        analyzer.pipeline.seconds)
         yield _counters("resmon_analyzer_plugin_errors", "Analyzer plugin failures, by "
                         "analyzer.", "analyzer", analyzer.pipeline.failures)
         yield CounterMetricFamily("resmon_analyzer_unknown_metrics_dropped",
