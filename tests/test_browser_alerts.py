@@ -94,6 +94,7 @@ def test_the_alert_panel_shows_firing_alerts_live(broker, amqp, processes, brows
     post(port, "alerts", {"host": "alpha.example", "check": "/var", "state": "resolved",
                           "level": "LOW", "since": time.time(), "value": 50.0})
     waitUntil(lambda: alertCount(browser) == 0 and panel(browser) == [], 10, "no alert left")
-    assert cardAlerts(browser, "alpha.example") == []
+    # Cards are redrawn on their own schedule (at most a few times a second).
+    waitUntil(lambda: cardAlerts(browser, "alpha.example") == [], 10, "no alert left on the card")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors
