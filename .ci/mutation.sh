@@ -33,7 +33,8 @@ jobs=${MUTATION_JOBS:-1}
 if [ $# -eq 0 ]; then
     set -- resmon/wire.py resmon/bus/amqp.py resmon/bus/connection.py resmon/bus/outbox.py \
         resmon/bus/topology.py resmon/bus/consumer.py resmon/bus/properties.py resmon/services/analyzer.py \
-        resmon/webserver/fanout.py resmon/webserver/origins.py resmon/ratelimit.py resmon/analysis/pipeline.py resmon/services/liveness.py
+        resmon/webserver/fanout.py resmon/webserver/origins.py resmon/ratelimit.py resmon/analysis/pipeline.py resmon/services/liveness.py \
+        resmon/analysis/liveness.py resmon/periodic.py
 fi
 
 # The fast unit tests only: no broker, no twistd, no browser.

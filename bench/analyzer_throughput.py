@@ -6,12 +6,11 @@ in the same run, on the same backlog, the same figures for a naive txAMQP consum
 SelectConnection consumer doing the least work (bench/analyzer_peers.py), and the ratios.
 
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
-       [--prefetch N] [--only resmon|txamqp|pika ...]
+       [--prefetch N] [--only resmon,txamqp,pika]
 Needs RabbitMQ, resmon installed with its test extra (the twistd on this interpreter's PATH,
 psutil, pika).
 """
 
-import argparse
 import json
 import os
 import random
@@ -21,11 +20,9 @@ import time
 import psutil
 from twisted.internet import defer, reactor, task
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from resmon.agent.sampler import Sampler  # noqa: E402
-from resmon.defaults import DEFAULT_PREFETCH  # noqa: E402
-from support import PlainAMQPClient, TwistdProcess, uniqueName  # noqa: E402
+from _common import TwistdProcess, argumentParser, runBenchmark
+from resmon.agent.sampler import Sampler
+from resmon.defaults import DEFAULT_PREFETCH
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer_peers.py")
 PEERS_KINDS = ("txamqp", "pika")
@@ -115,80 +112,68 @@ def drain(reactor, amqp, process, count, recorder, queue):
 
 
 @defer.inlineCallbacks
-def main(reactor, broker, count, hostCount, cores, prefetch, only):
-    exchange, queue = uniqueName("resmon.bench"), uniqueName("resmon.bench.analyzer")
-    recorder = uniqueName("resmon.bench.recorder")
+def main(reactor, arguments, rig):
+    count, hostCount, cores, prefetch = (arguments.measures, arguments.hosts, arguments.cores,
+                                         arguments.prefetch)
+    only = [name for name in arguments.only.split(",") if name]
+    amqp, exchange = rig.amqp, rig.exchange
+    queue = rig.queue("resmon.bench.analyzer", [".liveness"] + [f".{kind}" for kind in PEERS_KINDS])
     peerQueues = {kind: f"{queue}.{kind}" for kind in PEERS_KINDS}
-    args = ["--role=analyzer", f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}",
-            "--dead-letter-queue=", f"--prefetch={prefetch}"]
-    amqp = yield PlainAMQPClient(broker).connect()
-    try:
-        yield amqp.declareExchange(exchange)
-        yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
-        yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
-        # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
-        first = TwistdProcess("bench-analyzer-declare", args).start()
-        yield first.waitForOutput(b"consuming #.measure")
-        yield first.stop()
-        # The same backlog for the peers: every measure is routed to each queue.
-        for peerQueue in peerQueues.values():
-            yield amqp.channel.queue_declare(queue=peerQueue, durable=True, auto_delete=False)
-            yield amqp.channel.queue_bind(queue=peerQueue, exchange=exchange,
-                                          routing_key="#.measure")
+    recorder = rig.queue("resmon.bench.recorder")
+    args = [f"--queue={queue}", "--dead-letter-queue=", f"--prefetch={prefetch}"]
+    yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
+    yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
+    # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
+    first = rig.start("bench-analyzer-declare", "analyzer", *args)
+    yield first.waitForOutput(b"consuming #.measure")
+    yield first.stop()
+    # The same backlog for the peers: every measure is routed to each queue.
+    for peerQueue in peerQueues.values():
+        yield amqp.channel.queue_declare(queue=peerQueue, durable=True, auto_delete=False)
+        yield amqp.channel.queue_bind(queue=peerQueue, exchange=exchange, routing_key="#.measure")
 
-        rng = random.Random(1)
-        template = templateMetrics()
-        hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
-        print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
-              f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
-        for seq in range(count):
-            host = hosts[seq % hostCount]
-            body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
-            yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
-        for waiting in [queue] + list(peerQueues.values()):
-            while (yield messageCount(amqp, waiting)) < count:
-                yield task.deferLater(reactor, 0.05, lambda: None)
+    rng = random.Random(1)
+    template = templateMetrics()
+    hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
+    print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
+          f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
+    for seq in range(count):
+        host = hosts[seq % hostCount]
+        body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
+        yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
+    for waiting in [queue] + list(peerQueues.values()):
+        while (yield messageCount(amqp, waiting)) < count:
+            yield task.deferLater(reactor, 0.05, lambda: None)
 
-        results = {}
-        contenders = [("resmon", lambda: TwistdProcess("bench-analyzer", args), queue)] + [
-            (kind, (lambda kind=kind: PeerProcess(
-                kind, [broker, exchange, peerQueues[kind], str(prefetch)])), peerQueues[kind])
-            for kind in PEERS_KINDS]
-        for name, makeProcess, source in contenders:
-            if only and name not in only:
-                continue
-            print(f"draining with {name}...")
-            results[name] = yield drain(reactor, amqp, makeProcess(), count, recorder, source)
+    results = {}
+    contenders = [("resmon", lambda: TwistdProcess("bench-analyzer", [
+        "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}"] + args), queue)] + [
+        (kind, (lambda kind=kind: PeerProcess(
+            kind, [rig.broker, exchange, peerQueues[kind], str(prefetch)])), peerQueues[kind])
+        for kind in PEERS_KINDS]
+    for name, makeProcess, source in contenders:
+        if only and name not in only:
+            continue
+        print(f"draining with {name}...")
+        results[name] = yield drain(reactor, amqp, makeProcess(), count, recorder, source)
 
-        print()
-        print(f"measure body {len(body)} bytes, {count} measures of {hostCount} hosts, prefetch "
-              f"{prefetch}; {psutil.cpu_count()} CPUs shared with the broker and this script")
-        print(f"{'consumer':<10}{'measures/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
-              f"{'RSS MiB':>9}")
+    print()
+    print(f"measure body {len(body)} bytes, {count} measures of {hostCount} hosts, prefetch "
+          f"{prefetch}; {psutil.cpu_count()} CPUs shared with the broker and this script")
+    print("analyzers of resmon: usage, sustained, disk (the built-ins)")
+    print(f"{'consumer':<10}{'measures/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
+          f"{'RSS MiB':>9}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['rate']:>12.0f}{r['cpuPer']:>16.0f}{r['core'] * 100:>13.0f}"
+              f"{r['rss']:>9.0f}")
+    mine = results.get("resmon")
+    if mine is not None:
         for name, r in results.items():
-            print(f"{name:<10}{r['rate']:>12.0f}{r['cpuPer']:>16.0f}{r['core'] * 100:>13.0f}"
-                  f"{r['rss']:>9.0f}")
-        mine = results.get("resmon")
-        if mine is not None:
-            for name, r in results.items():
-                if name != "resmon":
-                    print(f"resmon / {name:<7} throughput x{mine['rate'] / r['rate']:.2f}, CPU per "
-                          f"measure x{mine['cpuPer'] / r['cpuPer']:.2f}")
-    finally:
-        yield amqp.cleanUp(exchanges=[exchange],
-                           queues=[queue, recorder, queue + ".liveness"] + list(peerQueues.values()))
-        yield amqp.close()
+            if name != "resmon":
+                print(f"resmon / {name:<7} throughput x{mine['rate'] / r['rate']:.2f}, CPU per "
+                      f"measure x{mine['cpuPer'] / r['cpuPer']:.2f}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--measures", type=int, default=20000)
-    parser.add_argument("--hosts", type=int, default=1000)
-    parser.add_argument("--cores", type=int, default=8)
-    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH)
-    parser.add_argument("--only", action="append", choices=("resmon",) + PEERS_KINDS,
-                        help="run only this consumer (repeatable); all three by default")
-    arguments = parser.parse_args()
-    task.react(main, (arguments.broker, arguments.measures, arguments.hosts, arguments.cores,
-                      arguments.prefetch, arguments.only))
+    runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8,
+                                      prefetch=DEFAULT_PREFETCH, only=""))

@@ -9,21 +9,15 @@ Usage: python bench/api_hosts_latency.py [--broker URL] [--hosts 20000] [--reque
 Needs RabbitMQ and resmon installed (the twistd beside this interpreter).
 """
 
-import argparse
 import json
-import os
 import random
-import sys
 import time
 
 from twisted.internet import defer, task
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from resmon.topics import hostWord  # noqa: E402
-from support import (  # noqa: E402
-    PlainAMQPClient, TwistdProcess, brokerUnreachableReason, brokerURL, freePort, uniqueName)
+from _common import argumentParser, runBenchmark
+from resmon.topics import hostWord
 
 
 def analysis(host):
@@ -52,21 +46,14 @@ def timedGet(agent, url):
 
 
 @defer.inlineCallbacks
-def main(reactor, arguments):
-    reason = brokerUnreachableReason(arguments.broker)
-    if reason:
-        raise SystemExit(reason)
-    exchange, port = uniqueName("resmon.bench"), freePort()
-    amqp = yield PlainAMQPClient(arguments.broker).connect()
-    yield amqp.declareExchange(exchange)
-    web = TwistdProcess("bench-api-hosts", [
-        "--role=web", f"--broker={arguments.broker}", f"--exchange={exchange}", f"--port={port}",
-        "--interface=127.0.0.1", f"--max-hosts={arguments.hosts + 1000}", "--history=0"]).start()
+def main(reactor, arguments, rig):
+    amqp, exchange = rig.amqp, rig.exchange
     pool = HTTPConnectionPool(reactor)
     agent = Agent(reactor, pool=pool)
-    base = f"http://127.0.0.1:{port}"
     try:
-        yield web.waitForOutput(b"consuming #.analysis", timeout=30)
+        _, port = yield rig.startListening(
+            "bench-api-hosts", "web", f"--max-hosts={arguments.hosts + 1000}", "--history=0")
+        base = f"http://127.0.0.1:{port}"
         hosts = [f"node-{i:05d}.rack{i % 40}.dc1.example.com" for i in range(arguments.hosts)]
         for i, host in enumerate(hosts):
             amqp.publish(exchange, f"{hostWord(host)}.analysis", analysis(host))
@@ -102,15 +89,7 @@ def main(reactor, arguments):
         print(f"  GET /api/hosts         ({len(fleet)} requests)   {summary(fleet)}")
     finally:
         yield pool.closeCachedConnections()
-        yield web.stop()
-        yield amqp.cleanUp(exchanges=[exchange])
-        yield amqp.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--broker", default=brokerURL())
-    parser.add_argument("--hosts", type=int, default=20000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--fleet-requests", type=int, default=10)
-    task.react(main, (parser.parse_args(),))
+    runBenchmark(main, argumentParser(__doc__, hosts=20000, requests=200, fleet_requests=10))

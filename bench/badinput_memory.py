@@ -10,62 +10,45 @@ Usage: python bench/badinput_memory.py [--broker URL] [--rounds N] [--per-round 
 Needs RabbitMQ, resmon installed (the twistd on this interpreter's PATH) and psutil.
 """
 
-import argparse
-import os
 import random
-import sys
 import time
 
 import psutil
-from twisted.internet import defer, task
+from twisted.internet import defer
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from support import PlainAMQPClient, TwistdProcess, freePort, uniqueName  # noqa: E402
-from test_integration_badinput import badMessages, goodMeasure  # noqa: E402
+from _common import argumentParser, runBenchmark
+from test_integration_badinput import badMessages, goodMeasure
 
 GOOD_EVERY = 50
 
 
 @defer.inlineCallbacks
-def main(reactor, broker, rounds, perRound):
-    exchange, queue = uniqueName("resmon.bench"), uniqueName("resmon.bench.analyzer")
-    deadLetter = uniqueName("resmon.bench.rejected")
-    amqp = yield PlainAMQPClient(broker).connect()
-    server = TwistdProcess("bench-badinput", [
-        "--role=server", f"--broker={broker}", f"--exchange={exchange}", f"--queue={queue}",
-        f"--dead-letter-queue={deadLetter}", f"--port={freePort()}", "--interface=127.0.0.1",
-        "--stats-interval=1"]).start()
-    try:
-        yield server.waitForOutput(b"consuming #.measure")
-        process = psutil.Process(server.transport.pid)
-        print(f"server RSS at start            {process.memory_info().rss / 2**20:7.1f} MiB")
-        rng = random.Random(20261123)
-        bad = good = 0
-        for round in range(rounds):
-            began = time.perf_counter()
-            for key, body, _ in badMessages(rng, perRound, huge=round == 0):
-                yield amqp.publish(exchange, key, body)
-                bad += 1
-                if bad % GOOD_EVERY == 0:
-                    yield amqp.publish(exchange, f"good-{good % 7}.measure", goodMeasure(f"good-{good % 7}", good))
-                    good += 1
-            yield server.waitForOutput(f"not analysed again, {bad} rejected (".encode(), timeout=120)
-            elapsed = time.perf_counter() - began
-            print(f"after round {round + 1} ({bad:6d} bad)    {process.memory_info().rss / 2**20:7.1f} MiB"
-                  f"   ({perRound / elapsed:.0f} bad messages/s)")
-    finally:
-        yield server.stop()
-        yield amqp.cleanUp(exchanges=[exchange, deadLetter],
-                           queues=[queue, deadLetter, queue + ".liveness"])
-        yield amqp.close()
+def main(reactor, arguments, rig):
+    rounds, perRound = arguments.rounds, arguments.per_round
+    amqp, exchange = rig.amqp, rig.exchange
+    queue = rig.queue("resmon.bench.analyzer", [".liveness"])
+    deadLetter = rig.queue("resmon.bench.rejected", exchange=True)
+    server, _ = yield rig.startListening(
+        "bench-badinput", "server", f"--queue={queue}", f"--dead-letter-queue={deadLetter}",
+        "--stats-interval=1", ready=b"consuming #.measure")
+    process = psutil.Process(server.transport.pid)
+    print(f"server RSS at start            {process.memory_info().rss / 2**20:7.1f} MiB")
+    rng = random.Random(20261123)
+    bad = good = 0
+    for round in range(rounds):
+        began = time.perf_counter()
+        for key, body, _ in badMessages(rng, perRound, huge=round == 0):
+            yield amqp.publish(exchange, key, body)
+            bad += 1
+            if bad % GOOD_EVERY == 0:
+                yield amqp.publish(exchange, f"good-{good % 7}.measure", goodMeasure(f"good-{good % 7}", good))
+                good += 1
+        yield server.waitForOutput(f"not analysed again, {bad} rejected (".encode(), timeout=120)
+        elapsed = time.perf_counter() - began
+        print(f"after round {round + 1} ({bad:6d} bad)    {process.memory_info().rss / 2**20:7.1f} MiB"
+              f"   ({perRound / elapsed:.0f} bad messages/s)")
     print(f"log: {server.logPath}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--per-round", type=int, default=5000)
-    arguments = parser.parse_args()
-    task.react(main, (arguments.broker, arguments.rounds, arguments.per_round))
+    runBenchmark(main, argumentParser(__doc__, rounds=4, per_round=5000))

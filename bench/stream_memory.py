@@ -13,22 +13,16 @@ Usage: python bench/stream_memory.py [--broker URL] [--hosts 1000] [--clients 30
 Needs RabbitMQ, resmon installed (the twistd beside this interpreter) and psutil.
 """
 
-import argparse
 import json
-import os
 import re
 import socket
-import sys
 import time
 
 import psutil
 from twisted.internet import defer, task
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from resmon.topics import hostWord  # noqa: E402
-from support import (  # noqa: E402
-    PlainAMQPClient, TwistdProcess, brokerUnreachableReason, brokerURL, freePort, uniqueName)
+from _common import argumentParser, runBenchmark
+from resmon.topics import hostWord
 
 MIB = 1024 * 1024
 
@@ -82,21 +76,14 @@ def waitForSeq(reactor, port, host, seq, timeout=120):
 
 
 @defer.inlineCallbacks
-def main(reactor, arguments):
-    reason = brokerUnreachableReason(arguments.broker)
-    if reason:
-        raise SystemExit(reason)
-    exchange, port = uniqueName("resmon.bench"), freePort()
-    amqp = yield PlainAMQPClient(arguments.broker).connect()
-    yield amqp.declareExchange(exchange)
-    web = TwistdProcess("bench-stream-web", [
-        "--role=web", f"--broker={arguments.broker}", f"--exchange={exchange}", f"--port={port}",
-        "--interface=127.0.0.1", "--stats-interval=1",
-        f"--max-clients-per-address={arguments.clients + 50}",
-        f"--max-clients={arguments.clients + 50}"]).start()
+def main(reactor, arguments, rig):
+    amqp, exchange = rig.amqp, rig.exchange
     clients = []
     try:
-        yield web.waitForOutput(b"consuming #.analysis", timeout=30)
+        web, port = yield rig.startListening(
+            "bench-stream-web", "web", "--stats-interval=1",
+            f"--max-clients-per-address={arguments.clients + 50}",
+            f"--max-clients={arguments.clients + 50}")
         process = psutil.Process(web.transport.pid)
         hosts = [f"host-{i:04d}.dc1.example.com" for i in range(arguments.hosts)]
         now = time.time()
@@ -162,18 +149,14 @@ def main(reactor, arguments):
     finally:
         for sock in clients:
             sock.close()
-        yield web.stop()
-        yield amqp.cleanUp(exchanges=[exchange])
-        yield amqp.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--broker", default=brokerURL())
+    parser = argumentParser(__doc__)
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=90, help="history rounds published first")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds the clients stay")
     parser.add_argument("--settle", type=float, default=25.0, help="seconds waited after they leave")
     parser.add_argument("--waves", type=int, default=2, help="times the clients come and go")
-    task.react(main, (parser.parse_args(),))
+    runBenchmark(main, parser)

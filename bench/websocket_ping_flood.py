@@ -13,15 +13,13 @@ import argparse
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import psutil
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from support import LOG_DIR, TWISTD, freePort, rawWebSocket  # noqa: E402
+import _common  # noqa: F401 (the tests' helpers on the path)
+from support import LOG_DIR, TWISTD, freePort, rawWebSocket, readUntilClosed, splitFrames
 
 PING = b"\x89\x80\x00\x00\x00\x00"   # a masked, empty ping
 
@@ -50,16 +48,10 @@ class Flooder(threading.Thread):
                     self.pingsSent += sock.send(burst) // len(PING)
             except OSError:
                 pass   # the server stopped reading (a send times out) or closed
-            sock.settimeout(6)
-            data = b""
             try:
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = readUntilClosed(sock, 6)
             except OSError:
-                pass
+                data = b""
             if b"\x03\xf0too many pings" in data:   # a close frame: 1008, and its reason
                 self.closedBy1008 += 1
             sock.close()
@@ -82,22 +74,13 @@ class Bystander(threading.Thread):
                 continue
             if not chunk:
                 break
-            data += chunk
-            while len(data) >= 2:
-                length, start = data[1] & 0x7F, 2
-                if length == 126:
-                    length, start = int.from_bytes(data[2:4], "big"), 4
-                elif length == 127:
-                    length, start = int.from_bytes(data[2:10], "big"), 10
-                if len(data) < start + length:
-                    break
-                opcode = data[0] & 0x0F
+            frames, data = splitFrames(data + chunk)
+            for opcode, payload in frames:
                 if opcode == 1:
                     self.textFrames += 1
                 elif opcode == 9:   # answer the server's pings, or it drops us
-                    pong = b"\x8a" + bytes([0x80 | length]) + b"\0\0\0\0"   # masked with zeros
-                    self.sock.sendall(pong + data[start:start + length])
-                data = data[start + length:]
+                    pong = b"\x8a" + bytes([0x80 | len(payload)]) + b"\0\0\0\0"   # masked with zeros
+                    self.sock.sendall(pong + payload)
 
 
 def sample(process, seconds):

@@ -55,6 +55,17 @@ class LimitedLog:
 
         @return: whether the line was logged.
         """
+        return self._emit(logger.warn, format, fields)
+
+    def error(self, logger, format, **fields):
+        """
+        C{logger.error(format, **fields)}, limited like L{warn}.
+
+        @return: whether the line was logged.
+        """
+        return self._emit(logger.error, format, fields)
+
+    def _emit(self, emit, format, fields):
         if not self._bucket.take():
             self.suppressed += 1
             return False
@@ -62,5 +73,5 @@ class LimitedLog:
             format += " ({suppressed} similar warnings not logged before this one)"
             fields["suppressed"] = self.suppressed
             self.suppressed = 0
-        logger.warn(format, **fields)
+        emit(format, **fields)
         return True

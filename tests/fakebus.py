@@ -6,6 +6,8 @@ L{zope.interface.verify.verifyObject} against L{IBus}, so a fake cannot
 drift from what the services may use.
 """
 
+import json
+
 from twisted.internet import defer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -74,3 +76,26 @@ class FakeBus:
         self.made.append(subscription)
         self.last = subscription
         return subscription
+
+
+class ConfirmingBus(FakeBus):
+    """
+    Confirms every publication at once, and records it, decoded, in
+    C{published}; C{handler} and C{patterns} are the last subscription's.
+    """
+
+    def __init__(self):
+        FakeBus.__init__(self)
+        self.published = []
+
+    def publish(self, routingKey, body):
+        self.published.append((routingKey, json.loads(body)))
+        return FakeBus.publish(self, routingKey, body)
+
+    @property
+    def handler(self):
+        return self.last.handler
+
+    @property
+    def patterns(self):
+        return self.last.patterns

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -437,3 +438,178 @@ class _PlainFactory(protocol.ClientFactory):
     def buildProtocol(self, addr):
         return AMQClient(TwistedDelegate(), self.vhost, self.spec)
 
+
+# Shared by the integration tests and the benchmarks (bench/ puts tests/ on its path).
+
+
+@defer.inlineCallbacks
+def waitUntil(condition, timeout, what, interval=0.1):
+    """
+    Poll C{condition()} (a value, or a Deferred of one) until it is true.
+
+    @return: a Deferred of that true value.
+    @raise AssertionError: naming C{what}, after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = yield condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        yield deferLater(reactor, interval, lambda: None)
+
+
+@defer.inlineCallbacks
+def startedWeb(twistd, label, *args, ready=b"dashboard listening"):
+    """
+    A C{twistd resmon} started by C{twistd} (the fixture, or anything that
+    starts a L{TwistdProcess} from a label and arguments) with a dashboard
+    on a free local port, once it logged C{ready}.
+
+    @return: a Deferred of the process and its port.
+    """
+    port = freePort()
+    web = twistd(label, f"--port={port}", "--interface=127.0.0.1", *args)
+    yield web.waitForOutput(ready)
+    return web, port
+
+
+def startedWebRole(twistd, label, broker, amqp, *args):
+    """
+    L{startedWeb} with C{--role=web} on the test's broker and exchange (the
+    C{amqp} fixture's), once it consumes analyses.
+    """
+    return startedWeb(twistd, label, "--role=web", f"--broker={broker}",
+                      f"--exchange={amqp.names['exchange']}", *args, ready=b"consuming #.analysis")
+
+
+def analysisBody(host, seq, padding=4000):
+    """
+    An analysis of C{host} as the analyzer publishes it, analysed now,
+    about C{padding} bytes long.
+    """
+    return json.dumps({"v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": time.time(),
+                       "analyzed_at": time.time(), "level": "LOW",
+                       "levels": {"cpu": "LOW", "memory": "LOW"}, "cpu_result": "LOW",
+                       "analyses": {}, "metrics": {"cpu": {"percent": 10.0, "per_core": [10.0] * 8},
+                                                   "pad": "p" * padding}}).encode()
+
+
+@defer.inlineCallbacks
+def publishAnalysesAt(amqp, exchange, rate, count, start, hosts=10):
+    """
+    Publish C{count} analyses (seq C{start} on) at C{rate} per second, round
+    robin over C{hosts} hosts C{h0}, C{h1}...
+    """
+    batch = max(1, int(rate / 50))
+    for first in range(start, start + count, batch):
+        for seq in range(first, min(first + batch, start + count)):
+            yield amqp.publish(exchange, f"h{seq % hosts}.analysis", analysisBody(f"h{seq % hosts}", seq))
+        yield deferLater(reactor, batch / rate, lambda: None)
+
+
+def timeAnalyses(recorder):
+    """
+    Make a L{WebSocketRecorder} note, in C{recorder.timed}, every analysis it
+    receives with the time it came (C{received}).
+    """
+    recorder.timed = []
+    received = recorder.received
+
+    def timestamp(message):
+        if message.get("kind") == "analysis":
+            recorder.timed.append(dict(message, received=time.time()))
+        received(message)
+    recorder.received = timestamp
+
+
+def analysisLatencies(recorder, seqs):
+    """
+    Sorted seconds from C{analyzed_at} to arrival of the analyses in C{seqs}
+    (see L{timeAnalyses}).
+    """
+    return sorted(m["received"] - m["analyzed_at"] for m in recorder.timed if m["seq"] in seqs)
+
+
+def readUntilClosed(sock, timeout):
+    """
+    Everything the server sends on the blocking C{sock} until it closes (a
+    reset counts as closed).
+
+    @raise socket.timeout: if nothing comes for C{timeout} seconds.
+    """
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def splitFrames(data):
+    """
+    The WebSocket frames a server sent (unmasked) in C{data}.
+
+    @return: the (opcode, payload) of every whole frame, and the bytes left.
+    """
+    frames = []
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + length:
+            break
+        frames.append((data[0] & 0x0F, data[start:start + length]))
+        data = data[start + length:]
+    return frames, data
+
+
+class SSEReader(protocol.Protocol):
+    """
+    Reads a streaming text/event-stream body into (event, data) pairs.
+    """
+
+    def __init__(self):
+        self.buffer = b""
+        self.events = []
+        self.comments = []
+        self._waiters = []
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while b"\n\n" in self.buffer:
+            frame, self.buffer = self.buffer.split(b"\n\n", 1)
+            kind, data = None, []
+            for line in frame.split(b"\n"):
+                if line.startswith(b":"):
+                    self.comments.append(line)
+                elif line.startswith(b"event: "):
+                    kind = line[len(b"event: "):].decode()
+                elif line.startswith(b"data: "):
+                    data.append(line[len(b"data: "):])
+            if kind is not None:
+                self.events.append((kind, json.loads(b"\n".join(data))))
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate(self.events):
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def waitFor(self, predicate, timeout, what):
+        if predicate(self.events):
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiters.append((predicate, d))
+        return withTimeout(d, timeout, what)
+
+    def connectionLost(self, reason):
+        self.done.callback(None)

@@ -124,6 +124,24 @@ def processes():
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
+def startedServer(processes, label, broker, amqp, *args, role="server"):
+    """
+    A C{--role=server} on the test's exchange and queue (or a C{--role=web} on
+    its exchange), with a dashboard on a free local port, once it serves and
+    consumes.
+
+    @return: the process, its port, and the broker arguments for agents.
+    """
+    port = freePort()
+    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
+    queue = [f"--queue={amqp.names['queue']}"] if role == "server" else []
+    server = processes(label, f"--role={role}", *common, *args, *queue, f"--port={port}",
+                       "--interface=127.0.0.1")
+    server.waitFor(b"dashboard listening")
+    server.waitFor(b"consuming #.measure" if role == "server" else b"consuming #.analysis")
+    return server, port, common
+
+
 @pytest.fixture
 def browser():
     from selenium import webdriver
@@ -205,12 +223,7 @@ def test_dashboard_is_live_filters_opens_details_and_never_polls(broker, amqp, p
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    port = freePort()
-    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
-    server = processes("browser-server", "--role=server", *common,
-                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
-    server.waitFor(b"dashboard listening")
-    server.waitFor(b"consuming #.measure")
+    server, port, common = startedServer(processes, "browser-server", broker, amqp)
     processes("browser-agent-a", "--role=agent", *common, "--name=alpha.example", "--interval=0.5")
     browser.get(f"http://127.0.0.1:{port}/")
     waitUntil(lambda: "live" in browser.find_element(By.ID, "connection").text, 10, "the page to go live")
@@ -366,13 +379,8 @@ def test_a_page_opened_late_shows_the_last_minutes_at_once_and_details_from_the_
         broker, amqp, processes, browser):
     from selenium.webdriver.common.by import By
 
-    port = freePort()
     exchange = amqp.names["exchange"]
-    common = [f"--broker={broker}", f"--exchange={exchange}"]
-    server = processes("browser-late-server", "--role=server", *common,
-                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
-    server.waitFor(b"dashboard listening")
-    server.waitFor(b"consuming #.measure")
+    server, port, common = startedServer(processes, "browser-late-server", broker, amqp)
     processes("browser-late-agent", "--role=agent", *common, "--name=early.example", "--interval=0.2")
     # Five minutes of a host's past, as its analyses would have come (one a second), and then
     # its going offline: only the server's history can show them to a page opened now.
@@ -482,12 +490,8 @@ def test_sorted_by_cpu_a_big_fleet_is_reordered_at_most_once_a_second(broker, am
     import sys
     from selenium.webdriver.support.ui import Select
 
-    port = freePort()
     exchange = amqp.names["exchange"]
-    web = processes("browser-reorder-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                    f"--port={port}", "--interface=127.0.0.1")
-    web.waitFor(b"dashboard listening")
-    web.waitFor(b"consuming #.analysis")
+    web, port, _ = startedServer(processes, "browser-reorder-web", broker, amqp, role="web")
     browser.get(f"http://127.0.0.1:{port}/")
     Select(browser.find_element("id", "sort")).select_by_value("cpu")
 
@@ -548,12 +552,8 @@ def test_a_page_opened_on_a_fleet_of_1000_hosts_shows_every_host_from_the_snapsh
     """
     from selenium.webdriver.common.by import By
 
-    port = freePort()
     exchange = amqp.names["exchange"]
-    web = processes("browser-fleet-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                    f"--port={port}", "--interface=127.0.0.1")
-    web.waitFor(b"dashboard listening")
-    web.waitFor(b"consuming #.analysis")
+    web, port, _ = startedServer(processes, "browser-fleet-web", broker, amqp, role="web")
     now = time.time()
     fleet = [f"node{n:04d}.fleet.example" for n in range(1000)]
     messages = [(host.replace(".", "_") + ".analysis", _pastAnalysis(host, 1, now - 1, float(n % 97)))
@@ -590,12 +590,8 @@ def test_a_host_silent_for_forget_after_loses_its_card_and_its_detail_view(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    port = freePort()
-    common = [f"--broker={broker}", f"--exchange={amqp.names['exchange']}"]
-    server = processes("browser-forget-server", "--role=server", *common, "--forget-after=3",
-                       f"--queue={amqp.names['queue']}", f"--port={port}", "--interface=127.0.0.1")
-    server.waitFor(b"dashboard listening")
-    server.waitFor(b"consuming #.measure")
+    server, port, common = startedServer(processes, "browser-forget-server", broker, amqp,
+                                         "--forget-after=3")
     processes("browser-forget-stays", "--role=agent", *common, "--name=stays.example", "--interval=0.5")
     gone = processes("browser-forget-gone", "--role=agent", *common, "--name=gone.example",
                      "--interval=0.5")

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor
 
 from resmon import wire
 from resmon.bus.brokerurl import parseBrokerURL
 from resmon.bus.amqp import AMQPBus
-from support import subscriptionsReady
+from support import subscriptionsReady, waitUntil
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -59,15 +59,6 @@ def _measure(host, seq, cpu, diskPercent):
     return wire.encodeMeasure(host, seq, 1_000_000.0 + seq, 1.0, metrics)
 
 
-@defer.inlineCallbacks
-def _until(condition, timeout, what):
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        yield task.deferLater(reactor, 0.02, lambda: None)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.mark.parametrize("installed", [True, False], ids=["not-selected", "not-installed"])
 @pytest_twisted.inlineCallbacks
 def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd, withoutUsage, installed):
@@ -101,7 +92,7 @@ def test_analyzer_runs_without_the_usage_analyzer(broker, amqp, twistd, withoutU
         # is 85 % full: MEDIUM.
         for seq, cpu in enumerate([90.0, 90.0, 90.0]):
             yield amqp.publish(exchange, "nousage.measure", _measure("nousage", seq, cpu, 85.0))
-        yield _until(lambda: len(analyses) >= 3, 10, "three analyses on nousage.analysis")
+        yield waitUntil(lambda: len(analyses) >= 3, 10, "three analyses on nousage.analysis")
     finally:
         yield listener.stopService()
     assert [a["seq"] for a in analyses] == [0, 1, 2]

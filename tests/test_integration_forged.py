@@ -10,11 +10,11 @@ import json
 import time
 
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import Agent, readBody
 
 from resmon import wire
-from support import connectWebSocket, freePort
+from support import connectWebSocket, freePort, waitUntil
 
 
 def _measure(host, seq, ts, metrics=None, interval=60.0):
@@ -42,18 +42,6 @@ def _getJSON(port, path):
 
 
 @defer.inlineCallbacks
-def _until(condition, timeout, what):
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = yield condition()
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        yield task.deferLater(reactor, 0.05, lambda: None)
-
-
-@defer.inlineCallbacks
 def _server(twistd, broker, amqp, *extra):
     port = freePort()
     server = twistd("forged-server", "--role=server", f"--broker={broker}",
@@ -64,6 +52,16 @@ def _server(twistd, broker, amqp, *extra):
     yield server.waitForOutput(b"liveness-tick from queue")  # the liveness judge's queue
     yield server.waitForOutput(b"consuming #.analysis")
     return server, port
+
+
+@defer.inlineCallbacks
+def _serverAndClient(twistd, broker, amqp, *extra):
+    """
+    L{_server}, and a WebSocket client of it.
+    """
+    server, port = yield _server(twistd, broker, amqp, *extra)
+    client, _ = yield connectWebSocket(port)
+    return server, port, client
 
 
 def _isAnalysis(host, seq):
@@ -90,8 +88,7 @@ def _statusesOf(client, host):
 @pytest_twisted.inlineCallbacks
 def test_a_measure_from_the_future_is_rejected_and_a_clock_going_back_pins_nothing(
         broker, amqp, twistd):
-    server, port = yield _server(twistd, broker, amqp)
-    client, _ = yield connectWebSocket(port)
+    server, port, client = yield _serverAndClient(twistd, broker, amqp)
     exchange, host = amqp.names["exchange"], "clock-host"
     now = time.time()
     for seq in range(3):
@@ -120,7 +117,7 @@ def test_a_measure_from_the_future_is_rejected_and_a_clock_going_back_pins_nothi
     # Rejected, logged with its reason, counted, dead-lettered.
     yield server.waitForOutput(b"rejected a message under clock-host.measure: future: ts is", 10)
     yield server.waitForOutput(b"1 rejected (future: 1)", 10)
-    reply = yield _until(
+    reply = yield waitUntil(
         lambda: amqp.channel.queue_declare(queue=amqp.names["deadletter"], passive=True).addCallback(
             lambda r: r if r.message_count == 1 else None),
         10, "the future measure in the dead-letter queue")
@@ -130,8 +127,7 @@ def test_a_measure_from_the_future_is_rejected_and_a_clock_going_back_pins_nothi
 
 @pytest_twisted.inlineCallbacks
 def test_a_status_forged_under_another_hosts_key_is_not_shown(broker, amqp, twistd):
-    server, port = yield _server(twistd, broker, amqp)
-    client, _ = yield connectWebSocket(port)
+    server, port, client = yield _serverAndClient(twistd, broker, amqp)
     exchange = amqp.names["exchange"]
     yield amqp.publish(exchange, "victim.measure", _measure("victim", 0, time.time()))
     yield client.waitFor(lambda m: m.get("kind") == "status" and m.get("host") == "victim", 20,
@@ -161,8 +157,7 @@ def test_a_status_forged_under_another_hosts_key_is_not_shown(broker, amqp, twis
 @pytest_twisted.inlineCallbacks
 def test_an_analysis_after_an_offline_status_shows_the_host_online_everywhere(
         broker, amqp, twistd):
-    server, port = yield _server(twistd, broker, amqp)
-    client, _ = yield connectWebSocket(port)
+    server, port, client = yield _serverAndClient(twistd, broker, amqp)
     exchange, host = amqp.names["exchange"], "phoenix"
     yield amqp.publish(exchange, f"{host}.measure", _measure(host, 0, time.time()))
     yield client.waitFor(lambda m: m.get("kind") == "status" and m.get("host") == host, 20,
@@ -198,8 +193,7 @@ def test_an_analysis_after_an_offline_status_shows_the_host_online_everywhere(
 
 @pytest_twisted.inlineCallbacks
 def test_kilobytes_of_unknown_metrics_do_not_reach_the_api(broker, amqp, twistd):
-    server, port = yield _server(twistd, broker, amqp)
-    client, _ = yield connectWebSocket(port)
+    server, port, client = yield _serverAndClient(twistd, broker, amqp)
     exchange = amqp.names["exchange"]
     blob = {"cpu": {"percent": 12.0}, **{f"junk{i:03}": "x" * 1000 for i in range(240)}}
     body = _measure("blob", 0, time.time(), blob)
@@ -244,7 +238,7 @@ def test_a_thousand_hosts_with_unknown_metrics_and_forged_statuses_stay_proporti
     def everyHost(count):
         return lambda: _getJSON(port, "/api/hosts").addCallback(
             lambda reply: reply if len(reply["hosts"]) == len(reply["statuses"]) == count else None)
-    yield _until(everyHost(hosts), 60, f"{hosts} hosts with a status in /api/hosts")
+    yield waitUntil(everyHost(hosts), 60, f"{hosts} hosts with a status in /api/hosts")
     # Then, for each, an offline status forged under another host's key.
     for n in range(hosts):
         yield amqp.publish(exchange, "zzz.status", _status(f"fleet-{n:04}", "offline"))
@@ -252,7 +246,7 @@ def test_a_thousand_hosts_with_unknown_metrics_and_forged_statuses_stay_proporti
     # analysis and status are in, the forged ones were judged.
     yield amqp.publish(exchange, "sentinel.measure",
                        _measure("sentinel", 0, time.time(), {"cpu": {"percent": 1.0}}))
-    reply = yield _until(everyHost(hosts + 1), 60, "the sentinel in /api/hosts")
+    reply = yield waitUntil(everyHost(hosts + 1), 60, "the sentinel in /api/hosts")
     assert {s["status"] for s in reply["statuses"]} == {"online"}
     assert all(a["metrics"] == {"cpu": {"percent": 1.0}} for a in reply["hosts"])
     yield server.waitForOutput(f"rejected (routing-key: {hosts})".encode(), 30)
@@ -265,8 +259,7 @@ def test_a_thousand_hosts_with_unknown_metrics_and_forged_statuses_stay_proporti
 
 @pytest_twisted.inlineCallbacks
 def test_max_clock_skew_is_the_bound_of_the_analyzer_and_the_web_role(broker, amqp, twistd):
-    server, port = yield _server(twistd, broker, amqp, "--max-clock-skew=30")
-    client, _ = yield connectWebSocket(port)
+    server, port, client = yield _serverAndClient(twistd, broker, amqp, "--max-clock-skew=30")
     exchange, now = amqp.names["exchange"], time.time()
     yield amqp.publish(exchange, "ahead.measure", _measure("ahead", 0, now + 60))
     analysis = json.loads(_measure("ahead", 1, now + 60))

@@ -17,11 +17,11 @@ import re
 import time
 
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import Agent, readBody
 
 from resmon import topics, wire
-from support import connectWebSocket, freePort
+from support import connectWebSocket, freePort, waitUntil
 
 HOSTS = 20_000
 # The WebSocket client follows one host in this many (its statuses only):
@@ -43,14 +43,6 @@ def vmRSS(process):
 def forgottenByPipeline(analyzer):
     return sum(int(n) for n in re.findall(
         rb"forgot the analysis state of (\d+) hosts", analyzer.output))
-
-
-@defer.inlineCallbacks
-def waitUntil(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not {what} after {timeout} s"
-        yield task.deferLater(reactor, 0.1, lambda: None)
 
 
 @defer.inlineCallbacks
@@ -93,10 +85,8 @@ def wave(amqp, exchange, client, analyzer, port, label, forgottenBefore):
     yield waitUntil(lambda: forgottenByPipeline(analyzer) >= forgottenBefore + HOSTS, TIMEOUT,
                     f"every {label} host forgotten by the analysis pipeline")
     yield waitUntil(allForgotten, TIMEOUT, f"a forgotten status of every {label} host followed")
-    deadline = time.monotonic() + TIMEOUT
-    while not (yield webIsEmpty(port)):
-        assert time.monotonic() < deadline, f"{label} hosts still in /api/hosts after {TIMEOUT} s"
-        yield task.deferLater(reactor, 0.5, lambda: None)
+    yield waitUntil(lambda: webIsEmpty(port), TIMEOUT, f"no {label} host left in /api/hosts",
+                    interval=0.5)
     print(f"{label} wave: published in {published - started:.1f} s, "
           f"forgotten everywhere {time.monotonic() - published:.1f} s later")
 

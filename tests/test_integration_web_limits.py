@@ -17,7 +17,7 @@ from twisted.web.client import Agent, readBody
 
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.topics import hostWord
-from support import freePort, rawWebSocket, withTimeout
+from support import SSEReader, rawWebSocket, startedWeb, startedWebRole, waitUntil
 
 MIB = 1024 * 1024
 STATS = re.compile(
@@ -101,23 +101,13 @@ def _get(port, path):
     return response.code, response.headers, body
 
 
-@defer.inlineCallbacks
-def _waitFor(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (yield condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        yield task.deferLater(reactor, 0.1, lambda: None)
-
-
 @pytest_twisted.inlineCallbacks
 def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_everything(
         broker, amqp, twistd):
-    exchange, port = amqp.names["exchange"], freePort()
-    web = twistd("limits-budget", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                 f"--port={port}", "--interface=127.0.0.1", "--max-queued-mib=1",
-                 "--stall-timeout=4", "--stats-interval=1", "--max-clients-per-address=200")
-    yield web.waitForOutput(b"consuming #.analysis")
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(
+        twistd, "limits-budget", broker, amqp, "--max-queued-mib=1", "--stall-timeout=4",
+        "--stats-interval=1", "--max-clients-per-address=200")
     hosts = [f"budget-{i:04d}.example" for i in range(1000)]
     for seq in range(2):
         for host in hosts:
@@ -127,7 +117,7 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
     def allArrived():
         code, _, body = yield _get(port, f"/api/hosts/{hosts[-1]}")
         return code == 200 and json.loads(body)["analysis"]["seq"] == 1
-    yield _waitFor(allArrived, 30, "the analyses of 1,000 hosts")
+    yield waitUntil(allArrived, 30, "the analyses of 1,000 hosts")
 
     # 60 event streams and 20 WebSockets that never read, each asking for
     # the whole fleet (~0.5 MB with its history): far more than the 1 MiB budget.
@@ -139,17 +129,18 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
     try:
         # Snapshots waited for room, and clients were dropped at the budget or
         # for not reading: the counters move...
-        yield _waitFor(lambda: defer.succeed(any(s[5] > 0 and s[6] + s[7] > 0 for s in _stats(web))),
+        yield waitUntil(lambda: defer.succeed(any(s[5] > 0 and s[6] + s[7] > 0 for s in _stats(web))),
                        30, "snapshot pieces to wait for room and clients to be dropped")
         # ...while a client that reads gets its whole snapshot and live events.
         response = yield Agent(reactor).request(
             b"GET", f"http://127.0.0.1:{port}/api/stream?events=analysis&history=0".encode())
-        reader = _SSECollector()
+        reader = SSEReader()
         response.deliverBody(reader)
-        yield withTimeout(reader.events(2), 30, "a snapshot and a live event on a reading client")
-        kind, snapshot = reader.parsed[0]
+        yield reader.waitFor(lambda events: len(events) >= 2, 30,
+                             "a snapshot and a live event on a reading client")
+        kind, snapshot = reader.events[0]
         assert kind == "snapshot" and len(snapshot["events"]) == 1000
-        assert reader.parsed[1][0] == "analysis"
+        assert reader.events[1][0] == "analysis"
     finally:
         live.stop()
         for sock in silent:
@@ -160,54 +151,16 @@ def test_clients_that_never_read_are_held_to_one_budget_and_readers_still_get_ev
     # At most one write past the budget before the client that made it is dropped.
     assert max(s[3] for s in stats) <= limit + HIGH_WATER + 2 * CHUNK_SIZE, stats[-1]
     assert max(s[2] for s in stats) <= limit + HIGH_WATER + 2 * CHUNK_SIZE
-    yield _waitFor(lambda: defer.succeed(_stats(web)[-1][0] <= 1 and _stats(web)[-1][2] == 0), 15,
+    yield waitUntil(lambda: defer.succeed(_stats(web)[-1][0] <= 1 and _stats(web)[-1][2] == 0), 15,
                    "the silent clients to be gone and nothing queued")
     assert b"Traceback" not in web.output
 
 
-class _SSECollector:
-    def __init__(self):
-        self.buffer = b""
-        self.parsed = []
-        self._waiters = []
-
-    def makeConnection(self, transport):
-        pass
-
-    def dataReceived(self, data):
-        self.buffer += data
-        while b"\n\n" in self.buffer:
-            block, self.buffer = self.buffer.split(b"\n\n", 1)
-            kind, data = None, []
-            for line in block.split(b"\n"):
-                if line.startswith(b"event: "):
-                    kind = line[7:].decode()
-                elif line.startswith(b"data: "):
-                    data.append(line[6:])
-            if kind is not None:
-                self.parsed.append((kind, json.loads(b"\n".join(data))))
-        for count, d in list(self._waiters):
-            if len(self.parsed) >= count:
-                self._waiters.remove((count, d))
-                d.callback(None)
-
-    def connectionLost(self, reason):
-        pass
-
-    def events(self, count):
-        if len(self.parsed) >= count:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append((count, d))
-        return d
-
-
 @pytest_twisted.inlineCallbacks
 def test_connections_beyond_the_caps_are_answered_503_with_retry_after(twistd):
-    port = freePort()
-    web = twistd("limits-connections", f"--port={port}", "--interface=127.0.0.1", "--name=caps",
-                 "--max-clients=6", "--max-clients-per-address=4", "--stats-interval=1")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(
+        twistd, "limits-connections", "--name=caps", "--max-clients=6",
+        "--max-clients-per-address=4", "--stats-interval=1")
     request = f"GET /api/hosts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     held = [_silentStream(port) for _ in range(4)]
     code, headers, body = _parse((yield threads.deferToThread(_exchange, port, request)))
@@ -220,11 +173,11 @@ def test_connections_beyond_the_caps_are_answered_503_with_retry_after(twistd):
     assert code == 503 and "too many connections: at most 6" in json.loads(body)["error"]
     # One leaves: a new request is served again.
     held.pop(0).close()
-    yield _waitFor(lambda: defer.succeed(any(s[0] == 5 for s in _stats(web))), 10,
+    yield waitUntil(lambda: defer.succeed(any(s[0] == 5 for s in _stats(web))), 10,
                    "the server to count 5 connections")
     code, _, body = yield _get(port, "/api/hosts")
     assert code == 200 and "hosts" in json.loads(body)
-    yield _waitFor(lambda: defer.succeed(
+    yield waitUntil(lambda: defer.succeed(
         b"max-clients: 1, max-clients-per-address: 1" in web.output), 10, "the refusals counted")
     assert b"refused a connection from 127.0.0.1: 4 connections from it already" in web.output
     for sock in held:
@@ -233,10 +186,7 @@ def test_connections_beyond_the_caps_are_answered_503_with_retry_after(twistd):
 
 @pytest_twisted.inlineCallbacks
 def test_request_bodies_are_refused_before_they_are_read(twistd):
-    port = freePort()
-    web = twistd("limits-bodies", f"--port={port}", "--interface=127.0.0.1", "--name=bodies",
-                 "--stats-interval=1")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(twistd, "limits-bodies", "--name=bodies", "--stats-interval=1")
     # A 500 MB body, announced: the answer comes before a byte of it is sent.
     code, headers, body = _parse((yield threads.deferToThread(_exchange, port, (
         f"POST /api/hosts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 500000000\r\n"
@@ -253,7 +203,7 @@ def test_request_bodies_are_refused_before_they_are_read(twistd):
         f"POST /api/hosts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 2\r\n"
         "Connection: close\r\n\r\n{}").encode())))
     assert code == 405 and json.loads(body) == {"error": "method not allowed"}
-    yield _waitFor(lambda: defer.succeed(b"body-too-large: 2" in web.output), 10, "the refusals counted")
+    yield waitUntil(lambda: defer.succeed(b"body-too-large: 2" in web.output), 10, "the refusals counted")
     assert b"Traceback" not in web.output
 
 
@@ -281,10 +231,8 @@ def _sendChunkedUntilAnswered(port):
 
 @pytest_twisted.inlineCallbacks
 def test_a_request_that_trickles_in_is_answered_408_and_closed(twistd):
-    port = freePort()
-    web = twistd("limits-trickle", f"--port={port}", "--interface=127.0.0.1", "--name=trickle",
-                 "--header-timeout=2", "--idle-timeout=60")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(
+        twistd, "limits-trickle", "--name=trickle", "--header-timeout=2", "--idle-timeout=60")
     trickled, answer = yield threads.deferToThread(_trickle, port, 0.25, 60)
     # Closed long before the idle timeout, which every byte resets.
     assert trickled < 40, trickled
@@ -313,11 +261,8 @@ def _trickle(port, every, most):
 
 @pytest_twisted.inlineCallbacks
 def test_odd_paths_and_queries_get_400_or_404_never_500(twistd):
-    port = freePort()
-    web = twistd("limits-odd", f"--port={port}", "--interface=127.0.0.1", "--name=odd.host",
-                 "--interval=0.2")
-    yield web.waitForOutput(b"dashboard listening")
-    yield _waitFor(lambda: _get(port, "/api/hosts/odd.host").addCallback(lambda r: r[0] == 200), 10,
+    web, port = yield startedWeb(twistd, "limits-odd", "--name=odd.host", "--interval=0.2")
+    yield waitUntil(lambda: _get(port, "/api/hosts/odd.host").addCallback(lambda r: r[0] == 200), 10,
                    "the first analysis")
     answers = {
         "/%00": 404, "/a%00b": 404, "/index.html%00": 404, "/%ff": 404, "/..%2f..%2fetc/passwd": 404,
@@ -344,10 +289,9 @@ def test_odd_paths_and_queries_get_400_or_404_never_500(twistd):
 
 @pytest_twisted.inlineCallbacks
 def test_new_hosts_beyond_max_hosts_are_refused_and_known_ones_keep_updating(broker, amqp, twistd):
-    exchange, port = amqp.names["exchange"], freePort()
-    web = twistd("limits-hosts", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                 f"--port={port}", "--interface=127.0.0.1", "--max-hosts=1000", "--stats-interval=1")
-    yield web.waitForOutput(b"consuming #.analysis")
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(
+        twistd, "limits-hosts", broker, amqp, "--max-hosts=1000", "--stats-interval=1")
     hosts = [f"cap-{i:04d}.example" for i in range(1200)]
     for host in hosts:
         amqp.publish(exchange, f"{hostWord(host)}.analysis", _analysis(host, 0))
@@ -358,7 +302,7 @@ def test_new_hosts_beyond_max_hosts_are_refused_and_known_ones_keep_updating(bro
     def updated():
         code, _, body = yield _get(port, f"/api/hosts/{hosts[0]}")
         return code == 200 and json.loads(body)["analysis"]["seq"] == 1
-    yield _waitFor(updated, 10, "the first host's next analysis")
+    yield waitUntil(updated, 10, "the first host's next analysis")
     code, _, body = yield _get(port, "/api/hosts")
     assert code == 200
     assert [a["host"] for a in json.loads(body)["hosts"]] == hosts[:1000]

@@ -4,37 +4,25 @@ closed with a proper code or dropped, and the well-behaved clients next to
 them never notice.
 """
 
-import json
 import socket
 import time
 
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientProtocol
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 
-from support import WebSocketRecorder, connectWebSocket, freePort, rawWebSocket, withTimeout
+from support import (
+    WebSocketRecorder, connectWebSocket, publishAnalysesAt, rawWebSocket, readUntilClosed, splitFrames,
+    startedWeb, startedWebRole, timeAnalyses, withTimeout)
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 
-def _rawHandshake(port, receiveBuffer=None):
-    """
-    A blocking socket that completes the WebSocket handshake, then is left
-    to the test: it never answers pings, and reads only if told to.
-    """
-    return rawWebSocket(port, receiveBuffer)
-
-
-def _readUntilClosed(sock, timeout):
+def _secondsUntilClosed(sock, timeout):
     """
     Read (and throw away) until the server closes; return the seconds it took.
     """
-    sock.settimeout(timeout)
     started = time.monotonic()
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass  # aborted rather than closed: closed all the same
+    readUntilClosed(sock, timeout)
     return time.monotonic() - started
 
 
@@ -59,10 +47,8 @@ def _connectMisbehaving(port):
 
 @pytest_twisted.inlineCallbacks
 def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twistd):
-    port = freePort()
-    web = twistd("abuse", f"--port={port}", "--interface=127.0.0.1", "--name=abuse",
-                 "--interval=0.2", "--ping-interval=3", "--idle-timeout=2")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(twistd, "abuse", "--name=abuse", "--interval=0.2",
+                                 "--ping-interval=3", "--idle-timeout=2")
     bystander, _ = yield connectWebSocket(port)
 
     def analysesSoFar():
@@ -92,9 +78,9 @@ def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twist
     # A handshake that never finishes, and a peer that never answers pings.
     half = socket.create_connection(("127.0.0.1", port))
     half.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
-    silent = _rawHandshake(port)
-    tookHalf = yield threads.deferToThread(_readUntilClosed, half, 15)
-    tookSilent = yield threads.deferToThread(_readUntilClosed, silent, 15)
+    silent = rawWebSocket(port)
+    tookHalf = yield threads.deferToThread(_secondsUntilClosed, half, 15)
+    tookSilent = yield threads.deferToThread(_secondsUntilClosed, silent, 15)
     # Dropped after --idle-timeout, and after a ping plus as long for its pong.
     assert tookHalf < 6 and tookSilent < 10, (tookHalf, tookSilent)
 
@@ -104,56 +90,23 @@ def test_bad_frames_floods_and_silent_peers_are_closed_and_others_carry_on(twist
     assert not web.ended_ and b"Traceback" not in web.output
 
 
-def _analysis(host, seq):
-    return json.dumps({"v": 1, "kind": "analysis", "host": host, "seq": seq, "ts": time.time(),
-                       "analyzed_at": time.time(), "level": "LOW",
-                       "levels": {"cpu": "LOW", "memory": "LOW"}, "cpu_result": "LOW",
-                       "analyses": {}, "metrics": {"cpu": {"percent": 10.0, "per_core": [10.0] * 8},
-                                                   "pad": "p" * 4000}}).encode()
-
-
-@defer.inlineCallbacks
-def _publishAt(amqp, exchange, rate, count, start, hosts=10):
-    """
-    Publish C{count} analyses at C{rate} per second, round robin over hosts.
-    """
-    batch = max(1, int(rate / 50))
-    for first in range(start, start + count, batch):
-        for seq in range(first, min(first + batch, start + count)):
-            yield amqp.publish(exchange, f"h{seq % hosts}.analysis", _analysis(f"h{seq % hosts}", seq))
-        yield task.deferLater(reactor, batch / rate, lambda: None)
-
-
-def _latencies(recorder, seqs):
-    return sorted(m["received"] - m["analyzed_at"] for m in recorder.timed if m["seq"] in seqs)
-
-
 @pytest_twisted.inlineCallbacks
 def test_a_stalled_client_is_dropped_and_the_others_get_everything_in_order(broker, amqp, twistd):
     # Its cost in memory and in the others' latency: bench/stalled_client.py.
-    exchange, port = amqp.names["exchange"], freePort()
-    web = twistd("slow-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                 f"--port={port}", "--interface=127.0.0.1", "--history=1", "--history-points=2",
-                 "--stall-timeout=6")
-    yield web.waitForOutput(b"consuming #.analysis")
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(
+        twistd, "slow-web", broker, amqp, "--history=1", "--history-points=2", "--stall-timeout=6")
     fast, _ = yield connectWebSocket(port)
-    fast.timed = []
-    received = fast.received
-
-    def timestamp(message):
-        if message.get("kind") == "analysis":
-            fast.timed.append(dict(message, received=time.time()))
-        received(message)
-    fast.received = timestamp
+    timeAnalyses(fast)
     # A small receive window: the server's send buffer fills within a second.
-    stalled = _rawHandshake(port, receiveBuffer=4096)
+    stalled = rawWebSocket(port, receiveBuffer=4096)
 
     # One host per analysis: a client the machine's load pauses for a moment
     # is legitimately sent only the latest analysis per host, so with few
     # hosts "everything" would depend on the load, not on the stalled client.
-    yield _publishAt(amqp, exchange, 500, 1000, 0, hosts=3000)
+    yield publishAnalysesAt(amqp, exchange, 500, 1000, 0, hosts=3000)
     yield fast.waitFor(lambda m: m.get("seq") == 999, 10, "the first 1000 analyses")
-    yield _publishAt(amqp, exchange, 500, 2000, 1000, hosts=3000)
+    yield publishAnalysesAt(amqp, exchange, 500, 2000, 1000, hosts=3000)
     yield fast.waitFor(lambda m: m.get("seq") == 2999, 10, "the next 2000 analyses")
 
     # The fast client got everything, in order, while the other stalled.
@@ -161,7 +114,7 @@ def test_a_stalled_client_is_dropped_and_the_others_get_everything_in_order(brok
     assert seqs == list(range(3000))
     # And dropped once it has not read for --stall-timeout.
     yield web.waitForOutput(b"client stopped reading", timeout=15)
-    yield threads.deferToThread(_readUntilClosed, stalled, 15)
+    yield threads.deferToThread(readUntilClosed, stalled, 15)
 
 
 class _Pinger(_Misbehaving):
@@ -175,10 +128,8 @@ class _Pinger(_Misbehaving):
 
 @pytest_twisted.inlineCallbacks
 def test_a_ping_flood_is_closed_with_1008_and_others_carry_on(twistd):
-    port = freePort()
-    web = twistd("ping-flood", f"--port={port}", "--interface=127.0.0.1", "--name=pinged",
-                 "--interval=0.2", "--stats-interval=1")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(twistd, "ping-flood", "--name=pinged", "--interval=0.2",
+                                 "--stats-interval=1")
     bystander, _ = yield connectWebSocket(port)
     factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws")
     factory.protocol = _Pinger
@@ -201,7 +152,7 @@ def test_a_ping_flood_is_closed_with_1008_and_others_carry_on(twistd):
     yield web.waitForOutput(b"1 WebSocket clients closed for flooding")
 
     # A raw flood, as from a script that never reads: closed all the same, pongs and all.
-    flooder = _rawHandshake(port)
+    flooder = rawWebSocket(port)
     yield threads.deferToThread(_sendUntilRefused, flooder, b"\x89\x80\x00\x00\x00\x00" * 200000, 10)
     frames = yield threads.deferToThread(_readFrames, flooder, 15)
     assert frames[-1][0] == 8 and frames[-1][1][:2] == (1008).to_bytes(2, "big"), frames[-3:]
@@ -234,24 +185,5 @@ def _readFrames(sock, timeout):
     """
     The (opcode, payload) of every frame the server sends until it closes.
     """
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except ConnectionResetError:
-        pass
-    frames = []
-    while len(data) >= 2:
-        length = data[1] & 0x7F
-        start = 2
-        if length == 126:
-            length, start = int.from_bytes(data[2:4], "big"), 4
-        elif length == 127:
-            length, start = int.from_bytes(data[2:10], "big"), 10
-        frames.append((data[0] & 0x0F, data[start:start + length]))
-        data = data[start + length:]
+    frames, _ = splitFrames(readUntilClosed(sock, timeout))
     return frames

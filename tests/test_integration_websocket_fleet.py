@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
 
-from support import connectWebSocket, freePort, withTimeout
+from support import connectWebSocket, startedWeb, startedWebRole, withTimeout
 
 FLEET = 1000
 BIG_HOST = "big-iron.example"
@@ -77,10 +77,8 @@ def waitForHistory(port, host, count, timeout=30):
 @pytest_twisted.inlineCallbacks
 def test_a_new_client_gets_the_whole_fleet_in_its_snapshot_and_a_big_history_reply(
         broker, amqp, twistd):
-    exchange, port = amqp.names["exchange"], freePort()
-    web = twistd("fleet-web", "--role=web", f"--broker={broker}", f"--exchange={exchange}",
-                 f"--port={port}", "--interface=127.0.0.1")
-    yield web.waitForOutput(b"consuming #.analysis")
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(twistd, "fleet-web", broker, amqp)
     yield publishFleet(amqp, exchange)
     yield waitForHistory(port, BIG_HOST, BIG_POINTS)
 
@@ -113,10 +111,7 @@ def test_a_new_client_gets_the_whole_fleet_in_its_snapshot_and_a_big_history_rep
 
 @pytest_twisted.inlineCallbacks
 def test_what_a_client_sends_is_still_capped_at_64_kib_even_in_fragments(twistd):
-    port = freePort()
-    web = twistd("fleet-incoming", f"--port={port}", "--interface=127.0.0.1", "--name=capped",
-                 "--interval=0.2")
-    yield web.waitForOutput(b"dashboard listening")
+    web, port = yield startedWeb(twistd, "fleet-incoming", "--name=capped", "--interval=0.2")
     bystander, _ = yield connectWebSocket(port)
     # Just under the cap: a (bad) message that is read and answered, not a close.
     client, proto = yield connectWebSocket(port)

@@ -308,12 +308,26 @@ def status(host, state, lastSeen, since=None, seq=7):
                        "since": since or lastSeen, "last_seen": lastSeen, "seq": seq}).encode()
 
 
-def test_standing_by_it_learns_the_judges_statuses_and_judges_those_hosts_once_it_takes_over():
+def standingBy(**kwargs):
+    """
+    A started liveness service that stands by: another process receives the
+    liveness queue (its ticks do not come back), for five seconds now.
+
+    @return: the bus, the clock and the service.
+    """
     bus, clock = LivenessBus(), Clock()
-    bus.receiving = False  # another process judges
-    liveness = started(bus, clock, offlineAfter=10, grace=1)
+    # Times on the wire are Unix times: statuses about the past must not
+    # read as negative (refused).
+    clock.advance(1_700_000_000)
+    bus.receiving = False
+    liveness = started(bus, clock, **kwargs)
     advance(clock, 5.0)
     assert liveness.active is False
+    return bus, clock, liveness
+
+
+def test_standing_by_it_learns_the_judges_statuses_and_judges_those_hosts_once_it_takes_over():
+    bus, clock, liveness = standingBy(offlineAfter=10, grace=1)
     now = clock.seconds()
     # The judge's statuses: a host it has seen go quiet, one offline for long,
     # one alive; and junk, which is ignored.

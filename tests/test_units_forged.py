@@ -10,11 +10,10 @@ on the real parts is in C{test_integration_forged.py}.
 import json
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from fakebus import FakeBus
+from fakebus import ConfirmingBus
 from resmon import wire
 from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.delivery import Discard
@@ -50,20 +49,6 @@ def clockAt(seconds):
     clock = Clock()
     clock.advance(seconds)
     return clock
-
-
-class ConfirmingBus(FakeBus):
-    """
-    Confirms every publication at once, and records it.
-    """
-
-    def __init__(self):
-        FakeBus.__init__(self)
-        self.published = []
-
-    def publish(self, routingKey, body):
-        self.published.append((routingKey, json.loads(body)))
-        return defer.succeed(None)
 
 
 def analyzerAt(clock, **kwargs):
@@ -366,16 +351,7 @@ def test_the_analyzer_remembers_the_newest_confirmed_measures_and_forgets_the_ol
 # The option
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--max-clock-skew=abc"], "--max-clock-skew: expected a number"),
-    (["--max-clock-skew=0"], "--max-clock-skew: must be between"),
-    (["--max-clock-skew=nan"], "--max-clock-skew: must be between"),
-])
-def test_a_bad_max_clock_skew_stops_with_one_line_naming_it(argv, message):
-    with pytest.raises(SystemExit) as e:
-        Options().parseOptions(argv)
-    text = str(e.value.code)
-    assert message in text and "\n" not in text
+# A bad --max-clock-skew: in test_units_services.py's bad options.
 
 
 def test_max_clock_skew_defaults_to_300_seconds():

@@ -10,14 +10,13 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from resmon import wire
 from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.webserver.fanout import ClientFlow, EventFanout
 from resmon.webserver.history import FleetHistory
-from resmon.services.liveness import FORGOTTEN, OFFLINE, ONLINE, HostLiveness
+from resmon.services.liveness import FORGOTTEN, OFFLINE, ONLINE
 from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.services.analyzer import AnalyzerService
 from resmon.services.web import WebService
@@ -25,7 +24,8 @@ from resmon.webserver.subscriptions import EVERYTHING
 from resmon.tap import Options
 from resmon.topics import routingKey
 
-from fakebus import FakeBus
+from fakebus import ConfirmingBus
+from test_liveness import LivenessBus, standingBy, started
 
 
 def measureOf(host, seq=0, ts=0.0):
@@ -67,30 +67,8 @@ def test_the_pipeline_forgets_the_state_of_hosts_silent_for_forget_after():
     assert pipeline.forgotten == 2
 
 
-class RecordingBus(FakeBus):
-    """
-    Records what is published; the last subscription's handler is C{handler}.
-    """
-
-    def __init__(self):
-        FakeBus.__init__(self)
-        self.published = []
-
-    def publish(self, routingKey, body):
-        self.published.append((routingKey, json.loads(body)))
-        return defer.succeed(None)
-
-    @property
-    def handler(self):
-        return self.last.handler
-
-    @property
-    def patterns(self):
-        return self.last.patterns
-
-
 def test_the_analyzer_service_sweeps_its_pipeline_periodically_with_its_clock():
-    clock, bus = Clock(), RecordingBus()
+    clock, bus = Clock(), ConfirmingBus()
     pipeline = AnalysisPipeline([UsageAnalyzer()], wallClock=clock.seconds, forgetAfter=8)
     service = AnalyzerService(bus, pipeline, clock)
     service.startService()
@@ -108,35 +86,6 @@ def test_the_analyzer_service_sweeps_its_pipeline_periodically_with_its_clock():
 # Host liveness
 
 
-def startedLiveness(bus, clock, **kwargs):
-    liveness = HostLiveness(bus, clock, checkInterval=0.5, grace=0, **kwargs)
-    liveness.startService()
-    clock.advance(0)
-    return liveness
-
-
-class LivenessBus(RecordingBus):
-    """
-    Ticks come back to the liveness queue's handler: this process judges.
-    """
-
-    receiving = True
-
-    def publish(self, routingKey, body):
-        if routingKey.endswith(".liveness-tick"):
-            if self.receiving:
-                self.tickHandler(routingKey, body)
-            return defer.succeed(None)
-        return RecordingBus.publish(self, routingKey, body)
-
-    @property
-    def tickHandler(self):
-        return next(s.handler for s in self.subscriptions if s.options["queue"])
-
-    def statuses(self):
-        return [(body["host"], body["status"]) for _, body in self.published]
-
-
 def advance(clock, seconds, step=0.5):
     for _ in range(round(seconds / step)):
         clock.advance(step)
@@ -144,7 +93,7 @@ def advance(clock, seconds, step=0.5):
 
 def test_liveness_announces_forgotten_after_offline_and_drops_the_host():
     bus, clock = LivenessBus(), Clock()
-    liveness = startedLiveness(bus, clock, offlineAfter=5, forgetAfter=20)
+    liveness = started(bus, clock, grace=0, offlineAfter=5, forgetAfter=20)
     liveness.measureReceived("a.measure", wire.encodeMeasure("a", 3, 0.0, 1.0, {}))
     advance(clock, 10)
     assert bus.statuses() == [("a", ONLINE), ("a", "stale"), ("a", OFFLINE)]
@@ -165,7 +114,7 @@ def test_liveness_announces_forgotten_after_offline_and_drops_the_host():
 
 def test_a_forget_after_shorter_than_offline_after_forgets_without_offline():
     bus, clock = LivenessBus(), Clock()
-    liveness = startedLiveness(bus, clock, staleAfter=2, offlineAfter=30, forgetAfter=5)
+    liveness = started(bus, clock, grace=0, staleAfter=2, offlineAfter=30, forgetAfter=5)
     liveness.measureReceived("a.measure", wire.encodeMeasure("a", 0, 0.0, 1.0, {}))
     advance(clock, 8)
     assert bus.statuses() == [("a", ONLINE), ("a", "stale"), ("a", FORGOTTEN)]
@@ -176,11 +125,7 @@ def test_a_forget_after_shorter_than_offline_after_forgets_without_offline():
 
 
 def test_standing_by_liveness_drops_hosts_on_the_judges_forgotten_or_its_own_silence():
-    bus, clock = LivenessBus(), Clock()
-    bus.receiving = False  # another process judges
-    liveness = startedLiveness(bus, clock, offlineAfter=5, forgetAfter=20)
-    advance(clock, 5)
-    assert liveness.active is False
+    bus, clock, liveness = standingBy(offlineAfter=5, forgetAfter=20, grace=0)
     now = clock.seconds()
     liveness.statusReceived("a.status", statusBody("a", OFFLINE, now))
     liveness.statusReceived("b.status", statusBody("b", ONLINE, now))
@@ -196,18 +141,27 @@ def test_standing_by_liveness_drops_hosts_on_the_judges_forgotten_or_its_own_sil
 # The web role
 
 
-def test_a_forgotten_status_drops_the_host_from_every_web_table_and_reaches_clients():
+def webTables():
+    """
+    A web role's tables at time 1000 (hosts forgotten after 60 s), and what
+    its one client is sent: (document, body) pairs.
+    """
     clock = Clock()
     clock.advance(1000)
     history = FleetHistory(clock, window=900)
     fanout = EventFanout(history=history, clock=clock, forgetAfter=60)
     sent = []
-    fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: sent.append(d)})())
+    fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: sent.append((d, b))})())
+    return clock, history, fanout, sent
+
+
+def test_a_forgotten_status_drops_the_host_from_every_web_table_and_reaches_clients():
+    _, history, fanout, sent = webTables()
     for host in ("a", "b"):
         fanout.eventReceived(routingKey(host, "analysis"), analysisBody(host, 1, 999.0))
         fanout.eventReceived(routingKey(host, "status"), statusBody(host, OFFLINE, 999.0))
     fanout.eventReceived("a.status", statusBody("a", FORGOTTEN, 999.0))
-    assert sent[-1]["status"] == FORGOTTEN and sent[-1]["host"] == "a"
+    assert sent[-1][0]["status"] == FORGOTTEN and sent[-1][0]["host"] == "a"
     assert fanout.latest.hosts() == ["b"] and fanout.statuses.hosts() == ["b"]
     assert history.hosts() == ["b"] and "a" not in fanout.latest._recent
     assert fanout.knownHosts() == ["b"]
@@ -239,12 +193,7 @@ def test_forgetting_a_host_drops_it_from_the_clients_subscription_caches():
 
 
 def test_the_web_forgets_hosts_silent_for_forget_after_on_its_own():
-    clock = Clock()
-    clock.advance(1000)
-    history = FleetHistory(clock, window=900)
-    fanout = EventFanout(history=history, clock=clock, forgetAfter=60)
-    sent = []
-    fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: sent.append((d, b))})())
+    clock, _, fanout, sent = webTables()
     fanout.eventReceived("a.analysis", analysisBody("a", 7, 999.0))
     clock.advance(30)
     fanout.eventReceived("b.status", statusBody("b", OFFLINE, 1000.0))  # only a status
@@ -278,7 +227,7 @@ def test_a_paused_client_gets_a_forgotten_status_after_the_analysis_held_back_be
 
 @pytest_twisted.inlineCallbacks
 def test_the_web_service_sweeps_silent_hosts_with_its_timer():
-    clock, bus = Clock(), RecordingBus()
+    clock, bus = Clock(), ConfirmingBus()
     service = WebService(bus, "tcp:0:interface=127.0.0.1", clock, forgetAfter=20)
     service.startService()
     for n in range(1000):

@@ -15,7 +15,7 @@ from resmon import wire
 from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.delivery import Discard, Retry
 from resmon.analysis.pipeline import AnalysisPipeline
-from resmon.services.analyzer import LOGGED_REJECTIONS, AnalyzerService
+from resmon.services.analyzer import LOG_PERIOD, LOGGED_REJECTIONS, AnalyzerService
 
 
 class Bus:
@@ -155,17 +155,24 @@ def test_a_rejected_measure_is_discarded_with_its_reason_when_dead_lettered():
     assert raised.value.args == ("shape",)
 
 
-def test_rejections_are_logged_ten_times_then_every_thousandth():
-    analyzer, _, _, events = service()
+def test_rejections_are_logged_ten_at_once_then_one_per_period_per_reason():
+    analyzer, _, clock, events = service()
     key = "k" * 100 + ".measure"
     for _ in range(2000):
         analyzer.measureReceived(key, b"")
+    analyzer.measureReceived(key, b"[1]")  # another reason: not held back
     logged = lines(events)
-    assert len(logged) == LOGGED_REJECTIONS + 2 == 12
+    assert len(logged) == LOGGED_REJECTIONS + 1 == 11
     assert logged[0] == f"rejected a message under {key[:80]}: empty: empty body (1 for this reason)"
     assert logged[9].endswith("(10 for this reason)")
-    assert logged[10].endswith("(1000 for this reason)") and logged[11].endswith("(2000 for this reason)")
-    assert analyzer.rejected["empty"] == 2000
+    assert logged[10].startswith(f"rejected a message under {key[:80]}: shape: ")
+    clock.advance(LOG_PERIOD)
+    analyzer.measureReceived(key, b"")
+    assert lines(events)[11].endswith(
+        "(2001 for this reason) (1990 similar warnings not logged before this one)")
+    analyzer.measureReceived(key, b"")
+    assert len(events) == 12
+    assert analyzer.rejected["empty"] == 2002 and analyzer.rejected["shape"] == 1
 
 
 def test_a_long_rejection_reason_is_cut_in_the_log():

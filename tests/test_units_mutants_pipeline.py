@@ -2,14 +2,15 @@
 The analysis pipeline's promises pinned down where mutation testing
 (.ci/mutation.sh) found them unchecked: each invalid finding named, the
 analysis document's fields, per-analyzer state, the time budget's edge,
-failures counted and logged first and every hundredth.
+failures counted, and logged ten at once then one per period.
 """
 
 import pytest
-from twisted.logger import Logger, formatEvent
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, formatEvent
 
 from resmon import wire
-from resmon.analysis.pipeline import AnalysisPipeline, InvalidFindings, validateFindings
+from resmon.analysis.pipeline import FAILURE_LOG_PERIOD, AnalysisPipeline, InvalidFindings, validateFindings
 
 
 @pytest.mark.parametrize("findings, message", [
@@ -102,8 +103,10 @@ def test_an_analyzer_taking_its_whole_budget_is_on_time_and_one_over_it_is_not()
         "error": "OverBudget: took 62.5 ms, over its 50 ms time budget (--time-budget)"}
 
 
-def test_failures_are_counted_and_logged_first_then_every_hundredth():
-    pipeline = AnalysisPipeline([Analyzer("bad", raises=RuntimeError("x" * 400)), Analyzer("good")])
+def test_failures_are_counted_and_logged_ten_at_once_then_one_per_period():
+    clock = Clock()
+    pipeline = AnalysisPipeline([Analyzer("bad", raises=RuntimeError("x" * 400)), Analyzer("good")],
+                                clock=clock)
     events = []
     pipeline.log = Logger(observer=events.append)
     for _ in range(200):
@@ -112,10 +115,15 @@ def test_failures_are_counted_and_logged_first_then_every_hundredth():
     error = analysis["analyses"]["bad"]["error"]
     assert len(error) == 300 and error.startswith("RuntimeError: xxx")
     assert pipeline.failures == {"bad": 200}
+    clock.advance(FAILURE_LOG_PERIOD)
+    pipeline.analyze(measure("web"))
     lines = [formatEvent(e) for e in events]
     where = f"{__file__}:{Analyzer.analyze.__code__.co_firstlineno + 2} in analyze"
     assert lines == [f"analyzer bad raised on web (failure #1): {error} (at {where})"] + [
-        f"analyzer bad failed on web (failure #{n}): {error}" for n in (100, 200)]
+        f"analyzer bad failed on web (failure #{n}): {error}" for n in range(2, 12)] + [
+        f"analyzer bad failed on web (failure #201): {error} "
+        "(189 similar warnings not logged before this one)"]
+    assert all(e["log_level"] == LogLevel.error for e in events)
 
 
 def test_where_an_analyzer_raised_is_logged_the_first_time_per_analyzer_and_host():
@@ -125,14 +133,18 @@ def test_where_an_analyzer_raised_is_logged_the_first_time_per_analyzer_and_host
     pipeline.log = Logger(observer=events.append)
     for host in ("a", "b", "a", "b", "c"):
         pipeline.analyze(measure(host))
-    located = [(e["analyzer"], e["host"]) for e in events if "where" in e]
-    assert located == [("bad", "a"), ("worse", "a"), ("bad", "b"), ("worse", "b"),
-                       ("bad", "c"), ("worse", "c")]
+
+    def located():
+        return [(e["analyzer"], e["host"]) for e in events if "where" in e]
+    assert located() == [("bad", "a"), ("worse", "a"), ("bad", "b"), ("worse", "b"),
+                         ("bad", "c"), ("worse", "c")]
     assert all(e["where"].startswith(__file__ + ":") for e in events if "where" in e)
-    assert len(events) == 6  # the repeats on a and b are not logged
+    # The repeats on a and b are logged without where (rate limited).
+    assert [(e["analyzer"], e["host"]) for e in events if "where" not in e] == [
+        ("bad", "a"), ("worse", "a"), ("bad", "b"), ("worse", "b")]
     pipeline.forgetHost("a")
     pipeline.analyze(measure("a"))
-    assert [(e["analyzer"], e["host"]) for e in events[6:]] == [("bad", "a"), ("worse", "a")]
+    assert located()[6:] == [("bad", "a"), ("worse", "a")]
 
 
 def test_an_analyzer_over_its_budget_is_not_said_to_have_given_invalid_findings():

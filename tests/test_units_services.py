@@ -262,6 +262,9 @@ def test_sampler_computes_rates_from_deltas():
     (["--broker=amqps://rabbit", "--tls-ca=/etc/hostname"], "--tls-ca: no PEM certificate in /etc/hostname"),
     (["--broker=amqps://rabbit", "--tls-key=/etc/hostname"], "--tls-key: needs --tls-cert"),
     (["--broker=amqps://rabbit", "--tls-cert=/etc/hostname"], "--tls-cert: /etc/hostname: no usable"),
+    (["--max-clock-skew=abc"], "--max-clock-skew: expected a number"),
+    (["--max-clock-skew=0"], "--max-clock-skew: must be between"),
+    (["--max-clock-skew=nan"], "--max-clock-skew: must be between"),
 ])
 def test_bad_options_stop_with_one_line_naming_the_option(argv, message):
     with pytest.raises(SystemExit) as e:

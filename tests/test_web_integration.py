@@ -8,11 +8,11 @@ import json
 
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.web.client import Agent, readBody
 
-from support import WebSocketRecorder, freePort, withTimeout
+from support import SSEReader, WebSocketRecorder, freePort, startedWeb, withTimeout
 
 
 @defer.inlineCallbacks
@@ -122,55 +122,9 @@ def test_a_subscriber_gets_history_first_then_only_its_hosts_events(broker, amqp
     assert b"Traceback" not in server.output
 
 
-class SSEReader(protocol.Protocol):
-    """
-    Reads a streaming text/event-stream body into (event, data) pairs.
-    """
-
-    def __init__(self):
-        self.buffer = b""
-        self.events = []
-        self.comments = []
-        self._waiters = []
-        self.done = defer.Deferred()
-
-    def dataReceived(self, data):
-        self.buffer += data
-        while b"\n\n" in self.buffer:
-            frame, self.buffer = self.buffer.split(b"\n\n", 1)
-            kind, data = None, []
-            for line in frame.split(b"\n"):
-                if line.startswith(b":"):
-                    self.comments.append(line)
-                elif line.startswith(b"event: "):
-                    kind = line[len(b"event: "):].decode()
-                elif line.startswith(b"data: "):
-                    data.append(line[len(b"data: "):])
-            if kind is not None:
-                self.events.append((kind, json.loads(b"\n".join(data))))
-        for waiter in list(self._waiters):
-            predicate, d = waiter
-            if predicate(self.events):
-                self._waiters.remove(waiter)
-                d.callback(None)
-
-    def waitFor(self, predicate, timeout, what):
-        if predicate(self.events):
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append((predicate, d))
-        return withTimeout(d, timeout, what)
-
-    def connectionLost(self, reason):
-        self.done.callback(None)
-
-
 @pytest_twisted.inlineCallbacks
 def test_sse_stream_follows_the_fleet_with_a_snapshot_first(twistd):
-    port = freePort()
-    standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1",
-                        "--name=sse.host", "--interval=0.2")
-    yield standalone.waitForOutput(b"dashboard listening")
+    standalone, port = yield startedWeb(twistd, "standalone", "--name=sse.host", "--interval=0.2")
     # Let a few analyses into the history first.
     yield _waitForHistory(port, "sse.host", 3)
 
@@ -238,10 +192,8 @@ def _waitForSeq(port, host, seq, timeout=10):
 
 @pytest_twisted.inlineCallbacks
 def test_websocket_url_filter_and_history_bounds_in_a_real_process(twistd):
-    port = freePort()
-    standalone = twistd("standalone", f"--port={port}", "--interface=127.0.0.1",
-                        "--name=bounded", "--interval=0.1", "--history-points=5")
-    yield standalone.waitForOutput(b"dashboard listening")
+    standalone, port = yield startedWeb(
+        twistd, "standalone", "--name=bounded", "--interval=0.1", "--history-points=5")
     yield _waitForHistory(port, "bounded", 5)
     code, one = yield _waitForSeq(port, "bounded", 15)
     code, history = yield _getJSON(port, "/api/hosts/bounded/history")
@@ -302,11 +254,9 @@ def _handshakeStatus(port, origin=None, host=None):
 
 @pytest_twisted.inlineCallbacks
 def test_only_the_dashboards_own_pages_and_allowed_origins_open_the_websocket(twistd):
-    port = freePort()
-    standalone = twistd("origins", f"--port={port}", "--interface=127.0.0.1", "--name=origins",
-                        "--allowed-origin=https://dash.example.com", "--allowed-host=mon.internal",
-                        "--stats-interval=1")
-    yield standalone.waitForOutput(b"dashboard listening")
+    standalone, port = yield startedWeb(
+        twistd, "origins", "--name=origins", "--allowed-origin=https://dash.example.com",
+        "--allowed-host=mon.internal", "--stats-interval=1")
     own = f"http://127.0.0.1:{port}"
     for origin, host, expected in [
             (None, None, "101"), (own, None, "101"), ("https://dash.example.com", None, "101"),
@@ -352,10 +302,8 @@ def _httpGet(port, path, host):
 
 @pytest_twisted.inlineCallbacks
 def test_dns_rebinding_cannot_read_the_api_the_page_or_the_stream(twistd):
-    port = freePort()
-    standalone = twistd("rebinding", f"--port={port}", "--interface=127.0.0.1", "--name=rebound",
-                        "--allowed-host=mon.internal", "--stats-interval=1")
-    yield standalone.waitForOutput(b"dashboard listening")
+    standalone, port = yield startedWeb(
+        twistd, "rebinding", "--name=rebound", "--allowed-host=mon.internal", "--stats-interval=1")
     yield _waitForHistory(port, "rebound", 1)
     for path in ("/api/hosts", "/", "/js/main.js", "/api/stream", "/api/hosts/rebound/history"):
         code, body = yield threads.deferToThread(_httpGet, port, path, f"attacker.example:{port}")

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
-from fakebus import FakeBus
+from fakebus import ConfirmingBus
 from resmon.webserver.fanout import ClientFlow, EventFanout
 from resmon.webserver.history import FleetHistory, makePoint
 from resmon.webserver.httpapi import HostsResource
@@ -695,15 +695,7 @@ def test_sse_head_answers_at_once(tmp_path):
 # The service
 
 
-class RecordingBus(FakeBus):
-    @property
-    def patterns(self):
-        return self.last.patterns
-
-    @property
-    def handler(self):
-        return self.last.handler
-
+class RecordingBus(ConfirmingBus):
     @property
     def cancelled(self):
         return self.last.cancelled

@@ -11,9 +11,14 @@ from collections import Counter
 from twisted.logger import Logger
 
 from resmon.analysis.base import worstLevel
+from resmon.ratelimit import LimitedLog
 from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, analysisDocument
 
 DEFAULT_TIME_BUDGET = 0.05
+# Failures of one analyzer logged at once, before the log keeps to one line
+# every FAILURE_LOG_PERIOD seconds.
+LOGGED_FAILURES = 10
+FAILURE_LOG_PERIOD = 60.0
 # The check subjects summarised in an analysis' C{levels}; C{cpu} is also
 # the proof of concept's C{cpu_result}.
 SUMMARY_SUBJECTS = ("cpu", "memory")
@@ -126,6 +131,10 @@ def summaryLevels(results):
     return {subject: level for subject, level in levels.items() if level is not None}
 
 
+class _MonotonicClock:
+    seconds = staticmethod(time.monotonic)
+
+
 class AnalysisPipeline:
     """
     Runs analyzers over measures and builds analyses.
@@ -133,7 +142,8 @@ class AnalysisPipeline:
     An analyzer that raises, returns invalid findings or runs over its time
     budget has its entry in that analysis marked C{"status": "error"}; the
     others and the pipeline carry on. Failures are counted per analyzer in
-    L{failures} and logged (the first, then every hundredth).
+    L{failures} and logged (the first L{LOGGED_FAILURES} per analyzer at
+    once, then one every L{FAILURE_LOG_PERIOD} seconds).
 
     @param analyzers: L{IAnalyzer} providers, already configured.
     @param timeBudget: seconds one analyzer may take on one measure.
@@ -141,14 +151,18 @@ class AnalysisPipeline:
     @param timer: a monotonic clock to measure analyzer run time.
     @param forgetAfter: seconds (by C{wallClock}) without a measure of a
         host before L{forgetSilent} drops its analyzers' state.
+    @param clock: an L{IReactorTime} that paces the failure log lines; by
+        default the monotonic time.
     """
 
     log = Logger()
 
     def __init__(self, analyzers, timeBudget=DEFAULT_TIME_BUDGET,
                  wallClock=time.time, timer=time.perf_counter,
-                 forgetAfter=DEFAULT_FORGET_AFTER):
+                 forgetAfter=DEFAULT_FORGET_AFTER, clock=None):
         self.analyzers = list(analyzers)
+        self._clock = _MonotonicClock() if clock is None else clock
+        self._failureLogs = {}
         self.timeBudget = timeBudget
         self.forgetAfter = forgetAfter
         self._wallClock = wallClock
@@ -211,10 +225,13 @@ class AnalysisPipeline:
                 "analyzer {analyzer} raised on {host} (failure #{count}): {reason} (at {where})",
                 analyzer=analyzer.name, host=measure.host, count=count, reason=reason,
                 where=where)
-        elif count == 1 or count % 100 == 0:
-            self.log.error(
-                "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
-                analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
+            return {"status": "error", "error": reason}
+        if analyzer.name not in self._failureLogs:
+            self._failureLogs[analyzer.name] = LimitedLog(
+                self._clock, rate=1 / FAILURE_LOG_PERIOD, burst=LOGGED_FAILURES)
+        self._failureLogs[analyzer.name].error(
+            self.log, "analyzer {analyzer} failed on {host} (failure #{count}): {reason}",
+            analyzer=analyzer.name, host=measure.host, count=count, reason=reason)
         return {"status": "error", "error": reason}
 
     def forgetHost(self, host):

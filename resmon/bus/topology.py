@@ -10,11 +10,11 @@ Every few seconds, the exchange is checked and the bindings renewed
 """
 
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon.bus.connection import describe
 from resmon.bus.exchange import joinExchange
+from resmon.periodic import Periodic
 
 DEAD_LETTER_LIMIT = 10000
 
@@ -161,16 +161,15 @@ class Topology:
         Call L{refresh} every L{interval} seconds from now on.
         """
         self.stopChecking()
-        self._check = LoopingCall(self.refresh, channel, subscriptions)
-        self._check.clock = self._clock
-        self._check.start(self.interval, now=False).addErrback(
-            lambda f: self.log.failure("the topology check stopped", f))
+        self._check = Periodic(lambda: self.refresh(channel, subscriptions), self.interval,
+                               self._clock, self.log, "the topology check stopped")
+        self._check.start()
 
     def stopChecking(self):
         """
         Stop calling L{refresh}.
         """
-        if self._check is not None and self._check.running:
+        if self._check is not None:
             self._check.stop()
         self._check = None
 

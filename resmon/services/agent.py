@@ -5,10 +5,10 @@ The agent: samples this machine and publishes a measure per sample.
 import time
 
 from twisted.application import service
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.periodic import Periodic
 
 
 FIRST_SAMPLE_DELAY = 1.0
@@ -42,10 +42,10 @@ class TrackerService(service.Service):
         self.statsInterval = statsInterval
         self.seq = 0
         self.counters = {"sampled": 0, "confirmed": 0, "dropped": 0, "failed": 0}
-        self._loop = LoopingCall(self.sampleAndPublish)
-        self._loop.clock = clock
-        self._stats = LoopingCall(self.logStats)
-        self._stats.clock = clock
+        self._loop = Periodic(self.sampleAndPublish, interval, clock, self.log, "sampling stopped",
+                              now=True)
+        self._stats = Periodic(self.logStats, statsInterval, clock, self.log,
+                               "logging the tracker's counters failed; no longer logging them")
         self._first = None
 
     def startService(self):
@@ -55,21 +55,19 @@ class TrackerService(service.Service):
         # psutil's CPU percentages cover the time since the previous call: the
         # first sample waits a moment (at most a second) to mean something.
         self._first = self.clock.callLater(min(self.interval, FIRST_SAMPLE_DELAY), self._startLoop)
-        self._stats.start(self.statsInterval, now=False)
+        self._stats.start()
 
     def _startLoop(self):
         self._first = None
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda f: self.log.failure("sampling stopped", f))
+        self._loop.start()
 
     def stopService(self):
         service.Service.stopService(self)
         if self._first is not None and self._first.active():
             self._first.cancel()
         self._first = None
-        for loop in (self._loop, self._stats):
-            if loop.running:
-                loop.stop()
+        self._loop.stop()
+        self._stats.stop()
         self.logStats()
 
     def sampleAndPublish(self):

@@ -7,15 +7,18 @@ from collections import Counter, OrderedDict
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.bus.delivery import Discard, Retry
 from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
+from resmon.periodic import Periodic
+from resmon.ratelimit import LimitedLog
 
-# Rejections logged per reason before the log keeps to one line in a thousand.
+# Rejections logged at once per reason (and measures with unknown metrics
+# dropped) before the log keeps to one line every LOG_PERIOD seconds.
 LOGGED_REJECTIONS = 10
+LOG_PERIOD = 6.0
 # Measures whose analysis was confirmed, remembered to recognise redeliveries.
 REMEMBERED_MEASURES = 10000
 
@@ -73,12 +76,15 @@ class AnalyzerService(service.Service):
         self._pending = {}
         self._confirmed = OrderedDict()
         self._subscription = None
-        self._stats = LoopingCall(self.logStats)
-        self._stats.clock = clock
+        # Per reason: a flood of one kind of bad measure hides no other.
+        self._rejectionLogs = {}
+        self._unknownMetricsLog = self._limitedLog()
         self.statsInterval = statsInterval
+        self._stats = Periodic(self.logStats, statsInterval, clock, self.log,
+                               "logging the analyzer's counters failed; no longer logging them")
         # The pipeline forgets hosts silent for its forgetAfter.
-        self._forget = LoopingCall(self.forgetSilentHosts)
-        self._forget.clock = clock
+        self._forget = Periodic(self.forgetSilentHosts, wire.forgetSweepInterval(pipeline.forgetAfter),
+                                clock, self.log, "forgetting silent hosts failed; no longer forgetting")
 
     def startService(self):
         service.Service.startService(self)
@@ -90,18 +96,19 @@ class AnalyzerService(service.Service):
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers",
                       notRun=f" (not selected: {', '.join(self.leftOut)})" if self.leftOut else "")
-        self._stats.start(self.statsInterval, now=False)
-        self._forget.start(wire.forgetSweepInterval(self.pipeline.forgetAfter), now=False
-                           ).addErrback(self._forgetFailed)
+        self._stats.start()
+        self._forget.start()
 
     def stopService(self):
         service.Service.stopService(self)
-        for call in (self._stats, self._forget):
-            if call.running:
-                call.stop()
+        self._stats.stop()
+        self._forget.stop()
         self.logStats()
         if self._subscription is not None:
             return self._subscription.cancel()
+
+    def _limitedLog(self):
+        return LimitedLog(self.clock, rate=1 / LOG_PERIOD, burst=LOGGED_REJECTIONS)
 
     def measureReceived(self, routingKey, body):
         try:
@@ -110,22 +117,24 @@ class AnalyzerService(service.Service):
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             count = self.rejected[e.reason]
-            if count <= LOGGED_REJECTIONS or count % 1000 == 0:
-                self.log.warn("rejected a message under {routingKey}: {reason} ({count} for this reason)",
-                              routingKey=routingKey[:80], reason=str(e)[:200], count=count)
+            if e.reason not in self._rejectionLogs:
+                self._rejectionLogs[e.reason] = self._limitedLog()
+            self._rejectionLogs[e.reason].warn(
+                self.log, "rejected a message under {routingKey}: {reason} ({count} for this reason)",
+                routingKey=routingKey[:80], reason=str(e)[:200], count=count)
             if self.deadLetter:
                 raise Discard(e.reason)
             return None
         if measure.droppedUnknown:
             self.unknownMetricsDropped += 1
-            count = self.unknownMetricsDropped
-            if count <= LOGGED_REJECTIONS or count % 1000 == 0:
-                self.log.warn(
-                    "dropped {dropped} unknown metrics of a measure under {routingKey}: over "
-                    "{keys} keys or {size} bytes; analysed its known metrics "
-                    "({count} measures so far)",
-                    dropped=measure.droppedUnknown, routingKey=routingKey[:80],
-                    keys=wire.MAX_UNKNOWN_METRICS, size=wire.MAX_UNKNOWN_METRICS_BYTES, count=count)
+            self._unknownMetricsLog.warn(
+                self.log,
+                "dropped {dropped} unknown metrics of a measure under {routingKey}: over "
+                "{keys} keys or {size} bytes; analysed its known metrics "
+                "({count} measures so far)",
+                dropped=measure.droppedUnknown, routingKey=routingKey[:80],
+                keys=wire.MAX_UNKNOWN_METRICS, size=wire.MAX_UNKNOWN_METRICS_BYTES,
+                count=self.unknownMetricsDropped)
         key = None if measure.seq is None else (measure.host, measure.seq, measure.ts)
         if key is not None and (key in self._pending or key in self._confirmed):
             self.counters["redelivered"] += 1
@@ -169,9 +178,6 @@ class AnalyzerService(service.Service):
         if count:
             self.log.info("forgot the analysis state of {count} hosts silent for {after} s",
                           count=count, after=self.pipeline.forgetAfter)
-
-    def _forgetFailed(self, failure):
-        self.log.failure("forgetting silent hosts failed; no longer forgetting", failure)
 
     def logStats(self):
         failures = self.pipeline.failures

@@ -1,37 +1,36 @@
 """
-Host liveness: which hosts still send measures, published as C{<host>.status}
-events whenever a host turns C{online}, C{stale} or C{offline}.
+Host liveness on the bus: feeds the judge (L{resmon.analysis.liveness}) the
+measures of the liveness queue and the statuses of the other processes,
+sweeps it periodically, publishes what it decides as C{<host>.status}
+events, and publishes the ticks that tell a process whether it is the one
+receiving the liveness queue.
 """
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.analysis.liveness import (  # noqa: F401
+    ACTIVE_WINDOW, ASSUMED_INTERVAL, OFFLINE, ONLINE, STALE, TICK_INTERVAL, LivenessJudge)
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, LIVENESS_QUEUE_SUFFIX, STALE_INTERVALS  # noqa: F401
+from resmon.periodic import Periodic
 
-ONLINE = "online"
-STALE = "stale"
-OFFLINE = "offline"
 FORGOTTEN = wire.FORGOTTEN
 
 DEFAULT_QUEUE = "resmon.analyzer.liveness"
-# A proof-of-concept measure carries no interval: assume the agent's default.
-ASSUMED_INTERVAL = 1.0
 CHECK_INTERVAL = 0.5
 # Hosts silent for this long are forgotten (and announced so), so hosts that
 # went away and junk host names cannot grow the table without bound.
 FORGET_AFTER = wire.DEFAULT_FORGET_AFTER
 LIVENESS_PREFETCH = 500
-# Every analyzer publishes a tick into the liveness queue this often; only
-# the process the broker delivers to (the active consumer) receives them,
-# so a process that has received nothing for ACTIVE_WINDOW seconds knows
-# it stands by, and judges nothing. Its table would otherwise age without
-# measures and declare every host offline after another process took over.
-TICK_INTERVAL = 0.5
-ACTIVE_WINDOW = 3.0
-TICK = "liveness-tick"
+# Every analyzer publishes a tick into the liveness queue every
+# TICK_INTERVAL; only the process the broker delivers to (the active
+# consumer) receives them, so a process that has received nothing for
+# ACTIVE_WINDOW seconds knows it stands by, and judges nothing. Its table
+# would otherwise age without measures and declare every host offline after
+# another process took over.
+TICK = wire.TICK
 # Ticks are resmon's own traffic on the user's exchange: their routing key,
 # INTERNAL.<queue word>.liveness-tick, has four words, so no binding on host
 # traffic (<host>.<kind>: '*.measure', '#.measure', '*.analysis', ...) matches
@@ -39,46 +38,21 @@ TICK = "liveness-tick"
 INTERNAL = "resmon.internal"
 
 
-class _Host:
-    __slots__ = ("name", "word", "status", "since", "lastSeen", "seq", "interval")
-
-    def __init__(self, name, word):
-        self.name = name
-        self.word = word
-        self.status = None
-        self.since = None
-        self.lastSeen = None
-        self.seq = None
-        self.interval = ASSUMED_INTERVAL
-
-
 class HostLiveness(service.Service):
     """
-    Tracks the last measure of every host and publishes a status event on
-    each change: C{online} on a host's first measure and when it comes back,
-    C{stale} once it missed C{staleAfter} seconds (default: three of its own
-    intervals), C{offline} after C{offlineAfter} seconds without a measure,
-    and C{forgotten} after C{forgetAfter} seconds without one, whatever its
-    status then (so a C{forgetAfter} shorter than C{offlineAfter} forgets
-    hosts without ever saying they are offline): the host leaves the table,
-    and every role that receives the status drops what it keeps of it.
-
-    It judges nothing while the bus is disconnected, and for C{grace}
-    seconds after every (re)connection hosts are not judged either, and count
-    as seen at that moment: the analyzer's own outage is not the hosts'.
+    Publishes a C{<host>.status} event each time the judge
+    (L{resmon.analysis.liveness.LivenessJudge}, where the rules are) finds
+    a host C{online}, C{stale}, C{offline} or C{forgotten}; every role that
+    receives a C{forgotten} drops what it keeps of the host.
 
     Measures come from their own subscription, a named queue consumed by one
     process at a time (the other analyzers stand by and take over when it
     goes): every process would otherwise see only its share of the measures,
     and several judges would publish every change several times. Each
     process also publishes a tick into that queue every L{TICK_INTERVAL}
-    seconds: a process judges only while it receives deliveries (ticks or
-    measures), that is while it is the active consumer, and on becoming it
-    (again) counts the hosts it knows as seen at that moment; a host's
-    silence is counted only up to shortly after the last delivery, so a
-    process that stops receiving stops judging at once. While it stands by,
-    it learns every host's status from the judge's C{<host>.status} events,
-    so on taking over it also judges the hosts that went silent before.
+    seconds, so the one receiving deliveries knows it judges. The others
+    learn every host's status from the judge's C{<host>.status} events, so
+    on taking over they also judge the hosts that went silent before.
 
     @param bus: an L{resmon.interfaces.IBus}; an C{AMQPBus} also tells,
         through C{connected} and C{counters["connections"]}, whether and since
@@ -114,22 +88,37 @@ class HostLiveness(service.Service):
         self.checkInterval = checkInterval
         self.maxBody = maxBody
         self.forgetAfter = forgetAfter
-        self.hosts = {}
+        self.judge = LivenessJudge(staleAfter=staleAfter, offlineAfter=offlineAfter, grace=grace,
+                                   forgetAfter=forgetAfter)
         self.counters = {"published": 0, "failed": 0}
-        self.forgotten = 0
         self.tickKey = f"{INTERNAL}.{topics.hostWord(queue)}.{TICK}"
-        self.active = None  # not known yet; then whether this process judges
-        self._lastDelivery = None
-        self._resumedAt = None
-        self._connection = None
-        self._judgingFrom = None
-        self._seenSince = None
         self._subscription = None
         self._statusSubscription = None
-        self._check = LoopingCall(self.check)
-        self._check.clock = clock
-        self._tick = LoopingCall(self.tick)
-        self._tick.clock = clock
+        self._check = Periodic(self.check, checkInterval, clock, self.log,
+                               "judging host liveness failed; no longer judging")
+        self._tick = Periodic(self.tick, TICK_INTERVAL, clock, self.log,
+                              "publishing liveness ticks failed; no longer publishing them", now=True)
+
+    @property
+    def hosts(self):
+        """
+        The judge's table: host name -> L{resmon.analysis.liveness.HostRecord}.
+        """
+        return self.judge.hosts
+
+    @property
+    def active(self):
+        """
+        Whether this process judges (L{None} until known).
+        """
+        return self.judge.active
+
+    @property
+    def forgotten(self):
+        """
+        How many hosts were forgotten so far.
+        """
+        return self.judge.forgotten
 
     def startService(self):
         service.Service.startService(self)
@@ -145,19 +134,15 @@ class HostLiveness(service.Service):
         # that takes over knows every host's last status, not only the hosts
         # it hears from afterwards.
         self._statusSubscription = self.bus.subscribe(["#." + topics.STATUS], self.statusReceived)
-        self._check.start(self.checkInterval, now=False).addErrback(self._checkFailed)
-        self._tick.start(TICK_INTERVAL, now=True)
+        self._check.start()
+        self._tick.start()
 
     def stopService(self):
         service.Service.stopService(self)
-        for call in (self._check, self._tick):
-            if call.running:
-                call.stop()
+        self._check.stop()
+        self._tick.stop()
         subscriptions = [sub for sub in (self._subscription, self._statusSubscription) if sub is not None]
         return defer.gatherResults([defer.maybeDeferred(sub.cancel) for sub in subscriptions])
-
-    def _checkFailed(self, failure):
-        self.log.failure("judging host liveness failed; no longer judging", failure)
 
     def tick(self):
         """
@@ -171,9 +156,7 @@ class HostLiveness(service.Service):
 
     def measureReceived(self, routingKey, body):
         now = self.clock.seconds()
-        if self._lastDelivery is None or now - self._lastDelivery > ACTIVE_WINDOW:
-            self._resumedAt = now  # the first delivery after a gap
-        self._lastDelivery = now
+        self.judge.delivered(now)
         if routingKey == self.tickKey:
             return
         try:
@@ -185,125 +168,51 @@ class HostLiveness(service.Service):
 
     def statusReceived(self, routingKey, body):
         """
-        Note a status the judge published, while this process stands by (the
-        judge itself knows better, and its own statuses come back late).
+        Note a status the judge published, while this process stands by.
         """
         if self.active:
             return
         try:
-            event = wire.decodeEvent(routingKey, body, self.maxBody)
+            event = wire.decodeStatus(routingKey, body, self.maxBody)
         except wire.Rejected:
             return  # the web logs and counts bad events
-        status, lastSeen = event.get("status"), event.get("last_seen")
-        if status == FORGOTTEN:
-            self.hosts.pop(event["host"], None)
-            return
-        if status not in (ONLINE, STALE, OFFLINE) or not isinstance(lastSeen, (int, float)):
-            return
-        host = self.hosts.get(event["host"])
-        if host is None:
-            host = self.hosts[event["host"]] = _Host(event["host"], topics.hostWord(event["host"]))
-            host.lastSeen = lastSeen
-        host.lastSeen = max(host.lastSeen, lastSeen)
-        host.status = status
-        host.since = event.get("since")
-        host.seq = event.get("seq")
+        self.judge.learned(event["host"], event.get("status"), event.get("last_seen"),
+                           event.get("since"), event.get("seq"))
 
     def seen(self, measure):
         """
         Note a valid measure (a L{wire.Measure}) that just arrived.
         """
-        host = self.hosts.get(measure.host)
-        if host is None:
-            host = self.hosts[measure.host] = _Host(measure.host, measure.hostWord)
-        now = self.clock.seconds()
-        host.lastSeen = now
-        host.seq = measure.seq
-        if measure.interval:
-            host.interval = measure.interval
-        if host.status != ONLINE:
-            self._change(host, ONLINE, now)
+        change = self.judge.seen(measure, self.clock.seconds())
+        if change is not None:
+            self._announce(change)
 
     def check(self):
         """
-        Judge every host, unless the bus is or just was disconnected, or
-        another process receives the liveness queue (this one stands by).
+        Sweep the judge, and publish the changes it found.
         """
-        now = self.clock.seconds()
-        if not self.bus.connected:
-            if self._judgingFrom is not None:
-                self.log.info("bus disconnected: host liveness paused")
-            self._judgingFrom = None
-            return
-        connection = self.bus.counters["connections"]
-        if self._judgingFrom is None or connection != self._connection:
-            # (Re)connected since the last check, however briefly it was down.
-            self._connection = connection
-            self._judgingFrom = now + self.grace
-            self._seenSince = now
+        connection = self.bus.counters["connections"] if self.bus.connected else None
+        sweep = self.judge.sweep(self.clock.seconds(), connection)
+        if sweep.paused:
+            self.log.info("bus disconnected: host liveness paused")
+        if sweep.resumed:
             self.log.info("bus connected: judging host liveness again in {grace} s", grace=self.grace)
-        delivered = self._lastDelivery is not None and now - self._lastDelivery <= ACTIVE_WINDOW
-        if delivered and self.active is not True:
-            self.active = True
-            # Taking over, or back: what this process knows of the hosts is as
-            # old as its deliveries before the gap; count them as seen when
-            # deliveries resumed.
-            self._seenSince = max(self._seenSince, self._resumedAt)
+        if sweep.role is True:
             self.log.info("judging host liveness: this process receives {queue}", queue=self.queue)
-        elif not delivered and self.active is not False and (
-                self.active or now - self._seenSince > ACTIVE_WINDOW):
-            self.active = False
+        elif sweep.role is False:
             self.log.info("standing by: another analyzer process receives {queue} and judges",
                           queue=self.queue)
-        if not self.active:
-            self._dropSilent(now)
-            return
-        if now < self._judgingFrom:
-            return
-        seenSince = self._seenSince
-        # Silence is counted only as far as this process can vouch for it: while
-        # it receives the queue (ticks every TICK_INTERVAL), up to now; once
-        # deliveries stop, not much past the last one.
-        heardUntil = min(now, self._lastDelivery + TICK_INTERVAL * 1.5)
-        forgotten = 0
-        for host in list(self.hosts.values()):
-            silent = heardUntil - max(host.lastSeen, seenSince)
-            if silent > self.forgetAfter:
-                del self.hosts[host.name]
-                self._announce(host, FORGOTTEN, now)
-                forgotten += 1
-            elif host.status == OFFLINE:
-                continue
-            elif silent > self.offlineAfter:
-                self._change(host, OFFLINE, now)
-            elif host.status == ONLINE and silent > self._staleAfter(host):
-                self._change(host, STALE, now)
-        if forgotten:
-            self.forgotten += forgotten
+        for change in sweep.changes:
+            self._announce(change)
+        if sweep.forgotten:
             self.log.info("forgot {count} hosts silent for over {after} s ({total} so far)",
-                          count=forgotten, after=self.forgetAfter, total=self.forgotten)
+                          count=sweep.forgotten, after=self.forgetAfter, total=self.forgotten)
 
-    def _dropSilent(self, now):
-        """
-        While standing by: drop the hosts nothing was heard of (neither a
-        measure nor the judge's status) for C{forgetAfter} seconds.
-        """
-        for host in [h for h in self.hosts.values() if now - h.lastSeen > self.forgetAfter]:
-            del self.hosts[host.name]
-
-    def _staleAfter(self, host):
-        if self.staleAfter:
-            return self.staleAfter
-        return STALE_INTERVALS * host.interval
-
-    def _change(self, host, status, now):
-        host.status = status
-        host.since = now
-        self.log.info("{host} is {status} (last measure at {lastSeen:.3f}, seq {seq})",
-                      host=host.name, status=status, lastSeen=host.lastSeen, seq=host.seq)
-        self._announce(host, status, now)
-
-    def _announce(self, host, status, now):
+    def _announce(self, change):
+        host, status, now = change.host, change.status, change.at
+        if status != FORGOTTEN:
+            self.log.info("{host} is {status} (last measure at {lastSeen:.3f}, seq {seq})",
+                          host=host.name, status=status, lastSeen=host.lastSeen, seq=host.seq)
         body = wire.encodeStatus(host.name, status, now, host.lastSeen, host.seq)
         d = self.bus.publish(f"{host.word}.{topics.STATUS}", body)
         d.addCallbacks(self._published, self._failed, errbackArgs=(host.name,))

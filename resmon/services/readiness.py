@@ -11,11 +11,11 @@ import socket
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from resmon.operations.sdnotify import NullNotifier
+from resmon.periodic import Periodic
 
 # Seconds between two looks at the bus's state (for STATUS= and /readyz's
 # log lines; /readyz itself looks at every request).
@@ -152,16 +152,14 @@ class RoleReadiness(service.Service):
         self._firstWait.addCallbacks(lambda _: self.check(), _ignoreCancel)
 
     def _loop(self, f, interval, now=True):
-        loop = LoopingCall(f)
-        loop.clock = self.clock
-        loop.start(interval, now=now)
+        loop = Periodic(f, interval, self.clock, self.log, "a readiness loop stopped", now=now)
+        loop.start()
         self._loops.append(loop)
 
     def stopService(self):
         service.Service.stopService(self)
         for loop in self._loops:
-            if loop.running:
-                loop.stop()
+            loop.stop()
         self._loops = []
         if self._firstWait is not None:
             self._firstWait.cancel()

@@ -10,6 +10,7 @@ import os
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
@@ -210,7 +211,7 @@ class WebService(service.MultiService):
     def stopService(self):
         # End event streams first, so `curl -N` sees the end of the response.
         self.site.eventStreams.closeAll()
-        d = service.MultiService.stopService(self)
+        stopped = [service.MultiService.stopService(self)]
         if self._subscription is not None:
-            self._subscription.cancel()
-        return d
+            stopped.append(defer.maybeDeferred(self._subscription.cancel))
+        return defer.gatherResults(stopped, consumeErrors=True).addCallback(lambda _: None)

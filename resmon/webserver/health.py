@@ -4,9 +4,9 @@ working: the broker connected and every subscription consuming), for load
 balancers and orchestrators.
 """
 
-import json
-
 from twisted.web import resource
+
+from resmon import wire
 
 
 class _HealthResource(resource.Resource):
@@ -16,7 +16,7 @@ class _HealthResource(resource.Resource):
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(document).encode() + b"\n"
+        return wire.encodeJSON(document) + b"\n"
 
 
 class AliveResource(_HealthResource):

@@ -4,10 +4,11 @@ C{curl -N}: a snapshot event, then every matching event, with keep-alive
 comments and the same per-client flow control as the WebSocket.
 """
 
-from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 from resmon import wire
+from resmon.periodic import Periodic
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow
 from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
 
@@ -44,14 +45,15 @@ class EventStream:
     never finishes on its own.
     """
 
+    log = Logger()
+
     def __init__(self, request, clock, stallTimeout, keepAlive, budget=None):
         self.request = request
         self.flow = ClientFlow(request.write, self._abort, clock, stallTimeout, budget=budget,
                                stream=_SnapshotStream(request), name="event stream client",
                                sendKeyed=self._writeEvent)
-        self._keepAlive = LoopingCall(self._ping)
-        self._keepAlive.clock = clock
-        self._keepAliveInterval = keepAlive
+        self._keepAlive = Periodic(self._ping, keepAlive, clock, self.log,
+                                   "the event stream's keep-alive stopped")
         self.finished = request.notifyFinish()
         self._fanout = None
 
@@ -60,7 +62,7 @@ class EventStream:
         self.request.registerProducer(self.flow, True)
         self.request.write(wire.sseRetry(RECONNECT_DELAY_MS))
         self.flow.restart(fanout.subscribeStreamed(self, subscription))
-        self._keepAlive.start(self._keepAliveInterval, now=False)
+        self._keepAlive.start()
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
@@ -94,8 +96,7 @@ class EventStream:
         if self._fanout is not None:
             self._fanout.detach(self)
             self._fanout = None
-        if self._keepAlive.running:
-            self._keepAlive.stop()
+        self._keepAlive.stop()
         self.flow.stopProducing()
 
     def _ended(self, result):
