@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 
 from resmon import topics
 
+try:
+    import orjson as _orjson  # optional: resmon[fast], see encodeBuiltAnalysis
+except ImportError:  # pragma: no cover - depends on the installation
+    _orjson = None
+
 VERSION = 1
 DEFAULT_MAX_BODY = 256 * 1024
 LEVELS = ("LOW", "MEDIUM", "HIGH")
@@ -166,6 +171,11 @@ _RATES = {
 }
 
 
+# Numbers that need no more check than a range (NaN and the infinities fail
+# any range; bool, an int too, is not one of them).
+_PLAIN_NUMBERS = (int, float)
+
+
 def validateMetrics(metrics):
     """
     Check the known metrics of a measure (see C{docs/protocol.md}). Every
@@ -181,7 +191,9 @@ def validateMetrics(metrics):
         if not isinstance(perCore, list) or len(perCore) > 4096:
             raise Rejected("type", "metrics.cpu.per_core must be a list of at most 4096 numbers")
         for i, value in enumerate(perCore):
-            _percent(value, f"metrics.cpu.per_core[{i}]")
+            # The common case first, without building the message's f-string.
+            if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= 100):
+                _percent(value, f"metrics.cpu.per_core[{i}]")
     for name in ("memory", "swap"):
         if name in metrics:
             memory = _object(metrics[name], f"metrics.{name}")
@@ -309,6 +321,31 @@ def encodeAnalysis(analysis):
     """
     Encode an analysis dict built by L{resmon.services.analyzer}.
     """
+    return _dumps(analysis)
+
+
+def encodeBuiltAnalysis(analysis):
+    """
+    Encode an analysis the analyzer built (L{analysisDocument} of a decoded
+    L{Measure} and validated findings), as L{encodeAnalysis} does, faster
+    when the optional orjson is installed (C{pip install resmon[fast]}).
+
+    Every number of such an analysis is finite by construction (the
+    measure's were decoded by L{loadJSON}, the findings' checked by
+    L{resmon.analysis.pipeline.validateFindings}): the one place where
+    orjson (NaN as C{null}) and L{encodeJSON} (L{ValueError}) differ is out
+    of reach. What orjson would write differently otherwise (non-ASCII
+    characters, integers over 64 bits, keys that are not strings) goes
+    through L{encodeJSON}.
+    """
+    if _orjson is not None:
+        try:
+            body = _orjson.dumps(analysis)
+        except TypeError:
+            pass
+        else:
+            if body.isascii():
+                return body
     return _dumps(analysis)
 
 

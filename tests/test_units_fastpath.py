@@ -310,3 +310,23 @@ def test_invalid_input_is_settled_at_once_and_a_later_confirm_acknowledges_all_b
     client.dataReceived(confirm(client, 2, multiple=True))
     clock.advance(0)
     assert written(client, transport.value()) == [(2, "ack", {"delivery-tag": 3, "multiple": True})]
+
+
+# The analyses' encoding: orjson when installed, the same document either way.
+
+def test_a_built_analysis_encodes_to_the_same_document_with_or_without_orjson(monkeypatch):
+    assert wire._orjson is not None, "the test extra installs orjson"
+    measure = wire.decodeMeasure("web-01.measure", measureBody(1))
+    analysis = AnalysisPipeline([], wallClock=lambda: 1234.5).analyze(measure)
+    fast = wire.encodeBuiltAnalysis(analysis)
+    assert fast == wire._orjson.dumps(analysis)
+    monkeypatch.setattr(wire, "_orjson", None)
+    plain = wire.encodeBuiltAnalysis(analysis)
+    assert plain == wire.encodeAnalysis(analysis)
+    assert wire.loadJSON(fast) == wire.loadJSON(plain) == analysis
+
+
+def test_what_orjson_would_write_otherwise_goes_through_the_json_encoder():
+    for document in ({"host": "h\u00f4te"}, {"seq": 2 ** 70}, {1: "x"}):
+        assert wire.encodeBuiltAnalysis(document) == wire.encodeAnalysis(document)
+    assert wire.encodeBuiltAnalysis({"host": "h\u00f4te"}) == b'{"host":"h\\u00f4te"}'
