@@ -13,6 +13,7 @@ a counter name) and a human-readable detail.
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 
 from resmon import topics
@@ -98,6 +99,10 @@ def _parseFloat(text):
     return value
 
 
+# json.loads with these arguments, built once rather than for every message.
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant, parse_float=_parseFloat)
+
+
 def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     """
     Parse a message body as a UTF-8 JSON object, with the checks every
@@ -114,9 +119,10 @@ def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     except UnicodeDecodeError as e:
         raise Rejected("encoding", f"not UTF-8 ({e.reason} at byte {e.start})")
     try:
-        document = json.loads(
-            text, parse_constant=_rejectConstant, parse_float=_parseFloat
-        )
+        if text.startswith("\ufeff"):
+            # What json.loads says of a BOM; the decoder alone would not.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        document = _DECODER.decode(text)
     except Rejected:
         raise
     except RecursionError:
@@ -174,6 +180,7 @@ _RATES = {
 # Numbers that need no more check than a range (NaN and the infinities fail
 # any range; bool, an int too, is not one of them).
 _PLAIN_NUMBERS = (int, float)
+_MAX = sys.float_info.max  # what math.isfinite takes from an int, too
 
 
 def validateMetrics(metrics):
@@ -200,13 +207,16 @@ def validateMetrics(metrics):
             _percent(memory.get("percent"), f"metrics.{name}.percent")
             for key in ("total", "used", "available", "free"):
                 if key in memory:
-                    _number(memory[key], f"metrics.{name}.{key}", 0)
+                    value = memory[key]
+                    if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                        _number(value, f"metrics.{name}.{key}", 0)
     if "load" in metrics:
         load = metrics["load"]
         if not isinstance(load, list) or len(load) != 3:
             raise Rejected("type", "metrics.load must be a list of 3 numbers")
         for i, value in enumerate(load):
-            _number(value, f"metrics.load[{i}]", 0)
+            if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                _number(value, f"metrics.load[{i}]", 0)
     if "disks" in metrics:
         disks = metrics["disks"]
         if not isinstance(disks, list) or len(disks) > 1024:
@@ -216,13 +226,18 @@ def validateMetrics(metrics):
             _string(disk.get("mount"), f"metrics.disks[{i}].mount", 4096)
             _percent(disk.get("percent"), f"metrics.disks[{i}].percent")
             for key in ("total", "used", "free"):
-                _number(disk.get(key), f"metrics.disks[{i}].{key}", 0)
+                value = disk.get(key)
+                if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                    _number(value, f"metrics.disks[{i}].{key}", 0)
     for name, keys in _RATES.items():
         if name in metrics:
             rates = _object(metrics[name], f"metrics.{name}")
             for key in keys:
                 # null on the first sample of an agent run: no delta yet.
-                _number(rates.get(key), f"metrics.{name}.{key}", 0, optional=True)
+                value = rates.get(key)
+                if value is not None and not (
+                        type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                    _number(value, f"metrics.{name}.{key}", 0)
     return metrics
 
 

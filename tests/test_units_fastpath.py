@@ -330,3 +330,28 @@ def test_what_orjson_would_write_otherwise_goes_through_the_json_encoder():
     for document in ({"host": "h\u00f4te"}, {"seq": 2 ** 70}, {1: "x"}):
         assert wire.encodeBuiltAnalysis(document) == wire.encodeAnalysis(document)
     assert wire.encodeBuiltAnalysis({"host": "h\u00f4te"}) == b'{"host":"h\\u00f4te"}'
+
+
+def test_headers_met_again_are_not_decoded_again_and_keep_their_own_body_size(monkeypatch):
+    from resmon.bus import frames
+    decoded = []
+    original = frames.decodeContentHeader
+
+    def counting(spec, payload, limits):
+        decoded.append(payload)
+        return original(spec, payload, limits)
+    monkeypatch.setattr(frames, "decodeContentHeader", counting)
+    client, transport = connectedClient()
+    received = []
+    client.consumeInto(2, lambda *delivered: received.append(delivered))
+    refused = contentHeader(3, {"headers": {"k": "v" * 20000}})
+    for tag, body in enumerate([b"{}", b"[1,2]", b"{}"], 1):
+        client.dataReceived(delivery(client, 2, tag, body))
+    client.dataReceived(delivery(client, 2, 4, b"abc", header=refused))
+    client.dataReceived(delivery(client, 2, 5, b"xyz", header=refused))
+    assert [(tag, body, set(properties)) for tag, _, properties, body in received] == [
+        (1, b"{}", {"content-type"}), (2, b"[1,2]", {"content-type"}), (3, b"{}", {"content-type"}),
+        (4, b"abc", {REFUSED}), (5, b"xyz", {REFUSED})]
+    # The small one once; the large (refused) one every time, as it is not remembered.
+    assert len(decoded) == 3
+    assert not transport.disconnecting

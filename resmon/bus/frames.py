@@ -52,6 +52,10 @@ _CONTENT_HEADER = struct.Struct("!BHIHHQH")  # frame header, class, weight, body
 _JSON_PERSISTENT_FLAGS = 0x9000
 _JSON = b"application/json"
 _END = bytes([FRAME_END])
+# Content headers whose properties are remembered (see _decodeHeader): how
+# many, and up to what size.
+CACHED_HEADERS = 64
+CACHED_HEADER_BYTES = 512
 
 
 def _shortstr(text):
@@ -90,10 +94,12 @@ class FastFrames:
     _lastSentAt = None
     _sendHeartbeatCall = None
     _readBuffer = None
+    _headerCache = None
 
     def _fastState(self):
         if self._consumers is None:
             self._consumers, self._confirms, self._incoming = {}, {}, {}
+            self._headerCache = {}
             self._readBuffer = bytearray()
 
     # Registration
@@ -185,8 +191,7 @@ class FastFrames:
         if incoming is None:
             return False
         if kind == HEADER and incoming.size is None:
-            header = decodeContentHeader(self.spec, bytes(buffer[start:end]), self.propertyLimits)
-            incoming.properties, incoming.size = header.properties, header.size
+            incoming.properties, incoming.size = self._decodeHeader(bytes(buffer[start:end]))
         elif kind == BODY and incoming.size is not None:
             incoming.parts.append(bytes(buffer[start:end]))
             incoming.read += end - start
@@ -198,6 +203,24 @@ class FastFrames:
             body = parts[0] if len(parts) == 1 else b"".join(parts)
             incoming.sink(incoming.deliveryTag, incoming.routingKey, incoming.properties, body)
         return True
+
+    def _decodeHeader(self, payload):
+        """
+        A content header's properties and body size. A publisher sends the
+        same properties with every message: the properties of the last
+        few small headers are remembered by their bytes (all but the body
+        size), so most headers are not decoded again.
+        """
+        key = payload[:4] + payload[12:]
+        properties = self._headerCache.get(key)
+        if properties is None or len(payload) < 12:
+            header = decodeContentHeader(self.spec, payload, self.propertyLimits)
+            if len(payload) <= CACHED_HEADER_BYTES:
+                if len(self._headerCache) >= CACHED_HEADERS:
+                    self._headerCache.clear()
+                self._headerCache[key] = header.properties
+            return header.properties, header.size
+        return properties, _LONGLONG.unpack_from(payload, 4)[0]
 
     @staticmethod
     def _decodeDeliver(sink, buffer, offset):
