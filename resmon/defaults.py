@@ -20,3 +20,8 @@ LIVENESS_QUEUE_SUFFIX = ".liveness"
 DEFAULT_OFFLINE_AFTER = 30.0
 DEFAULT_GRACE = 5.0
 STALE_INTERVALS = 3
+
+# The rules service (resmon.services.rules, resmon.rules.engine).
+# Its queue is named after the analyzers' queue, with this suffix.
+RULES_QUEUE_SUFFIX = ".rules"
+DEFAULT_RULE_EMIT_RATE = 100.0

@@ -38,6 +38,11 @@ class IBus(Interface):
         "A L{collections.Counter} of the deliveries the bus rejected itself, "
         "before any handler, by reason (C{properties}, C{routing-key}).")
 
+    waiting = Attribute(
+        "How many published messages wait for the broker now, an L{int}: "
+        "not yet sent (while disconnected) or sent and not yet confirmed. "
+        "Always 0 on the in-process bus, which delivers without a broker.")
+
     subscriptions = Attribute(
         "A L{tuple} of the live L{ISubscription}s made with L{subscribe} and "
         "not cancelled.")
@@ -160,4 +165,71 @@ class IAnalyzer(Interface):
         @param state: a L{dict} private to this analyzer and this host, kept
             between calls; store per-host history here.
         @return: findings (see the interface docstring) or L{None}.
+        """
+
+
+class IRule(Interface):
+    """
+    A rule plugin: it watches events on the bus, decides whether one
+    applies, and acts (C{docs/rules.md}).
+
+    resmon calls L{check} for every event whose routing key matches one of
+    L{patterns}, and L{action} when L{check} returned true, on the reactor
+    thread, in the order the events of one routing key arrive.
+    """
+
+    name = Attribute(
+        "A unique, stable name: lowercase letters, digits, '-' and '_'. It "
+        "keys the rule's options, C{--rules}, its counters and the chains of "
+        "the events it emits.")
+
+    patterns = Attribute(
+        "The routing-key patterns (AMQP topic syntax: C{*} one word, C{#} "
+        "any number) of the events this rule listens to, e.g. "
+        "C{(\"*.event\", \"*.analysis\")}: a non-empty sequence of strings.")
+
+    def configure(options):
+        """
+        Receive this rule's options (a L{dict} of L{str} to L{str}, possibly
+        empty) before the first event. Raise L{ValueError} with a clear
+        message to refuse a bad option.
+        """
+
+    def check(event, state):
+        """
+        Decide whether this rule applies to C{event}.
+
+        @param event: a L{resmon.wire.Event}.
+        @param state: a L{dict} private to this rule and the event's source
+            (the first word of its routing key: the host of a measure,
+            analysis, status or alert), kept between calls.
+        @return: true to have L{action} called.
+        """
+
+    def action(event, state, act):
+        """
+        Act on C{event}, through C{act} only (an L{IAct}).
+
+        @param state: as for L{check}: the same L{dict}.
+        """
+
+
+class IAct(Interface):
+    """
+    What a rule's action may do. Everything is done once the action has
+    returned, and only if it returned in its time budget: an action that
+    raises does nothing at all.
+    """
+
+    def emit(key, payload):
+        """
+        Publish an event under routing key C{key} (C{<source>.<kind>}, kind
+        neither C{measure}, C{analysis} nor C{status}) with C{payload}, any
+        JSON value. It carries the chain of the event acted on, one deeper,
+        with this rule's name.
+        """
+
+    def now():
+        """
+        The current time (seconds since the epoch) by the rules service's clock.
         """

@@ -18,6 +18,7 @@ from resmon.defaults import (
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_PREFETCH,
     DEFAULT_QUEUE,
+    DEFAULT_RULE_EMIT_RATE,
     DEFAULT_GRACE,
     DEFAULT_OFFLINE_AFTER,
     LIVENESS_QUEUE_SUFFIX,
@@ -27,13 +28,16 @@ from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.webserver.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.webserver.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
 from resmon.analysis.pipeline import DEFAULT_TIME_BUDGET
+from resmon.webhooks import options as webhookOptions
 
 ROLES = {
     "agent": ("tracker",),
     "analyzer": ("analyzer",),
+    "rules": ("rules",),
     "web": ("web",),
-    "server": ("analyzer", "web"),
-    "standalone": ("tracker", "analyzer", "web"),
+    "webhooks": ("webhooks",),
+    "server": ("analyzer", "rules", "web", "webhooks"),
+    "standalone": ("tracker", "analyzer", "rules", "web", "webhooks"),
 }
 MIN_INTERVAL = 0.1
 # An agent's outbox holds this many seconds of samples by default.
@@ -56,8 +60,9 @@ class Options(usage.Options):
 
     optFlags = [
         ["list-analyzers", None, "List every discovered analyzer plugin with its origin, then exit."],
+        ["list-rules", None, "List every discovered rule plugin with its origin, then exit."],
         ["version", None, "Print resmon's version and exit."],
-    ]
+    ] + webhookOptions.FLAGS
 
     optParameters = [
         ["config", None, None,
@@ -67,8 +72,9 @@ class Options(usage.Options):
          "password off the command line."],
         ["role", "r", "standalone",
          "What this process runs: agent (sample this machine and publish measures), "
-         "analyzer (analyze measures), web (dashboard and API), server (analyzer + web), "
-         "standalone (all three)."],
+         "analyzer (analyze measures), rules (run rules on events), web (dashboard and API), "
+         "webhooks (deliver events to the registered webhooks), server (analyzer + rules + web + "
+         "webhooks), standalone (all five)."],
         ["broker", "b", None,
          "RabbitMQ URL amqp://user:pass@host:port/vhost (vhost '/' is written %2F or left "
          "empty), or amqps://... for TLS (port 5671 by default). Default for every role but "
@@ -171,6 +177,15 @@ class Options(usage.Options):
         ["max-hosts", None, "10000",
          "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
          "and counted, known hosts keep updating."],
+    ] + webhookOptions.PARAMETERS
+
+    optParameters += [
+        ["max-chain", None, str(wire.DEFAULT_MAX_CHAIN),
+         "Rules: the deepest chain of rule actions an event may come from; an event one "
+         "deeper is refused and counted, so a loop of rules stops."],
+        ["rule-rate", None, str(int(DEFAULT_RULE_EMIT_RATE)),
+         "Rules: events one rule may emit per second (in bursts of as many, at least 10); "
+         "beyond, its events are dropped, counted and logged."],
     ]
 
     compData = usage.Completions(
@@ -179,6 +194,8 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self["plugin-dirs"] = []
+        self["rules-dirs"] = []
+        self["rule-options"] = {}
         self["analyzer-options"] = {}
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
@@ -188,6 +205,28 @@ class Options(usage.Options):
         Also load single-file analyzer plugins from this directory (repeatable).
         """
         self["plugin-dirs"].append(directory)
+
+    def opt_rules_dir(self, directory):
+        """
+        Also load single-file rule plugins from this directory (repeatable).
+        """
+        self["rules-dirs"].append(directory)
+
+    def opt_rules(self, names):
+        """
+        Comma-separated rule names to run (default: every discovered one).
+        """
+        self["rules"] = [n.strip() for n in names.split(",") if n.strip()]
+
+    def opt_rule_option(self, text):
+        """
+        A rule's option as NAME.KEY=VALUE, e.g. alert.cpu.for=30 (repeatable).
+        """
+        name, dot, rest = text.partition(".")
+        key, equals, value = rest.partition("=")
+        if not (name and dot and key and equals):
+            raise usage.UsageError(f"--rule-option: expected NAME.KEY=VALUE, not {text!r}")
+        self["rule-options"].setdefault(name, {})[key] = value
 
     def opt_allowed_origin(self, origin):
         """
@@ -267,7 +306,8 @@ class Options(usage.Options):
         source = getattr(self, "configSource", None)
         misplaced = misplacedOption(self["role"], ROLES[self["role"]],
                                     sorted(source.fromCommandLine) if source else (),
-                                    listing=self["list-analyzers"])
+                                    listing=self["list-analyzers"],
+                                    listingRules=self["list-rules"])
         if misplaced is not None:
             raise usage.UsageError(misplaced)
         broker = self["broker"]
@@ -315,6 +355,7 @@ class Options(usage.Options):
         self["max-queued-mib"] = _number(self, "max-queued-mib", float, 1, 1024 * 1024)
         self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
+        webhookOptions.checkOptions(self, _number)
         if self["metrics-port"] is not None:
             self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
         if self["name"] is not None and not self["name"].strip():
@@ -336,6 +377,7 @@ class Options(usage.Options):
         self["analyzer-plugins"] = self["analyzers-left-out"] = None
         if "analyzer" in ROLES[self["role"]]:
             self._loadAnalyzers()
+        self._checkRules()
 
     def _loadAnalyzers(self):
         """
@@ -365,6 +407,16 @@ class Options(usage.Options):
         running = {analyzer.name for analyzer in analyzers}
         self["analyzer-plugins"] = analyzers
         self["analyzers-left-out"] = [name for name in discovery.names() if name not in running]
+
+
+    def _checkRules(self):
+        """
+        The rules' options: C{--list-rules} prints and exits; for the roles
+        that run rules, discover, select and configure them now (as
+        analyzers are), setting C{rule-plugins} and C{rules-left-out}.
+        """
+        from resmon.rules.options import checkRuleOptions
+        checkRuleOptions(self, "rules" in ROLES[self["role"]])
 
 
 def _number(options, name, kind, minimum, maximum):
@@ -429,9 +481,15 @@ def makeService(options):
     if "web" in parts:
         web = _makeWeb(options, bus, reactor)
         web.setServiceParent(top)
+    if "web" in parts or "webhooks" in parts:
+        from resmon.services.webhooks import makeWebhooks
+        makeWebhooks(options, bus, web, reactor, "webhooks" in parts).setServiceParent(top)
     if "analyzer" in parts:
         _makeAnalyzer(options, bus, reactor).setServiceParent(top)
         _makeLiveness(options, bus, reactor).setServiceParent(top)
+    if "rules" in parts:
+        from resmon.services.rules import makeRulesService
+        makeRulesService(options, bus, reactor).setServiceParent(top)
     if "tracker" in parts:
         _makeTracker(options, bus, reactor).setServiceParent(top)
     readiness = _makeReadiness(options, bus, web, reactor)
@@ -446,7 +504,10 @@ def _makeMetrics(options, top, bus, readiness, web):
     services = top.namedServices
     registry = metricsRegistry(ResmonCollector(
         bus, readiness, services.get("tracker"), services.get("analyzer"),
-        services.get("liveness"), web))
+        services.get("liveness"), web, webhooks=services.get("webhooks")))
+    if services.get("rules") is not None:
+        from resmon.operations.metrics import RulesCollector
+        registry.register(RulesCollector(services["rules"]))
     if web is not None:
         web.site.resource.putChild(b"metrics", metricsResource(registry))
     if options["metrics-port"] is not None:
@@ -542,4 +603,4 @@ def _makeWeb(options, bus, reactor):
                       maxClientsPerAddress=options["max-clients-per-address"],
                       maxQueued=int(options["max-queued-mib"] * 1024 * 1024),
                       headerTimeout=options["header-timeout"], maxHosts=options["max-hosts"],
-                      forgetAfter=options["forget-after"])
+                      forgetAfter=options["forget-after"], maxBody=options["max-body"])

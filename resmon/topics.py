@@ -16,6 +16,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MEASURE = "measure"
 ANALYSIS = "analysis"
 STATUS = "status"
+# Events from outside (POST /api/events/<source>) and the alert rule's alerts.
+EVENT = "event"
+ALERT = "alert"
 
 
 def hostWord(name):

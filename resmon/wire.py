@@ -11,6 +11,8 @@ message raises L{Rejected} with a short machine-readable C{reason} (used as
 a counter name) and a human-readable detail.
 """
 
+import base64
+import binascii
 import json
 import math
 import sys
@@ -679,7 +681,7 @@ def historyKey(host):
     return encodeJSON(host) + b":"
 
 
-def snapshotPieces(subscription, analyses, statuses, history=None):
+def snapshotPieces(subscription, analyses, statuses, history=None, alerts=None, recent=None):
     """
     The pieces of a C{snapshot} message: C{subscription} (a dict, as the
     server understood it), C{events} (the bodies of the latest analyses),
@@ -695,6 +697,12 @@ def snapshotPieces(subscription, analyses, statuses, history=None):
         yield b"{}"
     else:
         yield from history
+    if alerts is not None:
+        yield b',"alerts":'
+        yield from arrayPieces(alerts)
+    if recent is not None:
+        yield b',"recent":'
+        yield from arrayPieces(recent)
     yield b"}"
 
 
@@ -765,6 +773,20 @@ def hostHistoryBody(host, window, step, points):
         b',"step":', encodeJSON(step), b',"points":', points, b"}"])
 
 
+def eventsBody(bodies):
+    """
+    C{GET /api/events}: C{{"events": [<event bodies, oldest first>]}}.
+    """
+    return b'{"events":' + jsonArray(bodies) + b"}"
+
+
+def alertsBody(bodies):
+    """
+    C{GET /api/alerts}: C{{"alerts": [<firing alert bodies>]}}.
+    """
+    return b'{"alerts":' + jsonArray(bodies) + b"}"
+
+
 # Server-Sent Events frames (web role -> programs)
 
 SSE_KEEPALIVE = b": keep-alive\n\n"
@@ -815,6 +837,8 @@ class InvalidRequest(ValueError):
 SUBSCRIBE = "subscribe"
 HISTORY = "history"
 EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
+# Every kind a client may ask for: rules' events and alerts only when asked.
+STREAM_KINDS = EVENT_KINDS + (topics.EVENT, topics.ALERT)
 MAX_PATTERNS = 1000
 MAX_PATTERN_LENGTH = 255
 # The values of a subscription's history field, as on the wire.
@@ -869,7 +893,7 @@ def subscriptionDocument(hosts, events, history, step, since):
     """
     return {
         "hosts": None if hosts is None else list(hosts),
-        "events": [kind for kind in EVENT_KINDS if kind in events],
+        "events": [kind for kind in STREAM_KINDS if kind in events],
         "history": history,
         "step": step,
         "since": since,
@@ -1039,9 +1063,9 @@ def _kinds(events):
     if not events:
         raise InvalidRequest("events: empty list (leave it out for every kind)")
     for kind in events:
-        if kind not in EVENT_KINDS:
+        if kind not in STREAM_KINDS:
             raise InvalidRequest(
-                f"events: unknown kind {kind[:40]!r}; expected {', '.join(EVENT_KINDS)}")
+                f"events: unknown kind {kind[:40]!r}; expected {', '.join(STREAM_KINDS)}")
     return events
 
 
@@ -1117,3 +1141,326 @@ def decodeEventOrLegacy(routingKey, body, receivedAt, maxBody=DEFAULT_MAX_BODY, 
             return decodeLegacyAnalysis(routingKey, body, receivedAt, maxBody), True
         except Rejected:
             raise e
+
+
+# Webhooks (resmon.webhooks, docs/webhooks.md).
+
+# The routing key of a test delivery (POST /api/webhooks/<id>/ping).
+WEBHOOK_PING_KEY = "resmon.ping"
+# The routing key of the events about webhooks themselves (one disabled).
+WEBHOOK_EVENT_KEY = "resmon.webhook"
+
+
+def webhookPayload(delivery, hook, routingKey, ts, event):
+    """
+    The body POSTed to a webhook: the same for every attempt of one
+    delivery (the signature, over a timestamp, changes).
+
+    @param event: the event as received from the bus, decoded.
+    """
+    return _dumps({"v": VERSION, "delivery": delivery, "hook": hook, "key": routingKey,
+                   "ts": ts, "event": event})
+
+
+def webhookPingEvent(ts):
+    """
+    The event of a test delivery.
+    """
+    return {"v": VERSION, "kind": "ping", "ts": ts}
+
+
+def webhookStateEvent(hook, key, url, state, ts, reason):
+    """
+    The C{resmon.webhook} event published when a hook changes state (it is
+    disabled), so that rules and other hooks can react.
+    """
+    return _dumps({"v": VERSION, "kind": "webhook", "hook": hook, "key": key, "url": url,
+                   "state": state, "ts": ts, "reason": reason})
+
+
+# Events (HTTP POST /api/events/<source> and rules -> rules, web role):
+# the versioned envelope of anything that happened, published under
+# <source>.<kind> (kind "event" for what comes in over HTTP, "alert" for the
+# alert rule's, any other word but measure, analysis and status for rules).
+
+EVENT_ID_LENGTH = 64
+MAX_SOURCE_LENGTH = 64
+MAX_CONTENT_TYPE = 255
+# How many rule names an event's chain lists (the depth goes on counting).
+MAX_CHAIN_RULES = 64
+DEFAULT_MAX_CHAIN = 8
+JSON_ENCODING, TEXT_ENCODING, BASE64_ENCODING = "json", "text", "base64"
+PAYLOAD_ENCODINGS = (JSON_ENCODING, TEXT_ENCODING, BASE64_ENCODING)
+# Kinds only resmon's own roles publish, in their own formats.
+RESERVED_KINDS = (topics.MEASURE, topics.ANALYSIS, topics.STATUS)
+_TEXT_TYPES = ("application/xml", "application/x-www-form-urlencoded", "application/csv",
+               "application/x-ndjson", "application/yaml", "application/javascript")
+# Bytes an envelope may add to its payload beyond base64's third.
+ENVELOPE_OVERHEAD = 8192
+
+
+def envelopeLimit(maxBody):
+    """
+    The largest envelope (bytes) of a payload of at most C{maxBody} bytes:
+    an envelope that would be larger carries its payload in base64.
+    """
+    return (maxBody + 2) // 3 * 4 + ENVELOPE_OVERHEAD
+
+
+@dataclass(frozen=True)
+class Chain:
+    """
+    How an event came to be: the rules whose actions led to it, in order
+    (the last one emitted it), and how many actions deep it is (0: from
+    outside resmon's rules).
+    """
+
+    rules: tuple = ()
+    depth: int = 0
+
+    def then(self, rule):
+        """
+        The chain of an event emitted by C{rule} acting on an event of this chain.
+        """
+        rules = (self.rules + (rule,))[-MAX_CHAIN_RULES:]
+        return Chain(rules, self.depth + 1)
+
+    def document(self):
+        return {"rules": list(self.rules), "depth": self.depth}
+
+
+ROOT_CHAIN = Chain()
+
+
+@dataclass(frozen=True)
+class Event:
+    """
+    Anything on the bus a rule can react to: an event envelope, or a
+    measure, analysis or status seen as one.
+
+    @ivar key: the routing key it came under.
+    @ivar kind: the key's last word (C{event}, C{alert}, C{analysis}, ...).
+    @ivar source: the key's first word (the host of a measure, analysis,
+        status or alert).
+    @ivar id: the envelope's unique id (L{None} for measures, analyses and
+        statuses).
+    @ivar ts: when it happened (seconds since the epoch), or L{None}.
+    @ivar contentType: the payload's media type.
+    @ivar encoding: how the payload is carried: C{json} (a decoded JSON
+        value), C{text} (a L{str}) or C{base64} (a L{str}; L{data} decodes it).
+    @ivar payload: as C{encoding} says; for a measure, analysis or status,
+        its decoded document.
+    @ivar chain: a L{Chain}.
+    """
+
+    key: str
+    kind: str
+    source: str
+    id: object
+    ts: object
+    contentType: str
+    encoding: str
+    payload: object
+    chain: Chain = ROOT_CHAIN
+
+    @property
+    def data(self):
+        """
+        The payload as bytes: decoded from base64, UTF-8 text, or JSON.
+        """
+        if self.encoding == BASE64_ENCODING:
+            return base64.b64decode(self.payload)
+        if self.encoding == TEXT_ENCODING:
+            return self.payload.encode("utf-8")
+        return _dumps(self.payload)
+
+
+def eventSource(name):
+    """
+    The routing-key word of an event source named C{name} (sanitized as host
+    names are, L{topics.hostWord}).
+
+    @raise Rejected: C{source}, for a name that cannot be made one word:
+        empty, longer than L{MAX_SOURCE_LENGTH} characters, or made of no
+        letter, digit, C{-} or C{_} at all.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_SOURCE_LENGTH:
+        raise Rejected("source", f"a source must be 1 to {MAX_SOURCE_LENGTH} characters")
+    word = topics.hostWord(name)
+    if not word.strip("_"):
+        raise Rejected("source", f"{name[:80]!r} has no letter, digit, '-' or '_' to make a "
+                                 "routing-key word of")
+    return word
+
+
+def _isTextType(contentType):
+    return (contentType.startswith("text/") or contentType in _TEXT_TYPES
+            or contentType.endswith("+xml"))
+
+
+def _isJSONType(contentType):
+    return contentType == "application/json" or contentType.endswith("+json")
+
+
+def eventDocument(source, kind, ts, eventId, contentType, encoding, payload, chain=ROOT_CHAIN):
+    """
+    An event envelope as a dict (see C{docs/protocol.md}).
+    """
+    return {"v": VERSION, "kind": kind, "id": eventId, "source": source, "ts": ts,
+            "content_type": contentType, "encoding": encoding, "payload": payload,
+            "chain": chain.document()}
+
+
+def encodeEventFromBody(source, body, contentType, ts, eventId, kind=topics.EVENT,
+                        chain=ROOT_CHAIN):
+    """
+    Encode the envelope of a payload received as C{body} (bytes) with the
+    media type C{contentType} (its parameters are ignored, except that the
+    body must be UTF-8 to be carried as JSON or text): decoded JSON when the
+    type says JSON and the body parses, text when it is a text type (or
+    unparsable JSON) and UTF-8, base64 otherwise, or whenever the envelope
+    would grow past L{envelopeLimit} of the body's size.
+
+    @return: the envelope, bytes.
+    """
+    mediaType = (contentType or "application/octet-stream").split(";")[0].strip().lower()
+    mediaType = mediaType[:MAX_CONTENT_TYPE] or "application/octet-stream"
+    encoding, payload = BASE64_ENCODING, None
+    if _isJSONType(mediaType) or _isTextType(mediaType):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            encoding, payload = TEXT_ENCODING, text
+            if _isJSONType(mediaType):
+                try:
+                    payload = json.loads(text, parse_constant=_rejectConstant,
+                                         parse_float=_parseFloat)
+                    encoding = JSON_ENCODING
+                except (ValueError, RecursionError):
+                    payload = text
+    if encoding != BASE64_ENCODING:
+        encoded = _dumps(eventDocument(source, kind, ts, eventId, mediaType, encoding, payload,
+                                       chain))
+        if len(encoded) <= envelopeLimit(len(body)):
+            return encoded
+    return _dumps(eventDocument(source, kind, ts, eventId, mediaType, BASE64_ENCODING,
+                                base64.b64encode(body).decode("ascii"), chain))
+
+
+def encodeEmitted(source, kind, ts, eventId, payload, chain=ROOT_CHAIN):
+    """
+    Encode the envelope of an event a rule emits: C{payload} is any JSON
+    value (L{ValueError} for NaN or infinity, L{TypeError} for anything
+    JSON cannot carry).
+    """
+    return _dumps(eventDocument(source, kind, ts, eventId, "application/json", JSON_ENCODING,
+                                payload, chain))
+
+
+def checkEmittedKey(routingKey):
+    """
+    The C{(source, kind)} of the routing key a rule emits under: two words,
+    the source as L{eventSource} accepts it unchanged, and a kind that is
+    one word other than those of L{RESERVED_KINDS}.
+
+    @raise Rejected: naming what is wrong.
+    """
+    words = topics.splitKey(routingKey) if isinstance(routingKey, str) else None
+    if words is None:
+        raise Rejected("routing-key", f"{str(routingKey)[:80]!r} is not <source>.<kind>")
+    source, kind = words
+    if eventSource(source) != source or topics.hostWord(kind) != kind or len(kind) > 64:
+        raise Rejected("routing-key", f"{routingKey[:80]!r}: each word must be made of "
+                                      "letters, digits, '-' and '_' (at most 64)")
+    if kind in RESERVED_KINDS:
+        raise Rejected("routing-key", f"{kind!r} events are resmon's own; emit another kind")
+    return source, kind
+
+
+def _decodeChain(value, maxChain):
+    if not isinstance(value, dict) or set(value) - {"rules", "depth"}:
+        raise Rejected("type", "chain must be an object with rules and depth")
+    rules = value.get("rules", [])
+    if not isinstance(rules, list) or len(rules) > MAX_CHAIN_RULES or not all(
+            isinstance(r, str) and 0 < len(r) <= 64 for r in rules):
+        raise Rejected("type", f"chain.rules must be a list of at most {MAX_CHAIN_RULES} names")
+    depth = _count(value.get("depth"), "chain.depth")
+    if maxChain is not None and depth > maxChain:
+        raise Rejected("chain-limit", f"chain depth {depth} is over the limit of {maxChain}")
+    return Chain(tuple(rules), depth)
+
+
+def decodeEventEnvelope(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None,
+                        maxChain=None):
+    """
+    Decode and validate an event envelope received under C{routingKey}
+    (C{<source>.<kind>}), C{maxBody} being the limit of its payloads (the
+    envelope may be up to L{envelopeLimit} of it).
+
+    @param maxChain: the deepest chain accepted (C{chain-limit} beyond), or
+        L{None} for any.
+    @return: an L{Event}.
+    @raise Rejected: for anything else.
+    """
+    words = topics.splitKey(routingKey)
+    if words is None or words[1] in RESERVED_KINDS:
+        raise Rejected("routing-key", f"{routingKey[:80]!r} is not <source>.<kind>")
+    document = loadJSON(body, envelopeLimit(maxBody))
+    if document.get("v") != VERSION:
+        raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
+    unknown = set(document) - {"v", "kind", "id", "source", "ts", "content_type", "encoding",
+                               "payload", "chain"}
+    if unknown:
+        raise Rejected("shape", f"unknown field {sorted(unknown)[0][:40]!r}")
+    if document.get("kind") != words[1]:
+        raise Rejected("kind", f"kind {str(document.get('kind'))[:20]!r} under {routingKey[:80]!r}")
+    if document.get("source") != words[0]:
+        raise Rejected("routing-key",
+                       f"source {str(document.get('source'))[:80]!r} under {routingKey[:80]!r}")
+    eventId = _string(document.get("id"), "id", EVENT_ID_LENGTH)
+    ts = notFromTheFuture(_number(document.get("ts"), "ts", 0), "ts", notAfter)
+    contentType = _string(document.get("content_type"), "content_type", MAX_CONTENT_TYPE)
+    encoding = document.get("encoding")
+    if encoding not in PAYLOAD_ENCODINGS:
+        raise Rejected("type", f"encoding must be one of {', '.join(PAYLOAD_ENCODINGS)}")
+    if "payload" not in document:
+        raise Rejected("shape", "no payload")
+    payload = document["payload"]
+    if encoding != JSON_ENCODING and not isinstance(payload, str):
+        raise Rejected("type", f"a {encoding} payload must be a string")
+    if encoding == BASE64_ENCODING:
+        try:
+            base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise Rejected("encoding", "payload is not valid base64")
+    chain = _decodeChain(document.get("chain", {}), maxChain)
+    return Event(routingKey, words[1], words[0], eventId, ts, contentType, encoding, payload,
+                 chain)
+
+
+def decodeBusEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None, maxChain=None,
+                   receivedAt=None):
+    """
+    Decode anything a rule may listen to as an L{Event}: a measure, an
+    analysis or a status (its payload the decoded document, a measure's as
+    C{host}, C{seq}, C{ts}, C{interval}, C{metrics}; a proof-of-concept
+    analysis in its v1 form, L{decodeLegacyAnalysis}, dated C{receivedAt}),
+    else an event envelope (L{decodeEventEnvelope}).
+
+    @raise Rejected: as the decoder of that kind does.
+    """
+    words = topics.splitKey(routingKey)
+    kind = words[1] if words is not None else None
+    if kind == topics.MEASURE:
+        measure = decodeMeasure(routingKey, body, maxBody, notAfter)
+        document = {"host": measure.host, "seq": measure.seq, "ts": measure.ts,
+                    "interval": measure.interval, "metrics": measure.metrics}
+    elif kind in (topics.ANALYSIS, topics.STATUS):
+        document, _ = decodeEventOrLegacy(routingKey, body, receivedAt, maxBody, notAfter)
+    else:
+        return decodeEventEnvelope(routingKey, body, maxBody, notAfter, maxChain)
+    ts = document.get("ts", document.get("since"))
+    return Event(routingKey, kind, words[0], None, ts, "application/json", JSON_ENCODING,
+                 document)

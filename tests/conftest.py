@@ -50,7 +50,8 @@ async def amqp(broker):
     yield client
     try:
         await client.cleanUp(exchanges=[names["exchange"], names["deadletter"]],
-                             queues=[names["queue"], names["deadletter"]])
+                             queues=[names["queue"], names["deadletter"],
+                                     names["queue"] + ".rules"])
     finally:
         await client.close()
 

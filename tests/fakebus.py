@@ -49,6 +49,7 @@ class FakeBus:
     """
 
     connected = True
+    waiting = 0
 
     def __init__(self):
         self.counters, self.rejected = busCounters(connections=1)

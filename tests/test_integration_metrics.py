@@ -70,6 +70,9 @@ def test_agent_and_server_export_their_counters(broker, amqp, twistd):
         "3 events received by the web role")
     assert value(samples, "resmon_analyzer_measures_total", result="analyzed") >= 3
     assert value(samples, "resmon_analyzer_analyses_published_total") >= 3
+    for analyzer in ("usage", "sustained", "disk"):
+        assert value(samples, "resmon_analyzer_plugin_seconds_total", analyzer=analyzer) > 0
+    assert value(samples, "resmon_bus_outbox_messages") is not None
     assert value(samples, "resmon_liveness_hosts", status="online") == 1
     assert value(samples, "resmon_web_hosts") == 1
     assert value(samples, "resmon_web_connections") >= 1  # this scrape

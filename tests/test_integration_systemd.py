@@ -93,7 +93,8 @@ def test_ready_only_once_the_broker_is_reachable_then_status_on_each_change(
         yield privateBroker.ctl("start_app")
     yield notify.waitFor(ready, "READY=1")
     message = [m for m in notify.received if ready(m)][0]
-    assert "4 subscription(s) consuming" in message["STATUS"], message
+    # analyzer, liveness (measures and ticks), rules, web
+    assert "5 subscription(s) consuming" in message["STATUS"], message
     assert f"dashboard at http://127.0.0.1:{port}/" in message["STATUS"]
     # Sent once the bus connected and every subscription consumes.
     output = server.output.decode()

@@ -17,15 +17,18 @@ ALLOWED = {
     "shared": set(),
     "resmon.agent": set(),
     "resmon.analysis": set(),
+    # Rules are plugins found, checked and isolated as analyzers are.
+    "resmon.rules": {"resmon.analysis"},
     "resmon.webserver": set(),
     "resmon.bus": set(),
     "resmon.operations": set(),
+    "resmon.webhooks": set(),
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
     "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                        "resmon.operations"},
+                        "resmon.operations", "resmon.webhooks", "resmon.rules"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services", "resmon.operations"},
+                   "resmon.services", "resmon.operations", "resmon.webhooks", "resmon.rules"},
 }
 
 

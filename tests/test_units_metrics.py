@@ -23,11 +23,14 @@ def test_the_counters_of_the_services_of_the_role():
     assert 'resmon_bus_rejected_total{reason="properties"} 2.0' in text
     assert "resmon_bus_connected 1.0" in text
     assert "resmon_bus_connections_total 1.0" in text
+    assert "resmon_bus_outbox_messages 0.0" in text
     assert "resmon_analyzer" not in text and "resmon_web" not in text
     # Read at each scrape.
     bus.counters["published"] = 7
     bus.connected = False
+    bus.waiting = 3
     text = generate_latest(registry).decode()
+    assert "resmon_bus_outbox_messages 3.0" in text
     assert 'resmon_bus_messages_total{event="published"} 7.0' in text
     assert "resmon_bus_connected 0.0" in text
 

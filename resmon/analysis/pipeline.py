@@ -172,6 +172,8 @@ class AnalysisPipeline:
         self._lastSeen = {}
         self.forgotten = 0
         self.failures = Counter()
+        # analyzer name -> seconds spent in its analyze() (runs that returned).
+        self.seconds = Counter()
         # host -> names of the analyzers whose failure on it was located in the log.
         self._located = {}
 
@@ -196,8 +198,9 @@ class AnalysisPipeline:
             findings = analyzer.analyze(measure, state)
         except Exception as e:
             return self._failed(analyzer, measure, e, raisedAt(e))
+        elapsed = self._timer() - started
+        self.seconds[analyzer.name] += elapsed
         try:
-            elapsed = self._timer() - started
             if elapsed > self.timeBudget:
                 raise OverBudget(
                     f"took {elapsed * 1000:.1f} ms, over its {self.timeBudget * 1000:.0f} ms "

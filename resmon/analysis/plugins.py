@@ -84,6 +84,10 @@ class Discovery:
 
     analyzers: list = field(default_factory=list)
     refused: list = field(default_factory=list)
+    # What is discovered: the interface candidates must provide, and the
+    # word naming them in logs and errors ("analyzer", "rule").
+    interface: object = IAnalyzer
+    kind: str = "analyzer"
 
     def names(self):
         return [found.name for found in self.analyzers]
@@ -91,13 +95,13 @@ class Discovery:
     def _refuse(self, what, origin, reason):
         reason = _oneLine(reason)
         self.refused.append(RefusedAnalyzer(what, origin, reason))
-        log.error("refused analyzer {what} from {origin}: {reason}",
-                  what=what, origin=origin, reason=reason)
+        log.error("refused {kind} {what} from {origin}: {reason}",
+                  kind=self.kind, what=what, origin=origin, reason=reason)
 
     def _accept(self, what, origin, analyzer, expectedName=None):
-        reason = _checkAnalyzer(analyzer)
+        reason = _checkPlugin(analyzer, self.interface)
         if reason is None and expectedName is not None and analyzer.name != expectedName:
-            reason = (f"entry point name {expectedName!r} differs from the analyzer's "
+            reason = (f"entry point name {expectedName!r} differs from the {self.kind}'s "
                       f"name {analyzer.name!r}")
         if reason is None:
             taken = next((f for f in self.analyzers if f.name == analyzer.name), None)
@@ -117,8 +121,21 @@ def discoverAnalyzers(pluginDirs=()):
     @return: a L{Discovery}; refused candidates are logged and listed in its
         C{refused}, never raised.
     """
-    discovery = Discovery()
-    for entryPoint in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    return discoverPlugins(pluginDirs)
+
+
+def discoverPlugins(pluginDirs=(), interface=IAnalyzer, group=ENTRY_POINT_GROUP, kind="analyzer"):
+    """
+    Find every plugin providing C{interface}: entry points of C{group}, then
+    drop-in files of C{pluginDirs}, checked and refused as
+    L{discoverAnalyzers} does for analyzers (the rules service finds its
+    rules with it).
+
+    @param kind: the word naming such a plugin in logs and reasons.
+    @return: a L{Discovery}.
+    """
+    discovery = Discovery(interface=interface, kind=kind)
+    for entryPoint in importlib.metadata.entry_points(group=group):
         _discoverEntryPoint(discovery, entryPoint)
     for directory in pluginDirs:
         _discoverDirectory(discovery, directory)
@@ -132,7 +149,8 @@ class AnalyzerConfigurationError(ValueError):
     refused.
 
     @ivar option: the command-line option at fault, without dashes
-        (C{"analyzers"} or C{"analyzer-option"}).
+        (C{"analyzers"} or C{"analyzer-option"}; for rules, C{"rules"} or
+        C{"rule-option"}).
     """
 
     def __init__(self, option, message):
@@ -165,23 +183,24 @@ def configureAnalyzers(discovery, selected=None, options=None):
     """
     byName = {found.name: found for found in discovery.analyzers}
     options = options or {}
+    kind = discovery.kind
     for name in options:
         if name not in byName:
             raise AnalyzerConfigurationError(
-                "analyzer-option",
-                f"options given for unknown analyzer {name!r}; discovered: {_known(byName)}")
+                f"{kind}-option",
+                f"options given for unknown {kind} {name!r}; discovered: {_known(byName)}")
     if selected is None:
         chosen = list(discovery.analyzers)
     else:
-        chosen = [_select(byName, name) for name in dict.fromkeys(selected)]
+        chosen = [_select(byName, name, kind) for name in dict.fromkeys(selected)]
         if not chosen:
             raise AnalyzerConfigurationError(
-                "analyzers", f"no analyzer selected; discovered: {_known(byName)}")
+                f"{kind}s", f"no {kind} selected; discovered: {_known(byName)}")
     analyzers = []
     for found in chosen:
-        if _configure(found, options.get(found.name, {})):
+        if _configure(found, options.get(found.name, {}), kind):
             analyzers.append(found.analyzer)
-    if not analyzers:
+    if not analyzers and kind == "analyzer":
         log.warn("no analyzer to run: analyses will carry no findings "
                  "(is resmon installed, so its built-in analyzers are registered?)")
     return analyzers
@@ -198,7 +217,7 @@ def formatAnalyzerList(discovery):
     rows += [(refused.what, refused.origin, f"REFUSED: {refused.reason}")
              for refused in discovery.refused]
     if not rows:
-        return "no analyzers discovered"
+        return f"no {discovery.kind}s discovered"
     nameWidth = max(len(row[0]) for row in rows)
     originWidth = max(len(row[1]) for row in rows)
     return "\n".join(
@@ -244,11 +263,12 @@ def _discoverFile(discovery, path):
     classes = [
         value for key, value in vars(module).items()
         if isinstance(value, type) and value.__module__ == module.__name__
-        and not key.startswith("_") and IAnalyzer.implementedBy(value)
+        and not key.startswith("_") and discovery.interface.implementedBy(value)
     ]
     if not classes:
-        discovery._refuse(filename, path, "defines no class implementing IAnalyzer "
-                                          "(missing @implementer(IAnalyzer)?)")
+        interface = discovery.interface.__name__
+        discovery._refuse(filename, path, f"defines no class implementing {interface} "
+                                          f"(missing @implementer({interface})?)")
     for cls in classes:
         try:
             analyzer = cls()
@@ -284,11 +304,11 @@ def _importFile(path):
     return module
 
 
-def _checkAnalyzer(analyzer):
+def _checkPlugin(analyzer, interface=IAnalyzer):
     try:
-        verifyObject(IAnalyzer, analyzer)
+        verifyObject(interface, analyzer)
     except Invalid as e:
-        return f"does not provide IAnalyzer: {e}"
+        return f"does not provide {interface.__name__}: {e}"
     name = analyzer.name
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         return (f"invalid name {name!r}: must be 1-64 characters of a-z, 0-9, '-' and '_', "
@@ -296,14 +316,14 @@ def _checkAnalyzer(analyzer):
     return None
 
 
-def _select(byName, name):
+def _select(byName, name, kind="analyzer"):
     if name not in byName:
         raise AnalyzerConfigurationError(
-            "analyzers", f"unknown analyzer {name!r}; discovered: {_known(byName)}")
+            f"{kind}s", f"unknown {kind} {name!r}; discovered: {_known(byName)}")
     return byName[name]
 
 
-def _configure(found, options):
+def _configure(found, options, kind="analyzer"):
     """
     Configure one analyzer. A L{ValueError} is the operator's to fix and
     stops start-up; any other exception is the plugin's bug and refuses it.
@@ -312,10 +332,10 @@ def _configure(found, options):
         found.analyzer.configure(dict(options))
     except ValueError as e:
         raise AnalyzerConfigurationError(
-            "analyzer-option", f"analyzer {found.name!r} from {found.origin}: {e}") from e
+            f"{kind}-option", f"{kind} {found.name!r} from {found.origin}: {e}") from e
     except Exception as e:
-        log.error("refused analyzer {what} from {origin}: configure failed: {reason}",
-                  what=found.name, origin=found.origin, reason=_describe(e))
+        log.error("refused {kind} {what} from {origin}: configure failed: {reason}",
+                  kind=kind, what=found.name, origin=found.origin, reason=_describe(e))
         return False
     return True
 

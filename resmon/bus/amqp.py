@@ -160,6 +160,13 @@ class AMQPBus(service.Service):
         return self.connection.whenConnected()
 
     @property
+    def waiting(self):
+        """
+        See L{IBus.waiting}: the outbox's unsent and unconfirmed messages.
+        """
+        return len(self.outbox)
+
+    @property
     def subscriptions(self):
         """
         See L{IBus.subscriptions}.

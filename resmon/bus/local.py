@@ -148,6 +148,7 @@ class LocalBus(service.Service):
         self._private = count()
         self._subscriptions = []
         self.connected = True
+        self.waiting = 0
         self.counters, self.rejected = busCounters(connections=1)
 
     def startService(self):

@@ -33,7 +33,9 @@ _URL = re.compile(r"amqps?://[^\s'\"]*")
 NOT_IN_FILE = ("config", "help")
 # Options given once whose value is a comma-separated list: a TOML array
 # of them is joined.
-JOINED_LISTS = ("analyzers",)
+JOINED_LISTS = ("analyzers", "rules")
+# Options given in the file as tables of plugin names to tables of options.
+OPTION_TABLES = ("analyzer-option", "rule-option")
 
 
 class ConfigError(usage.UsageError):
@@ -157,8 +159,8 @@ def _arguments(path, name, value, takesValue, repeatable):
         if name in JOINED_LISTS:
             return [f"--{name}={','.join(str(v) for v in value)}"]
         return [f"--{name}={v}" for v in value]
-    if isinstance(value, dict) and name == "analyzer-option":
-        # [analyzer-option.usage] cpu = "30,80"
+    if isinstance(value, dict) and name in OPTION_TABLES:
+        # [analyzer-option.usage] cpu = "30,80"; [rule-option.alert] for = 120
         arguments = []
         for analyzer, options in value.items():
             if not isinstance(options, dict):

@@ -35,10 +35,12 @@ class ResmonCollector:
     @param analyzer: the L{resmon.services.analyzer.AnalyzerService}.
     @param liveness: the L{resmon.services.liveness.HostLiveness}.
     @param web: the L{resmon.services.web.WebService}.
+    @param webhooks: the L{resmon.services.webhooks.WebhooksService}.
     """
 
     def __init__(self, bus, readiness=None, tracker=None, analyzer=None, liveness=None,
-                 web=None):
+                 web=None, webhooks=None):
+        self.webhooks = webhooks
         self.bus = bus
         self.readiness = readiness
         self.tracker = tracker
@@ -59,6 +61,8 @@ class ResmonCollector:
         yield _counters("resmon_bus_messages", "Messages by what happened to them on the bus: "
                         "published, confirmed, nacked, dropped (full outbox), delivered, rejected "
                         "(before any handler), consumer-cancels.", "event", counters)
+        yield _gauge("resmon_bus_outbox_messages", "Published messages waiting for the "
+                     "broker: unsent, or sent and not yet confirmed.", bus.waiting)
         yield _counters("resmon_bus_rejected", "Deliveries the bus rejected before any handler, "
                         "by reason.", "reason", bus.rejected)
         if self.readiness is not None:
@@ -84,6 +88,11 @@ class ResmonCollector:
             yield hosts
         if self.web is not None:
             yield from self._web(self.web)
+        if self.webhooks is not None:
+            yield _counters("resmon_webhook_deliveries", "Webhook deliveries by what happened: "
+                            "stored, delivered, failed-attempts, expired, dropped-backlog, "
+                            "unmatched (events no hook matches), disabled (hooks).", "result",
+                            self.webhooks.dispatcher.counters)
 
     def _analyzer(self, analyzer):
         counters = analyzer.counters
@@ -94,6 +103,9 @@ class ResmonCollector:
                                   value=counters["published"])
         yield _counters("resmon_analyzer_rejected", "Measures rejected, by reason.", "reason",
                         analyzer.rejected)
+        yield _counters("resmon_analyzer_plugin_seconds", "Seconds spent in each analyzer "
+                        "plugin's analyze() (runs that returned).", "analyzer",
+                        analyzer.pipeline.seconds)
         yield _counters("resmon_analyzer_plugin_errors", "Analyzer plugin failures, by "
                         "analyzer.", "analyzer", analyzer.pipeline.failures)
         yield CounterMetricFamily("resmon_analyzer_unknown_metrics_dropped",
@@ -152,3 +164,34 @@ def metricsService(registry, listen):
     site = Site(root)
     site.noisy = False
     return strports.service(listen, site)
+
+
+class RulesCollector:
+    """
+    The counters of the rules service (L{resmon.services.rules.RulesService}),
+    read at every scrape.
+    """
+
+    def __init__(self, rules):
+        self.rules = rules
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rules, engine = self.rules, self.rules.engine
+        yield _counters("resmon_rules_events", "The rules service's events: received (valid, "
+                        "handed to the rules), published (emitted and confirmed).", "result",
+                        rules.counters)
+        yield _counters("resmon_rules_rejected", "Messages under the rules' patterns rejected as "
+                        "invalid, by reason.", "reason", rules.rejected)
+        yield _counters("resmon_rules_engine", "The rule engine: events run, actions, events "
+                        "emitted, refused at the chain limit, dropped by rate limits, states "
+                        "evicted.", "result", engine.counters)
+        failures = CounterMetricFamily("resmon_rule_failures", "Rule failures by rule and kind "
+                                       "(check-error, action-error, over-budget).",
+                                       labels=["rule", "kind"])
+        for (rule, kind), count in sorted(engine.failures.items()):
+            failures.add_metric([rule, kind], count)
+        yield failures
+        yield _counters("resmon_rule_emitted", "Events emitted per rule.", "rule", engine.emittedBy)

@@ -1,8 +1,8 @@
 """
 Which options mean something for which role.
 
-Each role runs some of three parts (L{resmon.tap.ROLES}): the tracker
-(agent), the analyzer (with host liveness) and the web server. An option
+Each role runs some of four parts (L{resmon.tap.ROLES}): the tracker
+(agent), the analyzer (with host liveness), the rules and the web server. An option
 that only one part reads is refused on the command line of a role without
 that part: C{--plugin-dir} on C{--role=agent} would otherwise be silently
 ignored. Options not listed here (the broker, exchange, TLS, heartbeat,
@@ -14,13 +14,14 @@ roles (an agent and a server on one machine), so what it sets for the
 other roles is left alone.
 """
 
-TRACKER, ANALYZER, WEB = "tracker", "analyzer", "web"
+TRACKER, ANALYZER, RULES, WEB = "tracker", "analyzer", "rules", "web"
 
 _ONLY = {
     TRACKER: ("name", "interval"),
     ANALYZER: ("queue", "dead-letter-queue", "partitions", "own-partitions", "prefetch",
                "max-body", "cpu-thresholds", "memory-thresholds", "time-budget", "stale-after",
                "offline-after", "liveness-grace", "plugin-dir", "analyzers", "analyzer-option"),
+    RULES: ("rules-dir", "rules", "rule-option", "max-chain", "rule-rate"),
     WEB: ("port", "stall-timeout", "history", "history-points", "ping-interval", "idle-timeout",
           "max-clients", "max-clients-per-address", "max-queued-mib", "header-timeout",
           "max-hosts", "allowed-origin", "allowed-host"),
@@ -28,12 +29,18 @@ _ONLY = {
 
 # Option name -> the parts that read it (every part when not listed).
 OPTION_PARTS = {name: frozenset([part]) for part, names in _ONLY.items() for name in names}
-OPTION_PARTS["forget-after"] = OPTION_PARTS["max-clock-skew"] = frozenset([ANALYZER, WEB])
-# --list-analyzers lists what --plugin-dir finds, whatever the role.
+OPTION_PARTS["forget-after"] = frozenset([ANALYZER, WEB])
+# The rules consume their own queue, named after --queue, as the analyzer does.
+for _name in ("queue", "prefetch", "time-budget", "partitions", "own-partitions"):
+    OPTION_PARTS[_name] = frozenset([ANALYZER, RULES])
+OPTION_PARTS["max-clock-skew"] = OPTION_PARTS["max-body"] = frozenset([ANALYZER, RULES, WEB])
+# --list-analyzers lists what --plugin-dir finds, --list-rules what --rules-dir
+# finds, whatever the role.
 _LISTING = ("plugin-dir",)
+_RULES_LISTING = ("rules-dir",)
 
 
-def misplacedOption(role, parts, given, listing=False):
+def misplacedOption(role, parts, given, listing=False, listingRules=False):
     """
     The error line for the first option of C{given} that role C{role}
     does not read, or L{None}.
@@ -41,10 +48,12 @@ def misplacedOption(role, parts, given, listing=False):
     @param parts: the parts C{role} runs (a value of L{resmon.tap.ROLES}).
     @param given: the option names given on the command line, in order.
     @param listing: whether C{--list-analyzers} was given.
+    @param listingRules: whether C{--list-rules} was given.
     """
     for name in given:
         wanted = OPTION_PARTS.get(name)
-        if wanted is None or wanted & set(parts) or (listing and name in _LISTING):
+        if wanted is None or wanted & set(parts) or (listing and name in _LISTING) or (
+                listingRules and name in _RULES_LISTING):
             continue
         return (f"--{name}: means nothing for --role={role}; it is for roles with "
                 f"{' or '.join(_DESCRIBED[part] for part in sorted(wanted))}")
@@ -53,4 +62,5 @@ def misplacedOption(role, parts, given, listing=False):
 
 _DESCRIBED = {TRACKER: "an agent (agent, standalone)",
               ANALYZER: "an analyzer (analyzer, server, standalone)",
+              RULES: "rules (rules, server, standalone)",
               WEB: "a web server (web, server, standalone)"}

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from resmon import topics, wire
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.webserver.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
+from resmon.webserver.events import mountEvents
 from resmon.webserver.httpapi import apiResource
 from resmon.webserver.httplimits import (
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_ADDRESS, ConnectionLimits,
@@ -97,7 +98,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
 
 class WebService(service.MultiService):
     """
-    Subscribes once to C{#.analysis} and C{#.status} (a private queue per web
+    Subscribes once to C{#.analysis}, C{#.status}, C{*.event} and C{*.alert} (a private queue per web
     process, never one per browser) and serves the dashboard on C{listen}
     (a Twisted server endpoint description such as C{tcp:8080}).
 
@@ -114,6 +115,8 @@ class WebService(service.MultiService):
         rejected (C{max-hosts}).
     @param forgetAfter: seconds a host may stay silent before it is
         forgotten (see L{EventFanout.forgetSilent}).
+    @param maxBody: the largest body of a message from the bus (the payload of an
+        event), and of C{POST /api/events/<source>}.
     """
 
     name = "web"
@@ -127,18 +130,19 @@ class WebService(service.MultiService):
                  maxClientsPerAddress=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
                  maxQueued=DEFAULT_MAX_QUEUED, headerTimeout=DEFAULT_HEADER_TIMEOUT,
                  maxHosts=DEFAULT_MAX_HOSTS,
-                 forgetAfter=wire.DEFAULT_FORGET_AFTER):
+                 forgetAfter=wire.DEFAULT_FORGET_AFTER, maxBody=wire.DEFAULT_MAX_BODY):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
                                   maxHosts=maxHosts,
-                                  forgetAfter=forgetAfter)
+                                  forgetAfter=forgetAfter, maxBody=maxBody)
         self.site = buildSite(self.fanout, clock, stallTimeout, pingInterval=pingInterval,
                               idleTimeout=idleTimeout, origins=origins,
                               budget=SendBudget(maxQueued, clock), headerTimeout=headerTimeout)
         self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
+        mountEvents(self.site, bus, clock, maxBody, self.fanout)
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0), wire.forgetSweepInterval(forgetAfter)),
@@ -157,9 +161,16 @@ class WebService(service.MultiService):
         stats.setServiceParent(self)
         strports.service(listen, self.connections).setServiceParent(self)
 
+    def mountAPI(self, name, resource):
+        """
+        Serve C{resource} at C{/api/<name>} (the webhook registry's API).
+        """
+        self.site.resource.children[b"api"].putChild(name.encode("ascii"), resource)
+
     def startService(self):
         self._subscription = self.bus.subscribe(
-            ["#." + topics.ANALYSIS, "#." + topics.STATUS], self.fanout.eventReceived,
+            ["#." + topics.ANALYSIS, "#." + topics.STATUS, "*." + topics.EVENT,
+             "*." + topics.ALERT], self.fanout.eventReceived,
             prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)

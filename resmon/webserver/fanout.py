@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.ratelimit import LimitedLog
+from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.webserver.subscriptions import EVERYTHING
@@ -497,6 +498,8 @@ class EventFanout:
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
                          "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
         self._eventKeys = {}
+        self.recentEvents = RecentEvents()
+        self.firingAlerts = FiringAlerts()
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -531,7 +534,11 @@ class EventFanout:
         C{(kind, host)} of an event: one tuple per host and kind, shared by
         every client that holds the event back.
         """
-        key = (document["kind"], document["host"])
+        kind = document["kind"]
+        if kind not in _LATEST_KINDS:
+            # Rules' events and alerts: each one is sent, none replaces another.
+            return (kind, document["host"], document.get("id"))
+        key = (kind, document["host"])
         return self._eventKeys.setdefault(key, key)
 
     def knownHosts(self):
@@ -570,7 +577,9 @@ class EventFanout:
         The snapshot message of C{subscription}: C{subscription} (as
         understood), C{events} (latest analyses), C{statuses} (latest
         statuses) and C{history} (points or overviews per host, one per
-        C{step} seconds), all for matching hosts, as a L{Snapshot}.
+        C{step} seconds), all for matching hosts, as a L{Snapshot}; when
+        the subscription asks for alerts, C{alerts} (those firing now), and
+        for events or alerts, C{recent} (the last ones of those kinds).
 
         What it holds is frozen now: the latest bodies (references to the
         bytes received), and for each host the time of its newest history
@@ -595,8 +604,16 @@ class EventFanout:
                 history = self.history.frozen(hosts, subscription.since, step, form)
         if topics.STATUS in subscription.events:
             statuses = [body for body in map(self.statuses.body, hosts) if body is not None]
+        alerts = recent = None
+        if topics.ALERT in subscription.events:
+            alerts = self.firingAlerts.bodies(subscription.matchesHost)
+        if topics.ALERT in subscription.events or topics.EVENT in subscription.events:
+            recent = self.recentEvents.latest(
+                SNAPSHOT_RECENT_EVENTS,
+                lambda kind, source: kind in subscription.events and subscription.matchesHost(source))
         return Snapshot(lambda: wire.snapshotPieces(
-            described, analyses, statuses, None if history is None else history.pieces()))
+            described, analyses, statuses, None if history is None else history.pieces(),
+            alerts, recent))
 
     def historyReplyBody(self, host, step=0):
         """
@@ -610,6 +627,8 @@ class EventFanout:
 
     def eventReceived(self, routingKey, body):
         now = None if self.clock is None else self.clock.seconds()
+        if routingKey.endswith(_ENVELOPE_SUFFIXES):
+            return self.envelopeReceived(routingKey, body, now)
         try:
             document, legacy = wire.decodeEventOrLegacy(
                 routingKey, body, now, self.maxBody,
@@ -652,6 +671,31 @@ class EventFanout:
         if online is not None:
             self._send(*online)
 
+    def envelopeReceived(self, routingKey, body, now):
+        """
+        An event envelope (C{<source>.event}, C{<host>.alert}): checked with
+        L{wire.decodeEventEnvelope} and sent as received to the clients that
+        asked for its kind, its source standing for the host.
+        """
+        try:
+            event = wire.decodeEventEnvelope(
+                routingKey, body, self.maxBody,
+                notAfter=None if now is None else now + self.maxClockSkew)
+        except wire.Rejected as e:
+            self._rejected(routingKey, e)
+            return
+        self.counters["received"] += 1
+        self.recentEvents.add(event, body)
+        if event.kind == topics.ALERT:
+            self.firingAlerts.update(event, body)
+        self._send({"kind": event.kind, "host": event.source, "id": event.id}, body)
+
+    def _rejected(self, routingKey, e):
+        self.rejected[e.reason] += 1
+        self.warnings.warn(
+            self.log, "rejected an event under {routingKey}: {reason} ({count} for this reason)",
+            routingKey=routingKey[:80], reason=str(e)[:200], count=self.rejected[e.reason])
+
     def _heard(self, host, now):
         self._lastHeard.pop(host, None)
         self._lastHeard[host] = now  # None without a clock: then never forgotten for silence
@@ -678,6 +722,7 @@ class EventFanout:
             self.history.forget(host)
             known = True
         self.hostIndex.discard(host)
+        self.firingAlerts.forgetSource(topics.hostWord(host))
         for kind in (topics.ANALYSIS, topics.STATUS):
             self._eventKeys.pop((kind, host), None)
         if known:
@@ -742,6 +787,12 @@ class EventFanout:
                     self.detach(client)
                     continue
                 self.counters["sent"] += 1
+
+
+_LATEST_KINDS = (topics.ANALYSIS, topics.STATUS)
+# The recent events and alerts a snapshot carries (when asked for).
+SNAPSHOT_RECENT_EVENTS = 100
+_ENVELOPE_SUFFIXES = ("." + topics.EVENT, "." + topics.ALERT)
 
 
 def _after(analysis, status):

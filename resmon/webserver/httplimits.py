@@ -148,9 +148,10 @@ class ConnectionLimits(policies.WrappingFactory):
 
 class LimitedRequest(server.Request):
     """
-    A request whose body is refused (413, JSON) beyond L{MAX_REQUEST_BODY}:
-    from its Content-Length before any of it is read, or as a chunked body
-    arrives; the connection is closed after the answer.
+    A request whose body is refused (413, JSON) beyond L{MAX_REQUEST_BODY}
+    (or what the site's C{bodyLimit(path)} says, when it has one): from its
+    Content-Length before any of it is read, or as a chunked body arrives;
+    the connection is closed after the answer.
     """
 
     maxBody = MAX_REQUEST_BODY
@@ -158,6 +159,9 @@ class LimitedRequest(server.Request):
     _bodyLength = 0
 
     def gotLength(self, length):
+        limit = getattr(getattr(self.channel, "site", None), "bodyLimit", None)
+        if limit is not None:
+            self.maxBody = limit(getattr(self.channel, "_path", b"") or b"")
         if length is not None and length > self.maxBody:
             self._refuse(length)
             return

@@ -5,12 +5,14 @@ import {
   applyOrderAndFilter, countsBox, currentFilter, filterInput, levelSelect, matches, removeCard,
   renderAge, renderCard, renderCounts, sortSelect,
 } from "./cards.js";
+import { applyAlertMessage, renderAlerts, renderCardAlerts } from "./alerts.js";
 import { createConnection } from "./connection.js";
 import { closeDetail, installDetail, renderDetail, renderDetailAge, shownHost } from "./detail.js";
 import {
   applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
 } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
+import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
 const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often in a big fleet,
@@ -40,6 +42,7 @@ function frame() {
     if (!entry) continue;
     if (!entry.card) view.orderDirty = true;          // a new host: place it at once
     renderCard(entry, now);
+    renderCardAlerts(entry, now);
     setHidden(entry.card.el, !matches(entry, text, lvl));
     valuesChanged = true;
     if (host === detailHost) renderDetail();
@@ -94,7 +97,9 @@ countsBox.addEventListener("click", (e) => {
 function wsUrl() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   // Every host's CPU and memory for the sparklines: [ts, cpu, mem], one per 10 s.
-  return `${proto}//${location.host}/ws?history=overview&step=${OVERVIEW_STEP}`;
+  // And the rules' alerts and events, for the alert panel and the cards.
+  return `${proto}//${location.host}/ws?history=overview&step=${OVERVIEW_STEP}` +
+    "&events=analysis,status,alert,event";
 }
 
 /** Ask for one host's full points (the detail view's charts); the reply comes over the socket. */
@@ -109,6 +114,14 @@ function onMessage(raw) {
   try { msg = JSON.parse(raw); } catch (err) { return null; }
   if (!isObj(msg)) return null;
   applyMessage(msg, nowSec());
+  const alerted = applyAlertMessage(msg);
+  if (alerted !== null) {
+    for (const host of alerted) {
+      const entry = hosts.get(host);
+      if (entry) markPending(entry);
+    }
+    renderAlerts(nowSec());
+  }
   if (msg.kind === "snapshot") {
     const detailHost = shownHost();
     if (detailHost) requestHistory(detailHost);   // the overview replaced its full points
@@ -118,6 +131,7 @@ function onMessage(raw) {
 
 const connection = createConnection(wsUrl, onMessage);
 installDetail(requestHistory);
+installWebhooks();
 
 // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
 setInterval(() => {
@@ -131,6 +145,7 @@ setInterval(() => {
   if (shownHost()) renderDetailAge(now);
   connection.render();
   renderCounts(now);
+  renderAlerts(now);
 }, 1000);
 
 renderCounts(nowSec());

@@ -1,0 +1,215 @@
+"""
+The webhooks role: follows the registry in the database, keeps its durable
+queue bound to the keys registered, stores each matching event as one
+delivery per hook, and (in the one process holding the delivery lease)
+delivers them.
+"""
+
+import uuid
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from resmon.bus.delivery import Retry
+from resmon.webhooks.options import DEFAULT_POLL_INTERVAL
+
+# Seconds a webhooks process holds the delivery lease without renewing it;
+# another one takes over after that (after a crash of the holder).
+LEASE_DURATION = 10.0
+
+
+class WebhooksService(service.Service):
+    """
+    @param bus: the L{resmon.interfaces.IBus}.
+    @param store: the L{resmon.webhooks.store.WebhookStore}.
+    @param dispatcher: the L{resmon.webhooks.delivery.WebhookDispatcher}.
+    @param queue: the durable queue of the events of registered keys.
+    @param pollInterval: seconds between two looks at the registry's
+        version (a change made anywhere is in force here within this).
+    """
+
+    name = "webhooks"
+    log = Logger()
+
+    def __init__(self, bus, store, dispatcher, clock, queue, pollInterval=DEFAULT_POLL_INTERVAL,
+                 prefetch=200, statsInterval=60.0):
+        self.bus = bus
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.queue = queue
+        self.pollInterval = pollInterval
+        self.prefetch = prefetch
+        self.owner = uuid.uuid4().hex
+        self.subscription = None
+        self.boundKeys = frozenset()
+        self._version = None
+        self._loop = None
+        self._polling = None
+        self._failing = False
+        self._leaseUntil = 0.0
+        self.statsInterval = statsInterval
+        self._stats = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self.log.info("webhooks: registry in {where}", where=self.store.where)
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = self.clock
+        self._loop.start(self.pollInterval, now=True)
+        self._stats = LoopingCall(self.logStats)
+        self._stats.clock = self.clock
+        self._stats.start(self.statsInterval, now=False)
+
+    def logStats(self):
+        dispatcher = self.dispatcher
+        counters = dispatcher.counters
+        self.log.info(
+            "webhooks: {hooks} hooks, delivering: {delivering}; {stored} deliveries stored, "
+            "{delivered} delivered, {failed} failed attempts, {expired} dropped after their "
+            "retries, {backlog} dropped at the backlog cap, {disabled} hooks disabled, "
+            "{unmatched} events no hook matched, {rejected} rejected",
+            hooks=len(dispatcher.hooks), delivering="yes" if dispatcher.delivering else "no",
+            stored=counters["stored"], delivered=counters["delivered"],
+            failed=counters["failed-attempts"], expired=counters["expired"],
+            backlog=counters["dropped-backlog"], disabled=counters["disabled"],
+            unmatched=counters["unmatched"], rejected=sum(dispatcher.rejected.values()))
+
+    def poll(self):
+        """
+        Look at the registry's version and renew the delivery lease; read
+        the registry again when it changed.
+        """
+        if self._polling is None:
+            self._polling = self._poll()
+            self._polling.addErrback(self._pollFailed)
+            self._polling.addBoth(self._polled)
+
+    def _polled(self, _):
+        self._polling = None
+
+    def _pollFailed(self, failure):
+        # The lease cannot be renewed: once it ran out, another process may
+        # hold it, and two must never deliver at once.
+        if self.dispatcher.delivering and self.clock.seconds() >= self._leaseUntil:
+            self.dispatcher.setDelivering(False)
+        if not self._failing:
+            self.log.failure("webhooks: reading the registry failed (trying again)", failure)
+        self._failing = True
+
+    @defer.inlineCallbacks
+    def _poll(self):
+        version = yield self.store.version()
+        if version != self._version:
+            hooks = yield self.store.hooks()
+            self._version = version
+            self.dispatcher.setHooks(hooks)
+            self._bind(self.dispatcher.keys())
+        claimed = self.clock.seconds()
+        leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
+        if leader:
+            self._leaseUntil = claimed + LEASE_DURATION
+        if self.running:
+            self.dispatcher.setDelivering(leader)
+        if self._failing:
+            self.log.info("webhooks: reading the registry again")
+            self._failing = False
+
+    def eventReceived(self, routingKey, body):
+        """
+        The bus handler: an event not stored because this process stops
+        goes back to the queue.
+        """
+        d = defer.maybeDeferred(self.dispatcher.eventReceived, routingKey, body)
+
+        def stopping(failure):
+            failure.trap(defer.CancelledError)
+            raise Retry("stopping before the event was stored")
+        return d.addErrback(stopping)
+
+    def _bind(self, keys):
+        """
+        Bind the queue to the keys registered. Bindings are only added (the
+        bus has no way to remove one): events of keys no longer registered
+        still arrive, and are dropped.
+        """
+        if not self.running or keys <= self.boundKeys:
+            return
+        self.boundKeys = self.boundKeys | keys
+        old, self.subscription = self.subscription, self.bus.subscribe(
+            sorted(keys), self.eventReceived, queue=self.queue, durable=True,
+            prefetch=self.prefetch, rejected=self.dispatcher.rejected)
+        self.subscription.whenReady().addCallback(lambda _: self.log.info(
+            "webhooks queue {queue} bound to {count} keys: {keys}", queue=self.queue,
+            count=len(keys), keys=" ".join(sorted(keys)))).addErrback(lambda f: None)
+        if old is not None:
+            old.cancel()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        for loop in (self._loop, self._stats):
+            if loop is not None and loop.running:
+                loop.stop()
+        if self._polling is not None:
+            yield self._polling
+        if self.subscription is not None:
+            yield self.subscription.cancel()
+            self.subscription = None
+        leader = self.dispatcher.delivering
+        yield self.dispatcher.stop()
+        if leader:
+            try:
+                yield self.store.releaseLease(self.owner)
+            except Exception:
+                self.log.failure("webhooks: releasing the delivery lease failed")
+        yield self.dispatcher.poster.close()
+
+
+class RegistryStoreService(service.Service):
+    """
+    Closes the registry's database connections when the role stops (the
+    web role alone, which keeps no delivery running).
+    """
+
+    name = "webhook-registry"
+
+    def __init__(self, store):
+        self.store = store
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.store.close()
+
+
+def makeWebhooks(options, bus, web, reactor, deliver):
+    """
+    The registry's store, its API on C{web} (the web role's
+    L{resmon.services.web.WebService}, or L{None}), and with C{deliver}
+    the webhooks role's L{WebhooksService}.
+    """
+    from resmon.webhooks.delivery import WebhookDispatcher
+    from resmon.webhooks.poster import WebhookPoster
+    from resmon.webhooks.registry import WebhookRegistry
+    from resmon.webhooks.store import WebhookStore, openPool
+    from resmon.webserver.webhooksapi import WebhooksResource
+
+    pool, dialect, where = openPool(options["database"], options["state-dir"])
+    store = WebhookStore(pool, dialect, where)
+    if web is not None:
+        registry = WebhookRegistry(
+            store, reactor, allowPrivate=options["webhook-allow-private"],
+            maxHooks=options["webhook-max-hooks"],
+            maxPerKey=options["webhook-max-hooks-per-key"])
+        web.mountAPI("webhooks", WebhooksResource(registry))
+    if not deliver:
+        return RegistryStoreService(store)
+    poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"])
+    dispatcher = WebhookDispatcher(
+        store, poster, reactor, bus.publish, options["webhook-retry-for"],
+        options["webhook-disable-after"], options["webhook-max-backlog"],
+        maxBody=options["max-body"])
+    return WebhooksService(bus, store, dispatcher, reactor, options["webhook-queue"],
+                           statsInterval=options["stats-interval"])

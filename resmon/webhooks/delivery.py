@@ -1,0 +1,426 @@
+"""
+Delivering events to webhooks: L{WebhookDispatcher} turns each event into
+a stored delivery per matching hook and runs one L{HookWorker} per hook, which delivers that hook's
+deliveries in order, retrying each with backoff until it is delivered or
+its retry window is over. The POSTs themselves are
+L{resmon.webhooks.poster.WebhookPoster}'s.
+"""
+
+import random
+import uuid
+from collections import Counter
+
+from twisted.internet import defer
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from resmon import __version__, topics, wire
+from resmon.deferreds import observe
+from resmon.webhooks import store as storage
+from resmon.webhooks.poster import describeError
+from resmon.webhooks.signing import backoff, signature
+
+# Pending deliveries of one hook read at once.
+BATCH = 50
+# Seconds between two tries to store a received event while the database fails.
+STORE_RETRY = 2.0
+
+
+class WebhookDispatcher:
+    """
+    Turns bus events into stored deliveries, and delivers them.
+
+    @param store: the L{resmon.webhooks.store.WebhookStore}.
+    @param poster: a L{WebhookPoster}.
+    @param clock: an L{IReactorTime}.
+    @param publish: C{(routingKey, body)}: publishes on the bus (the
+        C{resmon.webhook} event of a hook disabled).
+    @param retryFor: seconds a delivery is retried.
+    @param disableAfter: seconds a hook may fail without a success.
+    @param maxBacklog: pending deliveries kept per hook.
+    @ivar hooks: the registry as last read: hook id to L{storage.Hook}.
+    @ivar delivering: whether this process delivers (holds the lease); it
+        stores received events either way.
+    """
+
+    log = Logger()
+
+    def __init__(self, store, poster, clock, publish, retryFor, disableAfter, maxBacklog,
+                 maxBody=wire.DEFAULT_MAX_BODY, rng=random):
+        self.store = store
+        self.poster = poster
+        self.clock = clock
+        self.publish = publish
+        self.retryFor = retryFor
+        self.disableAfter = disableAfter
+        self.maxBacklog = maxBacklog
+        self.maxBody = maxBody
+        self.rng = rng
+        self.hooks = {}
+        self.workers = {}
+        self.delivering = False
+        self.counters = Counter()
+        self.rejected = Counter()
+        self._batch = []
+        self._flushing = False
+        self._delivered = []
+        self._recording = False
+        self._stopped = False
+
+    def setHooks(self, hooks):
+        """
+        Take the registry as read from the store: workers for new hooks,
+        none for hooks gone.
+        """
+        self.hooks = {hook.id: hook for hook in hooks}
+        for hookId in list(self.workers):
+            if hookId not in self.hooks:
+                self.workers.pop(hookId).stop()
+        self.wakeAll()
+
+    def setDelivering(self, delivering):
+        if delivering == self.delivering:
+            return
+        self.delivering = delivering
+        self.log.info("this process {now} delivers webhooks",
+                      now="now" if delivering else "no longer")
+        if delivering:
+            self.wakeAll()
+        else:
+            for worker in self.workers.values():
+                worker.stop()
+            self.workers.clear()
+
+    def wakeAll(self):
+        for hook in self.hooks.values():
+            self.wake(hook.id)
+
+    def wake(self, hookId):
+        if not self.delivering or self._stopped:
+            return
+        hook = self.hooks.get(hookId)
+        if hook is None or hook.state == storage.DISABLED:
+            return
+        worker = self.workers.get(hookId)
+        if worker is None:
+            worker = self.workers[hookId] = HookWorker(self, hookId)
+        worker.wake()
+
+    def keys(self):
+        """
+        The keys of the hooks not disabled: what the queue must be bound to.
+        """
+        return {hook.key for hook in self.hooks.values() if hook.state != storage.DISABLED}
+
+    def eventReceived(self, routingKey, body):
+        """
+        The bus handler: store one delivery per matching hook. The
+        L{Deferred} fires once they are stored (the event is acknowledged
+        then, never before), however long the database takes to come back.
+        """
+        hooks = [hook for hook in self.hooks.values()
+                 if hook.state != storage.DISABLED and topics.topicMatches(hook.key, routingKey)]
+        if not hooks:
+            self.counters["unmatched"] += 1
+            return None
+        try:
+            event = wire.loadJSON(body, self.maxBody)
+        except wire.Rejected as e:
+            self.rejected[e.reason] += 1
+            return None
+        now = self.clock.seconds()
+        deliveries = []
+        for hook in hooks:
+            delivery = uuid.uuid4().hex
+            deliveries.append(storage.Pending(
+                None, delivery, hook.id, routingKey,
+                wire.webhookPayload(delivery, hook.id, routingKey, now, event), now, 0, now))
+        stored = defer.Deferred()
+        self._batch.append((deliveries, stored))
+        if not self._flushing:
+            self._flush()
+        return stored
+
+    @defer.inlineCallbacks
+    def _flush(self):
+        """
+        Store the events received while the previous batch was written, in
+        one transaction, in the order received.
+        """
+        self._flushing = True
+        try:
+            while self._batch and not self._stopped:
+                batch, self._batch = self._batch, []
+                deliveries = [d for deliveries, _ in batch for d in deliveries]
+                while True:
+                    try:
+                        dropped = yield self.store.enqueue(deliveries, self.maxBacklog)
+                        break
+                    except Exception:
+                        self.log.failure("storing {count} webhook deliveries failed; "
+                                         "trying again in {delay} s",
+                                         count=len(deliveries), delay=STORE_RETRY)
+                        yield deferLater(self.clock, STORE_RETRY, lambda: None)
+                        if self._stopped:
+                            return
+                self.counters["stored"] += len(deliveries)
+                for hookId, count in dropped.items():
+                    self.counters["dropped-backlog"] += count
+                    self.log.warn("webhook {hook}: backlog over {limit}, dropped its {count} "
+                                  "oldest deliveries", hook=hookId, limit=self.maxBacklog,
+                                  count=count)
+                for _, stored in batch:
+                    stored.callback(None)
+                for hookId in {d.hook for d in deliveries}:
+                    self.wake(hookId)
+        finally:
+            self._flushing = False
+
+    def recordDelivered(self, delivery, attempt, at, status, duration):
+        """
+        Record a successful attempt, together with the others made while
+        the previous ones were written (one transaction for many).
+
+        @return: a L{Deferred} that fires once it is recorded.
+        """
+        recorded = defer.Deferred()
+        self._delivered.append(((delivery, attempt, at, status, duration), recorded))
+        if not self._recording:
+            self._recordDelivered()
+        return recorded
+
+    @defer.inlineCallbacks
+    def _recordDelivered(self):
+        self._recording = True
+        try:
+            while self._delivered:
+                batch, self._delivered = self._delivered, []
+                try:
+                    hooks = yield self.store.recordDelivered([record for record, _ in batch])
+                except Exception:
+                    failure = Failure()
+                    for _, recorded in batch:
+                        recorded.errback(failure)
+                    continue
+                for hook in hooks.values():
+                    if hook.id in self.hooks:
+                        self.hooks[hook.id] = hook
+                for _, recorded in batch:
+                    recorded.callback(None)
+        finally:
+            self._recording = False
+
+    def hookChanged(self, before, after):
+        """
+        Keep C{after} (the hook as the store has it after an attempt); say
+        so on the bus when it got disabled.
+        """
+        if after.id in self.hooks:
+            self.hooks[after.id] = after
+        if after.state == storage.DISABLED and before.state != storage.DISABLED:
+            self.counters["disabled"] += 1
+            reason = (f"failing without a success since {after.failingSince:.0f} "
+                      f"(more than {self.disableAfter:g} s); last: {after.lastResult}")
+            self.log.warn("webhook {hook} ({url}) disabled: {reason}", hook=after.id,
+                          url=after.url, reason=reason)
+            d = defer.maybeDeferred(self.publish, wire.WEBHOOK_EVENT_KEY, wire.webhookStateEvent(
+                after.id, after.key, after.url, storage.DISABLED, self.clock.seconds(), reason))
+            d.addErrback(lambda f: self.log.failure("publishing that webhook {hook} was "
+                                                    "disabled failed", f, hook=after.id))
+
+    def stop(self):
+        """
+        Stop delivering: attempts in flight are abandoned (their deliveries
+        stay pending, tried again by the next process), events not yet
+        stored fail with L{defer.CancelledError}.
+
+        @return: a L{Deferred} that fires once no worker writes any more.
+        """
+        self._stopped = True
+        stopping = [worker.stop() for worker in self.workers.values()]
+        self.workers.clear()
+        for _, stored in self._batch:
+            stored.errback(defer.CancelledError("stopping"))
+        self._batch = []
+        return defer.gatherResults(stopping, consumeErrors=True)
+
+
+class HookWorker:
+    """
+    Delivers one hook's pending deliveries, oldest first: the next waits
+    until the one before is delivered or has run out of retries.
+    """
+
+    log = Logger()
+
+    def __init__(self, dispatcher, hookId):
+        self.dispatcher = dispatcher
+        self.hookId = hookId
+        self._busy = False
+        self._again = False
+        self._timer = None
+        self._stopped = False
+        self._recording = []
+        self._draining = None
+        self._inFlight = None
+
+    def _recorded(self):
+        """
+        Wait until the successful attempts made so far are recorded.
+        """
+        recording, self._recording = self._recording, []
+        return defer.gatherResults(recording, consumeErrors=True)
+
+    def wake(self):
+        if self._stopped:
+            return
+        if self._busy:
+            self._again = True
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._busy = True
+        d = self._draining = self._drain()
+        d.addErrback(self._failed)
+        d.addBoth(self._idle)
+
+    def _idle(self, _):
+        self._busy = False
+        self._draining = None
+        if self._again and not self._stopped:
+            self._again = False
+            self.wake()
+
+    def _failed(self, failure):
+        if self._stopped:
+            self.log.info("webhook {hook}: stopped while delivering ({why})", hook=self.hookId,
+                          why=failure.getErrorMessage())
+            return
+        self.log.failure("delivering to webhook {hook} failed; trying again in {delay} s",
+                         failure, hook=self.hookId, delay=STORE_RETRY)
+        self._later(STORE_RETRY)
+
+    def _later(self, delay):
+        if self._stopped:
+            return
+        self._timer = self.dispatcher.clock.callLater(max(0.0, delay), self.wake)
+
+    def stop(self):
+        """
+        @return: a L{Deferred} that fires once this worker writes no more.
+        """
+        self._stopped = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._inFlight is not None:
+            self._inFlight.cancel()
+        if self._draining is None:
+            return defer.succeed(None)
+        return observe(self._draining)
+
+    @defer.inlineCallbacks
+    def _drain(self):
+        dispatcher = self.dispatcher
+        clock = dispatcher.clock
+        try:
+            while not self._stopped:
+                self._again = False
+                batch = yield dispatcher.store.pending(self.hookId, BATCH)
+                if not batch:
+                    return
+                for delivery in batch:
+                    hook = dispatcher.hooks.get(self.hookId)
+                    if self._stopped or hook is None or hook.state == storage.DISABLED:
+                        return
+                    now = clock.seconds()
+                    if now - delivery.created > dispatcher.retryFor:
+                        yield self._recorded()
+                        yield self._expire(delivery)
+                        continue
+                    if delivery.nextAttempt > now:
+                        self._later(delivery.nextAttempt - now)
+                        return
+                    delivered = yield self._attempt(hook, delivery)
+                    if not delivered:
+                        # Tried again when its backoff is over: see _attempt.
+                        return
+                # The next batch must not hold deliveries made but not yet recorded.
+                yield self._recorded()
+        finally:
+            yield self._recorded()
+
+    @defer.inlineCallbacks
+    def _expire(self, delivery):
+        dispatcher = self.dispatcher
+        dispatcher.counters["expired"] += 1
+        self.log.warn("webhook {hook}: delivery {delivery} ({key}) dropped after {attempts} "
+                      "attempts in {window} s", hook=self.hookId, delivery=delivery.id,
+                      key=delivery.key, attempts=delivery.attempts, window=dispatcher.retryFor)
+        yield dispatcher.store.recordAttempt(delivery, 0, dispatcher.clock.seconds(), None,
+                                             None, 0.0, "expired")
+
+    @defer.inlineCallbacks
+    def _attempt(self, hook, delivery):
+        """
+        One attempt: whether it was delivered (else it is retried later, or
+        dropped if that would be past its window).
+        """
+        dispatcher = self.dispatcher
+        clock = dispatcher.clock
+        attempt = delivery.attempts + 1
+        timestamp = str(int(clock.seconds()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"resmon-webhooks/{__version__}",
+            "X-Resmon-Event": delivery.key,
+            "X-Resmon-Delivery": delivery.id,
+            "X-Resmon-Timestamp": timestamp,
+            "X-Resmon-Signature-256": signature(hook.secret, timestamp, delivery.body),
+        }
+        started = clock.seconds()
+        status = problem = None
+        self._inFlight = dispatcher.poster.post(hook.url, headers, delivery.body)
+        try:
+            status = yield self._inFlight
+        except Exception:
+            problem = describeError(Failure())
+        finally:
+            self._inFlight = None
+        if self._stopped and status is None:
+            # Abandoned: still pending, as if never tried.
+            return False
+        now = clock.seconds()
+        duration = now - started
+        nextAttempt = None
+        if status is not None and 200 <= status < 300:
+            dispatcher.counters["delivered"] += 1
+            # Recorded with others, while the next delivery goes out.
+            self._recording.append(dispatcher.recordDelivered(
+                delivery, attempt, now, status, duration))
+            return True
+        nextAttempt = now + backoff(attempt, dispatcher.rng)
+        if nextAttempt - delivery.created > dispatcher.retryFor:
+            outcome = "expired"
+            dispatcher.counters["expired"] += 1
+            self.log.warn("webhook {hook}: delivery {delivery} ({key}) dropped after "
+                          "{attempts} attempts in {window} s (last: {last})",
+                          hook=hook.id, delivery=delivery.id, key=delivery.key,
+                          attempts=attempt, window=dispatcher.retryFor,
+                          last=status if status is not None else problem)
+        else:
+            outcome = "retry"
+            dispatcher.counters["failed-attempts"] += 1
+        # After the successes before it, so that the hook's state ends as the last attempt says.
+        yield self._recorded()
+        after = yield dispatcher.store.recordAttempt(
+            delivery, attempt, now, status, problem, duration, outcome, nextAttempt,
+            dispatcher.disableAfter)
+        if after is not None:
+            dispatcher.hookChanged(hook, after)
+        if outcome == "retry":
+            self._later(nextAttempt - clock.seconds())
+            return False
+        return True

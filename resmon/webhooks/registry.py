@@ -1,0 +1,102 @@
+"""
+The registry's operations, as the web role's API uses them: validation,
+limits, secrets, storage.
+"""
+
+import uuid
+
+from twisted.internet import defer
+
+from resmon import wire
+from resmon.webhooks import store, validation
+from resmon.webhooks.addresses import resolveInThread
+from resmon.webhooks.signing import newSecret
+
+
+class WebhookRegistry:
+    """
+    @param store: the L{resmon.webhooks.store.WebhookStore}.
+    @param clock: an L{IReactorTime} (and L{IReactorThreads} when
+        C{resolve} is not given).
+    @param allowPrivate: accept targets on loopback, link-local and
+        private addresses.
+    @param resolve: C{(host, port)} to a L{Deferred} list of addresses
+        (default: C{getaddrinfo} in a thread).
+    """
+
+    def __init__(self, store, clock, allowPrivate=False, maxHooks=1000, maxPerKey=100,
+                 resolve=None):
+        self.store = store
+        self.clock = clock
+        self.allowPrivate = allowPrivate
+        self.maxHooks = maxHooks
+        self.maxPerKey = maxPerKey
+        self.resolve = resolve or (lambda host, port: resolveInThread(clock, host, port))
+
+    @defer.inlineCallbacks
+    def register(self, document):
+        """
+        Register the hook the JSON C{document} describes.
+
+        @return: a L{Deferred} of its description, with its secret.
+        @raise validation.InvalidWebhook: naming the field that is wrong.
+        """
+        key, url, host, port, secret = validation.checkRegistration(document)
+        yield validation.checkTarget(host, port, self.resolve, self.allowPrivate)
+        hook = store.Hook(uuid.uuid4().hex, key, url, secret or newSecret(),
+                          self.clock.seconds(), store.ACTIVE)
+        limit = yield self.store.add(hook, self.maxHooks, self.maxPerKey)
+        if limit == "hooks":
+            raise validation.InvalidWebhook("key", f"at most {self.maxHooks} hooks in all")
+        if limit == "per-key":
+            raise validation.InvalidWebhook("key", f"at most {self.maxPerKey} hooks for one key")
+        return dict(hook.describe(), secret=hook.secret)
+
+    @defer.inlineCallbacks
+    def list(self, key=None):
+        if key is not None:
+            validation.checkKey(key)
+        hooks = yield self.store.hooks(key)
+        return [hook.describe() for hook in hooks]
+
+    @defer.inlineCallbacks
+    def get(self, hookId):
+        hook = yield self.store.hook(hookId)
+        return None if hook is None else hook.describe()
+
+    def remove(self, hookId):
+        """
+        @return: a L{Deferred} of whether the hook was there.
+        """
+        return self.store.remove(hookId=hookId).addCallback(bool)
+
+    def removeKey(self, key):
+        """
+        @return: a L{Deferred} of the ids of the hooks of C{key} removed.
+        """
+        validation.checkKey(key)
+        return self.store.remove(key=key)
+
+    def deliveries(self, hookId):
+        return self.store.attempts(hookId)
+
+    @defer.inlineCallbacks
+    def ping(self, hookId):
+        """
+        Queue a test delivery (key C{resmon.ping}) to hook C{hookId}.
+
+        @return: a L{Deferred} of the delivery's id, or L{None} if there is
+            no such hook.
+        """
+        hook = yield self.store.hook(hookId)
+        if hook is None:
+            return None
+        now = self.clock.seconds()
+        delivery = uuid.uuid4().hex
+        body = wire.webhookPayload(delivery, hook.id, wire.WEBHOOK_PING_KEY, now,
+                                   wire.webhookPingEvent(now))
+        yield self.store.enqueue(
+            [store.Pending(None, delivery, hook.id, wire.WEBHOOK_PING_KEY, body, now, 0, now)],
+            2 ** 62)
+        yield self.store.touch()
+        return delivery

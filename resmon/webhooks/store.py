@@ -1,0 +1,494 @@
+"""
+The webhook registry and its pending deliveries in a database, through
+L{twisted.enterprise.adbapi}: SQLite (one file, shared by the processes of
+one machine) or PostgreSQL (shared by every machine).
+
+Tables: C{webhook_hooks} (the registry), C{webhook_pending} (deliveries not
+yet made, in order: they survive any restart), C{webhook_attempts} (the
+last attempts of each hook), C{webhook_meta} (C{version}, raised by every
+change of the registry: the webhooks role polls it).
+"""
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+
+ACTIVE = "active"
+FAILING = "failing"
+DISABLED = "disabled"
+KEPT_ATTEMPTS = 100
+SQLITE_FILE = "webhooks.sqlite3"
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS webhook_hooks (
+        id TEXT PRIMARY KEY, hkey TEXT NOT NULL, url TEXT NOT NULL, secret TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
+        failing_since DOUBLE PRECISION, last_attempt DOUBLE PRECISION, last_result TEXT,
+        last_success DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS webhook_hooks_key ON webhook_hooks (hkey)",
+    """CREATE TABLE IF NOT EXISTS webhook_pending (
+        seq {serial}, id TEXT NOT NULL UNIQUE, hook TEXT NOT NULL, rkey TEXT NOT NULL,
+        body TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,
+        next_attempt DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS webhook_pending_hook ON webhook_pending (hook, seq)",
+    """CREATE TABLE IF NOT EXISTS webhook_attempts (
+        seq {serial}, hook TEXT NOT NULL, delivery TEXT NOT NULL, rkey TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL, attempt INTEGER NOT NULL, status INTEGER, error TEXT,
+        duration DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS webhook_attempts_hook ON webhook_attempts (hook, seq)",
+    "CREATE TABLE IF NOT EXISTS webhook_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS webhook_lease (
+        name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)""",
+]
+
+
+class Hook:
+    """
+    One registered webhook, as stored.
+    """
+
+    __slots__ = ("id", "key", "url", "secret", "created", "state", "failingSince",
+                 "lastAttempt", "lastResult", "lastSuccess")
+
+    def __init__(self, id, key, url, secret, created, state, failingSince=None,
+                 lastAttempt=None, lastResult=None, lastSuccess=None):
+        self.id = id
+        self.key = key
+        self.url = url
+        self.secret = secret
+        self.created = created
+        self.state = state
+        self.failingSince = failingSince
+        self.lastAttempt = lastAttempt
+        self.lastResult = lastResult
+        self.lastSuccess = lastSuccess
+
+    @property
+    def shownState(self):
+        """
+        C{active}, C{failing} (failed since its last success) or C{disabled}.
+        """
+        if self.state == DISABLED:
+            return DISABLED
+        return FAILING if self.failingSince is not None else ACTIVE
+
+    def describe(self):
+        """
+        What the API shows of the hook (never its secret).
+        """
+        return {"id": self.id, "key": self.key, "url": self.url, "created": self.created,
+                "state": self.shownState, "failing_since": self.failingSince,
+                "last_attempt": self.lastAttempt, "last_result": self.lastResult,
+                "last_success": self.lastSuccess}
+
+
+_HOOK_COLUMNS = ("id, hkey, url, secret, created, state, failing_since, last_attempt, "
+                 "last_result, last_success")
+
+
+class Pending:
+    """
+    One delivery not yet made.
+    """
+
+    __slots__ = ("seq", "id", "hook", "key", "body", "created", "attempts", "nextAttempt")
+
+    def __init__(self, seq, id, hook, key, body, created, attempts, nextAttempt):
+        self.seq = seq
+        self.id = id
+        self.hook = hook
+        self.key = key
+        self.body = body.encode("ascii") if isinstance(body, str) else body
+        self.created = created
+        self.attempts = attempts
+        self.nextAttempt = nextAttempt
+
+
+def _sqliteConnect(path):
+    import sqlite3
+    connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def openPool(database, stateDirectory):
+    """
+    The L{adbapi.ConnectionPool} of C{database} (a C{postgresql://} URL), or
+    of C{webhooks.sqlite3} under C{stateDirectory} when it is L{None}; and
+    its placeholder style (C{?} or C{%s}).
+
+    @return: C{(pool, dialect, where)}, C{where} said in logs (no password).
+    """
+    if database is None:
+        os.makedirs(stateDirectory, exist_ok=True)
+        path = os.path.join(stateDirectory, SQLITE_FILE)
+        # One connection: SQLite takes one writer at a time anyway, and a
+        # connection used by one thread at a time needs no more locking.
+        pool = adbapi.ConnectionPool(
+            "sqlite3", path, timeout=30, check_same_thread=False, cp_min=1, cp_max=1,
+            cp_openfun=_sqliteOpened)
+        return pool, "sqlite", path
+    parts = urlsplit(database)
+    kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
+              "dbname": unquote(parts.path.lstrip("/")) or "postgres"}
+    if parts.username:
+        kwargs["user"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    pool = adbapi.ConnectionPool("psycopg2", cp_min=1, cp_max=4, cp_reconnect=True,
+                                 connect_timeout=10, **kwargs)
+    return pool, "postgresql", f"postgresql://{kwargs['host']}:{kwargs['port']}/{kwargs['dbname']}"
+
+
+def _sqliteOpened(connection):
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class WebhookStore:
+    """
+    The registry and the pending deliveries, every method a L{Deferred}
+    run in the pool's threads.
+
+    @param pool: an L{adbapi.ConnectionPool}.
+    @param dialect: C{sqlite} or C{postgresql}.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool, dialect, where=""):
+        self.pool = pool
+        self.dialect = dialect
+        self.where = where
+        self._ready = False
+
+    def _sql(self, text):
+        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+
+    def _run(self, function, *args):
+        d = self.ready()
+        d.addCallback(lambda _: self.pool.runInteraction(function, *args))
+        return d
+
+    def ready(self):
+        """
+        Fires once the tables exist (made on first use; made again by the
+        next use after a failure: every statement is idempotent).
+        """
+        if self._ready:
+            return defer.succeed(None)
+
+        def made(_):
+            self._ready = True
+        return self._createSchema().addCallback(made)
+
+    @defer.inlineCallbacks
+    def _createSchema(self):
+        serial = ("BIGSERIAL PRIMARY KEY" if self.dialect == "postgresql"
+                  else "INTEGER PRIMARY KEY AUTOINCREMENT")
+        # Several processes may create the tables at once: PostgreSQL may
+        # then refuse one CREATE ... IF NOT EXISTS; the next try sees them.
+        for attempt in range(5):
+            try:
+                yield self.pool.runInteraction(self._schema, serial)
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+
+    def _schema(self, cursor, serial):
+        for statement in _SCHEMA:
+            cursor.execute(statement.format(serial=serial))
+        cursor.execute(self._sql("SELECT value FROM webhook_meta WHERE name = ?"), ("version",))
+        if cursor.fetchone() is None:
+            cursor.execute(self._sql("INSERT INTO webhook_meta (name, value) VALUES (?, ?)"),
+                           ("version", 0))
+        cursor.execute(self._sql("SELECT owner FROM webhook_lease WHERE name = ?"), ("delivery",))
+        if cursor.fetchone() is None:
+            cursor.execute(self._sql(
+                "INSERT INTO webhook_lease (name, owner, expires) VALUES (?, ?, ?)"),
+                ("delivery", "", 0.0))
+
+    def _bump(self, cursor):
+        cursor.execute("UPDATE webhook_meta SET value = value + 1 WHERE name = 'version'")
+
+    # The registry.
+
+    def add(self, hook, maxHooks, maxPerKey):
+        """
+        Store C{hook} unless it would make more than C{maxHooks} hooks, or
+        more than C{maxPerKey} of its key.
+
+        @return: a L{Deferred} of L{None}, or of the limit (C{"hooks"} or
+            C{"per-key"}) it would pass.
+        """
+        return self._run(self._add, hook, maxHooks, maxPerKey)
+
+    def _add(self, cursor, hook, maxHooks, maxPerKey):
+        if self.dialect == "postgresql":
+            # Serialise registrations, so that two processes cannot both pass
+            # the limits with their last free place.
+            cursor.execute("LOCK TABLE webhook_hooks IN SHARE ROW EXCLUSIVE MODE")
+        cursor.execute("SELECT count(*) FROM webhook_hooks")
+        if cursor.fetchone()[0] >= maxHooks:
+            return "hooks"
+        cursor.execute(self._sql("SELECT count(*) FROM webhook_hooks WHERE hkey = ?"), (hook.key,))
+        if cursor.fetchone()[0] >= maxPerKey:
+            return "per-key"
+        cursor.execute(self._sql(
+            f"INSERT INTO webhook_hooks ({_HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            (hook.id, hook.key, hook.url, hook.secret, hook.created, hook.state, None, None,
+             None, None))
+        self._bump(cursor)
+        return None
+
+    def hooks(self, key=None):
+        """
+        Every hook (of C{key}), oldest first.
+        """
+        return self._run(self._hooks, key)
+
+    def _hooks(self, cursor, key):
+        if key is None:
+            cursor.execute(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks ORDER BY created, id")
+        else:
+            cursor.execute(self._sql(
+                f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks WHERE hkey = ? ORDER BY created, id"),
+                (key,))
+        return [Hook(*row) for row in cursor.fetchall()]
+
+    def hook(self, hookId):
+        """
+        The hook C{hookId}, or L{None}.
+        """
+        return self._run(self._hook, hookId)
+
+    def _hook(self, cursor, hookId):
+        cursor.execute(self._sql(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks WHERE id = ?"),
+                       (hookId,))
+        row = cursor.fetchone()
+        return Hook(*row) if row else None
+
+    def remove(self, hookId=None, key=None):
+        """
+        Unregister hook C{hookId}, or every hook of C{key}, with their
+        pending deliveries and attempts.
+
+        @return: a L{Deferred} of the ids removed.
+        """
+        return self._run(self._remove, hookId, key)
+
+    def _remove(self, cursor, hookId, key):
+        if hookId is not None:
+            cursor.execute(self._sql("SELECT id FROM webhook_hooks WHERE id = ?"), (hookId,))
+        else:
+            cursor.execute(self._sql("SELECT id FROM webhook_hooks WHERE hkey = ?"), (key,))
+        ids = [row[0] for row in cursor.fetchall()]
+        for removed in ids:
+            for table, column in (("webhook_hooks", "id"), ("webhook_pending", "hook"),
+                                  ("webhook_attempts", "hook")):
+                cursor.execute(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), (removed,))
+        if ids:
+            self._bump(cursor)
+        return ids
+
+    def version(self):
+        """
+        The registry's version: it changes with every change of the registry.
+        """
+        return self._run(self._version)
+
+    def _version(self, cursor):
+        cursor.execute("SELECT value FROM webhook_meta WHERE name = 'version'")
+        return cursor.fetchone()[0]
+
+    def claimLease(self, owner, now, duration):
+        """
+        Take or keep the delivery lease for C{duration} seconds: one
+        webhooks process at a time delivers, so that each hook's deliveries
+        go out once and in order.
+
+        @return: a L{Deferred} of whether C{owner} holds it.
+        """
+        return self._run(self._claimLease, owner, now, duration)
+
+    def _claimLease(self, cursor, owner, now, duration):
+        cursor.execute(self._sql(
+            "UPDATE webhook_lease SET owner = ?, expires = ? "
+            "WHERE name = 'delivery' AND (owner = ? OR expires <= ?)"),
+            (owner, now + duration, owner, now))
+        return cursor.rowcount == 1
+
+    def releaseLease(self, owner):
+        return self._run(self._releaseLease, owner)
+
+    def _releaseLease(self, cursor, owner):
+        cursor.execute(self._sql(
+            "UPDATE webhook_lease SET expires = 0 WHERE name = 'delivery' AND owner = ?"),
+            (owner,))
+
+    def touch(self):
+        """
+        Raise the version without changing the registry: the webhooks role
+        then looks again at every hook's pending deliveries (a ping).
+        """
+        return self._run(self._bump)
+
+    # Deliveries.
+
+    def enqueue(self, deliveries, maxBacklog):
+        """
+        Store new deliveries (L{Pending}s without C{seq}), dropping the
+        oldest of a hook beyond C{maxBacklog}.
+
+        @return: a L{Deferred} of the number of deliveries dropped, by hook.
+        """
+        return self._run(self._enqueue, deliveries, maxBacklog)
+
+    def _enqueue(self, cursor, deliveries, maxBacklog):
+        insert = self._sql(
+            "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+        hooks = set()
+        for p in deliveries:
+            cursor.execute(insert, (p.id, p.hook, p.key, p.body.decode("ascii"), p.created,
+                                    p.attempts, p.nextAttempt))
+            hooks.add(p.hook)
+        dropped = {}
+        for hook in hooks:
+            cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
+                           (hook,))
+            excess = cursor.fetchone()[0] - maxBacklog
+            if excess > 0:
+                cursor.execute(self._sql(
+                    "DELETE FROM webhook_pending WHERE seq IN (SELECT seq FROM webhook_pending "
+                    "WHERE hook = ? ORDER BY seq LIMIT ?)"), (hook, excess))
+                dropped[hook] = excess
+        return dropped
+
+    def pending(self, hookId, limit=50):
+        """
+        The oldest C{limit} pending deliveries of hook C{hookId}, in order.
+        """
+        return self._run(self._pending, hookId, limit)
+
+    def _pending(self, cursor, hookId, limit):
+        cursor.execute(self._sql(
+            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
+            "FROM webhook_pending "
+            "WHERE hook = ? ORDER BY seq LIMIT ?"), (hookId, limit))
+        return [Pending(*row) for row in cursor.fetchall()]
+
+    def pendingCount(self, hookId):
+        return self._run(self._pendingCount, hookId)
+
+    def _pendingCount(self, cursor, hookId):
+        cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"), (hookId,))
+        return cursor.fetchone()[0]
+
+    def recordAttempt(self, delivery, attempt, at, status, error, duration, outcome,
+                      nextAttempt=None, disableAfter=None):
+        """
+        Record one attempt of C{delivery}: C{outcome} is C{delivered}
+        (the delivery leaves the pending ones), C{retry} (it stays, tried
+        again at C{nextAttempt}), or C{expired} (it leaves, undelivered).
+        Keeps the hook's last L{KEPT_ATTEMPTS} attempts and its state: a
+        hook failing since more than C{disableAfter} seconds is disabled.
+
+        @return: a L{Deferred} of the hook's new L{Hook}, or L{None} if it
+            is gone.
+        """
+        return self._run(self._recordAttempt, delivery, attempt, at, status, error, duration,
+                         outcome, nextAttempt, disableAfter)
+
+    def _recordAttempt(self, cursor, delivery, attempt, at, status, error, duration, outcome,
+                       nextAttempt, disableAfter):
+        if outcome == "retry":
+            cursor.execute(self._sql(
+                "UPDATE webhook_pending SET attempts = ?, next_attempt = ? WHERE seq = ?"),
+                (attempt, nextAttempt, delivery.seq))
+        else:
+            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE seq = ?"), (delivery.seq,))
+        if attempt:
+            cursor.execute(self._sql(
+                "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
+                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (delivery.hook, delivery.id, delivery.key, at, attempt, status, error, duration,
+                 outcome))
+            cursor.execute(self._sql(
+                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
+                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
+                (delivery.hook, delivery.hook, KEPT_ATTEMPTS - 1))
+        hook = self._hook(cursor, delivery.hook)
+        if hook is None or not attempt:
+            return hook
+        result = str(status) if status is not None else error
+        if outcome == "delivered":
+            cursor.execute(self._sql(
+                "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
+                "last_success = ? WHERE id = ?"), (at, result, at, hook.id))
+        else:
+            failingSince = hook.failingSince if hook.failingSince is not None else at
+            state = hook.state
+            if disableAfter is not None and at - failingSince >= disableAfter:
+                state = DISABLED
+            cursor.execute(self._sql(
+                "UPDATE webhook_hooks SET failing_since = ?, last_attempt = ?, last_result = ?, "
+                "state = ? WHERE id = ?"), (failingSince, at, result, state, hook.id))
+            if state != hook.state:
+                self._bump(cursor)
+        return self._hook(cursor, hook.id)
+
+    def recordDelivered(self, delivered):
+        """
+        Record many successful attempts in one transaction: each of
+        C{delivered} is C{(delivery, attempt, at, status, duration)}.
+
+        @return: a L{Deferred} of the new L{Hook} of each hook concerned
+            (by id; the ones gone are left out).
+        """
+        return self._run(self._recordDelivered, delivered)
+
+    def _recordDelivered(self, cursor, delivered):
+        latest = {}
+        for delivery, attempt, at, status, duration in delivered:
+            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE seq = ?"), (delivery.seq,))
+            cursor.execute(self._sql(
+                "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
+                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
+                 "delivered"))
+            latest[delivery.hook] = (at, status)
+        hooks = {}
+        for hookId, (at, status) in latest.items():
+            cursor.execute(self._sql(
+                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
+                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
+                (hookId, hookId, KEPT_ATTEMPTS - 1))
+            cursor.execute(self._sql(
+                "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
+                "last_success = ? WHERE id = ?"), (at, str(status), at, hookId))
+            hook = self._hook(cursor, hookId)
+            if hook is not None:
+                hooks[hookId] = hook
+        return hooks
+
+    def attempts(self, hookId, limit=KEPT_ATTEMPTS):
+        """
+        The last C{limit} attempts of hook C{hookId}, newest first, as dicts.
+        """
+        return self._run(self._attempts, hookId, limit)
+
+    def _attempts(self, cursor, hookId, limit):
+        cursor.execute(self._sql(
+            "SELECT delivery, rkey, at, attempt, status, error, duration, outcome "
+            "FROM webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT ?"), (hookId, limit))
+        names = ("delivery", "key", "at", "attempt", "status", "error", "duration", "outcome")
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def close(self):
+        self.pool.close()

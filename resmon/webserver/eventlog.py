@@ -1,0 +1,99 @@
+"""
+What the web role keeps of rules' events and alerts, for C{GET /api/events}
+and C{GET /api/alerts}: the latest events (bounded), and the alerts firing
+now (the latest C{firing} alert of each host and check, until its
+C{resolved} one).
+"""
+
+from collections import OrderedDict, deque
+
+DEFAULT_RECENT_EVENTS = 1000
+DEFAULT_MAX_ALERTS = 10_000
+
+
+class RecentEvents:
+    """
+    The last C{limit} events and alerts received, oldest first, as their
+    C{(ts, kind, source, body)}.
+    """
+
+    def __init__(self, limit=DEFAULT_RECENT_EVENTS):
+        self.limit = limit
+        self._events = deque(maxlen=limit)
+
+    def add(self, event, body):
+        """
+        Keep C{event} (a L{resmon.wire.Event}) received as C{body}.
+        """
+        self._events.append((event.ts, event.kind, event.source, body))
+
+    def since(self, ts=None):
+        """
+        The bodies of the events kept whose C{ts} is after C{ts} (all for
+        L{None}), oldest first.
+        """
+        return [body for when, _, _, body in self._events if ts is None or when > ts]
+
+    def latest(self, count, wanted):
+        """
+        The bodies of the last C{count} events for which C{wanted(kind,
+        source)} is true, oldest first.
+        """
+        found = []
+        for _, kind, source, body in reversed(self._events):
+            if len(found) >= count:
+                break
+            if wanted(kind, source):
+                found.append(body)
+        found.reverse()
+        return found
+
+    def __len__(self):
+        return len(self._events)
+
+
+class FiringAlerts:
+    """
+    The alerts firing now, by host and check, in the order they fired; at
+    most C{limit} (the oldest is dropped beyond, and counted in C{dropped}).
+    """
+
+    def __init__(self, limit=DEFAULT_MAX_ALERTS):
+        self.limit = limit
+        self.dropped = 0
+        self._firing = OrderedDict()
+
+    def update(self, event, body):
+        """
+        Take an alert (a L{resmon.wire.Event} of kind C{alert}) received as C{body}.
+        """
+        payload = event.payload
+        if not isinstance(payload, dict):
+            return
+        key = (event.source, str(payload.get("host")), str(payload.get("check")))
+        state = payload.get("state")
+        if state == "firing":
+            self._firing.pop(key, None)
+            self._firing[key] = body
+            if len(self._firing) > self.limit:
+                self._firing.popitem(last=False)
+                self.dropped += 1
+        elif state == "resolved":
+            self._firing.pop(key, None)
+
+    def forgetSource(self, source):
+        """
+        Drop the alerts of one source (a host's routing word), forgotten.
+        """
+        for key in [key for key in self._firing if key[0] == source]:
+            del self._firing[key]
+
+    def bodies(self, wanted=None):
+        """
+        The bodies of the firing alerts (of the sources for which
+        C{wanted(source)} is true), in the order they fired.
+        """
+        return [body for key, body in self._firing.items() if wanted is None or wanted(key[0])]
+
+    def __len__(self):
+        return len(self._firing)

@@ -1,0 +1,96 @@
+"""
+The dashboard's webhooks panel in a real browser (headless Chromium): it
+lists the hooks of a real standalone process with their state and last
+delivery, registers one (showing the refusal of a bad key, then the
+secret) and unregisters it.
+"""
+
+import http.server
+import json
+import threading
+import urllib.request
+
+import pytest
+
+from support import freePort
+from test_browser import browser, processes, waitUntil  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def receiver():
+    """
+    A plain HTTP receiver on loopback, in a thread: the bodies it got.
+    """
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.received = received
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def rowTexts(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#webhooks-rows tr')].map(tr => "
+        "[...tr.querySelectorAll('td')].slice(0, 4).map(td => td.textContent));")
+
+
+def test_webhooks_panel_registers_lists_and_unregisters(  # noqa: F811 (fixtures)
+        processes, browser, receiver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    port = freePort()
+    server = processes("browser-webhooks", f"--port={port}", "--interface=127.0.0.1",
+                       f"--state-dir={tmp_path}", "--webhook-allow-private", "--interval=0.5")
+    server.waitFor(b"dashboard listening")
+    server.waitFor(b"now delivers webhooks")
+    browser.get(f"http://127.0.0.1:{port}/")
+    panel = browser.find_element(By.ID, "webhooks")
+    assert panel.get_attribute("hidden") is not None
+    browser.find_element(By.ID, "webhooks-open").click()
+    waitUntil(lambda: panel.is_displayed(), 5, "the panel to open")
+    waitUntil(lambda: browser.find_element(By.ID, "webhooks-empty").is_displayed(), 5,
+              "the empty list")
+
+    form = browser.find_element(By.ID, "webhooks-form")
+    form.find_element(By.NAME, "key").send_keys("bad..key")
+    form.find_element(By.NAME, "url").send_keys(receiver.url)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    message = browser.find_element(By.ID, "webhooks-message")
+    waitUntil(lambda: message.text.startswith("key:"), 5, "the refusal naming the key")
+
+    key = form.find_element(By.NAME, "key")
+    key.clear()
+    key.send_keys("*.measure")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    waitUntil(lambda: "secret" in message.text, 5, "the secret shown once")
+    waitUntil(lambda: rowTexts(browser) and rowTexts(browser)[0][:3] == [
+        "*.measure", receiver.url, "active"], 5, "the hook listed")
+
+    waitUntil(lambda: receiver.received, 15, "a delivery of this machine's measures")
+    assert receiver.received[0]["key"].endswith(".measure")
+
+    def lastDeliveryShown():
+        browser.find_element(By.ID, "webhooks-refresh").click()
+        rows = rowTexts(browser)
+        return rows and rows[0][3].startswith("204")
+    waitUntil(lastDeliveryShown, 15, "the last delivery in the list")
+
+    browser.find_element(By.CSS_SELECTOR, "#webhooks-rows .webhook-delete").click()
+    waitUntil(lambda: rowTexts(browser) == [], 5, "the hook gone from the list")
+    assert browser.find_element(By.ID, "webhooks-empty").is_displayed()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/webhooks", timeout=10) as answer:
+        assert json.load(answer) == {"webhooks": []}

@@ -1,0 +1,348 @@
+"""
+The webhook registry and its delivery, with real parts: real C{twistd
+resmon} web and webhooks processes on the real broker, real HTTP receivers
+on loopback (twisted.web), SQLite in a temporary directory and the real
+PostgreSQL.
+"""
+
+import json
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from support import freePort
+from webhooksupport import (
+    POSTGRESQL, Receiver, api, documentedVerifier, listen, postgresqlAdmin, until)
+
+
+class Roles:
+    """
+    A web process and a webhooks process sharing one registry.
+    """
+
+    def __init__(self, twistd, broker, amqp, stateDir, *extra):
+        self.twistd = twistd
+        self.broker = broker
+        self.amqp = amqp
+        self.exchange = amqp.names["exchange"]
+        self.queue = amqp.names["queue"]
+        self.stateDir = str(stateDir)
+        self.extra = list(extra)
+        self.port = freePort()
+
+    def common(self):
+        return ["--broker", self.broker, "--exchange", self.exchange, "--state-dir",
+                self.stateDir, "--webhook-allow-private"] + self.extra
+
+    @defer.inlineCallbacks
+    def startWeb(self, *extra, label="web"):
+        web = self.twistd(label, "--role=web", "--port", str(self.port), "--interface",
+                          "127.0.0.1", *(self.common() + list(extra)))
+        yield web.waitForOutput(b"dashboard listening")
+        self.web = web
+        return web
+
+    @defer.inlineCallbacks
+    def startWebhooks(self, label="webhooks"):
+        hooks = self.twistd(label, "--role=webhooks", "--webhook-queue", self.queue,
+                            *self.common())
+        yield hooks.waitForOutput(b"now delivers webhooks", timeout=30)
+        self.webhooks = hooks
+        return hooks
+
+    @defer.inlineCallbacks
+    def register(self, key, url, secret=None):
+        document = {"key": key, "url": url}
+        if secret is not None:
+            document["secret"] = secret
+        code, hook = yield api(self.port, "POST", "/api/webhooks", document)
+        assert code == 201, hook
+        return hook
+
+    def bound(self, key, times=1):
+        return self.webhooks.waitForOutputCount(key.encode(), times, timeout=15)
+
+    def publish(self, key, document):
+        return self.amqp.publish(self.exchange, key, json.dumps(document).encode())
+
+    def deliveries(self, hookId):
+        return api(self.port, "GET", f"/api/webhooks/{hookId}/deliveries").addCallback(
+            lambda answer: answer[1]["deliveries"])
+
+    def recorded(self, hookId, count):
+        """
+        The hook's attempts, once at least C{count} are recorded (the
+        receiver may see a request before its answer is recorded).
+        """
+        return until(lambda: self.deliveries(hookId).addCallback(
+            lambda attempts: attempts if len(attempts) >= count else None),
+            f"{count} attempts recorded for {hookId}")
+
+
+@pytest_twisted.async_yield_fixture
+async def receiver():
+    hooks = Receiver()
+    port = await defer.ensureDeferred(_listen(hooks))
+    hooks.url = f"http://127.0.0.1:{port.getHost().port}"
+    yield hooks
+    hooks.close()
+    await port.stopListening()
+
+
+async def _listen(hooks):
+    return await listen(hooks)
+
+
+@pytest.fixture
+def postgresqlDatabase():
+    """
+    A new database in the real PostgreSQL, dropped after the test (and,
+    asked for before C{twistd}, after its processes stopped): its URL.
+    """
+    name = "resmon_" + uuid.uuid4().hex[:12]
+    admin = postgresqlAdmin()
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield POSTGRESQL + name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def _delivered(path, count):
+    return lambda r: sum(1 for q in r.on(path) if q["answer"] == 200) >= count
+
+
+@pytest_twisted.inlineCallbacks
+def test_delivered_signed_and_verified_with_the_documented_recipe(broker, amqp, receiver,
+                                                                  twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    hook = yield roles.register("deploy.event", receiver.url + "/hook", secret="s3cret")
+    generated = yield roles.register("*.alert", receiver.url + "/other")
+    assert len(generated["secret"]) == 64
+    yield roles.bound("bound to 2 keys")
+    yield roles.publish("deploy.event", {"v": 1, "kind": "event", "version": "1.2.3"})
+    yield roles.publish("web-01.alert", {"v": 1, "kind": "alert", "host": "web-01"})
+    yield receiver.waitFor(_delivered("/hook", 1), "the delivery")
+    yield receiver.waitFor(_delivered("/other", 1), "the delivery to the generated secret")
+    verify = documentedVerifier()
+    for request, secret in ((receiver.on("/hook")[0], "s3cret"),
+                            (receiver.on("/other")[0], generated["secret"])):
+        headers = request["headers"]
+        assert verify(secret, headers["x-resmon-timestamp"], request["body"],
+                      headers["x-resmon-signature-256"])
+        assert not verify("wrong", headers["x-resmon-timestamp"], request["body"],
+                          headers["x-resmon-signature-256"])
+        assert not verify(secret, headers["x-resmon-timestamp"], request["body"] + b" ",
+                          headers["x-resmon-signature-256"])
+        assert not verify(secret, str(int(headers["x-resmon-timestamp"]) - 3600),
+                          request["body"], headers["x-resmon-signature-256"])
+    request = receiver.on("/hook")[0]
+    assert request["json"]["event"] == {"v": 1, "kind": "event", "version": "1.2.3"}
+    assert request["json"]["key"] == "deploy.event" == request["headers"]["x-resmon-event"]
+    assert request["json"]["hook"] == hook["id"]
+    assert request["json"]["delivery"] == request["headers"]["x-resmon-delivery"]
+    assert request["headers"]["content-type"] == "application/json"
+    code, ping = yield api(roles.port, "POST", f"/api/webhooks/{hook['id']}/ping")
+    assert code == 202
+    yield receiver.waitFor(_delivered("/hook", 2), "the ping")
+    pinged = receiver.on("/hook")[1]
+    assert pinged["json"]["delivery"] == ping["delivery"]
+    assert pinged["json"]["event"]["kind"] == "ping"
+    attempts = yield roles.recorded(hook["id"], 2)
+    assert [(a["attempt"], a["status"], a["outcome"]) for a in attempts] == [
+        (1, 200, "delivered"), (1, 200, "delivered")]
+    code, hookNow = yield api(roles.port, "GET", f"/api/webhooks/{hook['id']}")
+    assert hookNow["state"] == "active" and hookNow["last_result"] == "200"
+    assert "secret" not in hookNow
+
+
+@pytest_twisted.inlineCallbacks
+def test_500_then_200_is_retried_and_delivered_once_in_order(broker, amqp, receiver, twistd,
+                                                             tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    receiver.script("/flaky", 500, 503)
+    hook = yield roles.register("deploy.#", receiver.url + "/flaky")
+    yield roles.bound("bound to 1 keys")
+    for n in range(3):
+        yield roles.publish(f"deploy.event.n{n}", {"n": n})
+    yield receiver.waitFor(_delivered("/flaky", 3), "three deliveries")
+    requests = receiver.on("/flaky")
+    assert [(r["json"]["event"]["n"], r["answer"]) for r in requests] == [
+        (0, 500), (0, 503), (0, 200), (1, 200), (2, 200)]
+    assert len({r["headers"]["x-resmon-delivery"] for r in requests[:3]}) == 1
+    attempts = yield roles.recorded(hook["id"], 5)
+    assert [(a["attempt"], a["status"], a["outcome"]) for a in reversed(attempts)] == [
+        (1, 500, "retry"), (2, 503, "retry"), (3, 200, "delivered"), (1, 200, "delivered"),
+        (1, 200, "delivered")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_timeout_refused_connection_and_redirect_are_retried(broker, amqp, receiver, twistd,
+                                                             tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path, "--webhook-timeout", "1")
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    receiver.script("/slow", "hang")
+    receiver.script("/moved", ("redirect", "/elsewhere"))
+    # Hangs at every attempt: the process is stopped with a request in flight.
+    receiver.script("/forever", *(["hang"] * 100))
+    closedPort = freePort()
+    slow = yield roles.register("slow.event", receiver.url + "/slow")
+    moved = yield roles.register("moved.event", receiver.url + "/moved")
+    refused = yield roles.register("refused.event", f"http://127.0.0.1:{closedPort}/late")
+    # TLS to a plain HTTP receiver: the handshake fails.
+    tls = yield roles.register("tls.event", receiver.url.replace("http:", "https:") + "/tls")
+    yield roles.register("forever.event", receiver.url + "/forever")
+    yield roles.bound("bound to 5 keys")
+    for key in ("slow.event", "moved.event", "refused.event", "tls.event", "forever.event"):
+        yield roles.publish(key, {"key": key})
+    yield receiver.waitFor(_delivered("/slow", 1), "the slow receiver's retry")
+    yield receiver.waitFor(_delivered("/moved", 1), "the redirected receiver's retry")
+    assert receiver.on("/elsewhere") == []
+    slowAttempts = yield roles.recorded(slow["id"], 2)
+    assert [(a["status"], a["error"], a["outcome"]) for a in reversed(slowAttempts)] == [
+        (None, "timeout", "retry"), (200, None, "delivered")]
+    movedAttempts = yield roles.recorded(moved["id"], 2)
+    assert [(a["status"], a["outcome"]) for a in reversed(movedAttempts)] == [
+        (302, "retry"), (200, "delivered")]
+
+    yield roles.recorded(refused["id"], 1)
+    code, state = yield api(roles.port, "GET", f"/api/webhooks/{refused['id']}")
+    assert state["state"] == "failing" and state["last_result"] == "connection refused"
+    late = Receiver()
+    port = yield listen(late, closedPort)
+    try:
+        yield late.waitFor(_delivered("/late", 1), "the delivery once the receiver listens")
+    finally:
+        yield port.stopListening()
+    tlsAttempts = yield roles.recorded(tls["id"], 2)
+    assert {(a["status"], a["outcome"]) for a in tlsAttempts} == {(None, "retry")}
+    assert all(a["error"] for a in tlsAttempts), tlsAttempts
+    assert receiver.on("/tls") == []
+    refusedAttempts = yield until(lambda: roles.deliveries(refused["id"]).addCallback(
+        lambda a: a if a[0]["outcome"] == "delivered" else None), "the delivery recorded")
+    assert {a["error"] for a in refusedAttempts[1:]} == {"connection refused"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hook_failing_too_long_is_disabled_and_other_hooks_hear_of_it(broker, amqp, receiver,
+                                                                       twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path, "--webhook-disable-after", "1")
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    receiver.script("/dead", *([500] * 100))
+    dead = yield roles.register("deploy.event", receiver.url + "/dead")
+    yield roles.register("resmon.webhook", receiver.url + "/watch")
+    yield roles.bound("bound to 2 keys")
+    yield roles.publish("deploy.event", {"n": 1})
+    yield receiver.waitFor(lambda r: r.on("/watch"), "the resmon.webhook event")
+    event = receiver.on("/watch")[0]["json"]
+    assert event["key"] == "resmon.webhook"
+    assert (event["event"]["kind"], event["event"]["hook"], event["event"]["state"]) == (
+        "webhook", dead["id"], "disabled")
+    code, state = yield api(roles.port, "GET", f"/api/webhooks/{dead['id']}")
+    assert state["state"] == "disabled" and state["last_result"] == "500"
+
+
+@pytest_twisted.inlineCallbacks
+def test_registry_persisted_across_restart_and_validated(broker, amqp, twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    web = yield roles.startWeb()
+    hook = yield roles.register("*.status", "http://127.0.0.1:9/x")
+    yield roles.register("web-01.#", "http://127.0.0.1:9/y")
+    code, answer = yield api(roles.port, "POST", "/api/webhooks",
+                             {"key": "a..b", "url": "http://127.0.0.1:9/"})
+    assert (code, answer["field"]) == (400, "key")
+    code, answer = yield api(roles.port, "POST", "/api/webhooks",
+                             {"key": "a.b", "url": "file:///etc/passwd"})
+    assert (code, answer["field"]) == (400, "url")
+    code, answer = yield api(roles.port, "POST", "/api/webhooks",
+                             {"key": "a.b", "url": "http://127.0.0.1:9/"}, contentType="text/plain")
+    assert code == 415
+    assert (yield web.stop())
+    # Without --webhook-allow-private this time: loopback targets are refused.
+    roles.extra = []
+    roles.common = lambda: ["--broker", broker, "--exchange", roles.exchange, "--state-dir",
+                            roles.stateDir]
+    yield roles.startWeb(label="web-again")
+    code, listed = yield api(roles.port, "GET", "/api/webhooks")
+    assert [h["id"] for h in listed["webhooks"]][0] == hook["id"]
+    assert {h["key"] for h in listed["webhooks"]} == {"*.status", "web-01.#"}
+    code, answer = yield api(roles.port, "POST", "/api/webhooks",
+                             {"key": "a.b", "url": "http://127.0.0.1:9/"})
+    assert (code, answer["field"]) == (400, "url") and "private" in answer["error"]
+    code, answer = yield api(roles.port, "POST", "/api/webhooks",
+                             {"key": "a.b", "url": "http://localhost:9/"})
+    assert (code, answer["field"]) == (400, "url")
+    code, answer = yield api(roles.port, "DELETE", "/api/webhooks?key=web-01.%23")
+    assert code == 200 and len(answer["deleted"]) == 1
+    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{hook['id']}")
+    assert code == 200
+    code, _ = yield api(roles.port, "GET", f"/api/webhooks/{hook['id']}")
+    assert code == 404
+    code, listed = yield api(roles.port, "GET", "/api/webhooks")
+    assert listed == {"webhooks": []}
+
+
+@pytest_twisted.inlineCallbacks
+def test_sigkill_during_a_retry_loses_nothing(broker, amqp, receiver, twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    yield roles.startWeb()
+    first = yield roles.startWebhooks()
+    receiver.script("/down", *([503] * 1000))
+    hook = yield roles.register("deploy.event", receiver.url + "/down")
+    yield roles.bound("bound to 1 keys")
+    for n in range(3):
+        yield roles.publish("deploy.event", {"n": n})
+
+    yield roles.recorded(hook["id"], 2)
+    first.expectUncleanExit()
+    first.signal("KILL")
+    yield first.ended
+    receiver.scripts["/down"] = []
+    # Published while no webhooks process runs: kept by the durable queue.
+    yield roles.publish("deploy.event", {"n": 3})
+    yield roles.startWebhooks(label="webhooks-again")
+    yield receiver.waitFor(_delivered("/down", 4), "every delivery after the restart", timeout=60)
+    delivered = [r for r in receiver.on("/down") if r["answer"] == 200]
+    assert [r["json"]["event"]["n"] for r in delivered] == [0, 1, 2, 3]
+    assert len({r["headers"]["x-resmon-delivery"] for r in delivered}) == 4
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_web_processes_on_postgresql_see_each_others_changes(postgresqlDatabase, broker, amqp,
+                                                                receiver, twistd, tmp_path):
+    database = postgresqlDatabase
+    one = Roles(twistd, broker, amqp, tmp_path / "one", "--database", database)
+    two = Roles(twistd, broker, amqp, tmp_path / "two", "--database", database)
+    yield defer.gatherResults([one.startWeb(label="web-one"), two.startWeb(label="web-two")])
+    hook = yield one.register("*.alert", "http://127.0.0.1:9/a")
+    code, seen = yield api(two.port, "GET", f"/api/webhooks/{hook['id']}")
+    assert code == 200 and seen["url"] == "http://127.0.0.1:9/a"
+    yield two.register("*.alert", "http://127.0.0.1:9/b")
+    code, listed = yield api(one.port, "GET", "/api/webhooks?key=*.alert")
+    assert [h["url"] for h in listed["webhooks"]] == ["http://127.0.0.1:9/a",
+                                                      "http://127.0.0.1:9/b"]
+    code, answer = yield api(two.port, "DELETE", "/api/webhooks?key=*.alert")
+    assert len(answer["deleted"]) == 2
+    code, listed = yield api(one.port, "GET", "/api/webhooks")
+    assert listed == {"webhooks": []}
+    # A webhooks process on the same database delivers what web-two registers.
+    yield one.startWebhooks()
+    hook = yield two.register("deploy.event", receiver.url + "/pg", secret="pg-secret")
+    yield one.bound("bound to 1 keys")
+    yield one.publish("deploy.event", {"via": "postgresql"})
+    yield receiver.waitFor(_delivered("/pg", 1), "the delivery")
+    request = receiver.on("/pg")[0]
+    assert request["json"]["hook"] == hook["id"]
+    assert documentedVerifier()("pg-secret", request["headers"]["x-resmon-timestamp"],
+                                request["body"], request["headers"]["x-resmon-signature-256"])
+    attempts = yield one.recorded(hook["id"], 1)
+    assert [a["outcome"] for a in attempts] == ["delivered"]

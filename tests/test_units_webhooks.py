@@ -1,0 +1,453 @@
+"""
+Unit tests of the webhook registry's parts: validation, signing, backoff,
+the SQLite store (real, in a temporary directory), the dispatcher's order
+and retries with a fake poster and a L{Clock}.
+"""
+
+import hashlib
+import hmac
+import random
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
+
+from resmon import wire
+from resmon.webhooks import signing, store as storage, validation
+from resmon.webhooks.addresses import isPublic
+from resmon.webhooks.delivery import WebhookDispatcher
+from resmon.webhooks.registry import WebhookRegistry
+from webhooksupport import POSTGRESQL, postgresqlAdmin
+
+
+@pytest.mark.parametrize("key", ["*.alert", "web-01.#", "deploy.event", "*.status", "#", "a_b.c-d"])
+def test_keys_accepted(key):
+    assert validation.checkKey(key) == key
+
+
+@pytest.mark.parametrize("key", ["", "a..b", ".a", "a.", "a b", "a.*x", "é.x", "a" * 256, None, 3])
+def test_keys_refused(key):
+    with pytest.raises(validation.InvalidWebhook) as e:
+        validation.checkKey(key)
+    assert e.value.field == "key"
+
+
+@pytest.mark.parametrize("url", ["ftp://x/", "x", "http://", "javascript:alert(1)",
+                                 "http://a b/", "http://x/#f", "http://x:99999/", None])
+def test_urls_refused(url):
+    with pytest.raises(validation.InvalidWebhook) as e:
+        validation.checkURL(url)
+    assert e.value.field == "url"
+
+
+def test_url_port_defaults():
+    assert validation.checkURL("https://example.com/h")[1:] == ("example.com", 443)
+    assert validation.checkURL("http://example.com:8080/h")[1:] == ("example.com", 8080)
+
+
+@pytest.mark.parametrize("document, field", [
+    ({"key": "a.b", "url": "http://x/", "extra": 1}, "extra"),
+    ({"url": "http://x/"}, "key"),
+    ({"key": "a.b", "url": "http://x/", "secret": ""}, "secret"),
+    ({"key": "a.b", "url": "http://x/", "secret": 5}, "secret"),
+])
+def test_registration_refused_naming_the_field(document, field):
+    with pytest.raises(validation.InvalidWebhook) as e:
+        validation.checkRegistration(document)
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize("address, public", [
+    ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.1.1", False), ("172.16.0.1", False),
+    ("169.254.169.254", False), ("::1", False), ("fe80::1", False), ("fc00::1", False),
+    ("::ffff:127.0.0.1", False), ("0.0.0.0", False), ("100.64.0.1", False),
+    ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("::ffff:8.8.8.8", True),
+])
+def test_public_addresses(address, public):
+    assert isPublic(address) is public
+
+
+@pytest_twisted.inlineCallbacks
+def test_private_targets_refused_unless_allowed():
+    def resolve(host, port):
+        return defer.succeed({"inside": ["10.0.0.5"], "mixed": ["8.8.8.8", "127.0.0.1"],
+                              "outside": ["8.8.8.8"]}[host])
+    for host in ("inside", "mixed"):
+        with pytest.raises(validation.InvalidWebhook) as e:
+            yield validation.checkTarget(host, 80, resolve, False)
+        assert e.value.field == "url" and "private" in str(e.value)
+        yield validation.checkTarget(host, 80, resolve, True)
+    yield validation.checkTarget("outside", 80, resolve, False)
+
+    def fails(host, port):
+        return defer.fail(OSError("no such name"))
+    with pytest.raises(validation.InvalidWebhook):
+        yield validation.checkTarget("nowhere", 80, fails, True)
+
+
+def test_signature_is_the_documented_recipe():
+    body = b'{"delivery":"d"}'
+    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert signing.signature("s3cret", "1700000000", body) == "sha256=" + expected
+
+
+def test_backoff_doubles_with_jitter_within_bounds():
+    rng = random.Random(1)
+    for attempt in range(1, 40):
+        delay = signing.backoff(attempt, rng)
+        ceiling = min(600, 2 ** (attempt - 1))
+        assert max(1, ceiling / 2) <= delay <= ceiling
+    assert signing.backoff(30, rng) >= 300
+
+
+def _store(tmp_path):
+    pool, dialect, where = storage.openPool(None, str(tmp_path))
+    return storage.WebhookStore(pool, dialect, where)
+
+
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def anyStore(request, tmp_path):
+    """
+    A store in SQLite under C{tmp_path}, or in a new database of the real
+    PostgreSQL (dropped afterwards).
+    """
+    if request.param == "sqlite":
+        store = _store(tmp_path)
+        yield store
+        store.close()
+        return
+    name = "resmon_unit_" + uuid.uuid4().hex[:12]
+    admin = postgresqlAdmin()
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    pool, dialect, where = storage.openPool(POSTGRESQL + name, str(tmp_path))
+    store = storage.WebhookStore(pool, dialect, where)
+    try:
+        yield store
+    finally:
+        store.close()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def _hook(hookId, key="a.b", url="http://127.0.0.1:1/"):
+    return storage.Hook(hookId, key, url, "secret", 1.0, storage.ACTIVE)
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_limits_list_remove(anyStore):
+    store = anyStore
+    version = yield store.version()
+    assert (yield store.add(_hook("h1"), 3, 2)) is None
+    assert (yield store.add(_hook("h2"), 3, 2)) is None
+    assert (yield store.add(_hook("h3"), 3, 2)) == "per-key"
+    assert (yield store.add(_hook("h3", key="c.d"), 3, 2)) is None
+    assert (yield store.add(_hook("h4", key="e.f"), 3, 2)) == "hooks"
+    assert (yield store.version()) == version + 3
+    assert [h.id for h in (yield store.hooks("a.b"))] == ["h1", "h2"]
+    assert (yield store.remove(key="a.b")) == ["h1", "h2"]
+    assert [h.id for h in (yield store.hooks())] == ["h3"]
+    assert (yield store.remove(hookId="nope")) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_backlog_and_attempts_are_bounded(anyStore):
+    store = anyStore
+    yield store.add(_hook("h1"), 10, 10)
+    deliveries = [storage.Pending(None, f"d{i}", "h1", "a.b", b"{}", float(i), 0, 0.0)
+                  for i in range(12)]
+    dropped = yield store.enqueue(deliveries, 10)
+    assert dropped == {"h1": 2}
+    pending = yield store.pending("h1", 100)
+    assert [p.id for p in pending] == [f"d{i}" for i in range(2, 12)]
+    for n in range(105):
+        yield store.recordAttempt(pending[0], n + 1, 100.0 + n, 500, None, 0.1, "retry",
+                                  200.0, disableAfter=None)
+    attempts = yield store.attempts("h1")
+    assert len(attempts) == storage.KEPT_ATTEMPTS and attempts[0]["attempt"] == 105
+    hook = yield store.hook("h1")
+    assert hook.shownState == storage.FAILING and hook.failingSince == 100.0
+    hook = yield store.recordAttempt(pending[0], 106, 300.0, None, "timeout", 0.1, "retry",
+                                     400.0, disableAfter=150.0)
+    assert hook.state == storage.DISABLED
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_lease_held_by_one_owner(anyStore):
+    store = anyStore
+    assert (yield store.claimLease("a", 100.0, 10))
+    assert not (yield store.claimLease("b", 105.0, 10))
+    assert (yield store.claimLease("a", 105.0, 10))
+    assert (yield store.claimLease("b", 116.0, 10))
+    yield store.releaseLease("b")
+    assert (yield store.claimLease("a", 117.0, 10))
+
+
+class FakePoster:
+    """
+    Answers each POST with the next of C{answers} (a status, or an
+    exception to fail with), recording what was posted.
+    """
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.posted = []
+
+    def post(self, url, headers, body):
+        self.posted.append((url, headers, body))
+        answer = self.answers.pop(0) if self.answers else 200
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
+
+    def close(self):
+        pass
+
+
+@defer.inlineCallbacks
+def _until(predicate, what, timeout=10):
+    deadline = reactor.seconds() + timeout
+    while not (yield predicate()):
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield deferLater(reactor, 0.02, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_retries_in_order_then_delivers_once(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    published = []
+    poster = FakePoster([500, ConnectionRefusedError(), 200, 200])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: published.append((k, b)),
+                                   retryFor=3600, disableAfter=3600, maxBacklog=100,
+                                   rng=random.Random(0))
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        assert dispatcher.eventReceived("x.other", b'{"n":0}') is None
+        yield dispatcher.eventReceived("deploy.event", b'{"n":1}')
+        yield dispatcher.eventReceived("deploy.event", b'{"n":2}')
+        yield _until(lambda: defer.succeed(len(poster.posted) == 1), "the first attempt")
+        yield _until(lambda: store.attempts("h1").addCallback(len), "the attempt recorded")
+        clock.advance(1.0)
+        yield _until(lambda: defer.succeed(len(poster.posted) == 2), "the second attempt")
+        yield _until(lambda: store.attempts("h1").addCallback(lambda a: len(a) == 2), "2 attempts")
+        clock.advance(2.0)
+        yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0), "delivered")
+        events = [wire.loadJSON(body)["event"]["n"] for _, _, body in poster.posted]
+        assert events == [1, 1, 1, 2]
+        headers = poster.posted[-1][1]
+        body = poster.posted[-1][2]
+        assert headers["X-Resmon-Signature-256"] == signing.signature(
+            "secret", headers["X-Resmon-Timestamp"], body)
+        assert headers["X-Resmon-Event"] == "deploy.event"
+        assert headers["X-Resmon-Delivery"] == wire.loadJSON(body)["delivery"]
+        attempts = yield store.attempts("h1")
+        assert [(a["attempt"], a["outcome"]) for a in reversed(attempts)] == [
+            (1, "retry"), (2, "retry"), (3, "delivered"), (1, "delivered")]
+        assert attempts[-2]["error"] == "connection refused"
+        assert (yield store.hook("h1")).shownState == storage.ACTIVE
+        assert published == []
+    finally:
+        yield dispatcher.stop()
+        store.close()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_disables_a_hook_failing_too_long_and_says_so(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    published = []
+    poster = FakePoster([503] * 10)
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: published.append((k, b)),
+                                   retryFor=3600, disableAfter=2.5, maxBacklog=100,
+                                   rng=random.Random(0))
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        yield dispatcher.eventReceived("deploy.event", b'{"n":1}')
+        for attempts in (1, 2):
+            yield _until(lambda: defer.succeed(len(poster.posted) == attempts), "an attempt")
+            yield _until(lambda: store.attempts("h1").addCallback(lambda a: len(a) == attempts),
+                         "the attempt recorded")
+            clock.advance(signing.MAX_BACKOFF)
+        yield _until(lambda: defer.succeed(bool(published)), "the disabled event")
+        assert len(poster.posted) == 2
+        key, body = published[0]
+        assert key == wire.WEBHOOK_EVENT_KEY
+        assert wire.loadJSON(body)["state"] == "disabled" and wire.loadJSON(body)["hook"] == "h1"
+        assert (yield store.hook("h1")).state == storage.DISABLED
+        assert "*.event" not in dispatcher.keys()
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_registry_generates_a_secret_and_enforces_limits(tmp_path):
+    store = _store(tmp_path)
+    registry = WebhookRegistry(store, reactor, allowPrivate=False, maxHooks=5, maxPerKey=1,
+                               resolve=lambda host, port: defer.succeed(["8.8.8.8"]))
+    try:
+        hook = yield registry.register({"key": "*.alert", "url": "https://example.com/h"})
+        assert len(hook["secret"]) == 64 and hook["state"] == "active"
+        with pytest.raises(validation.InvalidWebhook) as e:
+            yield registry.register({"key": "*.alert", "url": "https://example.com/2"})
+        assert e.value.field == "key"
+        listed = yield registry.list()
+        assert "secret" not in listed[0]
+        delivery = yield registry.ping(hook["id"])
+        pending = yield store.pending(hook["id"])
+        assert [p.id for p in pending] == [delivery]
+        assert wire.loadJSON(pending[0].body)["key"] == wire.WEBHOOK_PING_KEY
+        assert (yield registry.ping("nope")) is None
+    finally:
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+    bus = FakeBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    webhooks.startService()
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        assert bus.made == []
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.made) == 1), "the subscription")
+        assert bus.last.patterns == ["*.alert"]
+        assert (bus.last.options["queue"], bus.last.options["durable"]) == ("q.hooks", True)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(bus.last.patterns == ["*.alert", "deploy.#"]),
+                     "the new subscription")
+        assert len(bus.made) == 1
+        yield store.remove(hookId="h2")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(set(dispatcher.hooks) == {"h1"}), "the removal")
+        assert bus.last.patterns == ["*.alert", "deploy.#"] and len(bus.made) == 1
+        yield bus.last.handler("web-01.alert", b'{"v":1}')
+        assert (yield store.pendingCount("h1")) == 1
+    finally:
+        yield webhooks.stopService()
+        store.close()
+    assert bus.made == []
+    assert clock.getDelayedCalls() == []
+
+
+def test_options_roles_and_checks():
+    from twisted.python import usage
+
+    from resmon import tap
+
+    assert "webhooks" in tap.ROLES["server"] and "webhooks" in tap.ROLES["standalone"]
+    assert tap.ROLES["webhooks"] == ("webhooks",)
+    options = tap.Options()
+    options.parseOptions(["--role=webhooks", "--database", "postgresql://u@h/db",
+                          "--webhook-retry-for", "60", "--webhook-allow-private"])
+    assert options["webhook-retry-for"] == 60.0 and options["webhook-allow-private"]
+    assert options["webhook-max-backlog"] == 10_000 and options["webhook-timeout"] == 10.0
+    for arguments, wrong in ((["--database", "mysql://x"], "--database"),
+                             (["--webhook-timeout", "0"], "--webhook-timeout"),
+                             (["--webhook-max-backlog", "x"], "--webhook-max-backlog"),
+                             (["--webhook-queue", ""], "--webhook-queue")):
+        with pytest.raises((usage.UsageError, SystemExit)) as e:
+            tap.Options().parseOptions(arguments)
+        assert wrong in str(e.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_service_stops_delivering_once_its_lease_runs_out_unrenewed(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import LEASE_DURATION, WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    bus = FakeBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    webhooks.startService()
+    realVersion = store.version
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        store.version = lambda: defer.fail(OSError("the database is gone"))
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(webhooks._polling is None), "the failed poll")
+        assert dispatcher.delivering
+        clock.advance(LEASE_DURATION)
+        yield _until(lambda: defer.succeed(not dispatcher.delivering), "delivery to stop")
+        store.version = realVersion
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease again")
+    finally:
+        store.version = realVersion
+        yield webhooks.stopService()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.task import LoopingCall
+    from twisted.web import resource, server
+
+    from resmon.webhooks.addresses import PrivateAddress
+    from resmon.webhooks.poster import MAX_RESPONSE_BODY, WebhookPoster, describeError
+
+    written = []
+
+    class Endless(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            request.setResponseCode(201)
+            chunk = b"x" * 16384
+
+            def write():
+                if not request.finished and not request._disconnected:
+                    request.write(chunk)
+                    written.append(len(chunk))
+            loop = LoopingCall(write)
+            loop.start(0.001)
+            request.notifyFinish().addBoth(lambda _: loop.stop())
+            return server.NOT_DONE_YET
+
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = yield endpoint.listen(server.Site(Endless()))
+    poster = WebhookPoster(reactor, timeout=30, allowPrivate=True)
+    try:
+        started = reactor.seconds()
+        status = yield poster.post(f"http://127.0.0.1:{port.getHost().port}/", {}, b"{}")
+        assert status == 201
+        # The endless answer was dropped after its first 64 KiB, long before the timeout.
+        assert reactor.seconds() - started < 10
+        assert sum(written) >= MAX_RESPONSE_BODY
+        refusing = WebhookPoster(reactor, timeout=5, allowPrivate=False)
+        with pytest.raises(Exception) as e:
+            yield refusing.post(f"http://127.0.0.1:{port.getHost().port}/", {}, b"{}")
+        from twisted.python.failure import Failure
+        assert describeError(Failure(e.value)).startswith("address not allowed")
+        assert isinstance(e.value, PrivateAddress) or "PrivateAddress" in repr(e.value)
+        yield refusing.close()
+    finally:
+        yield poster.close()
+        yield port.stopListening()
