@@ -355,3 +355,40 @@ def test_headers_met_again_are_not_decoded_again_and_keep_their_own_body_size(mo
     # The small one once; the large (refused) one every time, as it is not remembered.
     assert len(decoded) == 3
     assert not transport.disconnecting
+
+
+def test_a_cancelled_subscription_sends_what_was_settled_before_closing_its_channel():
+    from twisted.internet import defer
+
+    clock = Clock()
+    bus = AMQPBus(parseBrokerURL("amqp://guest:guest@127.0.0.1/"), "resmon", clock)
+    sent = []
+
+    class RecordingChannel(Channel):
+        def basic_cancel(self, consumer_tag):
+            sent.append(("basic_cancel", consumer_tag))
+            return defer.succeed(None)
+
+        def channel_close(self):
+            sent.append(("channel_close",))
+            return defer.succeed(None)
+
+    class Client(Writer):
+        def channel(self, id):
+            return defer.succeed(channel)
+
+        def ackFrame(self, channelId, tag, multiple):
+            sent.append(("ack", tag, multiple))
+
+    channel, client = RecordingChannel(), Client()
+    release = defer.Deferred()
+    subscription = bus.subscribe(["#.measure"], lambda key, body: release)
+    bus.consumers.client = client
+    subscription.channelId, subscription.consumerTags = 2, ["ctag"]
+    subscription.acks = BatchedAcks(channel, client, clock)
+    bus.consumers._received(subscription, subscription.acks, 1, "h.measure", {}, b"{}")
+    cancelled = subscription.cancel()
+    assert sent == [("basic_cancel", "ctag")]
+    release.callback(None)  # the handler is done: settled, and the channel may close
+    assert sent == [("basic_cancel", "ctag"), ("ack", 1, True), ("channel_close",)]
+    assert cancelled.called and clock.getDelayedCalls() == []

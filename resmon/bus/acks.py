@@ -70,8 +70,11 @@ class BatchedAcks:
 
     def flush(self):
         """
-        Send what was settled (see the module's docstring).
+        Send what was settled (see the module's docstring): in the reactor
+        turn after a settlement, or at once before the channel is closed.
         """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
         self._call = None
         settled, outstanding = self._settled, self._outstanding
         if self.channel.closed:

@@ -68,6 +68,9 @@ class AMQPSubscription:
         self.consumerTags = []
         # The txAMQP queues the pumps read, one per consumer tag.
         self.messageQueues = []
+        # The channel's BatchedAcks, with a client that delivers straight
+        # from the frames.
+        self.acks = None
         self.queueNames = []
         self.inFlight = 0
         self._idleWaiters = []
@@ -213,7 +216,7 @@ class Consumers:
         if consumeInto is not None:
             # Deliveries straight from the frames to the handler, settled in
             # batches (resmon.bus.frames, resmon.bus.acks).
-            acks = BatchedAcks(channel, client, self._clock)
+            acks = subscription.acks = BatchedAcks(channel, client, self._clock)
             consumeInto(channelId, partial(self._received, subscription, acks))
         for queueName in queueNames:
             reply = yield channel.basic_consume(queue=queueName, no_ack=False)
@@ -364,6 +367,8 @@ class Consumers:
             except defer.TimeoutError:
                 self.log.warn("{count} message(s) still being handled; the broker will redeliver them",
                               count=subscription.inFlight)
+            if subscription.acks is not None:
+                subscription.acks.flush()  # what was settled, before the channel closes
             yield channel.channel_close()
         except Exception:
             pass  # the connection is going or gone: the broker redelivers what was not acked
