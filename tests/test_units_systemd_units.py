@@ -36,3 +36,14 @@ def test_units_are_notify_hardened_and_keep_secrets_off_the_command_line(name, r
     assert f"--role={role}" in argv
     assert f"--config=/etc/resmon/{role}.toml" in argv
     assert not any(arg.startswith(("--broker", "-b")) for arg in argv)
+
+
+def test_the_server_keeps_its_state_in_its_state_directory():
+    """
+    Under C{DynamicUser=} and C{ProtectSystem=strict} the only writable
+    place is the unit's C{StateDirectory=}: the server role (which runs the
+    webhooks service and its SQLite registry) must be told to use it, not
+    the default under a home directory it cannot write.
+    """
+    argv = shlex.split(_service("resmon-server.service")["ExecStart"])
+    assert "--state-dir=${STATE_DIRECTORY}" in argv
