@@ -100,3 +100,19 @@ class ConfirmingBus(FakeBus):
     @property
     def patterns(self):
         return self.last.patterns
+
+
+class SettlingBus(FakeBus):
+    """
+    Records each publication with its Deferred in C{published}, as
+    C{(routingKey, body, deferred)}, for the test to settle (confirm or fail).
+    """
+
+    def __init__(self):
+        FakeBus.__init__(self)
+        self.published = []
+
+    def publish(self, routingKey, body):
+        d = defer.Deferred()
+        self.published.append((routingKey, body, d))
+        return d

@@ -10,14 +10,13 @@ import io
 import json
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
-from fakebus import FakeBus
+from fakebus import SettlingBus
 from resmon import wire
 from resmon.bus.delivery import Retry
 from resmon.interfaces import IRule
@@ -126,15 +125,7 @@ def test_rules_cannot_emit_under_resmons_own_kinds_or_bad_keys(key):
 # POST /api/events/<source>
 
 
-class ConfirmingBus(FakeBus):
-    def __init__(self):
-        FakeBus.__init__(self)
-        self.published = []
-
-    def publish(self, routingKey, body):
-        d = defer.Deferred()
-        self.published.append((routingKey, body, d))
-        return d
+ConfirmingBus = SettlingBus
 
 
 def postEvent(resource, source, body, contentType=b"application/json"):

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from fakebus import FakeBus
+from fakebus import SettlingBus
 from resmon import wire
 from resmon.analysis.builtin.usage import UsageAnalyzer
 from resmon.bus.local import LocalBus
@@ -24,19 +24,10 @@ from resmon.services.agent import TrackerService
 from resmon.tap import Options
 
 
-class RecordingBus(FakeBus):
+class RecordingBus(SettlingBus):
     """
     A bus that records what is published and lets the test settle it.
     """
-
-    def __init__(self):
-        FakeBus.__init__(self)
-        self.published = []
-
-    def publish(self, routingKey, body):
-        d = defer.Deferred()
-        self.published.append((routingKey, body, d))
-        return d
 
     @property
     def subscribed(self):
