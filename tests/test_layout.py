@@ -19,16 +19,19 @@ ALLOWED = {
     "resmon.analysis": set(),
     # Rules are plugins found, checked and isolated as analyzers are.
     "resmon.rules": {"resmon.analysis"},
-    "resmon.webserver": set(),
+    "resmon.webserver": {"resmon.auth"},
+    # Users, sessions and who may see what: used by the web role.
+    "resmon.auth": set(),
     "resmon.bus": set(),
     "resmon.operations": set(),
     "resmon.webhooks": set(),
     "resmon.analyzers": {"resmon.analysis"},
     "resmon.pipeline": {"resmon.analysis"},
     "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                        "resmon.operations", "resmon.webhooks", "resmon.rules"},
+                        "resmon.operations", "resmon.webhooks", "resmon.rules", "resmon.auth"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
-                   "resmon.services", "resmon.operations", "resmon.webhooks", "resmon.rules"},
+                   "resmon.services", "resmon.operations", "resmon.webhooks", "resmon.rules",
+                   "resmon.auth"},
 }
 
 

@@ -1,0 +1,84 @@
+"""
+Who a request or a connection speaks for, and what it may see and do.
+
+Every part of the web role asks L{principalOf} (HTTP requests, event
+streams) or reads a WebSocket protocol's C{principal}; nothing else decides
+visibility. Without C{--users} every request is L{UNRESTRICTED}.
+"""
+
+from resmon import topics
+
+VIEWER = "viewer"
+OPERATOR = "operator"
+ADMIN = "admin"
+ROLES = (VIEWER, OPERATOR, ADMIN)
+
+# The attribute of a twisted.web request that holds its Principal, set by the
+# authentication guard before any resource renders.
+REQUEST_ATTRIBUTE = "resmonPrincipal"
+
+
+class Principal:
+    """
+    A user (or a token of a user) as the web role sees it.
+
+    @param name: the user's name (L{None} for L{UNRESTRICTED}).
+    @param role: one of L{ROLES}.
+    @param hosts: host patterns the user may see (as in a subscription: a
+        pattern equal to a host's name, or an AMQP topic pattern over its
+        routing word), or L{None} for every host. Admins see every host.
+    @param groups: the user's groups (for C{group.<group>.notify}).
+    """
+
+    def __init__(self, name, role=VIEWER, hosts=(), groups=()):
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        self.name = name
+        self.role = role
+        self.hosts = None if hosts is None or role == ADMIN else tuple(hosts)
+        self.groups = frozenset(groups)
+        self._seen = {}
+
+    @property
+    def seesEverything(self):
+        return self.hosts is None
+
+    @property
+    def mayAct(self):
+        """
+        May post events and notifications and manage webhooks.
+        """
+        return self.role in (OPERATOR, ADMIN)
+
+    @property
+    def isAdmin(self):
+        return self.role == ADMIN
+
+    def maySee(self, host):
+        """
+        Whether anything about C{host} may be sent to this principal.
+        """
+        if self.hosts is None:
+            return True
+        seen = self._seen.get(host)
+        if seen is None:
+            word = topics.hostWord(host)
+            seen = any(p == host or topics.topicMatches(p, word) for p in self.hosts)
+            if len(self._seen) >= 100_000:
+                self._seen.clear()
+            self._seen[host] = seen
+        return seen
+
+    def __repr__(self):
+        return f"<Principal {self.name!r} {self.role} hosts={self.hosts!r}>"
+
+
+# Every request when the web role runs without --users.
+UNRESTRICTED = Principal(None, ADMIN, None)
+
+
+def principalOf(request):
+    """
+    The L{Principal} a twisted.web request speaks for.
+    """
+    return getattr(request, REQUEST_ATTRIBUTE, UNRESTRICTED)
