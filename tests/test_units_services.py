@@ -193,6 +193,8 @@ SNetIO = namedtuple("SNetIO", "bytes_sent bytes_recv packets_sent packets_recv")
 class FakePsutil:
     def __init__(self):
         self.io = 0
+        self.partitionReads = 0
+        self.nowrap = []
 
     def cpu_percent(self, interval=None, percpu=False):
         assert interval is None  # never block the reactor
@@ -208,17 +210,20 @@ class FakePsutil:
         return (0.5, 0.25, 0.125)
 
     def disk_partitions(self, all=False):
+        self.partitionReads += 1
         return [SDiskPart("/dev/sda1", "/", "ext4"), SDiskPart("tmpfs", "/run", "tmpfs"),
                 SDiskPart("/dev/sda1", "/bind", "ext4")]
 
     def disk_usage(self, path):
         return SUsage(1000, 250, 750, 25.0)
 
-    def disk_io_counters(self):
+    def disk_io_counters(self, nowrap=True):
+        self.nowrap.append(nowrap)
         self.io += 1000
         return SDiskIO(self.io, 2 * self.io, self.io // 100, self.io // 100)
 
-    def net_io_counters(self):
+    def net_io_counters(self, nowrap=True):
+        self.nowrap.append(nowrap)
         return SNetIO(self.io, self.io, 1, 1)
 
 
@@ -236,6 +241,33 @@ def test_sampler_computes_rates_from_deltas():
     assert second["net_io"]["bytes_sent_per_s"] == 500.0
     assert second["load"] == [0.5, 0.25, 0.12] or second["load"] == [0.5, 0.25, 0.13]
     wire.validateMetrics(second)
+
+
+def test_sampler_reads_the_mounts_again_only_after_a_while():
+    """
+    The list of mounted filesystems is reused for PARTITIONS_REFRESH seconds
+    (their usage is read every sample), and psutil is spared its own
+    bookkeeping of wrapped counters: a counter that went backwards (it
+    wrapped, or a disk went away) gives no rate.
+    """
+    from resmon.agent.sampler import PARTITIONS_REFRESH
+    now = [100.0]
+    fake = FakePsutil()
+    sampler = Sampler(fake, monotonic=lambda: now[0])
+    sampler.sample()
+    now[0] += PARTITIONS_REFRESH - 1
+    assert [d["mount"] for d in sampler.sample()["disks"]] == ["/"]
+    assert fake.partitionReads == 1
+    now[0] += 1
+    sampler.sample()
+    assert fake.partitionReads == 2
+    now[0] -= 1000  # a clock going back never freezes the list
+    sampler.sample()
+    assert fake.partitionReads == 3
+    assert set(fake.nowrap) == {False}
+    fake.io -= 10_000
+    now[0] += 1
+    assert sampler.sample()["disk_io"]["read_bytes_per_s"] is None
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -16,6 +16,11 @@ _IGNORED_FSTYPES = frozenset({
     "autofs", "nsfs", "tracefs", "debugfs", "securityfs", "pstore", "ramfs", "iso9660",
 })
 
+# Seconds the list of mounted filesystems is reused before it is read again:
+# reading it (/proc/self/mounts, parsed) was half of a sample's cost, and
+# mounts change rarely. Their usage is still read on every sample.
+PARTITIONS_REFRESH = 30.0
+
 
 class Sampler:
     """
@@ -31,6 +36,8 @@ class Sampler:
         self._psutil = psutil
         self._monotonic = monotonic or time.monotonic
         self._previous = None
+        self._partitions = None
+        self._partitionsRead = None
         # Prime psutil's CPU counters: the first interval=None call returns 0.0.
         self._psutil.cpu_percent(interval=None)
         self._psutil.cpu_percent(interval=None, percpu=True)
@@ -62,7 +69,10 @@ class Sampler:
             metrics["load"] = [round(x, 2) for x in ps.getloadavg()]
         except (AttributeError, OSError):
             pass
-        counters = (now, _read(ps.disk_io_counters), _read(ps.net_io_counters))
+        # nowrap=False: a counter going backwards gives no rate (see _rates),
+        # which spares psutil's own bookkeeping of wrapped counters.
+        counters = (now, _read(ps.disk_io_counters, nowrap=False),
+                    _read(ps.net_io_counters, nowrap=False))
         metrics["disk_io"] = _rates(
             self._previous, counters, 1,
             {"read_bytes": "read_bytes_per_s", "write_bytes": "write_bytes_per_s",
@@ -74,10 +84,18 @@ class Sampler:
         self._previous = counters
         return metrics
 
+    def _mountedPartitions(self):
+        now = self._monotonic()
+        if self._partitions is None or now - self._partitionsRead >= PARTITIONS_REFRESH \
+                or now < self._partitionsRead:
+            self._partitions = self._psutil.disk_partitions(all=False)
+            self._partitionsRead = now
+        return self._partitions
+
     def _disks(self):
         disks = []
         seen = set()
-        for partition in self._psutil.disk_partitions(all=False):
+        for partition in self._mountedPartitions():
             if partition.fstype in _IGNORED_FSTYPES or partition.device in seen:
                 continue
             seen.add(partition.device)
@@ -93,9 +111,9 @@ class Sampler:
         return disks
 
 
-def _read(counter):
+def _read(counter, **options):
     try:
-        return counter()
+        return counter(**options)
     except (OSError, RuntimeError):
         return None
 
