@@ -8,9 +8,11 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from resmon import wire
+from resmon.auth.principal import principalOf
 from resmon.periodic import Periodic
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow
 from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
+from resmon.webserver.visibility import visibleTo
 
 DEFAULT_KEEPALIVE = 15.0
 # Milliseconds an EventSource waits before reconnecting.
@@ -121,6 +123,8 @@ class EventStreamResource(resource.Resource):
         self.stallTimeout = stallTimeout
         self.keepAlive = keepAlive
         self.streams = set()
+        # The resmon.webserver.notifications.NotificationCenter, or None.
+        self.notifications = None
 
     def render_HEAD(self, request):
         self._headers(request)
@@ -137,7 +141,10 @@ class EventStreamResource(resource.Resource):
         stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive, self.budget)
         self.streams.add(stream)
         stream.finished.addBoth(lambda result: self.streams.discard(stream))
-        stream.start(self.fanout, subscription)
+        principal = principalOf(request)
+        stream.start(self.fanout, visibleTo(principal, subscription))
+        if self.notifications is not None:
+            self.notifications.sendKept(stream, principal)
         return server.NOT_DONE_YET
 
     def _headers(self, request):
