@@ -12,6 +12,7 @@ import {
   applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
 } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
+import { installSession } from "./session.js";
 import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
@@ -132,6 +133,7 @@ function onMessage(raw) {
 const connection = createConnection(wsUrl, onMessage);
 installDetail(requestHistory);
 installWebhooks();
+installSession();
 
 // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
 setInterval(() => {
