@@ -8,12 +8,12 @@ import ctypes
 import ctypes.util
 import os
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.auth.websocket import PrincipalWebSocketResource
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.webserver.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.webserver.events import mountEvents
@@ -87,7 +87,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     top = WebRootFile(root or webRoot())
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
                                   origins=origins, budget=budget)
-    top.putChild(b"ws", WebSocketResource(websockets))
+    top.putChild(b"ws", PrincipalWebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams, clock, budget))
     site = LimitedSite(top, websockets.origins, clock, headerTimeout=headerTimeout,
                        timeout=idleTimeout)

@@ -13,6 +13,7 @@ import {
 } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
 import { applyNotificationMessage, installNotifications } from "./notifications.js";
+import { installSession } from "./session.js";
 import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
@@ -135,6 +136,7 @@ const connection = createConnection(wsUrl, onMessage);
 installDetail(requestHistory);
 installWebhooks();
 installNotifications();
+installSession();
 
 // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
 setInterval(() => {
