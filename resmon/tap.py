@@ -608,5 +608,7 @@ def _makeWeb(options, bus, reactor):
                       forgetAfter=options["forget-after"], maxBody=options["max-body"])
     if options["users"] is not None:
         from resmon.auth.service import attachUsers
-        attachUsers(web, options["users"], reactor, options["session-lifetime"])
+        users = attachUsers(web, options["users"], reactor, options["session-lifetime"])
+        from resmon.webserver.notifications import UsersDirectory
+        web.notifications.directory = UsersDirectory(users.watcher)
     return web

@@ -295,6 +295,28 @@ class NotificationCenter:
         return d.addCallbacks(send, failed)
 
 
+class UsersDirectory:
+    """
+    Every user of the users file as a L{resmon.auth.principal.Principal}
+    (the notification center's C{directory}), made again when the file is.
+
+    @param watcher: a L{resmon.auth.service.UsersFileWatcher} (its
+        C{current} has C{users}, by name, each with C{principal()}).
+    """
+
+    def __init__(self, watcher):
+        self.watcher = watcher
+        self._users = None
+        self._principals = []
+
+    def principals(self):
+        current = self.watcher.current
+        if current is not self._users:
+            self._users = current
+            self._principals = [user.principal() for user in current.users.values()]
+        return self._principals
+
+
 def notifyPatterns():
     """
     The bus patterns of notifications.
