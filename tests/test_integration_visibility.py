@@ -191,3 +191,60 @@ def test_two_users_see_disjoint_data_and_only_their_notifications(broker, amqp, 
         proto.sendClose()
     for reader in list(streams.values()) + [sneakyStream]:
         reader.transport.stopProducing()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_web_processes_on_postgresql_keep_each_notification_once(broker, amqp, twistd, tmp_path):
+    import uuid
+
+    from webhooksupport import POSTGRESQL, postgresqlAdmin
+
+    path, tokens = _usersFile(tmp_path)
+    name = "resmon_notify_it_" + uuid.uuid4().hex[:12]
+    admin = postgresqlAdmin()
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        database = f"--database={POSTGRESQL}{name}"
+        first, firstPort = yield startedWebRole(twistd, "notify-pg-1", broker, amqp,
+                                                f"--users={path}", database)
+        second, secondPort = yield startedWebRole(twistd, "notify-pg-2", broker, amqp,
+                                                  f"--users={path}", database)
+        # Both web processes receive it from the bus and store it.
+        code, raw = yield _request(firstPort, b"POST", "/api/notify", tokens["bob"],
+                                   {"group": "ops", "title": "for the ops group"})
+        assert code == 202, raw
+        notificationId = json.loads(raw)["id"]
+
+        import psycopg2
+        reader = psycopg2.connect(POSTGRESQL + name, connect_timeout=5)
+        reader.autocommit = True
+
+        def kept():
+            cursor = reader.cursor()
+            try:
+                cursor.execute("SELECT username, id FROM user_notifications ORDER BY username")
+            except psycopg2.errors.UndefinedTable:
+                return []
+            return cursor.fetchall()
+        deadline = time.time() + 10
+        while len(kept()) < 2 and time.time() < deadline:
+            yield deferLater(0.1)
+        # (UNIQUE (username, id): the other process's insert of the same one is ignored.)
+        assert kept() == [("alice", notificationId), ("bob", notificationId)]
+        reader.close()
+        # Alice connects to the other process: the notification is there.
+        factory, proto = yield _socket(secondPort, tokens["alice"])
+        message = yield factory.waitFor(lambda m: m.get("kind") == "notifications", 10,
+                                        "the kept notifications")
+        assert [n["title"] for n in message["notifications"]] == ["for the ops group"]
+        proto.sendClose()
+        yield first.stop()
+        yield second.stop()
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def deferLater(seconds):
+    from twisted.internet.task import deferLater as later
+    return later(reactor, seconds, lambda: None)
