@@ -17,6 +17,21 @@ from resmon.auth.principal import UNRESTRICTED
 
 # Cached results per composed subscription; beyond this the cache is dropped.
 _CACHE_SIZE = 100_000
+# Host sets whose answers are shared; beyond this the shared answers are dropped.
+_SHARED_SETS = 1000
+
+# host patterns -> {host: whether those patterns see it}: the clients of one
+# user (or of users with the same patterns) ask Principal.maySee once per host.
+_shared = {}
+
+
+def _sharedAnswers(principal):
+    answers = _shared.get(principal.hosts)
+    if answers is None:
+        if len(_shared) >= _SHARED_SETS:
+            _shared.clear()
+        answers = _shared[principal.hosts] = {}
+    return answers
 
 
 class VisibleSubscription:
@@ -46,10 +61,21 @@ class VisibleSubscription:
     def historyForm(self):
         return self.subscription.historyForm
 
+    def _maySee(self, host):
+        if self.principal.seesEverything:
+            return True
+        answers = _sharedAnswers(self.principal)
+        seen = answers.get(host)
+        if seen is None:
+            if len(answers) >= _CACHE_SIZE:
+                answers.clear()
+            seen = answers[host] = self.principal.maySee(host)
+        return seen
+
     def matchesHost(self, host):
         matched = self._matched.get(host)
         if matched is None:
-            matched = self.principal.maySee(host) and self.subscription.matchesHost(host)
+            matched = self._maySee(host) and self.subscription.matchesHost(host)
             if len(self._matched) >= _CACHE_SIZE:
                 self._matched.clear()
             self._matched[host] = matched
@@ -60,6 +86,8 @@ class VisibleSubscription:
 
     def forgetHost(self, host):
         self._matched.pop(host, None)
+        if not self.principal.seesEverything:
+            _sharedAnswers(self.principal).pop(host, None)
         self.subscription.forgetHost(host)
 
     def describe(self):
