@@ -357,7 +357,7 @@ def test_an_alert_notifies_each_user_who_may_see_its_host(tmp_path):
     aliceStream.close(), bobStream.close()
 
 
-def test_without_a_directory_user_notifications_go_to_open_dashboards_and_alerts_to_nobody():
+def test_without_a_directory_nothing_is_kept_and_alerts_notify_nobody():
     clock = Clock()
     fanout = _fanout(clock)
     center = NotificationCenter(fanout, clock)
@@ -368,6 +368,42 @@ def test_without_a_directory_user_notifications_go_to_open_dashboards_and_alerts
     assert [json.loads(m)["kind"] for m in raw[count:]] == []  # default subscription: no alerts
     center.notify(_notification("user", "alice", "n1"))
     assert json.loads(raw[-1])["id"] == "n1"
+    kept = []
+    center.store.recent("alice").addCallback(kept.extend)
+    assert kept == [] and center.counters["alerts"] == 0
+
+
+def test_notifications_are_kept_for_the_users_of_the_directory_only():
+    clock = Clock()
+    center = NotificationCenter(_fanout(clock), clock, Directory(alice(), bob()))
+    center.notify(_notification("user", "mallory", "n1"))
+    center.notify(_notification("group", "dba", "n2"))
+    kept = {}
+    for user in ("mallory", "alice", "bob"):
+        center.store.recent(user).addCallback(lambda bodies, user=user: kept.setdefault(
+            user, [json.loads(b)["id"] for b in bodies]))
+    assert kept == {"mallory": [], "alice": [], "bob": ["n2"]}
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_database_store_makes_its_table_again_after_a_failure(tmp_path):
+    from resmon.webhooks.store import openPool
+    pool, dialect, _ = openPool(None, str(tmp_path))
+    store = DatabaseNotifications(pool, dialect)
+    broken = store._schema
+    attempts = []
+
+    def failing(cursor, serial):
+        attempts.append(serial)
+        raise RuntimeError("disk full")
+    store._schema = failing
+    with pytest.raises(RuntimeError):
+        yield store.add("alice", "n1", 1.0, b"{}")
+    assert len(attempts) == 5
+    store._schema = broken
+    yield store.add("alice", "n1", 1.0, b'{"id":"n1"}')
+    assert (yield store.recent("alice")) == [b'{"id":"n1"}']
+    pool.close()
 
 
 def test_the_memory_store_keeps_the_last_100_per_user_once_each():

@@ -13,6 +13,7 @@ from collections import OrderedDict, deque
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from resmon import wire
 from resmon.ratelimit import LimitedLog
@@ -76,24 +77,38 @@ class DatabaseNotifications:
         self.pool = pool
         self.dialect = dialect
         self.kept = kept
-        self._ready = None
+        self._ready = False
+        self._making = None
+        self._waiting = []
 
     def _sql(self, text):
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
     def ready(self):
-        if self._ready is None:
+        """
+        Fires once the table exists (made on first use; made again by the
+        next use after a failure: every statement is idempotent).
+        """
+        if self._ready:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        if self._making is None:
             serial = ("BIGSERIAL PRIMARY KEY" if self.dialect == "postgresql"
                       else "INTEGER PRIMARY KEY AUTOINCREMENT")
-            self._ready = self._createSchema(serial)
-            self._ready.addErrback(self._schemaFailed)
-        d = defer.Deferred()
-        self._ready.addBoth(lambda result: (d.callback(None), result)[1])
+            self._making = self._createSchema(serial)
+            self._making.addBoth(self._made)
         return d
 
-    def _schemaFailed(self, failure):
-        self._ready = None  # made again on next use
-        return failure
+    def _made(self, result):
+        self._making = None
+        self._ready = not isinstance(result, Failure)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if self._ready:
+                d.callback(None)
+            else:
+                d.errback(result)
 
     @defer.inlineCallbacks
     def _createSchema(self, serial):
@@ -153,10 +168,10 @@ class NotificationCenter:
         (attached with a L{resmon.webserver.visibility.VisibleSubscription})
         receive them.
     @param directory: an object whose C{principals()} returns every user's
-        L{resmon.auth.principal.Principal} (from C{--users}), or L{None}:
-        then a user notification goes to that user's open dashboards and
-        memory, a group one to the open dashboards of its members only, and
-        alerts notify nobody.
+        L{resmon.auth.principal.Principal} (from C{--users}): who is kept
+        notifications (users not in it are not) and notified of alerts; or
+        L{None} (no users): nothing is kept, alerts notify nobody, and a
+        notification goes only to the open dashboards of its recipients.
     @param store: L{MemoryNotifications} (default) or L{DatabaseNotifications}.
     """
 
@@ -202,7 +217,7 @@ class NotificationCenter:
 
     def _recipients(self, notification):
         if self.directory is None:
-            return [notification.name] if notification.audience == wire.NOTIFY_USER else []
+            return []  # no users (no --users): nobody to keep it for
         names = []
         for principal in self.directory.principals():
             if self._addressed(principal, notification):

@@ -82,7 +82,11 @@ class VisibleSubscription:
         return matched
 
     def matches(self, document):
-        return document["kind"] in self.events and self.matchesHost(document["host"])
+        # Once per event and client: the cached answer without a call.
+        if document["kind"] not in self.events:
+            return False
+        matched = self._matched.get(document["host"])
+        return self.matchesHost(document["host"]) if matched is None else matched
 
     def forgetHost(self, host):
         self._matched.pop(host, None)
