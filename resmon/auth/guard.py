@@ -22,7 +22,7 @@ SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS"])
 # Where a state-changing request needs a role that may act (first path segments).
 ACTING = frozenset([(b"api", b"events"), (b"api", b"notify")])
 # Served to anyone: what the login page needs, and the probes.
-PUBLIC_PATHS = frozenset([b"/login.html", b"/login.css", b"/js/login.js", b"/favicon.svg",
+PUBLIC_PATHS = frozenset([b"/login.html", b"/login.css", b"/login.js", b"/favicon.svg",
                           b"/healthz", b"/readyz"])
 # Long-lived answers ended when their session or token ends.
 STREAM_PATHS = frozenset([b"/api/stream", b"/api/stream/"])

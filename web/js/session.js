@@ -19,7 +19,7 @@ async function logout() {
   }
 }
 
-export async function installSession() {
+async function showUser() {
   let user;
   try { user = await me(); } catch (_) { return; }
   if (!user || !user.name) return;   // no --users: nobody to show
@@ -37,4 +37,8 @@ export async function installSession() {
   box.append(name, " ", button);
   bar.append(box);
   setInterval(() => { me().catch(() => {}); }, CHECK_MS);
+}
+
+export function installSession() {
+  showUser();
 }
