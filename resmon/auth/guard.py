@@ -134,6 +134,8 @@ class AuthGuard:
                 return JSONAnswer(403, f"role {credential.principal.role} may only read",
                                   role=credential.principal.role)
         setattr(request, REQUEST_ATTRIBUTE, credential.principal)
+        # Asked again each time, so that after a logout no page comes from a cache.
+        request.setHeader(b"cache-control", b"private, no-cache")
         request.resmonCredential = credential
         if path in STREAM_PATHS:
             self.watch(request, credential, lambda: _abort(request))
