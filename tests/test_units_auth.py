@@ -164,7 +164,7 @@ def test_throttle_doubles_the_wait_per_address_and_per_name():
 def test_throttle_treats_unknown_and_known_names_alike():
     # The throttle never looks at the users: only at the names tried.
     clock = Clock()
-    throttle = LoginThrottle(clock, freeFailures=0)
+    throttle = LoginThrottle(clock, freeFailures=0, firstDelay=1)
     throttle.failed("a", "nobody")
     throttle.failed("b", "alice")
     assert throttle.wait("c", "nobody") == throttle.wait("d", "alice") == 1
