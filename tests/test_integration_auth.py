@@ -215,6 +215,7 @@ def test_login_tokens_roles_and_websockets(twistd, tmp_path):
     assert users(path, "revoke", "vic", tokenId).returncode == 0
     yield waitUntil(lambda: byToken.closed, 5, "the socket of the revoked token to close")
     assert byToken.closed[0][1] == 1008
+    yield withTimeout(stream.done, 5, "the event stream of the revoked token to end")
     code, _, _ = yield request(port, "GET", "/api/hosts", {"Authorization": f"Bearer {viewerToken}"})
     assert code == 401
     assert b"Traceback" not in web.output

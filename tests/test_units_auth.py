@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -275,3 +276,129 @@ def test_guard_closes_connections_whose_credential_ended():
     assert guard.sweep() == 2 and sorted(closed) == ["session", "token"]
     guard.users.current = Users([User("otto", "hash-otto", "operator", ("web01",))])
     assert guard.sweep() == 1 and closed[-1] == "kept"  # its rights changed: reconnect
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_protocols_get_the_principal_of_their_handshake(tmp_path):
+    """
+    The contract for whatever filters what a connection receives: each
+    WebSocket protocol's C{principal} is its handshake's (UNRESTRICTED
+    without --users), set before it opens.
+    """
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+    from twisted.internet import defer, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    from resmon.services.web import buildSite
+    from resmon.webserver.fanout import EventFanout
+
+    (tmp_path / "index.html").write_text("<p>dashboard</p>")
+    fanout = EventFanout()
+    site = buildSite(fanout, reactor, root=str(tmp_path))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    number = port.getHost().port
+    opened = []
+
+    class Client(WebSocketClientProtocol):
+        def onOpen(self):
+            opened.append(self)
+
+    @defer.inlineCallbacks
+    def connect(headers, count):
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{number}/ws", headers=headers)
+        factory.protocol = Client
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
+        yield waitFor(lambda: len(fanout.clients) == len(opened) == count)
+
+    @defer.inlineCallbacks
+    def waitFor(condition):
+        for _ in range(200):
+            if condition():
+                return
+            yield deferLater(reactor, 0.02)
+        raise AssertionError("timed out")
+
+    from twisted.internet.task import deferLater
+    try:
+        yield connect({}, 1)
+        assert [p.principal for p in fanout.clients] == [UNRESTRICTED]
+        guard, token, _ = _guard()
+        site.guard = guard
+        yield connect({"Authorization": f"Bearer {token}"}, 2)
+        names = sorted(str(p.principal.name) for p in fanout.clients)
+        assert names == ["None", "val"]
+        assert len(guard._watched) == 1
+    finally:
+        for client in opened:
+            client.dropConnection(abort=True)
+        yield port.stopListening()
+
+
+def _loginRequest(guard, body, secure=False, origin=b"http://127.0.0.1:8080"):
+    from io import BytesIO
+
+    from twisted.web.server import Request
+    from twisted.web.test.requesthelper import DummyChannel
+
+    channel = DummyChannel()
+    if secure:
+        channel.transport = DummyChannel.SSL()
+    request = Request(channel)
+    request.method, request.uri, request.path = b"POST", b"/login", b"/login"
+    request.clientproto = b"HTTP/1.1"
+    request.requestHeaders.setRawHeaders(b"host", [b"127.0.0.1:8080"])
+    request.requestHeaders.setRawHeaders(b"content-type", [b"application/json"])
+    if origin is not None:
+        request.requestHeaders.setRawHeaders(b"origin", [origin])
+    request.content = BytesIO(body)
+    return request
+
+
+def _loginResource(guard, clock):
+    from twisted.internet import defer
+
+    from resmon.auth.login import LoginResource
+    checked = []
+
+    def verify(password, encoded):
+        checked.append(encoded)
+        return defer.succeed(password == "right-password" and encoded == "hash-otto")
+    return LoginResource(None, guard, LoginThrottle(clock), clock, verify), checked
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_login_sets_a_strict_httponly_cookie_secure_over_tls(secure):
+    guard, _, clock = _guard()
+    login, _ = _loginResource(guard, clock)
+    request = _loginRequest(guard, b'{"name": "otto", "password": "right-password"}', secure,
+                            origin=b"https://127.0.0.1:8080" if secure else b"http://127.0.0.1:8080")
+    login.render(request)
+    assert request.code == 200 and request.finished
+    session = [c for c in request.cookies if c.startswith(b"resmon_session=")][0].decode()
+    flags = {flag.strip().lower() for flag in session.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/", "max-age=60"} <= flags
+    assert ("secure" in flags) == secure
+    assert len(guard.sessions) == 1
+
+
+def test_login_checks_unknown_names_against_a_hash_of_the_same_cost():
+    guard, _, clock = _guard()
+    login, checked = _loginResource(guard, clock)
+    answers = []
+    for name in (b"otto", b"nobody", b"val"):
+        request = _loginRequest(guard, b'{"name": "' + name + b'", "password": "wrong-password"}')
+        login.render(request)
+        answers.append((request.code, request.cookies))
+    assert answers == [(401, [])] * 3
+    assert checked[0] == "hash-otto" and checked[1] == passwords.dummyHash()
+    assert passwords.parseHash(passwords.dummyHash())[0] == passwords.DEFAULT_PARAMETERS
+
+
+def test_login_from_another_origin_is_refused():
+    guard, _, clock = _guard()
+    login, checked = _loginResource(guard, clock)
+    for origin in (b"http://evil.example", None):
+        request = _loginRequest(guard, b'{"name": "otto", "password": "right-password"}',
+                                origin=origin)
+        login.render(request)
+        assert request.code == 403 and not checked and not request.cookies
