@@ -109,7 +109,7 @@ def attachUsers(web, path, clock, sessionLifetime=DEFAULT_LIFETIME, verify=None,
     watcher = UsersFileWatcher(path)
     sessions = SessionStore(clock, sessionLifetime)
     site = web.site
-    guard = AuthGuard(watcher, sessions, site.origins)
+    guard = AuthGuard(watcher, sessions, site.origins, clock=clock)
     page = site.resource.createSimilarFile(os.path.join(site.resource.path, "login.html"))
     guard.publicRoutes[b"/login"] = LoginResource(page, guard, LoginThrottle(clock), clock, verify)
     guard.publicRoutes[b"/logout"] = LogoutResource(guard)
