@@ -402,3 +402,23 @@ def test_login_from_another_origin_is_refused():
                                 origin=origin)
         login.render(request)
         assert request.code == 403 and not checked and not request.cookies
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--role=agent", "--users=users.toml"], "--users: means nothing for --role=agent"),
+    (["--role=web", "--session-lifetime=0"], "--session-lifetime: must be between"),
+    (["--role=web", "--users=/nonexistent/users.toml"], "--users: cannot read /nonexistent/users.toml"),
+])
+def test_users_options_are_checked_with_one_line(argv, expected):
+    from resmon.tap import Options
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(argv)
+    text = str(e.value.code)
+    assert expected in text and "\n" not in text, text
+
+
+def test_without_users_nothing_changes():
+    from resmon.tap import Options
+    options = Options()
+    options.parseOptions(["--role=web"])
+    assert options["users"] is None and options["session-lifetime"] == 43200
