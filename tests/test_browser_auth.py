@@ -106,3 +106,32 @@ fetch("{dashboard}api/events/crossfetch", {{method: "POST", mode: "no-cors",
     browser.get(dashboard)
     waitUntil(lambda: browser.current_url.endswith("/login"), 10, "the login page again")
     assert b"user olga logged out" in server.output()
+
+
+def logIn(browser, dashboard, name, password):
+    from selenium.webdriver.common.by import By
+    browser.get(dashboard)
+    waitUntil(lambda: browser.current_url.endswith("/login"), 10, "the login page")
+    form = browser.find_element(By.ID, "login-form")
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.NAME, "password").send_keys(password)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    waitUntil(lambda: browser.current_url == dashboard, 10, "the dashboard")
+
+
+def test_an_expired_session_goes_back_to_the_login_page(  # noqa: F811 (fixtures)
+        processes, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "users.toml"
+    assert users(path, "add", "olga", "--hosts=#", password="olga-password").returncode == 0
+    port = freePort()
+    server = processes("browser-auth-expiry", f"--port={port}", "--interface=127.0.0.1",
+                       "--name=solo", f"--users={path}", "--session-lifetime=4")
+    server.waitFor(b"dashboard listening")
+    dashboard = f"http://127.0.0.1:{port}/"
+    logIn(browser, dashboard, "olga", "olga-password")
+    waitUntil(lambda: browser.find_elements(By.CSS_SELECTOR, ".host-card[data-host='solo']"), 15,
+              "this machine's card")
+    # The socket closes (1008) at the expiry; the page then finds the session gone.
+    waitUntil(lambda: browser.current_url.endswith("/login"), 20, "the login page at the expiry")
