@@ -64,6 +64,14 @@ def test_resmon_users_writes_the_file_safely(tmp_path):
     assert users(path, "revoke", "alice", tokenId).returncode == 1
     assert users(path, "passwd", "nobody", password="whatever-1").returncode == 1
     assert path.read_text() == before
+    # Several at once lose no change (they take turns on a lock of the directory).
+    running = [subprocess.Popen([USERS, str(path), "token", "alice"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for _ in range(5)]
+    assert [p.wait(timeout=60) for p in running] == [0] * 5
+    for p in running:
+        p.stdout.close()
+        p.stderr.close()
+    assert path.read_text().count("sha256 = ") == 5
     assert users(path, "remove", "alice").returncode == 0
     assert users(path, "list").stdout == ""
     assert sorted(os.listdir(tmp_path)) == ["users.toml"]
