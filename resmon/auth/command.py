@@ -6,6 +6,8 @@ two lines (the password, then again). Never on the command line.
 """
 
 import argparse
+import contextlib
+import fcntl
 import getpass
 import os
 import sys
@@ -77,7 +79,26 @@ def _describe(user):
             f"{', '.join(user.groups) or 'none'}; tokens: {tokens}")
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """
+    Hold an exclusive lock on the file's directory (no lock file left
+    behind), so that two resmon-users at once do not lose a change.
+    """
+    descriptor = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def run(args, stdin, stdout, stderr):
+    with _locked(args.file):
+        _run(args, stdin, stdout, stderr)
+
+
+def _run(args, stdin, stdout, stderr):
     path = args.file
     if args.command == "list":
         for user in sorted(_load(path).users.values(), key=lambda u: u.name):

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.web import resource
 
 from resmon import wire
+from resmon.ratelimit import LimitedLog
 from resmon.auth.principal import REQUEST_ATTRIBUTE
 from resmon.auth.sessions import COOKIE
 
@@ -22,7 +23,7 @@ SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS"])
 # Where a state-changing request needs a role that may act (first path segments).
 ACTING = frozenset([(b"api", b"events"), (b"api", b"notify")])
 # Served to anyone: what the login page needs, and the probes.
-PUBLIC_PATHS = frozenset([b"/login.html", b"/login.css", b"/js/login.js", b"/favicon.svg",
+PUBLIC_PATHS = frozenset([b"/login.html", b"/login.css", b"/login.js", b"/favicon.svg",
                           b"/healthz", b"/readyz"])
 # Long-lived answers ended when their session or token ends.
 STREAM_PATHS = frozenset([b"/api/stream", b"/api/stream/"])
@@ -98,7 +99,7 @@ class AuthGuard:
 
     log = Logger()
 
-    def __init__(self, users, sessions, origins, publicRoutes=None, routes=None):
+    def __init__(self, users, sessions, origins, publicRoutes=None, routes=None, clock=None):
         self.users = users
         self.sessions = sessions
         self.origins = origins
@@ -106,6 +107,7 @@ class AuthGuard:
         self.routes = dict(routes or {})
         self._watched = weakref.WeakKeyDictionary()
         self.counters = {"unauthenticated": 0, "cross-site": 0, "forbidden": 0, "closed": 0}
+        self.warnings = LimitedLog(clock) if clock is not None else None
 
     def __call__(self, request):
         # The path as traversal will see it (segments percent-decoded), not
@@ -127,18 +129,32 @@ class AuthGuard:
         if method not in SAFE_METHODS:
             if credential.kind == "session" and not self.sameOrigin(request):
                 self.counters["cross-site"] += 1
+                self._warn("refused a cross-site {method} of {path} by {user} from {peer} "
+                           "(Origin {origin})", request, path, credential,
+                           origin=(request.getHeader(b"origin") or b"none")[:200].decode("latin-1"))
                 return JSONAnswer(403, "cross-site request refused: state changes made with the "
                                        "session cookie must come from the dashboard's own pages")
             if tuple(segments[:2]) in ACTING and not credential.principal.mayAct:
                 self.counters["forbidden"] += 1
+                self._warn("refused a {method} of {path} by {user} from {peer}: role "
+                           f"{credential.principal.role} may only read", request, path, credential)
                 return JSONAnswer(403, f"role {credential.principal.role} may only read",
                                   role=credential.principal.role)
         setattr(request, REQUEST_ATTRIBUTE, credential.principal)
+        # Asked again each time, so that after a logout no page comes from a cache.
+        request.setHeader(b"cache-control", b"private, no-cache")
         request.resmonCredential = credential
         if path in STREAM_PATHS:
             self.watch(request, credential, lambda: _abort(request))
             request.notifyFinish().addBoth(lambda _: self._watched.pop(request, None))
         return self.routes.get(path)
+
+    def _warn(self, text, request, path, credential, **fields):
+        if self.warnings is None:
+            return
+        self.warnings.warn(self.log, text, method=request.method.decode("latin-1"),
+                           path=path[:200].decode("latin-1"), user=credential.principal.name,
+                           peer=getattr(request.getClientAddress(), "host", None), **fields)
 
     def credentialOf(self, request):
         """

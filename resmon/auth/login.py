@@ -13,7 +13,7 @@ from twisted.web import resource, server
 from resmon import wire
 from resmon.auth import passwords
 from resmon.auth.principal import principalOf
-from resmon.auth.sessions import COOKIE
+from resmon.auth.sessions import COOKIE, USER_COOKIE
 from resmon.ratelimit import LimitedLog
 
 WRONG = "wrong user name or password"
@@ -132,6 +132,10 @@ class LoginResource(resource.Resource):
                 request.addCookie(COOKIE, session.id, path="/", httpOnly=True, sameSite="strict",
                                   secure=request.isSecure() or None,
                                   max_age=str(int(sessions.lifetime)))
+                # Tells the dashboard's script who is logged in (it cannot read the session).
+                request.addCookie(USER_COOKIE, name, path="/", sameSite="strict",
+                                  secure=request.isSecure() or None,
+                                  max_age=str(int(sessions.lifetime)))
                 body = _json(request, 200, {"name": name, "role": user.role})
         else:
             self.throttle.failed(address, name)
@@ -172,6 +176,8 @@ class LogoutResource(resource.Resource):
                 self.guard.sessions.revoke(session.id)
                 self.log.info("user {name} logged out", name=session.user)
         request.addCookie(COOKIE, "", path="/", httpOnly=True, sameSite="strict",
+                          secure=request.isSecure() or None, max_age="0")
+        request.addCookie(USER_COOKIE, "", path="/", sameSite="strict",
                           secure=request.isSecure() or None, max_age="0")
         return _json(request, 200, {"loggedOut": True})
 

@@ -6,8 +6,10 @@ changes, the sessions, and the guard put in front of the Site.
 import os
 
 from twisted.application import internet, service
+from twisted.internet import threads
 from twisted.logger import Logger
 
+from resmon.auth import passwords
 from resmon.auth.guard import AuthGuard
 from resmon.auth.login import LoginResource, LogoutResource, MeResource
 from resmon.auth.sessions import DEFAULT_LIFETIME, SessionStore
@@ -69,6 +71,7 @@ class UsersService(service.MultiService):
     """
 
     name = "users"
+    log = Logger()
 
     def __init__(self, watcher, sessions, guard, clock, interval=CHECK_INTERVAL):
         service.MultiService.__init__(self)
@@ -78,6 +81,15 @@ class UsersService(service.MultiService):
         timer = internet.TimerService(interval, self.check)
         timer.clock = clock
         timer.setServiceParent(self)
+
+    def startService(self):
+        service.MultiService.startService(self)
+        self.log.info("the dashboard and API need a login or a token: {count} users in {path}",
+                      count=len(self.watcher.current.users), path=self.watcher.path)
+        # The dummy hash unknown names are checked against, made before the
+        # first login so that it takes no longer than the others.
+        threads.deferToThread(passwords.dummyHash).addErrback(
+            lambda failure: self.log.failure("could not make the dummy hash", failure))
 
     def check(self):
         self.watcher.poll()
@@ -97,7 +109,7 @@ def attachUsers(web, path, clock, sessionLifetime=DEFAULT_LIFETIME, verify=None,
     watcher = UsersFileWatcher(path)
     sessions = SessionStore(clock, sessionLifetime)
     site = web.site
-    guard = AuthGuard(watcher, sessions, site.origins)
+    guard = AuthGuard(watcher, sessions, site.origins, clock=clock)
     page = site.resource.createSimilarFile(os.path.join(site.resource.path, "login.html"))
     guard.publicRoutes[b"/login"] = LoginResource(page, guard, LoginThrottle(clock), clock, verify)
     guard.publicRoutes[b"/logout"] = LogoutResource(guard)

@@ -11,6 +11,8 @@ DEFAULT_LIFETIME = 12 * 3600.0
 # Sessions kept per user: logging in again beyond this ends the oldest.
 MAX_PER_USER = 100
 COOKIE = "resmon_session"
+# Not HttpOnly: the name of the user logged in, for the dashboard to show.
+USER_COOKIE = "resmon_user"
 
 
 class Session:

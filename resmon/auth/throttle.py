@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 # Failures allowed before any wait.
 FREE_FAILURES = 3
-FIRST_DELAY = 1.0
+FIRST_DELAY = 2.0
 MAX_DELAY = 300.0
 # Addresses and names remembered; the oldest are forgotten beyond this.
 MAX_KEYS = 10_000

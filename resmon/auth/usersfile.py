@@ -59,7 +59,15 @@ class User:
     tokens: dict = field(default_factory=dict)
 
     def principal(self):
-        return Principal(self.name, self.role, self.hosts, self.groups)
+        """
+        The user's L{Principal}: one per L{User} read, so that what it
+        remembers of hosts it may see serves every request of the user.
+        """
+        principal = self.__dict__.get("_principal")
+        if principal is None:
+            principal = self.__dict__["_principal"] = Principal(
+                self.name, self.role, self.hosts, self.groups)
+        return principal
 
 
 class Users:

@@ -1,14 +1,16 @@
-// Who the dashboard is logged in as (with --users): their name and a
-// logout button in the top bar; back to the login page once the session ends.
-const CHECK_MS = 15000;
+// Who the dashboard is logged in as (with --users, the login sets the
+// resmon_user cookie): their name and a logout button in the top bar, and
+// back to the login page once the session ends. Without it, nothing.
+const CHECK_MS = 5000;
 
-async function me() {
+function loggedInAs() {
+  const found = document.cookie.split("; ").find((c) => c.startsWith("resmon_user="));
+  return found ? decodeURIComponent(found.slice("resmon_user=".length)) : null;
+}
+
+async function stillLoggedIn() {
   const response = await fetch("/api/me", { credentials: "same-origin", cache: "no-store" });
-  if (response.status === 401) {
-    window.location.assign("/login");
-    return null;
-  }
-  return response.ok ? response.json() : null;
+  if (response.status === 401) window.location.assign("/login");
 }
 
 async function logout() {
@@ -19,22 +21,20 @@ async function logout() {
   }
 }
 
-export async function installSession() {
-  let user;
-  try { user = await me(); } catch (_) { return; }
-  if (!user || !user.name) return;   // no --users: nobody to show
-  const bar = document.querySelector(".topbar");
+export function installSession() {
+  const user = loggedInAs();
+  if (!user) return;
   const box = document.createElement("div");
   box.className = "session";
   const name = document.createElement("span");
   name.id = "session-user";
-  name.textContent = `${user.name} (${user.role})`;
+  name.textContent = user;
   const button = document.createElement("button");
   button.type = "button";
   button.id = "logout";
   button.textContent = "Log out";
   button.addEventListener("click", logout);
   box.append(name, " ", button);
-  bar.append(box);
-  setInterval(() => { me().catch(() => {}); }, CHECK_MS);
+  document.querySelector(".topbar").append(box);
+  setInterval(() => { stillLoggedIn().catch(() => {}); }, CHECK_MS);
 }
