@@ -561,3 +561,18 @@ def test_a_rule_notifies_a_user_through_act_notify():
         act.notify("x")
     with pytest.raises(ActionError, match="notify: title must be a non-empty string"):
         act.notify("", user="alice")
+
+
+def test_notifications_kept_that_come_after_the_stream_ended_go_nowhere(tmp_path):
+    from twisted.internet import defer
+    clock = Clock()
+    fanout = _fanout(clock)
+    center = NotificationCenter(fanout, clock, Directory(alice()))
+    answer = defer.Deferred()
+    center.store.recent = lambda user: answer
+    site = _userSite(tmp_path, fanout, clock, center)
+    stream = UserSSE(site, "alice")
+    stream.frames()
+    stream.close()
+    answer.callback([wire.encodeJSON(_notification("user", "alice", "n1").document())])
+    assert stream.frames() == [] and fanout.clients == {}

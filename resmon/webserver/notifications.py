@@ -300,8 +300,13 @@ class NotificationCenter:
             documents = [wire.loadJSON(body, wire.MAX_NOTIFY_BODY * 2) for body in bodies]
             documents = [document for document in documents
                          if document.get("host") is None or principal.maySee(document["host"])]
-            client.sendEvent({"kind": wire.NOTIFICATIONS, "host": None, "id": None},
-                             wire.notificationsBody(documents))
+            try:
+                client.sendEvent({"kind": wire.NOTIFICATIONS, "host": None, "id": None},
+                                 wire.notificationsBody(documents))
+            except Exception:
+                # The client may have gone while the store answered.
+                self.log.failure("sending the notifications kept to {client!r} failed",
+                                 client=client)
 
         def failed(failure):
             self.counters["store-failed"] += 1

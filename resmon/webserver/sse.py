@@ -68,6 +68,8 @@ class EventStream:
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
+        if self._fanout is None:
+            return  # ended (notifications kept may answer after the client left)
         # Held back as the bytes received, framed only when written.
         self.flow.send(self._fanout.eventKey(document), body)
 
