@@ -248,3 +248,34 @@ def test_two_web_processes_on_postgresql_keep_each_notification_once(broker, amq
 def deferLater(seconds):
     from twisted.internet.task import deferLater as later
     return later(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_rules_notification_reaches_the_named_users_dashboard(broker, amqp, twistd, tmp_path):
+    rules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules")
+    path, tokens = _usersFile(tmp_path)
+    web, port = yield startedWebRole(twistd, "notify-rule-web", broker, amqp, f"--users={path}")
+    ruler = twistd("notify-rule-rules", "--role=rules", f"--broker={broker}",
+                   f"--exchange={amqp.names['exchange']}", f"--queue={amqp.names['queue']}",
+                   f"--rules-dir={rules}", "--rules=notify-relay")
+    yield ruler.waitForOutput(b"ready: on")
+    sockets = {}
+    for user in ("alice", "bob"):
+        sockets[user] = yield _socket(port, tokens[user])
+        yield sockets[user][0].waitFor(lambda m: m.get("kind") == "notifications", 10,
+                                       f"{user}'s kept notifications")
+    code, raw = yield _request(port, b"POST", "/api/events/pager", tokens["bob"],
+                               {"user": "alice", "title": "paged by a rule", "text": "web-01 is slow"})
+    assert code == 202, raw
+    note = yield sockets["alice"][0].waitFor(lambda m: m.get("kind") == "notification", 10,
+                                             "the rule's notification")
+    assert (note["title"], note["text"], note["level"], note["to"]) == (
+        "paged by a rule", "web-01 is slow", "warning", {"user": "alice"})
+    # A later one for bob: what came to him before it is all he was sent.
+    code, raw = yield _request(port, b"POST", "/api/events/pager", tokens["bob"],
+                               {"user": "bob", "title": "for bob"})
+    yield sockets["bob"][0].waitFor(lambda m: m.get("kind") == "notification", 10, "bob's own")
+    assert [m["title"] for m in sockets["bob"][0].messages if m.get("kind") == "notification"] == [
+        "for bob"]
+    for factory, proto in sockets.values():
+        proto.sendClose()
