@@ -608,5 +608,6 @@ def _makeWeb(options, bus, reactor):
                       forgetAfter=options["forget-after"], maxBody=options["max-body"])
     if options["users"] is not None:
         from resmon.auth.service import attachUsers
-        attachUsers(web, options["users"], reactor, options["session-lifetime"])
+        attachUsers(web, options["users"], reactor, options["session-lifetime"],
+                    statsInterval=options["stats-interval"])
     return web

@@ -422,3 +422,37 @@ def test_without_users_nothing_changes():
     options = Options()
     options.parseOptions(["--role=web"])
     assert options["users"] is None and options["session-lifetime"] == 43200
+
+
+def test_users_service_reloads_the_file_ends_sessions_and_logs_counters(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    from resmon.auth.service import UsersFileWatcher, UsersService
+    path = str(tmp_path / "users.toml")
+    hashA, hashV = (passwords.hashPassword(p, FAST) for p in ("password-a", "password-v"))
+    writeUsers(path, Users([User("otto", hashA, "operator"), User("val", hashV)]))
+    clock = Clock()
+    watcher = UsersFileWatcher(path)
+    sessions = SessionStore(clock, 3600)
+    guard = AuthGuard(watcher, sessions, OriginPolicy())
+    users = UsersService(watcher, sessions, guard, clock, interval=1, statsInterval=60)
+    kept, ended = sessions.create("otto", hashA), sessions.create("val", hashV)
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        users.startService()
+        writeUsers(path, Users([User("otto", hashA, "operator")]))
+        clock.advance(1)
+        assert watcher.reloads == 1 and sessions.isOpen(kept) and not sessions.isOpen(ended)
+        with open(path, "w") as f:
+            f.write("[users.otto]\nrole = 'boss'\n")
+        clock.advance(1)
+        assert watcher.errors == 1 and watcher.current.get("otto").role == "operator"
+        clock.advance(60)
+        users.stopService()
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    texts = [e.get("log_format", "") for e in lines]
+    assert any(t.startswith("{sessions} sessions; logins:") for t in texts)
+    assert any(t.startswith("kept the previous users") for t in texts)
+    assert clock.getDelayedCalls() == []
