@@ -261,14 +261,14 @@ def test_guard_closes_connections_whose_credential_ended():
     bySession, byToken, kept = Connection(), Connection(), Connection()
     request = _request(b"/ws", cookie=session.id.encode())
     guard(request)
-    guard.watch(bySession, request.resmonCredential, lambda: closed.append("session"))
+    guard.watch(bySession, request.resmonCredential, lambda connection: closed.append("session"))
     request = _request(b"/ws", headers=[(b"authorization", b"Bearer " + token.encode())])
     guard(request)
-    guard.watch(byToken, request.resmonCredential, lambda: closed.append("token"))
+    guard.watch(byToken, request.resmonCredential, lambda connection: closed.append("token"))
     other = guard.sessions.create("otto", "hash-otto")
     request = _request(b"/ws", cookie=other.id.encode())
     guard(request)
-    guard.watch(kept, request.resmonCredential, lambda: closed.append("kept"))
+    guard.watch(kept, request.resmonCredential, lambda connection: closed.append("kept"))
     assert guard.sweep() == 0
     guard.sessions.revoke(session.id)
     guard.users.current = Users([User("val", "hash-val", "viewer", ("web01",)),
@@ -332,6 +332,12 @@ def test_websocket_protocols_get_the_principal_of_their_handshake(tmp_path):
         for client in opened:
             client.dropConnection(abort=True)
         yield port.stopListening()
+    # A connection gone is forgotten (nothing but it holds its entry).
+    yield waitFor(lambda: not fanout.clients)
+    import gc
+    gc.collect()
+    guard.sweep()
+    assert len(guard._watched) == 0
 
 
 def _loginRequest(guard, body, secure=False, origin=b"http://127.0.0.1:8080"):
