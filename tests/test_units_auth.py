@@ -462,3 +462,27 @@ def test_users_service_reloads_the_file_ends_sessions_and_logs_counters(tmp_path
     assert any(t.startswith("{sessions} sessions; logins:") for t in texts)
     assert any(t.startswith("kept the previous users") for t in texts)
     assert clock.getDelayedCalls() == []
+
+
+def test_attempts_sent_together_are_not_all_checked():
+    from twisted.internet import defer
+
+    from resmon.auth.login import LoginResource
+    guard, _, clock = _guard()
+    checks = []
+
+    def verify(password, encoded):
+        checks.append(defer.Deferred())
+        return checks[-1]
+    login = LoginResource(None, guard, LoginThrottle(clock), clock, verify)
+    requests = [_loginRequest(guard, b'{"name": "otto", "password": "guess-%d"}' % i)
+                for i in range(3)]
+    for request in requests:
+        login.render(request)
+    assert len(checks) == 1 and [r.code for r in requests[1:]] == [429, 429]
+    checks[0].callback(False)
+    assert requests[0].code == 401 and not login._pending
+    again = _loginRequest(guard, b'{"name": "otto", "password": "guess-4"}')
+    login.render(again)
+    assert len(checks) == 2
+    checks[1].callback(False)
