@@ -608,7 +608,8 @@ def _makeWeb(options, bus, reactor):
                       forgetAfter=options["forget-after"], maxBody=options["max-body"])
     if options["users"] is not None:
         from resmon.auth.service import attachUsers
-        users = attachUsers(web, options["users"], reactor, options["session-lifetime"])
+        users = attachUsers(web, options["users"], reactor, options["session-lifetime"],
+                            statsInterval=options["stats-interval"])
         from resmon.webserver.notifications import UsersDirectory
         web.notifications.directory = UsersDirectory(users.watcher)
     return web

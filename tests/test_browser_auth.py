@@ -134,4 +134,4 @@ def test_an_expired_session_goes_back_to_the_login_page(  # noqa: F811 (fixtures
     waitUntil(lambda: browser.find_elements(By.CSS_SELECTOR, ".host-card[data-host='solo']"), 15,
               "this machine's card")
     # The socket closes (1008) at the expiry; the page then finds the session gone.
-    waitUntil(lambda: browser.current_url.endswith("/login"), 20, "the login page at the expiry")
+    waitUntil(lambda: browser.current_url.endswith("/login"), 8, "the login page at the expiry")

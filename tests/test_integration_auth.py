@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory
@@ -282,3 +283,36 @@ def test_an_expired_session_is_refused_and_its_socket_closed(twistd, tmp_path):
     assert client.closed[0][1] == 1008
     code, _, _ = yield request(port, "GET", "/api/hosts", session)
     assert code == 401
+
+
+def test_resmon_users_prompts_for_the_password_on_a_terminal(tmp_path):
+    import pty
+    import select
+
+    path = tmp_path / "users.toml"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child, on its own terminal
+        os.execv(USERS, [USERS, str(path), "add", "tess", "--hosts=#"])
+    seen = b""
+
+    def readUntil(text, timeout=30):
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} in {seen!r}"
+            if select.select([terminal], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(terminal, 1024)
+                except OSError:  # the child has gone
+                    break
+        return seen
+    readUntil(b"Password: ")
+    os.write(terminal, b"tess-password\n")
+    readUntil(b"Password again: ")
+    os.write(terminal, b"tess-password\n")
+    readUntil(b"added tess")
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"tess-password" not in seen  # not echoed
+    assert "tess: viewer; hosts: #" in users(path, "list").stdout

@@ -261,14 +261,14 @@ def test_guard_closes_connections_whose_credential_ended():
     bySession, byToken, kept = Connection(), Connection(), Connection()
     request = _request(b"/ws", cookie=session.id.encode())
     guard(request)
-    guard.watch(bySession, request.resmonCredential, lambda: closed.append("session"))
+    guard.watch(bySession, request.resmonCredential, lambda connection: closed.append("session"))
     request = _request(b"/ws", headers=[(b"authorization", b"Bearer " + token.encode())])
     guard(request)
-    guard.watch(byToken, request.resmonCredential, lambda: closed.append("token"))
+    guard.watch(byToken, request.resmonCredential, lambda connection: closed.append("token"))
     other = guard.sessions.create("otto", "hash-otto")
     request = _request(b"/ws", cookie=other.id.encode())
     guard(request)
-    guard.watch(kept, request.resmonCredential, lambda: closed.append("kept"))
+    guard.watch(kept, request.resmonCredential, lambda connection: closed.append("kept"))
     assert guard.sweep() == 0
     guard.sessions.revoke(session.id)
     guard.users.current = Users([User("val", "hash-val", "viewer", ("web01",)),
@@ -332,6 +332,12 @@ def test_websocket_protocols_get_the_principal_of_their_handshake(tmp_path):
         for client in opened:
             client.dropConnection(abort=True)
         yield port.stopListening()
+    # A connection gone is forgotten (nothing but it holds its entry).
+    yield waitFor(lambda: not fanout.clients)
+    import gc
+    gc.collect()
+    guard.sweep()
+    assert len(guard._watched) == 0
 
 
 def _loginRequest(guard, body, secure=False, origin=b"http://127.0.0.1:8080"):
@@ -422,3 +428,61 @@ def test_without_users_nothing_changes():
     options = Options()
     options.parseOptions(["--role=web"])
     assert options["users"] is None and options["session-lifetime"] == 43200
+
+
+def test_users_service_reloads_the_file_ends_sessions_and_logs_counters(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    from resmon.auth.service import UsersFileWatcher, UsersService
+    path = str(tmp_path / "users.toml")
+    hashA, hashV = (passwords.hashPassword(p, FAST) for p in ("password-a", "password-v"))
+    writeUsers(path, Users([User("otto", hashA, "operator"), User("val", hashV)]))
+    clock = Clock()
+    watcher = UsersFileWatcher(path)
+    sessions = SessionStore(clock, 3600)
+    guard = AuthGuard(watcher, sessions, OriginPolicy())
+    users = UsersService(watcher, sessions, guard, clock, interval=1, statsInterval=60)
+    kept, ended = sessions.create("otto", hashA), sessions.create("val", hashV)
+    lines = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        users.startService()
+        writeUsers(path, Users([User("otto", hashA, "operator")]))
+        clock.advance(1)
+        assert watcher.reloads == 1 and sessions.isOpen(kept) and not sessions.isOpen(ended)
+        with open(path, "w") as f:
+            f.write("[users.otto]\nrole = 'boss'\n")
+        clock.advance(1)
+        assert watcher.errors == 1 and watcher.current.get("otto").role == "operator"
+        clock.advance(60)
+        users.stopService()
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    texts = [e.get("log_format", "") for e in lines]
+    assert any(t.startswith("{sessions} sessions; logins:") for t in texts)
+    assert any(t.startswith("kept the previous users") for t in texts)
+    assert clock.getDelayedCalls() == []
+
+
+def test_attempts_sent_together_are_not_all_checked():
+    from twisted.internet import defer
+
+    from resmon.auth.login import LoginResource
+    guard, _, clock = _guard()
+    checks = []
+
+    def verify(password, encoded):
+        checks.append(defer.Deferred())
+        return checks[-1]
+    login = LoginResource(None, guard, LoginThrottle(clock), clock, verify)
+    requests = [_loginRequest(guard, b'{"name": "otto", "password": "guess-%d"}' % i)
+                for i in range(3)]
+    for request in requests:
+        login.render(request)
+    assert len(checks) == 1 and [r.code for r in requests[1:]] == [429, 429]
+    checks[0].callback(False)
+    assert requests[0].code == 401 and not login._pending
+    again = _loginRequest(guard, b'{"name": "otto", "password": "guess-4"}')
+    login.render(again)
+    assert len(checks) == 2
+    checks[1].callback(False)

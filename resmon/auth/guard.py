@@ -145,7 +145,7 @@ class AuthGuard:
         request.setHeader(b"cache-control", b"private, no-cache")
         request.resmonCredential = credential
         if path in STREAM_PATHS:
-            self.watch(request, credential, lambda: _abort(request))
+            self.watch(request, credential, _abort)
             request.notifyFinish().addBoth(lambda _: self._watched.pop(request, None))
         return self.routes.get(path)
 
@@ -227,7 +227,8 @@ class AuthGuard:
 
     def watch(self, connection, credential, close):
         """
-        Call C{close} once C{credential} no longer holds (see L{sweep}).
+        Call C{close(connection)} once C{credential} no longer holds (see
+        L{sweep}). Only a weak reference to C{connection} is kept.
         """
         self._watched[connection] = (credential, close)
 
@@ -236,12 +237,16 @@ class AuthGuard:
         Close the connections whose session or token ended (logout, expiry,
         user removed or changed in the users file, token revoked).
         """
-        ended = [(connection, close) for connection, (credential, close)
-                 in list(self._watched.items()) if not self.isValid(credential)]
+        ended = []
+        for connection, (credential, close) in list(self._watched.items()):
+            if getattr(connection, "state", None) == getattr(connection, "STATE_CLOSED", ()):
+                del self._watched[connection]  # a WebSocket gone, not yet collected
+            elif not self.isValid(credential):
+                ended.append((connection, close))
         for connection, close in ended:
             self._watched.pop(connection, None)
             self.counters["closed"] += 1
-            close()
+            close(connection)
         return len(ended)
 
 

@@ -4,6 +4,7 @@ C{/login} (the login page, and C{POST} of a name and password), C{POST
 """
 
 import json
+from collections import Counter
 from urllib.parse import parse_qs
 
 from twisted.internet import defer, threads
@@ -19,6 +20,12 @@ from resmon.ratelimit import LimitedLog
 WRONG = "wrong user name or password"
 # Password checks run at once (each takes 32 MiB and a fraction of a second).
 CONCURRENT_CHECKS = 2
+# Attempts being checked at once: for one name, from one address, in all.
+# Beyond, 429 at once: many attempts sent together must not all be checked
+# before the first failure slows the next ones down.
+PENDING_PER_NAME = 1
+PENDING_PER_ADDRESS = 4
+PENDING = 32
 
 
 def threadedVerifier(limit=CONCURRENT_CHECKS):
@@ -88,6 +95,7 @@ class LoginResource(resource.Resource):
         self.verify = verify or threadedVerifier()
         self.warnings = LimitedLog(clock)
         self.counters = {"succeeded": 0, "failed": 0, "throttled": 0}
+        self._pending = Counter()
 
     def render_GET(self, request):
         return self.page.render(request)
@@ -103,19 +111,31 @@ class LoginResource(resource.Resource):
         name, password = credentials
         address = getattr(request.getClientAddress(), "host", None)
         wait = self.throttle.wait(address, name)
+        keys = (("name", name), ("address", address), ("all", None))
+        pending = self._pending
+        if wait <= 0 and (pending[keys[0]] >= PENDING_PER_NAME or pending[keys[2]] >= PENDING
+                          or pending[keys[1]] >= PENDING_PER_ADDRESS):
+            wait = 1
         if wait > 0:
             self.counters["throttled"] += 1
             seconds = max(1, int(wait + 0.999))
             return _error(request, 429, f"too many failed logins: retry in {seconds} s",
                           headers=[(b"retry-after", str(seconds).encode())], retryAfter=seconds)
+        pending.update(keys)
         user = self.guard.users.current.get(name)
         encoded = user.password if user is not None and user.password else passwords.dummyHash()
         finished = []
         request.notifyFinish().addBoth(finished.append)
         d = self.verify(password, encoded)
+        d.addBoth(self._done, keys)
         d.addCallback(self._checked, request, name, user, address, finished)
         d.addErrback(self._failed, request, finished)
         return server.NOT_DONE_YET
+
+    def _done(self, result, keys):
+        self._pending.subtract(keys)
+        self._pending += Counter()  # drops the keys back at zero
+        return result
 
     def _checked(self, matches, request, name, user, address, finished):
         # The user may have been removed or changed while the hash was checked.

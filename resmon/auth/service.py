@@ -73,14 +73,17 @@ class UsersService(service.MultiService):
     name = "users"
     log = Logger()
 
-    def __init__(self, watcher, sessions, guard, clock, interval=CHECK_INTERVAL):
+    def __init__(self, watcher, sessions, guard, clock, interval=CHECK_INTERVAL, login=None,
+                 statsInterval=60.0):
         service.MultiService.__init__(self)
         self.watcher = watcher
         self.sessions = sessions
         self.guard = guard
-        timer = internet.TimerService(interval, self.check)
-        timer.clock = clock
-        timer.setServiceParent(self)
+        self.login = login
+        for every, call in ((interval, self.check), (statsInterval, self.logStats)):
+            timer = internet.TimerService(every, call)
+            timer.clock = clock
+            timer.setServiceParent(self)
 
     def startService(self):
         service.MultiService.startService(self)
@@ -91,6 +94,19 @@ class UsersService(service.MultiService):
         threads.deferToThread(passwords.dummyHash).addErrback(
             lambda failure: self.log.failure("could not make the dummy hash", failure))
 
+    def logStats(self):
+        logins = self.login.counters if self.login is not None else {}
+        self.log.info(
+            "{sessions} sessions; logins: {succeeded} succeeded, {failed} failed, {throttled} "
+            "throttled; requests refused: {unauthenticated} unauthenticated, {crossSite} "
+            "cross-site, {forbidden} by role; {closed} connections closed as their session or "
+            "token ended; users file read {reloads} times again ({errors} bad)",
+            sessions=len(self.sessions), succeeded=logins.get("succeeded", 0),
+            failed=logins.get("failed", 0), throttled=logins.get("throttled", 0),
+            crossSite=self.guard.counters["cross-site"], reloads=self.watcher.reloads,
+            errors=self.watcher.errors, unauthenticated=self.guard.counters["unauthenticated"],
+            forbidden=self.guard.counters["forbidden"], closed=self.guard.counters["closed"])
+
     def check(self):
         self.watcher.poll()
         self.sessions.revokeStale(self.watcher.current)
@@ -98,7 +114,7 @@ class UsersService(service.MultiService):
 
 
 def attachUsers(web, path, clock, sessionLifetime=DEFAULT_LIFETIME, verify=None,
-                interval=CHECK_INTERVAL):
+                interval=CHECK_INTERVAL, statsInterval=60.0):
     """
     Put the users of the file at C{path} in front of C{web} (a
     L{resmon.services.web.WebService}): its Site's guard, and a
@@ -111,10 +127,11 @@ def attachUsers(web, path, clock, sessionLifetime=DEFAULT_LIFETIME, verify=None,
     site = web.site
     guard = AuthGuard(watcher, sessions, site.origins, clock=clock)
     page = site.resource.createSimilarFile(os.path.join(site.resource.path, "login.html"))
-    guard.publicRoutes[b"/login"] = LoginResource(page, guard, LoginThrottle(clock), clock, verify)
+    login = LoginResource(page, guard, LoginThrottle(clock), clock, verify)
+    guard.publicRoutes[b"/login"] = login
     guard.publicRoutes[b"/logout"] = LogoutResource(guard)
     guard.routes[b"/api/me"] = MeResource()
     site.guard = guard
-    users = UsersService(watcher, sessions, guard, clock, interval)
+    users = UsersService(watcher, sessions, guard, clock, interval, login, statsInterval)
     users.setServiceParent(web)
     return users

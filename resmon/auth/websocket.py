@@ -29,7 +29,7 @@ class _HandshakeFactory:
         guard = getattr(getattr(request, "site", None), "guard", None)
         credential = getattr(request, "resmonCredential", None)
         if guard is not None and credential is not None:
-            guard.watch(protocol, credential, lambda: closeWebSocket(protocol))
+            guard.watch(protocol, credential, closeWebSocket)
         return protocol
 
 

@@ -1,7 +1,8 @@
 // Who the dashboard is logged in as (with --users, the login sets the
 // resmon_user cookie): their name and a logout button in the top bar, and
-// back to the login page once the session ends. Without it, nothing.
-const CHECK_MS = 5000;
+// back to the login page once the session ends (checked every few seconds,
+// and at once when the server closes the WebSocket with 1008). Without it, nothing.
+const CHECK_MS = 10000;
 
 function loggedInAs() {
   const found = document.cookie.split("; ").find((c) => c.startsWith("resmon_user="));
@@ -36,5 +37,7 @@ export function installSession() {
   button.addEventListener("click", logout);
   box.append(name, " ", button);
   document.querySelector(".topbar").append(box);
-  setInterval(() => { stillLoggedIn().catch(() => {}); }, CHECK_MS);
+  const check = () => { stillLoggedIn().catch(() => {}); };
+  setInterval(check, CHECK_MS);
+  window.addEventListener("resmon:policy-close", check);
 }
