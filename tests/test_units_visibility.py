@@ -224,6 +224,28 @@ def test_an_alert_is_about_its_host_by_name_even_when_the_source_word_differs():
     assert json.loads(_render(alerts, _as(other, []))[1])["alerts"] == []
 
 
+def test_an_alert_naming_another_host_than_its_key_is_shown_only_to_those_who_see_every_host():
+    fanout = _fanout()
+    forged = wire.encodeEmitted("web-01", "alert", 100.0, "forged", {
+        "host": "db-01", "check": "cpu", "state": "firing", "level": "HIGH"})
+    fanout.eventReceived("web-01.alert", forged)
+    query = {b"events": [b"alert"]}
+    a, aliceRaw = _socket(fanout, alice(), query)
+    b, bobRaw = _socket(fanout, bob(), query)
+    root, rootRaw = _socket(fanout, Principal("root", ADMIN), query)
+    for raw in (aliceRaw, bobRaw):
+        assert json.loads(raw[0])["alerts"] == [] and b"forged" not in b"".join(raw)
+    assert [a["id"] for a in json.loads(rootRaw[0])["alerts"]] == ["forged"]
+    for principal, count in ((alice(), 0), (bob(), 0), (Principal("root", ADMIN), 1)):
+        listed = json.loads(_render(AlertsResource(fanout), _as(principal, []))[1])["alerts"]
+        assert len(listed) == count
+        listed = json.loads(_render(EventsResource(ConfirmingBus(), Clock(), fanout=fanout),
+                                    _as(principal, []))[1])["events"]
+        assert len(listed) == count
+    fanout.eventReceived("web-01.alert", forged.replace(b'"forged"', b'"forged2"'))
+    assert b"forged2" not in b"".join(aliceRaw + bobRaw) and b"forged2" in rootRaw[-1]
+
+
 # Server-Sent Events, through the real Site
 
 

@@ -7,7 +7,8 @@ C{resolved} one).
 
 from collections import OrderedDict, deque
 
-from resmon.topics import hostWord
+from resmon.webserver.visibility import alertSubject
+
 
 DEFAULT_RECENT_EVENTS = 1000
 DEFAULT_MAX_ALERTS = 10_000
@@ -81,7 +82,7 @@ class FiringAlerts:
         state = payload.get("state")
         if state == "firing":
             self._firing.pop(key, None)
-            self._firing[key] = body
+            self._firing[key] = (body, alertSubject(event.source, payload.get("host")))
             if len(self._firing) > self.limit:
                 self._firing.popitem(last=False)
                 self.dropped += 1
@@ -101,8 +102,8 @@ class FiringAlerts:
         C{wanted(subject)} is true: the alert's host when its source is that
         host's word, else its source), in the order they fired.
         """
-        return [body for key, body in self._firing.items()
-                if wanted is None or wanted(key[1] if hostWord(key[1]) == key[0] else key[0])]
+        return [body for body, subject in self._firing.values()
+                if wanted is None or wanted(subject)]
 
     def __len__(self):
         return len(self._firing)

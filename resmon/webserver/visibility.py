@@ -5,8 +5,9 @@ sends nothing about a host the user may not see, in snapshots, live
 events, history, the JSON API and the event stream alike.
 
 An event is about the host it names: an analysis's or status's C{host}; an
-alert's C{payload.host} when its source word is that host's word, else its
-source; any other event's source (C{deploys} of C{POST /api/events/deploys}).
+alert's C{payload.host} when its source word is that host's word (one
+naming another host than its key's is shown only to those who see every
+host, L{alertSubject}), else its source; any other event's source (C{deploys} of C{POST /api/events/deploys}).
 A user sees an event only if L{Principal.maySee} is true of what it is
 about: events whose source is not a host reach only users whose host
 patterns match the source word (admins and users who see every host).
@@ -117,15 +118,28 @@ def principalOfSubscription(subscription):
     return principal if principal is not None and principal.name is not None else None
 
 
+def alertSubject(source, host):
+    """
+    What an alert under C{<source>.alert} naming C{host} (its payload's, or
+    L{None}) is about: C{host} when C{source} is its word, C{source} when
+    it names none; an alert under one host's key naming another host is
+    about both, and shown only to those who see every host (its subject
+    is a name no host pattern but C{*} and C{#} matches).
+    """
+    if not isinstance(host, str) or not host:
+        return source
+    if topics.hostWord(host) == source:
+        return host
+    return f"{source}\x00{host}"
+
+
 def subjectOf(event):
     """
     What an event envelope (a L{resmon.wire.Event}) is about, as a host name
     or a source word (see the module's docstring).
     """
     if event.kind == topics.ALERT and isinstance(event.payload, dict):
-        host = event.payload.get("host")
-        if isinstance(host, str) and host and topics.hostWord(host) == event.source:
-            return host
+        return alertSubject(event.source, event.payload.get("host"))
     return event.source
 
 
