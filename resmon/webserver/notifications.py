@@ -268,18 +268,21 @@ class NotificationCenter:
         payload = event.payload
         if self.directory is None or not isinstance(payload, dict) or payload.get("state") != "firing":
             return
-        host = subjectOf(event)
+        subject = subjectOf(event)
+        # What it is shown as: the host (an odd alert's subject is source and host).
+        host = str(payload.get("host") or event.source)[:255]
         check = str(payload.get("check", ""))[:100]
         level = str(payload.get("level", ""))[:20]
         for principal in self.directory.principals():
-            if principal.name is None or not principal.maySee(host):
+            if principal.name is None or not principal.maySee(subject):
                 continue
             try:
                 notification = wire.Notification(
                     wire.NOTIFY_USER, principal.name, f"alert-{event.id}"[:wire.EVENT_ID_LENGTH],
                     event.ts, f"{host}: {check} {level}".strip()[:wire.MAX_NOTIFY_TITLE],
                     f"alert firing on {host} ({check})"[:wire.MAX_NOTIFY_TEXT],
-                    "critical" if level == wire.HIGH else "warning", host)
+                    "critical" if level == wire.HIGH else "warning",
+                    host if subject == host else None)
             except Exception:  # pragma: no cover - a dataclass of checked fields
                 continue
             self.counters["alerts"] += 1
