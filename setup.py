@@ -74,6 +74,7 @@ setup(
         "postgresql": ["psycopg2-binary>=2.9"],
     },
     entry_points={
+        "console_scripts": ["resmon-users = resmon.auth.command:main"],
         "resmon.analyzers": [
             "usage = resmon.analysis.builtin.usage:UsageAnalyzer",
             "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",

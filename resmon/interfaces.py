@@ -229,6 +229,14 @@ class IAct(Interface):
         with this rule's name.
         """
 
+    def notify(title, text="", user=None, group=None, level="info", host=None):
+        """
+        Notify one user (C{user}) or every member of one group (C{group}):
+        published under C{user.<name>.notify} or C{group.<group>.notify},
+        shown on their open dashboards. C{level}: C{info}, C{warning} or
+        C{critical}; with C{host}, only users who may see it receive it.
+        """
+
     def now():
         """
         The current time (seconds since the epoch) by the rules service's clock.

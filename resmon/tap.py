@@ -28,6 +28,7 @@ from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.webserver.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
 from resmon.webserver.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
 from resmon.analysis.pipeline import DEFAULT_TIME_BUDGET
+from resmon.auth import options as usersOptions
 from resmon.webhooks import options as webhookOptions
 
 ROLES = {
@@ -177,7 +178,7 @@ class Options(usage.Options):
         ["max-hosts", None, "10000",
          "Web role: hosts kept; events of further new hosts are rejected (reason max-hosts) "
          "and counted, known hosts keep updating."],
-    ] + webhookOptions.PARAMETERS
+    ] + webhookOptions.PARAMETERS + usersOptions.PARAMETERS
 
     optParameters += [
         ["max-chain", None, str(wire.DEFAULT_MAX_CHAIN),
@@ -356,6 +357,7 @@ class Options(usage.Options):
         self["header-timeout"] = _number(self, "header-timeout", float, 0.5, 3600)
         self["max-hosts"] = _number(self, "max-hosts", int, 1, 10_000_000)
         webhookOptions.checkOptions(self, _number)
+        usersOptions.checkOptions(self, _number)
         if self["metrics-port"] is not None:
             self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
         if self["name"] is not None and not self["name"].strip():
@@ -592,7 +594,7 @@ def _makeWeb(options, bus, reactor):
     listen = f"tcp:{options['port']}"
     if options["interface"]:
         listen += ":interface=" + options["interface"].replace(":", "\\:")
-    return WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
+    web = WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],
                       statsInterval=options["stats-interval"],
@@ -604,3 +606,10 @@ def _makeWeb(options, bus, reactor):
                       maxQueued=int(options["max-queued-mib"] * 1024 * 1024),
                       headerTimeout=options["header-timeout"], maxHosts=options["max-hosts"],
                       forgetAfter=options["forget-after"], maxBody=options["max-body"])
+    if options["users"] is not None:
+        from resmon.auth.service import attachUsers
+        users = attachUsers(web, options["users"], reactor, options["session-lifetime"],
+                            statsInterval=options["stats-interval"])
+        from resmon.webserver.notifications import UsersDirectory
+        web.notifications.directory = UsersDirectory(users.watcher)
+    return web

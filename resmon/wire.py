@@ -1412,3 +1412,160 @@ def decodeBusEvent(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None, ma
     ts = document.get("ts", document.get("since"))
     return Event(routingKey, kind, words[0], None, ts, "application/json", JSON_ENCODING,
                  document)
+
+
+# Notifications to users (docs/protocol.md, "Notifications"): published under
+# user.<name>.notify or group.<group>.notify, sent to that user's dashboards.
+
+NOTIFY = "notify"
+NOTIFICATION = "notification"
+NOTIFICATIONS = "notifications"
+NOTIFY_USER, NOTIFY_GROUP = "user", "group"
+MAX_NOTIFY_NAME = 64
+MAX_NOTIFY_TITLE = 200
+MAX_NOTIFY_TEXT = 2000
+MAX_NOTIFY_BODY = 8192
+NOTIFY_LEVELS = ("info", "warning", "critical")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """
+    A notification for one user or every member of one group.
+
+    @ivar audience: C{user} or C{group}; C{name}: the user's or group's name.
+    @ivar host: the host it is about (only users who may see it receive it), or L{None}.
+    """
+
+    audience: str
+    name: str
+    id: str
+    ts: float
+    title: str
+    text: str = ""
+    level: str = "info"
+    host: object = None
+
+    @property
+    def routingKey(self):
+        return notifyKey(self.audience, self.name)
+
+    def document(self):
+        """
+        The frame sent to a dashboard: C{{"kind": "notification", ...}}.
+        """
+        document = {"kind": NOTIFICATION, "id": self.id, "ts": self.ts,
+                    "to": {self.audience: self.name}, "title": self.title, "text": self.text,
+                    "level": self.level}
+        if self.host is not None:
+            document["host"] = self.host
+        return document
+
+
+def notifyName(name, where="name"):
+    """
+    Check a user or group name that must be one routing-key word.
+
+    @raise Rejected: C{name}.
+    """
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NOTIFY_NAME or topics.hostWord(name) != name:
+        raise Rejected("name", f"{where} must be 1 to {MAX_NOTIFY_NAME} letters, digits, '-' or '_'")
+    return name
+
+
+def notifyKey(audience, name):
+    """
+    C{user.<name>.notify} or C{group.<name>.notify}.
+    """
+    return f"{audience}.{notifyName(name)}.{NOTIFY}"
+
+
+def splitNotifyKey(routingKey):
+    """
+    The C{(audience, name)} of a notify routing key.
+
+    @raise Rejected: C{routing-key}.
+    """
+    words = routingKey.split(".") if isinstance(routingKey, str) else ()
+    if (len(words) != 3 or words[0] not in (NOTIFY_USER, NOTIFY_GROUP) or words[2] != NOTIFY
+            or not words[1] or topics.hostWord(words[1]) != words[1]
+            or len(words[1]) > MAX_NOTIFY_NAME):
+        raise Rejected("routing-key", f"{str(routingKey)[:80]!r} is not user.<name>.notify "
+                                      "or group.<group>.notify")
+    return words[0], words[1]
+
+
+def _notificationFields(document, where=""):
+    title = _string(document.get("title"), where + "title", MAX_NOTIFY_TITLE)
+    text = document.get("text", "")
+    if not isinstance(text, str) or len(text) > MAX_NOTIFY_TEXT:
+        raise Rejected("type", f"{where}text must be a string of at most {MAX_NOTIFY_TEXT} characters")
+    level = document.get("level", "info")
+    if level not in NOTIFY_LEVELS:
+        raise Rejected("type", f"{where}level must be one of {', '.join(NOTIFY_LEVELS)}")
+    host = document.get("host")
+    if host is not None:
+        host = _string(host, where + "host")
+    return title, text, level, host
+
+
+def encodeNotification(notification):
+    """
+    The body published under L{Notification.routingKey}.
+    """
+    document = {"v": VERSION, "kind": NOTIFY, "id": notification.id, "ts": notification.ts,
+                "title": notification.title, "text": notification.text,
+                "level": notification.level}
+    if notification.host is not None:
+        document["host"] = notification.host
+    return _dumps(document)
+
+
+def decodeNotification(routingKey, body, maxBody=MAX_NOTIFY_BODY, notAfter=None):
+    """
+    Decode a notification received under C{routingKey}.
+
+    @return: a L{Notification}.
+    @raise Rejected: for anything that is not exactly one.
+    """
+    audience, name = splitNotifyKey(routingKey)
+    document = loadJSON(body, maxBody)
+    if document.get("v") != VERSION:
+        raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
+    unknown = set(document) - {"v", "kind", "id", "ts", "title", "text", "level", "host"}
+    if unknown:
+        raise Rejected("shape", f"unknown field {sorted(unknown)[0][:40]!r}")
+    if document.get("kind") != NOTIFY:
+        raise Rejected("kind", f"kind {str(document.get('kind'))[:20]!r} under {routingKey[:80]!r}")
+    eventId = _string(document.get("id"), "id", EVENT_ID_LENGTH)
+    ts = notFromTheFuture(_number(document.get("ts"), "ts", 0), "ts", notAfter)
+    title, text, level, host = _notificationFields(document)
+    return Notification(audience, name, eventId, ts, title, text, level, host)
+
+
+def decodeNotifyRequest(body, ts, eventId):
+    """
+    The L{Notification} a C{POST /api/notify} body asks for: a JSON object
+    with C{user} or C{group} (one of them), C{title}, and optionally
+    C{text}, C{level} and C{host}.
+
+    @raise Rejected: naming the field at fault.
+    """
+    document = loadJSON(body, MAX_NOTIFY_BODY)
+    unknown = set(document) - {"user", "group", "title", "text", "level", "host"}
+    if unknown:
+        raise Rejected("shape", f"unknown field {sorted(unknown)[0][:40]!r}")
+    if ("user" in document) == ("group" in document):
+        raise Rejected("shape", "give either user or group")
+    audience = NOTIFY_USER if "user" in document else NOTIFY_GROUP
+    name = notifyName(document[audience], audience)
+    title, text, level, host = _notificationFields(document)
+    return Notification(audience, name, eventId, ts, title, text, level, host)
+
+
+def notificationsBody(documents):
+    """
+    The frame listing a user's last notifications at connect, oldest first:
+    C{{"kind": "notifications", "notifications": [...]}}.
+    """
+    return encodeJSON({"kind": NOTIFICATIONS, "notifications": list(documents)})

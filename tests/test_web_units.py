@@ -706,7 +706,7 @@ def test_web_service_expires_history_and_ends_streams_when_stopped():
     clock, bus = Clock(), RecordingBus()
     service = WebService(bus, "tcp:0:interface=127.0.0.1", clock, historyWindow=60, historyPoints=10)
     service.startService()
-    assert bus.patterns == ["#.analysis", "#.status", "*.event", "*.alert"]
+    assert bus.patterns == ["#.analysis", "#.status", "*.event", "*.alert", "user.*.notify", "group.*.notify"]
     bus.handler(key("h", "analysis"), body(analysis("h", 0, 1.0)))
     assert service.history.hosts() == ["h"]
     conn = SSEConnection(service.site, b"?history=0")

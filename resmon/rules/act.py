@@ -1,7 +1,7 @@
 """
 What a rule's action may do: L{Act} collects its effects, done by the
 engine once the action has returned in its budget. Each kind of effect
-(C{emit} now; notifying users and calling webhooks later) is one method
+(C{emit}, C{notify}; calling webhooks later) is one method
 here and one effector in the engine.
 """
 
@@ -59,6 +59,21 @@ class Act:
         except (TypeError, ValueError) as e:
             raise ActionError(f"emit: the payload is not JSON: {e}") from None
         self._add("emit", key=key, payload=payload)
+
+    def notify(self, title, text="", user=None, group=None, level="info", host=None):
+        request = {"title": title, "text": text, "level": level}
+        if user is not None:
+            request["user"] = user
+        if group is not None:
+            request["group"] = group
+        if host is not None:
+            request["host"] = host
+        try:
+            # Checked now as POST /api/notify checks it, so a bad call fails the action.
+            notification = wire.decodeNotifyRequest(wire.encodeJSON(request), 0.0, "-")
+        except (wire.Rejected, TypeError, ValueError) as e:
+            raise ActionError(f"notify: {getattr(e, 'detail', e)}") from None
+        self._add("notify", notification=notification)
 
     def now(self):
         return self._clock.seconds()

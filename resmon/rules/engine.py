@@ -4,6 +4,7 @@ from the others, and turns what their actions asked for into events to
 publish, within the chain limit and each rule's emission rate.
 """
 
+import dataclasses
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -104,6 +105,10 @@ class RuleEngine:
                     emitted = self._emit(rule, event, **effect.arguments)
                     if emitted is not None:
                         published.append(emitted)
+                elif effect.kind == "notify":
+                    notified = self._notify(rule, effect.arguments["notification"])
+                    if notified is not None:
+                        published.append(notified)
         return published
 
     def _stateFor(self, rule, source):
@@ -152,6 +157,16 @@ class RuleEngine:
                 "rule {rule} failed ({kind}) on an event under {key}: {reason}; further "
                 "{kind} failures of this rule are counted, not logged",
                 rule=rule.name, kind=kind, key=event.key[:80], reason=str(reason)[:300])
+
+    def _notify(self, rule, notification):
+        # Within the rule's emission rate, as its events are.
+        if not self._buckets[rule.name].take():
+            self.counters["rate-limited"] += 1
+            return None
+        notification = dataclasses.replace(
+            notification, id=self._newId(), ts=self.clock.seconds())
+        self.counters["notified"] += 1
+        return notification.routingKey, wire.encodeNotification(notification)
 
     def _emit(self, rule, event, key, payload):
         chain = event.chain.then(rule.name)

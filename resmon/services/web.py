@@ -8,16 +8,18 @@ import ctypes
 import ctypes.util
 import os
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.application import internet, service, strports
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.auth.websocket import PrincipalWebSocketResource
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, EventFanout
 from resmon.webserver.history import DEFAULT_MAX_POINTS, DEFAULT_WINDOW, FleetHistory
 from resmon.webserver.events import mountEvents
 from resmon.webserver.httpapi import apiResource
+from resmon.webserver.notifications import NotificationCenter, isNotifyKey, notifyPatterns
+from resmon.webserver.notifyapi import NotifyResource
 from resmon.webserver.httplimits import (
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENTS_PER_ADDRESS, ConnectionLimits,
     LimitedSite, WebRootFile)
@@ -85,7 +87,7 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
     top = WebRootFile(root or webRoot())
     websockets = DashboardFactory(fanout, clock, stallTimeout, pingInterval=pingInterval,
                                   origins=origins, budget=budget)
-    top.putChild(b"ws", WebSocketResource(websockets))
+    top.putChild(b"ws", PrincipalWebSocketResource(websockets))
     top.putChild(b"api", apiResource(fanout, streams, clock, budget))
     site = LimitedSite(top, websockets.origins, clock, headerTimeout=headerTimeout,
                        timeout=idleTimeout)
@@ -98,7 +100,8 @@ def buildSite(fanout, clock, stallTimeout=DEFAULT_STALL_TIMEOUT, root=None,
 
 class WebService(service.MultiService):
     """
-    Subscribes once to C{#.analysis}, C{#.status}, C{*.event} and C{*.alert} (a private queue per web
+    Subscribes once to C{#.analysis}, C{#.status}, C{*.event}, C{*.alert}, C{user.*.notify} and
+    C{group.*.notify} (a private queue per web
     process, never one per browser) and serves the dashboard on C{listen}
     (a Twisted server endpoint description such as C{tcp:8080}).
 
@@ -117,6 +120,8 @@ class WebService(service.MultiService):
         forgotten (see L{EventFanout.forgetSilent}).
     @param maxBody: the largest body of a message from the bus (the payload of an
         event), and of C{POST /api/events/<source>}.
+    @param directory: every user's L{resmon.auth.principal.Principal} (its
+        C{principals()}), from C{--users}, for notifications; or L{None}.
     """
 
     name = "web"
@@ -130,7 +135,8 @@ class WebService(service.MultiService):
                  maxClientsPerAddress=DEFAULT_MAX_CLIENTS_PER_ADDRESS,
                  maxQueued=DEFAULT_MAX_QUEUED, headerTimeout=DEFAULT_HEADER_TIMEOUT,
                  maxHosts=DEFAULT_MAX_HOSTS,
-                 forgetAfter=wire.DEFAULT_FORGET_AFTER, maxBody=wire.DEFAULT_MAX_BODY):
+                 forgetAfter=wire.DEFAULT_FORGET_AFTER, maxBody=wire.DEFAULT_MAX_BODY,
+                 directory=None):
         service.MultiService.__init__(self)
         self.bus = bus
         self.listen = listen
@@ -143,6 +149,12 @@ class WebService(service.MultiService):
                               budget=SendBudget(maxQueued, clock), headerTimeout=headerTimeout)
         self.connections = ConnectionLimits(self.site, clock, maxClients, maxClientsPerAddress)
         mountEvents(self.site, bus, clock, maxBody, self.fanout)
+        self.notifications = NotificationCenter(self.fanout, clock, directory,
+                                                maxClockSkew=maxClockSkew)
+        self.fanout.alertListener = self.notifications.alertReceived
+        self.site.websockets.notifications = self.notifications
+        self.site.eventStreams.notifications = self.notifications
+        self.mountAPI("notify", NotifyResource(bus, clock))
         self._subscription = None
         expiry = internet.TimerService(
             min(MAX_EXPIRE_INTERVAL, max(historyWindow, 1.0), wire.forgetSweepInterval(forgetAfter)),
@@ -170,10 +182,15 @@ class WebService(service.MultiService):
     def startService(self):
         self._subscription = self.bus.subscribe(
             ["#." + topics.ANALYSIS, "#." + topics.STATUS, "*." + topics.EVENT,
-             "*." + topics.ALERT], self.fanout.eventReceived,
+             "*." + topics.ALERT] + notifyPatterns(), self._received,
             prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
         self.log.info("dashboard listening on {listen}", listen=self.listen)
+
+    def _received(self, routingKey, body):
+        if isNotifyKey(routingKey):
+            return self.notifications.received(routingKey, body)
+        return self.fanout.eventReceived(routingKey, body)
 
     def releaseMemoryOfClientsGone(self):
         """

@@ -204,6 +204,9 @@ def makeWebhooks(options, bus, web, reactor, deliver):
             maxHooks=options["webhook-max-hooks"],
             maxPerKey=options["webhook-max-hooks-per-key"])
         web.mountAPI("webhooks", WebhooksResource(registry))
+        # Users' notifications are kept in the registry's database too.
+        from resmon.webserver.notifications import DatabaseNotifications
+        web.notifications.useStore(DatabaseNotifications(pool, dialect))
     if not deliver:
         return RegistryStoreService(store)
     poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"])

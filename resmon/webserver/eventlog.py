@@ -7,6 +7,9 @@ C{resolved} one).
 
 from collections import OrderedDict, deque
 
+from resmon.webserver.visibility import alertSubject
+
+
 DEFAULT_RECENT_EVENTS = 1000
 DEFAULT_MAX_ALERTS = 10_000
 
@@ -14,30 +17,35 @@ DEFAULT_MAX_ALERTS = 10_000
 class RecentEvents:
     """
     The last C{limit} events and alerts received, oldest first, as their
-    C{(ts, kind, source, body)}.
+    C{(ts, kind, subject, body)} (the subject: what the event is about,
+    L{resmon.webserver.visibility.subjectOf}).
     """
 
     def __init__(self, limit=DEFAULT_RECENT_EVENTS):
         self.limit = limit
         self._events = deque(maxlen=limit)
 
-    def add(self, event, body):
+    def add(self, event, body, subject=None):
         """
-        Keep C{event} (a L{resmon.wire.Event}) received as C{body}.
+        Keep C{event} (a L{resmon.wire.Event}) received as C{body}, about
+        C{subject} (default: its source).
         """
-        self._events.append((event.ts, event.kind, event.source, body))
+        self._events.append((event.ts, event.kind, event.source if subject is None else subject,
+                             body))
 
-    def since(self, ts=None):
+    def since(self, ts=None, wanted=None):
         """
         The bodies of the events kept whose C{ts} is after C{ts} (all for
-        L{None}), oldest first.
+        L{None}) and, with C{wanted}, for whose subject C{wanted(subject)}
+        is true, oldest first.
         """
-        return [body for when, _, _, body in self._events if ts is None or when > ts]
+        return [body for when, _, subject, body in self._events
+                if (ts is None or when > ts) and (wanted is None or wanted(subject))]
 
     def latest(self, count, wanted):
         """
         The bodies of the last C{count} events for which C{wanted(kind,
-        source)} is true, oldest first.
+        subject)} is true, oldest first.
         """
         found = []
         for _, kind, source, body in reversed(self._events):
@@ -74,7 +82,7 @@ class FiringAlerts:
         state = payload.get("state")
         if state == "firing":
             self._firing.pop(key, None)
-            self._firing[key] = body
+            self._firing[key] = (body, alertSubject(event.source, payload.get("host")))
             if len(self._firing) > self.limit:
                 self._firing.popitem(last=False)
                 self.dropped += 1
@@ -90,10 +98,12 @@ class FiringAlerts:
 
     def bodies(self, wanted=None):
         """
-        The bodies of the firing alerts (of the sources for which
-        C{wanted(source)} is true), in the order they fired.
+        The bodies of the firing alerts (of the subjects for which
+        C{wanted(subject)} is true: the alert's host when its source is that
+        host's word, else its source), in the order they fired.
         """
-        return [body for key, body in self._firing.items() if wanted is None or wanted(key[0])]
+        return [body for body, subject in self._firing.values()
+                if wanted is None or wanted(subject)]
 
     def __len__(self):
         return len(self._firing)

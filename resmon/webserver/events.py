@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from resmon import topics, wire
+from resmon.auth.principal import principalOf
 from resmon.webserver.httpapi import JSONResource
 
 DEFAULT_RETRY_AFTER = 5
@@ -68,7 +69,9 @@ class EventsResource(JSONResource):
         if unknown:
             return self.renderError(
                 request, f"unknown parameter {sorted(unknown)[0][:40].decode('utf-8', 'replace')!r}", 400)
-        return self.renderBody(request, wire.eventsBody(self.fanout.recentEvents.since(since)))
+        principal = principalOf(request)
+        wanted = None if principal.seesEverything else principal.maySee
+        return self.renderBody(request, wire.eventsBody(self.fanout.recentEvents.since(since, wanted)))
 
     def render_POST(self, request):
         path = request.postpath
@@ -143,7 +146,9 @@ class AlertsResource(JSONResource):
     def render_GET(self, request):
         if request.postpath not in ([], [b""]):
             return self.renderError(request, "not found", 404)
-        return self.renderBody(request, wire.alertsBody(self.fanout.firingAlerts.bodies()))
+        principal = principalOf(request)
+        wanted = None if principal.seesEverything else principal.maySee
+        return self.renderBody(request, wire.alertsBody(self.fanout.firingAlerts.bodies(wanted)))
 
 
 def mountEvents(site, bus, clock, maxBody, fanout=None):

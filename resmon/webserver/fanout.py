@@ -15,6 +15,7 @@ from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.webserver.subscriptions import EVERYTHING
+from resmon.webserver.visibility import subjectOf
 
 DEFAULT_STALL_TIMEOUT = 30.0
 MAX_STATUS_LENGTH = wire.MAX_STATUS_LENGTH
@@ -500,6 +501,8 @@ class EventFanout:
         self._eventKeys = {}
         self.recentEvents = RecentEvents()
         self.firingAlerts = FiringAlerts()
+        # Called with every alert (event, body): the notifications to users.
+        self.alertListener = None
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -685,10 +688,13 @@ class EventFanout:
             self._rejected(routingKey, e)
             return
         self.counters["received"] += 1
-        self.recentEvents.add(event, body)
+        subject = subjectOf(event)
+        self.recentEvents.add(event, body, subject)
         if event.kind == topics.ALERT:
             self.firingAlerts.update(event, body)
-        self._send({"kind": event.kind, "host": event.source, "id": event.id}, body)
+            if self.alertListener is not None:
+                self.alertListener(event, body)
+        self._send({"kind": event.kind, "host": subject, "id": event.id}, body)
 
     def _rejected(self, routingKey, e):
         self.rejected[e.reason] += 1

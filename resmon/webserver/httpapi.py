@@ -8,8 +8,10 @@ import math
 from twisted.web import resource, server
 
 from resmon import wire
+from resmon.auth.principal import principalOf
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow, Snapshot
 from resmon.webserver.subscriptions import InvalidSubscription, parseStep
+from resmon.webserver.visibility import visibleHosts
 
 
 class JSONResource(resource.Resource):
@@ -60,7 +62,8 @@ class HostsResource(JSONResource):
             wanted = path[0].decode("utf-8")
         except UnicodeDecodeError:
             return self.renderError(request, "host names are UTF-8", 404)
-        hosts = self.fanout.resolveHost(wanted)
+        # A host the user may not see is as unknown as one that never was.
+        hosts = visibleHosts(principalOf(request), self.fanout.resolveHost(wanted))
         if not hosts:
             return self.renderError(request, "unknown host", 404, host=wanted)
         if len(hosts) > 1:
@@ -79,7 +82,7 @@ class HostsResource(JSONResource):
         (the whole fleet can be tens of MB): the bodies are frozen now.
         """
         fanout = self.fanout
-        hosts = fanout.knownHosts()
+        hosts = visibleHosts(principalOf(request), fanout.knownHosts())
         analyses = [body for body in map(fanout.latest.body, hosts) if body is not None]
         statuses = [body for body in map(fanout.statuses.body, hosts) if body is not None]
 

@@ -220,6 +220,8 @@ class HostCheckedSite(server.Site):
 
     # Site.log is the access log: events go here.
     eventLog = Logger()
+    # A resmon.auth.guard.AuthGuard, with --users.
+    guard = None
 
     def __init__(self, resource, origins, clock, **kwargs):
         server.Site.__init__(self, resource, reactor=clock, **kwargs)
@@ -231,7 +233,9 @@ class HostCheckedSite(server.Site):
         header = request.getHeader(b"host")
         host = header.decode("latin-1") if header is not None else None
         if self.origins.acceptsHost(host):
-            return server.Site.getResourceFor(self, request)
+            # With --users, the guard answers requests it does not let through.
+            answer = self.guard(request) if self.guard is not None else None
+            return answer if answer is not None else server.Site.getResourceFor(self, request)
         self.hostsRefused += 1
         peer = request.getClientAddress()
         self.warnings.warn(

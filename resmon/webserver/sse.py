@@ -8,9 +8,11 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from resmon import wire
+from resmon.auth.principal import principalOf
 from resmon.periodic import Periodic
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow
 from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
+from resmon.webserver.visibility import visibleTo
 
 DEFAULT_KEEPALIVE = 15.0
 # Milliseconds an EventSource waits before reconnecting.
@@ -66,6 +68,8 @@ class EventStream:
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
+        if self._fanout is None:
+            return  # ended (notifications kept may answer after the client left)
         # Held back as the bytes received, framed only when written.
         self.flow.send(self._fanout.eventKey(document), body)
 
@@ -121,6 +125,8 @@ class EventStreamResource(resource.Resource):
         self.stallTimeout = stallTimeout
         self.keepAlive = keepAlive
         self.streams = set()
+        # The resmon.webserver.notifications.NotificationCenter, or None.
+        self.notifications = None
 
     def render_HEAD(self, request):
         self._headers(request)
@@ -137,7 +143,10 @@ class EventStreamResource(resource.Resource):
         stream = EventStream(request, self.clock, self.stallTimeout, self.keepAlive, self.budget)
         self.streams.add(stream)
         stream.finished.addBoth(lambda result: self.streams.discard(stream))
-        stream.start(self.fanout, subscription)
+        principal = principalOf(request)
+        stream.start(self.fanout, visibleTo(principal, subscription))
+        if self.notifications is not None:
+            self.notifications.sendKept(stream, principal)
         return server.NOT_DONE_YET
 
     def _headers(self, request):

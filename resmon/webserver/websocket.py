@@ -12,10 +12,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 
 from resmon import wire
+from resmon.auth.principal import UNRESTRICTED
 from resmon.webserver.fanout import ClientFlow
 from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
 from resmon.webserver.subscriptions import InvalidSubscription, Subscription, parseQuery
+from resmon.webserver.visibility import visibleHosts, visibleTo
 
 # A client only ever sends small control messages; cap what it may send.
 # Checked here, not with Autobahn's maxMessagePayloadSize, which would also
@@ -84,6 +86,8 @@ class DashboardProtocol(WebSocketServerProtocol):
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
         self.subscribe(self.initialSubscription)
+        if self.factory.notifications is not None:
+            self.factory.notifications.sendKept(self, self._principal())
 
     def _sendIfOpen(self, body):
         # A connection dropped (ping timeout, stall) stays attached until
@@ -91,7 +95,13 @@ class DashboardProtocol(WebSocketServerProtocol):
         if getattr(self, "state", self.STATE_OPEN) == self.STATE_OPEN:
             self.sendMessage(body, isBinary=False)
 
+    def _principal(self):
+        # Set at the handshake by the authentication guard (resmon.auth).
+        return getattr(self, "principal", UNRESTRICTED)
+
     def subscribe(self, subscription):
+        # What the user may see, composed into the one filter of the fan-out.
+        subscription = visibleTo(self._principal(), subscription)
         self.flow.restart(self.factory.fanout.subscribeStreamed(self, subscription))
 
     def sendEvent(self, document, body):
@@ -191,7 +201,8 @@ class DashboardProtocol(WebSocketServerProtocol):
         host for an unknown or ambiguous one.
         """
         fanout = self.factory.fanout
-        hosts = fanout.resolveHost(request.host)
+        # A host the user may not see is as unknown as one that never was.
+        hosts = visibleHosts(self._principal(), fanout.resolveHost(request.host))
         if not hosts:
             self._error("unknown host", host=request.host)
         elif len(hosts) > 1:
@@ -267,6 +278,8 @@ class DashboardFactory(WebSocketServerFactory):
         self.messageRate = messageRate
         self.messageBurst = messageBurst
         self.floodsClosed = 0
+        # The resmon.webserver.notifications.NotificationCenter, or None.
+        self.notifications = None
         self.setProtocolOptions(
             # No cap here: Autobahn applies it to sent messages too (see
             # DashboardProtocol.onMessageFrameBegin for what clients send).

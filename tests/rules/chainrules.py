@@ -97,3 +97,18 @@ class AlertRelay(_Rule):
     def action(self, event, state, act):
         from resmon.topics import hostWord
         act.emit(f"{hostWord(event.payload['host'])}.alert", event.payload)
+
+
+@implementer(IRule)
+class NotifyRelay(_Rule):
+    """An event posted to /api/events/pager notifies the user it names."""
+
+    name = "notify-relay"
+    patterns = ("pager.event",)
+
+    def check(self, event, state):
+        return isinstance(event.payload, dict) and isinstance(event.payload.get("user"), str)
+
+    def action(self, event, state, act):
+        act.notify(event.payload.get("title", "paged"), event.payload.get("text", ""),
+                   user=event.payload["user"], level="warning")

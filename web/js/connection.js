@@ -55,9 +55,11 @@ export function createConnection(url, onMessage) {
         render();
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (e) => {
       if (socket !== ws) return;
       socket = null;
+      // 1008: the server ended it on purpose (a session ended, a flood); session.js checks which.
+      if (e.code === 1008) window.dispatchEvent(new CustomEvent("resmon:policy-close"));
       scheduleReconnect();
     };
     ws.onerror = () => {};   // onclose follows and handles it

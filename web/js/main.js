@@ -12,6 +12,8 @@ import {
   applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
 } from "./state.js";
 import { $, isObj, nowSec, setHidden } from "./util.js";
+import { applyNotificationMessage, installNotifications } from "./notifications.js";
+import { installSession } from "./session.js";
 import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
@@ -113,6 +115,7 @@ function onMessage(raw) {
   let msg;
   try { msg = JSON.parse(raw); } catch (err) { return null; }
   if (!isObj(msg)) return null;
+  if (applyNotificationMessage(msg)) return msg.kind;
   applyMessage(msg, nowSec());
   const alerted = applyAlertMessage(msg);
   if (alerted !== null) {
@@ -132,6 +135,8 @@ function onMessage(raw) {
 const connection = createConnection(wsUrl, onMessage);
 installDetail(requestHistory);
 installWebhooks();
+installNotifications();
+installSession();
 
 // Once a second: ages, local staleness, reconnect countdown. Purely local, no requests.
 setInterval(() => {
