@@ -100,7 +100,8 @@ class WebService(service.MultiService):
     """
     Subscribes once to C{#.analysis}, C{#.status}, C{*.event} and C{*.alert} (a private queue per web
     process, never one per browser) and serves the dashboard on C{listen}
-    (a Twisted server endpoint description such as C{tcp:8080}).
+    (a Twisted server endpoint description such as C{tcp:8080}, or a list
+    of them, all serving one Site).
 
     @param historyWindow: seconds of history kept per host (0: none).
     @param historyPoints: most history points kept per host.
@@ -133,7 +134,7 @@ class WebService(service.MultiService):
                  forgetAfter=wire.DEFAULT_FORGET_AFTER, maxBody=wire.DEFAULT_MAX_BODY):
         service.MultiService.__init__(self)
         self.bus = bus
-        self.listen = listen
+        self.listen = [listen] if isinstance(listen, str) else list(listen)
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
                                   maxHosts=maxHosts,
@@ -159,7 +160,8 @@ class WebService(service.MultiService):
         stats = internet.TimerService(statsInterval, self.logStats)
         stats.clock = clock
         stats.setServiceParent(self)
-        strports.service(listen, self.connections).setServiceParent(self)
+        for description in self.listen:
+            strports.service(description, self.connections).setServiceParent(self)
 
     def mountAPI(self, name, resource):
         """
@@ -173,7 +175,7 @@ class WebService(service.MultiService):
              "*." + topics.ALERT], self.fanout.eventReceived,
             prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
-        self.log.info("dashboard listening on {listen}", listen=self.listen)
+        self.log.info("dashboard listening on {listen}", listen=", ".join(self.listen))
 
     def releaseMemoryOfClientsGone(self):
         """
