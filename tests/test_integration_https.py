@@ -29,7 +29,10 @@ def _listeningAddresses(process):
     """
     The (address, port) pairs the twistd process C{process} listens on.
     """
-    connections = psutil.Process(process.transport.pid).net_connections(kind="inet")
+    found = psutil.Process(process.transport.pid)
+    # net_connections since psutil 6; connections before.
+    connections = getattr(found, "net_connections", None) or found.connections
+    connections = connections(kind="inet")
     return {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
 
 

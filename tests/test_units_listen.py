@@ -169,3 +169,10 @@ def test_web_listeners_directly():
     with pytest.raises(ListenError) as raised:
         webListeners([], 80, "::", authenticated=False, insecure=False)
     assert raised.value.option == "--interface"
+
+
+def test_a_port_in_use_names_the_option_that_gave_it():
+    options = _parsed("--role=web", "--listen=tcp:9000", "--port=9001", "--interface=127.0.0.1",
+                      "--broker=amqp://u:p@h/")
+    top = makeService(options)
+    assert top.portOptions[9000] == "--listen" and top.portOptions[9001] == "--port"

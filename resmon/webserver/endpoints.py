@@ -163,7 +163,7 @@ def webListeners(listen=(), port=None, interface="", authenticated=False, insecu
         description = f"tcp:{port}"
         if interface:
             description += ":interface=" + escape(interface)
-        listeners.append(checkDescription(description, "--interface" if interface else "--port"))
+        listeners.append(checkDescription(description, "--port"))
     if authenticated or insecure:
         if not authenticated:
             where = ", ".join(l.description for l in listeners)
@@ -176,8 +176,10 @@ def webListeners(listen=(), port=None, interface="", authenticated=False, insecu
         if not listener.confined():
             what = (f"interface {listener.interface}" if listener.interface is not None
                     else f"a {listener.kind}: endpoint")
+            # The --port listener reaches further only through --interface.
+            option = "--interface" if listener.option == "--port" else listener.option
             raise ListenError(
-                listener.option,
+                option,
                 f"{listener.description!r} reaches other machines ({what}), and without "
                 f"--users anyone there would see the whole fleet; give --users FILE, or "
                 f"--insecure-no-auth to serve it without authentication")
