@@ -91,6 +91,20 @@ def test_https_and_wss_on_an_ssl_endpoint_beside_plain_http(twistd, tmp_path):
         lambda m: m.get("kind") == "analysis" and m.get("host") == "tls-web", 15,
         "an analysis of tls-web over wss://")
     protocol.sendClose()
+
+    # The dashboard's own origin over TLS is https://: a page of it may open
+    # the WebSocket, a page of the same name over plain http may not.
+    own = WebSocketRecorder(f"wss://localhost:{tlsPort}/ws")
+    own.origin = f"https://localhost:{tlsPort}"
+    connectWS(own, ssl.optionsForClientTLS("localhost", trustRoot=trusted))
+    protocol = yield withTimeout(own.opened, 10, "the wss:// handshake from the https:// origin")
+    protocol.sendClose()
+    other = WebSocketRecorder(f"wss://localhost:{tlsPort}/ws")
+    other.origin = f"http://localhost:{tlsPort}"
+    connectWS(other, ssl.optionsForClientTLS("localhost", trustRoot=trusted))
+    yield waitUntil(lambda: other.closed, 10, "the handshake from an http:// origin to be refused")
+    assert not other.opened.called
+    yield standalone.waitForOutput(b"refused a WebSocket handshake from")
     assert b"Traceback" not in standalone.output
 
 
