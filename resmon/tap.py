@@ -63,6 +63,9 @@ class Options(usage.Options):
         ["list-analyzers", None, "List every discovered analyzer plugin with its origin, then exit."],
         ["list-rules", None, "List every discovered rule plugin with its origin, then exit."],
         ["version", None, "Print resmon's version and exit."],
+        ["insecure-no-auth", None,
+         "Web role without --users: serve the dashboard and API, without authentication, to "
+         "other machines too (otherwise it listens on 127.0.0.1 only)."],
     ] + webhookOptions.FLAGS
 
     optParameters = [
@@ -98,9 +101,12 @@ class Options(usage.Options):
          "Host name the agent reports (default: this machine's short host name)."],
         ["interval", "i", "1.0",
          f"Seconds between two samples of the agent (at least {MIN_INTERVAL})."],
-        ["port", "p", "8080", "TCP port of the dashboard, WebSocket and API (web role)."],
+        ["port", "p", "8080",
+         "TCP port of the dashboard, WebSocket and API (web role); short for --listen "
+         "tcp:PORT, and not used when only --listen is given."],
         ["interface", None, "",
-         "Address the web role listens on (default: all; 127.0.0.1 for this machine only)."],
+         "Address --port (and --metrics-port) listens on (default: all; for the web role "
+         "without --users or --insecure-no-auth, 127.0.0.1)."],
         ["queue", None, DEFAULT_QUEUE,
          "Name of the durable queue analyzers share (several analyzers split the load)."],
         ["dead-letter-queue", None, DEFAULT_DEAD_LETTER_QUEUE,
@@ -200,6 +206,7 @@ class Options(usage.Options):
         self["analyzer-options"] = {}
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
+        self["listen"] = []
 
     def opt_plugin_dir(self, directory):
         """
@@ -238,6 +245,12 @@ class Options(usage.Options):
             self["allowed-origins"].append(normalizeOrigin(origin))
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origin: {e}")
+
+    def opt_listen(self, description):
+        """
+        Web role: a Twisted server endpoint description to serve the dashboard on, e.g. tcp:8080:interface=10.0.0.5 or ssl:8443:privateKey=key.pem:certKey=cert.pem (HTTPS and wss://); repeatable, all on one site. Replaces --port unless that is given too. Without --users, tcp: and ssl: ones get interface=127.0.0.1.
+        """
+        self["listen"].append(description)
 
     def opt_allowed_host(self, name):
         """
@@ -360,6 +373,7 @@ class Options(usage.Options):
         usersOptions.checkOptions(self, _number)
         if self["metrics-port"] is not None:
             self["metrics-port"] = _number(self, "metrics-port", int, 0, 65535)
+        self._checkListeners()
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
         for subject in USAGE_SUBJECTS:
@@ -410,6 +424,29 @@ class Options(usage.Options):
         self["analyzer-plugins"] = analyzers
         self["analyzers-left-out"] = [name for name in discovery.names() if name not in running]
 
+
+    def _checkListeners(self):
+        """
+        Sets C{listeners} (the web role's L{resmon.webserver.endpoints.Listener}s)
+        and C{listen-notice} (its line at start), from --listen, --port and
+        --interface; a description Twisted refuses, or one serving other
+        machines without authentication, stops twistd naming its option.
+        """
+        self["listeners"], self["listen-notice"] = [], None
+        if "web" not in ROLES[self["role"]]:
+            return
+        from resmon.webserver.endpoints import ListenError, webListeners
+        authenticated = bool(self.get("users"))
+        if authenticated and self["insecure-no-auth"]:
+            raise usage.UsageError("--insecure-no-auth: not with --users, which authenticates")
+        source = getattr(self, "configSource", None)
+        portGiven = source is not None and "port" in source.fromCommandLine | source.fromFile
+        port = self["port"] if portGiven or not self["listen"] else None
+        try:
+            self["listeners"], self["listen-notice"] = webListeners(
+                self["listen"], port, self["interface"], authenticated, self["insecure-no-auth"])
+        except ListenError as e:
+            raise usage.UsageError(f"{e.option}: {e}")
 
     def _checkRules(self):
         """
@@ -472,8 +509,8 @@ def makeService(options):
 
     parts = ROLES[options["role"]]
     ports = {options["metrics-port"]: "--metrics-port"}
-    if "web" in parts:
-        ports[options["port"]] = "--port"
+    for listener in options.get("listeners", ()):
+        ports.setdefault(listener.port, listener.option)
     top = ListeningService(ports)
     bus = _makeBus(options, reactor)
     bus.setServiceParent(top)
@@ -525,11 +562,17 @@ def _makeReadiness(options, bus, web, reactor):
     from resmon.services.readiness import RoleReadiness
     source = getattr(options, "configSource", None) or ConfigSource()
     broker = options["broker"]
+    # The dashboard's URL is that of the first listener with a port.
+    first = next((l for l in options.get("listeners", ()) if l.port is not None), None)
+    notice = [options["listen-notice"]] if options.get("listen-notice") else []
+    insecure = options.get("insecure-no-auth")
     readiness = RoleReadiness(
         bus, reactor, options["role"], maskBroker(broker) if broker else None,
         source.describe("broker") if broker else None, options["exchange"], web,
-        options["interface"], options["port"], source.warnings,
-        notifier=SystemdNotifier.fromEnvironment(), watchdogInterval=watchdogInterval())
+        first.interface or "" if first else "", first.port if first else None,
+        source.warnings + (notice if insecure else []), notifier=SystemdNotifier.fromEnvironment(),
+        watchdogInterval=watchdogInterval(), notices=[] if insecure else notice,
+        scheme=first.scheme if first else "http")
     if web is not None:
         from resmon.webserver.health import addHealthResources
         addHealthResources(web.site.resource, readiness)
@@ -591,9 +634,7 @@ def _makeWeb(options, bus, reactor):
     # would print: keep its info and above.
     txaio.use_twisted()
     txaio.set_global_log_level("info")
-    listen = f"tcp:{options['port']}"
-    if options["interface"]:
-        listen += ":interface=" + options["interface"].replace(":", "\\:")
+    listen = [listener.description for listener in options["listeners"]]
     web = WebService(bus, listen, reactor, stallTimeout=options["stall-timeout"],
                       historyWindow=options["history"], historyPoints=options["history-points"],
                       pingInterval=options["ping-interval"], idleTimeout=options["idle-timeout"],

@@ -24,7 +24,8 @@ _ONLY = {
     RULES: ("rules-dir", "rules", "rule-option", "max-chain", "rule-rate"),
     WEB: ("port", "stall-timeout", "history", "history-points", "ping-interval", "idle-timeout",
           "max-clients", "max-clients-per-address", "max-queued-mib", "header-timeout",
-          "max-hosts", "allowed-origin", "allowed-host", "users", "session-lifetime"),
+          "max-hosts", "allowed-origin", "allowed-host", "users", "session-lifetime", "listen",
+          "insecure-no-auth"),
 }
 
 # Option name -> the parts that read it (every part when not listed).

@@ -22,10 +22,11 @@ from resmon.periodic import Periodic
 CHECK_INTERVAL = 1.0
 
 
-def dashboardURL(interface, port):
+def dashboardURL(interface, port, scheme="http"):
     """
     The URL of the dashboard listening on C{interface} (empty: all) and
-    C{port}, as a person on this machine or another one would open it.
+    C{port}, as a person on this machine or another one would open it
+    (C{scheme} C{https} for a TLS endpoint).
     """
     host = interface or socket.gethostname()
     try:
@@ -33,7 +34,7 @@ def dashboardURL(interface, port):
             host = f"[{host}]"
     except ValueError:
         pass
-    return f"http://{host}:{port}/"
+    return f"{scheme}://{host}:{port}/"
 
 
 def startLine(role, dashboard=None, interfaces=None, broker=None, brokerSource=None,
@@ -65,7 +66,7 @@ def listeningPort(top):
             found = []
             waiting.addCallback(lambda port: found.append(port) or port)
             if found and found[0] is not None:
-                return found[0].getHost().port
+                return getattr(found[0].getHost(), "port", None)
         if isinstance(child, service.MultiService):
             port = listeningPort(child)
             if port is not None:
@@ -90,7 +91,9 @@ class RoleReadiness(service.Service):
         for the in-process bus; C{brokerSource}: where it came from.
     @param web: the web role's service, or L{None}; C{interface} and
         C{port}: where it listens.
-    @param warnings: lines to log as warnings at start.
+    @param warnings: lines to log as warnings at start; C{notices}: as
+        information.
+    @param scheme: C{http}, or C{https} for a dashboard on a TLS endpoint.
     @param notifier: a L{resmon.operations.sdnotify.SystemdNotifier}.
     @param watchdogInterval: seconds between two C{WATCHDOG=1}, or L{None}.
     """
@@ -100,7 +103,7 @@ class RoleReadiness(service.Service):
 
     def __init__(self, bus, clock, role, broker=None, brokerSource=None, exchange=None, web=None,
                  interface="", port=None, warnings=(), notifier=None, watchdogInterval=None,
-                 checkInterval=CHECK_INTERVAL):
+                 checkInterval=CHECK_INTERVAL, notices=(), scheme="http"):
         self.bus = bus
         self.clock = clock
         self.role = role
@@ -111,6 +114,8 @@ class RoleReadiness(service.Service):
         self.interface = interface
         self.port = port
         self.warnings = list(warnings)
+        self.notices = list(notices)
+        self.scheme = scheme
         self.notifier = notifier if notifier is not None else NullNotifier()
         self.watchdogInterval = watchdogInterval
         self.checkInterval = checkInterval
@@ -134,12 +139,14 @@ class RoleReadiness(service.Service):
 
     def _dashboard(self):
         port = (listeningPort(self.web) if not self.port else None) or self.port
-        return dashboardURL(self.interface, port)
+        return dashboardURL(self.interface, port, self.scheme)
 
     def startService(self):
         service.Service.startService(self)
         for warning in self.warnings:
             self.log.warn("{warning}", warning=warning)
+        for notice in self.notices:
+            self.log.info("{notice}", notice=notice)
         self.log.info("{message}", message=self.startLine())
         where = f"broker {self.broker}" if self.broker else "the in-process bus"
         self.notifier.notify(STATUS=f"starting: connecting to {where}")

@@ -103,7 +103,8 @@ class WebService(service.MultiService):
     Subscribes once to C{#.analysis}, C{#.status}, C{*.event}, C{*.alert}, C{user.*.notify} and
     C{group.*.notify} (a private queue per web
     process, never one per browser) and serves the dashboard on C{listen}
-    (a Twisted server endpoint description such as C{tcp:8080}).
+    (a Twisted server endpoint description such as C{tcp:8080}, or a list
+    of them, all serving one Site).
 
     @param historyWindow: seconds of history kept per host (0: none).
     @param historyPoints: most history points kept per host.
@@ -139,7 +140,7 @@ class WebService(service.MultiService):
                  directory=None):
         service.MultiService.__init__(self)
         self.bus = bus
-        self.listen = listen
+        self.listen = [listen] if isinstance(listen, str) else list(listen)
         self.history = FleetHistory(clock, historyWindow, historyPoints)
         self.fanout = EventFanout(history=self.history, clock=clock, maxClockSkew=maxClockSkew,
                                   maxHosts=maxHosts,
@@ -171,7 +172,8 @@ class WebService(service.MultiService):
         stats = internet.TimerService(statsInterval, self.logStats)
         stats.clock = clock
         stats.setServiceParent(self)
-        strports.service(listen, self.connections).setServiceParent(self)
+        for description in self.listen:
+            strports.service(description, self.connections).setServiceParent(self)
 
     def mountAPI(self, name, resource):
         """
@@ -185,7 +187,7 @@ class WebService(service.MultiService):
              "*." + topics.ALERT] + notifyPatterns(), self._received,
             prefetch=1000, rejected=self.fanout.rejected)
         service.MultiService.startService(self)
-        self.log.info("dashboard listening on {listen}", listen=self.listen)
+        self.log.info("dashboard listening on {listen}", listen=", ".join(self.listen))
 
     def _received(self, routingKey, body):
         if isNotifyKey(routingKey):

@@ -1,6 +1,12 @@
 """
 The registry's operations, as the web role's API uses them: validation,
-limits, secrets, storage.
+limits, secrets, storage, ownership.
+
+Each hook records its owner, the user who registered it (L{None} without
+authentication). The operations that read or change one hook or a key's
+hooks take C{ownedBy}: the owner whose hooks they are limited to, or
+L{None} for every hook (an admin, or no authentication). A hook of another
+owner is answered as if it did not exist.
 """
 
 import uuid
@@ -34,9 +40,9 @@ class WebhookRegistry:
         self.resolve = resolve or (lambda host, port: resolveInThread(clock, host, port))
 
     @defer.inlineCallbacks
-    def register(self, document):
+    def register(self, document, owner=None):
         """
-        Register the hook the JSON C{document} describes.
+        Register the hook the JSON C{document} describes, owned by C{owner}.
 
         @return: a L{Deferred} of its description, with its secret.
         @raise validation.InvalidWebhook: naming the field that is wrong.
@@ -44,7 +50,7 @@ class WebhookRegistry:
         key, url, host, port, secret = validation.checkRegistration(document)
         yield validation.checkTarget(host, port, self.resolve, self.allowPrivate)
         hook = store.Hook(uuid.uuid4().hex, key, url, secret or newSecret(),
-                          self.clock.seconds(), store.ACTIVE)
+                          self.clock.seconds(), store.ACTIVE, owner=owner)
         limit = yield self.store.add(hook, self.maxHooks, self.maxPerKey)
         if limit == "hooks":
             raise validation.InvalidWebhook("key", f"at most {self.maxHooks} hooks in all")
@@ -53,42 +59,42 @@ class WebhookRegistry:
         return dict(hook.describe(), secret=hook.secret)
 
     @defer.inlineCallbacks
-    def list(self, key=None):
+    def list(self, key=None, ownedBy=None):
         if key is not None:
             validation.checkKey(key)
-        hooks = yield self.store.hooks(key)
+        hooks = yield self.store.hooks(key, ownedBy)
         return [hook.describe() for hook in hooks]
 
     @defer.inlineCallbacks
-    def get(self, hookId):
-        hook = yield self.store.hook(hookId)
+    def get(self, hookId, ownedBy=None):
+        hook = yield self.store.hook(hookId, ownedBy)
         return None if hook is None else hook.describe()
 
-    def remove(self, hookId):
+    def remove(self, hookId, ownedBy=None):
         """
         @return: a L{Deferred} of whether the hook was there.
         """
-        return self.store.remove(hookId=hookId).addCallback(bool)
+        return self.store.remove(hookId=hookId, ownedBy=ownedBy).addCallback(bool)
 
-    def removeKey(self, key):
+    def removeKey(self, key, ownedBy=None):
         """
         @return: a L{Deferred} of the ids of the hooks of C{key} removed.
         """
         validation.checkKey(key)
-        return self.store.remove(key=key)
+        return self.store.remove(key=key, ownedBy=ownedBy)
 
     def deliveries(self, hookId):
         return self.store.attempts(hookId)
 
     @defer.inlineCallbacks
-    def ping(self, hookId):
+    def ping(self, hookId, ownedBy=None):
         """
         Queue a test delivery (key C{resmon.ping}) to hook C{hookId}.
 
         @return: a L{Deferred} of the delivery's id, or L{None} if there is
             no such hook.
         """
-        hook = yield self.store.hook(hookId)
+        hook = yield self.store.hook(hookId, ownedBy)
         if hook is None:
             return None
         now = self.clock.seconds()

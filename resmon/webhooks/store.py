@@ -3,7 +3,8 @@ The webhook registry and its pending deliveries in a database, through
 L{twisted.enterprise.adbapi}: SQLite (one file, shared by the processes of
 one machine) or PostgreSQL (shared by every machine).
 
-Tables: C{webhook_hooks} (the registry), C{webhook_pending} (deliveries not
+Tables: C{webhook_hooks} (the registry; each hook's C{owner} is the user
+who registered it, NULL without authentication), C{webhook_pending} (deliveries not
 yet made, in order: they survive any restart), C{webhook_attempts} (the
 last attempts of each hook), C{webhook_meta} (C{version}, raised by every
 change of the registry: the webhooks role polls it).
@@ -27,7 +28,7 @@ _SCHEMA = [
         id TEXT PRIMARY KEY, hkey TEXT NOT NULL, url TEXT NOT NULL, secret TEXT NOT NULL,
         created DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,
         failing_since DOUBLE PRECISION, last_attempt DOUBLE PRECISION, last_result TEXT,
-        last_success DOUBLE PRECISION)""",
+        last_success DOUBLE PRECISION, owner TEXT)""",
     "CREATE INDEX IF NOT EXISTS webhook_hooks_key ON webhook_hooks (hkey)",
     """CREATE TABLE IF NOT EXISTS webhook_pending (
         seq {serial}, id TEXT NOT NULL UNIQUE, hook TEXT NOT NULL, rkey TEXT NOT NULL,
@@ -44,6 +45,16 @@ _SCHEMA = [
         name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)""",
 ]
 
+# Columns added since a table was first made: (table, column, type). A
+# database made by an older resmon gets them at its next start.
+_ADDED_COLUMNS = [
+    ("webhook_hooks", "owner", "TEXT"),
+]
+# Statements that need the added columns.
+_AFTER_COLUMNS = [
+    "CREATE INDEX IF NOT EXISTS webhook_hooks_owner ON webhook_hooks (owner)",
+]
+
 
 class Hook:
     """
@@ -51,10 +62,10 @@ class Hook:
     """
 
     __slots__ = ("id", "key", "url", "secret", "created", "state", "failingSince",
-                 "lastAttempt", "lastResult", "lastSuccess")
+                 "lastAttempt", "lastResult", "lastSuccess", "owner")
 
     def __init__(self, id, key, url, secret, created, state, failingSince=None,
-                 lastAttempt=None, lastResult=None, lastSuccess=None):
+                 lastAttempt=None, lastResult=None, lastSuccess=None, owner=None):
         self.id = id
         self.key = key
         self.url = url
@@ -65,6 +76,8 @@ class Hook:
         self.lastAttempt = lastAttempt
         self.lastResult = lastResult
         self.lastSuccess = lastSuccess
+        # The user who registered it (None: registered without authentication).
+        self.owner = owner
 
     @property
     def shownState(self):
@@ -82,11 +95,11 @@ class Hook:
         return {"id": self.id, "key": self.key, "url": self.url, "created": self.created,
                 "state": self.shownState, "failing_since": self.failingSince,
                 "last_attempt": self.lastAttempt, "last_result": self.lastResult,
-                "last_success": self.lastSuccess}
+                "last_success": self.lastSuccess, "owner": self.owner}
 
 
 _HOOK_COLUMNS = ("id, hkey, url, secret, created, state, failing_since, last_attempt, "
-                 "last_result, last_success")
+                 "last_result, last_success, owner")
 
 
 class Pending:
@@ -203,6 +216,13 @@ class WebhookStore:
     def _schema(self, cursor, serial):
         for statement in _SCHEMA:
             cursor.execute(statement.format(serial=serial))
+        for table, column, kind in _ADDED_COLUMNS:
+            if column not in self._columns(cursor, table):
+                self.log.info("adding column {column} to {table} in {where}",
+                              column=column, table=table, where=self.where)
+                cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for statement in _AFTER_COLUMNS:
+            cursor.execute(statement)
         cursor.execute(self._sql("SELECT value FROM webhook_meta WHERE name = ?"), ("version",))
         if cursor.fetchone() is None:
             cursor.execute(self._sql("INSERT INTO webhook_meta (name, value) VALUES (?, ?)"),
@@ -212,6 +232,17 @@ class WebhookStore:
             cursor.execute(self._sql(
                 "INSERT INTO webhook_lease (name, owner, expires) VALUES (?, ?, ?)"),
                 ("delivery", "", 0.0))
+
+    def _columns(self, cursor, table):
+        """
+        The names of C{table}'s columns.
+        """
+        if self.dialect == "postgresql":
+            cursor.execute("SELECT column_name FROM information_schema.columns "
+                           "WHERE table_schema = current_schema() AND table_name = %s", (table,))
+            return {row[0] for row in cursor.fetchall()}
+        cursor.execute(f"PRAGMA table_info({table})")
+        return {row[1] for row in cursor.fetchall()}
 
     def _bump(self, cursor):
         cursor.execute("UPDATE webhook_meta SET value = value + 1 WHERE name = 'version'")
@@ -240,53 +271,66 @@ class WebhookStore:
         if cursor.fetchone()[0] >= maxPerKey:
             return "per-key"
         cursor.execute(self._sql(
-            f"INSERT INTO webhook_hooks ({_HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            f"INSERT INTO webhook_hooks ({_HOOK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             (hook.id, hook.key, hook.url, hook.secret, hook.created, hook.state, None, None,
-             None, None))
+             None, None, hook.owner))
         self._bump(cursor)
         return None
 
-    def hooks(self, key=None):
+    def _where(self, conditions):
         """
-        Every hook (of C{key}), oldest first.
+        The C{WHERE} clause and parameters of C{conditions}, C{(column, value)}
+        pairs; one whose value is L{None} is left out.
         """
-        return self._run(self._hooks, key)
+        given = [(column, value) for column, value in conditions if value is not None]
+        if not given:
+            return "", ()
+        return (self._sql(" WHERE " + " AND ".join(f"{column} = ?" for column, _ in given)),
+                tuple(value for _, value in given))
 
-    def _hooks(self, cursor, key):
-        if key is None:
-            cursor.execute(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks ORDER BY created, id")
-        else:
-            cursor.execute(self._sql(
-                f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks WHERE hkey = ? ORDER BY created, id"),
-                (key,))
+    def hooks(self, key=None, ownedBy=None):
+        """
+        Every hook (of C{key}; of owner C{ownedBy}), oldest first.
+        """
+        return self._run(self._hooks, key, ownedBy)
+
+    def _hooks(self, cursor, key, ownedBy=None):
+        where, parameters = self._where([("hkey", key), ("owner", ownedBy)])
+        cursor.execute(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks{where} ORDER BY created, id",
+                       parameters)
         return [Hook(*row) for row in cursor.fetchall()]
 
-    def hook(self, hookId):
+    def hook(self, hookId, ownedBy=None):
         """
-        The hook C{hookId}, or L{None}.
+        The hook C{hookId} (if its owner is C{ownedBy}), or L{None}.
         """
-        return self._run(self._hook, hookId)
+        return self._run(self._hook, hookId, ownedBy)
 
-    def _hook(self, cursor, hookId):
-        cursor.execute(self._sql(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks WHERE id = ?"),
-                       (hookId,))
+    def _hook(self, cursor, hookId, ownedBy=None):
+        where, parameters = self._where([("id", hookId), ("owner", ownedBy)])
+        cursor.execute(f"SELECT {_HOOK_COLUMNS} FROM webhook_hooks{where}", parameters)
         row = cursor.fetchone()
         return Hook(*row) if row else None
 
-    def remove(self, hookId=None, key=None):
+    def remove(self, hookId=None, key=None, ownedBy=None):
         """
         Unregister hook C{hookId}, or every hook of C{key}, with their
-        pending deliveries and attempts.
+        pending deliveries and attempts; only those of owner C{ownedBy}
+        when it is given.
 
         @return: a L{Deferred} of the ids removed.
         """
-        return self._run(self._remove, hookId, key)
+        return self._run(self._remove, hookId, key, ownedBy)
 
-    def _remove(self, cursor, hookId, key):
+    def _remove(self, cursor, hookId, key, ownedBy=None):
+        if hookId is None and key is None:
+            raise ValueError("remove what: neither a hook nor a key")
         if hookId is not None:
-            cursor.execute(self._sql("SELECT id FROM webhook_hooks WHERE id = ?"), (hookId,))
+            where, parameters = self._where([("id", hookId), ("owner", ownedBy)])
         else:
-            cursor.execute(self._sql("SELECT id FROM webhook_hooks WHERE hkey = ?"), (key,))
+            where, parameters = self._where([("hkey", key), ("owner", ownedBy)])
+        cursor.execute(f"SELECT id FROM webhook_hooks{where}", parameters)
         ids = [row[0] for row in cursor.fetchall()]
         for removed in ids:
             for table, column in (("webhook_hooks", "id"), ("webhook_pending", "hook"),

@@ -10,6 +10,11 @@ The webhook registry's HTTP API (see C{docs/webhooks.md}):
 The registry (a L{resmon.webhooks.registry.WebhookRegistry}) is given;
 what it refuses (a L{ValueError} with a C{field}) is a C{400} naming the
 field.
+
+Who may (L{resmon.auth.principal.principalOf} the request): viewers get
+C{403} on every endpoint; operators register hooks they own and see, ping
+and delete only those (another's id is a C{404}, as if it did not exist);
+admins, and every request without C{--users}, see and manage all.
 """
 
 import json
@@ -19,6 +24,7 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from resmon import wire
+from resmon.auth.principal import principalOf
 from resmon.webserver.httpapi import JSONResource
 
 JSON_TYPE = b"application/json"
@@ -78,22 +84,43 @@ class WebhooksResource(JSONResource):
         d.addCallback(written).addErrback(failed)
         return server.NOT_DONE_YET
 
-    def _call(self, function, *args):
-        return defer.maybeDeferred(function, *args)
+    def _call(self, function, *args, **kwargs):
+        return defer.maybeDeferred(function, *args, **kwargs)
+
+    def _refused(self, request):
+        """
+        The 403 of a principal that may not manage webhooks, or L{None}.
+        """
+        if principalOf(request).mayAct:
+            return None
+        return self.renderError(
+            request, "managing webhooks needs the operator or admin role", 403)
+
+    def _ownedBy(self, request):
+        """
+        The owner whose hooks the request may see (L{None}: every hook).
+        """
+        principal = principalOf(request)
+        return None if principal.isAdmin else principal.name
 
     def render_GET(self, request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        ownedBy = self._ownedBy(request)
         path = self._path(request)
         if path is None or len(path) > 2 or (len(path) == 2 and path[1] != "deliveries"):
             return self.renderError(request, "not found", 404)
         if not path:
-            return self._answer(request, self._call(self.registry.list, self._key(request))
+            return self._answer(request, self._call(self.registry.list, self._key(request),
+                                                    ownedBy=ownedBy)
                                 .addCallback(lambda hooks: {"webhooks": hooks}))
         if len(path) == 2:
-            return self._answer(request, self._deliveries(path[0]))
-        return self._answer(request, self._call(self.registry.get, path[0]))
+            return self._answer(request, self._deliveries(path[0], ownedBy))
+        return self._answer(request, self._call(self.registry.get, path[0], ownedBy=ownedBy))
 
-    def _deliveries(self, hookId):
-        d = self._call(self.registry.get, hookId)
+    def _deliveries(self, hookId, ownedBy):
+        d = self._call(self.registry.get, hookId, ownedBy=ownedBy)
 
         def found(hook):
             if hook is None:
@@ -103,11 +130,15 @@ class WebhooksResource(JSONResource):
         return d.addCallback(found)
 
     def render_POST(self, request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         path = self._path(request)
         if path is None or len(path) not in (0, 2) or (len(path) == 2 and path[1] != "ping"):
             return self.renderError(request, "not found", 404)
         if len(path) == 2:
-            return self._answer(request, self._call(self.registry.ping, path[0]).addCallback(
+            return self._answer(request, self._call(
+                self.registry.ping, path[0], ownedBy=self._ownedBy(request)).addCallback(
                 lambda delivery: None if delivery is None else {"id": path[0],
                                                                 "delivery": delivery}), 202)
         contentType = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
@@ -119,19 +150,26 @@ class WebhooksResource(JSONResource):
             document = json.loads(request.content.read().decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return self.renderError(request, "the body is not JSON", 400, field=None)
-        return self._answer(request, self._call(self.registry.register, document), 201)
+        return self._answer(request, self._call(
+            self.registry.register, document, owner=principalOf(request).name), 201)
 
     def render_DELETE(self, request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        ownedBy = self._ownedBy(request)
         path = self._path(request)
         if path is None or len(path) > 1:
             return self.renderError(request, "not found", 404)
         if path:
-            return self._answer(request, self._call(self.registry.remove, path[0]).addCallback(
+            return self._answer(request, self._call(
+                self.registry.remove, path[0], ownedBy=ownedBy).addCallback(
                 lambda removed: {"deleted": [path[0]]} if removed else None))
         key = self._key(request)
         if key is None:
             return self.renderError(
                 request, "DELETE /api/webhooks needs ?key= (or use /api/webhooks/<id>)", 400,
                 field="key")
-        return self._answer(request, self._call(self.registry.removeKey, key).addCallback(
+        return self._answer(request, self._call(
+            self.registry.removeKey, key, ownedBy=ownedBy).addCallback(
             lambda removed: {"deleted": removed}))

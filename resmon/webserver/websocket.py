@@ -6,6 +6,8 @@ C{history} message (see C{docs/protocol.md}).
 """
 
 from twisted.internet.interfaces import ISSLTransport
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.logger import Logger
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -42,6 +44,20 @@ PING_RATE = 1.0
 MAX_FRAGMENTS = 64
 
 
+def _tlsProtocolUnder(transport):
+    """
+    The L{TLSMemoryBIOProtocol} under C{transport} and the protocol wrappers
+    around it, or L{None} for a connection without TLS.
+    """
+    for _ in range(8):
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            return transport
+        if not isinstance(transport, ProtocolWrapper):
+            return None
+        transport = transport.transport
+    return None
+
+
 class DashboardProtocol(WebSocketServerProtocol):
     """
     One connected dashboard or program.
@@ -51,6 +67,23 @@ class DashboardProtocol(WebSocketServerProtocol):
     eventLog = Logger()
 
     flooded = False
+
+    # Autobahn reads a TLS connection's details (tls-unique) from Twisted's TLS
+    # protocol itself, and raises when the connection counter wraps it (which
+    # only forwards): let it see that protocol when it looks.
+    def connectionMade(self):
+        self._underTLS(WebSocketServerProtocol.connectionMade)
+
+    def _onOpen(self):
+        self._underTLS(WebSocketServerProtocol._onOpen)
+
+    def _underTLS(self, method):
+        counted = self.transport
+        self.transport = _tlsProtocolUnder(counted) or counted
+        try:
+            method(self)
+        finally:
+            self.transport = counted
 
     def onConnect(self, request):
         # request.host has lost the Host header's port; the origin check needs it.

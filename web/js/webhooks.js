@@ -66,7 +66,12 @@ async function request(method, path, body) {
 async function refresh() {
   try {
     const answer = await request("GET", "/api/webhooks");
-    if (!answer.ok) { say(`Could not list the webhooks (${answer.status}).`, "error"); return; }
+    if (!answer.ok) {
+      // A viewer's 403 says which role may manage webhooks.
+      const why = answer.data && answer.data.error ? `: ${answer.data.error}` : "";
+      say(`Could not list the webhooks (${answer.status}${why}).`, "error");
+      return;
+    }
     render(answer.data.webhooks || []);
   } catch (err) {
     say("Could not reach the server.", "error");
