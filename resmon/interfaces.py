@@ -32,7 +32,10 @@ class IBus(Interface):
         "between), C{delivered} (deliveries received), C{rejected} "
         "(deliveries the bus refused before any handler, see L{rejected}) and "
         "C{consumer-cancels} (consumers the broker cancelled, for instance "
-        "because their queue was deleted; each is consumed again).")
+        "because their queue was deleted; each is consumed again) and "
+        "C{refused} (published messages the broker refused for the user's "
+        "permissions: a topic it may not publish under, see "
+        "C{docs/security.md}).")
 
     rejected = Attribute(
         "A L{collections.Counter} of the deliveries the bus rejected itself, "
@@ -66,7 +69,8 @@ class IBus(Interface):
         """
 
     def subscribe(patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         """
         Deliver every message whose routing key matches one of C{patterns}
         to C{handler(routingKey, body)}.
@@ -95,6 +99,11 @@ class IBus(Interface):
             messages it rejects itself, before the handler, into by reason
             (C{properties}: a message whose AMQP properties are over the
             bus's limits or cannot be decoded; see C{docs/operations.md}).
+        @param publisher: if true, C{handler} is called as
+            C{handler(routingKey, body, publisher)}: C{publisher} is the
+            AMQP C{user_id} the message carries (L{str}), which RabbitMQ
+            verified to be the broker user that published it, or L{None}
+            when it carries none (always on the in-process bus).
         @return: an L{ISubscription}.
         """
 

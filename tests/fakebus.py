@@ -69,10 +69,12 @@ class FakeBus:
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         subscription = FakeSubscription(self, patterns, handler, {
             "queue": queue, "durable": durable, "prefetch": prefetch, "partitions": partitions,
-            "deadLetter": deadLetter, "singleActive": singleActive, "rejected": rejected})
+            "deadLetter": deadLetter, "singleActive": singleActive, "rejected": rejected,
+            "publisher": publisher})
         verifyObject(ISubscription, subscription)
         self.made.append(subscription)
         self.last = subscription
