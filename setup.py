@@ -74,6 +74,9 @@ setup(
         "postgresql": ["psycopg2-binary>=2.9"],
     },
     entry_points={
+        "console_scripts": [
+            "resmon-provision-agent = resmon.operations.provision:run",
+        ],
         "resmon.analyzers": [
             "usage = resmon.analysis.builtin.usage:UsageAnalyzer",
             "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",
