@@ -108,6 +108,25 @@ class IBus(Interface):
         """
 
 
+    def unbind(queue, patterns):
+        """
+        Remove the bindings of the named queue C{queue} (a C{queue} given
+        to L{subscribe}) to C{patterns}: messages under keys that only
+        those patterns matched no longer reach it. A binding or a queue
+        that does not exist is no error.
+
+        Bindings otherwise only grow: a subscription to a named queue binds
+        its patterns, and cancelling it leaves them (a durable queue keeps
+        collecting messages for the next consumer). A caller whose set of
+        patterns shrinks subscribes again with the new set, cancels the old
+        subscription, then unbinds what it dropped.
+
+        @return: a L{Deferred} that fires once the bindings are gone (for
+            RabbitMQ: the broker confirmed), or fails if the bus is not
+            connected or the broker failed; the caller tries again later.
+        """
+
+
 class ISubscription(Interface):
     """
     A live subscription made with L{IBus.subscribe}.

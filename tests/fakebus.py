@@ -55,6 +55,7 @@ class FakeBus:
         self.counters, self.rejected = busCounters(connections=1)
         self.made = []
         self.last = None
+        self.unbound = []
         verifyObject(IBus, self)
 
     @property
@@ -66,6 +67,10 @@ class FakeBus:
 
     def publish(self, routingKey, body):
         self.counters["published"] += 1
+        return defer.succeed(None)
+
+    def unbind(self, queue, patterns):
+        self.unbound.append((queue, sorted(patterns)))
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,

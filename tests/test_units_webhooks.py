@@ -315,7 +315,8 @@ def test_registry_generates_a_secret_and_enforces_limits(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_path):
+def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered_and_unbinds(
+        tmp_path):
     from fakebus import FakeBus
     from resmon.services.webhooks import WebhooksService
 
@@ -342,9 +343,18 @@ def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_
         yield store.remove(hookId="h2")
         clock.advance(0.5)
         yield _until(lambda: defer.succeed(set(dispatcher.hooks) == {"h1"}), "the removal")
-        assert bus.last.patterns == ["*.alert", "deploy.#"] and len(bus.made) == 1
+        # Bindings follow the registry both ways: subscribed again without
+        # the key, which is unbound once the old subscription is cancelled.
+        yield _until(lambda: defer.succeed(bus.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the unbinding")
+        assert bus.last.patterns == ["*.alert"] and len(bus.made) == 1
+        assert webhooks.unbindPending == frozenset()
         yield bus.last.handler("web-01.alert", b'{"v":1}')
         assert (yield store.pendingCount("h1")) == 1
+        yield store.remove(hookId="h1")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.unbound) == 2), "the last unbinding")
+        assert bus.unbound[-1] == ("q.hooks", ["*.alert"]) and bus.made == []
     finally:
         yield webhooks.stopService()
         store.close()

@@ -30,6 +30,7 @@ from resmon.bus.connection import (
     ResmonAMQClient)
 from resmon.bus.consumer import PROPERTIES, PUBLISH_CHANNEL, ROUTING_KEY, Consumers
 from resmon.bus.counters import busCounters
+from resmon.bus.exchange import PROBING
 from resmon.bus.outbox import Dropped, Outbox, Refused
 from resmon.bus.properties import PropertyLimits
 from resmon.bus.refusals import RefusalLog, publishRefusal
@@ -120,6 +121,9 @@ class AMQPBus(service.Service):
         self.outbox = Outbox(exchange, outboxLimit, self.counters, reactor,
                              userId=broker.username)
         self.refusals = RefusalLog(reactor, self.log)
+        # (connection, channel number, channel) used by unbind().
+        self._unbinding = None
+        self._unbindLock = defer.DeferredLock()
         self.exchangeDurable = exchangeDurable
         self.topology = Topology(exchange, reactor, topologyInterval, durable=exchangeDurable)
         self.consumers = Consumers(self.topology, self.counters, self.rejected, reactor,
@@ -197,6 +201,38 @@ class AMQPBus(service.Service):
             patterns, handler, queue=queue, durable=durable, prefetch=prefetch,
             partitions=partitions, deadLetter=deadLetter, singleActive=singleActive,
             rejected=rejected, publisher=publisher)
+
+    def unbind(self, queue, patterns):
+        """
+        See L{IBus.unbind}: C{queue.unbind} on a channel of its own, which
+        the broker may close without costing the connection; one call at a
+        time.
+        """
+        return self._unbindLock.run(self._unbind, queue, list(patterns))
+
+    @defer.inlineCallbacks
+    def _unbind(self, queue, patterns):
+        client = self.connection.client
+        if client is None or not self.running:
+            raise Dropped("the bus is not connected")
+        channel = yield self._unbindChannel(client)
+        yield self.topology.unbind(channel, queue, patterns)
+
+    @defer.inlineCallbacks
+    def _unbindChannel(self, client):
+        """
+        The channel of this connection for unbinding: one per connection,
+        opened again under the same number after the broker closed it.
+        """
+        if self._unbinding is None or self._unbinding[0] is not client:
+            self._unbinding = (client, next(self.consumers.channelIds), None)
+        _, channelId, channel = self._unbinding
+        if channel is None or channel.closed:
+            channel = yield reopenChannel(client, channelId)
+            setattr(channel, PROBING, True)
+            yield channel.channel_open()
+            self._unbinding = (client, channelId, channel)
+        return channel
 
     # Connection life cycle
 

@@ -198,6 +198,15 @@ class LocalBus(service.Service):
         target.schedule()
         return subscription
 
+    def unbind(self, queue, patterns):
+        """
+        See L{IBus.unbind}.
+        """
+        target = self._queues.get(queue)
+        if target is not None:
+            target.bindings.difference_update(patterns)
+        return defer.succeed(None)
+
     def _cancel(self, subscription):
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
