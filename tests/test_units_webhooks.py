@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import Logger, formatEvent
 
 from resmon import wire
 from resmon.webhooks import signing, store as storage, validation
@@ -461,3 +462,49 @@ def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
     finally:
         yield poster.close()
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unbinding_that_fails_is_tried_again_at_the_next_poll(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    class FlakyBus(FakeBus):
+        failures = 1
+
+        def unbind(self, queue, patterns):
+            if self.failures:
+                self.failures -= 1
+                return defer.fail(RuntimeError("the bus is not connected"))
+            return FakeBus.unbind(self, queue, patterns)
+
+    store = _store(tmp_path)
+    clock = Clock()
+    bus = FlakyBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    events = []
+    webhooks.log = Logger(observer=events.append)
+    webhooks.startService()
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.last.patterns) == 2 if bus.last else False),
+                     "both keys bound")
+        yield store.remove(hookId="h2")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(webhooks.unbindPending == {"deploy.#"}
+                                           and webhooks._unbinding is None), "a failed attempt")
+        assert bus.unbound == [] and bus.last.patterns == ["*.alert"]
+        assert any("unbinding deploy.# from q.hooks failed (the bus is not connected)"
+                   in formatEvent(e) for e in events)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(bus.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the next attempt")
+        assert webhooks.unbindPending == frozenset()
+    finally:
+        yield webhooks.stopService()
+        store.close()

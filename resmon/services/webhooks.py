@@ -105,13 +105,13 @@ class WebhooksService(service.Service):
 
     @defer.inlineCallbacks
     def _poll(self):
+        self._unbindDropped()  # what an earlier poll failed to unbind
         version = yield self.store.version()
         if version != self._version:
             hooks = yield self.store.hooks()
             self._version = version
             self.dispatcher.setHooks(hooks)
             self._bind(self.dispatcher.keys())
-        self._unbindDropped()
         claimed = self.clock.seconds()
         leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
         if leader:
@@ -155,7 +155,8 @@ class WebhooksService(service.Service):
             self.subscription.whenReady().addCallback(lambda _: self.log.info(
                 "webhooks queue {queue} bound to {count} keys: {keys}", queue=self.queue,
                 count=len(keys), keys=" ".join(sorted(keys)))).addErrback(lambda f: None)
-        # A key registered again before its unbinding must stay bound.
+        # A key registered again must stay bound (should an unbinding already
+        # under way remove it, the bus's periodic binding renewal restores it).
         self.unbindPending = (self.unbindPending | dropped) - keys
         cancelled = defer.succeed(None) if old is None else defer.maybeDeferred(old.cancel)
         cancelled.addErrback(lambda f: None).addCallback(lambda _: self._unbindDropped())
