@@ -259,3 +259,21 @@ def test_provision_prompts_for_the_password_and_escapes_names():
     differing = iter(["one", "two"])
     assert provision.main(["web01", "--prompt-password"], stdout=io.StringIO(),
                           prompt=lambda _: next(differing)) == 2
+
+
+def test_liveness_keeps_no_host_alive_on_a_forbidden_measure():
+    from resmon.services.liveness import HostLiveness
+    bus, clock = FakeBus(), Clock()
+    clock.advance(10**6)
+    liveness = HostLiveness(bus, clock, agentUsers=parseAgentUsers('agent-web = "web-*"\n'))
+    liveness.startService()
+    try:
+        measures = [s for s in bus.made if "#.measure" in s.patterns]
+        assert measures[0].options["publisher"] is True
+        handler = measures[0].handler
+        handler("db-1.measure", measure("db-1"), "agent-web")
+        handler("web-2.measure", measure("web-2"), None)
+        handler("web-1.measure", measure("web-1"), "agent-web")
+        assert set(liveness.hosts) == {"web-1"}
+    finally:
+        liveness.stopService()
