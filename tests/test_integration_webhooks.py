@@ -395,3 +395,22 @@ def test_the_queue_is_unbound_from_the_keys_whose_hooks_are_deleted(broker, amqp
     yield roles.register("gone.event", receiver.url + "/gone")
     yield roles.bound("bound to 2 keys", times=2)
     assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event", "gone.event"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_webhooks_process_started_after_hooks_were_deleted_unbinds_their_keys(
+        broker, amqp, receiver, twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    yield roles.startWeb()
+    first = yield roles.startWebhooks()
+    yield roles.register("kept.event", receiver.url + "/kept")
+    gone = yield roles.register("gone.event", receiver.url + "/gone")
+    yield roles.bound("bound to 2 keys")
+    assert (yield first.stop())
+    # Deleted while no webhooks process runs: the next one learns of the
+    # stale binding from the bindings recorded in the registry's database.
+    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{gone['id']}")
+    assert code == 200
+    yield roles.startWebhooks(label="webhooks-again")
+    yield roles.bound("unbound from 1 keys no longer registered: gone.event")
+    assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event"}

@@ -508,3 +508,55 @@ def test_an_unbinding_that_fails_is_tried_again_at_the_next_poll(tmp_path):
     finally:
         yield webhooks.stopService()
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_process_started_after_hooks_were_deleted_unbinds_their_keys(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+
+    def started(bus):
+        dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                       disableAfter=3600, maxBacklog=100)
+        webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+        webhooks.startService()
+        return webhooks, dispatcher
+
+    try:
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        first = FakeBus()
+        webhooks, _ = started(first)
+        yield _until(lambda: defer.succeed(bool(first.made)), "the first subscription")
+        assert (yield store.boundKeys("q.hooks")) == {"*.alert", "deploy.#"}
+        yield webhooks.stopService()
+        # Deleted while no webhooks process runs.
+        yield store.remove(hookId="h2")
+        second = FakeBus()
+        webhooks, dispatcher = started(second)
+        yield _until(lambda: defer.succeed(bool(second.made)), "the second subscription")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(second.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the stale key unbound")
+        assert second.last.patterns == ["*.alert"]
+        yield _until(lambda: store.boundKeys("q.hooks").addCallback(lambda k: k == {"*.alert"}),
+                     "the record of the stale key forgotten")
+        yield webhooks.stopService()
+    finally:
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_records_the_queues_bindings(anyStore):
+    store = anyStore
+    assert (yield store.boundKeys("q")) == frozenset()
+    yield store.recordBound("q", {"a.#", "b.c"})
+    yield store.recordBound("q", {"a.#"})  # again: no error, no duplicate
+    yield store.recordBound("other", {"x.y"})
+    assert (yield store.boundKeys("q")) == {"a.#", "b.c"}
+    yield store.forgetBound("q", {"a.#", "never"})
+    assert (yield store.boundKeys("q")) == {"b.c"}
+    assert (yield store.boundKeys("other")) == {"x.y"}

@@ -49,6 +49,8 @@ class WebhooksService(service.Service):
         # Keys dropped from the registry whose bindings are still to remove.
         self.unbindPending = frozenset()
         self._unbinding = None
+        # Whether the bindings recorded by earlier processes were read.
+        self._recordedRead = False
         self._version = None
         self._loop = None
         self._polling = None
@@ -106,12 +108,24 @@ class WebhooksService(service.Service):
     @defer.inlineCallbacks
     def _poll(self):
         self._unbindDropped()  # what an earlier poll failed to unbind
+        recorded = None
+        if not self._recordedRead:
+            # Read before the registry: a key recorded is registered first.
+            recorded = yield self.store.boundKeys(self.queue)
         version = yield self.store.version()
         if version != self._version:
             hooks = yield self.store.hooks()
             self._version = version
             self.dispatcher.setHooks(hooks)
-            self._bind(self.dispatcher.keys())
+            keys = self.dispatcher.keys()
+            if keys - self.boundKeys:
+                # Recorded before bound: a binding is never left unrecorded.
+                yield self.store.recordBound(self.queue, keys - self.boundKeys)
+            self._bind(keys)
+        if recorded is not None:
+            # Bound by an earlier process, their hooks deleted since.
+            self._recordedRead = True
+            self.unbindPending = self.unbindPending | (recorded - self.dispatcher.keys())
         claimed = self.clock.seconds()
         leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
         if leader:
@@ -141,7 +155,9 @@ class WebhooksService(service.Service):
         once the old subscription is cancelled, unbind the keys no longer
         registered (L{resmon.interfaces.IBus.unbind}; tried again at every
         poll until it succeeds). Events already queued under a dropped key
-        still arrive, and are dropped.
+        still arrive, and are dropped. The keys bound are recorded in the
+        store, so that a process started after hooks were deleted unbinds
+        their keys too.
         """
         if not self.running or keys == self.boundKeys:
             return
@@ -175,6 +191,8 @@ class WebhooksService(service.Service):
             self.log.info("webhooks queue {queue} unbound from {count} keys no longer "
                           "registered: {keys}", queue=self.queue, count=len(keys),
                           keys=" ".join(sorted(keys)))
+            return self.store.forgetBound(self.queue, keys).addErrback(
+                lambda f: self.log.failure("webhooks: forgetting unbound keys failed", f))
 
         def failed(failure):
             self.log.warn("webhooks: unbinding {keys} from {queue} failed ({error}); trying "
