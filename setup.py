@@ -74,7 +74,10 @@ setup(
         "postgresql": ["psycopg2-binary>=2.9"],
     },
     entry_points={
-        "console_scripts": ["resmon-users = resmon.auth.command:main"],
+        "console_scripts": [
+            "resmon-users = resmon.auth.command:main",
+            "resmon-provision-agent = resmon.operations.provision:run",
+        ],
         "resmon.analyzers": [
             "usage = resmon.analysis.builtin.usage:UsageAnalyzer",
             "sustained = resmon.analysis.builtin.sustained:SustainedLoadAnalyzer",

@@ -32,7 +32,10 @@ class IBus(Interface):
         "between), C{delivered} (deliveries received), C{rejected} "
         "(deliveries the bus refused before any handler, see L{rejected}) and "
         "C{consumer-cancels} (consumers the broker cancelled, for instance "
-        "because their queue was deleted; each is consumed again).")
+        "because their queue was deleted; each is consumed again) and "
+        "C{refused} (published messages the broker refused for the user's "
+        "permissions: a topic it may not publish under, see "
+        "C{docs/security.md}).")
 
     rejected = Attribute(
         "A L{collections.Counter} of the deliveries the bus rejected itself, "
@@ -66,7 +69,8 @@ class IBus(Interface):
         """
 
     def subscribe(patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         """
         Deliver every message whose routing key matches one of C{patterns}
         to C{handler(routingKey, body)}.
@@ -95,7 +99,31 @@ class IBus(Interface):
             messages it rejects itself, before the handler, into by reason
             (C{properties}: a message whose AMQP properties are over the
             bus's limits or cannot be decoded; see C{docs/operations.md}).
+        @param publisher: if true, C{handler} is called as
+            C{handler(routingKey, body, publisher)}: C{publisher} is the
+            AMQP C{user_id} the message carries (L{str}), which RabbitMQ
+            verified to be the broker user that published it, or L{None}
+            when it carries none (always on the in-process bus).
         @return: an L{ISubscription}.
+        """
+
+
+    def unbind(queue, patterns):
+        """
+        Remove the bindings of the named queue C{queue} (a C{queue} given
+        to L{subscribe}) to C{patterns}: messages under keys that only
+        those patterns matched no longer reach it. A binding or a queue
+        that does not exist is no error.
+
+        Bindings otherwise only grow: a subscription to a named queue binds
+        its patterns, and cancelling it leaves them (a durable queue keeps
+        collecting messages for the next consumer). A caller whose set of
+        patterns shrinks subscribes again with the new set, cancels the old
+        subscription, then unbinds what it dropped.
+
+        @return: a L{Deferred} that fires once the bindings are gone (for
+            RabbitMQ: the broker confirmed), or fails if the bus is not
+            connected or the broker failed; the caller tries again later.
         """
 
 

@@ -187,6 +187,11 @@ class Options(usage.Options):
     ] + webhookOptions.PARAMETERS + usersOptions.PARAMETERS
 
     optParameters += [
+        ["agent-users", None, None,
+         "Analyzer: TOML file mapping broker users to the hosts they may publish measures "
+         "for (agent-web01 = \"web01\", agent-web = [\"web-*\"]); a measure whose verified "
+         "publisher (AMQP user_id) may not speak for its host is rejected as forbidden "
+         "(docs/security.md)."],
         ["max-chain", None, str(wire.DEFAULT_MAX_CHAIN),
          "Rules: the deepest chain of rule actions an event may come from; an event one "
          "deeper is refused and counted, so a loop of rules stops."],
@@ -393,6 +398,7 @@ class Options(usage.Options):
         self["analyzer-plugins"] = self["analyzers-left-out"] = None
         if "analyzer" in ROLES[self["role"]]:
             self._loadAnalyzers()
+        self["agent-users-map"] = self._agentUsers()
         self._checkRules()
 
     def _loadAnalyzers(self):
@@ -424,7 +430,6 @@ class Options(usage.Options):
         self["analyzer-plugins"] = analyzers
         self["analyzers-left-out"] = [name for name in discovery.names() if name not in running]
 
-
     def _checkListeners(self):
         """
         Sets C{listeners} (the web role's L{resmon.webserver.endpoints.Listener}s)
@@ -447,6 +452,23 @@ class Options(usage.Options):
                 self["listen"], port, self["interface"], authenticated, self["insecure-no-auth"])
         except ListenError as e:
             raise usage.UsageError(f"{e.option}: {e}")
+
+    def _agentUsers(self):
+        """
+        The L{resmon.auth.agents.AgentUsers} of C{--agent-users}, read now
+        so that a bad file stops twistd with one line, or L{None}.
+        """
+        path = self["agent-users"]
+        if path is None or "analyzer" not in ROLES[self["role"]]:
+            return None
+        if self["broker"] is None:
+            raise usage.UsageError(
+                "--agent-users: needs a --broker (the in-process bus has no broker users)")
+        from resmon.auth.agents import AgentUsersError, loadAgentUsers
+        try:
+            return loadAgentUsers(path)
+        except AgentUsersError as e:
+            raise usage.UsageError(f"--agent-users: {e}")
 
     def _checkRules(self):
         """
@@ -612,7 +634,7 @@ def _makeAnalyzer(options, bus, reactor):
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
         deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"],
-        leftOut=options["analyzers-left-out"])
+        leftOut=options["analyzers-left-out"], agentUsers=options.get("agent-users-map"))
 
 
 def _makeLiveness(options, bus, reactor):
@@ -621,7 +643,7 @@ def _makeLiveness(options, bus, reactor):
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
         queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"],
-        forgetAfter=options["forget-after"])
+        forgetAfter=options["forget-after"], agentUsers=options.get("agent-users-map"))
 
 
 def _makeWeb(options, bus, reactor):

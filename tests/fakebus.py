@@ -55,6 +55,7 @@ class FakeBus:
         self.counters, self.rejected = busCounters(connections=1)
         self.made = []
         self.last = None
+        self.unbound = []
         verifyObject(IBus, self)
 
     @property
@@ -68,11 +69,17 @@ class FakeBus:
         self.counters["published"] += 1
         return defer.succeed(None)
 
+    def unbind(self, queue, patterns):
+        self.unbound.append((queue, sorted(patterns)))
+        return defer.succeed(None)
+
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         subscription = FakeSubscription(self, patterns, handler, {
             "queue": queue, "durable": durable, "prefetch": prefetch, "partitions": partitions,
-            "deadLetter": deadLetter, "singleActive": singleActive, "rejected": rejected})
+            "deadLetter": deadLetter, "singleActive": singleActive, "rejected": rejected,
+            "publisher": publisher})
         verifyObject(ISubscription, subscription)
         self.made.append(subscription)
         self.last = subscription

@@ -120,6 +120,31 @@ def test_named_queue_is_shared_by_competing_consumers(bus):
 
 
 @pytest_twisted.inlineCallbacks
+def test_unbinding_a_named_queue_stops_what_only_those_patterns_routed(bus):
+    # The documented way: subscribe again with fewer patterns, cancel the
+    # old subscription, unbind what was dropped.
+    queue = uniqueName("resmon.test.unbind")
+    received, done, handler = _collector(3)
+    old = bus.subscribe(["a.#", "b.#", "c.#"], handler, queue=queue)
+    yield _settled(bus)
+    new = bus.subscribe(["a.#"], handler, queue=queue)
+    yield _settled(bus)
+    yield old.cancel()
+    yield bus.unbind(queue, ["b.#", "c.#", "never.bound.#"])
+    for key in ("b.x", "a.x", "c.x", "b.y", "a.y", "a.end"):
+        yield bus.publish(key, key.encode())
+    # One queue keeps order: once a.end is in, b.* and c.* would be too.
+    yield withTimeout(done, 10, "three messages")
+    assert received == ["a.x", "a.y", "a.end"]
+    yield new.cancel()
+    # A queue that does not exist has nothing to unbind.
+    yield bus.unbind(uniqueName("resmon.test.missing"), ["a.#"])
+    if isinstance(bus, AMQPBus):
+        yield _deleteQueue(queue)
+        assert bus.counters["connections"] == 1
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_failing_handler_does_not_block_the_queue(bus):
     received = []
     done = defer.Deferred()

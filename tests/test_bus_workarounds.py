@@ -493,3 +493,28 @@ def test_the_spec_resmon_carries_has_publisher_confirms_and_consumer_cancel():
     assert (SPEC.major, SPEC.minor) == (0, 9)
     assert "select" in [m.name for m in SPEC.classes.byname["confirm"].methods]
     assert {"nack", "cancel"} <= {m.name for m in SPEC.classes.byname["basic"].methods}
+
+
+# 14. A channel the broker closed, opened again under its number.
+
+def test_txamqp_hands_back_a_channel_the_broker_closed_still_needed():
+    client, transport = plainClient()
+    brokerClosesChannel(client)
+    again = []
+    client.channel(1).addCallback(again.append)
+    assert again[0] is client.channels[1] and again[0].closed
+
+
+def test_a_channel_the_broker_closed_is_opened_again_as_a_new_one():
+    client, transport = resmonClient()
+    handled = []
+    client.channel(1).addCallback(lambda channel: setattr(
+        channel, workarounds.CLOSE_HANDLER, lambda reason: handled.append(reason) or True))
+    closed = client.channels[1]
+    brokerClosesChannel(client)
+    # Its close handler recovered: the connection stays.
+    assert closed.closed and len(handled) == 1 and not transport.disconnecting
+    assert handled[0].value.reply_code == 404
+    again = []
+    workarounds.reopenChannel(client, 1).addCallback(again.append)
+    assert again[0] is not closed and not again[0].closed and client.channels[1] is again[0]

@@ -6,11 +6,14 @@ PostgreSQL.
 """
 
 import json
+import os
+import shutil
 import uuid
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.utils import getProcessOutputAndValue
 
 from support import freePort
 from webhooksupport import (
@@ -346,3 +349,68 @@ def test_two_web_processes_on_postgresql_see_each_others_changes(postgresqlDatab
                                 request["body"], request["headers"]["x-resmon-signature-256"])
     attempts = yield one.recorded(hook["id"], 1)
     assert [a["outcome"] for a in attempts] == ["delivered"]
+
+
+def _queueBindings(exchange, queue):
+    """
+    The routing keys binding C{queue} to C{exchange}, as the broker lists them.
+    """
+    d = getProcessOutputAndValue(shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl", [
+        "list_bindings", "-q", "-p", "/", "source_name", "destination_name", "routing_key"],
+        env=dict(os.environ))
+
+    def parse(result):
+        out, err, code = result
+        assert code == 0, err
+        rows = [line.split("\t") for line in out.decode().splitlines()]
+        return {row[2] for row in rows if len(row) == 3 and row[:2] == [exchange, queue]}
+    return d.addCallback(parse)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_queue_is_unbound_from_the_keys_whose_hooks_are_deleted(broker, amqp, receiver,
+                                                                     twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path, "--stats-interval=1")
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    yield roles.register("kept.event", receiver.url + "/kept")
+    gone = yield roles.register("gone.event", receiver.url + "/gone")
+    yield roles.bound("bound to 2 keys")
+    assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event", "gone.event"}
+    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{gone['id']}")
+    assert code == 200
+    yield roles.bound("unbound from 1 keys no longer registered: gone.event")
+    assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event"}
+    # The broker no longer routes the dropped key to the queue: the webhooks
+    # process never sees it (no event without a hook), and the kept one flows.
+    yield roles.publish("gone.event", {"v": 1, "kind": "event", "n": 1})
+    yield roles.publish("kept.event", {"v": 1, "kind": "event", "n": 2})
+    yield receiver.waitFor(_delivered("/kept", 1), "the delivery of the kept key")
+    stats = len(roles.webhooks.output)
+    yield until(lambda: defer.succeed(b"events no hook matched" in roles.webhooks.output[stats:]),
+                "a stats line after the delivery")
+    assert b" 0 events no hook matched" in roles.webhooks.output[stats:]
+    assert receiver.on("/gone") == []
+    # Registered again: bound again.
+    yield roles.register("gone.event", receiver.url + "/gone")
+    yield roles.bound("bound to 2 keys", times=2)
+    assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event", "gone.event"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_webhooks_process_started_after_hooks_were_deleted_unbinds_their_keys(
+        broker, amqp, receiver, twistd, tmp_path):
+    roles = Roles(twistd, broker, amqp, tmp_path)
+    yield roles.startWeb()
+    first = yield roles.startWebhooks()
+    yield roles.register("kept.event", receiver.url + "/kept")
+    gone = yield roles.register("gone.event", receiver.url + "/gone")
+    yield roles.bound("bound to 2 keys")
+    assert (yield first.stop())
+    # Deleted while no webhooks process runs: the next one learns of the
+    # stale binding from the bindings recorded in the registry's database.
+    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{gone['id']}")
+    assert code == 200
+    yield roles.startWebhooks(label="webhooks-again")
+    yield roles.bound("unbound from 1 keys no longer registered: gone.event")
+    assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event"}

@@ -256,6 +256,9 @@ def test_twistdFromTheFreshVenv(built):
     assert version.strip() == f"resmon {built.version}"
     where = run([built.bin / "python", "-c", "import resmon; print(resmon.__file__)"], "import resmon", cwd)
     assert where.strip().startswith(str(built.venv)), f"resmon imported from {where.strip()}, not the venv"
+    commands = run([built.bin / "resmon-provision-agent", "web01"], "resmon-provision-agent", cwd)
+    assert "rabbitmqctl set_topic_permissions -p / agent-web01 resmon '^web01\\.measure$' '^$'" in (
+        commands), _tail(commands)
 
     port = freePort()
     os.makedirs(LOG_DIR, exist_ok=True)

@@ -73,7 +73,8 @@ def test_the_defaults_and_the_settings_given():
     assert (bus.outboxLimit, bus.topologyInterval, bus.drainTimeout) == (10000, 10.0, 2.0)
     assert bus.connected is False and bus.connection.client is None and bus.outbox.channel is None
     assert bus.counters == {"published": 0, "confirmed": 0, "nacked": 0, "dropped": 0,
-                            "connections": 0, "delivered": 0, "rejected": 0, "consumer-cancels": 0}
+                            "connections": 0, "delivered": 0, "rejected": 0, "consumer-cancels": 0,
+                            "refused": 0}
     assert list(bus.outbox.unsent) == [] and dict(bus.outbox.unconfirmed) == {} and bus.subscriptions == ()
     assert next(bus.consumers.channelIds) == amqp.PUBLISH_CHANNEL + 1 == 2
     tls = object()
@@ -89,7 +90,9 @@ def test_a_message_is_published_persistent_json_to_the_exchange_under_its_key():
     bus.publish("g.analysis", b"[]")
     assert [(e, k, b) for e, k, b, _ in channel.published] == [
         ("ex", "h.analysis", b"{}"), ("ex", "g.analysis", b"[]")]
-    assert channel.published[0][3] == {"delivery-mode": 2, "content-type": "application/json"}
+    # user_id: the broker user of the URL, which RabbitMQ verifies.
+    assert channel.published[0][3] == {"delivery-mode": 2, "content-type": "application/json",
+                                       "user-id": "user"}
     assert bus.counters["published"] == 2
     assert [o.routingKey for o in bus.outbox.unconfirmed.values()] == ["h.analysis", "g.analysis"]
 

@@ -65,7 +65,7 @@ def test_subscribes_to_every_measure_with_its_queue_options():
     patterns, handler, kwargs = bus.subscribed
     assert patterns == ["#.measure"] and handler == analyzer.measureReceived
     assert kwargs == {"queue": "q", "durable": True, "prefetch": 7, "partitions": (4, [0, 1]),
-                      "deadLetter": "dl", "rejected": analyzer.rejected}
+                      "deadLetter": "dl", "rejected": analyzer.rejected, "publisher": False}
     analyzer.stopService()
 
 

@@ -65,7 +65,8 @@ def test_the_story_of_a_host_in_the_log_and_on_the_bus():
     service, bus, clock, lines = liveness(offlineAfter=4, grace=1, forgetAfter=10)
     service.startService()
     assert bus.ticks == [{"v": 1, "kind": "liveness-tick", "queue": "q", "ts": 0}]  # at once
-    assert bus.subscriptions[0][2] == {"queue": "q", "prefetch": 500, "singleActive": True}
+    assert bus.subscriptions[0][2] == {"queue": "q", "prefetch": 500, "singleActive": True,
+                                          "publisher": False}
     clock.advance(0.5)
     service.measureReceived("a_b.measure", measure("a.b", 7))
     advanceTo(clock, 10.5)

@@ -91,7 +91,8 @@ class ReconnectingBus(FakeBus):
             d.callback(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         subscription = SlowSubscription(self, patterns, handler, {})
         self.made.append(subscription)
         return subscription

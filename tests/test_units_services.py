@@ -55,7 +55,8 @@ def test_tracker_publishes_one_measure_per_interval_with_increasing_seq():
     assert measures[0].host == "web-01.example"
     bus.published[0][2].callback(None)
     bus.published[1][2].errback(Exception("dropped"))
-    assert tracker.counters == {"sampled": 3, "confirmed": 1, "dropped": 1, "failed": 0}
+    assert tracker.counters == {"sampled": 3, "confirmed": 1, "dropped": 1, "failed": 0,
+                                "refused": 0}
     tracker.stopService()
     assert clock.getDelayedCalls() == []
 

@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import Logger, formatEvent
 
 from resmon import wire
 from resmon.webhooks import signing, store as storage, validation
@@ -315,7 +316,8 @@ def test_registry_generates_a_secret_and_enforces_limits(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_path):
+def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered_and_unbinds(
+        tmp_path):
     from fakebus import FakeBus
     from resmon.services.webhooks import WebhooksService
 
@@ -342,9 +344,18 @@ def test_service_binds_its_durable_queue_to_the_keys_as_they_are_registered(tmp_
         yield store.remove(hookId="h2")
         clock.advance(0.5)
         yield _until(lambda: defer.succeed(set(dispatcher.hooks) == {"h1"}), "the removal")
-        assert bus.last.patterns == ["*.alert", "deploy.#"] and len(bus.made) == 1
+        # Bindings follow the registry both ways: subscribed again without
+        # the key, which is unbound once the old subscription is cancelled.
+        yield _until(lambda: defer.succeed(bus.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the unbinding")
+        assert bus.last.patterns == ["*.alert"] and len(bus.made) == 1
+        assert webhooks.unbindPending == frozenset()
         yield bus.last.handler("web-01.alert", b'{"v":1}')
         assert (yield store.pendingCount("h1")) == 1
+        yield store.remove(hookId="h1")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.unbound) == 2), "the last unbinding")
+        assert bus.unbound[-1] == ("q.hooks", ["*.alert"]) and bus.made == []
     finally:
         yield webhooks.stopService()
         store.close()
@@ -451,3 +462,101 @@ def test_poster_reads_at_most_64_kib_of_an_answer_and_refuses_private_targets():
     finally:
         yield poster.close()
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unbinding_that_fails_is_tried_again_at_the_next_poll(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    class FlakyBus(FakeBus):
+        failures = 1
+
+        def unbind(self, queue, patterns):
+            if self.failures:
+                self.failures -= 1
+                return defer.fail(RuntimeError("the bus is not connected"))
+            return FakeBus.unbind(self, queue, patterns)
+
+    store = _store(tmp_path)
+    clock = Clock()
+    bus = FlakyBus()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+    webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+    events = []
+    webhooks.log = Logger(observer=events.append)
+    webhooks.startService()
+    try:
+        yield _until(lambda: defer.succeed(dispatcher.delivering), "the lease")
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(len(bus.last.patterns) == 2 if bus.last else False),
+                     "both keys bound")
+        yield store.remove(hookId="h2")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(webhooks.unbindPending == {"deploy.#"}
+                                           and webhooks._unbinding is None), "a failed attempt")
+        assert bus.unbound == [] and bus.last.patterns == ["*.alert"]
+        assert any("unbinding deploy.# from q.hooks failed (the bus is not connected)"
+                   in formatEvent(e) for e in events)
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(bus.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the next attempt")
+        assert webhooks.unbindPending == frozenset()
+    finally:
+        yield webhooks.stopService()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_process_started_after_hooks_were_deleted_unbinds_their_keys(tmp_path):
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+
+    store = _store(tmp_path)
+    clock = Clock()
+
+    def started(bus):
+        dispatcher = WebhookDispatcher(store, FakePoster([]), clock, bus.publish, retryFor=3600,
+                                       disableAfter=3600, maxBacklog=100)
+        webhooks = WebhooksService(bus, store, dispatcher, clock, "q.hooks", pollInterval=0.5)
+        webhooks.startService()
+        return webhooks, dispatcher
+
+    try:
+        yield store.add(_hook("h1", key="*.alert"), 10, 10)
+        yield store.add(_hook("h2", key="deploy.#"), 10, 10)
+        first = FakeBus()
+        webhooks, _ = started(first)
+        yield _until(lambda: defer.succeed(bool(first.made)), "the first subscription")
+        assert (yield store.boundKeys("q.hooks")) == {"*.alert", "deploy.#"}
+        yield webhooks.stopService()
+        # Deleted while no webhooks process runs.
+        yield store.remove(hookId="h2")
+        second = FakeBus()
+        webhooks, dispatcher = started(second)
+        yield _until(lambda: defer.succeed(bool(second.made)), "the second subscription")
+        clock.advance(0.5)
+        yield _until(lambda: defer.succeed(second.unbound == [("q.hooks", ["deploy.#"])]),
+                     "the stale key unbound")
+        assert second.last.patterns == ["*.alert"]
+        yield _until(lambda: store.boundKeys("q.hooks").addCallback(lambda k: k == {"*.alert"}),
+                     "the record of the stale key forgotten")
+        yield webhooks.stopService()
+    finally:
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_records_the_queues_bindings(anyStore):
+    store = anyStore
+    assert (yield store.boundKeys("q")) == frozenset()
+    yield store.recordBound("q", {"a.#", "b.c"})
+    yield store.recordBound("q", {"a.#"})  # again: no error, no duplicate
+    yield store.recordBound("other", {"x.y"})
+    assert (yield store.boundKeys("q")) == {"a.#", "b.c"}
+    yield store.forgetBound("q", {"a.#", "never"})
+    assert (yield store.boundKeys("q")) == {"b.c"}
+    assert (yield store.boundKeys("other")) == {"x.y"}

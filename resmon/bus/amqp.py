@@ -13,6 +13,9 @@ composes the bus's parts.
  - L{resmon.bus.consumer}: subscriptions and the pumps that hand deliveries
    to handlers; a queue deleted under a running process is declared and
    consumed again on the same connection.
+ - L{resmon.bus.refusals}: a publish the broker refuses (the user's
+   permissions, its user_id) is dropped, counted and said in one line; the
+   bus opens a new publish channel on the same connection and carries on.
  - L{resmon.bus.workarounds}: what txAMQP 0.8.2 and Twisted get wrong.
 """
 
@@ -27,16 +30,18 @@ from resmon.bus.connection import (
     ResmonAMQClient)
 from resmon.bus.consumer import PROPERTIES, PUBLISH_CHANNEL, ROUTING_KEY, Consumers
 from resmon.bus.counters import busCounters
-from resmon.bus.outbox import Dropped, Outbox
+from resmon.bus.exchange import PROBING
+from resmon.bus.outbox import Dropped, Outbox, Refused
 from resmon.bus.properties import PropertyLimits
+from resmon.bus.refusals import RefusalLog, publishRefusal
 from resmon.bus.topology import DEAD_LETTER_LIMIT, Topology, partitionQueue
-from resmon.bus.workarounds import CLIENT_PROPERTIES, SPEC_PATH
+from resmon.bus.workarounds import CLIENT_PROPERTIES, CLOSE_HANDLER, SPEC_PATH, reopenChannel
 from resmon.defaults import DEFAULT_HEARTBEAT, DEFAULT_OUTBOX_LIMIT
 from resmon.deferreds import observe
 from resmon.interfaces import IBus
 
 __all__ = [
-    "AMQPBus", "Dropped", "SPEC_PATH", "partitionQueue", "ResmonAMQClient", "Delegate",
+    "AMQPBus", "Dropped", "Refused", "SPEC_PATH", "partitionQueue", "ResmonAMQClient", "Delegate",
     "ClientFactory", "CLIENT_PROPERTIES", "PROPERTIES", "ROUTING_KEY", "PUBLISH_CHANNEL",
     "DEAD_LETTER_LIMIT", "DEFAULT_MAX_RETRY_DELAY", "RETRY_JITTER",
 ]
@@ -78,6 +83,12 @@ class AMQPBus(service.Service):
         counted under L{PROPERTIES}, in C{counters["rejected"]}, L{rejected}
         and the subscription's own C{rejected} counter.
 
+    Every message published carries the AMQP C{user_id} property: the user
+    of C{broker}, which RabbitMQ checks against the connection's user, so a
+    consumer may trust it (C{--agent-users}, see C{docs/security.md}). A
+    publish the broker refuses for the user's permissions fails with
+    L{Refused} and is counted in C{counters["refused"]}.
+
     @ivar outbox: the L{Outbox}.
     @ivar topology: the L{Topology}.
     @ivar consumers: the L{Consumers}.
@@ -107,7 +118,12 @@ class AMQPBus(service.Service):
         self.spec = loadSpec(spec)
         self.connected = False
         self.counters, self.rejected = busCounters()
-        self.outbox = Outbox(exchange, outboxLimit, self.counters, reactor)
+        self.outbox = Outbox(exchange, outboxLimit, self.counters, reactor,
+                             userId=broker.username)
+        self.refusals = RefusalLog(reactor, self.log)
+        # (connection, channel number, channel) used by unbind().
+        self._unbinding = None
+        self._unbindLock = defer.DeferredLock()
         self.exchangeDurable = exchangeDurable
         self.topology = Topology(exchange, reactor, topologyInterval, durable=exchangeDurable)
         self.consumers = Consumers(self.topology, self.counters, self.rejected, reactor,
@@ -179,11 +195,44 @@ class AMQPBus(service.Service):
         return self.outbox.publish(routingKey, body)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         return self.consumers.subscribe(
             patterns, handler, queue=queue, durable=durable, prefetch=prefetch,
             partitions=partitions, deadLetter=deadLetter, singleActive=singleActive,
-            rejected=rejected)
+            rejected=rejected, publisher=publisher)
+
+    def unbind(self, queue, patterns):
+        """
+        See L{IBus.unbind}: C{queue.unbind} on a channel of its own, which
+        the broker may close without costing the connection; one call at a
+        time.
+        """
+        return self._unbindLock.run(self._unbind, queue, list(patterns))
+
+    @defer.inlineCallbacks
+    def _unbind(self, queue, patterns):
+        client = self.connection.client
+        if client is None or not self.running:
+            raise Dropped("the bus is not connected")
+        channel = yield self._unbindChannel(client)
+        yield self.topology.unbind(channel, queue, patterns)
+
+    @defer.inlineCallbacks
+    def _unbindChannel(self, client):
+        """
+        The channel of this connection for unbinding: one per connection,
+        opened again under the same number after the broker closed it.
+        """
+        if self._unbinding is None or self._unbinding[0] is not client:
+            self._unbinding = (client, next(self.consumers.channelIds), None)
+        _, channelId, channel = self._unbinding
+        if channel is None or channel.closed:
+            channel = yield reopenChannel(client, channelId)
+            setattr(channel, PROBING, True)
+            yield channel.channel_open()
+            self._unbinding = (client, channelId, channel)
+        return channel
 
     # Connection life cycle
 
@@ -191,6 +240,7 @@ class AMQPBus(service.Service):
     def _declare(self, client):
         channel = yield client.channel(PUBLISH_CHANNEL)
         yield channel.channel_open()
+        self._handleRefusals(client, channel)
         self.consumers.newConnection()
         yield self.topology.joinExchange(client, self.consumers.channelIds)
         yield channel.confirm_select()
@@ -210,6 +260,53 @@ class AMQPBus(service.Service):
         self.consumers.client = client
         self.topology.startChecking(publishChannel, self.consumers.subscriptions)
         self.outbox.useChannel(publishChannel)
+
+    def _handleRefusals(self, client, channel):
+        setattr(channel, CLOSE_HANDLER,
+                lambda reason: self.publishChannelClosed(client, channel, reason))
+
+    def publishChannelClosed(self, client, channel, reason):
+        """
+        The broker closed the publish channel C{channel} of C{client}
+        (C{reason}: a L{Failure} of its channel.close). If it refused a
+        publish (L{resmon.bus.refusals}), drop and count what it refused,
+        say it, and publish the rest on a new publish channel: no reconnect
+        would change a permission.
+
+        @return: whether it was a refused publish; if not, the caller
+            reconnects.
+        """
+        if channel is not self.outbox.channel or self.connection.client is not client:
+            return False
+        reply = reason.value
+        refusal = publishRefusal(getattr(reply, "reply_code", None),
+                                 getattr(reply, "reply_text", ""))
+        if refusal is None:
+            return False
+        count = self.outbox.refused(refusal.routingKey, refusal.text)
+        self.refusals.refused(refusal, count, self.broker.username, self.exchange,
+                              self.broker.vhost)
+        self.topology.stopChecking()
+        self.outbox.channelLost()
+        self._reopenPublishChannel(client, channel.id).addErrback(
+            self._reopenFailed, client)
+        return True
+
+    @defer.inlineCallbacks
+    def _reopenPublishChannel(self, client, channelId):
+        channel = yield reopenChannel(client, channelId)
+        yield channel.channel_open()
+        self._handleRefusals(client, channel)
+        yield channel.confirm_select()
+        if self.connection.client is client:
+            self.topology.startChecking(channel, self.consumers.subscriptions)
+            self.outbox.useChannel(channel)
+
+    def _reopenFailed(self, failure, client):
+        self.log.warn("opening a new publish channel failed ({error}); reconnecting",
+                      error=failure.getErrorMessage())
+        if client.transport is not None:
+            client.transport.loseConnection()
 
     def _lost(self, client):
         """

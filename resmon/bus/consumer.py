@@ -44,8 +44,9 @@ class AMQPSubscription:
     """
 
     def __init__(self, consumers, patterns, handler, queue, durable, prefetch, partitions,
-                 deadLetter=None, singleActive=False, rejected=None):
+                 deadLetter=None, singleActive=False, rejected=None, publisher=False):
         self._consumers = consumers
+        self.publisher = publisher
         self.patterns = tuple(patterns)
         self.handler = handler
         self.queue = queue
@@ -152,14 +153,15 @@ class Consumers:
         self._refusalWarnings = {}
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         """
         See L{resmon.interfaces.IBus.subscribe}: consume at once if
         connected, else once connected.
         """
         subscription = AMQPSubscription(
             self, patterns, handler, queue, durable, prefetch, partitions, deadLetter,
-            singleActive, rejected)
+            singleActive, rejected, publisher)
         self.subscriptions.append(subscription)
         if self.client is not None:
             self.consume(self.client, subscription).addErrback(
@@ -271,8 +273,10 @@ class Consumers:
                 self._refuse(subscription, channel, message, ROUTING_KEY, "not UTF-8")
                 continue
             subscription.inFlight += 1
+            # The user_id RabbitMQ verified, for a subscriber that asked for it.
+            extra = (message.content.properties.get("user-id"),) if subscription.publisher else ()
             deliver(subscription.handler, message.routing_key, bodyBytes(message.content.body),
-                    Acknowledger(channel, message.delivery_tag)
+                    Acknowledger(channel, message.delivery_tag), *extra
                     ).addBoth(lambda _: subscription.settled())
 
     def _refuse(self, subscription, channel, message, reason, why):

@@ -6,7 +6,7 @@ L{IBus.counters<resmon.interfaces.IBus>}), made in one place for every bus.
 from collections import Counter
 
 COUNTER_NAMES = ("published", "confirmed", "nacked", "dropped", "connections", "delivered",
-                 "rejected", "consumer-cancels")
+                 "rejected", "consumer-cancels", "refused")
 
 
 def busCounters(connections=0):

@@ -25,9 +25,10 @@ class Discard(Exception):
     """
 
 
-def deliver(handler, routingKey, body, acknowledger):
+def deliver(handler, routingKey, body, acknowledger, *extra):
     """
-    Call C{handler(routingKey, body)}, and once its result (possibly a
+    Call C{handler(routingKey, body, *extra)} (C{extra}: the publisher, for
+    a subscription that asked for it), and once its result (possibly a
     L{Deferred}) is final, call C{acknowledger()}, or C{acknowledger.retry()}
     if the handler failed with L{Retry}, or C{acknowledger.discard()} if it
     failed with L{Discard}.
@@ -36,7 +37,7 @@ def deliver(handler, routingKey, body, acknowledger):
     same: a message that makes a handler fail would fail again on redelivery
     and stall the queue.
     """
-    d = defer.maybeDeferred(handler, routingKey, body)
+    d = defer.maybeDeferred(handler, routingKey, body, *extra)
 
     def done(result):
         acknowledger()

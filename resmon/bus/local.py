@@ -62,8 +62,9 @@ class _Queue:
 
 @implementer(ISubscription)
 class _LocalSubscription:
-    def __init__(self, bus, queue, patterns, handler, prefetch):
+    def __init__(self, bus, queue, patterns, handler, prefetch, publisher=False):
         self._bus = bus
+        self._extra = (None,) if publisher else ()
         self.queue = queue
         self.patterns = tuple(patterns)
         self.handler = handler
@@ -80,7 +81,8 @@ class _LocalSubscription:
     def receive(self, routingKey, body):
         self.inFlight += 1
         self._bus.counters["delivered"] += 1
-        deliver(self.handler, routingKey, body, _LocalAcknowledger(self, routingKey, body))
+        deliver(self.handler, routingKey, body, _LocalAcknowledger(self, routingKey, body),
+                *self._extra)
 
     def settled(self):
         self.inFlight -= 1
@@ -133,6 +135,8 @@ class LocalBus(service.Service):
         discarded message is dropped.
       - C{rejected}: messages carry no AMQP properties and their routing
         keys are L{str}, so the bus never rejects one before the handler.
+      - C{publisher}: accepted, but there are no broker users: the handler
+        gets L{None} as the publisher.
 
     @param clock: an L{IReactorTime} used to deliver messages asynchronously.
     """
@@ -177,7 +181,8 @@ class LocalBus(service.Service):
         return defer.succeed(None)
 
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
-                  partitions=None, deadLetter=None, singleActive=False, rejected=None):
+                  partitions=None, deadLetter=None, singleActive=False, rejected=None,
+                  publisher=False):
         # durable, partitions, deadLetter, singleActive and rejected mean
         # nothing in one process: see the class docstring.
         if queue is None:
@@ -186,11 +191,21 @@ class LocalBus(service.Service):
             self._queues[queue] = _Queue(queue, self._clock)
         target = self._queues[queue]
         target.bindings.update(patterns)
-        subscription = _LocalSubscription(self, target, patterns, handler, max(1, prefetch))
+        subscription = _LocalSubscription(self, target, patterns, handler, max(1, prefetch),
+                                          publisher)
         target.consumers.append(subscription)
         self._subscriptions.append(subscription)
         target.schedule()
         return subscription
+
+    def unbind(self, queue, patterns):
+        """
+        See L{IBus.unbind}.
+        """
+        target = self._queues.get(queue)
+        if target is not None:
+            target.bindings.difference_update(patterns)
+        return defer.succeed(None)
 
     def _cancel(self, subscription):
         if subscription in self._subscriptions:

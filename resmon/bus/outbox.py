@@ -26,6 +26,15 @@ class Dropped(Exception):
     """
 
 
+class Refused(Dropped):
+    """
+    The broker refused to take a message: it closed the publish channel
+    with C{ACCESS_REFUSED} (the user may not publish under that routing
+    key) or C{PRECONDITION_FAILED} (a C{user_id} that is not the user's).
+    See L{resmon.bus.refusals}.
+    """
+
+
 class _Outgoing:
     __slots__ = ("routingKey", "body", "deferred")
 
@@ -45,6 +54,9 @@ class Outbox:
     @param counters: the bus's counters, where C{published}, C{confirmed},
         C{nacked} and C{dropped} are counted.
     @param clock: an L{IReactorTime}, for rate-limiting warnings.
+    @param userId: the AMQP C{user_id} property every message carries (the
+        broker user the bus logs in as, which RabbitMQ verifies), or
+        L{None} for none.
 
     @ivar unsent: the L{_Outgoing} messages not published yet, oldest first.
     @ivar unconfirmed: the published ones by delivery tag, oldest first.
@@ -52,8 +64,11 @@ class Outbox:
 
     log = Logger()
 
-    def __init__(self, exchange, limit, counters, clock):
+    def __init__(self, exchange, limit, counters, clock, userId=None):
         self.exchange = exchange
+        self.properties = {"delivery-mode": 2, "content-type": "application/json"}
+        if userId is not None:
+            self.properties["user-id"] = userId
         self.limit = limit
         self.counters = counters
         self.unsent = deque()
@@ -119,8 +134,7 @@ class Outbox:
             outgoing = self.unsent.popleft()
             tag = next(self._deliveryTags)
             self.unconfirmed[tag] = outgoing
-            content = Content(outgoing.body, properties={
-                "delivery-mode": 2, "content-type": "application/json"})
+            content = Content(outgoing.body, properties=self.properties)
             self.counters["published"] += 1
             channel.basic_publish(
                 exchange=self.exchange, routing_key=outgoing.routingKey, content=content,
@@ -145,6 +159,22 @@ class Outbox:
                 self.log.warn("broker refused a message under {routingKey}",
                               routingKey=outgoing.routingKey)
                 outgoing.deferred.errback(Dropped("the broker refused the message (basic.nack)"))
+
+    def refused(self, routingKey, why):
+        """
+        The broker refused a message under C{routingKey} (every unconfirmed
+        message when L{None}) and closed the channel: fail each unconfirmed
+        message under it with L{Refused} (the broker refuses the key, not
+        one message) and count it in C{refused}. Call L{channelLost} next.
+
+        @return: how many were refused.
+        """
+        tags = [tag for tag, outgoing in self.unconfirmed.items()
+                if routingKey is None or outgoing.routingKey == routingKey]
+        for tag in tags:
+            self.counters["refused"] += 1
+            self.unconfirmed.pop(tag).deferred.errback(Refused(why))
+        return len(tags)
 
     def pending(self):
         """

@@ -11,9 +11,10 @@ Every few seconds, the exchange is checked and the bindings renewed
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from txamqp.client import ChannelClosed
 
 from resmon.bus.connection import describe
-from resmon.bus.exchange import joinExchange
+from resmon.bus.exchange import NOT_FOUND, joinExchange, replyOf
 from resmon.periodic import Periodic
 
 DEAD_LETTER_LIMIT = 10000
@@ -125,6 +126,22 @@ class Topology:
                 queue=partitionQueue(subscription.queue, index), exchange=hashExchange,
                 routing_key="1")
         return [partitionQueue(subscription.queue, index) for index in sorted(owned)]
+
+    @defer.inlineCallbacks
+    def unbind(self, channel, queue, patterns):
+        """
+        Remove the bindings of C{queue} to C{patterns} on the exchange, on
+        C{channel} (one the broker may close: a missing queue is a 404,
+        which means there is nothing to unbind).
+        """
+        for pattern in patterns:
+            try:
+                yield channel.queue_unbind(queue=queue, exchange=self.exchange,
+                                           routing_key=pattern)
+            except ChannelClosed as e:
+                if replyOf(e)[0] != NOT_FOUND:
+                    raise
+                return
 
     @defer.inlineCallbacks
     def refresh(self, channel, subscriptions):

@@ -34,7 +34,9 @@ Protocol (L{WorkaroundClient}, L{WorkaroundDelegate} and helpers):
  6. A channel the broker closes (C{channel.close}: a 404 on a deleted
     exchange, a precondition failure) is silently dead in txAMQP: its
     consumers wait for ever. The connection is dropped instead, so the
-    reconnect declares and consumes everything again.
+    reconnect declares and consumes everything again, unless the channel
+    has a L{CLOSE_HANDLER} that recovers on the same connection (the
+    publish channel after a refused publish, L{resmon.bus.refusals}).
  7. txAMQP sends no client properties in C{connection.start-ok}, so
     RabbitMQ assumes a client without C{consumer_cancel_notify} and never
     says when a queue resmon consumes from is deleted. L{CLIENT_PROPERTIES}
@@ -59,6 +61,9 @@ Protocol (L{WorkaroundClient}, L{WorkaroundDelegate} and helpers):
  13. txAMQP 0.8.2 ships no AMQP 0-9-1 spec, and the plain one lacks
     publisher confirms: resmon carries RabbitMQ's extended spec,
     L{SPEC_PATH} (see C{SPEC-ORIGIN.md} beside it).
+ 14. txAMQP keeps a channel the broker closed in C{client.channels}, so
+    asking for its number again hands back the closed one:
+    L{reopenChannel}.
 """
 
 import os
@@ -73,6 +78,10 @@ from txamqp.protocol import AMQClient, GarbageException
 
 from resmon.bus.exchange import PROBING
 from resmon.bus.properties import FRAME_HEADER, PropertyLimits, decodeContentHeader
+
+# The attribute of a channel holding a callable that gets the broker's close
+# (a Failure) and returns true if it recovers without a reconnect (6).
+CLOSE_HANDLER = "resmonCloseHandler"
 
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "amqp0-9-1.stripped.extended.xml")
 
@@ -182,6 +191,9 @@ class WorkaroundClient(AMQClient):
     def channel_failed(self, channel, reason):
         if getattr(channel, PROBING, False):
             return  # a declaration the broker may refuse (resmon.bus.exchange)
+        handler = getattr(channel, CLOSE_HANDLER, None)
+        if handler is not None and handler(reason):
+            return
         self.log.warn("broker closed channel {channel}: {reason}; reconnecting",
                       channel=channel.id, reason=reason.getErrorMessage())
         if self.transport is not None:
@@ -234,6 +246,15 @@ def bodyBytes(body):
     A content's body as L{bytes} (10).
     """
     return body if isinstance(body, bytes) else body.encode("utf-8")
+
+
+def reopenChannel(client, channelId):
+    """
+    A new channel numbered C{channelId}, whose earlier channel the broker
+    closed (14): a L{Deferred} of it, not yet opened.
+    """
+    client.channels.pop(channelId, None)
+    return client.channel(channelId)
 
 
 def abandonConnection(client):

@@ -60,7 +60,8 @@ class ResmonCollector:
                                   "broker.", value=counters.pop("connections", 0))
         yield _counters("resmon_bus_messages", "Messages by what happened to them on the bus: "
                         "published, confirmed, nacked, dropped (full outbox), delivered, rejected "
-                        "(before any handler), consumer-cancels.", "event", counters)
+                        "(before any handler), consumer-cancels, refused (by the broker's permissions).",
+                        "event", counters)
         yield _gauge("resmon_bus_outbox_messages", "Published messages waiting for the "
                      "broker: unsent, or sent and not yet confirmed.", bus.waiting)
         yield _counters("resmon_bus_rejected", "Deliveries the bus rejected before any handler, "

@@ -8,6 +8,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.bus.outbox import Refused
 from resmon.periodic import Periodic
 
 
@@ -41,7 +42,7 @@ class TrackerService(service.Service):
         self.wallClock = wallClock
         self.statsInterval = statsInterval
         self.seq = 0
-        self.counters = {"sampled": 0, "confirmed": 0, "dropped": 0, "failed": 0}
+        self.counters = {"sampled": 0, "confirmed": 0, "dropped": 0, "failed": 0, "refused": 0}
         self._loop = Periodic(self.sampleAndPublish, interval, clock, self.log, "sampling stopped",
                               now=True)
         self._stats = Periodic(self.logStats, statsInterval, clock, self.log,
@@ -88,8 +89,12 @@ class TrackerService(service.Service):
 
     def _dropped(self, failure):
         self.counters["dropped"] += 1
+        if failure.check(Refused):
+            # The broker's permissions refused it (said once by the bus).
+            self.counters["refused"] += 1
 
     def logStats(self):
         self.log.info(
-            "{sampled} measures sampled, {confirmed} confirmed by the bus, {dropped} dropped",
+            "{sampled} measures sampled, {confirmed} confirmed by the bus, {dropped} dropped "
+            "({refused} refused by the broker's permissions)",
             **self.counters)

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.auth.agents import FORBIDDEN
 from resmon.bus.delivery import Discard, Retry
 from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
 from resmon.periodic import Periodic
@@ -49,6 +50,10 @@ class AnalyzerService(service.Service):
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock}.
     @param leftOut: names of analyzers discovered but not run (not selected
         with C{--analyzers}), for the start log.
+    @param agentUsers: L{None}, or a L{resmon.auth.agents.AgentUsers}: a
+        measure whose publisher (its C{user_id}, verified by RabbitMQ) may
+        not speak for its host, or that carries none, is rejected (reason
+        C{forbidden}) like any invalid one, and never analysed.
     """
 
     name = "analyzer"
@@ -57,8 +62,9 @@ class AnalyzerService(service.Service):
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
                  maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
                  processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
-                 leftOut=()):
+                 leftOut=(), agentUsers=None):
         self.bus = bus
+        self.agentUsers = agentUsers
         self.leftOut = list(leftOut or ())
         self.clock = clock
         self.maxClockSkew = maxClockSkew
@@ -91,11 +97,16 @@ class AnalyzerService(service.Service):
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE], self.measureReceived,
             queue=self.queue, durable=True, prefetch=self.prefetch, partitions=self.partitions,
-            deadLetter=self.deadLetter, rejected=self.rejected)
+            deadLetter=self.deadLetter, rejected=self.rejected,
+            publisher=self.agentUsers is not None)
         self.log.info("analyzing measures from queue {queue} with {analyzers}{notRun}",
                       queue=self.queue,
                       analyzers=", ".join(a.name for a in self.pipeline.analyzers) or "no analyzers",
                       notRun=f" (not selected: {', '.join(self.leftOut)})" if self.leftOut else "")
+        if self.agentUsers is not None:
+            self.log.info("accepting measures only from the {count} broker users of "
+                          "--agent-users {source}, each for its hosts",
+                          count=len(self.agentUsers), source=self.agentUsers.source)
         self._stats.start()
         self._forget.start()
 
@@ -110,21 +121,16 @@ class AnalyzerService(service.Service):
     def _limitedLog(self):
         return LimitedLog(self.clock, rate=1 / LOG_PERIOD, burst=LOGGED_REJECTIONS)
 
-    def measureReceived(self, routingKey, body):
+    def measureReceived(self, routingKey, body, publisher=None):
         try:
             measure = wire.decodeMeasure(
                 routingKey, body, self.maxBody, notAfter=self.clock.seconds() + self.maxClockSkew)
         except wire.Rejected as e:
-            self.rejected[e.reason] += 1
-            count = self.rejected[e.reason]
-            if e.reason not in self._rejectionLogs:
-                self._rejectionLogs[e.reason] = self._limitedLog()
-            self._rejectionLogs[e.reason].warn(
-                self.log, "rejected a message under {routingKey}: {reason} ({count} for this reason)",
-                routingKey=routingKey[:80], reason=str(e)[:200], count=count)
-            if self.deadLetter:
-                raise Discard(e.reason)
-            return None
+            return self._reject(routingKey, e.reason, str(e))
+        agentUsers = self.agentUsers
+        if agentUsers is not None and not agentUsers.maySpeakFor(publisher, measure.host):
+            return self._reject(routingKey, FORBIDDEN,
+                                f"{FORBIDDEN}: {agentUsers.whyNot(publisher, measure.host)}")
         if measure.droppedUnknown:
             self.unknownMetricsDropped += 1
             self._unknownMetricsLog.warn(
@@ -153,6 +159,22 @@ class AnalyzerService(service.Service):
             self._pending[key] = []
         d.addCallbacks(self._published, self._notPublished, callbackArgs=(key,), errbackArgs=(key,))
         return d
+
+    def _reject(self, routingKey, reason, why):
+        """
+        Count and log (within limits, per reason) a measure that is not
+        analysed; dead-letter it if there is a dead-letter queue.
+        """
+        self.rejected[reason] += 1
+        count = self.rejected[reason]
+        if reason not in self._rejectionLogs:
+            self._rejectionLogs[reason] = self._limitedLog()
+        self._rejectionLogs[reason].warn(
+            self.log, "rejected a message under {routingKey}: {reason} ({count} for this reason)",
+            routingKey=routingKey[:80], reason=why[:200], count=count)
+        if self.deadLetter:
+            raise Discard(reason)
+        return None
 
     def _published(self, _, key):
         self.counters["published"] += 1

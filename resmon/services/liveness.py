@@ -65,6 +65,9 @@ class HostLiveness(service.Service):
         judged.
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of C{clock};
         a measure further ahead is ignored, as the analyzer rejects it.
+    @param agentUsers: L{None}, or a L{resmon.auth.agents.AgentUsers}: a
+        measure whose publisher may not speak for its host is ignored, as
+        the analyzer rejects it.
     @param forgetAfter: seconds without a measure before a host is
         forgotten. A process standing by drops, without announcing them, the
         hosts it has heard nothing of for as long (the judge's C{forgotten}
@@ -77,8 +80,11 @@ class HostLiveness(service.Service):
     def __init__(self, bus, clock, staleAfter=None, offlineAfter=DEFAULT_OFFLINE_AFTER,
                  grace=DEFAULT_GRACE, queue=DEFAULT_QUEUE, checkInterval=CHECK_INTERVAL,
                  maxBody=wire.DEFAULT_MAX_BODY, forgetAfter=FORGET_AFTER,
-                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW):
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, agentUsers=None):
         self.bus = bus
+        # As the analyzer: a measure from a publisher that may not speak for
+        # its host keeps no host alive (the analyzer counts it).
+        self.agentUsers = agentUsers
         self.maxClockSkew = maxClockSkew
         self.clock = clock
         self.staleAfter = staleAfter
@@ -124,7 +130,8 @@ class HostLiveness(service.Service):
         service.Service.startService(self)
         self._subscription = self.bus.subscribe(
             ["#." + topics.MEASURE, self.tickKey], self.measureReceived, queue=self.queue,
-            prefetch=LIVENESS_PREFETCH, singleActive=True)
+            prefetch=LIVENESS_PREFETCH, singleActive=True,
+            publisher=self.agentUsers is not None)
         self.log.info(
             "host liveness from queue {queue} (judged by the analyzer that receives it): "
             "stale after {stale}, offline after {offline} s",
@@ -154,7 +161,7 @@ class HostLiveness(service.Service):
         body = wire.encodeTick(self.queue, self.clock.seconds())
         self.bus.publish(self.tickKey, body).addErrback(lambda failure: None)
 
-    def measureReceived(self, routingKey, body):
+    def measureReceived(self, routingKey, body, publisher=None):
         now = self.clock.seconds()
         self.judge.delivered(now)
         if routingKey == self.tickKey:
@@ -164,6 +171,8 @@ class HostLiveness(service.Service):
                                          notAfter=now + self.maxClockSkew)
         except wire.Rejected:
             return  # the analyzer logs and counts bad measures (and those from the future)
+        if self.agentUsers is not None and not self.agentUsers.maySpeakFor(publisher, measure.host):
+            return
         self.seen(measure)
 
     def statusReceived(self, routingKey, body):

@@ -1,6 +1,7 @@
 """
 The webhooks role: follows the registry in the database, keeps its durable
-queue bound to the keys registered, stores each matching event as one
+queue bound to the keys registered (bindings added and removed as hooks
+come and go), stores each matching event as one
 delivery per hook, and (in the one process holding the delivery lease)
 delivers them.
 """
@@ -45,6 +46,11 @@ class WebhooksService(service.Service):
         self.owner = uuid.uuid4().hex
         self.subscription = None
         self.boundKeys = frozenset()
+        # Keys dropped from the registry whose bindings are still to remove.
+        self.unbindPending = frozenset()
+        self._unbinding = None
+        # Whether the bindings recorded by earlier processes were read.
+        self._recordedRead = False
         self._version = None
         self._loop = None
         self._polling = None
@@ -101,12 +107,25 @@ class WebhooksService(service.Service):
 
     @defer.inlineCallbacks
     def _poll(self):
+        self._unbindDropped()  # what an earlier poll failed to unbind
+        recorded = None
+        if not self._recordedRead:
+            # Read before the registry: a key recorded is registered first.
+            recorded = yield self.store.boundKeys(self.queue)
         version = yield self.store.version()
         if version != self._version:
             hooks = yield self.store.hooks()
             self._version = version
             self.dispatcher.setHooks(hooks)
-            self._bind(self.dispatcher.keys())
+            keys = self.dispatcher.keys()
+            if keys - self.boundKeys:
+                # Recorded before bound: a binding is never left unrecorded.
+                yield self.store.recordBound(self.queue, keys - self.boundKeys)
+            self._bind(keys)
+        if recorded is not None:
+            # Bound by an earlier process, their hooks deleted since.
+            self._recordedRead = True
+            self.unbindPending = self.unbindPending | (recorded - self.dispatcher.keys())
         claimed = self.clock.seconds()
         leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
         if leader:
@@ -131,21 +150,59 @@ class WebhooksService(service.Service):
 
     def _bind(self, keys):
         """
-        Bind the queue to the keys registered. Bindings are only added (the
-        bus has no way to remove one): events of keys no longer registered
-        still arrive, and are dropped.
+        Bind the queue to exactly the keys registered: subscribe with the
+        new set (the bus keeps a live subscription's bindings renewed), and
+        once the old subscription is cancelled, unbind the keys no longer
+        registered (L{resmon.interfaces.IBus.unbind}; tried again at every
+        poll until it succeeds). Events already queued under a dropped key
+        still arrive, and are dropped. The keys bound are recorded in the
+        store, so that a process started after hooks were deleted unbinds
+        their keys too.
         """
-        if not self.running or keys <= self.boundKeys:
+        if not self.running or keys == self.boundKeys:
             return
-        self.boundKeys = self.boundKeys | keys
-        old, self.subscription = self.subscription, self.bus.subscribe(
-            sorted(keys), self.eventReceived, queue=self.queue, durable=True,
-            prefetch=self.prefetch, rejected=self.dispatcher.rejected)
-        self.subscription.whenReady().addCallback(lambda _: self.log.info(
-            "webhooks queue {queue} bound to {count} keys: {keys}", queue=self.queue,
-            count=len(keys), keys=" ".join(sorted(keys)))).addErrback(lambda f: None)
-        if old is not None:
-            old.cancel()
+        dropped = self.boundKeys - keys
+        self.boundKeys = keys
+        old, self.subscription = self.subscription, None
+        if keys:
+            self.subscription = self.bus.subscribe(
+                sorted(keys), self.eventReceived, queue=self.queue, durable=True,
+                prefetch=self.prefetch, rejected=self.dispatcher.rejected)
+            self.subscription.whenReady().addCallback(lambda _: self.log.info(
+                "webhooks queue {queue} bound to {count} keys: {keys}", queue=self.queue,
+                count=len(keys), keys=" ".join(sorted(keys)))).addErrback(lambda f: None)
+        # A key registered again must stay bound (should an unbinding already
+        # under way remove it, the bus's periodic binding renewal restores it).
+        self.unbindPending = (self.unbindPending | dropped) - keys
+        cancelled = defer.succeed(None) if old is None else defer.maybeDeferred(old.cancel)
+        cancelled.addErrback(lambda f: None).addCallback(lambda _: self._unbindDropped())
+
+    def _unbindDropped(self):
+        """
+        Remove the bindings of the keys in L{unbindPending}, one attempt at
+        a time.
+        """
+        if self._unbinding is not None or not self.unbindPending or not self.running:
+            return
+        keys = self.unbindPending
+
+        def done(_):
+            self.unbindPending = self.unbindPending - keys
+            self.log.info("webhooks queue {queue} unbound from {count} keys no longer "
+                          "registered: {keys}", queue=self.queue, count=len(keys),
+                          keys=" ".join(sorted(keys)))
+            return self.store.forgetBound(self.queue, keys).addErrback(
+                lambda f: self.log.failure("webhooks: forgetting unbound keys failed", f))
+
+        def failed(failure):
+            self.log.warn("webhooks: unbinding {keys} from {queue} failed ({error}); trying "
+                          "again at the next poll", keys=" ".join(sorted(keys)),
+                          queue=self.queue, error=failure.getErrorMessage())
+
+        def finished(_):
+            self._unbinding = None
+        self._unbinding = defer.maybeDeferred(self.bus.unbind, self.queue, sorted(keys))
+        self._unbinding.addCallbacks(done, failed).addBoth(finished)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -155,6 +212,8 @@ class WebhooksService(service.Service):
                 loop.stop()
         if self._polling is not None:
             yield self._polling
+        if self._unbinding is not None:
+            yield self._unbinding
         if self.subscription is not None:
             yield self.subscription.cancel()
             self.subscription = None

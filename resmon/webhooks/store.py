@@ -43,6 +43,10 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS webhook_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS webhook_lease (
         name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)""",
+    # The keys a webhooks queue was bound to, so that a process started after
+    # hooks were deleted knows which bindings are stale.
+    """CREATE TABLE IF NOT EXISTS webhook_bindings (
+        queue TEXT NOT NULL, hkey TEXT NOT NULL, PRIMARY KEY (queue, hkey))""",
 ]
 
 # Columns added since a table was first made: (table, column, type). A
@@ -339,6 +343,42 @@ class WebhookStore:
         if ids:
             self._bump(cursor)
         return ids
+
+    # The webhooks queue's bindings (resmon.services.webhooks).
+
+    def boundKeys(self, queue):
+        """
+        The keys C{queue} was bound to and not unbound since: a L{Deferred}
+        of a L{frozenset}.
+        """
+        return self._run(self._boundKeys, queue)
+
+    def _boundKeys(self, cursor, queue):
+        cursor.execute(self._sql("SELECT hkey FROM webhook_bindings WHERE queue = ?"), (queue,))
+        return frozenset(row[0] for row in cursor.fetchall())
+
+    def recordBound(self, queue, keys):
+        """
+        Remember that C{queue} is (about to be) bound to C{keys}.
+        """
+        return self._run(self._recordBound, queue, sorted(keys))
+
+    def _recordBound(self, cursor, queue, keys):
+        for key in keys:
+            cursor.execute(self._sql(
+                "INSERT INTO webhook_bindings (queue, hkey) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                (queue, key))
+
+    def forgetBound(self, queue, keys):
+        """
+        C{queue} is no longer bound to C{keys}.
+        """
+        return self._run(self._forgetBound, queue, sorted(keys))
+
+    def _forgetBound(self, cursor, queue, keys):
+        for key in keys:
+            cursor.execute(self._sql("DELETE FROM webhook_bindings WHERE queue = ? AND hkey = ?"),
+                           (queue, key))
 
     def version(self):
         """
