@@ -392,3 +392,68 @@ def test_a_cancelled_subscription_sends_what_was_settled_before_closing_its_chan
     release.callback(None)  # the handler is done: settled, and the channel may close
     assert sent == [("basic_cancel", "ctag"), ("ack", 1, True), ("channel_close",)]
     assert cancelled.called and clock.getDelayedCalls() == []
+
+
+# Memory: the fast path keeps nothing per delivery once it is settled.
+
+def test_deliveries_settled_through_the_fast_path_leave_nothing_behind():
+    """
+    The web role consumes a burst of thousands of deliveries through the
+    fast path (prefetch 1,000): once each is settled and its batch sent,
+    nothing of it stays in the client (partial deliveries, the read
+    buffer, the remembered headers) or in the channel's L{BatchedAcks},
+    and traced memory does not grow from one burst to the next.
+    """
+    import gc
+    import sys
+    import tracemalloc
+    from collections import Counter
+
+    from resmon.bus.frames import CACHED_HEADERS
+
+    clock = Clock()
+    client, transport = connectedClient(clock)
+    acks = BatchedAcks(Channel(3), client, clock)
+    handled = Counter()
+
+    def sink(tag, routingKey, properties, body):
+        settlement = acks.received(tag)
+        handled["deliveries"] += 1
+        settlement()
+    client.consumeInto(3, sink)
+    tags = iter(range(1, 10 ** 6))
+
+    def burst(count):
+        data = b"".join(delivery(client, 3, next(tags), b'{"host": "h-%d"}' % n,
+                                 routingKey=f"h-{n}.fleet.analysis") for n in range(count))
+        return [data[start:start + 65536] for start in range(0, len(data), 65536)]
+
+    def read(chunks):
+        for chunk in chunks:  # as Twisted reads them
+            client.dataReceived(chunk)
+            clock.advance(0)  # the reactor turns: the batch is sent
+        transport.clear()
+        gc.collect()
+
+    def heldByTheBus():
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, "*/resmon/bus/*")])
+        return sum(stat.size for stat in snapshot.statistics("filename"))
+
+    read(burst(2000))
+    bursts = [burst(2000) for _ in range(4)]
+    tracemalloc.start()
+    try:
+        read(bursts.pop())
+        before = heldByTheBus()
+        while bursts:
+            read(bursts.pop())
+        grown = heldByTheBus() - before
+    finally:
+        tracemalloc.stop()
+    assert handled["deliveries"] == 10000
+    assert client._incoming == {} and len(client._readBuffer) == 0
+    assert sys.getsizeof(client._readBuffer) < 4 * 65536
+    assert len(client._headerCache) <= CACHED_HEADERS
+    assert acks.pending() == 0 and acks._settled == {} and not clock.getDelayedCalls()
+    assert grown < 4096, f"the bus holds {grown} bytes more after 6,000 more deliveries"
