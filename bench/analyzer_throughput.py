@@ -1,21 +1,31 @@
 """
 Analyzer capacity: how many measures a second one real `twistd resmon --role=analyzer`
 analyzes and publishes (with publisher confirms, acking each measure after its analysis is
-confirmed), draining a backlog of realistic measures of many hosts; and its CPU per measure.
+confirmed), draining a backlog of realistic measures of many hosts, and its CPU per measure;
+in the same run, on the same backlog, the same figures for a naive txAMQP consumer and a pika
+SelectConnection consumer doing the least work (bench/analyzer_peers.py), and the ratios.
 
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
-Needs RabbitMQ, resmon installed (the twistd on this interpreter's PATH) and psutil.
+       [--prefetch N] [--only resmon,txamqp,pika]
+Needs RabbitMQ, resmon installed with its test extra (the twistd on this interpreter's PATH,
+psutil, pika).
 """
 
 import json
+import os
 import random
+import sys
 import time
 
 import psutil
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 
-from _common import argumentParser, runBenchmark
+from _common import TwistdProcess, argumentParser, runBenchmark
 from resmon.agent.sampler import Sampler
+from resmon.defaults import DEFAULT_PREFETCH
+
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer_peers.py")
+PEERS_KINDS = ("txamqp", "pika")
 
 
 def templateMetrics():
@@ -44,65 +54,126 @@ def messageCount(amqp, queue):
     return reply.fields[1]
 
 
+class PeerProcess(TwistdProcess):
+    """
+    A peer of bench/analyzer_peers.py, run as its own process.
+    """
+
+    def __init__(self, kind, args):
+        TwistdProcess.__init__(self, f"bench-peer-{kind}", [kind] + list(args))
+
+    def start(self):
+        argv = [sys.executable, PEERS] + self.args
+        self._log.write(("$ " + " ".join(argv) + "\n").encode())
+        reactor.spawnProcess(self, sys.executable, argv, env=self.env)
+        return self
+
+    def stop(self, timeout=10):
+        self.signal("KILL")
+        return self.ended
+
+
+@defer.inlineCallbacks
+def drain(reactor, amqp, process, count, recorder, queue):
+    """
+    Start C{process}, which consumes the backlog of C{count} measures waiting
+    in C{queue} and publishes one analysis each (counted in C{recorder}), and
+    measure it from its first analysis to its last.
+
+    @return: a dict of figures.
+    """
+    yield amqp.channel.queue_purge(queue=recorder)
+    process.start()
+    try:
+        ps = psutil.Process(process.transport.pid)
+        deadline = time.monotonic() + 30
+        while (yield messageCount(amqp, recorder)) == 0:
+            if time.monotonic() > deadline or process.ended_:
+                raise SystemExit(f"no analysis in 30 s: see {process.logPath}")
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        began, cpuBegan = time.perf_counter(), sum(ps.cpu_times()[:2])
+        startCount = yield messageCount(amqp, recorder)
+        progressAt, done = time.monotonic(), startCount
+        while done < count:
+            yield task.deferLater(reactor, 0.02, lambda: None)
+            now = yield messageCount(amqp, recorder)
+            if now > done:
+                progressAt, done = time.monotonic(), now
+            elif process.ended_ or time.monotonic() - progressAt > 10:
+                raise SystemExit(f"{process.label} stopped analysing at {done} of {count}: "
+                                 f"see {process.logPath}")
+        elapsed, cpu = time.perf_counter() - began, sum(ps.cpu_times()[:2]) - cpuBegan
+        rss = ps.memory_info().rss
+    finally:
+        yield process.stop()
+    analysed = done - startCount
+    return {"analysed": analysed, "elapsed": elapsed, "rate": analysed / elapsed,
+            "cpuPer": cpu / analysed * 1e6, "core": cpu / elapsed, "rss": rss / 2**20}
+
+
 @defer.inlineCallbacks
 def main(reactor, arguments, rig):
-    count, hostCount, cores = arguments.measures, arguments.hosts, arguments.cores
+    count, hostCount, cores, prefetch = (arguments.measures, arguments.hosts, arguments.cores,
+                                         arguments.prefetch)
+    only = [name for name in arguments.only.split(",") if name]
     amqp, exchange = rig.amqp, rig.exchange
-    queue = rig.queue("resmon.bench.analyzer", [".liveness"])
+    queue = rig.queue("resmon.bench.analyzer", [".liveness"] + [f".{kind}" for kind in PEERS_KINDS])
+    peerQueues = {kind: f"{queue}.{kind}" for kind in PEERS_KINDS}
     recorder = rig.queue("resmon.bench.recorder")
-    args = [f"--queue={queue}", "--dead-letter-queue="]
+    args = [f"--queue={queue}", "--dead-letter-queue=", f"--prefetch={prefetch}"]
     yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
     yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
     # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
     first = rig.start("bench-analyzer-declare", "analyzer", *args)
     yield first.waitForOutput(b"consuming #.measure")
     yield first.stop()
+    # The same backlog for the peers: every measure is routed to each queue.
+    for peerQueue in peerQueues.values():
+        yield amqp.channel.queue_declare(queue=peerQueue, durable=True, auto_delete=False)
+        yield amqp.channel.queue_bind(queue=peerQueue, exchange=exchange, routing_key="#.measure")
 
     rng = random.Random(1)
     template = templateMetrics()
     hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
     print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
-          f"{len(template.get('disks', []))} filesystems)...")
+          f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
     for seq in range(count):
         host = hosts[seq % hostCount]
         body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
         yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
-    while (yield messageCount(amqp, queue)) < count:
-        yield task.deferLater(reactor, 0.05, lambda: None)
-    size = len(body)
+    for waiting in [queue] + list(peerQueues.values()):
+        while (yield messageCount(amqp, waiting)) < count:
+            yield task.deferLater(reactor, 0.05, lambda: None)
 
-    analyzer = rig.start("bench-analyzer", "analyzer", *args)
-    process = psutil.Process(analyzer.transport.pid)
-    deadline = time.monotonic() + 30
-    while (yield messageCount(amqp, recorder)) == 0:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no analysis in 30 s: see {analyzer.logPath}")
-        yield task.deferLater(reactor, 0.01, lambda: None)
-    began, cpuBegan = time.perf_counter(), sum(process.cpu_times()[:2])
-    startCount = yield messageCount(amqp, recorder)
-    progressAt, done = time.monotonic(), startCount
-    while done < count:
-        yield task.deferLater(reactor, 0.05, lambda: None)
-        now = yield messageCount(amqp, recorder)
-        if now > done:
-            progressAt, done = time.monotonic(), now
-        elif analyzer.ended_ or time.monotonic() - progressAt > 10:
-            raise SystemExit(f"the analyzer stopped analysing at {done} of {count}: "
-                             f"see {analyzer.logPath}")
-    elapsed, cpu = time.perf_counter() - began, sum(process.cpu_times()[:2]) - cpuBegan
-    rss = process.memory_info().rss
-    analysed = done - startCount
-    print(f"measure body                {size} bytes")
-    print("analyzers                   usage, sustained, disk (the built-ins)")
-    print(f"measures analyzed           {analysed} in {elapsed:.2f} s")
-    print(f"throughput                  {analysed / elapsed:.0f} measures/s "
-          f"(= hosts at one sample a second)")
-    print(f"analyzer CPU                {cpu / elapsed * 100:.0f} % of a core, "
-          f"{cpu / analysed * 1e6:.0f} us per measure")
-    print(f"analyzer RSS                {rss / 2**20:.0f} MiB")
-    print(f"machine                     {psutil.cpu_count()} CPUs; the broker and this script "
-          f"share them")
+    results = {}
+    contenders = [("resmon", lambda: TwistdProcess("bench-analyzer", [
+        "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}"] + args), queue)] + [
+        (kind, (lambda kind=kind: PeerProcess(
+            kind, [rig.broker, exchange, peerQueues[kind], str(prefetch)])), peerQueues[kind])
+        for kind in PEERS_KINDS]
+    for name, makeProcess, source in contenders:
+        if only and name not in only:
+            continue
+        print(f"draining with {name}...")
+        results[name] = yield drain(reactor, amqp, makeProcess(), count, recorder, source)
+
+    print()
+    print(f"measure body {len(body)} bytes, {count} measures of {hostCount} hosts, prefetch "
+          f"{prefetch}; {psutil.cpu_count()} CPUs shared with the broker and this script")
+    print("analyzers of resmon: usage, sustained, disk (the built-ins)")
+    print(f"{'consumer':<10}{'measures/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
+          f"{'RSS MiB':>9}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['rate']:>12.0f}{r['cpuPer']:>16.0f}{r['core'] * 100:>13.0f}"
+              f"{r['rss']:>9.0f}")
+    mine = results.get("resmon")
+    if mine is not None:
+        for name, r in results.items():
+            if name != "resmon":
+                print(f"resmon / {name:<7} throughput x{mine['rate'] / r['rate']:.2f}, CPU per "
+                      f"measure x{mine['cpuPer'] / r['cpuPer']:.2f}")
 
 
 if __name__ == "__main__":
-    runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8))
+    runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8,
+                                      prefetch=DEFAULT_PREFETCH, only=""))

@@ -15,9 +15,15 @@ import base64
 import binascii
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 
 from resmon import topics
+
+try:
+    import orjson as _orjson  # optional: resmon[fast], see encodeBuiltAnalysis
+except ImportError:  # pragma: no cover - depends on the installation
+    _orjson = None
 
 VERSION = 1
 DEFAULT_MAX_BODY = 256 * 1024
@@ -95,6 +101,10 @@ def _parseFloat(text):
     return value
 
 
+# json.loads with these arguments, built once rather than for every message.
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant, parse_float=_parseFloat)
+
+
 def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     """
     Parse a message body as a UTF-8 JSON object, with the checks every
@@ -111,9 +121,10 @@ def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     except UnicodeDecodeError as e:
         raise Rejected("encoding", f"not UTF-8 ({e.reason} at byte {e.start})")
     try:
-        document = json.loads(
-            text, parse_constant=_rejectConstant, parse_float=_parseFloat
-        )
+        if text.startswith("\ufeff"):
+            # What json.loads says of a BOM; the decoder alone would not.
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        document = _DECODER.decode(text)
     except Rejected:
         raise
     except RecursionError:
@@ -168,6 +179,12 @@ _RATES = {
 }
 
 
+# Numbers that need no more check than a range (NaN and the infinities fail
+# any range; bool, an int too, is not one of them).
+_PLAIN_NUMBERS = (int, float)
+_MAX = sys.float_info.max  # what math.isfinite takes from an int, too
+
+
 def validateMetrics(metrics):
     """
     Check the known metrics of a measure (see C{docs/protocol.md}). Every
@@ -183,20 +200,25 @@ def validateMetrics(metrics):
         if not isinstance(perCore, list) or len(perCore) > 4096:
             raise Rejected("type", "metrics.cpu.per_core must be a list of at most 4096 numbers")
         for i, value in enumerate(perCore):
-            _percent(value, f"metrics.cpu.per_core[{i}]")
+            # The common case first, without building the message's f-string.
+            if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= 100):
+                _percent(value, f"metrics.cpu.per_core[{i}]")
     for name in ("memory", "swap"):
         if name in metrics:
             memory = _object(metrics[name], f"metrics.{name}")
             _percent(memory.get("percent"), f"metrics.{name}.percent")
             for key in ("total", "used", "available", "free"):
                 if key in memory:
-                    _number(memory[key], f"metrics.{name}.{key}", 0)
+                    value = memory[key]
+                    if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                        _number(value, f"metrics.{name}.{key}", 0)
     if "load" in metrics:
         load = metrics["load"]
         if not isinstance(load, list) or len(load) != 3:
             raise Rejected("type", "metrics.load must be a list of 3 numbers")
         for i, value in enumerate(load):
-            _number(value, f"metrics.load[{i}]", 0)
+            if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                _number(value, f"metrics.load[{i}]", 0)
     if "disks" in metrics:
         disks = metrics["disks"]
         if not isinstance(disks, list) or len(disks) > 1024:
@@ -206,13 +228,18 @@ def validateMetrics(metrics):
             _string(disk.get("mount"), f"metrics.disks[{i}].mount", 4096)
             _percent(disk.get("percent"), f"metrics.disks[{i}].percent")
             for key in ("total", "used", "free"):
-                _number(disk.get(key), f"metrics.disks[{i}].{key}", 0)
+                value = disk.get(key)
+                if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                    _number(value, f"metrics.disks[{i}].{key}", 0)
     for name, keys in _RATES.items():
         if name in metrics:
             rates = _object(metrics[name], f"metrics.{name}")
             for key in keys:
                 # null on the first sample of an agent run: no delta yet.
-                _number(rates.get(key), f"metrics.{name}.{key}", 0, optional=True)
+                value = rates.get(key)
+                if value is not None and not (
+                        type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                    _number(value, f"metrics.{name}.{key}", 0)
     return metrics
 
 
@@ -311,6 +338,31 @@ def encodeAnalysis(analysis):
     """
     Encode an analysis dict built by L{resmon.services.analyzer}.
     """
+    return _dumps(analysis)
+
+
+def encodeBuiltAnalysis(analysis):
+    """
+    Encode an analysis the analyzer built (L{analysisDocument} of a decoded
+    L{Measure} and validated findings), as L{encodeAnalysis} does, faster
+    when the optional orjson is installed (C{pip install resmon[fast]}).
+
+    Every number of such an analysis is finite by construction (the
+    measure's were decoded by L{loadJSON}, the findings' checked by
+    L{resmon.analysis.pipeline.validateFindings}): the one place where
+    orjson (NaN as C{null}) and L{encodeJSON} (L{ValueError}) differ is out
+    of reach. What orjson would write differently otherwise (non-ASCII
+    characters, integers over 64 bits, keys that are not strings) goes
+    through L{encodeJSON}.
+    """
+    if _orjson is not None:
+        try:
+            body = _orjson.dumps(analysis)
+        except TypeError:
+            pass
+        else:
+            if body.isascii():
+                return body
     return _dumps(analysis)
 
 

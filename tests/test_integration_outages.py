@@ -325,21 +325,35 @@ def test_an_analyzer_stopped_under_load_loses_nothing(privateBroker, twistd, sig
     recorder = yield declareRecorder(url, exchange, "#.analysis")
     args = ["--role=analyzer", f"--broker={url}", f"--exchange={exchange}", f"--queue={queue}",
             "--dead-letter-queue="]
-    analyzer = twistd("killed-analyzer", *args)
-    yield analyzer.waitForOutput(b"consuming #.measure")
-    hosts, perHost = [f"load-{i}" for i in range(4)], 2000
+    # Declared as the analyzer declares it; the backlog then waits in it whole.
+    declaring = twistd("declaring-analyzer", *args)
+    yield declaring.waitForOutput(b"consuming #.measure")
+    assert (yield declaring.stop())
+    # Enough that the analyzer is still busy when it is stopped: it drains
+    # several thousand measures a second (bench/analyzer_throughput.py).
+    hosts, perHost = [f"load-{i}" for i in range(4)], 6000
     publisher = yield PlainAMQPClient(url).connect()
     for seq in range(perHost):
         for host in hosts:
             publisher.publish(exchange, f"{host}.measure", wire.encodeMeasure(
                 host, seq, time.time(), 0.1, {"cpu": {"percent": 50.0}}))
+    # A round trip after the last publication: every one was written out before close().
+    yield publisher.channel.exchange_declare(exchange=exchange, type="topic", durable=True,
+                                             passive=True)
     yield publisher.close()
 
-    received = []
+    analyzer = twistd("killed-analyzer", *args)
+    # Counted, not drained: draining one message a round trip would fall
+    # behind the analyzer.
+    watcher = yield PlainAMQPClient(url).connect()
     deadline = time.monotonic() + 20
-    while len(received) < 1000:
-        assert time.monotonic() < deadline, f"only {len(received)} analyses in 20 s"
-        received += yield drain(url, recorder)
+    while True:
+        reply = yield watcher.channel.queue_declare(queue=recorder, passive=True)
+        if reply.fields[1] >= 1000:
+            break
+        assert time.monotonic() < deadline, f"only {reply.fields[1]} analyses in 20 s"
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    yield watcher.close()
     if signal == "KILL":
         analyzer.expectUncleanExit()
     analyzer.signal(signal)
@@ -347,6 +361,7 @@ def test_an_analyzer_stopped_under_load_loses_nothing(privateBroker, twistd, sig
     assert analyzer.exitSignal == getattr(signalModule, f"SIG{signal}")
     if signal == "TERM":
         assert analyzer.cleanExit(), analyzer.logPath
+    received = yield drain(url, recorder)
     assert len(received) < len(hosts) * perHost, "the analyzer was done before it was killed"
 
     twistd("restarted-analyzer", *args)

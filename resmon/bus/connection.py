@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from resmon.bus.errors import ConnectionFailures
 from resmon.bus.exchange import ExchangeUnusable
+from resmon.bus.frames import FastFrames
 from resmon.bus.workarounds import WorkaroundClient, WorkaroundDelegate, abandonConnection
 
 # Reconnect backoff: 0.25 s doubling up to this cap, plus up to RETRY_JITTER
@@ -28,9 +29,11 @@ DEFAULT_MAX_RETRY_DELAY = 1.5
 RETRY_JITTER = 0.5
 
 
-class ResmonAMQClient(WorkaroundClient):
+class ResmonAMQClient(FastFrames, WorkaroundClient):
     """
-    resmon's AMQP protocol: txAMQP's, with L{resmon.bus.workarounds}, that
+    resmon's AMQP protocol: txAMQP's, with L{resmon.bus.workarounds} and the
+    fast path of L{resmon.bus.frames} for deliveries, confirms, publications
+    and acknowledgements, that
     gives up on a silent peer after two missed heartbeats (txAMQP waits
     three).
     """

@@ -3,8 +3,11 @@ The RabbitMQ bus's consumers: subscriptions, and the pump that hands each
 delivery to its handler.
 
 Each subscription consumes on a channel of its own, with its own prefetch.
-A pump per consumer reads txAMQP's queue of deliveries and hands each to
-L{resmon.bus.delivery.deliver}, with an L{Acknowledger}; a delivery the bus
+resmon's client (L{resmon.bus.frames.FastFrames}) hands each delivery
+straight from its frames to L{resmon.bus.delivery.deliver}, settled through
+the channel's L{resmon.bus.acks.BatchedAcks}; with a client without it, a
+pump per consumer reads txAMQP's queue of deliveries and hands each over
+with an L{Acknowledger}. A delivery the bus
 cannot hand over (undecodable properties, a routing key that is not UTF-8)
 is rejected without requeueing and counted. When the broker cancels a
 consumer (its queue was deleted), the subscription's queue and bindings are
@@ -13,6 +16,7 @@ declared again and consumed, on the same connection
 """
 
 from collections import Counter
+from functools import partial
 from itertools import count
 
 from twisted.internet import defer
@@ -21,6 +25,7 @@ from txamqp.client import Closed
 from txamqp.queue import Closed as QueueClosed
 from zope.interface import implementer
 
+from resmon.bus.acks import BatchedAcks
 from resmon.bus.connection import describe
 from resmon.bus.delivery import deliver
 from resmon.bus.properties import REFUSED
@@ -64,6 +69,9 @@ class AMQPSubscription:
         self.consumerTags = []
         # The txAMQP queues the pumps read, one per consumer tag.
         self.messageQueues = []
+        # The channel's BatchedAcks, with a client that delivers straight
+        # from the frames.
+        self.acks = None
         self.queueNames = []
         self.inFlight = 0
         self._idleWaiters = []
@@ -206,9 +214,17 @@ class Consumers:
         queueNames = yield self.topology.declareQueues(channel, subscription)
         subscription.consumerTags = []
         subscription.messageQueues = []
+        consumeInto = getattr(client, "consumeInto", None)
+        if consumeInto is not None:
+            # Deliveries straight from the frames to the handler, settled in
+            # batches (resmon.bus.frames, resmon.bus.acks).
+            acks = subscription.acks = BatchedAcks(channel, client, self._clock)
+            consumeInto(channelId, partial(self._received, subscription, acks))
         for queueName in queueNames:
             reply = yield channel.basic_consume(queue=queueName, no_ack=False)
             subscription.consumerTags.append(reply.consumer_tag)
+            if consumeInto is not None:
+                continue
             messages = yield client.queue(reply.consumer_tag)
             subscription.messageQueues.append(messages)
             self._pump(channel, messages, subscription).addErrback(
@@ -241,6 +257,9 @@ class Consumers:
                       patterns=",".join(subscription.patterns),
                       queue=",".join(subscription.queueNames))
         subscription.stopped()
+        stopConsuming = getattr(client, "stopConsuming", None)
+        if stopConsuming is not None and subscription.channelId is not None:
+            stopConsuming(subscription.channelId)
         for tag in subscription.consumerTags:
             forgetConsumer(client, tag)  # ends its pump
         subscription.consumerTags, subscription.messageQueues = [], []
@@ -256,6 +275,10 @@ class Consumers:
 
     @defer.inlineCallbacks
     def _pump(self, channel, messages, subscription):
+        """
+        Hand the deliveries txAMQP queued for one consumer over, one by one:
+        the path of a client without L{resmon.bus.frames.FastFrames}.
+        """
         while True:
             try:
                 message = yield messages.get()
@@ -263,23 +286,45 @@ class Consumers:
                 return
             if subscription not in self.subscriptions:
                 return
-            self.counters["delivered"] += 1
-            refused = message.content.properties.get(REFUSED)
-            if refused is not None:
-                self._refuse(subscription, channel, message, PROPERTIES, refused)
-                continue
-            if not isinstance(message.routing_key, str):
-                # txAMQP hands over a routing key that is not UTF-8 as bytes.
-                self._refuse(subscription, channel, message, ROUTING_KEY, "not UTF-8")
-                continue
-            subscription.inFlight += 1
-            # The user_id RabbitMQ verified, for a subscriber that asked for it.
-            extra = (message.content.properties.get("user-id"),) if subscription.publisher else ()
-            deliver(subscription.handler, message.routing_key, bodyBytes(message.content.body),
-                    Acknowledger(channel, message.delivery_tag), *extra
-                    ).addBoth(lambda _: subscription.settled())
+            self._handOver(subscription, message.routing_key, message.content.properties,
+                           bodyBytes(message.content.body),
+                           Acknowledger(channel, message.delivery_tag))
 
-    def _refuse(self, subscription, channel, message, reason, why):
+    def _received(self, subscription, acks, tag, routingKey, properties, body):
+        """
+        A delivery straight from L{resmon.bus.frames.FastFrames}: settled
+        through the channel's L{BatchedAcks}. Never raises: it runs in the
+        connection's C{dataReceived}.
+        """
+        settlement = acks.received(tag)
+        if subscription not in self.subscriptions:
+            return  # cancelled: left unsettled, the broker redelivers it
+        try:
+            self._handOver(subscription, routingKey, properties, body, settlement)
+        except Exception:
+            self.log.failure("handing a delivery over failed")
+
+    def _handOver(self, subscription, routingKey, properties, body, acknowledger):
+        """
+        Refuse a delivery the bus cannot hand over, or hand it to the
+        subscription's handler through L{deliver}.
+        """
+        self.counters["delivered"] += 1
+        refused = properties.get(REFUSED)
+        if refused is not None:
+            self._refuse(subscription, routingKey, PROPERTIES, refused, acknowledger)
+            return
+        if not isinstance(routingKey, str):
+            # txAMQP hands over a routing key that is not UTF-8 as bytes.
+            self._refuse(subscription, routingKey, ROUTING_KEY, "not UTF-8", acknowledger)
+            return
+        subscription.inFlight += 1
+        # The user_id RabbitMQ verified, for a subscriber that asked for it.
+        extra = (properties.get("user-id"),) if subscription.publisher else ()
+        deliver(subscription.handler, routingKey, body, acknowledger, *extra).addBoth(
+            lambda _: subscription.settled())
+
+    def _refuse(self, subscription, routingKey, reason, why, acknowledger):
         """
         Reject, without requeueing, a delivery the bus cannot hand over (its
         properties or its routing key could not be decoded), and count it
@@ -291,7 +336,6 @@ class Consumers:
         warnings = self._refusalWarnings.get(reason)
         if warnings is None:
             warnings = self._refusalWarnings[reason] = LimitedLog(self._clock)
-        routingKey = message.routing_key
         if isinstance(routingKey, bytes):
             routingKey = routingKey.decode("utf-8", "backslashreplace")
         warnings.warn(
@@ -302,7 +346,7 @@ class Consumers:
             reason=reason, why=why[:200], count=self.rejected[reason],
             deadLettered=f", dead-lettered to {subscription.deadLetter}"
             if subscription.deadLetter else "")
-        Acknowledger(channel, message.delivery_tag).discard()
+        acknowledger.discard()
 
     @defer.inlineCallbacks
     def cancel(self, subscription):
@@ -327,6 +371,8 @@ class Consumers:
             except defer.TimeoutError:
                 self.log.warn("{count} message(s) still being handled; the broker will redeliver them",
                               count=subscription.inFlight)
+            if subscription.acks is not None:
+                subscription.acks.flush()  # what was settled, before the channel closes
             yield channel.channel_close()
         except Exception:
             pass  # the connection is going or gone: the broker redelivers what was not acked

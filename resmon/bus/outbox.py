@@ -75,6 +75,7 @@ class Outbox:
         self.unconfirmed = OrderedDict()
         self._channel = None
         self._deliveryTags = None
+        self._publishFrames = None
         self._dropWarnings = LimitedLog(clock)
 
     def useChannel(self, channel):
@@ -84,6 +85,13 @@ class Outbox:
         """
         self._channel = channel
         self._deliveryTags = count(1)
+        # resmon's client writes publications and reads confirms itself
+        # (resmon.bus.frames); another goes through txAMQP's channel.
+        client = getattr(channel, "client", None)
+        self._publishFrames = getattr(client, "publishFrames", None)
+        confirmInto = getattr(client, "confirmInto", None)
+        if confirmInto is not None:
+            confirmInto(channel.id, self.confirmed)
         self.flush()
 
     @property
@@ -130,12 +138,17 @@ class Outbox:
         Publish what waits, if the channel is open.
         """
         channel = self._channel
+        publishFrames = self._publishFrames
         while channel is not None and self.unsent and not channel.closed:
             outgoing = self.unsent.popleft()
             tag = next(self._deliveryTags)
             self.unconfirmed[tag] = outgoing
-            content = Content(outgoing.body, properties=self.properties)
             self.counters["published"] += 1
+            if publishFrames is not None:
+                publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
+                              self.properties.get("user-id"))
+                continue
+            content = Content(outgoing.body, properties=self.properties)
             channel.basic_publish(
                 exchange=self.exchange, routing_key=outgoing.routingKey, content=content,
             ).addErrback(lambda f: None)  # a closed channel: channelLost() requeues it
@@ -146,7 +159,12 @@ class Outbox:
         C{multiple} every delivery up to it.
         """
         if multiple:
-            tags = [t for t in self.unconfirmed if t <= tag]
+            # Oldest first: the ones up to tag are at the head.
+            tags = []
+            for t in self.unconfirmed:
+                if t > tag:
+                    break
+                tags.append(t)
         else:
             tags = [tag] if tag in self.unconfirmed else []
         for t in tags:

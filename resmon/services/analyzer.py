@@ -154,7 +154,7 @@ class AnalyzerService(service.Service):
             analysis["analyzer"] = self.processId
         self.counters["analyzed"] += 1
         d = self.bus.publish(
-            f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeAnalysis(analysis))
+            f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeBuiltAnalysis(analysis))
         if key is not None:
             self._pending[key] = []
         d.addCallbacks(self._published, self._notPublished, callbackArgs=(key,), errbackArgs=(key,))
