@@ -18,8 +18,7 @@ from resmon.webserver.endpoints import ListenError, isLoopback, splitDescription
 def _parsed(*args, users=None):
     options = Options()
     if users is not None:
-        # --users comes with authentication; the option reads it from here.
-        options["users"] = users
+        args += (f"--users={users}",)
     options.parseOptions(list(args))
     return options
 
@@ -102,10 +101,18 @@ def test_insecure_no_auth_serves_every_interface_and_warns():
         "tcp:8080:interface=0.0.0.0"]
 
 
-def test_with_users_descriptions_are_served_as_given():
-    options = _parsed("--role=web", "--listen=tcp:9000", users="users.toml")
+def _usersFile(tmp_path):
+    from resmon.auth.usersfile import Users, writeUsers
+    path = str(tmp_path / "users.toml")
+    writeUsers(path, Users(()))
+    return path
+
+
+def test_with_users_descriptions_are_served_as_given(tmp_path):
+    users = _usersFile(tmp_path)
+    options = _parsed("--role=web", "--listen=tcp:9000", users=users)
     assert _descriptions(options) == ["tcp:9000"] and options["listen-notice"] is None
-    assert _refused("--role=web", "--insecure-no-auth", users="users.toml") == (
+    assert _refused("--role=web", "--insecure-no-auth", users=users) == (
         "twistd resmon: error: --insecure-no-auth: not with --users, which authenticates "
         "(see 'twistd resmon --help')")
 
