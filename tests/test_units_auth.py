@@ -486,3 +486,15 @@ def test_attempts_sent_together_are_not_all_checked():
     login.render(again)
     assert len(checks) == 2
     checks[1].callback(False)
+
+
+def test_a_users_host_patterns_are_names_globs_or_topic_patterns():
+    """
+    A viewer of C{web-*} sees the web hosts and nothing of the db ones.
+    """
+    from resmon.auth.principal import Principal
+    viewer = Principal("alice", "viewer", ["web-*", "db-07", "cache.#"])
+    assert [h for h in ["web-01", "web-02.example", "db-01", "db-07", "webx-01", "cache"]
+            if viewer.maySee(h)] == ["web-01", "web-02.example", "db-07", "cache"]
+    assert Principal("root", "admin", ["nothing"]).maySee("db-01")
+    assert not Principal("nobody", "viewer", []).maySee("web-01")

@@ -6,7 +6,7 @@ streams) or reads a WebSocket protocol's C{principal}; nothing else decides
 visibility. Without C{--users} every request is L{UNRESTRICTED}.
 """
 
-from resmon import topics
+from resmon.auth.agents import hostPatternMatches
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -24,9 +24,9 @@ class Principal:
 
     @param name: the user's name (L{None} for L{UNRESTRICTED}).
     @param role: one of L{ROLES}.
-    @param hosts: host patterns the user may see (as in a subscription: a
-        pattern equal to a host's name, or an AMQP topic pattern over its
-        routing word), or L{None} for every host. Admins see every host.
+    @param hosts: host patterns the user may see (a host's name, a glob
+        such as C{web-*}, or an AMQP topic pattern over its routing word, as
+        in C{--agent-users}), or L{None} for every host. Admins see every host.
     @param groups: the user's groups (for C{group.<group>.notify}).
     """
 
@@ -62,8 +62,7 @@ class Principal:
             return True
         seen = self._seen.get(host)
         if seen is None:
-            word = topics.hostWord(host)
-            seen = any(p == host or topics.topicMatches(p, word) for p in self.hosts)
+            seen = any(hostPatternMatches(p, host) for p in self.hosts)
             if len(self._seen) >= 100_000:
                 self._seen.clear()
             self._seen[host] = seen
