@@ -485,8 +485,9 @@ def test_notifications_kept_in_the_database_are_sent_at_connect(database):
     fanout = _fanout(clock)
     center = NotificationCenter(fanout, clock, Directory(alice(), bob()),
                                 store=DatabaseNotifications(pool, dialect))
-    center.notify(_notification("user", "alice", "n1"))
-    center.notify(_notification("user", "bob", "n2"))
+    # Kept by the database's threads: wait until it is, as a later login would.
+    yield center.notify(_notification("user", "alice", "n1"))
+    yield center.notify(_notification("user", "bob", "n2"))
     kept = yield center.store.recent("alice")
     assert len(kept) == 1
     a, raw = _socket(fanout, alice())

@@ -209,11 +209,14 @@ class NotificationCenter:
     def notify(self, notification):
         """
         Keep C{notification} for its recipients and send it to their dashboards.
+
+        @return: a Deferred that fires once it is kept (a failure to keep it
+            is counted and logged, never raised).
         """
         body = wire.encodeJSON(notification.document())
-        for name in self._recipients(notification):
-            self._keep(name, notification, body)
+        kept = [self._keep(name, notification, body) for name in self._recipients(notification)]
         self._deliver(notification, body)
+        return defer.gatherResults(kept)
 
     def _recipients(self, notification):
         if self.directory is None:
@@ -235,7 +238,7 @@ class NotificationCenter:
 
     def _keep(self, name, notification, body):
         d = self.store.add(name, notification.id, notification.ts, body)
-        d.addCallbacks(self._stored, self._notStored)
+        return d.addCallbacks(self._stored, self._notStored)
 
     def _stored(self, _):
         self.counters["stored"] += 1
