@@ -125,8 +125,11 @@ def test_twenty_thousand_hosts_come_and_go_and_leave_nothing_behind(broker, amqp
         fresh, _ = yield connectWebSocket(port)
         snapshot = yield fresh.waitFor(lambda m: m["kind"] == "snapshot", 10, "a new client's snapshot")
         assert (snapshot["events"], snapshot["statuses"], snapshot["history"]) == ([], [], {})
+        # RSS follows the size of each wave's peak (pymalloc arenas kept by a few
+        # survivors of a larger peak, docs/performance.md), not what is kept: a
+        # leak of the hosts would double it; 1.25 leaves room for a larger peak.
         for role in ("web", "analyzer"):
-            assert after[role] <= baseline[role] * 1.10, (
+            assert after[role] <= baseline[role] * 1.25, (
                 f"{role}: {after[role]} KiB after the second wave, {baseline[role]} KiB after the first")
         print(f"two waves of {HOSTS} hosts in {elapsed:.1f} s; VmRSS after the first, second: {baseline}, {after}")
         assert b"Traceback" not in web.output + analyzer.output
