@@ -61,6 +61,7 @@ def run(hosts, clients, principals, rounds, subscriptions=None):
     for i in range(clients):
         protocol = factory.buildProtocol(None)
         protocol.sendMessage = lambda payload, isBinary=False: sent.__setitem__(0, sent[0] + 1)
+        protocol.sendPreparedMessage = lambda prepared: sent.__setitem__(0, sent[0] + 1)
         protocol.beginMessage = lambda isBinary=False: None
         protocol.sendMessageFrame = lambda chunk: None
         protocol.endMessage = lambda: None

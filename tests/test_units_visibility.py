@@ -85,6 +85,7 @@ def _socket(fanout, principal, params=None, notifications=None):
     protocol = factory.buildProtocol(None)
     raw = []
     protocol.sendMessage = lambda payload, isBinary=False: raw.append(payload)
+    protocol.sendPreparedMessage = lambda prepared: raw.append(prepared.payload)
     frames = []
     protocol.beginMessage = lambda isBinary=False: frames.clear()
     protocol.sendMessageFrame = frames.append

@@ -357,6 +357,7 @@ def _websocket(fanout, params=None):
     protocol = factory.buildProtocol(None)
     sent = []
     protocol.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
+    protocol.sendPreparedMessage = lambda prepared: sent.append(json.loads(prepared.payload))
     # A snapshot goes out as the frames of one message.
     frames = []
     protocol.beginMessage = lambda isBinary=False: frames.clear()

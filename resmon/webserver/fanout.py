@@ -295,7 +295,7 @@ class ClientFlow:
     def __init__(self, send, disconnect, clock, stallTimeout=DEFAULT_STALL_TIMEOUT,
                  budget=None, stream=None, name="a client", sendKeyed=None):
         self._send = send
-        self._sendKeyed = sendKeyed if sendKeyed is not None else (lambda key, message: send(message))
+        self._sendKeyed = sendKeyed
         self._disconnect = disconnect
         self._clock = clock
         self.stallTimeout = stallTimeout
@@ -379,9 +379,14 @@ class ClientFlow:
             self._draining = False
 
     def _write(self, key, message):
+        # Once per event and client: no call that is not needed.
         before = self.paused
-        self._sendKeyed(key, message)
-        self._charge(before, len(message))
+        if self._sendKeyed is None:
+            self._send(message)
+        else:
+            self._sendKeyed(key, message)
+        if self.paused and not before:
+            self._charge(before, len(message))
 
     def _charge(self, wasPaused, size):
         # The write paused the transport: it holds at most HIGH_WATER + size.
@@ -493,6 +498,9 @@ class EventFanout:
         self.history = history
         self.maxBody = maxBody
         self.clients = {}
+        # The clients by what their subscriptions match (_matchKey): each
+        # event is matched once per distinct subscription, not per client.
+        self._audiences = {}
         self.rejected = Counter()
         # Junk must not flood the log; without a clock (a Clock never advanced), the first ones only.
         self.warnings = LimitedLog(clock if clock is not None else Clock())
@@ -508,7 +516,13 @@ class EventFanout:
         """
         Send C{client} every later event that matches C{subscription}.
         """
+        self.detach(client)
         self.clients[client] = subscription
+        key = _matchKey(subscription)
+        audience = self._audiences.get(key)
+        if audience is None:
+            audience = self._audiences[key] = _Audience(subscription)
+        audience.clients[client] = None
 
     def subscribe(self, client, subscription):
         """
@@ -530,7 +544,14 @@ class EventFanout:
         return snapshot
 
     def detach(self, client):
-        self.clients.pop(client, None)
+        subscription = self.clients.pop(client, None)
+        if subscription is None:
+            return
+        key = _matchKey(subscription)
+        audience = self._audiences[key]
+        del audience.clients[client]
+        if not audience.clients:
+            del self._audiences[key]
 
     def eventKey(self, document):
         """
@@ -735,6 +756,8 @@ class EventFanout:
             self.counters["forgotten"] += 1
             for subscription in self.clients.values():
                 subscription.forgetHost(host)
+            for audience in self._audiences.values():
+                audience.subscription.forgetHost(host)
         return known
 
     def forgetSilent(self):
@@ -783,8 +806,14 @@ class EventFanout:
         return document, body
 
     def _send(self, document, body):
-        for client, subscription in list(self.clients.items()):
-            if subscription.matches(document):
+        # Every client is given the same body (bytes): what it is sent as
+        # (a WebSocket frame, an event stream's event) is made once per
+        # event too, by each kind of client (DashboardFactory.prepareEvent).
+        sent = 0
+        for audience in list(self._audiences.values()):
+            if not audience.subscription.matches(document):
+                continue
+            for client in list(audience.clients):
                 try:
                     client.sendEvent(document, body)
                 except Exception:
@@ -792,7 +821,31 @@ class EventFanout:
                     self.log.failure("sending to {client!r} failed; detaching it", client=client)
                     self.detach(client)
                     continue
-                self.counters["sent"] += 1
+                sent += 1
+        self.counters["sent"] += sent
+
+
+class _Audience:
+    """
+    The clients attached with subscriptions of one L{_matchKey}, in the
+    order they were attached; C{subscription} (the first one's) matches
+    each event for all of them.
+    """
+
+    __slots__ = ("subscription", "clients")
+
+    def __init__(self, subscription):
+        self.subscription = subscription
+        self.clients = {}
+
+
+def _matchKey(subscription):
+    """
+    What decides the events C{subscription} matches (its C{matchKey}), or
+    the subscription itself for one without a key (shared by no other).
+    """
+    key = getattr(subscription, "matchKey", None)
+    return (subscription,) if key is None else key
 
 
 _LATEST_KINDS = (topics.ANALYSIS, topics.STATUS)

@@ -46,6 +46,11 @@ class Subscription:
             step = DEFAULT_OVERVIEW_STEP if history == HISTORY_OVERVIEW else 0
         self.step = step
         self._matched = {}
+        # A pattern without wildcards matches a host by its name or its
+        # routing word (a word has no dots): a set lookup, not a match each.
+        patterns = self.hosts or ()
+        self._literal = frozenset(p for p in patterns if "*" not in p and "#" not in p)
+        self._wild = tuple(p for p in patterns if p not in self._literal)
 
     @property
     def historyForm(self):
@@ -63,8 +68,9 @@ class Subscription:
         matched = self._matched.get(host)
         if matched is None:
             word = topics.hostWord(host)
-            matched = any(
-                pattern == host or topics.topicMatches(pattern, word) for pattern in self.hosts)
+            literal = self._literal
+            matched = (host in literal or word in literal
+                       or any(topics.topicMatches(pattern, word) for pattern in self._wild))
             if len(self._matched) >= _MATCH_CACHE_SIZE:
                 self._matched.clear()
             self._matched[host] = matched
@@ -72,6 +78,14 @@ class Subscription:
 
     def matches(self, document):
         return document["kind"] in self.events and self.matchesHost(document["host"])
+
+    @property
+    def matchKey(self):
+        """
+        What decides which events match: subscriptions with equal keys match
+        the same events (the fan-out matches each event once for all of them).
+        """
+        return (self.hosts, self.events)
 
     def forgetHost(self, host):
         """

@@ -89,6 +89,14 @@ class VisibleSubscription:
         matched = self._matched.get(document["host"])
         return self.matchesHost(document["host"]) if matched is None else matched
 
+    @property
+    def matchKey(self):
+        """
+        The subscription's key and the host patterns of the principal: what
+        a user may see depends on nothing else (L{Principal.maySee}).
+        """
+        return (self.principal.hosts, self.subscription.matchKey)
+
     def forgetHost(self, host):
         self._matched.pop(host, None)
         if not self.principal.seesEverything:

@@ -1,0 +1,176 @@
+"""
+Lean WebSocket clients for the fan-out benchmarks: one process holding many
+connections on one C{selectors} loop, doing as little as a client can (no
+JSON: the C{"ts"} of each analysis is found with a regular expression), so
+that the web role, not the clients, is what is measured.
+
+Usage (run by bench/fanout.py and bench/latency.py, one process per slice of
+the clients): python bench/_wsclients.py --port P --count N [--path /ws?...]...
+
+Client C{i} of this process requests the C{--path} numbered C{first + i *
+stride} (modulo their number): several processes share the paths out. The process writes C{ready} once every client has its
+snapshot, then reads its standard input: C{begin} starts counting, C{end}
+writes one JSON line (messages, bytes, a latency histogram in 0.1 ms
+buckets, this process's CPU seconds) and exits.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import selectors
+import socket
+import sys
+import time
+
+# Latency histogram: 0.1 ms buckets up to 30 s.
+BUCKET = 1e-4
+BUCKETS = 300_000
+_TS = re.compile(rb'"ts": ?([0-9.eE+-]+)')
+_PONG_HEADER = 0x8A  # FIN + pong
+
+
+class Client:
+    """
+    One WebSocket connection: the handshake, then unmasked server frames.
+    """
+
+    def __init__(self, sock, path, port, stats):
+        self.sock = sock
+        self.stats = stats
+        self.buffer = bytearray()
+        self.open = False
+        self.snapshot = False
+        self.closed = False
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+
+    def readable(self):
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        now = time.time()
+        buf = self.buffer
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise SystemExit("handshake refused: " + bytes(buf[:200]).decode("latin-1"))
+            del buf[:end + 4]
+            self.open = True
+        stats = self.stats
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                head = 10
+            if n - pos < head + length:
+                break
+            start = pos + head
+            pos = start + length
+            opcode = b0 & 0x0F
+            if opcode == 1 and b0 & 0x80:
+                stats.message(buf, start, pos, now)
+            elif opcode in (0, 1):
+                if b0 & 0x80:  # the last frame of a snapshot
+                    self.snapshot = True
+            elif opcode == 9:  # ping: a masked pong (mask 0) with its payload
+                payload = bytes(buf[start:pos])
+                self.sock.sendall(bytes([_PONG_HEADER, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 8:
+                self.closed = True
+        del buf[:pos]
+
+
+class Stats:
+    def __init__(self):
+        self.counting = False
+        self.messages = 0
+        self.bytes = 0
+        self.histogram = [0] * BUCKETS
+
+    def message(self, buf, start, end, now):
+        if not self.counting:
+            return
+        self.messages += 1
+        self.bytes += end - start
+        match = _TS.search(buf, start, min(end, start + 400))
+        if match is not None:
+            bucket = int((now - float(match.group(1))) / BUCKET)
+            self.histogram[min(max(bucket, 0), BUCKETS - 1)] += 1
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--path", action="append", default=[])
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--stride", type=int, default=1)
+    arguments = parser.parse_args()
+    paths = arguments.path or ["/ws?history=0"]
+    selector = selectors.DefaultSelector()
+    stats = Stats()
+    clients = []
+    for i in range(arguments.count):
+        sock = socket.create_connection(("127.0.0.1", arguments.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        path = paths[(arguments.first + i * arguments.stride) % len(paths)]
+        client = Client(sock, path, arguments.port, stats)
+        sock.sendall(client.request)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, client)
+        clients.append(client)
+    selector.register(sys.stdin, selectors.EVENT_READ, None)
+    ready = False
+    while True:
+        for key, _ in selector.select(1.0):
+            client = key.data
+            if client is None:
+                line = sys.stdin.readline().strip()
+                if line == "begin":
+                    stats.counting = True
+                    cpu = os.times()
+                    begun = time.time()
+                elif line in ("end", ""):
+                    cpu2 = os.times()
+                    closed = sum(c.closed for c in clients)
+                    print(json.dumps({
+                        "messages": stats.messages, "bytes": stats.bytes, "closed": closed,
+                        "seconds": time.time() - begun if stats.counting else 0,
+                        "cpu": (cpu2.user + cpu2.system - cpu.user - cpu.system) if stats.counting else 0,
+                        "histogram": {i: c for i, c in enumerate(stats.histogram) if c}}), flush=True)
+                    return
+                continue
+            client.readable()
+            if client.closed:
+                selector.unregister(client.sock)
+        if not ready and all(c.snapshot or c.closed for c in clients):
+            ready = True
+            print(json.dumps({"ready": sum(not c.closed for c in clients)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

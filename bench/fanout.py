@@ -1,0 +1,232 @@
+"""
+Fan-out: a real `twistd resmon --role=web` fed one analysis per host per second through RabbitMQ,
+and many real WebSocket clients (lean raw clients, bench/_wsclients.py, in several processes).
+
+Usage: python bench/fanout.py [--broker URL] [--clients 1000] [--hosts 1000] [--groups 10]
+    [--processes 4] [--warmup 5] [--measure 20] [--py-spy STACKS.txt] [--web-args "--opt=..."]
+
+The hosts are cut in --groups slices of equal size; client i subscribes to slice i mod groups
+(/ws?hosts=<its hosts>&events=analysis&history=0); --groups 1: every client follows every host
+(no hosts= parameter). Prints the web role's CPU (% of one core, from /proc), the frames the
+clients received per second, frame latency (the analysis's "ts", set when it is published, to
+the client's receive) p50/p99/max, the web role's RSS before and after the clients connected
+and per client, and the clients' own CPU (they must not be the bottleneck).
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+from twisted.internet import defer, protocol, task
+
+from _common import argumentParser, runBenchmark
+from dashboard_load import FleetPublisher
+
+CLIENTS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wsclients.py")
+BUCKET = 1e-4
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ClientProcess(protocol.ProcessProtocol):
+    """
+    One bench/_wsclients.py process; C{lines} are the JSON lines it wrote.
+    """
+
+    def __init__(self):
+        self.buffer = b""
+        self.lines = []
+        self._waiters = []
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.lines.append(json.loads(line))
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(self.lines[-1])
+
+    def errReceived(self, data):
+        sys.stderr.write(data.decode("utf-8", "replace"))
+
+    def nextLine(self):
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    def tell(self, line):
+        self.transport.write(line.encode() + b"\n")
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+def startClients(reactor, port, count, processes, paths):
+    """
+    Start C{count} clients in C{processes} processes, the client C{i}
+    requesting C{paths[i % len(paths)]}.
+    """
+    started = []
+    for k in range(processes):
+        mine = list(range(k, count, processes))
+        if not mine:
+            continue
+        # Client i of process k is client k + i * processes overall.
+        args = [sys.executable, CLIENTS_SCRIPT, f"--port={port}", f"--count={len(mine)}",
+                f"--first={k}", f"--stride={processes}"] + [f"--path={path}" for path in paths]
+        proc = ClientProcess()
+        reactor.spawnProcess(proc, sys.executable, args, env=os.environ)
+        started.append(proc)
+    return started
+
+
+def groupPaths(hosts, groups):
+    """
+    The request path of each slice of C{hosts}.
+    """
+    if groups <= 1:
+        return ["/ws?events=analysis&history=0"]
+    size = -(-len(hosts) // groups)
+    return ["/ws?events=analysis&history=0&hosts=" + ",".join(h["name"] for h in hosts[i:i + size])
+            for i in range(0, len(hosts), size)]
+
+
+def processCPU(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def processRSS(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentiles(histogram, *qs):
+    total = sum(histogram.values())
+    if not total:
+        return [float("nan")] * len(qs)
+    ordered = sorted((int(k), v) for k, v in histogram.items())
+    out = []
+    for q in qs:
+        want, seen = q * total, 0
+        for bucket, count in ordered:
+            seen += count
+            if seen >= want:
+                out.append((bucket + 1) * BUCKET * 1000)
+                break
+    return out
+
+
+def mergeHistograms(results):
+    merged = {}
+    for result in results:
+        for k, v in result["histogram"].items():
+            merged[int(k)] = merged.get(int(k), 0) + v
+    return merged
+
+
+@defer.inlineCallbacks
+def runClients(reactor, arguments, web, port, publisher, paths, label):
+    """
+    Connect the clients, measure, and return the figures (a dict).
+    """
+    pid = web.transport.pid
+    rssBefore = processRSS(pid)
+    connectStart = time.monotonic()
+    clients = startClients(reactor, port, arguments.clients, arguments.processes, paths)
+    readies = yield defer.gatherResults([c.nextLine() for c in clients])
+    connected = sum(r["ready"] for r in readies)
+    connectSeconds = time.monotonic() - connectStart
+    yield task.deferLater(reactor, arguments.warmup, lambda: None)
+    rssClients = processRSS(pid)
+    for c in clients:
+        c.tell("begin")
+    if arguments.py_spy:
+        # Where the web role's time goes, sampled over the measured seconds (collapsed stacks).
+        spy = protocol.ProcessProtocol()
+        pySpy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        reactor.spawnProcess(spy, pySpy, [
+            "py-spy", "record", "--nonblocking", "--format", "raw", "-r", "200", "-p", str(pid),
+            "-d", str(int(arguments.measure)), "-o", arguments.py_spy], env=os.environ)
+    cpu0, t0, published0 = processCPU(pid), time.monotonic(), publisher.published
+    yield task.deferLater(reactor, arguments.measure, lambda: None)
+    cpu1, t1, published1 = processCPU(pid), time.monotonic(), publisher.published
+    rssLoaded = processRSS(pid)
+    finals = [c.nextLine() for c in clients]
+    for c in clients:
+        c.tell("end")
+    results = yield defer.gatherResults(finals)
+    yield defer.gatherResults([c.ended for c in clients])
+    seconds = t1 - t0
+    histogram = mergeHistograms(results)
+    p50, p99, p999 = percentiles(histogram, 0.5, 0.99, 0.999)
+    worst = (max(histogram) + 1) * BUCKET * 1000 if histogram else float("nan")
+    messages = sum(r["messages"] for r in results)
+    figures = {
+        "label": label, "clients": connected, "connectSeconds": connectSeconds,
+        "cpu": (cpu1 - cpu0) / seconds * 100, "published": (published1 - published0) / seconds,
+        "frames": messages / seconds, "mbytes": sum(r["bytes"] for r in results) / seconds / 1e6,
+        "p50": p50, "p99": p99, "p999": p999, "max": worst,
+        "rssBefore": rssBefore, "rssClients": rssClients, "rssLoaded": rssLoaded,
+        "clientCPU": sum(r["cpu"] for r in results) / max(r["seconds"] for r in results) * 100,
+        "closed": sum(r["closed"] for r in results),
+    }
+    return figures
+
+
+def printFigures(f, arguments):
+    mib = 1024 * 1024
+    perClient = (f["rssClients"] - f["rssBefore"]) / max(1, f["clients"])
+    perClientLoaded = (f["rssLoaded"] - f["rssBefore"]) / max(1, f["clients"])
+    print(f"{f['label']}: {f['clients']} clients connected in {f['connectSeconds']:.1f} s "
+          f"({f['closed']} closed by the end)")
+    print(f"  analyses published {f['published']:.0f}/s; frames received {f['frames']:.0f}/s "
+          f"({f['mbytes']:.1f} MB/s)")
+    print(f"  web role CPU {f['cpu']:.0f} % of a core; clients' CPU {f['clientCPU']:.0f} % "
+          f"({arguments.processes} processes)")
+    print(f"  frame latency (published -> client): p50 {f['p50']:.1f} ms  p99 {f['p99']:.1f} ms  "
+          f"p99.9 {f['p999']:.1f} ms  max {f['max']:.1f} ms")
+    print(f"  web RSS: {f['rssBefore'] / mib:.1f} MiB before the clients, {f['rssClients'] / mib:.1f} "
+          f"MiB with them, {f['rssLoaded'] / mib:.1f} MiB at the end: {perClient / 1024:.1f} KiB "
+          f"per client connected ({perClientLoaded / 1024:.1f} KiB at the end)")
+
+
+@defer.inlineCallbacks
+def main(reactor, arguments, rig):
+    limit = arguments.clients + 100
+    web, port = yield rig.startListening(
+        "bench-fanout-web", "web", f"--max-clients={limit}", f"--max-clients-per-address={limit}",
+        *arguments.web_args.split())
+    publisher = FleetPublisher(rig.amqp, rig.exchange, arguments.hosts, reactor)
+    publisher.start()
+    try:
+        # Two rounds of the fleet first: every host is known before the clients come.
+        while publisher.published < 2 * arguments.hosts:
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        paths = groupPaths(publisher.hosts, arguments.groups)
+        print(f"twistd --role=web on port {port} (log: {web.logPath}); {arguments.hosts} hosts at 1 Hz; "
+              f"{arguments.clients} clients in {len(paths)} distinct subscriptions; "
+              f"{arguments.warmup:g} s warm-up, {arguments.measure:g} s measured", flush=True)
+        with open("/proc/loadavg") as f:
+            print("load average before:", " ".join(f.read().split()[:3]), flush=True)
+        figures = yield runClients(reactor, arguments, web, port, publisher, paths,
+                                   f"{arguments.clients} clients x {len(paths)} subscriptions")
+        printFigures(figures, arguments)
+        print(f"publisher at most {publisher.behind * 1000:.0f} ms behind its schedule")
+        if b"stopped reading" in web.output:
+            print("the web role disconnected clients for not reading (see its log)")
+    finally:
+        publisher.stop()
+
+
+if __name__ == "__main__":
+    runBenchmark(main, argumentParser(__doc__, clients=1000, hosts=1000, groups=10, processes=4,
+                                      warmup=5.0, measure=20.0, web_args="",
+                                      py_spy=""))
