@@ -119,6 +119,12 @@ class DashboardProtocol(WebSocketServerProtocol):
             # twisted.web's HTTP channel was the producer before the upgrade.
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
+        # Each event is written as it comes, without Nagle's delay: twisted.web
+        # set TCP_NODELAY on the connection this one upgraded; Autobahn's own
+        # attempt comes before its options are read, and fails silently.
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         self.subscribe(self.initialSubscription)
         if self.factory.notifications is not None:
             self.factory.notifications.sendKept(self, self._principal())
@@ -357,9 +363,6 @@ class DashboardFactory(WebSocketServerFactory):
             failByDrop=False,
             autoPingInterval=pingInterval,
             autoPingTimeout=pingInterval,
-            # Each event is written as soon as it comes (the default; said
-            # here because the latency depends on it).
-            tcpNoDelay=True,
         )
 
     def prepareEvent(self, document, body):
