@@ -189,8 +189,9 @@ def printFigures(f, arguments):
           f"({f['closed']} closed by the end)")
     print(f"  analyses published {f['published']:.0f}/s; frames received {f['frames']:.0f}/s "
           f"({f['mbytes']:.1f} MB/s)")
-    print(f"  web role CPU {f['cpu']:.0f} % of a core; clients' CPU {f['clientCPU']:.0f} % "
-          f"({arguments.processes} processes)")
+    perFrame = f["cpu"] / 100 / f["frames"] * 1e6 if f["frames"] else float("nan")
+    print(f"  web role CPU {f['cpu']:.0f} % of a core ({perFrame:.1f} µs per frame received); "
+          f"clients' CPU {f['clientCPU']:.0f} % ({arguments.processes} processes)")
     print(f"  frame latency (published -> client): p50 {f['p50']:.1f} ms  p99 {f['p99']:.1f} ms  "
           f"p99.9 {f['p999']:.1f} ms  max {f['max']:.1f} ms")
     print(f"  web RSS: {f['rssBefore'] / mib:.1f} MiB before the clients, {f['rssClients'] / mib:.1f} "

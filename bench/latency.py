@@ -3,8 +3,15 @@ End-to-end latency: measure published on RabbitMQ -> analysis received by a
 WebSocket client of a real `twistd resmon --role=server`.
 
 Usage: python bench/latency.py [--broker URL] [--count N] [--rate PER_SECOND]
+       python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2]
 Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 Prints p50/p90/p99/max in milliseconds.
+
+With --hosts and --dashboards: a fleet of that many hosts each sending a
+measure a second, and that many dashboards open (lean raw WebSocket clients
+subscribed to everything, as the page is: bench/_wsclients.py, in --processes
+processes); the latency is then of every analysis every dashboard received,
+from its measure's "ts" (set when it is published) to the client's receive.
 """
 
 import json
@@ -16,13 +23,97 @@ from _common import argumentParser, runBenchmark
 from support import connectWebSocket, withTimeout
 
 
+class MeasurePublisher:
+    """
+    One small measure per host per second, the hosts spread over the second.
+    """
+
+    def __init__(self, amqp, exchange, count, clock):
+        self.amqp, self.exchange, self.clock = amqp, exchange, clock
+        self.hosts = [f"fleet-{i:04d}" for i in range(count)]
+        self.published = 0
+        self.behind = 0.0
+        self._start = None
+        self._loop = task.LoopingCall(self._publishDue)
+        self._loop.clock = clock
+
+    def start(self):
+        self._start = self.clock.seconds()
+        self._loop.start(0.005)
+
+    def stop(self):
+        if self._loop.running:
+            self._loop.stop()
+
+    def _publishDue(self):
+        now, n = self.clock.seconds(), len(self.hosts)
+        self.behind = max(self.behind, now - (self._start + self.published / n))
+        while self._start + self.published / n <= now:
+            host = self.hosts[self.published % n]
+            body = json.dumps({
+                "v": 1, "host": host, "seq": self.published // n, "ts": time.time(), "interval": 1.0,
+                "metrics": {"cpu": {"percent": float(self.published % 97)},
+                            "memory": {"percent": 42.0, "total": 8 << 30, "used": 3 << 30}}}).encode()
+            self.amqp.publish(self.exchange, f"{host}.measure", body)
+            self.published += 1
+
+
+@defer.inlineCallbacks
+def fleet(reactor, arguments, rig, server, port):
+    """
+    The latency every dashboard sees with a whole fleet sending.
+    """
+    from fanout import mergeHistograms, percentiles, processCPU, startClients
+
+    publisher = MeasurePublisher(rig.amqp, rig.exchange, arguments.hosts, reactor)
+    publisher.start()
+    try:
+        while publisher.published < 2 * arguments.hosts:
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
+                               ["/ws?history=overview"])
+        yield defer.gatherResults([c.nextLine() for c in clients])
+        yield task.deferLater(reactor, 3.0, lambda: None)
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        for c in clients:
+            c.tell("begin")
+        pid = server.transport.pid
+        cpu0, t0 = processCPU(pid), time.monotonic()
+        yield task.deferLater(reactor, arguments.measure, lambda: None)
+        cpu1, t1 = processCPU(pid), time.monotonic()
+        finals = [c.nextLine() for c in clients]
+        for c in clients:
+            c.tell("end")
+        results = yield defer.gatherResults(finals)
+    finally:
+        publisher.stop()
+    histogram = mergeHistograms(results)
+    p50, p90, p99 = percentiles(histogram, 0.5, 0.9, 0.99)
+    worst = (max(histogram) + 1) * 0.1 if histogram else float("nan")
+    messages = sum(r["messages"] for r in results)
+    print(f"{arguments.hosts} hosts at 1 Hz, {arguments.dashboards} dashboards "
+          f"(load average {load}), {arguments.measure:g} s: measure published -> analysis on "
+          f"each dashboard's WebSocket ({messages / (t1 - t0):.0f} frames/s received):")
+    print(f"  p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {worst:.1f} ms")
+    print(f"  --role=server CPU {(cpu1 - cpu0) / (t1 - t0) * 100:.0f} % of a core "
+          f"({(cpu1 - cpu0) / max(1, messages) * 1e6:.1f} µs per frame received); clients' CPU "
+          f"{sum(r['cpu'] for r in results) / (t1 - t0) * 100:.0f} %; publisher at most "
+          f"{publisher.behind * 1000:.0f} ms behind its schedule")
+
+
 @defer.inlineCallbacks
 def main(reactor, arguments, rig):
     count, rate = arguments.count, arguments.rate
     amqp, exchange = rig.amqp, rig.exchange
+    limit = arguments.dashboards + 100
     server, port = yield rig.startListening(
-        "bench-server", "server", f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}")
+        "bench-server", "server", f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}",
+        f"--max-clients={limit}", f"--max-clients-per-address={limit}")
     yield server.waitForOutput(b"consuming #.measure")
+    if arguments.hosts:
+        yield fleet(reactor, arguments, rig, server, port)
+        return
     client, _ = yield connectWebSocket(port)
     sent = {}
     latencies = []
@@ -50,4 +141,5 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0))
+    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0,
+                                      measure=20.0, processes=2))

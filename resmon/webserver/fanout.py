@@ -609,9 +609,13 @@ class EventFanout:
         bytes received), and for each host the time of its newest history
         point; history points are cut out when written, up to that time.
         """
+        # Matched as the clients attached with an equal subscription are
+        # (with their answers cached once for all, not again per client).
+        audience = self._audiences.get(_matchKey(subscription))
+        matchesHost = (subscription if audience is None else audience.subscription).matchesHost
         hosts = self.knownHosts()
         if subscription.hosts is not None:
-            hosts = [h for h in hosts if subscription.matchesHost(h)]
+            hosts = [h for h in hosts if matchesHost(h)]
         analyses = statuses = ()
         history = None
         described = subscription.describe()
@@ -630,11 +634,11 @@ class EventFanout:
             statuses = [body for body in map(self.statuses.body, hosts) if body is not None]
         alerts = recent = None
         if topics.ALERT in subscription.events:
-            alerts = self.firingAlerts.bodies(subscription.matchesHost)
+            alerts = self.firingAlerts.bodies(matchesHost)
         if topics.ALERT in subscription.events or topics.EVENT in subscription.events:
             recent = self.recentEvents.latest(
                 SNAPSHOT_RECENT_EVENTS,
-                lambda kind, source: kind in subscription.events and subscription.matchesHost(source))
+                lambda kind, source: kind in subscription.events and matchesHost(source))
         return Snapshot(lambda: wire.snapshotPieces(
             described, analyses, statuses, None if history is None else history.pieces(),
             alerts, recent))

@@ -38,7 +38,7 @@ class Subscription:
 
     def __init__(self, hosts=None, events=EVENT_KINDS, history=DEFAULT_HISTORY, since=None,
                  step=None):
-        self.hosts = None if hosts is None else tuple(hosts)
+        self.hosts, self._literal, self._wild = _patterns(hosts)
         self.events = frozenset(events)
         self.history = history
         self.since = since
@@ -46,11 +46,6 @@ class Subscription:
             step = DEFAULT_OVERVIEW_STEP if history == HISTORY_OVERVIEW else 0
         self.step = step
         self._matched = {}
-        # A pattern without wildcards matches a host by its name or its
-        # routing word (a word has no dots): a set lookup, not a match each.
-        patterns = self.hosts or ()
-        self._literal = frozenset(p for p in patterns if "*" not in p and "#" not in p)
-        self._wild = tuple(p for p in patterns if p not in self._literal)
 
     @property
     def historyForm(self):
@@ -105,6 +100,33 @@ class Subscription:
         The subscription a L{wire.SubscribeRequest} asks for.
         """
         return cls(request.hosts, request.events, request.history, request.since, request.step)
+
+
+# Host patterns of the subscriptions made, shared by the equal ones (a
+# thousand dashboards asking for the same hundred hosts keep them once);
+# beyond this many different ones the table is dropped.
+_SHARED_PATTERNS = 1000
+_sharedPatterns = {}
+
+
+def _patterns(hosts):
+    """
+    C{hosts} as a tuple, the literal patterns among them as a set and the
+    others (with C{*} or C{#}) as a tuple, shared with equal subscriptions.
+
+    A pattern without wildcards matches a host by its name or its routing
+    word (a word has no dots): a set lookup, not a topic match each.
+    """
+    if hosts is None:
+        return None, frozenset(), ()
+    hosts = tuple(hosts)
+    shared = _sharedPatterns.get(hosts)
+    if shared is None:
+        if len(_sharedPatterns) >= _SHARED_PATTERNS:
+            _sharedPatterns.clear()
+        literal = frozenset(p for p in hosts if "*" not in p and "#" not in p)
+        shared = _sharedPatterns[hosts] = (hosts, literal, tuple(p for p in hosts if p not in literal))
+    return shared
 
 
 EVERYTHING = Subscription()
