@@ -8,10 +8,11 @@ Usage (run by bench/fanout.py and bench/latency.py, one process per slice of
 the clients): python bench/_wsclients.py --port P --count N [--path /ws?...]...
 
 Client C{i} of this process requests the C{--path} numbered C{first + i *
-stride} (modulo their number): several processes share the paths out. The process writes C{ready} once every client has its
-snapshot, then reads its standard input: C{begin} starts counting, C{end}
-writes one JSON line (messages, bytes, a latency histogram in 0.1 ms
-buckets, this process's CPU seconds) and exits.
+stride} (modulo their number): several processes share the paths out. The
+process writes C{ready} once every client has its snapshot, then reads its
+standard input: C{begin} starts counting, C{end} writes one JSON line
+(messages, bytes, a latency histogram in 0.1 ms buckets, this process's CPU
+seconds) and exits.
 """
 
 import argparse
@@ -98,7 +99,10 @@ class Client:
                     self.snapshot = True
             elif opcode == 9:  # ping: a masked pong (mask 0) with its payload
                 payload = bytes(buf[start:pos])
-                self.sock.sendall(bytes([_PONG_HEADER, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                try:
+                    self.sock.send(bytes([_PONG_HEADER, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                except OSError:  # a full buffer (this client is far behind) or a reset
+                    pass
             elif opcode == 8:
                 self.closed = True
         del buf[:pos]

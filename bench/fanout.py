@@ -61,6 +61,9 @@ class ClientProcess(protocol.ProcessProtocol):
         self.transport.write(line.encode() + b"\n")
 
     def processEnded(self, reason):
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(RuntimeError(f"a client process ended before writing its figures: {reason.value}"))
         self.ended.callback(None)
 
 
@@ -141,7 +144,18 @@ def runClients(reactor, arguments, web, port, publisher, paths, label):
     rssBefore = processRSS(pid)
     connectStart = time.monotonic()
     clients = startClients(reactor, port, arguments.clients, arguments.processes, paths)
-    readies = yield defer.gatherResults([c.nextLine() for c in clients])
+    try:
+        figures = yield measure(reactor, arguments, pid, publisher, clients, label, rssBefore, connectStart)
+    finally:
+        for c in clients:
+            if not c.ended.called:
+                c.transport.signalProcess("KILL")
+    return figures
+
+
+@defer.inlineCallbacks
+def measure(reactor, arguments, pid, publisher, clients, label, rssBefore, connectStart):
+    readies = yield defer.gatherResults([c.nextLine() for c in clients], consumeErrors=True)
     connected = sum(r["ready"] for r in readies)
     connectSeconds = time.monotonic() - connectStart
     yield task.deferLater(reactor, arguments.warmup, lambda: None)
@@ -162,7 +176,7 @@ def runClients(reactor, arguments, web, port, publisher, paths, label):
     finals = [c.nextLine() for c in clients]
     for c in clients:
         c.tell("end")
-    results = yield defer.gatherResults(finals)
+    results = yield defer.gatherResults(finals, consumeErrors=True)
     yield defer.gatherResults([c.ended for c in clients])
     seconds = t1 - t0
     histogram = mergeHistograms(results)

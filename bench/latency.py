@@ -72,6 +72,8 @@ def fleet(reactor, arguments, rig, server, port):
             yield task.deferLater(reactor, 0.1, lambda: None)
         clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
                                ["/ws?history=overview"])
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: [
+            c.transport.signalProcess("KILL") for c in clients if not c.ended.called])
         yield defer.gatherResults([c.nextLine() for c in clients])
         yield task.deferLater(reactor, 3.0, lambda: None)
         with open("/proc/loadavg") as f:
