@@ -4,6 +4,7 @@ and many real WebSocket clients (lean raw clients, bench/_wsclients.py, in sever
 
 Usage: python bench/fanout.py [--broker URL] [--clients 1000] [--hosts 1000] [--groups 10]
     [--processes 4] [--warmup 5] [--measure 20] [--py-spy STACKS.txt] [--web-args "--opt=..."]
+       python bench/fanout.py --in-process [--clients 1000] [--hosts 1000] [--groups 10]
 
 The hosts are cut in --groups slices of equal size; client i subscribes to slice i mod groups
 (/ws?hosts=<its hosts>&events=analysis&history=0); --groups 1: every client follows every host
@@ -241,7 +242,91 @@ def main(reactor, arguments, rig):
         publisher.stop()
 
 
+class _NullTransport:
+    """
+    A connection's transport that keeps nothing (for L{inProcess}).
+    """
+
+    disconnecting = False
+
+    def __init__(self):
+        self.written = 0
+
+    def write(self, data):
+        self.written += len(data)
+
+    def writeSequence(self, data):
+        self.written += sum(map(len, data))
+
+    def registerProducer(self, producer, streaming):
+        pass
+
+    def unregisterProducer(self):
+        pass
+
+    def getPeer(self):
+        from twisted.internet.address import IPv4Address
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    getHost = getPeer
+
+    def loseConnection(self):
+        pass
+
+    abortConnection = loseConnection
+
+
+def inProcess(arguments):
+    """
+    The fan-out and WebSocket protocols alone, in this process: the CPU time
+    per frame of matching, framing and flow control, without sockets or a
+    broker (steadier than the real run on a shared machine).
+    """
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from twisted.internet.task import Clock
+
+    from resmon.webserver.fanout import EventFanout
+    from resmon.webserver.websocket import DashboardFactory
+    from dashboard_load import FleetPublisher
+
+    class Publisher(FleetPublisher):
+        def __init__(self, count):
+            FleetPublisher.__init__(self, None, None, count, Clock())
+
+    fleet = Publisher(arguments.hosts)
+    fanout = EventFanout()
+    bodies = [(h["key"], json.dumps(fleet._analysis(h)).encode()) for h in fleet.hosts]
+    for routingKey, body in bodies:
+        fanout.eventReceived(routingKey, body)
+    factory = DashboardFactory(fanout, Clock(), stallTimeout=30)
+    paths = groupPaths(fleet.hosts, arguments.groups)
+    for i in range(arguments.clients):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(_NullTransport())
+        protocol.dataReceived((
+            f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    rounds = [[(k, json.dumps(fleet._analysis(h)).encode()) for (k, _), h in zip(bodies, fleet.hosts)]
+              for _ in range(3)]
+    sent = fanout.counters["sent"]
+    start = time.process_time()
+    for events in rounds:
+        for routingKey, body in events:
+            fanout.eventReceived(routingKey, body)
+    seconds = time.process_time() - start
+    frames = fanout.counters["sent"] - sent
+    print(f"in process: {arguments.clients} clients x {len(paths)} subscriptions, {arguments.hosts} "
+          f"hosts, {len(rounds)} rounds: {frames} frames, {seconds / frames * 1e6:.2f} µs of CPU per "
+          f"frame ({seconds / (len(rounds) * arguments.hosts) * 1e6:.0f} µs per analysis)")
+
+
 if __name__ == "__main__":
-    runBenchmark(main, argumentParser(__doc__, clients=1000, hosts=1000, groups=10, processes=4,
-                                      warmup=5.0, measure=20.0, web_args="",
-                                      py_spy=""))
+    parser = argumentParser(__doc__, clients=1000, hosts=1000, groups=10, processes=4,
+                            warmup=5.0, measure=20.0, web_args="", py_spy="")
+    parser.add_argument("--in-process", action="store_true",
+                        help="only the fan-out and WebSocket protocols in this process, no sockets")
+    if "--in-process" in sys.argv:
+        inProcess(parser.parse_args())
+    else:
+        runBenchmark(main, parser)
