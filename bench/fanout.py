@@ -21,6 +21,7 @@ import sys
 import time
 
 from twisted.internet import defer, protocol, task
+from twisted.internet.error import ProcessExitedAlready
 
 from _common import argumentParser, runBenchmark
 from dashboard_load import FleetPublisher
@@ -149,9 +150,15 @@ def runClients(reactor, arguments, web, port, publisher, paths, label):
         figures = yield measure(reactor, arguments, pid, publisher, clients, label, rssBefore, connectStart)
     finally:
         for c in clients:
-            if not c.ended.called:
-                c.transport.signalProcess("KILL")
+            killClients(c)
     return figures
+
+
+def killClients(process):
+    try:
+        process.transport.signalProcess("KILL")
+    except ProcessExitedAlready:
+        pass
 
 
 @defer.inlineCallbacks

@@ -63,7 +63,7 @@ def fleet(reactor, arguments, rig, server, port):
     """
     The latency every dashboard sees with a whole fleet sending.
     """
-    from fanout import mergeHistograms, percentiles, processCPU, startClients
+    from fanout import killClients, mergeHistograms, percentiles, processCPU, startClients
 
     publisher = MeasurePublisher(rig.amqp, rig.exchange, arguments.hosts, reactor)
     publisher.start()
@@ -72,8 +72,7 @@ def fleet(reactor, arguments, rig, server, port):
             yield task.deferLater(reactor, 0.1, lambda: None)
         clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
                                ["/ws?history=overview"])
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: [
-            c.transport.signalProcess("KILL") for c in clients if not c.ended.called])
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: [killClients(c) for c in clients])
         yield defer.gatherResults([c.nextLine() for c in clients])
         yield task.deferLater(reactor, 3.0, lambda: None)
         with open("/proc/loadavg") as f:
