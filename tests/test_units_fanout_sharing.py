@@ -190,3 +190,15 @@ def test_websocket_connections_are_set_tcp_nodelay(tmp_path):
         proto.dropConnection(abort=True)
     finally:
         yield port.stopListening()
+
+
+def test_equal_subscriptions_share_their_patterns_within_a_bound():
+    from resmon.webserver.subscriptions import _SharedPatterns
+
+    table = _SharedPatterns(limit=5)
+    first = table.get(["a", "b*", "c"])
+    assert first == (("a", "b*", "c"), frozenset({"a", "c"}), ("b*",))
+    assert table.get(("a", "b*", "c")) is first
+    table.get(["d", "e", "f"])  # 6 patterns in all: the table starts again
+    assert table.get(["a", "b*", "c"]) is not first
+    assert Subscription(hosts=["x", "y"]).hosts is Subscription(hosts=("x", "y")).hosts

@@ -102,31 +102,49 @@ class Subscription:
         return cls(request.hosts, request.events, request.history, request.since, request.step)
 
 
-# Host patterns of the subscriptions made, shared by the equal ones (a
-# thousand dashboards asking for the same hundred hosts keep them once);
-# beyond this many different ones the table is dropped.
-_SHARED_PATTERNS = 1000
-_sharedPatterns = {}
+class _SharedPatterns:
+    """
+    Host patterns of the subscriptions made, shared by the equal ones (a
+    thousand dashboards asking for the same hundred hosts keep them once).
+    Entries outlive their subscriptions: beyond C{limit} patterns in all,
+    the table is dropped (what it costs stays bounded whatever clients
+    ask for; sharing starts again with the next subscriptions).
+    """
+
+    def __init__(self, limit=100_000):
+        self.limit = limit
+        self._table = {}
+        self._size = 0
+
+    def get(self, hosts):
+        """
+        C{hosts} as a tuple, the literal patterns among them as a set and
+        the others (with C{*} or C{#}) as a tuple, shared with equal
+        subscriptions.
+
+        A pattern without wildcards matches a host by its name or its
+        routing word (a word has no dots): a set lookup, not a topic match each.
+        """
+        hosts = tuple(hosts)
+        shared = self._table.get(hosts)
+        if shared is None:
+            if self._size + len(hosts) > self.limit:
+                self._table.clear()
+                self._size = 0
+            literal = frozenset(p for p in hosts if "*" not in p and "#" not in p)
+            shared = (hosts, literal, tuple(p for p in hosts if p not in literal))
+            self._table[hosts] = shared
+            self._size += len(hosts)
+        return shared
+
+
+_sharedPatterns = _SharedPatterns()
 
 
 def _patterns(hosts):
-    """
-    C{hosts} as a tuple, the literal patterns among them as a set and the
-    others (with C{*} or C{#}) as a tuple, shared with equal subscriptions.
-
-    A pattern without wildcards matches a host by its name or its routing
-    word (a word has no dots): a set lookup, not a topic match each.
-    """
     if hosts is None:
         return None, frozenset(), ()
-    hosts = tuple(hosts)
-    shared = _sharedPatterns.get(hosts)
-    if shared is None:
-        if len(_sharedPatterns) >= _SHARED_PATTERNS:
-            _sharedPatterns.clear()
-        literal = frozenset(p for p in hosts if "*" not in p and "#" not in p)
-        shared = _sharedPatterns[hosts] = (hosts, literal, tuple(p for p in hosts if p not in literal))
-    return shared
+    return _sharedPatterns.get(hosts)
 
 
 EVERYTHING = Subscription()
