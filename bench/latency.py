@@ -4,6 +4,7 @@ WebSocket client of a real `twistd resmon --role=server`.
 
 Usage: python bench/latency.py [--broker URL] [--count N] [--rate PER_SECOND]
        python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2]
+                               [--server-args "--prefetch=20 ..."]
 Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 Prints p50/p90/p99/max in milliseconds.
 
@@ -110,7 +111,7 @@ def main(reactor, arguments, rig):
     limit = arguments.dashboards + 100
     server, port = yield rig.startListening(
         "bench-server", "server", f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}",
-        f"--max-clients={limit}", f"--max-clients-per-address={limit}")
+        f"--max-clients={limit}", f"--max-clients-per-address={limit}", *arguments.server_args.split())
     yield server.waitForOutput(b"consuming #.measure")
     if arguments.hosts:
         yield fleet(reactor, arguments, rig, server, port)
@@ -143,4 +144,4 @@ def main(reactor, arguments, rig):
 
 if __name__ == "__main__":
     runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0,
-                                      measure=20.0, processes=2))
+                                      measure=20.0, processes=2, server_args=""))
