@@ -21,7 +21,7 @@ from dashboard_load import (
     startBrowser)
 from support import PlainAMQPClient, TwistdProcess, brokerURL, freePort, uniqueName
 
-# Added to dashboard_load's probe: what a person sees move. Every 250 ms, the hosts of the cards in the
+# Added to dashboard_load's probe: what a person sees move. Every 100 ms, the hosts of the cards in the
 # viewport in reading order; a change while the page is not scrolled is a re-order.
 ORDER_PROBE = r"""
 (() => {
@@ -47,7 +47,7 @@ ORDER_PROBE = r"""
     const order = inView();
     if (b.lastOrder !== null && order !== b.lastOrder) b.orderChanges.push(performance.now());
     b.lastOrder = order;
-  }, 250);
+  }, 100);
   // Scroll the page by step pixels a frame, down to the end of the grid and back up.
   b.scroll = (step) => {
     b.scrolling = true;
@@ -140,7 +140,7 @@ ROWS = [
     ("long tasks", "long tasks (> 50 ms)", "{:d}"),
     ("long tasks ms", "  their total duration (ms)", "{:.0f}"),
     ("longest task", "  longest (ms)", "{:.0f}"),
-    ("order changes", "order changes seen in view (250 ms probe)", "{:d}"),
+    ("order changes", "order changes seen in view (100 ms probe)", "{:d}"),
     ("closest changes", "  closest two (ms)", "{:.0f}"),
     ("main busy %", "page main thread busy (% of time, CDP)", "{:.0f}"),
     ("app frame avg", "dashboard frame() mean (ms)", "{:.2f}"),
