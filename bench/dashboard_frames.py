@@ -124,6 +124,9 @@ def measurePhase(reactor, driver, publisher, seconds, scrollStep):
         "closest changes": min(gaps) if gaps else float("nan"),
         "cards": cards,
         "main busy %": (after["TaskDuration"] - before["TaskDuration"]) / span * 100,
+        "script %": (after["ScriptDuration"] - before["ScriptDuration"]) / span * 100,
+        "style %": (after["RecalcStyleDuration"] - before["RecalcStyleDuration"]) / span * 100,
+        "layout %": (after["LayoutDuration"] - before["LayoutDuration"]) / span * 100,
         "app frame avg": page["appFrameMs"] / max(1, page["appFrames"]),
         "app frame max": page["appFrameMax"],
     }
@@ -143,6 +146,9 @@ ROWS = [
     ("order changes", "order changes seen in view (100 ms probe)", "{:d}"),
     ("closest changes", "  closest two (ms)", "{:.0f}"),
     ("main busy %", "page main thread busy (% of time, CDP)", "{:.0f}"),
+    ("script %", "  of which script (%)", "{:.0f}"),
+    ("style %", "  of which style recalc (%)", "{:.0f}"),
+    ("layout %", "  of which layout (%)", "{:.0f}"),
     ("app frame avg", "dashboard frame() mean (ms)", "{:.2f}"),
     ("app frame max", "dashboard frame() longest (ms)", "{:.1f}"),
 ]
