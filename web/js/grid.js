@@ -8,7 +8,7 @@
 import { renderCardAlerts } from "./alerts.js";
 import { bindCard, createCard, orderedEntries, unbindCard } from "./cards.js";
 import { hosts } from "./state.js";
-import { $ } from "./util.js";
+import { $, nowSec } from "./util.js";
 
 export const grid = $("#hosts");
 
@@ -24,11 +24,6 @@ let onChange = () => {};
 /** The number of hosts in the grid (those the filter lets through). */
 export function gridSize() {
   return order.length;
-}
-
-/** The hosts in grid order (filtered and sorted at the last re-order). */
-export function gridOrder() {
-  return order.map((e) => e.host);
 }
 
 /**
@@ -160,7 +155,7 @@ export function focusHost(host) {
     const row = Math.floor(entry.slot / layout.cols);
     const top = grid.getBoundingClientRect().top + window.scrollY + row * layout.rowHeight;
     window.scrollTo(0, Math.max(0, top - window.innerHeight / 2));
-    renderGrid(Date.now() / 1000);
+    renderGrid(nowSec());
   }
   if (entry.card) entry.card.el.focus();
 }
