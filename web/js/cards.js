@@ -147,7 +147,7 @@ export function matches(entry, text, lvl) {
 const byName = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /** How the sort control orders entries: by name, or by CPU or memory, highest first. */
-export function comparator(mode) {
+function comparator(mode) {
   if (mode === "cpu" || mode === "memory") {
     const field = mode === "cpu" ? "cpu" : "mem";
     return (a, b) => {

@@ -126,8 +126,8 @@ export function renderGrid(now) {
 
 /**
  * Keep the cards' DOM order the grid's order, so Tab goes from card to
- * card as they read, moving as few nodes as possible (moving a node drops
- * its focus: it is given back).
+ * card as they read. Only the nodes out of place move (a scroll adds a
+ * row at one end); moving a node drops its focus, which is given back.
  */
 function placeInDocumentOrder(wanted) {
   const focused = document.activeElement;
