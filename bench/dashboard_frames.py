@@ -111,6 +111,7 @@ def measurePhase(reactor, driver, publisher, seconds, scrollStep):
     changes = page["orderChanges"]
     gaps = [b - a for a, b in zip(changes, changes[1:])]
     return {
+        "seconds": span,
         "published/s": (publisher.published - published0) / span,
         "fps": len(frames) / span,
         "frame p50": percentile(frames, 0.50),
@@ -133,6 +134,7 @@ def measurePhase(reactor, driver, publisher, seconds, scrollStep):
 
 
 ROWS = [
+    ("seconds", "seconds measured in the page", "{:.1f}"),
     ("published/s", "analyses published per second", "{:.0f}"),
     ("cards", "cards in the DOM at the end", "{:d}"),
     ("fps", "frames per second", "{:.1f}"),
