@@ -6,6 +6,7 @@ viewport exist; what a person sees there is checked, not the DOM's order.
 """
 
 import math
+import os
 import random
 import time
 
@@ -14,7 +15,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from test_browser import (  # noqa: F401 (fixtures)
-    IN_VIEW, _pastAnalysis, browser, cardCount, cardText, hostCount, hostsInView, processes,
+    ARTIFACTS, IN_VIEW, _pastAnalysis, browser, cardCount, cardText, hostCount, hostsInView, processes,
     publish, scrollToCard, startPublishing, startedServer, waitUntil)
 
 FLEET = 2000
@@ -116,6 +117,8 @@ def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
     start = expected.index(seen[0])
     assert seen == expected[start:start + len(seen)]
     assert cardCount(browser) <= 100
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-fleet.png"))
 
     # Its detail view, from a click; Esc gives the focus back to its card, and Tab goes on to the
     # next host in the grid's order.
