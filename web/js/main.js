@@ -38,7 +38,7 @@ function frame() {
   const detailHost = shownHost();
   // New values may move hosts (a value sort, a level filter, a new host): the grid re-orders on
   // a throttle, so positions hold still between two re-orders while the values change.
-  if (pending.size) reorderSoon();
+  if (pending.size && orderMayChange()) reorderSoon();
   if (view.orderDirty) reorderNow();
   renderGrid(now);
   // Only the hosts with a card (in or near the view) are drawn; the others when scrolled to.
@@ -51,6 +51,16 @@ function frame() {
   }
   pending.clear();
   renderCounts(now, gridSize());
+}
+
+/** Whether what waits to be drawn may move hosts: a value sort, a level filter or a new host. */
+function orderMayChange() {
+  if (sortSelect.value !== "name" || levelSelect.value) return true;
+  for (const host of pending.keys()) {
+    const entry = hosts.get(host);
+    if (entry && entry.slot < 0) return true;
+  }
+  return false;
 }
 
 function reorderSoon() {
