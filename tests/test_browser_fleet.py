@@ -145,3 +145,12 @@ def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
     assert hostCount(browser) == FLEET
     assert browser.execute_script("return document.documentElement.scrollHeight") < \
         math.ceil(FLEET / perRow) * 156
+
+    # The other controls act at once too: sorted by name, then a level no host has.
+    Select(browser.find_element(By.ID, "sort")).select_by_value("name")
+    byName = sorted(matching)
+    waitUntil(lambda: (lambda seen: len(seen) >= 8 and seen == byName[:len(seen)])(hostsInView(browser)),
+              5, "the matching hosts by name")
+    Select(browser.find_element(By.ID, "level-filter")).select_by_value("HIGH")
+    waitUntil(lambda: hostsInView(browser) == [], 5, "no card for a level no host has")
+    assert browser.find_element(By.ID, "empty").text == "No host matches the filter."
