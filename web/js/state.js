@@ -55,8 +55,7 @@ function getEntry(host) {
       card: null,              // its card, while it has one (web/js/grid.js)
       slot: -1,                // its index in the grid's order, -1 until placed
     };
-    hosts.set(host, entry);
-    view.orderDirty = true;
+    hosts.set(host, entry);   // placed in the grid at its next re-order (main.js)
   }
   return entry;
 }
