@@ -199,11 +199,17 @@ def main(reactor, arguments, cleanup):
         while publisher.published < 2 * len(publisher.hosts):
             yield task.deferLater(reactor, 0.1, lambda: None)
         yield threads.deferToThread(openDashboard, driver, port, arguments.sort)
+        # The warm-up starts with the snapshot in the page (a busy machine delays it by seconds).
+        deadline = reactor.seconds() + 60
+        while not (yield threads.deferToThread(driver.execute_script, "return window.__bench.snapshots.length")):
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no snapshot in the page within 60 s (server log: {server.logPath})")
+            yield task.deferLater(reactor, 0.2, lambda: None)
         yield task.deferLater(reactor, arguments.warmup, lambda: None)
         facts = yield threads.deferToThread(pageFacts, driver)
         if not facts["snapshots"] or facts["snapshots"][0]["hosts"] != arguments.hosts:
-            raise AssertionError(f"the page's first snapshot should hold all {arguments.hosts} hosts "
-                                 f"(server log: {server.logPath})")
+            raise AssertionError(f"the page's first snapshot should hold all {arguments.hosts} hosts, not "
+                                 f"{facts['snapshots'][0]['hosts']} (server log: {server.logPath})")
         results = {}
         for name, step in (("at rest", 0), ("scrolling", arguments.scroll_step)):
             print(f"{name}: {arguments.measure:g} s measured...", flush=True)
