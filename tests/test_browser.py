@@ -220,23 +220,29 @@ def hostsInView(driver):
 
 def recordOrderInView(driver):
     """
-    From now on, at every frame, note when the hosts in view change (which
-    cards, or their order): C{orderChanges(driver)} returns when, in ms.
+    From now on, note when the hosts in view change (which cards, or their
+    order; C{orderChanges(driver)} returns when, in ms) and when only the
+    values they show change (C{window.__view.values}). Checked as the page
+    changes the grid (a mutation observer runs right after the frame that
+    changed it), so each change is timed when it is made, not a frame later.
     """
     driver.execute_script(IN_VIEW + """
-        window.__orders = [];
-        let last = null;
-        const tick = () => {
-          const now = inView().join(' ');
-          if (last !== null && now !== last) window.__orders.push(performance.now());
-          last = now;
-          requestAnimationFrame(tick);
-        };
-        requestAnimationFrame(tick);""")
+        const grid = document.getElementById('hosts');
+        const cpu = () => [...grid.querySelectorAll('.host-card .cpu-value')].map((e) => e.textContent).join(' ');
+        const view = window.__view = { orders: [], values: [] };
+        let lastOrder = inView().join(' '), lastValues = cpu();
+        if (window.__viewObserver) window.__viewObserver.disconnect();
+        window.__viewObserver = new MutationObserver(() => {
+          const order = inView().join(' '), values = cpu();
+          if (order !== lastOrder) view.orders.push(performance.now());
+          else if (values !== lastValues) view.values.push(performance.now());
+          lastOrder = order;
+          lastValues = values;
+        }).observe(grid, { subtree: true, childList: true, attributes: true, characterData: true });""")
 
 
 def orderChanges(driver):
-    return driver.execute_script("return window.__orders")
+    return driver.execute_script("return window.__view.orders")
 
 
 def scrollToCard(driver, host, fraction=0.0):

@@ -15,8 +15,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from test_browser import (  # noqa: F401 (fixtures)
-    ARTIFACTS, IN_VIEW, _pastAnalysis, browser, cardCount, cardText, hostCount, hostsInView, processes,
-    publish, scrollToCard, startPublishing, startedServer, waitUntil)
+    ARTIFACTS, _pastAnalysis, browser, cardCount, cardText, hostCount, hostsInView, orderChanges,
+    processes, publish, recordOrderInView, scrollToCard, startPublishing, startedServer, waitUntil)
 
 FLEET = 2000
 
@@ -29,31 +29,6 @@ def analyses(fleet, cpu, seq, ts):
 def byCPU(fleet, cpu):
     """The order the page shows: highest CPU first, then by name."""
     return sorted(fleet, key=lambda host: (-cpu[host], host))
-
-
-def recordViewAndValues(driver):
-    """
-    From now on, at every frame, note what changed in view: the hosts (which
-    cards, or their order) or only the values they show (in
-    C{window.__view}, replaced by the next call).
-    """
-    driver.execute_script(IN_VIEW + """
-        window.__view = { orders: [], values: [] };
-        const mine = window.__view;
-        let lastOrder = null, lastValues = null;
-        const tick = () => {
-          if (window.__view !== mine) return;
-          const order = inView().join(' ');
-          const values = [...document.querySelectorAll('#hosts .host-card .cpu-value')]
-            .map((e) => e.textContent).join(' ');
-          const t = performance.now();
-          if (lastOrder !== null && order !== lastOrder) window.__view.orders.push(t);
-          else if (lastValues !== null && values !== lastValues) window.__view.values.push(t);
-          lastOrder = order;
-          lastValues = values;
-          requestAnimationFrame(tick);
-        };
-        requestAnimationFrame(tick);""")
 
 
 def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
@@ -71,14 +46,14 @@ def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
     # their places at most once a second too (a smaller fleet re-orders every 250 ms).
     publish(broker, exchange, analyses(fleet[:150], first, 1, time.time()))
     waitUntil(lambda: hostCount(browser) == 150, 10, "150 hosts")
-    recordViewAndValues(browser)
+    recordOrderInView(browser)
     publish(broker, exchange, analyses(fleet[150:], first, 1, time.time()))
     expected = byCPU(fleet, first)
     waitUntil(lambda: hostCount(browser) == FLEET, 20, "2,000 hosts")
     # The top of the page: the busiest hosts, in order, as soon as the grid re-orders.
     waitUntil(lambda: (lambda seen: len(seen) >= 8 and seen == expected[:len(seen)])(hostsInView(browser)),
               5, "the busiest hosts first")
-    arrivals = browser.execute_script("return window.__view.orders")
+    arrivals = orderChanges(browser)
     assert len(arrivals) >= 1
     assert min([b - a for a, b in zip(arrivals, arrivals[1:])], default=1000) >= 900, arrivals
     # Far fewer cards than hosts, but a page as tall as the whole fleet.
@@ -100,7 +75,7 @@ def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
         stream += analyses(fleet[batch::30], second, 2, time.time() + 1)
         stream.append(0.1)
     expected = byCPU(fleet, second)
-    recordViewAndValues(browser)
+    recordOrderInView(browser)
     publisher = startPublishing(broker, exchange, stream)
     try:
         publisher.wait(30)
