@@ -230,6 +230,12 @@ def main(reactor, arguments):
     print(f"  CPU: webhooks process {cpu:.1f} s ({cpu / (last - started) * 100:.0f} % of a core), "
           f"receiver {seen['cpu']:.1f} s, publisher {own:.1f} s; "
           f"load average {os.getloadavg()[0]:.2f}")
+    if arguments.series:
+        print("  second after the first event: POSTs received, p50 latency (ms) of its events")
+        for second in range(int(last - started) + 1):
+            arrived = sum(1 for r in received if int(r[0] - started) == second)
+            sent = sorted(r[0] - r[1] for r in received if int(r[1] - started) == second)
+            print(f"  {second:4d} {arrived:6d} {percentile(sent, 0.5) if sent else 0:8.0f}")
     if problems:
         raise SystemExit(1)
 
@@ -246,4 +252,6 @@ if __name__ == "__main__":
     parser.add_argument("--database", default=None,
                         help="a PostgreSQL server (postgresql://127.0.0.1/): the registry "
                         "goes in a database made for the run, dropped after it")
+    parser.add_argument("--series", action="store_true",
+                        help="print deliveries and latency second by second")
     task.react(main, (parser.parse_args(),))

@@ -8,7 +8,7 @@ L{resmon.webhooks.poster.WebhookPoster}'s.
 
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -22,7 +22,9 @@ from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 
 # Pending deliveries of one hook read at once.
-BATCH = 50
+BATCH = 200
+# The next batch is read once this many deliveries of the last are left.
+PREFETCH_BELOW = 100
 # Seconds between two tries to store a received event while the database fails.
 STORE_RETRY = 2.0
 
@@ -250,6 +252,13 @@ class HookWorker:
     """
     Delivers one hook's pending deliveries, oldest first: the next waits
     until the one before is delivered or has run out of retries.
+
+    The deliveries are read from the store in batches of L{BATCH}; the next
+    batch is read while the last L{PREFETCH_BELOW} of the one before go out,
+    so that the POSTs do not wait for the database. Successful attempts are
+    recorded in the background (L{WebhookDispatcher.recordDelivered}); a
+    read leaves out the deliveries made that it may still see (not yet
+    recorded, or recorded after it was issued), so none is sent twice.
     """
 
     log = Logger()
@@ -261,16 +270,39 @@ class HookWorker:
         self._again = False
         self._timer = None
         self._stopped = False
-        self._recording = []
         self._draining = None
         self._inFlight = None
+        # Deliveries read and not yet attempted, in order.
+        self._queue = deque()
+        # The seq of the last delivery read, and whether that read found
+        # every pending delivery after it.
+        self._lastSeq = None
+        self._exhausted = False
+        # A read ahead in flight; reads of an earlier drain are ignored.
+        self._prefetch = None
+        self._generation = 0
+        # The seqs delivered that a read may still return: to the number of
+        # the last read issued before their recording was done (None: not
+        # yet done); and the recordings in flight.
+        self._delivered = {}
+        self._reads = 0
+        self._recordings = set()
+        self._problem = None
 
     def _recorded(self):
         """
         Wait until the successful attempts made so far are recorded.
         """
-        recording, self._recording = self._recording, []
-        return defer.gatherResults(recording, consumeErrors=True)
+        return defer.gatherResults(list(self._recordings), consumeErrors=True)
+
+    def _raiseProblem(self):
+        """
+        Raise the failure of a read ahead or of a recording, if one failed:
+        the drain stops, and starts again from what the store holds.
+        """
+        if self._problem is not None:
+            problem, self._problem = self._problem, None
+            problem.raiseException()
 
     def wake(self):
         if self._stopped:
@@ -317,40 +349,117 @@ class HookWorker:
         self._timer = None
         if self._inFlight is not None:
             self._inFlight.cancel()
-        if self._draining is None:
-            return defer.succeed(None)
-        return observe(self._draining)
+        waiting = [self._recorded()]
+        if self._draining is not None:
+            waiting.append(observe(self._draining))
+        return defer.gatherResults(waiting, consumeErrors=True)
+
+    def _read(self, after):
+        """
+        Read the next batch of pending deliveries into the queue: those
+        after C{after} (a seq), or from the first when it is L{None}.
+        """
+        generation = self._generation
+        self._again = False
+        self._reads += 1
+        number = self._reads
+        d = self.dispatcher.store.pending(self.hookId, BATCH, after)
+
+        def read(rows):
+            delivered = self._delivered
+            # Recorded before this read was issued: no read returns it now.
+            for seq in [seq for seq, recordedBefore in delivered.items()
+                        if recordedBefore is not None and recordedBefore < number]:
+                del delivered[seq]
+            if generation != self._generation:
+                return
+            self._exhausted = len(rows) < BATCH
+            if rows:
+                self._lastSeq = rows[-1].seq
+            self._queue.extend(row for row in rows if row.seq not in delivered)
+        return d.addCallback(read)
+
+    def _readAhead(self):
+        generation = self._generation
+
+        def done(result):
+            if generation == self._generation:
+                self._prefetch = None
+                if isinstance(result, Failure):
+                    self._problem = result
+        self._prefetch = self._read(self._lastSeq)
+        self._prefetch.addBoth(done)
 
     @defer.inlineCallbacks
     def _drain(self):
         dispatcher = self.dispatcher
         clock = dispatcher.clock
+        queue = self._queue
+        self._generation += 1
+        self._lastSeq = None
+        self._exhausted = False
         try:
             while not self._stopped:
-                self._again = False
-                batch = yield dispatcher.store.pending(self.hookId, BATCH)
-                if not batch:
+                self._raiseProblem()
+                if not queue:
+                    if self._prefetch is not None:
+                        yield self._prefetch
+                    elif self._exhausted and not self._again:
+                        return
+                    elif self._exhausted or self._lastSeq is None:
+                        # From the first pending delivery (one stored late
+                        # by another process included).
+                        yield self._read(None)
+                    else:
+                        # What the last read left out (all delivered, not
+                        # yet recorded).
+                        yield self._read(self._lastSeq)
+                    continue
+                delivery = queue.popleft()
+                if (len(queue) <= PREFETCH_BELOW and not self._exhausted
+                        and self._prefetch is None):
+                    self._readAhead()
+                hook = dispatcher.hooks.get(self.hookId)
+                if self._stopped or hook is None or hook.state == storage.DISABLED:
                     return
-                for delivery in batch:
-                    hook = dispatcher.hooks.get(self.hookId)
-                    if self._stopped or hook is None or hook.state == storage.DISABLED:
-                        return
-                    now = clock.seconds()
-                    if now - delivery.created > dispatcher.retryFor:
-                        yield self._recorded()
-                        yield self._expire(delivery)
-                        continue
-                    if delivery.nextAttempt > now:
-                        self._later(delivery.nextAttempt - now)
-                        return
-                    delivered = yield self._attempt(hook, delivery)
-                    if not delivered:
-                        # Tried again when its backoff is over: see _attempt.
-                        return
-                # The next batch must not hold deliveries made but not yet recorded.
-                yield self._recorded()
+                now = clock.seconds()
+                if now - delivery.created > dispatcher.retryFor:
+                    yield self._recorded()
+                    self._raiseProblem()
+                    yield self._expire(delivery)
+                    continue
+                if delivery.nextAttempt > now:
+                    self._later(delivery.nextAttempt - now)
+                    return
+                delivered = yield self._attempt(hook, delivery)
+                if not delivered:
+                    # Tried again when its backoff is over: see _attempt.
+                    return
         finally:
-            yield self._recorded()
+            self._generation += 1
+            self._prefetch = None
+            queue.clear()
+
+    def _recordDelivered(self, delivery, attempt, at, status, duration):
+        """
+        Record a successful attempt in the background, with others
+        (L{WebhookDispatcher.recordDelivered}).
+        """
+        seq = delivery.seq
+        self._delivered[seq] = None
+        d = self.dispatcher.recordDelivered(delivery, attempt, at, status, duration)
+        self._recordings.add(d)
+
+        def done(result):
+            self._recordings.discard(d)
+            if isinstance(result, Failure):
+                # Still pending (or not): sent again once read again.
+                self._delivered.pop(seq, None)
+                if self._problem is None:
+                    self._problem = result
+            else:
+                self._delivered[seq] = self._reads
+        d.addBoth(done)
 
     @defer.inlineCallbacks
     def _expire(self, delivery):
@@ -398,8 +507,7 @@ class HookWorker:
         if status is not None and 200 <= status < 300:
             dispatcher.counters["delivered"] += 1
             # Recorded with others, while the next delivery goes out.
-            self._recording.append(dispatcher.recordDelivered(
-                delivery, attempt, now, status, duration))
+            self._recordDelivered(delivery, attempt, now, status, duration)
             return True
         nextAttempt = now + backoff(attempt, dispatcher.rng)
         if nextAttempt - delivery.created > dispatcher.retryFor:
@@ -415,6 +523,7 @@ class HookWorker:
             dispatcher.counters["failed-attempts"] += 1
         # After the successes before it, so that the hook's state ends as the last attempt says.
         yield self._recorded()
+        self._raiseProblem()
         after = yield dispatcher.store.recordAttempt(
             delivery, attempt, now, status, problem, duration, outcome, nextAttempt,
             dispatcher.disableAfter)

@@ -433,38 +433,65 @@ class WebhookStore:
         """
         return self._run(self._enqueue, deliveries, maxBacklog)
 
+    def _executeMany(self, cursor, statement, rows):
+        """
+        Run C{statement} (an C{INSERT ... VALUES (?, ...)}) for each of
+        C{rows}: in one statement of many rows on PostgreSQL (one round trip
+        instead of one per row), with C{executemany} on SQLite.
+        """
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from psycopg2.extras import execute_values
+            head = statement[:statement.rindex("VALUES") + len("VALUES")]
+            execute_values(cursor, head + " %s", rows, page_size=500)
+        else:
+            cursor.executemany(statement, rows)
+
+    def _deleteSeqs(self, cursor, table, seqs):
+        """
+        Delete the rows of C{table} whose C{seq} is one of C{seqs}.
+        """
+        if self.dialect == "postgresql":
+            cursor.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", (list(seqs),))
+            return
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            cursor.execute(f"DELETE FROM {table} WHERE seq IN ({', '.join('?' * len(chunk))})",
+                           chunk)
+
     def _enqueue(self, cursor, deliveries, maxBacklog):
-        insert = self._sql(
+        self._executeMany(cursor, (
             "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        hooks = set()
-        for p in deliveries:
-            cursor.execute(insert, (p.id, p.hook, p.key, p.body.decode("ascii"), p.created,
-                                    p.attempts, p.nextAttempt))
-            hooks.add(p.hook)
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            [(p.id, p.hook, p.key, p.body.decode("ascii"), p.created, p.attempts, p.nextAttempt)
+             for p in deliveries])
         dropped = {}
-        for hook in hooks:
-            cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
-                           (hook,))
-            excess = cursor.fetchone()[0] - maxBacklog
-            if excess > 0:
+        for hook in sorted({p.hook for p in deliveries}):
+            # The oldest delivery kept (None: no more than maxBacklog pending).
+            cursor.execute(self._sql(
+                "SELECT seq FROM webhook_pending WHERE hook = ? ORDER BY seq DESC "
+                "LIMIT 1 OFFSET ?"), (hook, maxBacklog))
+            row = cursor.fetchone()
+            if row is not None:
                 cursor.execute(self._sql(
-                    "DELETE FROM webhook_pending WHERE seq IN (SELECT seq FROM webhook_pending "
-                    "WHERE hook = ? ORDER BY seq LIMIT ?)"), (hook, excess))
-                dropped[hook] = excess
+                    "DELETE FROM webhook_pending WHERE hook = ? AND seq <= ?"), (hook, row[0]))
+                dropped[hook] = cursor.rowcount
         return dropped
 
-    def pending(self, hookId, limit=50):
+    def pending(self, hookId, limit=50, after=None):
         """
-        The oldest C{limit} pending deliveries of hook C{hookId}, in order.
+        The oldest C{limit} pending deliveries of hook C{hookId}, in order;
+        only those stored after delivery C{seq} C{after} if given.
         """
-        return self._run(self._pending, hookId, limit)
+        return self._run(self._pending, hookId, limit, after)
 
-    def _pending(self, cursor, hookId, limit):
+    def _pending(self, cursor, hookId, limit, after=None):
         cursor.execute(self._sql(
             "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
             "FROM webhook_pending "
-            "WHERE hook = ? ORDER BY seq LIMIT ?"), (hookId, limit))
+            "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?"),
+            (hookId, -1 if after is None else after, limit))
         return [Pending(*row) for row in cursor.fetchall()]
 
     def pendingCount(self, hookId):
@@ -538,15 +565,13 @@ class WebhookStore:
         return self._run(self._recordDelivered, delivered)
 
     def _recordDelivered(self, cursor, delivered):
-        latest = {}
-        for delivery, attempt, at, status, duration in delivered:
-            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE seq = ?"), (delivery.seq,))
-            cursor.execute(self._sql(
-                "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
-                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
-                 "delivered"))
-            latest[delivery.hook] = (at, status)
+        self._deleteSeqs(cursor, "webhook_pending", [d.seq for d, _, _, _, _ in delivered])
+        self._executeMany(cursor, (
+            "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
+            "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            [(delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
+              "delivered") for delivery, attempt, at, status, duration in delivered])
+        latest = {delivery.hook: (at, status) for delivery, _, at, status, _ in delivered}
         hooks = {}
         for hookId, (at, status) in latest.items():
             cursor.execute(self._sql(
