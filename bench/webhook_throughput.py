@@ -172,8 +172,8 @@ def main(reactor, arguments):
     amqp = yield PlainAMQPClient(broker).connect()
     web = TwistdProcess("bench-web", ["--role=web", f"--port={port}", "--interface=127.0.0.1"]
                         + common).start()
-    webhooks = TwistdProcess("bench-webhooks", ["--role=webhooks", f"--webhook-queue={queue}"]
-                             + common).start()
+    webhooks = TwistdProcess("bench-webhooks", ["--role=webhooks", f"--webhook-queue={queue}",
+                                                "--stats-interval=1"] + common).start()
     try:
         yield web.waitForOutput(b"dashboard listening")
         yield webhooks.waitForOutput(b"now delivers webhooks", timeout=30)
@@ -181,7 +181,10 @@ def main(reactor, arguments):
             code, hook = yield api(port, "POST", "/api/webhooks",
                                    {"key": "bench.event", "url": f"{url}?{n}"})
             assert code == 201, (code, hook)
-        yield webhooks.waitForOutput(b"bound to 1 keys")
+        # Every hook known to the webhooks process before the first event
+        # (its queue is bound once it knows the first).
+        yield webhooks.waitForOutput(f"webhooks: {hooks} hooks, delivering: yes".encode(),
+                                     timeout=30)
         pid = webhooks.transport.pid
         cpuBefore, ownBefore = cpuSeconds(pid), sum(os.times()[:2])
         if rate:

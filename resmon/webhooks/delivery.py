@@ -27,6 +27,9 @@ BATCH = 200
 PREFETCH_BELOW = 100
 # Seconds between two tries to store a received event while the database fails.
 STORE_RETRY = 2.0
+# Seconds a hook's backlog is counted again at the latest (it is counted
+# sooner when what was stored since could take it past the cap).
+BACKLOG_RECOUNT = 1.0
 
 
 class WebhookDispatcher:
@@ -69,6 +72,9 @@ class WebhookDispatcher:
         self._delivered = []
         self._recording = False
         self._stopped = False
+        # Hook id to (backlog as last counted plus what was stored since,
+        # when it was counted).
+        self._backlogs = {}
 
     def setHooks(self, hooks):
         """
@@ -76,6 +82,7 @@ class WebhookDispatcher:
         none for hooks gone.
         """
         self.hooks = {hook.id: hook for hook in hooks}
+        self._backlogs = {h: c for h, c in self._backlogs.items() if h in self.hooks}
         for hookId in list(self.workers):
             if hookId not in self.hooks:
                 self.workers.pop(hookId).stop()
@@ -155,9 +162,11 @@ class WebhookDispatcher:
             while self._batch and not self._stopped:
                 batch, self._batch = self._batch, []
                 deliveries = [d for deliveries, _ in batch for d in deliveries]
+                check = self._backlogsToCount(deliveries)
                 while True:
                     try:
-                        dropped = yield self.store.enqueue(deliveries, self.maxBacklog)
+                        dropped, counts = yield self.store.enqueueChecking(
+                            deliveries, self.maxBacklog, check)
                         break
                     except Exception:
                         self.log.failure("storing {count} webhook deliveries failed; "
@@ -167,6 +176,7 @@ class WebhookDispatcher:
                         if self._stopped:
                             return
                 self.counters["stored"] += len(deliveries)
+                self._countedBacklogs(deliveries, counts)
                 for hookId, count in dropped.items():
                     self.counters["dropped-backlog"] += count
                     self.log.warn("webhook {hook}: backlog over {limit}, dropped its {count} "
@@ -178,6 +188,32 @@ class WebhookDispatcher:
                     self.wake(hookId)
         finally:
             self._flushing = False
+
+    def _backlogsToCount(self, deliveries):
+        """
+        The hooks of C{deliveries} whose backlog must be counted when they
+        are stored: those that could then pass the cap, and those not
+        counted for L{BACKLOG_RECOUNT} seconds (other processes store
+        deliveries too).
+        """
+        now = self.clock.seconds()
+        added = Counter(d.hook for d in deliveries)
+        check = set()
+        for hookId, count in added.items():
+            known = self._backlogs.get(hookId)
+            if (known is None or known[0] + count > self.maxBacklog
+                    or now - known[1] >= BACKLOG_RECOUNT):
+                check.add(hookId)
+        return check
+
+    def _countedBacklogs(self, deliveries, counts):
+        now = self.clock.seconds()
+        for hookId, count in Counter(d.hook for d in deliveries).items():
+            if hookId in counts:
+                self._backlogs[hookId] = (counts[hookId], now)
+            elif hookId in self._backlogs:
+                known, at = self._backlogs[hookId]
+                self._backlogs[hookId] = (known + count, at)
 
     def recordDelivered(self, delivery, attempt, at, status, duration):
         """

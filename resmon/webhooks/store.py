@@ -431,7 +431,17 @@ class WebhookStore:
 
         @return: a L{Deferred} of the number of deliveries dropped, by hook.
         """
-        return self._run(self._enqueue, deliveries, maxBacklog)
+        return self._run(self._enqueue, deliveries, maxBacklog).addCallback(lambda r: r[0])
+
+    def enqueueChecking(self, deliveries, maxBacklog, check):
+        """
+        L{enqueue}, counting (and capping) only the backlogs of the hooks in
+        C{check}.
+
+        @return: a L{Deferred} of C{(dropped, counts)}: the number of
+            deliveries dropped, and then pending, of each hook checked.
+        """
+        return self._run(self._enqueue, deliveries, maxBacklog, check)
 
     def _executeMany(self, cursor, statement, rows):
         """
@@ -460,24 +470,27 @@ class WebhookStore:
             cursor.execute(f"DELETE FROM {table} WHERE seq IN ({', '.join('?' * len(chunk))})",
                            chunk)
 
-    def _enqueue(self, cursor, deliveries, maxBacklog):
+    def _enqueue(self, cursor, deliveries, maxBacklog, check=None):
         self._executeMany(cursor, (
             "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)"),
             [(p.id, p.hook, p.key, p.body.decode("ascii"), p.created, p.attempts, p.nextAttempt)
              for p in deliveries])
         dropped = {}
-        for hook in sorted({p.hook for p in deliveries}):
-            # The oldest delivery kept (None: no more than maxBacklog pending).
-            cursor.execute(self._sql(
-                "SELECT seq FROM webhook_pending WHERE hook = ? ORDER BY seq DESC "
-                "LIMIT 1 OFFSET ?"), (hook, maxBacklog))
-            row = cursor.fetchone()
-            if row is not None:
+        counts = {}
+        hooks = {p.hook for p in deliveries}
+        for hook in sorted(hooks if check is None else hooks & set(check)):
+            cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
+                           (hook,))
+            count = cursor.fetchone()[0]
+            excess = count - maxBacklog
+            if excess > 0:
                 cursor.execute(self._sql(
-                    "DELETE FROM webhook_pending WHERE hook = ? AND seq <= ?"), (hook, row[0]))
-                dropped[hook] = cursor.rowcount
-        return dropped
+                    "DELETE FROM webhook_pending WHERE seq IN (SELECT seq FROM webhook_pending "
+                    "WHERE hook = ? ORDER BY seq LIMIT ?)"), (hook, excess))
+                dropped[hook] = excess
+            counts[hook] = min(count, maxBacklog)
+        return dropped, counts
 
     def pending(self, hookId, limit=50, after=None):
         """
@@ -565,6 +578,10 @@ class WebhookStore:
         return self._run(self._recordDelivered, delivered)
 
     def _recordDelivered(self, cursor, delivered):
+        if self.dialect == "postgresql":
+            # Not waiting for the disk: a delivery whose record a crash of
+            # the database lost is sent again, as after a crash of resmon.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         self._deleteSeqs(cursor, "webhook_pending", [d.seq for d, _, _, _, _ in delivered])
         self._executeMany(cursor, (
             "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
