@@ -25,6 +25,10 @@ from resmon.webhooks.signing import backoff, signature
 BATCH = 200
 # The next batch is read once this many deliveries of the last are left.
 PREFETCH_BELOW = 100
+# Successful attempts recorded in one transaction at most, and seconds the
+# first of them waits for others.
+RECORD_BATCH = 500
+RECORD_DELAY = 0.05
 # Seconds between two tries to store a received event while the database fails.
 STORE_RETRY = 2.0
 # Seconds a hook's backlog is counted again at the latest (it is counted
@@ -71,6 +75,8 @@ class WebhookDispatcher:
         self._flushing = False
         self._delivered = []
         self._recording = False
+        self._recordTimer = None
+        self._flushRecords = False
         self._stopped = False
         # Hook id to (backlog as last counted plus what was stored since,
         # when it was counted).
@@ -217,22 +223,49 @@ class WebhookDispatcher:
 
     def recordDelivered(self, delivery, attempt, at, status, duration):
         """
-        Record a successful attempt, together with the others made while
-        the previous ones were written (one transaction for many).
+        Record a successful attempt, together with others (one transaction
+        for many): those made while the previous ones were written, or
+        within L{RECORD_DELAY} seconds, up to L{RECORD_BATCH}; sooner if
+        L{flushRecords} is called.
 
         @return: a L{Deferred} that fires once it is recorded.
         """
         recorded = defer.Deferred()
         self._delivered.append(((delivery, attempt, at, status, duration), recorded))
         if not self._recording:
-            self._recordDelivered()
+            if len(self._delivered) >= RECORD_BATCH:
+                self.flushRecords()
+            elif self._recordTimer is None:
+                self._recordTimer = self.clock.callLater(RECORD_DELAY, self.flushRecords)
         return recorded
+
+    def flushRecords(self):
+        """
+        Record the successful attempts waiting, now (or as soon as those
+        being written are).
+        """
+        if self._recordTimer is not None:
+            if self._recordTimer.active():
+                self._recordTimer.cancel()
+            self._recordTimer = None
+        if self._recording:
+            self._flushRecords = True
+        elif self._delivered:
+            self._flushRecords = True
+            self._recordDelivered()
 
     @defer.inlineCallbacks
     def _recordDelivered(self):
         self._recording = True
         try:
             while self._delivered:
+                if not self._flushRecords and len(self._delivered) < RECORD_BATCH:
+                    # Wait for more, a little.
+                    if self._recordTimer is None:
+                        self._recordTimer = self.clock.callLater(RECORD_DELAY,
+                                                                 self.flushRecords)
+                    break
+                self._flushRecords = False
                 batch, self._delivered = self._delivered, []
                 try:
                     hooks = yield self.store.recordDelivered([record for record, _ in batch])
@@ -277,6 +310,7 @@ class WebhookDispatcher:
         """
         self._stopped = True
         stopping = [worker.stop() for worker in self.workers.values()]
+        self.flushRecords()
         self.workers.clear()
         for _, stored in self._batch:
             stored.errback(defer.CancelledError("stopping"))
@@ -329,6 +363,8 @@ class HookWorker:
         """
         Wait until the successful attempts made so far are recorded.
         """
+        if self._recordings:
+            self.dispatcher.flushRecords()
         return defer.gatherResults(list(self._recordings), consumeErrors=True)
 
     def _raiseProblem(self):
@@ -475,6 +511,9 @@ class HookWorker:
             self._generation += 1
             self._prefetch = None
             queue.clear()
+            if self._recordings:
+                # Nothing more to record with them for now.
+                dispatcher.flushRecords()
 
     def _recordDelivered(self, delivery, attempt, at, status, duration):
         """

@@ -11,6 +11,7 @@ change of the registry: the webhooks role polls it).
 """
 
 import os
+import time
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
@@ -21,6 +22,8 @@ ACTIVE = "active"
 FAILING = "failing"
 DISABLED = "disabled"
 KEPT_ATTEMPTS = 100
+# Seconds between two trims of a hook's attempts as deliveries are made.
+TRIM_INTERVAL = 1.0
 SQLITE_FILE = "webhooks.sqlite3"
 
 _SCHEMA = [
@@ -182,6 +185,8 @@ class WebhookStore:
         self.dialect = dialect
         self.where = where
         self._ready = False
+        # Hook id to when its attempts were last trimmed (time.monotonic).
+        self._trimmed = {}
 
     def _sql(self, text):
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
@@ -543,10 +548,7 @@ class WebhookStore:
                 "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 (delivery.hook, delivery.id, delivery.key, at, attempt, status, error, duration,
                  outcome))
-            cursor.execute(self._sql(
-                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
-                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
-                (delivery.hook, delivery.hook, KEPT_ATTEMPTS - 1))
+            self._trimAttempts(cursor, delivery.hook)
         hook = self._hook(cursor, delivery.hook)
         if hook is None or not attempt:
             return hook
@@ -590,18 +592,35 @@ class WebhookStore:
               "delivered") for delivery, attempt, at, status, duration in delivered])
         latest = {delivery.hook: (at, status) for delivery, _, at, status, _ in delivered}
         hooks = {}
+        now = time.monotonic()
         for hookId, (at, status) in latest.items():
-            cursor.execute(self._sql(
-                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
-                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
-                (hookId, hookId, KEPT_ATTEMPTS - 1))
-            cursor.execute(self._sql(
+            # The attempts beyond the last KEPT_ATTEMPTS are deleted at most
+            # once a second (attempts() shows no more than those anyway).
+            if now - self._trimmed.get(hookId, -TRIM_INTERVAL) >= TRIM_INTERVAL:
+                self._trimmed[hookId] = now
+                self._trimAttempts(cursor, hookId)
+            update = self._sql(
                 "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
-                "last_success = ? WHERE id = ?"), (at, str(status), at, hookId))
-            hook = self._hook(cursor, hookId)
+                "last_success = ? WHERE id = ?")
+            if self.dialect == "postgresql":
+                cursor.execute(update + f" RETURNING {_HOOK_COLUMNS}", (at, str(status), at, hookId))
+                row = cursor.fetchone()
+                hook = Hook(*row) if row else None
+            else:
+                cursor.execute(update, (at, str(status), at, hookId))
+                hook = self._hook(cursor, hookId)
             if hook is not None:
                 hooks[hookId] = hook
         return hooks
+
+    def _trimAttempts(self, cursor, hookId):
+        """
+        Keep the last L{KEPT_ATTEMPTS} attempts of hook C{hookId}.
+        """
+        cursor.execute(self._sql(
+            "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
+            "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
+            (hookId, hookId, KEPT_ATTEMPTS - 1))
 
     def attempts(self, hookId, limit=KEPT_ATTEMPTS):
         """
