@@ -261,6 +261,71 @@ def test_dispatcher_retries_in_order_then_delivers_once(tmp_path):
     assert clock.getDelayedCalls() == []
 
 
+class SlowPoster(FakePoster):
+    """
+    Answers 200 after a turn of the reactor: the deliveries' recordings
+    and the reads ahead run while POSTs are in flight.
+    """
+
+    def post(self, url, headers, body):
+        self.posted.append((url, headers, body))
+        return deferLater(reactor, 0, lambda: 200)
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_sends_each_delivery_once_in_order_across_batches(anyStore):
+    # More than two batches (read ahead while the last of the one before go
+    # out), stored in waves while the worker delivers, and recorded in the
+    # background: none sent twice, none skipped, in order, all recorded.
+    from resmon.webhooks import delivery
+
+    store = anyStore
+    clock = Clock()
+    clock.advance(1000)
+    poster = SlowPoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=10_000)
+    waves, perWave = 5, delivery.BATCH // 2 + 7
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        for wave in range(waves):
+            yield defer.gatherResults([
+                dispatcher.eventReceived("x.event", b'{"n":%d}' % (wave * perWave + n))
+                for n in range(perWave)])
+            yield deferLater(reactor, 0.01, lambda: None)
+        total = waves * perWave
+        yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0),
+                     "every delivery recorded", timeout=30)
+        events = [wire.loadJSON(body)["event"]["n"] for _, _, body in poster.posted]
+        assert events == list(range(total))
+        assert dispatcher.counters["delivered"] == total
+    finally:
+        yield dispatcher.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_keeps_the_backlog_cap_when_storing_event_by_event(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=10)
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        for n in range(25):
+            yield dispatcher.eventReceived("x.event", b'{"n":%d}' % n)
+        assert (yield store.pendingCount("h1")) == 10
+        assert dispatcher.counters["dropped-backlog"] == 15
+        pending = yield store.pending("h1", 100)
+        assert [wire.loadJSON(p.body)["event"]["n"] for p in pending] == list(range(15, 25))
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
 @pytest_twisted.inlineCallbacks
 def test_dispatcher_disables_a_hook_failing_too_long_and_says_so(tmp_path):
     store = _store(tmp_path)
