@@ -25,6 +25,12 @@ from resmon.webhooks.signing import backoff, signature
 BATCH = 200
 # The next batch is read once this many deliveries of the last are left.
 PREFETCH_BELOW = 100
+# Seconds between two reads from a hook's first pending delivery while it
+# is caught up (else the reads go on from the last delivery read: on
+# PostgreSQL a read from the first walks past every delivery made since the
+# table was last vacuumed). A delivery another process stored with a lower
+# seq than one already read is found then.
+FULL_READ_INTERVAL = 1.0
 # Successful attempts recorded in one transaction at most, and seconds the
 # first of them waits for others.
 RECORD_BATCH = 500
@@ -109,9 +115,9 @@ class WebhookDispatcher:
 
     def wakeAll(self):
         for hook in self.hooks.values():
-            self.wake(hook.id)
+            self.wake(hook.id, fromStart=True)
 
-    def wake(self, hookId):
+    def wake(self, hookId, fromStart=False):
         if not self.delivering or self._stopped:
             return
         hook = self.hooks.get(hookId)
@@ -120,7 +126,7 @@ class WebhookDispatcher:
         worker = self.workers.get(hookId)
         if worker is None:
             worker = self.workers[hookId] = HookWorker(self, hookId)
-        worker.wake()
+        worker.wake(fromStart)
 
     def keys(self):
         """
@@ -348,6 +354,11 @@ class HookWorker:
         # every pending delivery after it.
         self._lastSeq = None
         self._exhausted = False
+        # Whether the last drain made every delivery it read, and when the
+        # last read from the first pending delivery was issued.
+        self._caughtUp = False
+        self._fromStartWanted = False
+        self._readFromStart = 0.0
         # A read ahead in flight; reads of an earlier drain are ignored.
         self._prefetch = None
         self._generation = 0
@@ -376,9 +387,15 @@ class HookWorker:
             problem, self._problem = self._problem, None
             problem.raiseException()
 
-    def wake(self):
+    def wake(self, fromStart=False):
+        """
+        Deliver what is pending; C{fromStart}: read from the first pending
+        delivery (something other than this process's own events changed).
+        """
         if self._stopped:
             return
+        if fromStart:
+            self._fromStartWanted = True
         if self._busy:
             self._again = True
             return
@@ -468,8 +485,13 @@ class HookWorker:
         clock = dispatcher.clock
         queue = self._queue
         self._generation += 1
-        self._lastSeq = None
+        if (not self._caughtUp or self._fromStartWanted
+                or clock.seconds() - self._readFromStart >= FULL_READ_INTERVAL):
+            # Read from the first pending delivery.
+            self._lastSeq = None
+        self._caughtUp = self._fromStartWanted = False
         self._exhausted = False
+        readFromStart = False
         try:
             while not self._stopped:
                 self._raiseProblem()
@@ -477,10 +499,21 @@ class HookWorker:
                     if self._prefetch is not None:
                         yield self._prefetch
                     elif self._exhausted and not self._again:
+                        # Every delivery read was made: the next drain may
+                        # read on from the last, and one reads from the
+                        # first within FULL_READ_INTERVAL.
+                        self._caughtUp = True
+                        if not readFromStart:
+                            self._later(self._readFromStart + FULL_READ_INTERVAL
+                                        - clock.seconds())
                         return
-                    elif self._exhausted or self._lastSeq is None:
+                    elif self._lastSeq is None or (
+                            self._exhausted
+                            and clock.seconds() - self._readFromStart >= FULL_READ_INTERVAL):
                         # From the first pending delivery (one stored late
                         # by another process included).
+                        self._readFromStart = clock.seconds()
+                        readFromStart = True
                         yield self._read(None)
                     else:
                         # What the last read left out (all delivered, not
