@@ -8,7 +8,8 @@ exits.
 Usage: python bench/webhook_receiver.py EXPECTED RESULTS_FILE
 Prints C{listening on PORT} once it listens. In the results: C{received},
 a list of C{[arrival, sent, seq, hook]} (arrival and the event's C{sent},
-epoch seconds; C{hook} is the query of the hook's URL), and C{cpu}, the seconds of CPU this process used.
+epoch seconds; C{hook} is the query of the hook's URL), and C{cpu}, the
+seconds of CPU this process used.
 """
 
 import json

@@ -603,7 +603,8 @@ class WebhookStore:
                 "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
                 "last_success = ? WHERE id = ?")
             if self.dialect == "postgresql":
-                cursor.execute(update + f" RETURNING {_HOOK_COLUMNS}", (at, str(status), at, hookId))
+                cursor.execute(update + f" RETURNING {_HOOK_COLUMNS}",
+                               (at, str(status), at, hookId))
                 row = cursor.fetchone()
                 hook = Hook(*row) if row else None
             else:
