@@ -176,6 +176,40 @@ def test_store_backlog_and_attempts_are_bounded(anyStore):
     assert hook.state == storage.DISABLED
 
 
+class _Deadlock(Exception):
+    pgcode = "40P01"
+
+
+class DeadlockingPool:
+    """
+    A pool whose first C{deadlocks} transactions PostgreSQL rolled back to
+    break a deadlock.
+    """
+
+    def __init__(self, deadlocks):
+        self.deadlocks = deadlocks
+        self.runs = 0
+
+    def runInteraction(self, function, *args):
+        self.runs += 1
+        if self.runs <= self.deadlocks:
+            return defer.fail(_Deadlock("deadlock detected"))
+        return defer.succeed(("done", args))
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_runs_a_transaction_again_after_a_deadlock():
+    store = storage.WebhookStore(DeadlockingPool(2), "postgresql")
+    store._ready = True
+    assert (yield store.version()) == ("done", ())
+    assert store.pool.runs == 3
+    store = storage.WebhookStore(DeadlockingPool(storage.RETRIES + 1), "postgresql")
+    store._ready = True
+    with pytest.raises(_Deadlock):
+        yield store.version()
+    assert store.pool.runs == storage.RETRIES + 1
+
+
 @pytest_twisted.inlineCallbacks
 def test_store_lease_held_by_one_owner(anyStore):
     store = anyStore

@@ -22,6 +22,10 @@ ACTIVE = "active"
 FAILING = "failing"
 DISABLED = "disabled"
 KEPT_ATTEMPTS = 100
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction
+# is run again, up to RETRIES times.
+RETRIED_CODES = frozenset({"40P01", "40001"})
+RETRIES = 3
 # Seconds between two trims of a hook's attempts as deliveries are made.
 TRIM_INTERVAL = 1.0
 SQLITE_FILE = "webhooks.sqlite3"
@@ -193,7 +197,22 @@ class WebhookStore:
 
     def _run(self, function, *args):
         d = self.ready()
-        d.addCallback(lambda _: self.pool.runInteraction(function, *args))
+        d.addCallback(lambda _: self._interact(function, args, RETRIES))
+        return d
+
+    def _interact(self, function, args, retries):
+        """
+        Run C{function} in a transaction; again (at most C{retries} times)
+        if PostgreSQL broke a deadlock by rolling it back: every
+        transaction here can be run again after a rollback.
+        """
+        d = self.pool.runInteraction(function, *args)
+        if retries:
+            def again(failure):
+                if getattr(failure.value, "pgcode", None) not in RETRIED_CODES:
+                    return failure
+                return self._interact(function, args, retries - 1)
+            d.addErrback(again)
         return d
 
     def ready(self):
@@ -341,9 +360,11 @@ class WebhookStore:
             where, parameters = self._where([("hkey", key), ("owner", ownedBy)])
         cursor.execute(f"SELECT id FROM webhook_hooks{where}", parameters)
         ids = [row[0] for row in cursor.fetchall()]
-        for removed in ids:
-            for table, column in (("webhook_hooks", "id"), ("webhook_pending", "hook"),
-                                  ("webhook_attempts", "hook")):
+        # In the order the webhooks role writes them (pending deliveries,
+        # attempts, then the hook), so that the two do not deadlock.
+        for table, column in (("webhook_pending", "hook"), ("webhook_attempts", "hook"),
+                              ("webhook_hooks", "id")):
+            for removed in ids:
                 cursor.execute(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), (removed,))
         if ids:
             self._bump(cursor)
@@ -593,7 +614,7 @@ class WebhookStore:
         latest = {delivery.hook: (at, status) for delivery, _, at, status, _ in delivered}
         hooks = {}
         now = time.monotonic()
-        for hookId, (at, status) in latest.items():
+        for hookId, (at, status) in sorted(latest.items()):
             # The attempts beyond the last KEPT_ATTEMPTS are deleted at most
             # once a second (attempts() shows no more than those anyway).
             if now - self._trimmed.get(hookId, -TRIM_INTERVAL) >= TRIM_INTERVAL:
