@@ -2,8 +2,8 @@
 The webhook receiver of bench/webhook_throughput.py, in a process of its
 own so that its CPU is not the webhooks process's nor the publisher's: a
 twisted.web site on 127.0.0.1 that answers every POST 200 and, once it has
-received the number of POSTs it was told, writes what it saw as JSON and
-exits.
+received the number of distinct deliveries (event and hook) it was told,
+writes what it saw as JSON and exits.
 
 Usage: python bench/webhook_receiver.py EXPECTED RESULTS_FILE
 Prints C{listening on PORT} once it listens. In the results: C{received},
@@ -35,13 +35,16 @@ class Counting(resource.Resource):
         self.expected = expected
         self.results = results
         self.received = []
+        self.distinct = set()
 
     def render_POST(self, request):
         now = time.time()
         body = request.content.read()
-        self.received.append((now, float(SENT.search(body).group(1)),
-                              int(SEQ.search(body).group(1)), request.uri.split(b"?")[-1].decode()))
-        if len(self.received) == self.expected:
+        seq, hook = int(SEQ.search(body).group(1)), request.uri.split(b"?")[-1].decode()
+        self.received.append((now, float(SENT.search(body).group(1)), seq, hook))
+        self.distinct.add((seq, hook))
+        if len(self.distinct) == self.expected and len(self.received) >= self.expected:
+            self.expected = None
             reactor.callLater(0.2, self.finish)
         return b""
 

@@ -21,7 +21,10 @@ window, and how long the backlog took to drain after the last event. Without
 
 Every run checks that each hook received every event once, in order, and
 prints the CPU seconds of the webhooks process, of the receiver and of this
-process (the publisher).
+process (the publisher). With --kill-at S the webhooks process is killed
+(SIGKILL) S seconds into the run and another started: the run then checks
+that each hook received every event, the first POSTs in order (a delivery
+made and not yet recorded is made again).
 """
 
 import argparse
@@ -132,22 +135,42 @@ def publishBurst(amqp, exchange, events):
     return started, time.time()
 
 
-def checkEveryDelivery(received, events, hooks):
+def checkEveryDelivery(received, events, hooks, again=False):
     """
-    Each hook received each event once, in order: the problems found.
+    Each hook received each event once, in order: the problems found. With
+    C{again} (the webhooks process was killed), a delivery may come again
+    (made, not yet recorded): each hook must receive each event, the first
+    POSTs of each in order.
     """
     byHook = {}
-    for _, _, seq, hook in received:
+    for _, _, seq, hook in sorted(received):
         byHook.setdefault(hook, []).append(seq)
     problems = []
     for n in range(hooks):
         seqs = byHook.get(str(n), [])
+        if again:
+            seen = set()
+            seqs = [seq for seq in seqs if not (seq in seen or seen.add(seq))]
         if seqs != list(range(events)):
             duplicates = len(seqs) - len(set(seqs))
             problems.append(f"hook {n}: {len(seqs)} POSTs, {len(set(seqs))} distinct of {events}, "
                             f"{duplicates} repeated, {'in' if seqs == sorted(seqs) else 'out of'} "
                             "order")
     return problems
+
+
+killed = []
+
+
+def killAndRestart(webhooks, queue, common):
+    """
+    SIGKILL the webhooks process, and start another in its place (it
+    delivers once the killed one's lease ran out).
+    """
+    webhooks.signal("KILL")
+    killed.append(TwistdProcess("bench-webhooks", [
+        "--role=webhooks", f"--webhook-queue={queue}", "--stats-interval=1"] + common).start())
+    print(f"killed the webhooks process (SIGKILL) {time.strftime('%H:%M:%S')}, started another")
 
 
 @defer.inlineCallbacks
@@ -187,18 +210,25 @@ def main(reactor, arguments):
                                      timeout=30)
         pid = webhooks.transport.pid
         cpuBefore, ownBefore = cpuSeconds(pid), sum(os.times()[:2])
+        if arguments.kill_at:
+            reactor.callLater(arguments.kill_at, killAndRestart, webhooks, queue, common)
         if rate:
             started, finished = yield publishSteadily(amqp, exchange, rate, arguments.duration)
         else:
             started, finished = yield publishBurst(amqp, exchange, events)
         yield withTimeout(receiver.ended, 120, "every delivery")
-        cpu, own = cpuSeconds(pid) - cpuBefore, sum(os.times()[:2]) - ownBefore
+        if arguments.kill_at:
+            cpu, own = 0.0, sum(os.times()[:2]) - ownBefore
+            webhooks = killed[-1]
+        else:
+            cpu, own = cpuSeconds(pid) - cpuBefore, sum(os.times()[:2]) - ownBefore
     finally:
         if not receiver.ended.called:
             receiverProcess.signalProcess("KILL")
         # Stopped first: deleting hooks while their deliveries are recorded
         # may deadlock on PostgreSQL (the API then answers 503).
-        yield webhooks.stop()
+        for process in [webhooks] + killed:
+            yield process.stop()
         yield api(port, "DELETE", "/api/webhooks?key=bench.event")
         yield web.stop()
         yield amqp.cleanUp(exchanges=[exchange], queues=[queue])
@@ -210,7 +240,10 @@ def main(reactor, arguments):
     received = seen["received"]
     last = max(arrival for arrival, _, _, _ in received)
     where = "PostgreSQL" if database else "SQLite"
-    problems = checkEveryDelivery(received, events, hooks)
+    problems = checkEveryDelivery(received, events, hooks, again=bool(arguments.kill_at))
+    if arguments.kill_at:
+        print(f"  {len(received) - events * hooks} deliveries made again after the SIGKILL "
+              "(made, not yet recorded)")
     for problem in problems:
         print("PROBLEM: " + problem)
     if rate:
@@ -255,6 +288,9 @@ if __name__ == "__main__":
     parser.add_argument("--database", default=None,
                         help="a PostgreSQL server (postgresql://127.0.0.1/): the registry "
                         "goes in a database made for the run, dropped after it")
+    parser.add_argument("--kill-at", type=float, default=0.0,
+                        help="SIGKILL the webhooks process this many seconds into the run, "
+                        "start another, and check that nothing was lost")
     parser.add_argument("--series", action="store_true",
                         help="print deliveries and latency second by second")
     task.react(main, (parser.parse_args(),))
