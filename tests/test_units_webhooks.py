@@ -341,6 +341,52 @@ def test_dispatcher_sends_each_delivery_once_in_order_across_batches(anyStore):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_delivery_stored_late_below_those_read_is_delivered_within_a_second(tmp_path):
+    # A caught-up worker reads on from its last delivery read; a delivery
+    # another process stored with a lower seq (a late commit on PostgreSQL)
+    # is found by the read from the first within FULL_READ_INTERVAL.
+    from resmon.webhooks import delivery
+
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    poster = FakePoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+
+    def posted():
+        return [wire.loadJSON(body)["event"]["n"] for _, _, body in poster.posted]
+
+    def delivered(count):
+        return _until(lambda: store.pendingCount("h1").addCallback(
+            lambda n: n == 0 and len(poster.posted) == count), f"{count} delivered")
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        yield dispatcher.eventReceived("x.event", b'{"n":0}')
+        yield delivered(1)
+        yield dispatcher.eventReceived("x.event", b'{"n":1}')
+        yield delivered(2)
+
+        def storeLate(cursor):
+            cursor.execute(
+                "INSERT INTO webhook_pending (seq, id, hook, rkey, body, created, attempts, "
+                "next_attempt) VALUES (1, 'late', 'h1', 'x.event', ?, 1000.0, 0, 0.0)",
+                ('{"event": {"n": "late"}}',))
+        yield store.pool.runInteraction(storeLate)
+        yield dispatcher.eventReceived("x.event", b'{"n":2}')
+        yield _until(lambda: defer.succeed(len(poster.posted) == 3), "the third event")
+        clock.advance(delivery.FULL_READ_INTERVAL)
+        yield delivered(4)
+        assert sorted(posted(), key=str) == [0, 1, 2, "late"]
+    finally:
+        yield dispatcher.stop()
+        store.close()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
 def test_dispatcher_keeps_the_backlog_cap_when_storing_event_by_event(tmp_path):
     store = _store(tmp_path)
     clock = Clock()
