@@ -57,6 +57,7 @@ class ReceiverProcess(protocol.ProcessProtocol):
     def __init__(self):
         self.listening = defer.Deferred()
         self.ended = defer.Deferred()
+        self.exited = False
         self.output = b""
 
     def outReceived(self, data):
@@ -68,7 +69,9 @@ class ReceiverProcess(protocol.ProcessProtocol):
         sys.stderr.write(data.decode(errors="replace"))
 
     def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
+        self.exited = True
+        if not self.ended.called:
+            self.ended.callback(reason.value.exitCode)
 
 
 def cpuSeconds(pid):
@@ -223,7 +226,7 @@ def main(reactor, arguments):
         else:
             cpu, own = cpuSeconds(pid) - cpuBefore, sum(os.times()[:2]) - ownBefore
     finally:
-        if not receiver.ended.called:
+        if not receiver.exited:
             receiverProcess.signalProcess("KILL")
         # Stopped first: deleting hooks while their deliveries are recorded
         # may deadlock on PostgreSQL (the API then answers 503).
