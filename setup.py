@@ -69,7 +69,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "selenium>=4.10", "cryptography>=3.4",
                  "tomli>=1.1; python_version < '3.11'", "pika>=1.3", "build>=1.0",
-                 "psycopg2-binary>=2.9", "orjson>=3.9"],
+                 "psycopg2-binary>=2.9", "orjson>=3.9", "pytest-xdist>=3.0"],
         # The webhook registry in PostgreSQL (--database postgresql://...).
         "postgresql": ["psycopg2-binary>=2.9"],
         # Faster encoding of the analyses (resmon.wire.encodeBuiltAnalysis).

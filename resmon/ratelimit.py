@@ -55,7 +55,7 @@ class LimitedLog:
 
         @return: whether the line was logged.
         """
-        return self._emit(logger.warn, format, fields)
+        return self._emit(logger.warn, format, fields, "warnings")
 
     def error(self, logger, format, **fields):
         """
@@ -63,14 +63,14 @@ class LimitedLog:
 
         @return: whether the line was logged.
         """
-        return self._emit(logger.error, format, fields)
+        return self._emit(logger.error, format, fields, "errors")
 
-    def _emit(self, emit, format, fields):
+    def _emit(self, emit, format, fields, kind):
         if not self._bucket.take():
             self.suppressed += 1
             return False
         if self.suppressed:
-            format += " ({suppressed} similar warnings not logged before this one)"
+            format += f" ({{suppressed}} similar {kind} not logged before this one)"
             fields["suppressed"] = self.suppressed
             self.suppressed = 0
         emit(format, **fields)

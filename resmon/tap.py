@@ -525,6 +525,9 @@ def makeService(options):
     """
     Build the service tree of C{options["role"]}.
     """
+    if options["role"] == "agent":
+        from resmon.operations.lean import leaveTLSUnloaded
+        leaveTLSUnloaded()
     from twisted.internet import reactor
 
     from resmon.services.listening import ListeningService
@@ -555,7 +558,10 @@ def makeService(options):
         _makeTracker(options, bus, reactor).setServiceParent(top)
     readiness = _makeReadiness(options, bus, web, reactor)
     readiness.setServiceParent(top)
-    _makeMetrics(options, top, bus, readiness, web)
+    if web is not None or options["metrics-port"] is not None:
+        # Nothing else serves the counters: an agent without --metrics-port
+        # does not load the Prometheus client and twisted.web.
+        _makeMetrics(options, top, bus, readiness, web)
     return top
 
 

@@ -105,6 +105,35 @@ def _parseFloat(text):
 _DECODER = json.JSONDecoder(parse_constant=_rejectConstant, parse_float=_parseFloat)
 
 
+# Nineteen digits in a row: a number orjson might read otherwise than
+# json does (an integer beyond 64 bits becomes a float there). Found by
+# turning every digit into "0" and everything else into " " (a regular
+# expression costs more than orjson's whole parse).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+# orjson reads nesting up to 1,024 levels, json as deep as Python's stack
+# lets it (about 990 from a shallow stack, less from a deep one): a body
+# with fewer arrays and objects than this is no deeper in either.
+_FAST_OPENINGS = 400
+
+
+def _fastLoad(body):
+    """
+    The document orjson reads from C{body}, where it is certainly the one
+    L{_DECODER} would read (an eighth of its time, measured on measures of
+    770 bytes); L{None} where that is not certain or orjson refuses the
+    body (bad UTF-8, a lone surrogate, NaN, a number out of range, a BOM):
+    the slow path then says what is wrong.
+    """
+    if (_orjson is None or body.count(b"[") + body.count(b"{") >= _FAST_OPENINGS
+            or _LONG_NUMBER in body.translate(_DIGITS_AS_ZEROS)):
+        return None
+    try:
+        return _orjson.loads(body)
+    except _orjson.JSONDecodeError:
+        return None
+
+
 def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     """
     Parse a message body as a UTF-8 JSON object, with the checks every
@@ -116,6 +145,19 @@ def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
         raise Rejected("too-large", f"{len(body)} bytes is over the {maxBody} byte limit")
     if not body:
         raise Rejected("empty", "empty body")
+    document = _fastLoad(body)
+    if document is None:
+        document = _slowLoad(body)
+    if not isinstance(document, dict):
+        raise Rejected("shape", "top level is not a JSON object")
+    return document
+
+
+def _slowLoad(body):
+    """
+    The document in C{body} as Python's json reads it, with finite numbers
+    only; L{Rejected} says what is wrong with a body it refuses.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -132,8 +174,6 @@ def loadJSON(body, maxBody=DEFAULT_MAX_BODY):
     except ValueError as e:
         # json.JSONDecodeError, and int() refusing a number with too many digits
         raise Rejected("json", str(e)[:120])
-    if not isinstance(document, dict):
-        raise Rejected("shape", "top level is not a JSON object")
     return document
 
 

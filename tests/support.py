@@ -397,6 +397,18 @@ class PlainAMQPClient:
         yield channel.exchange_declare(exchange=exchange, type="topic", durable=True, passive=True)
 
     @defer.inlineCallbacks
+    def drain(self, queue):
+        """
+        Take every message waiting in C{queue}: their bodies, in order.
+        """
+        bodies = []
+        while True:
+            reply = yield self.channel.basic_get(queue=queue, no_ack=True)
+            if reply.method.name == "get-empty":
+                return bodies
+            bodies.append(reply.content.body)
+
+    @defer.inlineCallbacks
     def declareExchange(self, exchange):
         yield self.channel.exchange_declare(exchange=exchange, type="topic", durable=True)
 

@@ -101,16 +101,6 @@ def statsOf(process, pattern):
     return found[-1] if found else None
 
 
-@defer.inlineCallbacks
-def drain(amqp, queue):
-    bodies = []
-    while True:
-        reply = yield amqp.channel.basic_get(queue=queue, no_ack=True)
-        if reply.method.name == "get-empty":
-            return bodies
-        bodies.append(reply.content.body)
-
-
 @pytest_twisted.inlineCallbacks
 def test_an_agent_user_publishes_its_own_host_and_is_analysed(
         broker, amqp, brokerUsers, twistd, tmp_path):
@@ -175,7 +165,7 @@ def test_after_a_refused_key_the_bus_publishes_what_it_may_on_the_same_connectio
         assert bus.connected
     finally:
         yield bus.stopService()
-    bodies = yield drain(amqp, queue)
+    bodies = yield amqp.drain(queue)
     assert [wire.decodeMeasure(f"{host}.measure", b).seq for b in bodies] == [1, 2, 3, 4]
 
 

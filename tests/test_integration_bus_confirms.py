@@ -25,16 +25,6 @@ def until(condition, seconds, what):
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
-@defer.inlineCallbacks
-def drain(amqp, queue):
-    bodies = []
-    while True:
-        reply = yield amqp.channel.basic_get(queue=queue, no_ack=True)
-        if reply.method.name == "get-empty":
-            return bodies
-        bodies.append(reply.content.body)
-
-
 @pytest_twisted.inlineCallbacks
 def test_confirms_after_a_reconnect_confirm_the_right_messages(broker, amqp):
     exchange, queue = amqp.names["exchange"], amqp.names["queue"]
@@ -64,7 +54,7 @@ def test_confirms_after_a_reconnect_confirm_the_right_messages(broker, amqp):
         assert bus.counters["dropped"] == 0
         # Confirmed means taken by the broker: every one is in the queue (an
         # in-flight one maybe twice, routed before the connection went).
-        bodies = yield drain(amqp, queue)
+        bodies = yield amqp.drain(queue)
         expected = {b"%s-%d" % (stage, i) for stage in (b"before", b"in-flight", b"after")
                     for i in range(5)}
         assert set(bodies) == expected

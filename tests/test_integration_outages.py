@@ -43,13 +43,8 @@ def drain(url, queue, delete=False):
     Every message waiting in C{queue}, decoded, in order.
     """
     client = yield PlainAMQPClient(url).connect()
-    documents = []
     try:
-        while True:
-            reply = yield client.channel.basic_get(queue=queue, no_ack=True)
-            if reply.method.name == "get-empty":
-                break
-            documents.append(wire.loadJSON(reply.content.body, 2 ** 20))
+        documents = [wire.loadJSON(body, 2 ** 20) for body in (yield client.drain(queue))]
         if delete:
             yield client.channel.queue_delete(queue=queue)
     finally:

@@ -323,7 +323,7 @@ def test_sdistInstallsAndRunsTests(built):
     assert (root / "tests" / "conftest.py").exists()
     run([built.bin / "pip", "install", "-q", ".[test]"], "pip install '.[test]' in the unpacked sdist", root)
     env = childEnvironment(RESMON_TEST_LOGS=str(built.top / "logs"))
-    output = run([built.bin / "pytest", "-q", "-p", "no:cacheprovider", *SDIST_TESTS],
+    output = run([built.bin / "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *SDIST_TESTS],
                  "the tests from the unpacked sdist", root, env=env)
     assert " passed" in output, _tail(output)
     where = run([built.bin / "python", "-c", "import resmon; print(resmon.__file__)"], "import resmon",

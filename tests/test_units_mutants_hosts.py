@@ -117,6 +117,18 @@ def test_refusals_are_logged_ten_at_once_then_one_every_six_seconds_saying_how_m
         "refused 12 (2 similar warnings not logged before this one)"]
 
 
+def test_held_back_errors_are_called_errors():
+    clock = Clock()
+    log, events = LimitedLog(clock, burst=1), []
+    logger = Logger(observer=events.append)
+    assert [log.error(logger, "failed {n}", n=n) for n in range(3)] == [True, False, False]
+    clock.advance(6)
+    assert log.error(logger, "failed {n}", n=3)
+    assert [formatEvent(e) for e in events] == [
+        "failed 0", "failed 3 (2 similar errors not logged before this one)"]
+    assert events[-1]["log_level"].name == "error"
+
+
 def test_a_half_bracketed_address_is_no_host_name():
     for bad in ("[::1", "::1]", "[10.0.0.1"):
         with pytest.raises(ValueError):

@@ -122,7 +122,7 @@ def test_failures_are_counted_and_logged_ten_at_once_then_one_per_period():
     assert lines == [f"analyzer bad raised on web (failure #1): {error} (at {where})"] + [
         f"analyzer bad failed on web (failure #{n}): {error}" for n in range(2, 12)] + [
         f"analyzer bad failed on web (failure #201): {error} "
-        "(189 similar warnings not logged before this one)"]
+        "(189 similar errors not logged before this one)"]
     assert all(e["log_level"] == LogLevel.error for e in events)
 
 

@@ -203,3 +203,30 @@ def test_options_a_role_reads_are_accepted(argv, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "exit", lambda status: None)  # --list-analyzers
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     Options().parseOptions([a.format(empty=tmp_path) for a in argv])
+
+
+def _servesMetrics(top):
+    return any(getattr(getattr(service, "factory", None), "resource", None) is not None
+               and b"metrics" in service.factory.resource.children for service in top)
+
+
+def test_an_agent_serves_counters_only_on_its_metrics_port():
+    from resmon.tap import makeService
+    options = Options()
+    options.parseOptions(["--role=agent", "--broker=amqp://u:p@h/"])
+    assert not _servesMetrics(makeService(options))
+    options = Options()
+    options.parseOptions(["--role=agent", "--broker=amqp://u:p@h/", "--metrics-port=0"])
+    assert _servesMetrics(makeService(options))
+
+
+def test_tls_is_left_unloaded_only_before_the_reactor_and_pyopenssl():
+    from resmon.operations.lean import leaveTLSUnloaded
+    modules = {}
+    assert leaveTLSUnloaded(modules) and modules == {"OpenSSL": None}
+    loaded = {"OpenSSL": object()}
+    assert not leaveTLSUnloaded(loaded) and loaded["OpenSSL"] is not None
+    running = {"twisted.internet.reactor": object()}
+    assert not leaveTLSUnloaded(running) and "OpenSSL" not in running
+    # In this process the reactor runs already: nothing is changed.
+    assert not leaveTLSUnloaded() and sys.modules.get("OpenSSL") is not None

@@ -1,13 +1,12 @@
-// The grid of host cards: drawing one card, and the grid's filter, order
-// and counts.
+// Host cards: drawing one card for the grid (web/js/grid.js), and the
+// grid's filter, order and counts.
 
 import { renderCoreBars, sparkPoints } from "./charts.js";
-import { ageOf, hosts, markPending, statusOf, view } from "./state.js";
+import { ageOf, hosts, statusOf } from "./state.js";
 import {
   $, LEVELS, fmtAge, fmtPct, fmtRate, isNum, setAttr, setHidden, setLevelBadge, setText,
 } from "./util.js";
 
-export const grid = $("#hosts");
 const template = $("#card-template");
 const emptyNote = $("#empty");
 export const filterInput = $("#filter");
@@ -15,22 +14,13 @@ export const levelSelect = $("#level-filter");
 export const sortSelect = $("#sort");
 export const countsBox = $("#counts");
 
-const visibility = "IntersectionObserver" in window
-  ? new IntersectionObserver((records) => {
-      for (const r of records) {
-        const entry = r.target.__entry;
-        entry.visible = r.isIntersecting;
-        if (entry.visible && entry.cardStale) markPending(entry);
-      }
-    }, { rootMargin: "200px" })
-  : null;
-
-function createCard(entry) {
+/** A card not yet bound to a host: the grid binds it to one, and later maybe to another. */
+export function createCard() {
   const el = template.content.firstElementChild.cloneNode(true);
-  el.dataset.host = entry.host;
-  el.__entry = entry;
-  const card = {
+  return {
     el,
+    entry: null,
+    slot: -1,            // where the grid placed it last (an index in the grid's order)
     name: $(".host-name", el),
     status: $(".status-badge", el),
     age: $(".age", el),
@@ -48,24 +38,47 @@ function createCard(entry) {
     tx: $(".net-sent", el),
     setBy: $(".set-by", el),
   };
-  card.name.textContent = entry.host;
-  card.name.title = entry.host;
+}
+
+/** Show entry's host on card (until bound to another): everything drawn afresh. */
+export function bindCard(card, entry, now) {
+  if (card.entry && card.entry.card === card) card.entry.card = null;
+  card.entry = entry;
   entry.card = card;
-  grid.appendChild(el);
-  if (visibility) visibility.observe(el);
-  return card;
+  card.el.__entry = entry;
+  setAttr(card.el, "data-host", entry.host);
+  setText(card.name, entry.host);
+  setAttr(card.name, "title", entry.host);
+  if (!entry.data) clearValues(card, entry);
+  renderCard(entry, now);
 }
 
-/** Take a forgotten host's card off the grid. */
-export function removeCard(entry) {
-  if (!entry.card) return;
-  if (visibility) visibility.unobserve(entry.card.el);
-  entry.card.el.remove();
-  entry.card = null;
+/** Take card off its host: the host keeps its data, and gets a card again when scrolled to. */
+export function unbindCard(card) {
+  if (card.entry && card.entry.card === card) card.entry.card = null;
+  card.entry = null;
+  card.el.__entry = null;
 }
 
+/** A host without an analysis yet (only a status): no value of the card's previous host stays. */
+function clearValues(card, entry) {
+  setAttr(card.el, "data-level", "none");
+  setAttr(card.el, "data-analyzer", null);
+  for (const el of [card.cpuValue, card.memValue, card.load, card.disk, card.rx, card.tx]) setText(el, "–");
+  setLevelBadge(card.cpuLevel, null);
+  setLevelBadge(card.memLevel, null);
+  setAttr(card.disk, "title", null);
+  card.cpuSpark.setAttribute("points", "");
+  card.memSpark.setAttribute("points", "");
+  renderCoreBars(card.cores, card.coreBars, [], false);
+  setHidden(card.setBy, true);
+  setAttr(card.el, "aria-label", `${entry.host}: no analysis yet. Open details`);
+}
+
+/** Draw entry's latest data on its card (a host without a card has nothing to draw). */
 export function renderCard(entry, now) {
-  const card = entry.card || createCard(entry);
+  const card = entry.card;
+  if (!card) return;
   const d = entry.data;
   const status = statusOf(entry, now);
   entry.shownStatus = status;
@@ -79,15 +92,9 @@ export function renderCard(entry, now) {
   setLevelBadge(card.cpuLevel, d.cpuLevel);
   setText(card.memValue, fmtPct(d.mem));
   setLevelBadge(card.memLevel, d.memLevel);
-  // The graphics are the costly part: off-screen cards get them when scrolled into view.
-  if (entry.visible) {
-    entry.cardStale = false;
-    card.cpuSpark.setAttribute("points", sparkPoints(entry.history, entry.history.cpu));
-    card.memSpark.setAttribute("points", sparkPoints(entry.history, entry.history.mem));
-    renderCoreBars(card.cores, card.coreBars, d.perCore, false);
-  } else {
-    entry.cardStale = true;
-  }
+  card.cpuSpark.setAttribute("points", sparkPoints(entry.history, entry.history.cpu));
+  card.memSpark.setAttribute("points", sparkPoints(entry.history, entry.history.mem));
+  renderCoreBars(card.cores, card.coreBars, d.perCore, false);
   setText(card.load, d.load && d.load.length ? d.load.map((x) => (isNum(x) ? x.toFixed(2) : "–")).join(" ") : "–");
   setText(card.disk, d.fullest ? `${fmtPct(d.fullest.percent)} ${d.fullest.mount}` : "–");
   setAttr(card.disk, "title", d.disks.map((x) => `${x.mount}: ${fmtPct(x.percent)}`).join("\n") || null);
@@ -138,6 +145,8 @@ export function matches(entry, text, lvl) {
 }
 
 const byName = (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** How the sort control orders entries: by name, or by CPU or memory, highest first. */
 function comparator(mode) {
   if (mode === "cpu" || mode === "memory") {
     const field = mode === "cpu" ? "cpu" : "mem";
@@ -150,65 +159,21 @@ function comparator(mode) {
   return byName;
 }
 
-/** Indexes (into seq) of a longest increasing subsequence: those nodes need not move. */
-function longestIncreasing(seq) {
-  const tails = [];
-  const prev = new Array(seq.length);
-  for (let i = 0; i < seq.length; i++) {
-    let lo = 0;
-    let hi = tails.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (seq[tails[mid]] < seq[i]) lo = mid + 1; else hi = mid;
-    }
-    prev[i] = lo > 0 ? tails[lo - 1] : -1;
-    tails[lo] = i;
-  }
-  const keep = new Set();
-  for (let i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = prev[i]) keep.add(i);
-  return keep;
-}
-
-export function applyOrderAndFilter() {
+/** The entries the grid shows, filtered and sorted as the controls say. */
+export function orderedEntries() {
   const [text, lvl] = currentFilter();
-  const entries = [...hosts.values()].filter((e) => e.card);
-  entries.sort(comparator(sortSelect.value));
-  for (const e of entries) setHidden(e.card.el, !matches(e, text, lvl));
-  // Move as few nodes as possible: moving a node resets its layout and focus.
-  const current = new Map();
-  Array.prototype.forEach.call(grid.children, (el, i) => current.set(el, i));
-  const wanted = entries.map((e) => e.card.el);
-  const positions = wanted.map((el) => current.get(el));
-  const keep = longestIncreasing(positions);
-  const focused = document.activeElement;
-  let moved = false;
-  for (let i = wanted.length - 1; i >= 0; i--) {
-    if (keep.has(i)) continue;
-    const next = i + 1 < wanted.length ? wanted[i + 1] : null;
-    if (wanted[i].nextSibling !== next) {
-      grid.insertBefore(wanted[i], next);
-      if (wanted[i] === focused) moved = true;
-    }
-  }
-  if (moved && focused) focused.focus({ preventScroll: true });
-  view.lastReorder = performance.now();
-  view.orderDirty = false;
-  // A re-order due from the throttle is done now: without this, a timer set for the
-  // same moment fires just after and re-orders the cards a second time.
-  if (view.reorderTimer) {
-    clearTimeout(view.reorderTimer);
-    view.reorderTimer = null;
-  }
+  const entries = [];
+  for (const e of hosts.values()) if (matches(e, text, lvl)) entries.push(e);
+  return entries.sort(comparator(sortSelect.value));
 }
 
-export function renderCounts(now) {
+/** The counts in the top bar, and the note shown instead of an empty grid; shown: hosts in the grid. */
+export function renderCounts(now, shown) {
   const n = { HIGH: 0, MEDIUM: 0, LOW: 0 };
   let down = 0;
-  let shown = 0;
   for (const e of hosts.values()) {
     if (e.data && e.data.level) n[e.data.level]++;
     if (statusOf(e, now) !== "online") down++;
-    if (e.card && !e.card.el.hidden) shown++;
   }
   if (hosts.size === 0) setText(emptyNote, "Waiting for data…");
   else if (shown === 0) setText(emptyNote, "No host matches the filter.");

@@ -2,8 +2,8 @@
 // every analyzer's findings.
 
 import { readAnalysis } from "./analysis.js";
-import { grid } from "./cards.js";
 import { drawChart, fillLegend, renderCoreBars } from "./charts.js";
+import { grid } from "./grid.js";
 import { ageOf, hosts, statusOf } from "./state.js";
 import {
   $, fmtAge, fmtBytes, fmtPct, fmtRate, isNum, isObj, level, nowSec, setAttr, setHidden,
@@ -15,8 +15,9 @@ const DISK_COLOR = "#ea580c";
 const detail = $("#detail");
 const detailCoreBars = [];
 let detailHost = null;
-let detailOpener = null;
+let detailOpener = null;             // the host whose card opened the view
 let askHistory = () => {};
+let giveFocus = () => {};
 
 /** The host shown in the detail view, or null. */
 export function shownHost() {
@@ -26,20 +27,23 @@ export function shownHost() {
 /**
  * Wire the detail view: cards open it (click, Enter, Space), the close
  * button, a click beside it and Esc close it; Tab stays inside. It asks
- * for the host's full history with requestHistory(host).
+ * for the host's full history with requestHistory(host), and gives the
+ * focus back to the card it was opened from with focusHost(host) (cards
+ * are recycled: the element that opened it may show another host by then).
  */
-export function installDetail(requestHistory) {
+export function installDetail(requestHistory, focusHost) {
   askHistory = requestHistory;
+  giveFocus = focusHost;
   grid.addEventListener("click", (e) => {
     const card = e.target.closest(".host-card");
-    if (card) openDetail(card.dataset.host, card);
+    if (card) openDetail(card.dataset.host, true);
   });
   grid.addEventListener("keydown", (e) => {
     if (e.key !== "Enter" && e.key !== " ") return;
     const card = e.target.closest(".host-card");
     if (!card) return;
     e.preventDefault();
-    openDetail(card.dataset.host, card);
+    openDetail(card.dataset.host, true);
   });
   $("#detail-close").addEventListener("click", closeDetail);
   detail.addEventListener("click", (e) => { if (e.target === detail) closeDetail(); });
@@ -57,10 +61,10 @@ export function installDetail(requestHistory) {
   });
 }
 
-function openDetail(host, opener) {
+function openDetail(host, fromCard) {
   if (!hosts.has(host)) return;
   detailHost = host;
-  detailOpener = opener || null;
+  detailOpener = fromCard ? host : null;
   detail.hidden = false;
   document.body.classList.add("detail-open");
   askHistory(host);
@@ -75,7 +79,7 @@ export function closeDetail() {
   document.body.classList.remove("detail-open");
   const opener = detailOpener;
   detailOpener = null;
-  if (opener && opener.isConnected) opener.focus();
+  if (opener && hosts.has(opener)) giveFocus(opener);
 }
 
 function addFact(dl, name, value) {

@@ -2,8 +2,7 @@
 // Wires the modules: the connection feeds the state, a frame draws what changed.
 
 import {
-  applyOrderAndFilter, countsBox, currentFilter, filterInput, levelSelect, matches, removeCard,
-  renderAge, renderCard, renderCounts, sortSelect,
+  countsBox, filterInput, levelSelect, renderAge, renderCard, renderCounts, sortSelect,
 } from "./cards.js";
 import { applyAlertMessage, renderAlerts, renderCardAlerts } from "./alerts.js";
 import { createConnection } from "./connection.js";
@@ -11,14 +10,15 @@ import { closeDetail, installDetail, renderDetail, renderDetailAge, shownHost } 
 import {
   applyMessage, hosts, markPending, onForget, onPending, pending, statusOf, view,
 } from "./state.js";
-import { $, isObj, nowSec, setHidden } from "./util.js";
+import { applyOrder, focusHost, gridSize, installGrid, removeFromGrid, renderGrid } from "./grid.js";
+import { $, isObj, nowSec } from "./util.js";
 import { applyNotificationMessage, installNotifications } from "./notifications.js";
 import { installSession } from "./session.js";
 import { installWebhooks } from "./webhooks.js";
 
 const OVERVIEW_STEP = 10;            // seconds between two points of the snapshot's overview history
-const REORDER_EVERY_MS = 1000;       // value sorts re-order at most this often in a big fleet,
-const REORDER_SMALL_MS = 250;        // and this often with few hosts, where it is cheap
+const REORDER_EVERY_MS = 1000;       // the grid re-orders at most this often in a big fleet,
+const REORDER_SMALL_MS = 250;        // and this often with few hosts
 const SMALL_FLEET = 100;
 
 // ---- frame loop ------------------------------------------------------------
@@ -35,52 +35,75 @@ function scheduleFrame() {
 function frame() {
   frameRequested = false;
   const now = nowSec();
-  const valueSort = sortSelect.value !== "name";
-  const [text, lvl] = currentFilter();
   const detailHost = shownHost();
-  let valuesChanged = false;
+  // New values may move hosts (a value sort, a level filter, a new host): the grid re-orders on
+  // a throttle, so positions hold still between two re-orders while the values change.
+  if (pending.size && orderMayChange()) reorderSoon();
+  if (view.orderDirty) reorderNow();
+  renderGrid(now);
+  // Only the hosts with a card (in or near the view) are drawn; the others when scrolled to.
   for (const host of pending.keys()) {
     const entry = hosts.get(host);
     if (!entry) continue;
-    if (!entry.card) view.orderDirty = true;          // a new host: place it at once
     renderCard(entry, now);
     renderCardAlerts(entry, now);
-    setHidden(entry.card.el, !matches(entry, text, lvl));
-    valuesChanged = true;
     if (host === detailHost) renderDetail();
   }
   pending.clear();
-  if (valueSort && valuesChanged) {
-    // Value sorts re-order on a throttle so cards do not jitter every frame.
-    const every = hosts.size > SMALL_FLEET ? REORDER_EVERY_MS : REORDER_SMALL_MS;
-    const wait = every - (performance.now() - view.lastReorder);
-    if (wait <= 0) view.orderDirty = true;
-    else if (!view.reorderTimer) {
-      view.reorderTimer = setTimeout(() => {
-        view.reorderTimer = null;
-        view.orderDirty = true;
-        scheduleFrame();
-      }, wait);
-    }
+  renderCounts(now, gridSize());
+}
+
+/** Whether what waits to be drawn may move hosts: a value sort, a level filter or a new host. */
+function orderMayChange() {
+  if (sortSelect.value !== "name" || levelSelect.value) return true;
+  for (const host of pending.keys()) {
+    const entry = hosts.get(host);
+    if (entry && entry.slot < 0) return true;
   }
-  if (view.orderDirty) applyOrderAndFilter();
-  renderCounts(now);
+  return false;
+}
+
+function reorderSoon() {
+  const every = hosts.size > SMALL_FLEET ? REORDER_EVERY_MS : REORDER_SMALL_MS;
+  const wait = every - (performance.now() - view.lastReorder);
+  if (wait <= 0) view.orderDirty = true;
+  else if (!view.reorderTimer) {
+    view.reorderTimer = setTimeout(() => {
+      view.reorderTimer = null;
+      view.orderDirty = true;
+      scheduleFrame();
+    }, wait);
+  }
+}
+
+function reorderNow() {
+  applyOrder();
+  view.lastReorder = performance.now();
+  view.orderDirty = false;
+  // A re-order due from the throttle is done now: without this, a timer set for the
+  // same moment fires just after and re-orders the cards a second time.
+  if (view.reorderTimer) {
+    clearTimeout(view.reorderTimer);
+    view.reorderTimer = null;
+  }
 }
 
 onPending(scheduleFrame);
+installGrid(scheduleFrame);
 onForget((entry) => {
   if (entry.host === shownHost()) closeDetail();
-  removeCard(entry);
-  renderCounts(nowSec());
+  removeFromGrid(entry);
+  reorderSoon();
+  scheduleFrame();
 });
 
 // ---- controls --------------------------------------------------------------
 
+/** The user changed the filter or the sort: the grid follows at once. */
 function refilterNow() {
-  view.orderDirty = true;
-  view.lastReorder = 0;
-  applyOrderAndFilter();
-  renderCounts(nowSec());
+  reorderNow();
+  renderGrid(nowSec());
+  renderCounts(nowSec(), gridSize());
 }
 
 filterInput.addEventListener("input", refilterNow);
@@ -133,7 +156,7 @@ function onMessage(raw) {
 }
 
 const connection = createConnection(wsUrl, onMessage);
-installDetail(requestHistory);
+installDetail(requestHistory, focusHost);
 installWebhooks();
 installNotifications();
 installSession();
@@ -142,16 +165,16 @@ installSession();
 setInterval(() => {
   const now = nowSec();
   for (const entry of hosts.values()) {
-    if (!entry.card) continue;
+    if (!entry.card) continue;                 // a host gets a card drawn afresh when scrolled to
     renderAge(entry, now);
     const status = statusOf(entry, now);
     if (status !== entry.shownStatus) markPending(entry);
   }
   if (shownHost()) renderDetailAge(now);
   connection.render();
-  renderCounts(now);
+  renderCounts(now, gridSize());
   renderAlerts(now);
 }, 1000);
 
-renderCounts(nowSec());
+renderCounts(nowSec(), 0);
 connection.connect();

@@ -13,7 +13,7 @@ export const pending = new Map();    // host -> latest event not yet drawn
 
 /** What the grid's order needs: set by the model, the frame loop and the cards. */
 export const view = {
-  orderDirty: true,     // cards must be re-ordered (new host, new sort)
+  orderDirty: true,     // the grid must be re-ordered now (a snapshot)
   lastReorder: 0,
   reorderTimer: null,   // a throttled re-order waiting for its time
 };
@@ -52,11 +52,10 @@ function getEntry(host) {
       shownStatus: "online",
       history: new History(HISTORY_POINTS),
       fullHistory: false,       // holds the server's full points (asked for by the detail view)
-      card: null,
-      visible: true,
+      card: null,              // its card, while it has one (web/js/grid.js)
+      slot: -1,                // its index in the grid's order, -1 until placed
     };
-    hosts.set(host, entry);
-    view.orderDirty = true;
+    hosts.set(host, entry);   // placed in the grid at its next re-order (main.js)
   }
   return entry;
 }
