@@ -176,6 +176,40 @@ def test_store_backlog_and_attempts_are_bounded(anyStore):
     assert hook.state == storage.DISABLED
 
 
+class _Deadlock(Exception):
+    pgcode = "40P01"
+
+
+class DeadlockingPool:
+    """
+    A pool whose first C{deadlocks} transactions PostgreSQL rolled back to
+    break a deadlock.
+    """
+
+    def __init__(self, deadlocks):
+        self.deadlocks = deadlocks
+        self.runs = 0
+
+    def runInteraction(self, function, *args):
+        self.runs += 1
+        if self.runs <= self.deadlocks:
+            return defer.fail(_Deadlock("deadlock detected"))
+        return defer.succeed(("done", args))
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_runs_a_transaction_again_after_a_deadlock():
+    store = storage.WebhookStore(DeadlockingPool(2), "postgresql")
+    store._ready = True
+    assert (yield store.version()) == ("done", ())
+    assert store.pool.runs == 3
+    store = storage.WebhookStore(DeadlockingPool(storage.RETRIES + 1), "postgresql")
+    store._ready = True
+    with pytest.raises(_Deadlock):
+        yield store.version()
+    assert store.pool.runs == storage.RETRIES + 1
+
+
 @pytest_twisted.inlineCallbacks
 def test_store_lease_held_by_one_owner(anyStore):
     store = anyStore
@@ -259,6 +293,117 @@ def test_dispatcher_retries_in_order_then_delivers_once(tmp_path):
         yield dispatcher.stop()
         store.close()
     assert clock.getDelayedCalls() == []
+
+
+class SlowPoster(FakePoster):
+    """
+    Answers 200 after a turn of the reactor: the deliveries' recordings
+    and the reads ahead run while POSTs are in flight.
+    """
+
+    def post(self, url, headers, body):
+        self.posted.append((url, headers, body))
+        return deferLater(reactor, 0, lambda: 200)
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_sends_each_delivery_once_in_order_across_batches(anyStore):
+    # More than two batches (read ahead while the last of the one before go
+    # out), stored in waves while the worker delivers, and recorded in the
+    # background: none sent twice, none skipped, in order, all recorded.
+    from resmon.webhooks import delivery
+
+    store = anyStore
+    clock = Clock()
+    clock.advance(1000)
+    poster = SlowPoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=10_000)
+    waves, perWave = 5, delivery.BATCH // 2 + 7
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        for wave in range(waves):
+            yield defer.gatherResults([
+                dispatcher.eventReceived("x.event", b'{"n":%d}' % (wave * perWave + n))
+                for n in range(perWave)])
+            yield deferLater(reactor, 0.01, lambda: None)
+        total = waves * perWave
+        yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0),
+                     "every delivery recorded", timeout=30)
+        events = [wire.loadJSON(body)["event"]["n"] for _, _, body in poster.posted]
+        assert events == list(range(total))
+        assert dispatcher.counters["delivered"] == total
+    finally:
+        yield dispatcher.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_delivery_stored_late_below_those_read_is_delivered_within_a_second(tmp_path):
+    # A caught-up worker reads on from its last delivery read; a delivery
+    # another process stored with a lower seq (a late commit on PostgreSQL)
+    # is found by the read from the first within FULL_READ_INTERVAL.
+    from resmon.webhooks import delivery
+
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    poster = FakePoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100)
+
+    def posted():
+        return [wire.loadJSON(body)["event"]["n"] for _, _, body in poster.posted]
+
+    def delivered(count):
+        return _until(lambda: store.pendingCount("h1").addCallback(
+            lambda n: n == 0 and len(poster.posted) == count), f"{count} delivered")
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        yield dispatcher.eventReceived("x.event", b'{"n":0}')
+        yield delivered(1)
+        yield dispatcher.eventReceived("x.event", b'{"n":1}')
+        yield delivered(2)
+
+        def storeLate(cursor):
+            cursor.execute(
+                "INSERT INTO webhook_pending (seq, id, hook, rkey, body, created, attempts, "
+                "next_attempt) VALUES (1, 'late', 'h1', 'x.event', ?, 1000.0, 0, 0.0)",
+                ('{"event": {"n": "late"}}',))
+        yield store.pool.runInteraction(storeLate)
+        yield dispatcher.eventReceived("x.event", b'{"n":2}')
+        yield _until(lambda: defer.succeed(len(poster.posted) == 3), "the third event")
+        clock.advance(delivery.FULL_READ_INTERVAL)
+        yield delivered(4)
+        assert sorted(posted(), key=str) == [0, 1, 2, "late"]
+    finally:
+        yield dispatcher.stop()
+        store.close()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_dispatcher_keeps_the_backlog_cap_when_storing_event_by_event(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=10)
+    try:
+        yield store.add(_hook("h1", key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        for n in range(25):
+            yield dispatcher.eventReceived("x.event", b'{"n":%d}' % n)
+        assert (yield store.pendingCount("h1")) == 10
+        assert dispatcher.counters["dropped-backlog"] == 15
+        pending = yield store.pending("h1", 100)
+        assert [wire.loadJSON(p.body)["event"]["n"] for p in pending] == list(range(15, 25))
+    finally:
+        yield dispatcher.stop()
+        store.close()
 
 
 @pytest_twisted.inlineCallbacks

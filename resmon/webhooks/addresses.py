@@ -56,13 +56,31 @@ class WebhookEndpointFactory:
     resolved once and the connection made to that address).
     """
 
+    # Endpoints kept for reuse (Agent asks for one per request, and needs
+    # it only to connect when its pool has no connection to that origin).
+    maxCached = 1024
+
     def __init__(self, reactor, connectTimeout, allowPrivate=False, tlsPolicy=None):
         self.reactor = reactor
         self.connectTimeout = connectTimeout
         self.allowPrivate = allowPrivate
         self.tlsPolicy = tlsPolicy or BrowserLikePolicyForHTTPS()
+        self._endpoints = {}
 
     def endpointForURI(self, uri):
+        origin = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(origin)
+        if endpoint is None:
+            if len(self._endpoints) >= self.maxCached:
+                self._endpoints.clear()
+            endpoint = self._endpoints[origin] = self._newEndpoint(uri)
+        return endpoint
+
+    def _newEndpoint(self, uri):
+        """
+        The endpoint of C{uri}'s origin: the name is resolved (and, unless
+        C{allowPrivate}, checked) at each connection, not here.
+        """
         host = uri.host.decode("ascii")
         if self.allowPrivate:
             endpoint = HostnameEndpoint(self.reactor, host.strip("[]"), uri.port,

@@ -8,7 +8,7 @@ L{resmon.webhooks.poster.WebhookPoster}'s.
 
 import random
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -22,9 +22,24 @@ from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 
 # Pending deliveries of one hook read at once.
-BATCH = 50
+BATCH = 200
+# The next batch is read once this many deliveries of the last are left.
+PREFETCH_BELOW = 100
+# Seconds between two reads from a hook's first pending delivery while it
+# is caught up (else the reads go on from the last delivery read: on
+# PostgreSQL a read from the first walks past every delivery made since the
+# table was last vacuumed). A delivery another process stored with a lower
+# seq than one already read is found then.
+FULL_READ_INTERVAL = 1.0
+# Successful attempts recorded in one transaction at most, and seconds the
+# first of them waits for others.
+RECORD_BATCH = 500
+RECORD_DELAY = 0.05
 # Seconds between two tries to store a received event while the database fails.
 STORE_RETRY = 2.0
+# Seconds a hook's backlog is counted again at the latest (it is counted
+# sooner when what was stored since could take it past the cap).
+BACKLOG_RECOUNT = 1.0
 
 
 class WebhookDispatcher:
@@ -66,7 +81,12 @@ class WebhookDispatcher:
         self._flushing = False
         self._delivered = []
         self._recording = False
+        self._recordTimer = None
+        self._flushRecords = False
         self._stopped = False
+        # Hook id to (backlog as last counted plus what was stored since,
+        # when it was counted).
+        self._backlogs = {}
 
     def setHooks(self, hooks):
         """
@@ -74,6 +94,7 @@ class WebhookDispatcher:
         none for hooks gone.
         """
         self.hooks = {hook.id: hook for hook in hooks}
+        self._backlogs = {h: c for h, c in self._backlogs.items() if h in self.hooks}
         for hookId in list(self.workers):
             if hookId not in self.hooks:
                 self.workers.pop(hookId).stop()
@@ -94,9 +115,9 @@ class WebhookDispatcher:
 
     def wakeAll(self):
         for hook in self.hooks.values():
-            self.wake(hook.id)
+            self.wake(hook.id, fromStart=True)
 
-    def wake(self, hookId):
+    def wake(self, hookId, fromStart=False):
         if not self.delivering or self._stopped:
             return
         hook = self.hooks.get(hookId)
@@ -105,7 +126,7 @@ class WebhookDispatcher:
         worker = self.workers.get(hookId)
         if worker is None:
             worker = self.workers[hookId] = HookWorker(self, hookId)
-        worker.wake()
+        worker.wake(fromStart)
 
     def keys(self):
         """
@@ -153,9 +174,11 @@ class WebhookDispatcher:
             while self._batch and not self._stopped:
                 batch, self._batch = self._batch, []
                 deliveries = [d for deliveries, _ in batch for d in deliveries]
+                check = self._backlogsToCount(deliveries)
                 while True:
                     try:
-                        dropped = yield self.store.enqueue(deliveries, self.maxBacklog)
+                        dropped, counts = yield self.store.enqueueChecking(
+                            deliveries, self.maxBacklog, check)
                         break
                     except Exception:
                         self.log.failure("storing {count} webhook deliveries failed; "
@@ -165,6 +188,7 @@ class WebhookDispatcher:
                         if self._stopped:
                             return
                 self.counters["stored"] += len(deliveries)
+                self._countedBacklogs(deliveries, counts)
                 for hookId, count in dropped.items():
                     self.counters["dropped-backlog"] += count
                     self.log.warn("webhook {hook}: backlog over {limit}, dropped its {count} "
@@ -177,24 +201,77 @@ class WebhookDispatcher:
         finally:
             self._flushing = False
 
+    def _backlogsToCount(self, deliveries):
+        """
+        The hooks of C{deliveries} whose backlog must be counted when they
+        are stored: those that could then pass the cap, and those not
+        counted for L{BACKLOG_RECOUNT} seconds (other processes store
+        deliveries too).
+        """
+        now = self.clock.seconds()
+        added = Counter(d.hook for d in deliveries)
+        check = set()
+        for hookId, count in added.items():
+            known = self._backlogs.get(hookId)
+            if (known is None or known[0] + count > self.maxBacklog
+                    or now - known[1] >= BACKLOG_RECOUNT):
+                check.add(hookId)
+        return check
+
+    def _countedBacklogs(self, deliveries, counts):
+        now = self.clock.seconds()
+        for hookId, count in Counter(d.hook for d in deliveries).items():
+            if hookId in counts:
+                self._backlogs[hookId] = (counts[hookId], now)
+            elif hookId in self._backlogs:
+                known, at = self._backlogs[hookId]
+                self._backlogs[hookId] = (known + count, at)
+
     def recordDelivered(self, delivery, attempt, at, status, duration):
         """
-        Record a successful attempt, together with the others made while
-        the previous ones were written (one transaction for many).
+        Record a successful attempt, together with others (one transaction
+        for many): those made while the previous ones were written, or
+        within L{RECORD_DELAY} seconds, up to L{RECORD_BATCH}; sooner if
+        L{flushRecords} is called.
 
         @return: a L{Deferred} that fires once it is recorded.
         """
         recorded = defer.Deferred()
         self._delivered.append(((delivery, attempt, at, status, duration), recorded))
         if not self._recording:
-            self._recordDelivered()
+            if len(self._delivered) >= RECORD_BATCH:
+                self.flushRecords()
+            elif self._recordTimer is None:
+                self._recordTimer = self.clock.callLater(RECORD_DELAY, self.flushRecords)
         return recorded
+
+    def flushRecords(self):
+        """
+        Record the successful attempts waiting, now (or as soon as those
+        being written are).
+        """
+        if self._recordTimer is not None:
+            if self._recordTimer.active():
+                self._recordTimer.cancel()
+            self._recordTimer = None
+        if self._recording:
+            self._flushRecords = True
+        elif self._delivered:
+            self._flushRecords = True
+            self._recordDelivered()
 
     @defer.inlineCallbacks
     def _recordDelivered(self):
         self._recording = True
         try:
             while self._delivered:
+                if not self._flushRecords and len(self._delivered) < RECORD_BATCH:
+                    # Wait for more, a little.
+                    if self._recordTimer is None:
+                        self._recordTimer = self.clock.callLater(RECORD_DELAY,
+                                                                 self.flushRecords)
+                    break
+                self._flushRecords = False
                 batch, self._delivered = self._delivered, []
                 try:
                     hooks = yield self.store.recordDelivered([record for record, _ in batch])
@@ -239,6 +316,7 @@ class WebhookDispatcher:
         """
         self._stopped = True
         stopping = [worker.stop() for worker in self.workers.values()]
+        self.flushRecords()
         self.workers.clear()
         for _, stored in self._batch:
             stored.errback(defer.CancelledError("stopping"))
@@ -250,6 +328,13 @@ class HookWorker:
     """
     Delivers one hook's pending deliveries, oldest first: the next waits
     until the one before is delivered or has run out of retries.
+
+    The deliveries are read from the store in batches of L{BATCH}; the next
+    batch is read while the last L{PREFETCH_BELOW} of the one before go out,
+    so that the POSTs do not wait for the database. Successful attempts are
+    recorded in the background (L{WebhookDispatcher.recordDelivered}); a
+    read leaves out the deliveries made that it may still see (not yet
+    recorded, or recorded after it was issued), so none is sent twice.
     """
 
     log = Logger()
@@ -261,20 +346,56 @@ class HookWorker:
         self._again = False
         self._timer = None
         self._stopped = False
-        self._recording = []
         self._draining = None
         self._inFlight = None
+        # Deliveries read and not yet attempted, in order.
+        self._queue = deque()
+        # The seq of the last delivery read, and whether that read found
+        # every pending delivery after it.
+        self._lastSeq = None
+        self._exhausted = False
+        # Whether the last drain made every delivery it read, and when the
+        # last read from the first pending delivery was issued.
+        self._caughtUp = False
+        self._fromStartWanted = False
+        self._readFromStart = 0.0
+        # A read ahead in flight; reads of an earlier drain are ignored.
+        self._prefetch = None
+        self._generation = 0
+        # The seqs delivered that a read may still return: to the number of
+        # the last read issued before their recording was done (None: not
+        # yet done); and the recordings in flight.
+        self._delivered = {}
+        self._reads = 0
+        self._recordings = set()
+        self._problem = None
 
     def _recorded(self):
         """
         Wait until the successful attempts made so far are recorded.
         """
-        recording, self._recording = self._recording, []
-        return defer.gatherResults(recording, consumeErrors=True)
+        if self._recordings:
+            self.dispatcher.flushRecords()
+        return defer.gatherResults(list(self._recordings), consumeErrors=True)
 
-    def wake(self):
+    def _raiseProblem(self):
+        """
+        Raise the failure of a read ahead or of a recording, if one failed:
+        the drain stops, and starts again from what the store holds.
+        """
+        if self._problem is not None:
+            problem, self._problem = self._problem, None
+            problem.raiseException()
+
+    def wake(self, fromStart=False):
+        """
+        Deliver what is pending; C{fromStart}: read from the first pending
+        delivery (something other than this process's own events changed).
+        """
         if self._stopped:
             return
+        if fromStart:
+            self._fromStartWanted = True
         if self._busy:
             self._again = True
             return
@@ -317,40 +438,136 @@ class HookWorker:
         self._timer = None
         if self._inFlight is not None:
             self._inFlight.cancel()
-        if self._draining is None:
-            return defer.succeed(None)
-        return observe(self._draining)
+        waiting = [self._recorded()]
+        if self._draining is not None:
+            waiting.append(observe(self._draining))
+        return defer.gatherResults(waiting, consumeErrors=True)
+
+    def _read(self, after):
+        """
+        Read the next batch of pending deliveries into the queue: those
+        after C{after} (a seq), or from the first when it is L{None}.
+        """
+        generation = self._generation
+        self._again = False
+        self._reads += 1
+        number = self._reads
+        d = self.dispatcher.store.pending(self.hookId, BATCH, after)
+
+        def read(rows):
+            delivered = self._delivered
+            # Recorded before this read was issued: no read returns it now.
+            for seq in [seq for seq, recordedBefore in delivered.items()
+                        if recordedBefore is not None and recordedBefore < number]:
+                del delivered[seq]
+            if generation != self._generation:
+                return
+            self._exhausted = len(rows) < BATCH
+            if rows:
+                self._lastSeq = rows[-1].seq
+            self._queue.extend(row for row in rows if row.seq not in delivered)
+        return d.addCallback(read)
+
+    def _readAhead(self):
+        generation = self._generation
+
+        def done(result):
+            if generation == self._generation:
+                self._prefetch = None
+                if isinstance(result, Failure):
+                    self._problem = result
+        self._prefetch = self._read(self._lastSeq)
+        self._prefetch.addBoth(done)
 
     @defer.inlineCallbacks
     def _drain(self):
         dispatcher = self.dispatcher
         clock = dispatcher.clock
+        queue = self._queue
+        self._generation += 1
+        if (not self._caughtUp or self._fromStartWanted
+                or clock.seconds() - self._readFromStart >= FULL_READ_INTERVAL):
+            # Read from the first pending delivery.
+            self._lastSeq = None
+        self._caughtUp = self._fromStartWanted = False
+        self._exhausted = False
+        readFromStart = False
         try:
             while not self._stopped:
-                self._again = False
-                batch = yield dispatcher.store.pending(self.hookId, BATCH)
-                if not batch:
+                self._raiseProblem()
+                if not queue:
+                    if self._prefetch is not None:
+                        yield self._prefetch
+                    elif self._exhausted and not self._again:
+                        # Every delivery read was made: the next drain may
+                        # read on from the last, and one reads from the
+                        # first within FULL_READ_INTERVAL.
+                        self._caughtUp = True
+                        if not readFromStart:
+                            self._later(self._readFromStart + FULL_READ_INTERVAL
+                                        - clock.seconds())
+                        return
+                    elif self._lastSeq is None or (
+                            self._exhausted
+                            and clock.seconds() - self._readFromStart >= FULL_READ_INTERVAL):
+                        # From the first pending delivery (one stored late
+                        # by another process included).
+                        self._readFromStart = clock.seconds()
+                        readFromStart = True
+                        yield self._read(None)
+                    else:
+                        # What the last read left out (all delivered, not
+                        # yet recorded).
+                        yield self._read(self._lastSeq)
+                    continue
+                delivery = queue.popleft()
+                if (len(queue) <= PREFETCH_BELOW and not self._exhausted
+                        and self._prefetch is None):
+                    self._readAhead()
+                hook = dispatcher.hooks.get(self.hookId)
+                if self._stopped or hook is None or hook.state == storage.DISABLED:
                     return
-                for delivery in batch:
-                    hook = dispatcher.hooks.get(self.hookId)
-                    if self._stopped or hook is None or hook.state == storage.DISABLED:
-                        return
-                    now = clock.seconds()
-                    if now - delivery.created > dispatcher.retryFor:
-                        yield self._recorded()
-                        yield self._expire(delivery)
-                        continue
-                    if delivery.nextAttempt > now:
-                        self._later(delivery.nextAttempt - now)
-                        return
-                    delivered = yield self._attempt(hook, delivery)
-                    if not delivered:
-                        # Tried again when its backoff is over: see _attempt.
-                        return
-                # The next batch must not hold deliveries made but not yet recorded.
-                yield self._recorded()
+                now = clock.seconds()
+                if now - delivery.created > dispatcher.retryFor:
+                    yield self._recorded()
+                    self._raiseProblem()
+                    yield self._expire(delivery)
+                    continue
+                if delivery.nextAttempt > now:
+                    self._later(delivery.nextAttempt - now)
+                    return
+                delivered = yield self._attempt(hook, delivery)
+                if not delivered:
+                    # Tried again when its backoff is over: see _attempt.
+                    return
         finally:
-            yield self._recorded()
+            self._generation += 1
+            self._prefetch = None
+            queue.clear()
+            if self._recordings:
+                # Nothing more to record with them for now.
+                dispatcher.flushRecords()
+
+    def _recordDelivered(self, delivery, attempt, at, status, duration):
+        """
+        Record a successful attempt in the background, with others
+        (L{WebhookDispatcher.recordDelivered}).
+        """
+        seq = delivery.seq
+        self._delivered[seq] = None
+        d = self.dispatcher.recordDelivered(delivery, attempt, at, status, duration)
+        self._recordings.add(d)
+
+        def done(result):
+            self._recordings.discard(d)
+            if isinstance(result, Failure):
+                # Still pending (or not): sent again once read again.
+                self._delivered.pop(seq, None)
+                if self._problem is None:
+                    self._problem = result
+            else:
+                self._delivered[seq] = self._reads
+        d.addBoth(done)
 
     @defer.inlineCallbacks
     def _expire(self, delivery):
@@ -398,8 +615,7 @@ class HookWorker:
         if status is not None and 200 <= status < 300:
             dispatcher.counters["delivered"] += 1
             # Recorded with others, while the next delivery goes out.
-            self._recording.append(dispatcher.recordDelivered(
-                delivery, attempt, now, status, duration))
+            self._recordDelivered(delivery, attempt, now, status, duration)
             return True
         nextAttempt = now + backoff(attempt, dispatcher.rng)
         if nextAttempt - delivery.created > dispatcher.retryFor:
@@ -415,6 +631,7 @@ class HookWorker:
             dispatcher.counters["failed-attempts"] += 1
         # After the successes before it, so that the hook's state ends as the last attempt says.
         yield self._recorded()
+        self._raiseProblem()
         after = yield dispatcher.store.recordAttempt(
             delivery, attempt, now, status, problem, duration, outcome, nextAttempt,
             dispatcher.disableAfter)

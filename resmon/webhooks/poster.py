@@ -66,7 +66,6 @@ class WebhookPoster:
         self.agent = agent or Agent.usingEndpointFactory(
             reactor, WebhookEndpointFactory(reactor, timeout, allowPrivate), pool=self.pool)
 
-    @defer.inlineCallbacks
     def post(self, url, headers, body):
         """
         @return: a L{Deferred} of the answer's status code.
@@ -75,16 +74,21 @@ class WebhookPoster:
             {name.encode("ascii"): [value.encode("ascii")] for name, value in headers.items()}),
             _BytesProducer(body))
         d.addTimeout(self.timeout, self.reactor)
-        response = yield d
+        return d.addCallback(self._readAnswer)
+
+    def _readAnswer(self, response):
+        """
+        Read the answer's body (up to L{maxBody} bytes, for as long again
+        as the timeout), then give its status code.
+        """
         finished = defer.Deferred(lambda d: reader.transport.stopProducing())
         reader = _BoundedBody(self.maxBody, finished)
         response.deliverBody(reader)
         finished.addTimeout(self.timeout, self.reactor)
-        try:
-            yield finished
-        except defer.TimeoutError:
-            pass
-        return response.code
+
+        def slowBody(failure):
+            failure.trap(defer.TimeoutError)
+        return finished.addErrback(slowBody).addCallback(lambda _: response.code)
 
     def close(self):
         return self.pool.closeCachedConnections()

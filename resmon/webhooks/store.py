@@ -11,6 +11,7 @@ change of the registry: the webhooks role polls it).
 """
 
 import os
+import time
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
@@ -21,6 +22,12 @@ ACTIVE = "active"
 FAILING = "failing"
 DISABLED = "disabled"
 KEPT_ATTEMPTS = 100
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction
+# is run again, up to RETRIES times.
+RETRIED_CODES = frozenset({"40P01", "40001"})
+RETRIES = 3
+# Seconds between two trims of a hook's attempts as deliveries are made.
+TRIM_INTERVAL = 1.0
 SQLITE_FILE = "webhooks.sqlite3"
 
 _SCHEMA = [
@@ -182,13 +189,30 @@ class WebhookStore:
         self.dialect = dialect
         self.where = where
         self._ready = False
+        # Hook id to when its attempts were last trimmed (time.monotonic).
+        self._trimmed = {}
 
     def _sql(self, text):
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
     def _run(self, function, *args):
         d = self.ready()
-        d.addCallback(lambda _: self.pool.runInteraction(function, *args))
+        d.addCallback(lambda _: self._interact(function, args, RETRIES))
+        return d
+
+    def _interact(self, function, args, retries):
+        """
+        Run C{function} in a transaction; again (at most C{retries} times)
+        if PostgreSQL broke a deadlock by rolling it back: every
+        transaction here can be run again after a rollback.
+        """
+        d = self.pool.runInteraction(function, *args)
+        if retries:
+            def again(failure):
+                if getattr(failure.value, "pgcode", None) not in RETRIED_CODES:
+                    return failure
+                return self._interact(function, args, retries - 1)
+            d.addErrback(again)
         return d
 
     def ready(self):
@@ -336,9 +360,11 @@ class WebhookStore:
             where, parameters = self._where([("hkey", key), ("owner", ownedBy)])
         cursor.execute(f"SELECT id FROM webhook_hooks{where}", parameters)
         ids = [row[0] for row in cursor.fetchall()]
-        for removed in ids:
-            for table, column in (("webhook_hooks", "id"), ("webhook_pending", "hook"),
-                                  ("webhook_attempts", "hook")):
+        # In the order the webhooks role writes them (pending deliveries,
+        # attempts, then the hook), so that the two do not deadlock.
+        for table, column in (("webhook_pending", "hook"), ("webhook_attempts", "hook"),
+                              ("webhook_hooks", "id")):
+            for removed in ids:
                 cursor.execute(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), (removed,))
         if ids:
             self._bump(cursor)
@@ -431,40 +457,80 @@ class WebhookStore:
 
         @return: a L{Deferred} of the number of deliveries dropped, by hook.
         """
-        return self._run(self._enqueue, deliveries, maxBacklog)
+        return self._run(self._enqueue, deliveries, maxBacklog).addCallback(lambda r: r[0])
 
-    def _enqueue(self, cursor, deliveries, maxBacklog):
-        insert = self._sql(
+    def enqueueChecking(self, deliveries, maxBacklog, check):
+        """
+        L{enqueue}, counting (and capping) only the backlogs of the hooks in
+        C{check}.
+
+        @return: a L{Deferred} of C{(dropped, counts)}: the number of
+            deliveries dropped, and then pending, of each hook checked.
+        """
+        return self._run(self._enqueue, deliveries, maxBacklog, check)
+
+    def _executeMany(self, cursor, statement, rows):
+        """
+        Run C{statement} (an C{INSERT ... VALUES (?, ...)}) for each of
+        C{rows}: in one statement of many rows on PostgreSQL (one round trip
+        instead of one per row), with C{executemany} on SQLite.
+        """
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from psycopg2.extras import execute_values
+            head = statement[:statement.rindex("VALUES") + len("VALUES")]
+            execute_values(cursor, head + " %s", rows, page_size=500)
+        else:
+            cursor.executemany(statement, rows)
+
+    def _deleteSeqs(self, cursor, table, seqs):
+        """
+        Delete the rows of C{table} whose C{seq} is one of C{seqs}.
+        """
+        if self.dialect == "postgresql":
+            cursor.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", (list(seqs),))
+            return
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            cursor.execute(f"DELETE FROM {table} WHERE seq IN ({', '.join('?' * len(chunk))})",
+                           chunk)
+
+    def _enqueue(self, cursor, deliveries, maxBacklog, check=None):
+        self._executeMany(cursor, (
             "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)")
-        hooks = set()
-        for p in deliveries:
-            cursor.execute(insert, (p.id, p.hook, p.key, p.body.decode("ascii"), p.created,
-                                    p.attempts, p.nextAttempt))
-            hooks.add(p.hook)
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            [(p.id, p.hook, p.key, p.body.decode("ascii"), p.created, p.attempts, p.nextAttempt)
+             for p in deliveries])
         dropped = {}
-        for hook in hooks:
+        counts = {}
+        hooks = {p.hook for p in deliveries}
+        for hook in sorted(hooks if check is None else hooks & set(check)):
             cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
                            (hook,))
-            excess = cursor.fetchone()[0] - maxBacklog
+            count = cursor.fetchone()[0]
+            excess = count - maxBacklog
             if excess > 0:
                 cursor.execute(self._sql(
                     "DELETE FROM webhook_pending WHERE seq IN (SELECT seq FROM webhook_pending "
                     "WHERE hook = ? ORDER BY seq LIMIT ?)"), (hook, excess))
                 dropped[hook] = excess
-        return dropped
+            counts[hook] = min(count, maxBacklog)
+        return dropped, counts
 
-    def pending(self, hookId, limit=50):
+    def pending(self, hookId, limit=50, after=None):
         """
-        The oldest C{limit} pending deliveries of hook C{hookId}, in order.
+        The oldest C{limit} pending deliveries of hook C{hookId}, in order;
+        only those stored after delivery C{seq} C{after} if given.
         """
-        return self._run(self._pending, hookId, limit)
+        return self._run(self._pending, hookId, limit, after)
 
-    def _pending(self, cursor, hookId, limit):
+    def _pending(self, cursor, hookId, limit, after=None):
         cursor.execute(self._sql(
             "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
             "FROM webhook_pending "
-            "WHERE hook = ? ORDER BY seq LIMIT ?"), (hookId, limit))
+            "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?"),
+            (hookId, -1 if after is None else after, limit))
         return [Pending(*row) for row in cursor.fetchall()]
 
     def pendingCount(self, hookId):
@@ -503,10 +569,7 @@ class WebhookStore:
                 "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 (delivery.hook, delivery.id, delivery.key, at, attempt, status, error, duration,
                  outcome))
-            cursor.execute(self._sql(
-                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
-                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
-                (delivery.hook, delivery.hook, KEPT_ATTEMPTS - 1))
+            self._trimAttempts(cursor, delivery.hook)
         hook = self._hook(cursor, delivery.hook)
         if hook is None or not attempt:
             return hook
@@ -538,28 +601,48 @@ class WebhookStore:
         return self._run(self._recordDelivered, delivered)
 
     def _recordDelivered(self, cursor, delivered):
-        latest = {}
-        for delivery, attempt, at, status, duration in delivered:
-            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE seq = ?"), (delivery.seq,))
-            cursor.execute(self._sql(
-                "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
-                "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
-                 "delivered"))
-            latest[delivery.hook] = (at, status)
+        if self.dialect == "postgresql":
+            # Not waiting for the disk: a delivery whose record a crash of
+            # the database lost is sent again, as after a crash of resmon.
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        self._deleteSeqs(cursor, "webhook_pending", [d.seq for d, _, _, _, _ in delivered])
+        self._executeMany(cursor, (
+            "INSERT INTO webhook_attempts (hook, delivery, rkey, at, attempt, status, error, "
+            "duration, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            [(delivery.hook, delivery.id, delivery.key, at, attempt, status, None, duration,
+              "delivered") for delivery, attempt, at, status, duration in delivered])
+        latest = {delivery.hook: (at, status) for delivery, _, at, status, _ in delivered}
         hooks = {}
-        for hookId, (at, status) in latest.items():
-            cursor.execute(self._sql(
-                "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
-                "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
-                (hookId, hookId, KEPT_ATTEMPTS - 1))
-            cursor.execute(self._sql(
+        now = time.monotonic()
+        for hookId, (at, status) in sorted(latest.items()):
+            # The attempts beyond the last KEPT_ATTEMPTS are deleted at most
+            # once a second (attempts() shows no more than those anyway).
+            if now - self._trimmed.get(hookId, -TRIM_INTERVAL) >= TRIM_INTERVAL:
+                self._trimmed[hookId] = now
+                self._trimAttempts(cursor, hookId)
+            update = self._sql(
                 "UPDATE webhook_hooks SET failing_since = NULL, last_attempt = ?, last_result = ?, "
-                "last_success = ? WHERE id = ?"), (at, str(status), at, hookId))
-            hook = self._hook(cursor, hookId)
+                "last_success = ? WHERE id = ?")
+            if self.dialect == "postgresql":
+                cursor.execute(update + f" RETURNING {_HOOK_COLUMNS}",
+                               (at, str(status), at, hookId))
+                row = cursor.fetchone()
+                hook = Hook(*row) if row else None
+            else:
+                cursor.execute(update, (at, str(status), at, hookId))
+                hook = self._hook(cursor, hookId)
             if hook is not None:
                 hooks[hookId] = hook
         return hooks
+
+    def _trimAttempts(self, cursor, hookId):
+        """
+        Keep the last L{KEPT_ATTEMPTS} attempts of hook C{hookId}.
+        """
+        cursor.execute(self._sql(
+            "DELETE FROM webhook_attempts WHERE hook = ? AND seq < (SELECT seq FROM "
+            "webhook_attempts WHERE hook = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
+            (hookId, hookId, KEPT_ATTEMPTS - 1))
 
     def attempts(self, hookId, limit=KEPT_ATTEMPTS):
         """
