@@ -12,13 +12,11 @@ Needs what bench/dashboard_load.py needs (RabbitMQ, selenium, psutil, chromium, 
 
 import argparse
 import os
-import sys
 
 from twisted.internet import defer, task, threads
 
 from dashboard_load import (
-    HEIGHT, WIDTH, Cleanup, FleetPublisher, browserMetrics, missingPrerequisite, percentile, quitBrowser,
-    startBrowser)
+    HEIGHT, WIDTH, FleetPublisher, browserMetrics, percentile, quitBrowser, runChecked, startBrowser)
 from support import PlainAMQPClient, TwistdProcess, brokerURL, freePort, uniqueName
 
 # Added to dashboard_load's probe: what a person sees move. Every 100 ms, the hosts of the cards in the
@@ -236,15 +234,4 @@ if __name__ == "__main__":
     parser.add_argument("--measure", type=float, default=15.0, help="seconds measured, per phase")
     parser.add_argument("--scroll-step", type=int, default=40, help="pixels scrolled a frame")
     parser.add_argument("--source", default=None, help="a resmon checkout to serve the dashboard from")
-    arguments = parser.parse_args()
-    problem = missingPrerequisite(arguments.broker)
-    if problem:
-        print(f"bench/dashboard_frames.py: {problem}", file=sys.stderr)
-        sys.exit(2)
-    cleanup = Cleanup()
-    try:
-        task.react(main, (arguments, cleanup))
-    except SystemExit as e:
-        if cleanup.interrupted and not e.code:
-            sys.exit(130)
-        raise
+    runChecked(main, parser.parse_args(), "dashboard_frames.py")

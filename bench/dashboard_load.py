@@ -571,16 +571,15 @@ def missingPrerequisite(broker):
     return None
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--broker", default=brokerURL(), help="default: $RESMON_TEST_BROKER or local guest")
-    parser.add_argument("--hosts", type=int, default=500, help="hosts, each publishing once a second")
-    parser.add_argument("--warmup", type=float, default=10.0, help="seconds after the page opens")
-    parser.add_argument("--measure", type=float, default=20.0, help="seconds measured, per sort")
-    arguments = parser.parse_args()
+def runChecked(main, arguments, script):
+    """
+    Run C{main(reactor, arguments, cleanup)} once the prerequisites are
+    there (else exit 2 saying which one is missing), exiting 130 when
+    interrupted while waiting.
+    """
     problem = missingPrerequisite(arguments.broker)
     if problem:
-        print(f"bench/dashboard_load.py: {problem}", file=sys.stderr)
+        print(f"bench/{script}: {problem}", file=sys.stderr)
         sys.exit(2)
     cleanup = Cleanup()
     try:
@@ -590,3 +589,12 @@ if __name__ == "__main__":
         if cleanup.interrupted and not e.code:
             sys.exit(130)
         raise
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--broker", default=brokerURL(), help="default: $RESMON_TEST_BROKER or local guest")
+    parser.add_argument("--hosts", type=int, default=500, help="hosts, each publishing once a second")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds after the page opens")
+    parser.add_argument("--measure", type=float, default=20.0, help="seconds measured, per sort")
+    runChecked(main, parser.parse_args(), "dashboard_load.py")
