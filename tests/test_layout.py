@@ -11,7 +11,7 @@ import resmon
 
 ROOT = pathlib.Path(resmon.__file__).parent
 SHARED = {"resmon", "resmon.wire", "resmon.topics", "resmon.interfaces", "resmon.ratelimit",
-          "resmon.defaults", "resmon.deferreds", "resmon.periodic"}
+          "resmon.defaults", "resmon.deferreds", "resmon.periodic", "resmon.database"}
 # What each part may import from resmon, besides itself and the shared modules.
 ALLOWED = {
     "shared": set(),

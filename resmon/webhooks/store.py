@@ -18,6 +18,8 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from resmon.database import createSchema
+
 ACTIVE = "active"
 FAILING = "failing"
 DISABLED = "disabled"
@@ -227,19 +229,8 @@ class WebhookStore:
             self._ready = True
         return self._createSchema().addCallback(made)
 
-    @defer.inlineCallbacks
     def _createSchema(self):
-        serial = ("BIGSERIAL PRIMARY KEY" if self.dialect == "postgresql"
-                  else "INTEGER PRIMARY KEY AUTOINCREMENT")
-        # Several processes may create the tables at once: PostgreSQL may
-        # then refuse one CREATE ... IF NOT EXISTS; the next try sees them.
-        for attempt in range(5):
-            try:
-                yield self.pool.runInteraction(self._schema, serial)
-                return
-            except Exception:
-                if attempt == 4:
-                    raise
+        return createSchema(self.pool, self.dialect, self._schema)
 
     def _schema(self, cursor, serial):
         for statement in _SCHEMA:

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from resmon import wire
+from resmon.database import createSchema
 from resmon.ratelimit import LimitedLog
 from resmon.webserver.visibility import principalOfSubscription, subjectOf
 
@@ -94,9 +95,7 @@ class DatabaseNotifications:
         d = defer.Deferred()
         self._waiting.append(d)
         if self._making is None:
-            serial = ("BIGSERIAL PRIMARY KEY" if self.dialect == "postgresql"
-                      else "INTEGER PRIMARY KEY AUTOINCREMENT")
-            self._making = self._createSchema(serial)
+            self._making = createSchema(self.pool, self.dialect, self._schema)
             self._making.addBoth(self._made)
         return d
 
@@ -109,18 +108,6 @@ class DatabaseNotifications:
                 d.callback(None)
             else:
                 d.errback(result)
-
-    @defer.inlineCallbacks
-    def _createSchema(self, serial):
-        # Several processes may create the table at once: PostgreSQL may then
-        # refuse one CREATE ... IF NOT EXISTS; the next try sees it.
-        for attempt in range(5):
-            try:
-                yield self.pool.runInteraction(self._schema, serial)
-                return
-            except Exception:
-                if attempt == 4:
-                    raise
 
     def _schema(self, cursor, serial):
         for statement in _SCHEMA:
