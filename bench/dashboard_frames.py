@@ -16,8 +16,8 @@ import os
 from twisted.internet import defer, task, threads
 
 from dashboard_load import (
-    HEIGHT, WIDTH, FleetPublisher, browserMetrics, percentile, quitBrowser, runChecked, startBrowser)
-from support import PlainAMQPClient, TwistdProcess, brokerURL, freePort, uniqueName
+    HEIGHT, WIDTH, browserMetrics, percentile, runChecked, startRig)
+from support import brokerURL
 
 # Added to dashboard_load's probe: what a person sees move. Every 100 ms, the hosts of the cards in the
 # viewport in reading order; a change while the page is not scrolled is a re-order.
@@ -172,24 +172,9 @@ def main(reactor, arguments, cleanup):
     reactor.callWhenRunning(cleanup.catchInterrupt)
     reactor.addSystemEventTrigger("before", "shutdown", cleanup.run)
     try:
-        exchange = uniqueName("resmon.bench")
-        port = freePort()
-        amqp = yield PlainAMQPClient(arguments.broker).connect()
-        cleanup.add("closing the AMQP client", amqp.close)
-        yield amqp.declareExchange(exchange)
-        cleanup.add(f"deleting exchange {exchange}", lambda: amqp.cleanUp(exchanges=[exchange]))
         env = {"PYTHONPATH": os.path.abspath(arguments.source)} if arguments.source else None
-        server = TwistdProcess("bench-dashboard-frames", [
-            "--role=web", f"--broker={arguments.broker}", f"--exchange={exchange}",
-            f"--port={port}", "--interface=127.0.0.1"], env=env).start()
-        cleanup.add("stopping twistd", server.stop)
-        yield server.waitForOutput(b"dashboard listening")
-        yield server.waitForOutput(b"consuming #.analysis")
-        publisher = FleetPublisher(amqp, exchange, arguments.hosts, reactor)
-        publisher.start()
-        cleanup.add("stopping the publisher", lambda: defer.succeed(publisher.stop()))
-        driver = yield threads.deferToThread(startBrowser)
-        cleanup.add("closing Chromium", lambda: threads.deferToThread(quitBrowser, driver))
+        exchange, port, server, publisher, driver = yield startRig(
+            reactor, arguments, cleanup, "bench-dashboard-frames", env)
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": KEEP_RAF})
         print(f"twistd --role=web on port {port} (log: {server.logPath}); publishing "
               f"{arguments.hosts} hosts on exchange {exchange}", flush=True)

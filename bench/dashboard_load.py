@@ -508,27 +508,41 @@ class Cleanup:
 
 
 @defer.inlineCallbacks
+def startRig(reactor, arguments, cleanup, label, env=None):
+    """
+    What the dashboard benchmarks run against, each part undone by
+    C{cleanup}: a real web role on its own exchange, the fleet publishing to
+    it, and Chromium.
+
+    @return: a L{Deferred} of C{(exchange, port, server, publisher, driver)}.
+    """
+    exchange = uniqueName("resmon.bench")
+    port = freePort()
+    amqp = yield PlainAMQPClient(arguments.broker).connect()
+    cleanup.add("closing the AMQP client", amqp.close)
+    yield amqp.declareExchange(exchange)
+    cleanup.add(f"deleting exchange {exchange}", lambda: amqp.cleanUp(exchanges=[exchange]))
+    server = TwistdProcess(label, [
+        "--role=web", f"--broker={arguments.broker}", f"--exchange={exchange}",
+        f"--port={port}", "--interface=127.0.0.1"], env=env).start()
+    cleanup.add("stopping twistd", server.stop)
+    yield server.waitForOutput(b"dashboard listening")
+    yield server.waitForOutput(b"consuming #.analysis")
+    publisher = FleetPublisher(amqp, exchange, arguments.hosts, reactor)
+    publisher.start()
+    cleanup.add("stopping the publisher", lambda: defer.succeed(publisher.stop()))
+    driver = yield threads.deferToThread(startBrowser)
+    cleanup.add("closing Chromium", lambda: threads.deferToThread(quitBrowser, driver))
+    return exchange, port, server, publisher, driver
+
+
+@defer.inlineCallbacks
 def main(reactor, arguments, cleanup):
     reactor.callWhenRunning(cleanup.catchInterrupt)   # after the reactor's own SIGINT handler
     reactor.addSystemEventTrigger("before", "shutdown", cleanup.run)
     try:
-        exchange = uniqueName("resmon.bench")
-        port = freePort()
-        amqp = yield PlainAMQPClient(arguments.broker).connect()
-        cleanup.add("closing the AMQP client", amqp.close)
-        yield amqp.declareExchange(exchange)
-        cleanup.add(f"deleting exchange {exchange}", lambda: amqp.cleanUp(exchanges=[exchange]))
-        server = TwistdProcess("bench-dashboard-web", [
-            "--role=web", f"--broker={arguments.broker}", f"--exchange={exchange}",
-            f"--port={port}", "--interface=127.0.0.1"]).start()
-        cleanup.add("stopping twistd", server.stop)
-        yield server.waitForOutput(b"dashboard listening")
-        yield server.waitForOutput(b"consuming #.analysis")
-        publisher = FleetPublisher(amqp, exchange, arguments.hosts, reactor)
-        publisher.start()
-        cleanup.add("stopping the publisher", lambda: defer.succeed(publisher.stop()))
-        driver = yield threads.deferToThread(startBrowser)
-        cleanup.add("closing Chromium", lambda: threads.deferToThread(quitBrowser, driver))
+        exchange, port, server, publisher, driver = yield startRig(
+            reactor, arguments, cleanup, "bench-dashboard-web")
         print(f"twistd --role=web on port {port} (log: {server.logPath}); publishing "
               f"{arguments.hosts} hosts on exchange {exchange}", flush=True)
         results = []
