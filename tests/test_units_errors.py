@@ -100,6 +100,20 @@ def test_the_reporting_endpoint_says_a_failed_connect_and_passes_the_failure_on(
     assert "connection refused" in formatEvent(events[0])
 
 
+@pytest.mark.parametrize("cancelled", [
+    netError.ConnectingCancelledError(None), defer.CancelledError()])
+def test_an_attempt_cancelled_by_stopping_is_not_said_to_have_failed(cancelled):
+    class Cancelled:
+        def connect(self, factory):
+            return defer.fail(cancelled)
+    events = []
+    failures = errors.ConnectionFailures(BROKER, lambda attempt: 1.0, 2.0, Clock(),
+                                         Logger(observer=events.append))
+    failure = []
+    failures.endpoint(Cancelled()).connect(None).addErrback(failure.append)
+    assert failure[0].value is cancelled and events == []
+
+
 def test_a_port_in_use_names_the_option_that_sets_it():
     error = CannotListenError("127.0.0.1", 8080, OSError(98, "Address already in use"))
     assert cannotListen(error, {8080: "--port"}) == (

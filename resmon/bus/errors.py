@@ -10,6 +10,7 @@ until someone changes the broker or resmon's configuration: resmon then
 retries only every L{SLOW_RETRY} seconds, and says so.
 """
 
+from twisted.internet import defer
 from twisted.internet import error as netError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
@@ -168,6 +169,8 @@ class _ReportingEndpoint:
 
     def connect(self, factory):
         def failed(failure):
-            self._failures.connectFailed(failure.value)
+            # An attempt cancelled (the process stopping) did not fail.
+            if not failure.check(defer.CancelledError, netError.ConnectingCancelledError):
+                self._failures.connectFailed(failure.value)
             return failure
         return self._endpoint.connect(factory).addErrback(failed)
