@@ -12,6 +12,10 @@ from support import (
 )
 
 
+# The browser tests' fixtures (browser, processes).
+pytest_plugins = ["browsersupport"]
+
+
 @pytest.fixture(scope="session")
 def broker():
     """

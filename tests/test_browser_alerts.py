@@ -11,8 +11,8 @@ import os
 import time
 import urllib.request
 
+from browsersupport import cardText, waitUntil
 from support import freePort
-from test_browser import browser, cardText, processes, waitUntil  # noqa: F401 (fixtures)
 
 RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules")
 

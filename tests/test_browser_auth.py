@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
+from browsersupport import waitUntil
 from support import freePort
-from test_browser import browser, processes, waitUntil  # noqa: F401 (fixtures)
 from test_integration_auth import users
 
 

@@ -6,12 +6,12 @@ card says which analyzer set its host's level.
 
 import time
 
+from browsersupport import pastAnalysis, publish, waitUntil
 from support import freePort
-from test_browser import _pastAnalysis, browser, processes, publish, waitUntil  # noqa: F401
 
 
 def _analysis(host, seq, ts, rx, analyses, level):
-    analysis = _pastAnalysis(host, seq, ts, 20.0)
+    analysis = pastAnalysis(host, seq, ts, 20.0)
     analysis["metrics"]["net_io"]["bytes_recv_per_s"] = rx
     analysis["analyses"] = analyses
     analysis["level"] = level

@@ -14,15 +14,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from test_browser import (  # noqa: F401 (fixtures)
-    ARTIFACTS, _pastAnalysis, browser, cardCount, cardText, hostCount, hostsInView, orderChanges,
-    processes, publish, recordOrderInView, scrollToCard, startPublishing, startedServer, waitUntil)
+from browsersupport import (
+    ARTIFACTS, cardCount, cardText, hostCount, hostsInView, orderChanges, pastAnalysis,
+    publish, recordOrderInView, scrollToCard, startedServer, startPublishing, waitUntil)
 
 FLEET = 2000
 
 
 def analyses(fleet, cpu, seq, ts):
-    return [(host.replace(".", "_") + ".analysis", _pastAnalysis(host, seq, ts, cpu[host]))
+    return [(host.replace(".", "_") + ".analysis", pastAnalysis(host, seq, ts, cpu[host]))
             for host in fleet]
 
 

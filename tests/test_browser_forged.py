@@ -6,8 +6,8 @@ C{twistd resmon --role=web} on the real broker.
 
 import time
 
+from browsersupport import cardText, pastAnalysis, publish, waitUntil
 from support import freePort
-from test_browser import _pastAnalysis, browser, processes, publish, waitUntil, cardText  # noqa: F401
 
 
 def _cardStatus(driver, host):
@@ -38,17 +38,17 @@ def test_a_host_back_from_offline_and_a_host_whose_clock_went_back_stay_live(
 
     now = time.time()
     publish(broker, exchange, [
-        ("phoenix.analysis", _pastAnalysis("phoenix", 1, now - 2, 10.0)),
+        ("phoenix.analysis", pastAnalysis("phoenix", 1, now - 2, 10.0)),
         ("phoenix.status", _status("phoenix", "offline", 1)),
         # An agent whose clock was 200 s ahead (within the skew), then set right.
-        ("skewed.analysis", _pastAnalysis("skewed", 1, now + 200, 11.0)),
+        ("skewed.analysis", pastAnalysis("skewed", 1, now + 200, 11.0)),
     ])
     waitUntil(lambda: _cardStatus(browser, "phoenix") == "offline", 10, "phoenix shown offline")
     waitUntil(lambda: cardText(browser, "skewed", ".cpu-value") == "11.0 %", 10, "skewed's first value")
 
     publish(broker, exchange, [
-        ("phoenix.analysis", _pastAnalysis("phoenix", 2, now, 20.0)),
-        ("skewed.analysis", _pastAnalysis("skewed", 2, now + 1, 22.0)),
+        ("phoenix.analysis", pastAnalysis("phoenix", 2, now, 20.0)),
+        ("skewed.analysis", pastAnalysis("skewed", 2, now + 1, 22.0)),
     ])
     waitUntil(lambda: _cardStatus(browser, "phoenix") == "online", 10, "phoenix back online")
     waitUntil(lambda: cardText(browser, "skewed", ".cpu-value") == "22.0 %", 10,
@@ -61,6 +61,6 @@ def test_a_host_back_from_offline_and_a_host_whose_clock_went_back_stay_live(
     waitUntil(lambda: cardText(browser, "phoenix", ".cpu-value") == "20.0 %", 10, "phoenix's card")
     assert _cardStatus(browser, "phoenix") == "online"
     assert cardText(browser, "skewed", ".cpu-value") == "22.0 %"
-    publish(broker, exchange, [("skewed.analysis", _pastAnalysis("skewed", 3, now + 2, 33.0))])
+    publish(broker, exchange, [("skewed.analysis", pastAnalysis("skewed", 3, now + 2, 33.0))])
     waitUntil(lambda: cardText(browser, "skewed", ".cpu-value") == "33.0 %", 10,
               "skewed's next value on the reloaded page")

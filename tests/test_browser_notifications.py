@@ -14,7 +14,7 @@ import urllib.request
 
 from resmon.auth import passwords
 from resmon.auth.usersfile import Token, User, Users, writeUsers
-from test_browser import browser, processes, publish, startedServer, visibleHosts, waitUntil  # noqa: F401
+from browsersupport import publish, startedServer, visibleHosts, waitUntil
 
 PASSWORD = "correct horse battery staple"
 

@@ -5,8 +5,8 @@ come from a legacy analyzer.
 """
 
 from pocclients import PocAnalyzer, PocTracker, deleteExchange
+from browsersupport import cardText, waitUntil
 from support import freePort, uniqueName
-from test_browser import browser, cardText, processes, waitUntil  # noqa: F401 (fixtures)
 
 
 def test_a_poc_analyzers_analyses_show_on_the_card_marked_legacy(broker, processes, browser):  # noqa: F811

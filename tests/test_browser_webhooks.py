@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
+from browsersupport import waitUntil
 from support import freePort
-from test_browser import browser, processes, waitUntil  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
