@@ -176,6 +176,23 @@ def test_store_backlog_and_attempts_are_bounded(anyStore):
     assert hook.state == storage.DISABLED
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_times_of_trims_are_forgotten_for_hooks_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "TRIMMED_KEPT", 3)
+    store = _store(tmp_path)
+    try:
+        yield store.add(_hook("h1"), 10, 10)
+        yield store.enqueue([storage.Pending(None, "d1", "h1", "a.b", b"{}", 1.0, 0, 0.0)], 10)
+        pending = yield store.pending("h1", 10)
+        # Hooks deleted through another process long ago, and one trimmed just now.
+        store._trimmed = {f"gone{n}": -100.0 for n in range(5)}
+        yield store.recordDelivered([(pending[0], 1, 2.0, 200, 0.01)])
+        assert set(store._trimmed) == {"h1"}
+        assert (yield store.attempts("h1"))[0]["outcome"] == "delivered"
+    finally:
+        store.close()
+
+
 class _Deadlock(Exception):
     pgcode = "40P01"
 

@@ -30,6 +30,8 @@ RETRIED_CODES = frozenset({"40P01", "40001"})
 RETRIES = 3
 # Seconds between two trims of a hook's attempts as deliveries are made.
 TRIM_INTERVAL = 1.0
+# Hooks whose last trim is remembered, beyond which the old ones are forgotten.
+TRIMMED_KEPT = 1024
 SQLITE_FILE = "webhooks.sqlite3"
 
 _SCHEMA = [
@@ -605,6 +607,11 @@ class WebhookStore:
         latest = {delivery.hook: (at, status) for delivery, _, at, status, _ in delivered}
         hooks = {}
         now = time.monotonic()
+        if len(self._trimmed) > TRIMMED_KEPT:
+            # Hooks deleted since (through another process) leave their
+            # times here: only the recent ones still matter.
+            self._trimmed = {hookId: at for hookId, at in self._trimmed.items()
+                             if now - at < TRIM_INTERVAL}
         for hookId, (at, status) in sorted(latest.items()):
             # The attempts beyond the last KEPT_ATTEMPTS are deleted at most
             # once a second (attempts() shows no more than those anyway).
