@@ -156,3 +156,49 @@ def test_an_analyzer_over_its_budget_is_not_said_to_have_given_invalid_findings(
     result = pipeline.analyze(measure())["analyses"]["slow"]
     assert result["error"].startswith("OverBudget: took 1000.0 ms, over its 50 ms time budget")
     assert "Invalid" not in formatEvent(events[0]) and "where" not in events[0]
+
+
+class FloatSubclass(float):
+    pass
+
+
+@pytest.mark.parametrize("value, finite", [
+    (1.5, True), (0, True), (None, True), (-0.0, True), (FloatSubclass(2.0), True),
+    (float("nan"), False), (float("inf"), False), (float("-inf"), False),
+    (FloatSubclass("nan"), False), (True, False), ("1", False), ([1], False),
+])
+def test_only_finite_numbers_are_values(value, finite):
+    """
+    The exact-float fast path of the value check agrees with the general
+    one: NaN and the infinities (of a float subclass too, as numpy's
+    float64 is) and booleans are refused.
+    """
+    findings = {"checks": {"cpu": {"value": value}}, "values": {"v": value}}
+    if finite:
+        assert validateFindings(findings) == findings
+    else:
+        with pytest.raises(InvalidFindings):
+            validateFindings(findings)
+
+
+def test_summary_levels_keep_the_worst_per_subject_in_first_seen_order():
+    from resmon.analysis.pipeline import summaryLevels
+    results = [
+        {"checks": {"memory": {"level": None}, "cpu": {"level": "LOW"}, "disk": {"level": "HIGH"}}},
+        {},
+        {"checks": {}},
+        {"checks": {"cpu": {"level": "HIGH"}, "memory": {"level": "MEDIUM"}}},
+        {"checks": {"cpu": {"level": "MEDIUM"}, "memory": {"level": "bogus"}}},
+    ]
+    levels = summaryLevels(results)
+    assert levels == {"memory": "MEDIUM", "cpu": "HIGH"}
+    assert list(levels) == ["memory", "cpu"]
+    assert summaryLevels([{"checks": {"cpu": {"level": None}}}]) == {}
+
+
+def test_worst_level_ignores_what_is_not_a_level():
+    from resmon.analysis.base import worstLevel
+    assert worstLevel(["LOW", None, "HIGH", "MEDIUM", "x"]) == "HIGH"
+    assert worstLevel(iter(["MEDIUM", "LOW"])) == "MEDIUM"
+    assert worstLevel([None, "nope"]) is None
+    assert worstLevel([]) is None

@@ -41,8 +41,13 @@ def worstLevel(levels):
     """
     The highest of C{levels} (ignoring L{None}), or L{None}.
     """
-    present = [level for level in levels if level in LEVEL_ORDER]
-    return max(present, key=LEVEL_ORDER.__getitem__) if present else None
+    worst, worstRank = None, -1
+    for level in levels:
+        if level in LEVEL_ORDER:
+            rank = LEVEL_ORDER[level]
+            if rank > worstRank:
+                worst, worstRank = level, rank
+    return worst
 
 
 @implementer(IAnalyzer)

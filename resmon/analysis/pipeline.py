@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from resmon.analysis.base import worstLevel
 from resmon.ratelimit import LimitedLog
-from resmon.wire import DEFAULT_FORGET_AFTER, LEVELS, analysisDocument
+from resmon.wire import DEFAULT_FORGET_AFTER, LEVEL_ORDER, LEVELS, analysisDocument
 
 DEFAULT_TIME_BUDGET = 0.05
 # Failures of one analyzer logged at once, before the log keeps to one line
@@ -48,10 +48,19 @@ def raisedAt(error):
     return f"{frame.filename}:{frame.lineno} in {frame.name}"
 
 
+# The keys findings and one check may have.
+_FINDINGS_KEYS = frozenset({"level", "checks", "values", "messages"})
+_CHECK_KEYS = frozenset({"level", "value", "message"})
+
+
 def _finite(value):
-    return value is None or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    kind = type(value)
+    if kind is float:
+        # NaN and the infinities give NaN.
+        return value - value == 0.0
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validateFindings(findings):
@@ -63,8 +72,8 @@ def validateFindings(findings):
     """
     if not isinstance(findings, dict):
         raise InvalidFindings(f"findings must be a dict or None, not {type(findings).__name__}")
-    unknown = set(findings) - {"level", "checks", "values", "messages"}
-    if unknown:
+    if not findings.keys() <= _FINDINGS_KEYS:
+        unknown = set(findings) - _FINDINGS_KEYS
         raise InvalidFindings(f"unknown key(s) {sorted(map(str, unknown))}")
     clean = {}
     if "level" in findings:
@@ -79,7 +88,7 @@ def validateFindings(findings):
         for subject, check in checks.items():
             if not isinstance(subject, str) or not isinstance(check, dict):
                 raise InvalidFindings("checks must map str subjects to dicts")
-            if set(check) - {"level", "value", "message"}:
+            if not check.keys() <= _CHECK_KEYS:
                 raise InvalidFindings(f"check {subject!r} has unknown keys")
             if check.get("level") is not None and check["level"] not in LEVELS:
                 raise InvalidFindings(f"check {subject!r} has level {check['level']!r}")
@@ -122,13 +131,22 @@ def summaryLevels(results):
     built-in C{usage} and C{sustained} both supply a C{cpu} check, and
     without C{usage} the CPU level is C{sustained}'s alone.
     """
+    # subject -> its worst level so far (None until one is known), in the
+    # order the subjects first appear.
     found = {}
     for findings in results:
-        for subject, check in findings.get("checks", {}).items():
-            if subject in SUMMARY_SUBJECTS:
-                found.setdefault(subject, []).append(check.get("level"))
-    levels = {subject: worstLevel(subjectLevels) for subject, subjectLevels in found.items()}
-    return {subject: level for subject, level in levels.items() if level is not None}
+        checks = findings.get("checks")
+        if not checks:
+            continue
+        for subject, check in checks.items():
+            if subject not in SUMMARY_SUBJECTS:
+                continue
+            level, worst = check.get("level"), found.get(subject)
+            if level in LEVEL_ORDER and (worst is None or LEVEL_ORDER[level] > LEVEL_ORDER[worst]):
+                found[subject] = level
+            elif subject not in found:
+                found[subject] = None
+    return {subject: level for subject, level in found.items() if level is not None}
 
 
 class _MonotonicClock:
@@ -181,13 +199,21 @@ class AnalysisPipeline:
         """
         Build the analysis of one decoded L{resmon.wire.Measure}.
         """
-        hostState = self._state.setdefault(measure.host, {})
-        self._lastSeen.pop(measure.host, None)
-        self._lastSeen[measure.host] = self._wallClock()
+        host = measure.host
+        hostState = self._state.get(host)
+        if hostState is None:
+            hostState = self._state[host] = {}
+        lastSeen = self._lastSeen
+        lastSeen.pop(host, None)
+        lastSeen[host] = self._wallClock()
         results = {}
+        run = self._run
         for analyzer in self.analyzers:
-            results[analyzer.name] = self._run(
-                analyzer, measure, hostState.setdefault(analyzer.name, {}))
+            name = analyzer.name
+            state = hostState.get(name)
+            if state is None:
+                state = hostState[name] = {}
+            results[name] = run(analyzer, measure, state)
         return analysisDocument(
             measure, self._wallClock(), worstLevel(findingsLevel(r) for r in results.values()),
             summaryLevels(results.values()), results)
