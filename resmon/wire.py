@@ -225,6 +225,14 @@ _PLAIN_NUMBERS = (int, float)
 _MAX = sys.float_info.max  # what math.isfinite takes from an int, too
 
 
+def _isPercent(value):
+    return type(value) in _PLAIN_NUMBERS and 0 <= value <= 100
+
+
+def _isAmount(value):
+    return type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX
+
+
 def validateMetrics(metrics):
     """
     Check the known metrics of a measure (see C{docs/protocol.md}). Every
@@ -232,26 +240,35 @@ def validateMetrics(metrics):
     sends valid measures; unknown metrics are left alone for newer agents
     (L{boundUnknownMetrics} bounds them).
     """
-    _object(metrics, "metrics")
-    if "cpu" in metrics:
-        cpu = _object(metrics["cpu"], "metrics.cpu")
-        _percent(cpu.get("percent"), "metrics.cpu.percent")
+    # Each check tests the common case first, without building the name of
+    # the field for the message; the general check says what is wrong.
+    if type(metrics) is not dict:
+        _object(metrics, "metrics")
+    cpu = metrics.get("cpu")
+    if cpu is not None or "cpu" in metrics:
+        if type(cpu) is not dict:
+            _object(cpu, "metrics.cpu")
+        if not _isPercent(cpu.get("percent")):
+            _percent(cpu.get("percent"), "metrics.cpu.percent")
         perCore = cpu.get("per_core", [])
         if not isinstance(perCore, list) or len(perCore) > 4096:
             raise Rejected("type", "metrics.cpu.per_core must be a list of at most 4096 numbers")
         for i, value in enumerate(perCore):
-            # The common case first, without building the message's f-string.
             if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= 100):
                 _percent(value, f"metrics.cpu.per_core[{i}]")
     for name in ("memory", "swap"):
-        if name in metrics:
-            memory = _object(metrics[name], f"metrics.{name}")
+        memory = metrics.get(name)
+        if memory is None and name not in metrics:
+            continue
+        if type(memory) is not dict:
+            _object(memory, f"metrics.{name}")
+        if not _isPercent(memory.get("percent")):
             _percent(memory.get("percent"), f"metrics.{name}.percent")
-            for key in ("total", "used", "available", "free"):
-                if key in memory:
-                    value = memory[key]
-                    if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
-                        _number(value, f"metrics.{name}.{key}", 0)
+        for key in ("total", "used", "available", "free"):
+            if key in memory:
+                value = memory[key]
+                if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                    _number(value, f"metrics.{name}.{key}", 0)
     if "load" in metrics:
         load = metrics["load"]
         if not isinstance(load, list) or len(load) != 3:
@@ -264,22 +281,29 @@ def validateMetrics(metrics):
         if not isinstance(disks, list) or len(disks) > 1024:
             raise Rejected("type", "metrics.disks must be a list of at most 1024 objects")
         for i, disk in enumerate(disks):
-            _object(disk, f"metrics.disks[{i}]")
-            _string(disk.get("mount"), f"metrics.disks[{i}].mount", 4096)
-            _percent(disk.get("percent"), f"metrics.disks[{i}].percent")
+            if type(disk) is not dict:
+                _object(disk, f"metrics.disks[{i}]")
+            mount = disk.get("mount")
+            if not (type(mount) is str and 0 < len(mount) <= 4096):
+                _string(mount, f"metrics.disks[{i}].mount", 4096)
+            if not _isPercent(disk.get("percent")):
+                _percent(disk.get("percent"), f"metrics.disks[{i}].percent")
             for key in ("total", "used", "free"):
                 value = disk.get(key)
                 if not (type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
                     _number(value, f"metrics.disks[{i}].{key}", 0)
     for name, keys in _RATES.items():
-        if name in metrics:
-            rates = _object(metrics[name], f"metrics.{name}")
-            for key in keys:
-                # null on the first sample of an agent run: no delta yet.
-                value = rates.get(key)
-                if value is not None and not (
-                        type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
-                    _number(value, f"metrics.{name}.{key}", 0)
+        rates = metrics.get(name)
+        if rates is None and name not in metrics:
+            continue
+        if type(rates) is not dict:
+            _object(rates, f"metrics.{name}")
+        for key in keys:
+            # null on the first sample of an agent run: no delta yet.
+            value = rates.get(key)
+            if value is not None and not (
+                    type(value) in _PLAIN_NUMBERS and 0 <= value <= _MAX):
+                _number(value, f"metrics.{name}.{key}", 0)
     return metrics
 
 
