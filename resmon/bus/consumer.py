@@ -321,8 +321,8 @@ class Consumers:
         subscription.inFlight += 1
         # The user_id RabbitMQ verified, for a subscriber that asked for it.
         extra = (properties.get("user-id"),) if subscription.publisher else ()
-        deliver(subscription.handler, routingKey, body, acknowledger, *extra).addBoth(
-            lambda _: subscription.settled())
+        deliver(subscription.handler, routingKey, body, acknowledger, *extra,
+                settled=subscription.settled)
 
     def _refuse(self, subscription, routingKey, reason, why, acknowledger):
         """
