@@ -4,9 +4,11 @@ analyzes and publishes (with publisher confirms, acking each measure after its a
 confirmed), draining a backlog of realistic measures of many hosts, and its CPU per measure;
 in the same run, on the same backlog, the same figures for a naive txAMQP consumer and a pika
 SelectConnection consumer doing the least work (bench/analyzer_peers.py), and the ratios.
+With --rounds N the whole run is repeated N times, each round started by the next contender,
+and the medians are printed: on a shared 2-core machine one round's figures move by 20 %.
 
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
-       [--prefetch N] [--only resmon,txamqp,pika]
+       [--prefetch N] [--only resmon,txamqp,pika] [--rounds N]
 Needs RabbitMQ, resmon installed with its test extra (the twistd on this interpreter's PATH,
 psutil, pika).
 """
@@ -14,6 +16,7 @@ psutil, pika).
 import json
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -135,40 +138,53 @@ def main(reactor, arguments, rig):
     rng = random.Random(1)
     template = templateMetrics()
     hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
-    print(f"publishing {count} measures of {hostCount} hosts ({cores} cores, this machine's "
-          f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
-    for seq in range(count):
-        host = hosts[seq % hostCount]
-        body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
-        yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
-    for waiting in [queue] + list(peerQueues.values()):
-        while (yield messageCount(amqp, waiting)) < count:
-            yield task.deferLater(reactor, 0.05, lambda: None)
-
-    results = {}
     contenders = [("resmon", lambda: TwistdProcess("bench-analyzer", [
         "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}"] + args), queue)] + [
         (kind, (lambda kind=kind: PeerProcess(
             kind, [rig.broker, exchange, peerQueues[kind], str(prefetch)])), peerQueues[kind])
         for kind in PEERS_KINDS]
-    for name, makeProcess, source in contenders:
-        if only and name not in only:
-            continue
-        print(f"draining with {name}...")
-        results[name] = yield drain(reactor, amqp, makeProcess(), count, recorder, source)
+    contenders = [c for c in contenders if not only or c[0] in only]
+    results = {name: [] for name, _, _ in contenders}
+    seq = 0
+    for round in range(arguments.rounds):
+        print(f"round {round + 1} of {arguments.rounds}: publishing {count} measures of "
+              f"{hostCount} hosts ({cores} cores, this machine's "
+              f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
+        for _ in range(count):
+            host = hosts[seq % hostCount]
+            body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
+            yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
+            seq += 1
+        for waiting in [queue] + list(peerQueues.values()):
+            while (yield messageCount(amqp, waiting)) < count:
+                yield task.deferLater(reactor, 0.05, lambda: None)
+        # Each round starts with the next contender: none always drains first.
+        shift = round % len(contenders)
+        for name, makeProcess, source in contenders[shift:] + contenders[:shift]:
+            print(f"draining with {name}...")
+            results[name].append((yield drain(reactor, amqp, makeProcess(), count, recorder, source)))
+        for waiting in [queue] + list(peerQueues.values()):
+            yield amqp.channel.queue_purge(queue=waiting)  # what a contender left out
 
     print()
     print(f"measure body {len(body)} bytes, {count} measures of {hostCount} hosts, prefetch "
           f"{prefetch}; {psutil.cpu_count()} CPUs shared with the broker and this script")
     print("analyzers of resmon: usage, sustained, disk (the built-ins)")
+    if arguments.rounds > 1:
+        print(f"median of {arguments.rounds} rounds (each round: the same backlog drained by each "
+              f"in turn, starting with the next one); every round's measures/s in brackets")
     print(f"{'consumer':<10}{'measures/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
           f"{'RSS MiB':>9}")
-    for name, r in results.items():
+    medians = {name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+               for name, rounds in results.items()}
+    for name, r in medians.items():
+        each = (" [" + ", ".join(f"{x['rate']:.0f}" for x in results[name]) + "]"
+                if arguments.rounds > 1 else "")
         print(f"{name:<10}{r['rate']:>12.0f}{r['cpuPer']:>16.0f}{r['core'] * 100:>13.0f}"
-              f"{r['rss']:>9.0f}")
-    mine = results.get("resmon")
+              f"{r['rss']:>9.0f}{each}")
+    mine = medians.get("resmon")
     if mine is not None:
-        for name, r in results.items():
+        for name, r in medians.items():
             if name != "resmon":
                 print(f"resmon / {name:<7} throughput x{mine['rate'] / r['rate']:.2f}, CPU per "
                       f"measure x{mine['cpuPer'] / r['cpuPer']:.2f}")
@@ -176,4 +192,4 @@ def main(reactor, arguments, rig):
 
 if __name__ == "__main__":
     runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8,
-                                      prefetch=DEFAULT_PREFETCH, only=""))
+                                      prefetch=DEFAULT_PREFETCH, only="", rounds=1))
