@@ -293,3 +293,58 @@ def test_diskWarnHours():
     (30, "30 s"), (600, "10 min"), (3 * 3600, "3 h"), (5 * 86400, "5 d")])
 def test_formatDuration(seconds, text):
     assert formatDuration(seconds) == text
+
+
+def referenceSlope(points):
+    """
+    The least-squares slope computed the textbook way, in two passes.
+    """
+    times = [t for t, _ in points]
+    used = [u for _, u in points]
+    meanTime, meanUsed = sum(times) / len(times), sum(used) / len(used)
+    spread = sum((t - meanTime) ** 2 for t in times)
+    return sum((t - meanTime) * (u - meanUsed) for t, u in zip(times, used)) / spread
+
+
+def test_diskTrendMatchesTheTwoPassFormula():
+    """
+    The slope from the kept sums is the two-pass least-squares slope, for
+    terabyte filesystems, a day of history and noisy growth.
+    """
+    import random
+    from resmon.analysis.builtin.disk import _History
+    rng = random.Random(7)
+    history = _History()
+    used = 3 * 10**12
+    for i in range(200):
+        used += rng.randint(-10**6, 5 * 10**6)
+        history.points.append((1.7e9 + 30.0 * i + rng.random(), used))
+        if len(history.points) > 121:
+            history.points.popleft()
+        history.changed()
+        if len(history.points) >= 3:
+            now, current = history.points[-1][0] + 7.5, used + 12345
+            expected = referenceSlope(list(history.points) + [(now, current)])
+            assert history.slope(now, current) == pytest.approx(expected, rel=1e-9)
+            assert history.slope(history.points[-1][0], used) == pytest.approx(
+                referenceSlope(history.points), rel=1e-9)
+
+
+def test_diskSumsAreTakenOnlyWhenThePointsChange(monkeypatch):
+    """
+    A measure between two kept points adds its own point to the kept sums:
+    the history is not walked again for each measure (the cost of a measure
+    does not grow with the window's length).
+    """
+    from resmon.analysis.builtin import disk as diskModule
+    walks = []
+    original = diskModule._History.changed
+    monkeypatch.setattr(diskModule._History, "changed",
+                        lambda self: (walks.append(len(self.points)), original(self)))
+    analyzer = DiskAnalyzer()
+    state = {}
+    for i in range(3600):  # an hour at 1 Hz; a point is kept every 30 s
+        findings = analyzer.analyze(diskMeasure(float(i), disk("/", 10 * GB + i * 1000)), state)
+    assert len(walks) <= 3600 / 30 + 1
+    assert findings["values"]["/.seconds_to_full"] == pytest.approx(
+        (100 * GB - 10 * GB - 3599 * 1000) / 1000, rel=1e-6)

@@ -64,8 +64,9 @@ class DiskAnalyzer(Analyzer):
             checks[mount] = self._check(disk, secondsToFull)
             values[f"{mount}.seconds_to_full"] = secondsToFull
         # Forget unmounted filesystems, so state stays bounded.
-        for mount in set(series) - set(checks):
-            del series[mount]
+        if series.keys() != checks.keys():
+            for mount in series.keys() - checks.keys():
+                del series[mount]
         return {
             "level": worstLevel(check["level"] for check in checks.values()),
             "checks": checks,
@@ -75,20 +76,24 @@ class DiskAnalyzer(Analyzer):
     def _timeToFull(self, series, mount, ts, disk):
         if ts is None:
             return None
-        points = series.get(mount)
-        if points is None or (points and ts < points[-1][0]):
+        history = series.get(mount)
+        if history is None or (history.points and ts < history.points[-1][0]):
             # New filesystem, or the clock went back: start a new history.
-            points = series[mount] = deque()
+            history = series[mount] = _History()
+        points, used = history.points, disk["used"]
+        changed = False
         if not points or ts - points[-1][0] >= self.window / MAX_POINTS:
-            points.append((ts, disk["used"]))
+            points.append((ts, used))
+            changed = True
         while points[0][0] < ts - self.window:
             points.popleft()
-        history = list(points)
-        if history[-1][0] != ts:
-            history.append((ts, disk["used"]))
-        if len(history) < 3 or ts - history[0][0] < self.window / 10:
+            changed = True
+        if changed:
+            history.changed()
+        count = len(points) + (points[-1][0] != ts)
+        if count < 3 or ts - points[0][0] < self.window / 10:
             return None
-        slope = _slope(history)
+        slope = history.slope(ts, used)
         if slope <= 0:
             return None
         return disk["free"] / slope
@@ -105,19 +110,61 @@ class DiskAnalyzer(Analyzer):
         return {"level": level, "value": disk["percent"], "message": message}
 
 
-def _slope(points):
+class _History:
     """
-    The least-squares slope of used bytes over time, in bytes per second.
+    The points (time, used bytes) of one filesystem within the window, and
+    the sums their least-squares line is drawn from, kept so that each
+    measure costs the same whatever the length of the history: the points
+    change once every C{window / MAX_POINTS} seconds, when the sums are
+    taken again; a measure in between only adds its own point to them.
+
+    Times and bytes are counted from the first point, so the sums stay
+    small and the slope exact to the float's precision.
     """
-    origin = points[0][0]
-    times = [ts - origin for ts, _ in points]
-    used = [value for _, value in points]
-    meanTime = sum(times) / len(times)
-    meanUsed = sum(used) / len(used)
-    spread = sum((t - meanTime) ** 2 for t in times)
-    if spread == 0:
-        return 0.0
-    return sum((t - meanTime) * (u - meanUsed) for t, u in zip(times, used)) / spread
+
+    __slots__ = ("points", "_origin", "_sums")
+
+    def __init__(self):
+        self.points = deque()
+        self._origin = (0.0, 0)
+        self._sums = (0, 0.0, 0.0, 0.0, 0.0)
+
+    def __len__(self):
+        return len(self.points)
+
+    def changed(self):
+        """
+        The points changed: take the sums again.
+        """
+        t0, u0 = self._origin = self.points[0]
+        count, st, su, stt, stu = 0, 0.0, 0.0, 0.0, 0.0
+        for t, u in self.points:
+            dt, du = t - t0, u - u0
+            count += 1
+            st += dt
+            su += du
+            stt += dt * dt
+            stu += dt * du
+        self._sums = (count, st, su, stt, stu)
+
+    def slope(self, ts, used):
+        """
+        The least-squares slope of used bytes over time, in bytes per
+        second, of the points and (C{ts}, C{used}) unless it is the last.
+        """
+        count, st, su, stt, stu = self._sums
+        if self.points[-1][0] != ts:
+            t0, u0 = self._origin
+            dt, du = ts - t0, used - u0
+            count += 1
+            st += dt
+            su += du
+            stt += dt * dt
+            stu += dt * du
+        spread = count * stt - st * st
+        if spread <= 0:
+            return 0.0
+        return (count * stu - st * su) / spread
 
 
 def formatDuration(seconds):
