@@ -41,14 +41,14 @@ def templateMetrics():
     return sampler.sample()
 
 
-def measure(rng, template, host, seq, cores):
+def measure(rng, template, host, seq, cores, ts):
     metrics = json.loads(json.dumps(template))
     per = [round(rng.uniform(0, 100), 1) for _ in range(cores)]
     metrics["cpu"] = {"percent": round(sum(per) / cores, 1), "per_core": per}
     metrics["memory"]["percent"] = round(rng.uniform(20, 95), 1)
     for disk in metrics.get("disks", []):
         disk["percent"] = round(rng.uniform(10, 99), 1)
-    return {"v": 1, "host": host, "seq": seq, "ts": time.time(), "interval": 1.0, "metrics": metrics}
+    return {"v": 1, "host": host, "seq": seq, "ts": ts, "interval": 1.0, "metrics": metrics}
 
 
 @defer.inlineCallbacks
@@ -150,9 +150,13 @@ def main(reactor, arguments, rig):
         print(f"round {round + 1} of {arguments.rounds}: publishing {count} measures of "
               f"{hostCount} hosts ({cores} cores, this machine's "
               f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
-        for _ in range(count):
+        # Each host sampled once a second, up to now: with --hosts 20 each
+        # has 1,000 s of history, past the disk analyzer's first 6 minutes.
+        began = time.time() - count // hostCount - 1
+        for index in range(count):
             host = hosts[seq % hostCount]
-            body = json.dumps(measure(rng, template, host, seq // hostCount, cores)).encode()
+            body = json.dumps(measure(rng, template, host, seq // hostCount, cores,
+                                      began + index // hostCount)).encode()
             yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
             seq += 1
         for waiting in [queue] + list(peerQueues.values()):
