@@ -21,6 +21,12 @@ EVENT = "event"
 ALERT = "alert"
 
 
+# Host names mapped to their words, remembered for a fleet this size (every
+# measure and analysis needs its host's word).
+HOST_WORDS_REMEMBERED = 8192
+
+
+@lru_cache(maxsize=HOST_WORDS_REMEMBERED)
 def hostWord(name):
     """
     Map a host name to one safe routing-key word.
