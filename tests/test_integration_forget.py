@@ -8,7 +8,8 @@ holds on to their memory.
 Memory: Python keeps the arenas it once used, so the baseline is taken
 after a first wave of 20,000 hosts has been forgotten; a second wave of
 20,000 other hosts, once forgotten, must leave both processes' resident
-memory (VmRSS) within 10 % of that baseline. Kept, 20,000 hosts cost the web
+memory (VmRSS) within 25 % of that baseline (a leak of the hosts would double
+it; RSS follows each wave's peak, see the assertion). Kept, 20,000 hosts cost the web
 role tens of MiB (bench/host_memory.py prints the figures).
 """
 
