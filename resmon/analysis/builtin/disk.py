@@ -137,34 +137,33 @@ class _History:
         The points changed: take the sums again.
         """
         t0, u0 = self._origin = self.points[0]
-        count, st, su, stt, stu = 0, 0.0, 0.0, 0.0, 0.0
+        sums = (0, 0.0, 0.0, 0.0, 0.0)
         for t, u in self.points:
-            dt, du = t - t0, u - u0
-            count += 1
-            st += dt
-            su += du
-            stt += dt * dt
-            stu += dt * du
-        self._sums = (count, st, su, stt, stu)
+            sums = _withPoint(sums, t - t0, u - u0)
+        self._sums = sums
 
     def slope(self, ts, used):
         """
         The least-squares slope of used bytes over time, in bytes per
         second, of the points and (C{ts}, C{used}) unless it is the last.
         """
-        count, st, su, stt, stu = self._sums
+        sums = self._sums
         if self.points[-1][0] != ts:
             t0, u0 = self._origin
-            dt, du = ts - t0, used - u0
-            count += 1
-            st += dt
-            su += du
-            stt += dt * dt
-            stu += dt * du
+            sums = _withPoint(sums, ts - t0, used - u0)
+        count, st, su, stt, stu = sums
         spread = count * stt - st * st
         if spread <= 0:
             return 0.0
         return (count * stu - st * su) / spread
+
+
+def _withPoint(sums, dt, du):
+    """
+    The least-squares sums (count, Σt, Σu, Σt², Σtu) with one more point.
+    """
+    count, st, su, stt, stu = sums
+    return count + 1, st + dt, su + du, stt + dt * dt, stu + dt * du
 
 
 def formatDuration(seconds):
