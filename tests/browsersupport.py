@@ -5,12 +5,15 @@ tests read off the page. Fixtures are registered by conftest.py
 (C{pytest_plugins}); the helpers are imported from here.
 """
 
+import contextlib
+import http.server
 import os
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 
@@ -165,6 +168,24 @@ def browser():
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def servedInThread(handlerClass):
+    """
+    A plain HTTP server on loopback with C{handlerClass}, in a thread (a page
+    or a webhook receiver the browser or the server talks to), shut down
+    after the block.
+    """
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handlerClass)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.baseURL = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def waitUntil(condition, timeout, what):

@@ -7,11 +7,10 @@ make the logged-in browser act.
 
 import http.server
 import re
-import threading
 
 import pytest
 
-from browsersupport import waitUntil
+from browsersupport import servedInThread, waitUntil
 from support import freePort
 from test_integration_auth import users
 
@@ -37,14 +36,10 @@ def otherOrigin():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.pages = pages
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with servedInThread(Handler) as server:
+        server.pages = pages
+        server.url = server.baseURL
+        yield server
 
 
 def test_login_dashboard_logout_and_no_cross_site_action(  # noqa: F811 (fixtures)

@@ -7,12 +7,11 @@ secret) and unregisters it.
 
 import http.server
 import json
-import threading
 import urllib.request
 
 import pytest
 
-from browsersupport import waitUntil
+from browsersupport import servedInThread, waitUntil
 from support import freePort
 
 
@@ -32,14 +31,10 @@ def receiver():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.received = received
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with servedInThread(Handler) as server:
+        server.received = received
+        server.url = server.baseURL + "hook"
+        yield server
 
 
 def rowTexts(driver):
