@@ -59,28 +59,61 @@ def splitKey(routingKey):
 
 @lru_cache(maxsize=1024)
 def _compile(pattern):
-    return tuple(pattern.split("."))
+    """
+    A pattern's words, with each run of C{#} made one (C{#.#} matches what
+    C{#} does), and whether it has a C{#}.
+    """
+    words = []
+    for word in pattern.split("."):
+        if word != "#" or not words or words[-1] != "#":
+            words.append(word)
+    return tuple(words), "#" in words
 
 
 def topicMatches(pattern, routingKey):
     """
     Whether C{routingKey} matches the topic binding C{pattern}.
+
+    The time taken grows with the product of the pattern's and the key's
+    number of words, whatever the pattern (a hostile one such as
+    C{#.*.#.*.#.x} included): no backtracking.
     """
-    return _match(_compile(pattern), 0, routingKey.split("."), 0)
+    tokens, wild = _compile(pattern)
+    words = routingKey.split(".")
+    if not wild:
+        if len(tokens) != len(words):
+            return False
+        for token, word in zip(tokens, words):
+            if token != word and token != "*":
+                return False
+        return True
+    return _matchWild(tokens, words)
 
 
-def _match(pattern, p, words, w):
-    while p < len(pattern):
-        token = pattern[p]
-        if token == "#":
-            # '#' swallows zero or more words: try every split point.
-            if p == len(pattern) - 1:
-                return True
-            return any(_match(pattern, p + 1, words, i) for i in range(w, len(words) + 1))
-        if w >= len(words):
+def _matchWild(tokens, words):
+    # The positions in the pattern reachable after the words read so far,
+    # each once: a '#' may swallow no word (its position lets the next one
+    # be reached too) or the word read (it stays).
+    end = len(tokens)
+    positions = _withSkippedHashes(tokens, {0})
+    for word in words:
+        following = set()
+        for p in positions:
+            if p < end:
+                token = tokens[p]
+                if token == "#":
+                    following.add(p)
+                elif token == "*" or token == word:
+                    following.add(p + 1)
+        if not following:
             return False
-        if token != "*" and token != words[w]:
-            return False
-        p += 1
-        w += 1
-    return w == len(words)
+        positions = _withSkippedHashes(tokens, following)
+    return end in positions
+
+
+def _withSkippedHashes(tokens, positions):
+    for p in list(positions):
+        # Runs of '#' are one: at most one to skip after each position.
+        if p < len(tokens) and tokens[p] == "#":
+            positions.add(p + 1)
+    return positions

@@ -166,6 +166,43 @@ def test_literal_host_patterns_match_as_the_topic_patterns_did():
     assert Subscription(hosts=["db_01"]).matchKey != Subscription(hosts=["db_01"], events=["status"]).matchKey
 
 
+def test_wildcard_host_patterns_match_as_topic_patterns_do():
+    """
+    A subscription's wildcard patterns are reduced once to what they match
+    among one-word keys (a host's routing word); the answer is
+    topicMatches' for every pattern and host.
+    """
+    import random
+
+    from resmon.topics import hostWord, topicMatches
+    rng = random.Random(3)
+    hosts = ["a", "b", "a.b", "web-01", "c_d"]
+    for _ in range(3000):
+        pattern = ".".join(rng.choice(["#", "*", "a", "b", "web-01"]) for _ in range(rng.randint(1, 5)))
+        if "*" not in pattern and "#" not in pattern:
+            continue
+        subscription = Subscription(hosts=[pattern])
+        for host in hosts:
+            assert subscription.matchesHost(host) == topicMatches(pattern, hostWord(host)), (
+                pattern, host)
+
+
+def test_hostile_host_patterns_cost_set_lookups(monkeypatch):
+    """
+    A thousand patterns of 255 characters (what any dashboard may send) are
+    judged once when subscribing; matching each new host then makes no
+    topic match at all.
+    """
+    from resmon import topics
+    patterns = ["#.*." * 60 + f"x{i:03d}" for i in range(1000)]
+    subscription = Subscription(hosts=patterns)
+    monkeypatch.setattr(topics, "topicMatches", lambda *a: pytest.fail("a topic match per host"))
+    assert not subscription.matchesHost("web-01")
+    assert not subscription.matchesHost("x007")  # "#.*" then "x007": two words besides '#'
+    assert Subscription(hosts=["#." * 126 + "x007"]).matchesHost("x007")
+    assert Subscription(hosts=["#." * 126 + "*"]).matchesHost("anything")
+
+
 @pytest_twisted.inlineCallbacks
 def test_websocket_connections_are_set_tcp_nodelay(tmp_path):
     """
@@ -197,7 +234,7 @@ def test_equal_subscriptions_share_their_patterns_within_a_bound():
 
     table = _SharedPatterns(limit=5)
     first = table.get(["a", "b*", "c"])
-    assert first == (("a", "b*", "c"), frozenset({"a", "c"}), ("b*",))
+    assert first == (("a", "b*", "c"), frozenset({"a", "c"}), (False, frozenset({"b*"})))
     assert table.get(("a", "b*", "c")) is first
     table.get(["d", "e", "f"])  # 6 patterns in all: the table starts again
     assert table.get(["a", "b*", "c"]) is not first

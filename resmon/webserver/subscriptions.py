@@ -64,8 +64,8 @@ class Subscription:
         if matched is None:
             word = topics.hostWord(host)
             literal = self._literal
-            matched = (host in literal or word in literal
-                       or any(topics.topicMatches(pattern, word) for pattern in self._wild))
+            anyWord, wildWords = self._wild
+            matched = anyWord or host in literal or word in literal or word in wildWords
             if len(self._matched) >= _MATCH_CACHE_SIZE:
                 self._matched.clear()
             self._matched[host] = matched
@@ -119,11 +119,13 @@ class _SharedPatterns:
     def get(self, hosts):
         """
         C{hosts} as a tuple, the literal patterns among them as a set and
-        the others (with C{*} or C{#}) as a tuple, shared with equal
+        what the others (with C{*} or C{#}) match, shared with equal
         subscriptions.
 
         A pattern without wildcards matches a host by its name or its
-        routing word (a word has no dots): a set lookup, not a topic match each.
+        routing word (a word has no dots): a set lookup, not a topic match
+        each. A pattern with wildcards is matched against the host's word,
+        one word: see L{_oneWordForm}.
         """
         hosts = tuple(hosts)
         shared = self._table.get(hosts)
@@ -132,10 +134,32 @@ class _SharedPatterns:
                 self._table.clear()
                 self._size = 0
             literal = frozenset(p for p in hosts if "*" not in p and "#" not in p)
-            shared = (hosts, literal, tuple(p for p in hosts if p not in literal))
+            forms = {_oneWordForm(p) for p in hosts if p not in literal}
+            wildWords = frozenset(form for form in forms if isinstance(form, str))
+            shared = (hosts, literal, (True in forms, wildWords))
             self._table[hosts] = shared
             self._size += len(hosts)
         return shared
+
+
+def _oneWordForm(pattern):
+    """
+    What a topic pattern with wildcards matches among keys of one word (a
+    host's routing word has no dot): L{True} for every word (its words are
+    C{#} but for at most one C{*}), a word for that word alone (it is the
+    only word but C{#}), L{None} for none (two words or more besides C{#}).
+
+    So a subscription's patterns are judged once, whatever they are (up to
+    L{wire.MAX_PATTERNS} of 255 characters from any dashboard): matching a
+    host costs set lookups, not a topic match per pattern
+    (L{resmon.topics.topicMatches} agrees, C{tests/test_units_fanout_sharing.py}).
+    """
+    words = [word for word in pattern.split(".") if word != "#"]
+    if not words or words == ["*"]:
+        return True
+    if len(words) == 1:
+        return words[0]
+    return None
 
 
 _sharedPatterns = _SharedPatterns()
