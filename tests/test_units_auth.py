@@ -400,6 +400,21 @@ def test_login_checks_unknown_names_against_a_hash_of_the_same_cost():
     assert passwords.parseHash(passwords.dummyHash())[0] == passwords.DEFAULT_PARAMETERS
 
 
+@pytest.mark.parametrize("body", [b"[" * 60000, b'{"name": ' * 30000, b"\xff{", b"[1, 2]", b"{"])
+def test_login_bodies_that_are_not_credentials_are_a_plain_refusal(body):
+    """
+    Nesting too deep for the JSON decoder (under the body limit), bad UTF-8
+    or JSON, or not an object: a 400 saying what a login takes, no
+    traceback, no password checked.
+    """
+    guard, _, clock = _guard()
+    login, checked = _loginResource(guard, clock)
+    request = _loginRequest(guard, body)
+    answer = login.render(request)
+    assert request.code == 400 and b"expected a JSON object" in answer
+    assert not checked and not request.cookies
+
+
 def test_login_from_another_origin_is_refused():
     guard, _, clock = _guard()
     login, checked = _loginResource(guard, clock)

@@ -226,3 +226,18 @@ def test_admins_and_requests_without_users_see_and_manage_every_hook(api):
     assert (code, body) == (200, {"deleted": [alices["id"]]})
     code, body = yield _call(api, b"DELETE", "", None, key="deploy.event")
     assert (code, sorted(body["deleted"])) == (200, sorted([bobs["id"], carols["id"]]))
+
+
+@pytest.mark.parametrize("body", [b"[" * 60000, b"\xff", b"{"])
+def test_a_registration_body_that_is_not_json_is_a_400(body):
+    """
+    Nesting too deep for the JSON decoder (under the body limit) is refused
+    as any other body that is not JSON, not raised as a 500 with a traceback.
+    """
+    request = DummyRequest([])
+    request.method = b"POST"
+    setattr(request, REQUEST_ATTRIBUTE, CAROL)
+    request.requestHeaders.setRawHeaders(b"content-type", [b"application/json"])
+    request.content = io.BytesIO(body)
+    answer = WebhooksResource(registry=None).render(request)
+    assert request.responseCode == 400 and json.loads(answer)["error"] == "the body is not JSON"

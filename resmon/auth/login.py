@@ -66,7 +66,8 @@ def _credentials(request):
             document = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), strict_parsing=False).items()}
         else:
             return None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting too deep for the decoder ("[" * 60000).
         return None
     if not isinstance(document, dict):
         return None

@@ -148,7 +148,7 @@ class WebhooksResource(JSONResource):
             return self.renderError(request, "expected Content-Type: application/json", 415)
         try:
             document = json.loads(request.content.read().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return self.renderError(request, "the body is not JSON", 400, field=None)
         return self._answer(request, self._call(
             self.registry.register, document, owner=principalOf(request).name), 201)
