@@ -408,6 +408,70 @@ def test_notifications_are_kept_for_the_users_of_the_directory_only():
     assert kept == {"mallory": [], "alice": [], "bob": ["n2"]}
 
 
+class RecordingStore(MemoryNotifications):
+    """
+    A memory store that records its writes, and can leave them pending.
+    """
+
+    def __init__(self, pending=False):
+        MemoryNotifications.__init__(self)
+        self.writes, self.pending = [], pending
+
+    def addMany(self, entries):
+        self.writes.append([user for user, _, _, _ in entries])
+        if self.pending:
+            from twisted.internet import defer
+            return defer.Deferred()
+        return MemoryNotifications.addMany(self, entries)
+
+
+def test_an_alert_passes_over_the_clients_once_and_is_kept_in_one_write(monkeypatch):
+    """
+    200 users who may all see the host, 2 dashboards each: each dashboard
+    gets its own user's notification, the clients' principals are looked up
+    once for the alert (not once per user and client), and the store gets
+    one write for all 200 users.
+    """
+    from resmon.webserver import notifications
+    users = [Principal(f"user{i:03d}", VIEWER, ["web-01"]) for i in range(200)]
+    clock = Clock()
+    fanout = _fanout(clock)
+    store = RecordingStore()
+    center = NotificationCenter(fanout, clock, Directory(*users), store=store)
+    sockets = [(user, _socket(fanout, user)[1]) for user in users for _ in range(2)]
+    looked = []
+    original = notifications.principalOfSubscription
+    monkeypatch.setattr(notifications, "principalOfSubscription",
+                        lambda subscription: looked.append(1) or original(subscription))
+    fanout.alertListener = center.alertReceived
+    fanout.eventReceived("web-01.alert", alert("web-01", "firing", eventId="a-1"))
+    assert len(looked) == len(fanout.clients) == 400
+    for user, raw in sockets:
+        frames = [json.loads(m) for m in raw if b'"notification"' in m]
+        assert [(f["to"], f["id"]) for f in frames] == [({"user": user.name}, "alert-a-1")]
+    assert store.writes == [[user.name for user in users]]
+    assert center.counters["stored"] == 200 and center.counters["delivered"] == 400
+
+
+def test_writes_waiting_for_the_store_are_bounded_and_the_rest_counted():
+    """
+    A store that does not keep up (a slow database) holds at most
+    MAX_PENDING_WRITES writes; what comes next is still sent to the open
+    dashboards, and counted as not kept.
+    """
+    from resmon.webserver.notifications import MAX_PENDING_WRITES
+    clock = Clock()
+    fanout = _fanout(clock)
+    store = RecordingStore(pending=True)
+    center = NotificationCenter(fanout, clock, Directory(alice(), bob()), store=store)
+    a, raw = _socket(fanout, alice())
+    for i in range(MAX_PENDING_WRITES + 5):
+        center.notify(_notification("group", "ops", f"n{i}"))
+    assert len(store.writes) == MAX_PENDING_WRITES
+    assert center.counters["store-dropped"] == 5 * 2  # alice and bob, five times
+    assert json.loads(raw[-1])["id"] == f"n{MAX_PENDING_WRITES + 4}"
+
+
 @pytest_twisted.inlineCallbacks
 def test_the_database_store_makes_its_table_again_after_a_failure(tmp_path):
     from resmon.webhooks.store import openPool

@@ -24,6 +24,9 @@ from resmon.webserver.visibility import principalOfSubscription, subjectOf
 KEPT = 100
 # Users whose notifications the memory store keeps (the least recently notified go first).
 MAX_MEMORY_USERS = 10_000
+# Writes (one per notification or alert, for all its users) that may wait
+# for the store; past that, what comes is sent to dashboards but not kept.
+MAX_PENDING_WRITES = 1000
 
 class MemoryNotifications:
     """
@@ -44,6 +47,14 @@ class MemoryNotifications:
             self._byUser.popitem(last=False)
         if all(existing != notificationId for existing, _ in kept):
             kept.append((notificationId, body))
+        return defer.succeed(None)
+
+    def addMany(self, entries):
+        """
+        L{add} each C{(user, notificationId, ts, body)} of C{entries}.
+        """
+        for entry in entries:
+            self.add(*entry)
         return defer.succeed(None)
 
     def recent(self, user):
@@ -119,16 +130,27 @@ class DatabaseNotifications:
         return d
 
     def add(self, user, notificationId, ts, body):
-        return self._run(self._add, user, notificationId, ts, body.decode("utf-8"))
+        return self.addMany([(user, notificationId, ts, body)])
 
-    def _add(self, cursor, user, notificationId, ts, body):
-        cursor.execute(self._sql(
+    def addMany(self, entries):
+        """
+        Keep each C{(user, notificationId, ts, body)} of C{entries}, in one
+        transaction (an alert's notifications to all its users: one
+        commit, not one per user).
+        """
+        rows = [(user, notificationId, ts, body.decode("utf-8"))
+                for user, notificationId, ts, body in entries]
+        return self._run(self._addMany, rows)
+
+    def _addMany(self, cursor, rows):
+        cursor.executemany(self._sql(
             "INSERT INTO user_notifications (username, id, ts, body) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (username, id) DO NOTHING"), (user, notificationId, ts, body))
-        cursor.execute(self._sql(
-            "DELETE FROM user_notifications WHERE username = ? AND seq NOT IN ("
-            "SELECT seq FROM user_notifications WHERE username = ? ORDER BY seq DESC LIMIT ?)"),
-            (user, user, self.kept))
+            "ON CONFLICT (username, id) DO NOTHING"), rows)
+        for user in dict.fromkeys(row[0] for row in rows):
+            cursor.execute(self._sql(
+                "DELETE FROM user_notifications WHERE username = ? AND seq NOT IN ("
+                "SELECT seq FROM user_notifications WHERE username = ? ORDER BY seq DESC LIMIT ?)"),
+                (user, user, self.kept))
 
     def recent(self, user):
         return self._run(self._recent, user)
@@ -172,7 +194,8 @@ class NotificationCenter:
         self.maxClockSkew = maxClockSkew
         self.warnings = LimitedLog(clock)
         self.counters = {"received": 0, "delivered": 0, "stored": 0, "store-failed": 0,
-                         "alerts": 0}
+                         "store-dropped": 0, "alerts": 0}
+        self._pendingWrites = 0
 
     def useStore(self, store):
         self.store = store
@@ -201,9 +224,10 @@ class NotificationCenter:
             is counted and logged, never raised).
         """
         body = wire.encodeJSON(notification.document())
-        kept = [self._keep(name, notification, body) for name in self._recipients(notification)]
-        self._deliver(notification, body)
-        return defer.gatherResults(kept)
+        kept = self._keep([(name, notification.id, notification.ts, body)
+                           for name in self._recipients(notification)])
+        self._deliver(notification, body, self._clientsWithPrincipals())
+        return kept
 
     def _recipients(self, notification):
         if self.directory is None:
@@ -223,24 +247,59 @@ class NotificationCenter:
             addressed = notification.name in principal.groups
         return addressed and (notification.host is None or principal.maySee(notification.host))
 
-    def _keep(self, name, notification, body):
-        d = self.store.add(name, notification.id, notification.ts, body)
-        return d.addCallbacks(self._stored, self._notStored)
+    def _keep(self, entries):
+        """
+        Keep C{entries} (C{(user, notificationId, ts, body)}) in the store
+        at once; with L{MAX_PENDING_WRITES} writes already waiting for it,
+        drop them and count them (C{store-dropped}): a flood of alerts or
+        notifications from the bus waits in no unbounded queue.
 
-    def _stored(self, _):
-        self.counters["stored"] += 1
+        @return: a L{Deferred} that fires once kept or dropped (a failure
+            is counted and logged, never raised).
+        """
+        if not entries:
+            return defer.succeed(None)
+        if self._pendingWrites >= MAX_PENDING_WRITES:
+            self.counters["store-dropped"] += len(entries)
+            self.warnings.warn(
+                self.log, "{pending} writes of notifications wait for the store: dropped "
+                "{count} ({dropped} so far); they were sent to the open dashboards",
+                pending=self._pendingWrites, count=len(entries),
+                dropped=self.counters["store-dropped"])
+            return defer.succeed(None)
+        self._pendingWrites += 1
+        d = self.store.addMany(entries)
+        d.addCallbacks(self._stored, self._notStored, callbackArgs=(len(entries),))
+        d.addBoth(self._written)
+        return d
+
+    def _written(self, _):
+        self._pendingWrites -= 1
+
+    def _stored(self, _, count):
+        self.counters["stored"] += count
 
     def _notStored(self, failure):
         self.counters["store-failed"] += 1
         self.warnings.warn(self.log, "could not keep a notification: {error}",
                            error=failure.getErrorMessage()[:200])
 
-    def _deliver(self, notification, body, only=None):
-        document = {"kind": wire.NOTIFICATION, "host": None, "id": notification.id}
+    def _clientsWithPrincipals(self):
+        """
+        Every client of the fan-out with the principal of its subscription.
+        """
         for client, subscription in list(self.fanout.clients.items()):
             principal = principalOfSubscription(subscription)
-            if principal is None or (only is not None and principal.name != only):
-                continue
+            if principal is not None:
+                yield client, principal
+
+    def _deliver(self, notification, body, clients):
+        """
+        Send C{notification} to those of C{clients} (C{(client, principal)}
+        pairs) it is addressed to.
+        """
+        document = {"kind": wire.NOTIFICATION, "host": None, "id": notification.id}
+        for client, principal in clients:
             if not self._addressed(principal, notification):
                 continue
             try:
@@ -263,6 +322,13 @@ class NotificationCenter:
         host = str(payload.get("host") or event.source)[:255]
         check = str(payload.get("check", ""))[:100]
         level = str(payload.get("level", ""))[:20]
+        # The clients by user, once per alert: each user's notification goes
+        # to that user's clients only (not a pass over every client per user).
+        clientsByName = {}
+        for client, principal in self._clientsWithPrincipals():
+            if principal.name is not None:
+                clientsByName.setdefault(principal.name, []).append((client, principal))
+        entries = []
         for principal in self.directory.principals():
             if principal.name is None or not principal.maySee(subject):
                 continue
@@ -277,8 +343,9 @@ class NotificationCenter:
                 continue
             self.counters["alerts"] += 1
             body = wire.encodeJSON(notification.document())
-            self._keep(principal.name, notification, body)
-            self._deliver(notification, body, only=principal.name)
+            entries.append((principal.name, notification.id, notification.ts, body))
+            self._deliver(notification, body, clientsByName.get(principal.name, ()))
+        self._keep(entries)
 
     def sendKept(self, client, principal):
         """
