@@ -162,6 +162,30 @@ def test_throttle_doubles_the_wait_per_address_and_per_name():
     assert throttle.refused == 6
 
 
+def test_a_name_kept_waiting_by_others_still_logs_in_from_where_it_did_before():
+    """
+    Whoever fails on purpose for a name each time its wait runs out keeps
+    that name waiting everywhere but at the addresses it logged in from in
+    the last 30 days; there only the address's own failures count.
+    """
+    from resmon.auth.throttle import TRUSTED_FOR
+    clock = Clock()
+    throttle = LoginThrottle(clock, freeFailures=3, firstDelay=2, maxDelay=300)
+    throttle.succeeded("10.0.0.7", "admin")          # the admin's machine
+    for _ in range(50):                              # a day of an attacker's tries
+        clock.advance(max(throttle.wait("203.0.113.9", "admin"), 1))
+        throttle.failed("203.0.113.9", "admin")
+    assert throttle.wait("198.51.100.1", "admin") > 0   # a new address waits
+    assert throttle.wait("10.0.0.7", "admin") == 0      # the admin's does not
+    for _ in range(4):
+        throttle.failed("10.0.0.7", "admin")             # its own failures count
+    assert throttle.wait("10.0.0.7", "admin") > 0
+    clock.advance(TRUSTED_FOR + 600)
+    for _ in range(4):
+        throttle.failed("203.0.113.9", "admin")
+    assert throttle.wait("10.0.0.7", "admin") > 0       # trusted no longer: the name's wait
+
+
 def test_throttle_treats_unknown_and_known_names_alike():
     # The throttle never looks at the users: only at the names tried.
     clock = Clock()

@@ -2,6 +2,11 @@
 Login attempts, rate limited per client address and per user name with a
 delay that doubles with each failure; the same for names that exist and
 names that do not, so the limit reveals nothing about who has an account.
+
+The wait of a name does not hold back the addresses that name logged in
+from in the last L{TRUSTED_FOR} seconds: whoever fails on purpose, once
+each time the wait runs out, keeps a name's guessers waiting, not the
+user at their usual machine.
 """
 
 from collections import OrderedDict
@@ -12,6 +17,9 @@ FIRST_DELAY = 2.0
 MAX_DELAY = 300.0
 # Addresses and names remembered; the oldest are forgotten beyond this.
 MAX_KEYS = 10_000
+# How long a successful login from an address exempts that name and address
+# from the name's wait (not from the address's).
+TRUSTED_FOR = 30 * 86400.0
 
 
 class _Failures:
@@ -36,10 +44,16 @@ class LoginThrottle:
         self.maxDelay = maxDelay
         self.maxKeys = maxKeys
         self._failures = OrderedDict()
+        # (name, address) -> when that name last logged in from there, oldest first.
+        self._trusted = OrderedDict()
         self.refused = 0
 
     def _keys(self, address, name):
         return (("address", address), ("user", name))
+
+    def _trustedPair(self, address, name, now):
+        since = self._trusted.get((name, address))
+        return since is not None and now - since <= TRUSTED_FOR
 
     def wait(self, address, name):
         """
@@ -47,8 +61,10 @@ class LoginThrottle:
         checked (0: now). A refused attempt is counted in C{refused}.
         """
         now = self.clock.seconds()
-        waits = [self._failures[key].until - now for key in self._keys(address, name)
-                 if key in self._failures]
+        keys = self._keys(address, name)
+        if self._trustedPair(address, name, now):
+            keys = keys[:1]  # the address's wait only
+        waits = [self._failures[key].until - now for key in keys if key in self._failures]
         wait = max(waits, default=0.0)
         if wait > 0:
             self.refused += 1
@@ -74,3 +90,7 @@ class LoginThrottle:
         # The address's failures stay: logging in to one's own account
         # between guesses must not reset the limit on guessing others'.
         self._failures.pop(("user", name), None)
+        self._trusted.pop((name, address), None)
+        self._trusted[(name, address)] = self.clock.seconds()
+        while len(self._trusted) > self.maxKeys:
+            self._trusted.popitem(last=False)
