@@ -8,6 +8,7 @@ handshake over a StringTransport; the last test connects over real TCP.
 
 import socket
 
+import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -15,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from resmon.auth.principal import VIEWER, Principal
 from resmon.webserver import websocket
 from resmon.webserver.fanout import EventFanout
-from resmon.webserver.subscriptions import Subscription
+from resmon.webserver.subscriptions import EVERYTHING, Subscription
 from resmon.webserver.websocket import DashboardFactory
 from test_web_units import FakeClient, analysis, body, key
 
@@ -106,12 +107,16 @@ def test_different_visibility_different_bytes_for_the_same_subscription():
 class _CountingSubscription(Subscription):
     calls = 0
 
-    def matches(self, document):
+    def matchesHost(self, host):
         _CountingSubscription.calls += 1
-        return Subscription.matches(self, document)
+        return Subscription.matchesHost(self, host)
 
 
 def test_each_event_is_matched_once_per_distinct_subscription_and_sent_once_to_each_client():
+    """
+    A subscription is asked about a host once (the fan-out indexes the
+    answers), whatever the number of its clients and of the host's events.
+    """
     fanout = EventFanout()
     _CountingSubscription.calls = 0
     clients = {"a": [FakeClient() for _ in range(50)], "b": [FakeClient() for _ in range(50)]}
@@ -121,17 +126,93 @@ def test_each_event_is_matched_once_per_distinct_subscription_and_sent_once_to_e
             fanout.attach(client, _CountingSubscription(hosts=[host]))
     fanout.eventReceived(key("a", "analysis"), body(analysis("a", 0, 100.0)))
     assert _CountingSubscription.calls == 2
-    assert [len(c.sent) for c in clients["a"]] == [1] * 50
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 1, 101.0)))
+    assert _CountingSubscription.calls == 2
+    assert [len(c.sent) for c in clients["a"]] == [2] * 50
     assert [len(c.sent) for c in clients["b"]] == [0] * 50
-    assert fanout.counters["sent"] == 50
+    assert fanout.counters["sent"] == 100
     # A client subscribing again moves: it is sent each event once, as its new subscription says.
     moving = clients["a"][0]
     fanout.attach(moving, _CountingSubscription(hosts=["b"]))
     fanout.eventReceived(key("b", "analysis"), body(analysis("b", 0, 100.0)))
-    assert [m["host"] for m in moving.sent] == ["a", "b"]
+    assert [m["host"] for m in moving.sent] == ["a", "a", "b"]
     for client in clients["a"] + clients["b"]:
         fanout.detach(client)
     assert fanout.clients == {} and fanout._audiences == {}
+
+
+def test_an_event_costs_the_subscriptions_it_concerns_not_every_distinct_one():
+    """
+    A thousand dashboards each following its own host (a thousand distinct
+    subscriptions): each is asked about a host once; later events of that
+    host are sent to its one audience without asking the others again.
+    """
+    fanout = EventFanout()
+    _CountingSubscription.calls = 0
+    clients = [FakeClient() for _ in range(1000)]
+    for i, client in enumerate(clients):
+        fanout.attach(client, _CountingSubscription(hosts=[f"host-{i}"]))
+    for seq in range(5):
+        fanout.eventReceived(key("host-7", "analysis"), body(analysis("host-7", seq, 100.0 + seq)))
+    assert _CountingSubscription.calls == 1000
+    assert len(clients[7].sent) == 5 and sum(len(c.sent) for c in clients) == 5
+    # A subscription made later is asked about the hosts already indexed, once.
+    late = FakeClient()
+    fanout.attach(late, _CountingSubscription(hosts=["host-7"]))
+    fanout.eventReceived(key("host-7", "analysis"), body(analysis("host-7", 5, 105.0)))
+    assert len(late.sent) == 1 and len(clients[7].sent) == 6
+    # One that went is dropped from the index when an event finds it.
+    fanout.detach(clients[7])
+    fanout.eventReceived(key("host-7", "analysis"), body(analysis("host-7", 6, 106.0)))
+    assert len(clients[7].sent) == 6 and len(late.sent) == 2
+    assert len(fanout._bySubject["host-7"]) == 1
+
+
+def test_subscriptions_without_matches_host_match_each_event():
+    class Everything:
+        def matches(self, document):
+            return True
+    fanout = EventFanout()
+    client = FakeClient()
+    fanout.attach(client, Everything())
+    fanout.eventReceived(key("a", "analysis"), body(analysis("a", 0, 100.0)))
+    assert len(client.sent) == 1
+    fanout.detach(client)
+    assert fanout._unindexed == {}
+
+
+def test_the_index_of_subjects_is_bounded_whatever_the_sources(monkeypatch):
+    """
+    Events about ever new subjects (sources of events from the bus) make
+    the index start again past its bound, not grow.
+    """
+    from resmon.webserver import fanout as fanoutModule
+    from test_units_eventfanout import posted
+    monkeypatch.setattr(fanoutModule, "MAX_INDEXED", 50)
+    fanout = EventFanout()
+    clients = [FakeClient() for _ in range(3)]
+    for client, events in zip(clients, (["event"], ["event", "alert"], ["analysis"])):
+        fanout.attach(client, Subscription(events=events))
+    for i in range(500):
+        fanout.eventReceived(f"source{i}.event", posted(f"source{i}", 100.0, f"e{i}"))
+        assert fanout._indexed <= 50
+    assert len(fanout._bySubject) <= 50 // 3
+    assert [len(c.sent) for c in clients] == [500, 500, 0]
+
+
+def test_the_users_answers_are_kept_within_one_budget(monkeypatch):
+    from resmon.webserver import visibility
+    monkeypatch.setattr(visibility, "_SHARED_ANSWERS", 100)
+    monkeypatch.setattr(visibility, "_shared", {})
+    monkeypatch.setattr(visibility, "_sharedCount", 0)
+    principals = [Principal(f"u{i}", VIEWER, [f"web-{i}", "db-*"]) for i in range(5)]
+    subscriptions = [visibility.visibleTo(p, EVERYTHING) for p in principals]
+    for i in range(1000):
+        for subscription in subscriptions:
+            subscription.matchesHost(f"source{i}")
+        assert visibility._sharedCount <= 100
+    assert subscriptions[2].matchesHost("web-2") and not subscriptions[2].matchesHost("web-3")
+    assert subscriptions[0].matchesHost("db-9")
 
 
 def test_a_paused_client_holds_the_shared_frame_back_and_then_gets_the_latest():

@@ -179,17 +179,17 @@ def test_a_forgotten_status_drops_the_host_from_every_web_table_and_reaches_clie
     assert fanout.latest.hosts() == ["a", "b"]
 
 
-def test_forgetting_a_host_drops_it_from_the_clients_subscription_caches():
+def test_forgetting_a_host_drops_it_from_the_fanouts_index_of_subscriptions():
     from resmon.webserver.subscriptions import Subscription
     fanout = EventFanout()
     subscription = Subscription(hosts=["a", "b"])
     fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: None})(), subscription)
     for host in ("a", "c"):
         fanout.eventReceived(routingKey(host, "analysis"), analysisBody(host, 1, 0.0))
-    assert set(subscription._matched) == {"a", "c"}
+    assert {host: len(audiences) for host, audiences in fanout._bySubject.items()} == {"a": 1, "c": 0}
     fanout.eventReceived("c.status", statusBody("c", FORGOTTEN, 0.0))
     fanout.eventReceived("a.status", statusBody("a", FORGOTTEN, 0.0))
-    assert subscription._matched == {}
+    assert fanout._bySubject == {} and fanout._indexed == 0
 
 
 def test_the_web_forgets_hosts_silent_for_forget_after_on_its_own():

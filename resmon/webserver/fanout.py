@@ -501,6 +501,14 @@ class EventFanout:
         # The clients by what their subscriptions match (_matchKey): each
         # event is matched once per distinct subscription, not per client.
         self._audiences = {}
+        # What each event is about (its "host": a host, a source word) ->
+        # the audiences whose subscriptions match it for some kind, in the
+        # order they were made: an event costs the audiences it concerns,
+        # not one match per distinct subscription (see _audiencesOf).
+        self._bySubject = {}
+        self._indexed = 0
+        # The audiences whose subscriptions the index cannot hold, by key.
+        self._unindexed = {}
         self.rejected = Counter()
         # Junk must not flood the log; without a clock (a Clock never advanced), the first ones only.
         self.warnings = LimitedLog(clock if clock is not None else Clock())
@@ -522,6 +530,9 @@ class EventFanout:
         audience = self._audiences.get(key)
         if audience is None:
             audience = self._audiences[key] = _Audience(subscription)
+            self._indexAudience(audience)
+            if not audience.indexed:
+                self._unindexed[key] = audience
         audience.clients[client] = None
 
     def subscribe(self, client, subscription):
@@ -552,6 +563,9 @@ class EventFanout:
         del audience.clients[client]
         if not audience.clients:
             del self._audiences[key]
+            self._unindexed.pop(key, None)
+            # Left in the index, skipped and dropped from it as events find it.
+            audience.gone = True
 
     def eventKey(self, document):
         """
@@ -756,6 +770,7 @@ class EventFanout:
         self.firingAlerts.forgetSource(topics.hostWord(host))
         for kind in (topics.ANALYSIS, topics.STATUS):
             self._eventKeys.pop((kind, host), None)
+        self._unindex(host)
         if known:
             self.counters["forgotten"] += 1
             for subscription in self.clients.values():
@@ -809,14 +824,60 @@ class EventFanout:
         self.counters["back-online"] += 1
         return document, body
 
+    def _audiencesOf(self, subject):
+        """
+        The audiences whose subscriptions match C{subject} (for some event
+        kind), from the index, or found and indexed now: each subscription
+        is asked about each subject once, not at every event.
+        """
+        audiences = self._bySubject.get(subject)
+        if audiences is None:
+            audiences = [audience for audience in self._audiences.values()
+                         if audience.indexed and audience.subscription.matchesHost(subject)]
+            self._indexed += len(audiences) + 1
+            if self._indexed > MAX_INDEXED:
+                # Bounded whatever the sources and subscriptions: start again.
+                self._bySubject.clear()
+                self._indexed = len(audiences) + 1
+            self._bySubject[subject] = audiences
+        return audiences
+
+    def _indexAudience(self, audience):
+        """
+        A new audience: add it to the index of each subject it matches.
+        """
+        subscription = audience.subscription
+        audience.indexed = (getattr(subscription, "matchesHost", None) is not None
+                            and getattr(subscription, "events", None) is not None)
+        if not audience.indexed:
+            return
+        for subject, audiences in self._bySubject.items():
+            if subscription.matchesHost(subject):
+                audiences.append(audience)
+                self._indexed += 1
+
+    def _unindex(self, subject):
+        audiences = self._bySubject.pop(subject, None)
+        if audiences is not None:
+            self._indexed -= len(audiences) + 1
+
     def _send(self, document, body):
         # Every client is given the same body (bytes): what it is sent as
         # (a WebSocket frame, an event stream's event) is made once per
         # event too, by each kind of client (DashboardFactory.prepareEvent).
         sent = 0
-        for audience in list(self._audiences.values()):
-            if not audience.subscription.matches(document):
-                continue
+        kind, subject = document["kind"], document["host"]
+        indexed = self._audiencesOf(subject)
+        if any(audience.gone for audience in indexed):
+            kept = [audience for audience in indexed if not audience.gone]
+            self._indexed -= len(indexed) - len(kept)
+            indexed[:] = kept
+        audiences = [audience for audience in indexed if kind in audience.subscription.events]
+        if self._unindexed:
+            # Subscriptions that cannot be indexed (no matchesHost) match each event.
+            audiences += [audience for audience in self._unindexed.values()
+                          if audience.subscription.matches(document)]
+        for audience in audiences:
             for client in list(audience.clients):
                 try:
                     client.sendEvent(document, body)
@@ -836,11 +897,15 @@ class _Audience:
     each event for all of them.
     """
 
-    __slots__ = ("subscription", "clients")
+    __slots__ = ("subscription", "clients", "indexed", "gone")
 
     def __init__(self, subscription):
         self.subscription = subscription
         self.clients = {}
+        # Whether the fan-out's index of subjects holds it (its subscription
+        # answers matchesHost and has events), and whether it is detached.
+        self.indexed = False
+        self.gone = False
 
 
 def _matchKey(subscription):
@@ -852,6 +917,9 @@ def _matchKey(subscription):
     return (subscription,) if key is None else key
 
 
+# Entries of the fan-out's index of subjects (a subject and each audience
+# matching it); past this the index is made again as events come.
+MAX_INDEXED = 2_000_000
 _LATEST_KINDS = (topics.ANALYSIS, topics.STATUS)
 # The recent events and alerts a snapshot carries (when asked for).
 SNAPSHOT_RECENT_EVENTS = 100

@@ -16,9 +16,6 @@ from resmon.wire import InvalidRequest as InvalidSubscription  # noqa: F401
 from resmon.wire import decodeHistoryRequest as parseHistoryRequest  # noqa: F401
 from resmon.wire import decodeStep as parseStep  # noqa: F401
 
-# Cached pattern results per subscription; beyond this the cache is dropped.
-_MATCH_CACHE_SIZE = 100_000
-
 
 class Subscription:
     """
@@ -45,7 +42,6 @@ class Subscription:
         if step is None:
             step = DEFAULT_OVERVIEW_STEP if history == HISTORY_OVERVIEW else 0
         self.step = step
-        self._matched = {}
 
     @property
     def historyForm(self):
@@ -58,18 +54,15 @@ class Subscription:
         return OVERVIEW if self.history == HISTORY_OVERVIEW else None
 
     def matchesHost(self, host):
+        # Set lookups (the patterns were judged once): nothing to cache. The
+        # fan-out remembers which subscriptions match each host.
         if self.hosts is None:
             return True
-        matched = self._matched.get(host)
-        if matched is None:
-            word = topics.hostWord(host)
-            literal = self._literal
-            anyWord, wildWords = self._wild
-            matched = anyWord or host in literal or word in literal or word in wildWords
-            if len(self._matched) >= _MATCH_CACHE_SIZE:
-                self._matched.clear()
-            self._matched[host] = matched
-        return matched
+        anyWord, wildWords = self._wild
+        if anyWord or host in self._literal:
+            return True
+        word = topics.hostWord(host)
+        return word in self._literal or word in wildWords
 
     def matches(self, document):
         return document["kind"] in self.events and self.matchesHost(document["host"])
@@ -84,9 +77,9 @@ class Subscription:
 
     def forgetHost(self, host):
         """
-        Drop what is cached of C{host}, which the web role forgot.
+        Drop what is cached of C{host}, which the web role forgot (nothing:
+        a subscription keeps nothing per host).
         """
-        self._matched.pop(host, None)
 
     def describe(self):
         """

@@ -16,23 +16,42 @@ patterns match the source word (admins and users who see every host).
 from resmon import topics
 from resmon.auth.principal import UNRESTRICTED
 
-# Cached results per composed subscription; beyond this the cache is dropped.
-_CACHE_SIZE = 100_000
-# Host sets whose answers are shared; beyond this the shared answers are dropped.
-_SHARED_SETS = 1000
+# Answers of Principal.maySee kept, for every user together; beyond this
+# they are all dropped (and found again as needed).
+_SHARED_ANSWERS = 200_000
 
 # host patterns -> {host: whether those patterns see it}: the clients of one
 # user (or of users with the same patterns) ask Principal.maySee once per host.
 _shared = {}
+_sharedCount = 0
 
 
-def _sharedAnswers(principal):
+def _maySee(principal, host):
+    """
+    L{Principal.maySee}, remembered per set of host patterns (the users
+    file's, not a client's), within one global budget whatever the subjects
+    events come about.
+    """
+    global _sharedCount
     answers = _shared.get(principal.hosts)
     if answers is None:
-        if len(_shared) >= _SHARED_SETS:
-            _shared.clear()
         answers = _shared[principal.hosts] = {}
-    return answers
+    seen = answers.get(host)
+    if seen is None:
+        if _sharedCount >= _SHARED_ANSWERS:
+            _shared.clear()
+            _sharedCount = 0
+            answers = _shared[principal.hosts] = {}
+        seen = answers[host] = principal.maySee(host)
+        _sharedCount += 1
+    return seen
+
+
+def _forgetAnswer(principal, host):
+    global _sharedCount
+    answers = _shared.get(principal.hosts)
+    if answers is not None and answers.pop(host, None) is not None:
+        _sharedCount -= 1
 
 
 class VisibleSubscription:
@@ -56,38 +75,20 @@ class VisibleSubscription:
         # Snapshots list every known host only when this is None.
         self.hosts = subscription.hosts if principal.seesEverything else (
             subscription.hosts if subscription.hosts is not None else principal.hosts)
-        self._matched = {}
 
     @property
     def historyForm(self):
         return self.subscription.historyForm
 
-    def _maySee(self, host):
-        if self.principal.seesEverything:
-            return True
-        answers = _sharedAnswers(self.principal)
-        seen = answers.get(host)
-        if seen is None:
-            if len(answers) >= _CACHE_SIZE:
-                answers.clear()
-            seen = answers[host] = self.principal.maySee(host)
-        return seen
-
     def matchesHost(self, host):
-        matched = self._matched.get(host)
-        if matched is None:
-            matched = self._maySee(host) and self.subscription.matchesHost(host)
-            if len(self._matched) >= _CACHE_SIZE:
-                self._matched.clear()
-            self._matched[host] = matched
-        return matched
+        # Nothing kept per subscription: the fan-out remembers which
+        # subscriptions match each host, the users' answers are shared.
+        principal = self.principal
+        return ((principal.seesEverything or _maySee(principal, host))
+                and self.subscription.matchesHost(host))
 
     def matches(self, document):
-        # Once per event and client: the cached answer without a call.
-        if document["kind"] not in self.events:
-            return False
-        matched = self._matched.get(document["host"])
-        return self.matchesHost(document["host"]) if matched is None else matched
+        return document["kind"] in self.events and self.matchesHost(document["host"])
 
     @property
     def matchKey(self):
@@ -98,9 +99,8 @@ class VisibleSubscription:
         return (self.principal.hosts, self.subscription.matchKey)
 
     def forgetHost(self, host):
-        self._matched.pop(host, None)
         if not self.principal.seesEverything:
-            _sharedAnswers(self.principal).pop(host, None)
+            _forgetAnswer(self.principal, host)
         self.subscription.forgetHost(host)
 
     def describe(self):
