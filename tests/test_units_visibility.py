@@ -664,3 +664,12 @@ def test_notifications_kept_that_come_after_the_stream_ended_go_nowhere(tmp_path
     stream.close()
     answer.callback([wire.encodeJSON(_notification("user", "alice", "n1").document())])
     assert stream.frames() == [] and fanout.clients == {}
+
+
+def test_alert_notification_ids_stay_distinct_for_long_event_ids():
+    from resmon.webserver.notifications import alertNotificationId
+    short = alertNotificationId("x1")
+    first, second = alertNotificationId("a" * 58 + "-one"), alertNotificationId("a" * 58 + "-two")
+    assert short == "alert-x1"
+    assert first != second and len(first) == len(second) == wire.EVENT_ID_LENGTH
+    assert first == alertNotificationId("a" * 58 + "-one")

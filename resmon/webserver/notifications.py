@@ -9,6 +9,7 @@ database when there is one, else in memory) and sent when a dashboard
 connects.
 """
 
+import hashlib
 from collections import OrderedDict, deque
 
 from twisted.internet import defer
@@ -329,12 +330,13 @@ class NotificationCenter:
             if principal.name is not None:
                 clientsByName.setdefault(principal.name, []).append((client, principal))
         entries = []
+        notificationId = alertNotificationId(event.id)
         for principal in self.directory.principals():
             if principal.name is None or not principal.maySee(subject):
                 continue
             try:
                 notification = wire.Notification(
-                    wire.NOTIFY_USER, principal.name, f"alert-{event.id}"[:wire.EVENT_ID_LENGTH],
+                    wire.NOTIFY_USER, principal.name, notificationId,
                     event.ts, f"{host}: {check} {level}".strip()[:wire.MAX_NOTIFY_TITLE],
                     f"alert firing on {host} ({check})"[:wire.MAX_NOTIFY_TEXT],
                     "critical" if level == wire.HIGH else "warning",
@@ -373,6 +375,19 @@ class NotificationCenter:
             self.warnings.warn(self.log, "could not read the notifications kept: {error}",
                                error=failure.getErrorMessage()[:200])
         return d.addCallbacks(send, failed)
+
+
+def alertNotificationId(eventId):
+    """
+    The id of the notifications of the alert C{eventId}: C{alert-<id>},
+    or for an id too long for that, C{alert-} and a digest of it (cut, two
+    long ids sharing their first characters would be one notification).
+    """
+    notificationId = f"alert-{eventId}"
+    if len(notificationId) <= wire.EVENT_ID_LENGTH:
+        return notificationId
+    digest = hashlib.sha256(eventId.encode("utf-8", "surrogatepass")).hexdigest()
+    return ("alert-" + digest)[:wire.EVENT_ID_LENGTH]
 
 
 class UsersDirectory:
