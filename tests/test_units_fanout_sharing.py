@@ -165,7 +165,54 @@ def test_an_event_costs_the_subscriptions_it_concerns_not_every_distinct_one():
     fanout.detach(clients[7])
     fanout.eventReceived(key("host-7", "analysis"), body(analysis("host-7", 6, 106.0)))
     assert len(clients[7].sent) == 6 and len(late.sent) == 2
-    assert len(fanout._bySubject["host-7"]) == 1
+    assert len(fanout._bySubject["host-7"].audiences) == 1
+
+
+def test_subscribing_costs_nothing_per_subject_until_an_event_comes():
+    """
+    A new subscription is not matched against every subject seen (200,000
+    event sources would cost each subscribe message that many matches): it
+    is asked about a subject when an event about it comes.
+    """
+    from test_units_eventfanout import posted
+    fanout = EventFanout()
+    fanout.attach(FakeClient(), Subscription(events=["event"]))
+    for i in range(300):
+        fanout.eventReceived(f"source{i}.event", posted(f"source{i}", 100.0, f"e{i}"))
+    _CountingSubscription.calls = 0
+    late = FakeClient()
+    fanout.attach(late, _CountingSubscription(hosts=["#"], events=["event"]))
+    assert _CountingSubscription.calls == 0
+    fanout.eventReceived("source7.event", posted("source7", 101.0, "again"))
+    assert _CountingSubscription.calls == 1 and len(late.sent) == 1
+
+
+def test_subscriptions_that_went_are_not_kept_whole_by_the_index(monkeypatch):
+    """
+    A client subscribing again and again (each time with other patterns):
+    the subscriptions it left are dropped from the index's lists as events
+    find them, hold no patterns meanwhile, and the index stays within its
+    bound even when no new subject comes.
+    """
+    import gc
+    import weakref
+
+    from resmon.webserver import fanout as fanoutModule
+    from test_units_eventfanout import posted
+    monkeypatch.setattr(fanoutModule, "MAX_INDEXED", 300)
+    fanout = EventFanout()
+    client = FakeClient()
+    left = []
+    for i in range(500):
+        subscription = Subscription(hosts=["#", f"x{i}"], events=["event"])
+        left.append(weakref.ref(subscription))
+        fanout.attach(client, subscription)
+        del subscription
+        fanout.eventReceived(f"source{i % 20}.event", posted(f"source{i % 20}", 100.0, f"e{i}"))
+        assert fanout._indexed <= 300
+    gc.collect()
+    assert sum(ref() is not None for ref in left) == 1  # only the one attached now
+    assert len(fanout._live) == 1 and len(client.sent) == 500
 
 
 def test_subscriptions_without_matches_host_match_each_event():
@@ -320,3 +367,61 @@ def test_equal_subscriptions_share_their_patterns_within_a_bound():
     table.get(["d", "e", "f"])  # 6 patterns in all: the table starts again
     assert table.get(["a", "b*", "c"]) is not first
     assert Subscription(hosts=["x", "y"]).hosts is Subscription(hosts=("x", "y")).hosts
+
+
+@pytest.mark.parametrize("seed, bound", [(1, 40), (2, 25), (3, 2_000_000)])
+def test_the_index_sends_what_matching_every_subscription_would(monkeypatch, seed, bound):
+    """
+    Random attaches (plain and user-visible subscriptions, some sharing a
+    key), re-attaches, detaches, forgotten subjects and events, with the
+    index's bound small enough to be hit: each client gets exactly the
+    events its subscription matches, and the index's count of entries is
+    always what it holds.
+    """
+    import random
+
+    from resmon.webserver import fanout as fanoutModule
+    from resmon.webserver.visibility import visibleTo
+    monkeypatch.setattr(fanoutModule, "MAX_INDEXED", bound)
+    rng = random.Random(seed)
+    plain = [Subscription(["a"]), Subscription(["#"]), Subscription(["b", "*"]),
+             Subscription(None, events=["status"]), Subscription(["a", "c"], events=["alert"]),
+             Subscription(["c.#"])]
+    principals = [Principal("p", VIEWER, ["a", "b"]), Principal("q", VIEWER, ["*"])]
+    class RawClient:
+        def __init__(self):
+            self.sent = []
+
+        def sendEvent(self, document, body):
+            self.sent.append(body)
+
+    fanout = EventFanout()
+    clients = [RawClient() for _ in range(8)]
+    subjects = ["a", "b", "c", "d", "e"] + [f"s{i}" for i in range(30)]
+    attached = {}
+    for step in range(5000):
+        roll = rng.random()
+        if roll < 0.2:
+            client, subscription = rng.choice(clients), rng.choice(plain)
+            if rng.random() < 0.5:
+                subscription = visibleTo(rng.choice(principals), subscription)
+            fanout.attach(client, subscription)
+            attached[client] = subscription
+        elif roll < 0.3:
+            client = rng.choice(clients)
+            fanout.detach(client)
+            attached.pop(client, None)
+        elif roll < 0.33:
+            fanout._unindex(rng.choice(subjects))
+        else:
+            document = {"kind": rng.choice(["analysis", "status", "alert", "event"]),
+                        "host": rng.choice(subjects)}
+            marker = object()
+            fanout._send(document, marker)
+            for client in clients:
+                subscription = attached.get(client)
+                expected = subscription is not None and subscription.matches(document)
+                assert (bool(client.sent) and client.sent[-1] is marker) == expected, step
+        assert fanout._indexed == sum(len(entry.audiences) + 1
+                                      for entry in fanout._bySubject.values())
+        assert fanout._indexed <= max(bound, len(fanout._live) + 1)

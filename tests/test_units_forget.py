@@ -186,7 +186,7 @@ def test_forgetting_a_host_drops_it_from_the_fanouts_index_of_subscriptions():
     fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: None})(), subscription)
     for host in ("a", "c"):
         fanout.eventReceived(routingKey(host, "analysis"), analysisBody(host, 1, 0.0))
-    assert {host: len(audiences) for host, audiences in fanout._bySubject.items()} == {"a": 1, "c": 0}
+    assert {host: len(entry.audiences) for host, entry in fanout._bySubject.items()} == {"a": 1, "c": 0}
     fanout.eventReceived("c.status", statusBody("c", FORGOTTEN, 0.0))
     fanout.eventReceived("a.status", statusBody("a", FORGOTTEN, 0.0))
     assert fanout._bySubject == {} and fanout._indexed == 0

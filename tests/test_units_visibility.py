@@ -673,3 +673,6 @@ def test_alert_notification_ids_stay_distinct_for_long_event_ids():
     assert short == "alert-x1"
     assert first != second and len(first) == len(second) == wire.EVENT_ID_LENGTH
     assert first == alertNotificationId("a" * 58 + "-one")
+    # A short id can not stand for a long one's digest.
+    digest = first[len("alert~"):]
+    assert alertNotificationId(digest) != first

@@ -4,6 +4,7 @@ own L{Subscription}, with the latest analysis and status of each host and a
 bounded history kept for clients that connect later.
 """
 
+from bisect import bisect_right
 from collections import Counter, deque
 
 from twisted.internet.task import Clock
@@ -502,11 +503,16 @@ class EventFanout:
         # event is matched once per distinct subscription, not per client.
         self._audiences = {}
         # What each event is about (its "host": a host, a source word) ->
-        # the audiences whose subscriptions match it for some kind, in the
-        # order they were made: an event costs the audiences it concerns,
-        # not one match per distinct subscription (see _audiencesOf).
+        # a _Subject: the audiences whose subscriptions match it for some
+        # kind, in the order they were made: an event costs the audiences it
+        # concerns, not one match per distinct subscription (_audiencesOf).
         self._bySubject = {}
+        # Entries of the index (a subject, and each audience listed for it).
         self._indexed = 0
+        # The audiences the index may list, in the order they were made
+        # (by their number; the last made is number _made).
+        self._live = []
+        self._made = 0
         # The audiences whose subscriptions the index cannot hold, by key.
         self._unindexed = {}
         self.rejected = Counter()
@@ -530,8 +536,12 @@ class EventFanout:
         audience = self._audiences.get(key)
         if audience is None:
             audience = self._audiences[key] = _Audience(subscription)
-            self._indexAudience(audience)
-            if not audience.indexed:
+            if _indexable(subscription):
+                # Matched against each subject when an event about it comes.
+                self._made += 1
+                audience.number = self._made
+                self._live.append(audience)
+            else:
                 self._unindexed[key] = audience
         audience.clients[client] = None
 
@@ -563,9 +573,13 @@ class EventFanout:
         del audience.clients[client]
         if not audience.clients:
             del self._audiences[key]
-            self._unindexed.pop(key, None)
-            # Left in the index, skipped and dropped from it as events find it.
+            if self._unindexed.pop(key, None) is None:
+                self._live.remove(audience)
+            # Left in the lists of the index (counted in its bound), skipped
+            # and dropped from a list when an event finds it there; light
+            # meanwhile.
             audience.gone = True
+            audience.subscription = None
 
     def eventKey(self, document):
         """
@@ -827,39 +841,36 @@ class EventFanout:
     def _audiencesOf(self, subject):
         """
         The audiences whose subscriptions match C{subject} (for some event
-        kind), from the index, or found and indexed now: each subscription
-        is asked about each subject once, not at every event.
+        kind), some perhaps gone since: from the index, after asking the
+        audiences made since the subject was last looked up. Each
+        subscription is asked about each subject once, when an event about
+        it comes (a new subscription costs nothing until then); the index
+        holds at most L{MAX_INDEXED} entries.
         """
-        audiences = self._bySubject.get(subject)
-        if audiences is None:
-            audiences = [audience for audience in self._audiences.values()
-                         if audience.indexed and audience.subscription.matchesHost(subject)]
-            self._indexed += len(audiences) + 1
-            if self._indexed > MAX_INDEXED:
-                # Bounded whatever the sources and subscriptions: start again.
-                self._bySubject.clear()
-                self._indexed = len(audiences) + 1
-            self._bySubject[subject] = audiences
-        return audiences
-
-    def _indexAudience(self, audience):
-        """
-        A new audience: add it to the index of each subject it matches.
-        """
-        subscription = audience.subscription
-        audience.indexed = (getattr(subscription, "matchesHost", None) is not None
-                            and getattr(subscription, "events", None) is not None)
-        if not audience.indexed:
-            return
-        for subject, audiences in self._bySubject.items():
-            if subscription.matchesHost(subject):
-                audiences.append(audience)
-                self._indexed += 1
+        entry = self._bySubject.get(subject)
+        if entry is None:
+            entry = self._bySubject[subject] = _Subject()
+            self._indexed += 1
+            newer = self._live
+        elif entry.checked < self._made:
+            newer = self._live[bisect_right(self._live, entry.checked, key=_number):]
+        else:
+            return entry.audiences
+        entry.checked = self._made
+        matched = [audience for audience in newer if audience.subscription.matchesHost(subject)]
+        if matched:
+            entry.audiences += matched
+            self._indexed += len(matched)
+        if self._indexed > MAX_INDEXED:
+            # Bounded whatever the sources and subscriptions: start again.
+            self._bySubject = {subject: entry}
+            self._indexed = len(entry.audiences) + 1
+        return entry.audiences
 
     def _unindex(self, subject):
-        audiences = self._bySubject.pop(subject, None)
-        if audiences is not None:
-            self._indexed -= len(audiences) + 1
+        entry = self._bySubject.pop(subject, None)
+        if entry is not None:
+            self._indexed -= len(entry.audiences) + 1
 
     def _send(self, document, body):
         # Every client is given the same body (bytes): what it is sent as
@@ -868,11 +879,16 @@ class EventFanout:
         sent = 0
         kind, subject = document["kind"], document["host"]
         indexed = self._audiencesOf(subject)
-        if any(audience.gone for audience in indexed):
-            kept = [audience for audience in indexed if not audience.gone]
-            self._indexed -= len(indexed) - len(kept)
-            indexed[:] = kept
-        audiences = [audience for audience in indexed if kind in audience.subscription.events]
+        audiences = []
+        gone = 0
+        for audience in indexed:
+            if audience.gone:
+                gone += 1
+            elif kind in audience.subscription.events:
+                audiences.append(audience)
+        if gone:
+            indexed[:] = [audience for audience in indexed if not audience.gone]
+            self._indexed -= gone
         if self._unindexed:
             # Subscriptions that cannot be indexed (no matchesHost) match each event.
             audiences += [audience for audience in self._unindexed.values()
@@ -897,15 +913,42 @@ class _Audience:
     each event for all of them.
     """
 
-    __slots__ = ("subscription", "clients", "indexed", "gone")
+    __slots__ = ("subscription", "clients", "number", "gone")
 
     def __init__(self, subscription):
         self.subscription = subscription
         self.clients = {}
-        # Whether the fan-out's index of subjects holds it (its subscription
-        # answers matchesHost and has events), and whether it is detached.
-        self.indexed = False
+        # Its place among the audiences the fan-out's index may list (0: not
+        # one of them), and whether it is detached.
+        self.number = 0
         self.gone = False
+
+
+class _Subject:
+    """
+    An entry of the fan-out's index: the audiences matching one subject,
+    and the number of the last audience asked about it.
+    """
+
+    __slots__ = ("audiences", "checked")
+
+    def __init__(self):
+        self.audiences = []
+        self.checked = 0
+
+
+def _number(audience):
+    return audience.number
+
+
+def _indexable(subscription):
+    """
+    Whether the fan-out's index can hold C{subscription}'s audience: it
+    answers C{matchesHost} and has C{events}; another is asked
+    C{matches(document)} for each event.
+    """
+    return (getattr(subscription, "matchesHost", None) is not None
+            and getattr(subscription, "events", None) is not None)
 
 
 def _matchKey(subscription):

@@ -270,7 +270,8 @@ class NotificationCenter:
             return defer.succeed(None)
         self._pendingWrites += 1
         d = self.store.addMany(entries)
-        d.addCallbacks(self._stored, self._notStored, callbackArgs=(len(entries),))
+        d.addCallbacks(self._stored, self._notStored, callbackArgs=(len(entries),),
+                       errbackArgs=(len(entries),))
         d.addBoth(self._written)
         return d
 
@@ -280,8 +281,8 @@ class NotificationCenter:
     def _stored(self, _, count):
         self.counters["stored"] += count
 
-    def _notStored(self, failure):
-        self.counters["store-failed"] += 1
+    def _notStored(self, failure, count):
+        self.counters["store-failed"] += count
         self.warnings.warn(self.log, "could not keep a notification: {error}",
                            error=failure.getErrorMessage()[:200])
 
@@ -380,14 +381,15 @@ class NotificationCenter:
 def alertNotificationId(eventId):
     """
     The id of the notifications of the alert C{eventId}: C{alert-<id>},
-    or for an id too long for that, C{alert-} and a digest of it (cut, two
-    long ids sharing their first characters would be one notification).
+    or for an id too long for that, C{alert~} and a digest of it (cut, two
+    long ids sharing their first characters would be one notification; the
+    other prefix keeps a short id from standing for a long one's digest).
     """
     notificationId = f"alert-{eventId}"
     if len(notificationId) <= wire.EVENT_ID_LENGTH:
         return notificationId
     digest = hashlib.sha256(eventId.encode("utf-8", "surrogatepass")).hexdigest()
-    return ("alert-" + digest)[:wire.EVENT_ID_LENGTH]
+    return ("alert~" + digest)[:wire.EVENT_ID_LENGTH]
 
 
 class UsersDirectory:
