@@ -259,3 +259,21 @@ def test_a_bad_forget_after_stops_with_one_line_naming_it(value):
         Options().parseOptions([f"--forget-after={value}"])
     text = str(e.value.code)
     assert "--forget-after:" in text and "\n" not in text
+
+
+def test_forgetting_a_host_asks_each_distinct_subscription_once_not_each_client():
+    from resmon.webserver.subscriptions import Subscription
+
+    class Counting(Subscription):
+        forgotten = []
+
+        def forgetHost(self, host):
+            Counting.forgotten.append(host)
+
+    fanout = EventFanout()
+    for _ in range(100):
+        fanout.attach(type("Client", (), {"sendEvent": lambda self, d, b: None})(),
+                      Counting(hosts=["a"]))
+    fanout.eventReceived(routingKey("a", "analysis"), analysisBody("a", 1, 0.0))
+    fanout.eventReceived("a.status", statusBody("a", FORGOTTEN, 0.0))
+    assert Counting.forgotten == ["a"]

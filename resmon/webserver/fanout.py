@@ -787,10 +787,12 @@ class EventFanout:
         self._unindex(host)
         if known:
             self.counters["forgotten"] += 1
-            for subscription in self.clients.values():
-                subscription.forgetHost(host)
+            # Once per distinct subscription, not per client: what one keeps
+            # of a host (the users' answers) is kept by its match key.
             for audience in self._audiences.values():
-                audience.subscription.forgetHost(host)
+                forgetHost = getattr(audience.subscription, "forgetHost", None)
+                if forgetHost is not None:
+                    forgetHost(host)
         return known
 
     def forgetSilent(self):
