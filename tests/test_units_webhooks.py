@@ -28,7 +28,8 @@ def test_keys_accepted(key):
     assert validation.checkKey(key) == key
 
 
-@pytest.mark.parametrize("key", ["", "a..b", ".a", "a.", "a b", "a.*x", "é.x", "a" * 256, None, 3])
+@pytest.mark.parametrize("key", ["", "a..b", ".a", "a.", "a b", "a.*x", "é.x", "a" * 256, None, 3,
+                                 "web-01.alert\n", "#\n"])
 def test_keys_refused(key):
     with pytest.raises(validation.InvalidWebhook) as e:
         validation.checkKey(key)
@@ -36,7 +37,8 @@ def test_keys_refused(key):
 
 
 @pytest.mark.parametrize("url", ["ftp://x/", "x", "http://", "javascript:alert(1)",
-                                 "http://a b/", "http://x/#f", "http://x:99999/", None])
+                                 "http://a b/", "http://x/#f", "http://x:99999/", None,
+                                 "https://user:pw@example.com/h", "http://token@example.com/"])
 def test_urls_refused(url):
     with pytest.raises(validation.InvalidWebhook) as e:
         validation.checkURL(url)
@@ -310,6 +312,82 @@ def test_dispatcher_retries_in_order_then_delivers_once(tmp_path):
         yield dispatcher.stop()
         store.close()
     assert clock.getDelayedCalls() == []
+
+
+class StrictPoster(FakePoster):
+    """
+    A poster that refuses at once, as the real one does, a header that is
+    not ASCII.
+    """
+
+    def post(self, url, headers, body):
+        for value in headers.values():
+            value.encode("ascii")
+        return FakePoster.post(self, url, headers, body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_routing_key_that_is_not_ascii_is_delivered_and_holds_no_other_up(tmp_path):
+    """
+    A key of any UTF-8 (the bus allows it) goes in X-Resmon-Event
+    percent-encoded; the deliveries after it go out as well.
+    """
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    poster = StrictPoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100, rng=random.Random(0))
+    try:
+        yield store.add(_hook("h1", key="#"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        for key in ("web-01.alert", "web-é.alert", "web-02.alert"):
+            yield dispatcher.eventReceived(key, b'{"n":1}')
+        yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0), "delivered")
+        assert [headers["X-Resmon-Event"] for _, headers, _ in poster.posted] == [
+            "web-01.alert", "web-%C3%A9.alert", "web-02.alert"]
+        assert [wire.loadJSON(body)["key"] for _, _, body in poster.posted][1] == "web-é.alert"
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+class RaisingPoster(FakePoster):
+    """
+    Raises at once (not a failed Deferred) on its first POST.
+    """
+
+    def post(self, url, headers, body):
+        if not self.posted:
+            self.posted.append((url, headers, body))
+            raise RuntimeError("refused before sending")
+        return FakePoster.post(self, url, headers, body)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_poster_that_raises_at_once_is_an_attempt_that_failed(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    poster = RaisingPoster([])
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100, rng=random.Random(0))
+    try:
+        yield store.add(_hook("h1", key="#"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        dispatcher.setDelivering(True)
+        yield dispatcher.eventReceived("deploy.event", b'{"n":1}')
+        yield _until(lambda: store.attempts("h1").addCallback(len), "the attempt recorded")
+        attempts = yield store.attempts("h1")
+        assert (attempts[0]["outcome"], attempts[0]["error"]) == (
+        "retry", "RuntimeError: refused before sending")
+        clock.advance(2.0)
+        yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0), "delivered")
+        assert len(poster.posted) == 2
+    finally:
+        yield dispatcher.stop()
+        store.close()
 
 
 class SlowPoster(FakePoster):

@@ -9,6 +9,7 @@ L{resmon.webhooks.poster.WebhookPoster}'s.
 import random
 import uuid
 from collections import Counter, deque
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -592,15 +593,18 @@ class HookWorker:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"resmon-webhooks/{__version__}",
-            "X-Resmon-Event": delivery.key,
+            # A routing key may be any UTF-8; a header value is ASCII.
+            "X-Resmon-Event": quote(delivery.key, safe=""),
             "X-Resmon-Delivery": delivery.id,
             "X-Resmon-Timestamp": timestamp,
             "X-Resmon-Signature-256": signature(hook.secret, timestamp, delivery.body),
         }
         started = clock.seconds()
         status = problem = None
-        self._inFlight = dispatcher.poster.post(hook.url, headers, delivery.body)
         try:
+            # A poster that raises at once fails this attempt, as one that fails later does.
+            self._inFlight = defer.maybeDeferred(
+                dispatcher.poster.post, hook.url, headers, delivery.body)
             status = yield self._inFlight
         except Exception:
             problem = describeError(Failure())

@@ -15,7 +15,7 @@ MAX_KEY_LENGTH = 255
 MAX_URL_LENGTH = 2048
 MAX_SECRET_LENGTH = 256
 FIELDS = ("key", "url", "secret")
-_WORD = re.compile(r"^(\*|#|[A-Za-z0-9_-]+)$")
+_WORD = re.compile(r"\*|#|[A-Za-z0-9_-]+")
 
 
 class InvalidWebhook(ValueError):
@@ -38,7 +38,7 @@ def checkKey(key, field="key"):
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidWebhook(field, f"at most {MAX_KEY_LENGTH} characters")
     for word in key.split("."):
-        if not _WORD.match(word):
+        if not _WORD.fullmatch(word):
             raise InvalidWebhook(
                 field, f"{key[:80]!r} is not a routing-key pattern (words of letters, digits, "
                        "'-' and '_', or * or #, separated by dots)")
@@ -64,6 +64,11 @@ def checkURL(url):
         raise InvalidWebhook("url", f"the scheme must be http or https, not {parts.scheme!r}")
     if not parts.hostname:
         raise InvalidWebhook("url", "has no host")
+    if "@" in parts.netloc:
+        # Never delivered (the user and password would be taken for the
+        # host), and shown in logs and events: sign with the secret instead.
+        raise InvalidWebhook("url", "must not carry a user or password (user:password@); "
+                                    "receivers check the X-Resmon-Signature-256 header")
     if parts.fragment:
         raise InvalidWebhook("url", "must not have a fragment")
     return url, parts.hostname, port or (443 if parts.scheme == "https" else 80)
