@@ -6,6 +6,7 @@ visibility stay each client's own. WebSocket protocols here did a real
 handshake over a StringTransport; the last test connects over real TCP.
 """
 
+import json
 import socket
 
 import pytest
@@ -213,6 +214,30 @@ def test_subscriptions_that_went_are_not_kept_whole_by_the_index(monkeypatch):
     gc.collect()
     assert sum(ref() is not None for ref in left) == 1  # only the one attached now
     assert len(fanout._live) == 1 and len(client.sent) == 500
+
+
+def test_a_client_that_does_not_read_holds_one_history_reply_not_one_per_host():
+    """
+    History requests within the message rate, for many hosts, from a client
+    whose socket is full: one reply is held (the last asked for), and it is
+    what is written when the client reads again.
+    """
+    from test_web_units import _fanout
+    fanout = _fanout()
+    hosts = [f"web-{i:02d}" for i in range(30)]
+    for host in hosts:
+        for seq in range(3):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0 + seq)))
+    factory = DashboardFactory(fanout, Clock(), stallTimeout=30)
+    protocol, transport, _ = _connect(factory)
+    protocol.flow.pauseProducing()
+    for host in hosts:
+        protocol.onMessage(json.dumps({"kind": "history", "host": host}).encode(), False)
+    held = [message for k, message in protocol.flow.pending.items() if k[0] == "history"]
+    assert len(held) == 1
+    protocol.flow.resumeProducing()
+    written = transport.value()
+    assert b'"host":"web-29"' in written and b'"host":"web-00"' not in written
 
 
 def test_subscriptions_without_matches_host_match_each_event():

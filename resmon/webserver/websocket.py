@@ -59,6 +59,9 @@ def _tlsProtocolUnder(transport):
     return None
 
 
+# The key of history replies in a client's flow (resmon.webserver.fanout.ClientFlow).
+HISTORY_REPLY = ("history", None)
+
 class DashboardProtocol(WebSocketServerProtocol):
     """
     One connected dashboard or program.
@@ -263,7 +266,10 @@ class DashboardProtocol(WebSocketServerProtocol):
             self._error("several hosts have this routing word; use the name",
                         host=request.host, hosts=hosts[:100])
         else:
-            self.flow.send(("history", hosts[0]), fanout.historyReplyBody(hosts[0], request.step))
+            # One key for every history reply: a client that does not read
+            # holds at most one (the last it asked for), not one per host
+            # (310 replies, 49 MiB, within the message rate).
+            self.flow.send(HISTORY_REPLY, fanout.historyReplyBody(hosts[0], request.step))
 
     def _error(self, text, **details):
         self.flow.send(("error", None), wire.errorMessage(text, **details))
