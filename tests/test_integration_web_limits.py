@@ -203,7 +203,12 @@ def test_request_bodies_are_refused_before_they_are_read(twistd):
         f"POST /api/hosts HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 2\r\n"
         "Connection: close\r\n\r\n{}").encode())))
     assert code == 405 and json.loads(body) == {"error": "method not allowed"}
-    yield waitUntil(lambda: defer.succeed(b"body-too-large: 2" in web.output), 10, "the refusals counted")
+    # The larger limit of POST /api/events/<source> is for that POST only.
+    code, _, body = _parse((yield threads.deferToThread(_exchange, port, (
+        f"PUT /api/events/deploys HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n").encode())))
+    assert code == 413 and "at most 65536 bytes" in json.loads(body)["error"]
+    yield waitUntil(lambda: defer.succeed(b"body-too-large: 3" in web.output), 10, "the refusals counted")
     assert b"Traceback" not in web.output
 
 

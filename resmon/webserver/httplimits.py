@@ -160,7 +160,9 @@ class LimitedRequest(server.Request):
 
     def gotLength(self, length):
         limit = getattr(getattr(self.channel, "site", None), "bodyLimit", None)
-        if limit is not None:
+        # A larger limit is for what a path takes by POST (events), never
+        # for another method on it (answered 404 or 405 anyway).
+        if limit is not None and getattr(self.channel, "_command", None) == b"POST":
             self.maxBody = limit(getattr(self.channel, "_path", b"") or b"")
         if length is not None and length > self.maxBody:
             self._refuse(length)
