@@ -326,22 +326,32 @@ class StrictPoster(FakePoster):
         return FakePoster.post(self, url, headers, body)
 
 
+@defer.inlineCallbacks
+def _deliveringToOneHook(tmp_path, poster):
+    """
+    A store with one hook on C{#} and a dispatcher delivering to it through
+    C{poster}: C{(store, clock, dispatcher)}.
+    """
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=100, rng=random.Random(0))
+    yield store.add(_hook("h1", key="#"), 10, 10)
+    dispatcher.setHooks((yield store.hooks()))
+    dispatcher.setDelivering(True)
+    return store, clock, dispatcher
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_routing_key_that_is_not_ascii_is_delivered_and_holds_no_other_up(tmp_path):
     """
     A key of any UTF-8 (the bus allows it) goes in X-Resmon-Event
     percent-encoded; the deliveries after it go out as well.
     """
-    store = _store(tmp_path)
-    clock = Clock()
-    clock.advance(1000)
     poster = StrictPoster([])
-    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
-                                   disableAfter=3600, maxBacklog=100, rng=random.Random(0))
+    store, clock, dispatcher = yield _deliveringToOneHook(tmp_path, poster)
     try:
-        yield store.add(_hook("h1", key="#"), 10, 10)
-        dispatcher.setHooks((yield store.hooks()))
-        dispatcher.setDelivering(True)
         for key in ("web-01.alert", "web-é.alert", "web-02.alert"):
             yield dispatcher.eventReceived(key, b'{"n":1}')
         yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0), "delivered")
@@ -367,21 +377,14 @@ class RaisingPoster(FakePoster):
 
 @pytest_twisted.inlineCallbacks
 def test_a_poster_that_raises_at_once_is_an_attempt_that_failed(tmp_path):
-    store = _store(tmp_path)
-    clock = Clock()
-    clock.advance(1000)
     poster = RaisingPoster([])
-    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
-                                   disableAfter=3600, maxBacklog=100, rng=random.Random(0))
+    store, clock, dispatcher = yield _deliveringToOneHook(tmp_path, poster)
     try:
-        yield store.add(_hook("h1", key="#"), 10, 10)
-        dispatcher.setHooks((yield store.hooks()))
-        dispatcher.setDelivering(True)
         yield dispatcher.eventReceived("deploy.event", b'{"n":1}')
         yield _until(lambda: store.attempts("h1").addCallback(len), "the attempt recorded")
         attempts = yield store.attempts("h1")
         assert (attempts[0]["outcome"], attempts[0]["error"]) == (
-        "retry", "RuntimeError: refused before sending")
+            "retry", "RuntimeError: refused before sending")
         clock.advance(2.0)
         yield _until(lambda: store.pendingCount("h1").addCallback(lambda n: n == 0), "delivered")
         assert len(poster.posted) == 2
