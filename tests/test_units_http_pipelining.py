@@ -88,3 +88,76 @@ def test_pipelined_requests_wait_while_the_client_does_not_read(tmp_path):
     finally:
         client.close()
         yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_recent_events_are_written_as_the_client_reads_within_the_budget(tmp_path):
+    """
+    GET /api/events with 60 events of 200 KB kept (12 MB): a client that
+    does not read holds the server's budget of queued bytes, not 12 MB in
+    its transport; reading, it gets every event.
+    """
+    import json
+    import os
+    import time
+
+    from resmon import wire
+    from resmon.webserver.events import mountEvents
+
+    class Bus:
+        connected = True
+
+    (tmp_path / "index.html").write_text("<p>dashboard</p>")
+    fanout = EventFanout()
+    payload = os.urandom(150 * 1024)
+    for i in range(60):
+        fanout.eventReceived("deploy.event", wire.encodeEventFromBody(
+            "deploy", payload, "application/octet-stream", time.time(), f"id{i}"))
+    site = buildSite(fanout, reactor, root=str(tmp_path))
+    mountEvents(site, Bus(), reactor, wire.DEFAULT_MAX_BODY, fanout)
+    listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+    port = listening.getHost().port
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    try:
+        client.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                       "Connection: close\r\n\r\n".encode())
+        for _ in range(500):
+            if site.budget.queued:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        queued = [w._tempDataLen + len(w.dataBuffer) - w.offset for w in reactor.getWriters()
+                  if hasattr(w, "_tempDataLen")]
+        assert site.budget.queued > 0 and max(queued, default=0) < 2 * 1024 * 1024
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        answer = yield threads.deferToThread(_readAll, client)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        if b"chunked" in head.lower():
+            body = _dechunked(body)
+        events = json.loads(body)["events"]
+        assert [event["id"] for event in events] == [f"id{i}" for i in range(60)]
+    finally:
+        client.close()
+        yield listening.stopListening()
+
+
+def _readAll(client):
+    client.settimeout(10)
+    received = bytearray()
+    while True:
+        chunk = client.recv(1 << 20)
+        if not chunk:
+            return bytes(received)
+        received += chunk
+
+
+def _dechunked(body):
+    whole = bytearray()
+    while True:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if not length:
+            return bytes(whole)
+        whole += rest[:length]
+        body = rest[length + 2:]

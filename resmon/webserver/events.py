@@ -14,6 +14,7 @@ from twisted.web import resource, server
 
 from resmon import topics, wire
 from resmon.auth.principal import principalOf
+from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
 from resmon.webserver.httpapi import JSONResource
 
 DEFAULT_RETRY_AFTER = 5
@@ -49,6 +50,11 @@ class EventsResource(JSONResource):
         self.maxBody = maxBody
         self.retryAfter = retryAfter
         self._newId = newId or (lambda: uuid.uuid4().hex)
+        # GET answers are written as the client reads, within the budget of
+        # bytes queued to clients, once mounted on a site (mountEvents).
+        self.streamClock = None
+        self.stallTimeout = DEFAULT_STALL_TIMEOUT
+        self.budget = None
         self.counters = {"accepted": 0, "refused": 0, "unavailable": 0}
 
     def render_GET(self, request):
@@ -71,7 +77,16 @@ class EventsResource(JSONResource):
                 request, f"unknown parameter {sorted(unknown)[0][:40].decode('utf-8', 'replace')!r}", 400)
         principal = principalOf(request)
         wanted = None if principal.seesEverything else principal.maySee
-        return self.renderBody(request, wire.eventsBody(self.fanout.recentEvents.since(since, wanted)))
+        bodies = self.fanout.recentEvents.since(since, wanted)
+
+        def pieces():
+            # wire.eventsBody, a piece at a time: up to 1,000 events of
+            # up to --max-body each.
+            yield b'{"events":'
+            yield from wire.arrayPieces(bodies)
+            yield b"}"
+        return self.renderPieces(request, pieces, self.streamClock, self.stallTimeout,
+                                 self.budget)
 
     def render_POST(self, request):
         path = request.postpath
@@ -160,7 +175,9 @@ def mountEvents(site, bus, clock, maxBody, fanout=None):
     """
     from resmon.webserver.httplimits import MAX_REQUEST_BODY
     api = site.resource.children[b"api"]
-    api.putChild(b"events", EventsResource(bus, clock, maxBody, fanout=fanout))
+    events = EventsResource(bus, clock, maxBody, fanout=fanout)
+    events.streamClock, events.budget = clock, getattr(site, "budget", None)
+    api.putChild(b"events", events)
     if fanout is not None:
         api.putChild(b"alerts", AlertsResource(fanout))
     site.bodyLimit = bodyLimitFor(maxBody, MAX_REQUEST_BODY)

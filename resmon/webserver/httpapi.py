@@ -33,6 +33,19 @@ class JSONResource(resource.Resource):
         request.setHeader(b"cache-control", b"no-store")
         return body
 
+    def renderPieces(self, request, pieces, clock, stallTimeout, budget):
+        """
+        Answer with the body C{pieces()} makes (byte pieces), written as
+        the client reads, within C{budget} (the bytes queued to all
+        clients): a large answer is never made whole, nor queued whole to a
+        client that does not read. Without a C{clock}, at once, whole.
+        """
+        self.renderBody(request, b"")
+        if clock is None:
+            return b"".join(pieces())
+        _ResponseBody(request, clock, stallTimeout, budget).start(Snapshot(pieces))
+        return server.NOT_DONE_YET
+
 
 class HostsResource(JSONResource):
     """
@@ -88,11 +101,7 @@ class HostsResource(JSONResource):
 
         def pieces():
             return wire.hostsPieces(analyses, statuses)
-        self.renderBody(request, b"")
-        if self.clock is None:
-            return b"".join(pieces())
-        _ResponseBody(request, self.clock, self.stallTimeout, self.budget).start(Snapshot(pieces))
-        return server.NOT_DONE_YET
+        return self.renderPieces(request, pieces, self.clock, self.stallTimeout, self.budget)
 
     def _history(self, request, host):
         since = _number(request.args.get(b"since", [None])[0])
