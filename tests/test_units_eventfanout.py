@@ -78,7 +78,7 @@ def test_firing_alerts_until_resolved_and_forgotten_with_their_host():
 
 def test_recent_events_since_and_bounded():
     fanout = EventFanout()
-    fanout.recentEvents._events = type(fanout.recentEvents._events)(maxlen=3)
+    fanout.recentEvents.limit = 3
     for i in range(5):
         fanout.eventReceived("s.event", posted("s", float(i), f"e{i}"))
     resource = EventsResource(FakeBus(), Clock(), fanout=fanout)
@@ -115,3 +115,22 @@ def test_a_snapshot_carries_firing_alerts_and_recent_events_only_when_asked():
     assert [a["source"] for a in one["alerts"]] == ["db"] and len(one["recent"]) == 1
     events = json.loads(fanout.snapshotBody(parseQuery({b"events": [b"event"]})))
     assert "alerts" not in events and [e["id"] for e in events["recent"]] == ["e1"]
+
+
+def test_the_recent_events_are_bounded_in_bytes_too():
+    """
+    A thousand events of 256 KiB would be 350 MB kept: past the byte bound
+    the oldest go first (the newest always stays).
+    """
+    from resmon.webserver.eventlog import RecentEvents
+    kept = RecentEvents(limit=1000, maxBytes=1_000_000)
+    for i in range(50):
+        envelope = posted("deploys", 100.0 + i, f"e{i}") if i % 2 else \
+            wire.encodeEventFromBody("deploys", b"x" * 100_000, "text/plain", 100.0 + i, f"e{i}")
+        kept.add(wire.decodeEventEnvelope("deploys.event", envelope), envelope)
+    bodies = kept.since()
+    assert sum(map(len, bodies)) <= 1_000_000 and len(bodies) < 50
+    assert wire.loadJSON(bodies[-1])["id"] == "e49"
+    huge = wire.encodeEventFromBody("deploys", b"y" * 2_000_000, "text/plain", 200.0, "huge")
+    kept.add(wire.decodeEventEnvelope("deploys.event", huge, 4_000_000), huge)
+    assert [wire.loadJSON(b, 4_000_000)["id"] for b in kept.since()] == ["huge"]

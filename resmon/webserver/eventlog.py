@@ -11,6 +11,9 @@ from resmon.webserver.visibility import alertSubject
 
 
 DEFAULT_RECENT_EVENTS = 1000
+# Bytes of the recent events kept, all together: 1,000 envelopes of up to
+# --max-body each would be 350 MB; past this the oldest go first.
+DEFAULT_RECENT_EVENTS_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_ALERTS = 10_000
 
 
@@ -18,20 +21,27 @@ class RecentEvents:
     """
     The last C{limit} events and alerts received, oldest first, as their
     C{(ts, kind, subject, body)} (the subject: what the event is about,
-    L{resmon.webserver.visibility.subjectOf}).
+    L{resmon.webserver.visibility.subjectOf}), at most C{maxBytes} of
+    bodies in all.
     """
 
-    def __init__(self, limit=DEFAULT_RECENT_EVENTS):
+    def __init__(self, limit=DEFAULT_RECENT_EVENTS, maxBytes=DEFAULT_RECENT_EVENTS_BYTES):
         self.limit = limit
-        self._events = deque(maxlen=limit)
+        self.maxBytes = maxBytes
+        self._events = deque()
+        self._bytes = 0
 
     def add(self, event, body, subject=None):
         """
         Keep C{event} (a L{resmon.wire.Event}) received as C{body}, about
         C{subject} (default: its source).
         """
-        self._events.append((event.ts, event.kind, event.source if subject is None else subject,
-                             body))
+        events = self._events
+        events.append((event.ts, event.kind, event.source if subject is None else subject,
+                       body))
+        self._bytes += len(body)
+        while len(events) > self.limit or (self._bytes > self.maxBytes and len(events) > 1):
+            self._bytes -= len(events.popleft()[3])
 
     def since(self, ts=None, wanted=None):
         """
