@@ -45,6 +45,12 @@ def test_urls_refused(url):
     assert e.value.field == "url"
 
 
+def test_only_the_origin_of_a_url_is_shown():
+    assert validation.urlOrigin("https://hooks.example.com:8443/T000/B000/secret?x=1") == \
+        "https://hooks.example.com:8443"
+    assert validation.urlOrigin("http://u:p@example.com/x") == "http://example.com"
+
+
 def test_url_port_defaults():
     assert validation.checkURL("https://example.com/h")[1:] == ("example.com", 443)
     assert validation.checkURL("http://example.com:8080/h")[1:] == ("example.com", 8080)
@@ -529,6 +535,8 @@ def test_dispatcher_disables_a_hook_failing_too_long_and_says_so(tmp_path):
         key, body = published[0]
         assert key == wire.WEBHOOK_EVENT_KEY
         assert wire.loadJSON(body)["state"] == "disabled" and wire.loadJSON(body)["hook"] == "h1"
+        # Only the origin of its URL: the path may hold the receiver's token.
+        assert wire.loadJSON(body)["url"] == "http://127.0.0.1:1"
         assert (yield store.hook("h1")).state == storage.DISABLED
         assert "*.event" not in dispatcher.keys()
     finally:

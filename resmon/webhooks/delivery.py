@@ -21,6 +21,7 @@ from resmon.deferreds import observe
 from resmon.webhooks import store as storage
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
+from resmon.webhooks.validation import urlOrigin
 
 # Pending deliveries of one hook read at once.
 BATCH = 200
@@ -300,10 +301,13 @@ class WebhookDispatcher:
             self.counters["disabled"] += 1
             reason = (f"failing without a success since {after.failingSince:.0f} "
                       f"(more than {self.disableAfter:g} s); last: {after.lastResult}")
+            # Only the URL's origin: its path may hold the receiver's token,
+            # and this event reaches every hook on its key, whoever owns it.
             self.log.warn("webhook {hook} ({url}) disabled: {reason}", hook=after.id,
-                          url=after.url, reason=reason)
+                          url=urlOrigin(after.url), reason=reason)
             d = defer.maybeDeferred(self.publish, wire.WEBHOOK_EVENT_KEY, wire.webhookStateEvent(
-                after.id, after.key, after.url, storage.DISABLED, self.clock.seconds(), reason))
+                after.id, after.key, urlOrigin(after.url), storage.DISABLED, self.clock.seconds(),
+                reason))
             d.addErrback(lambda f: self.log.failure("publishing that webhook {hook} was "
                                                     "disabled failed", f, hook=after.id))
 

@@ -74,6 +74,19 @@ def checkURL(url):
     return url, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def urlOrigin(url):
+    """
+    What of a hook's URL may be shown to others (logs, the C{resmon.webhook}
+    event): C{scheme://host[:port]}, never its path or query, where a
+    receiver's token often is.
+    """
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    except ValueError:
+        return "(not a URL)"
+
+
 def checkSecret(secret):
     if secret is None:
         return None
