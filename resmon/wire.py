@@ -837,11 +837,21 @@ def hostHistoryBody(host, window, step, points):
         b',"step":', encodeJSON(step), b',"points":', points, b"}"])
 
 
+def eventsPieces(bodies):
+    """
+    The pieces of C{GET /api/events}: C{{"events": [<event bodies, oldest
+    first>]}}.
+    """
+    yield b'{"events":'
+    yield from arrayPieces(bodies)
+    yield b"}"
+
+
 def eventsBody(bodies):
     """
-    C{GET /api/events}: C{{"events": [<event bodies, oldest first>]}}.
+    C{GET /api/events} whole (see L{eventsPieces}).
     """
-    return b'{"events":' + jsonArray(bodies) + b"}"
+    return b"".join(eventsPieces(bodies))
 
 
 def alertsBody(bodies):

@@ -35,12 +35,15 @@ class EventsResource(JSONResource):
     @param newId: returns a new unique event id.
     @param fanout: the L{resmon.webserver.fanout.EventFanout} whose
         C{recentEvents} C{GET} lists, or L{None} (C{GET} answers 405).
+    @param budget: the L{resmon.webserver.sendbudget.SendBudget} of bytes
+        queued to clients, within which C{GET} is written as the client
+        reads; L{None}: written whole.
     """
 
     log = Logger()
 
     def __init__(self, bus, clock, maxBody=wire.DEFAULT_MAX_BODY, retryAfter=DEFAULT_RETRY_AFTER,
-                 newId=None, fanout=None):
+                 newId=None, fanout=None, budget=None):
         JSONResource.__init__(self)
         self.fanout = fanout
         if fanout is None:
@@ -50,11 +53,9 @@ class EventsResource(JSONResource):
         self.maxBody = maxBody
         self.retryAfter = retryAfter
         self._newId = newId or (lambda: uuid.uuid4().hex)
-        # GET answers are written as the client reads, within the budget of
-        # bytes queued to clients, once mounted on a site (mountEvents).
-        self.streamClock = None
-        self.stallTimeout = DEFAULT_STALL_TIMEOUT
-        self.budget = None
+        # With a budget (the site's, mountEvents), GET answers are written as
+        # the client reads, within that budget of bytes queued to clients.
+        self.budget = budget
         self.counters = {"accepted": 0, "refused": 0, "unavailable": 0}
 
     def render_GET(self, request):
@@ -78,15 +79,10 @@ class EventsResource(JSONResource):
         principal = principalOf(request)
         wanted = None if principal.seesEverything else principal.maySee
         bodies = self.fanout.recentEvents.since(since, wanted)
-
-        def pieces():
-            # wire.eventsBody, a piece at a time: up to 1,000 events of
-            # up to --max-body each.
-            yield b'{"events":'
-            yield from wire.arrayPieces(bodies)
-            yield b"}"
-        return self.renderPieces(request, pieces, self.streamClock, self.stallTimeout,
-                                 self.budget)
+        # Up to 1,000 events of up to --max-body each: within the budget.
+        return self.renderPieces(request, lambda: wire.eventsPieces(bodies),
+                                 None if self.budget is None else self.clock,
+                                 DEFAULT_STALL_TIMEOUT, self.budget)
 
     def render_POST(self, request):
         path = request.postpath
@@ -175,9 +171,8 @@ def mountEvents(site, bus, clock, maxBody, fanout=None):
     """
     from resmon.webserver.httplimits import MAX_REQUEST_BODY
     api = site.resource.children[b"api"]
-    events = EventsResource(bus, clock, maxBody, fanout=fanout)
-    events.streamClock, events.budget = clock, getattr(site, "budget", None)
-    api.putChild(b"events", events)
+    api.putChild(b"events", EventsResource(bus, clock, maxBody, fanout=fanout,
+                                           budget=getattr(site, "budget", None)))
     if fanout is not None:
         api.putChild(b"alerts", AlertsResource(fanout))
     site.bodyLimit = bodyLimitFor(maxBody, MAX_REQUEST_BODY)

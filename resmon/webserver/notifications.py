@@ -288,7 +288,8 @@ class NotificationCenter:
 
     def _clientsWithPrincipals(self):
         """
-        Every client of the fan-out with the principal of its subscription.
+        Every client of the fan-out with the named principal of its
+        subscription (L{principalOfSubscription}).
         """
         for client, subscription in list(self.fanout.clients.items()):
             principal = principalOfSubscription(subscription)
@@ -328,8 +329,7 @@ class NotificationCenter:
         # to that user's clients only (not a pass over every client per user).
         clientsByName = {}
         for client, principal in self._clientsWithPrincipals():
-            if principal.name is not None:
-                clientsByName.setdefault(principal.name, []).append((client, principal))
+            clientsByName.setdefault(principal.name, []).append((client, principal))
         entries = []
         notificationId = alertNotificationId(event.id)
         for principal in self.directory.principals():

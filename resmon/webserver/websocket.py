@@ -62,6 +62,7 @@ def _tlsProtocolUnder(transport):
 # The key of history replies in a client's flow (resmon.webserver.fanout.ClientFlow).
 HISTORY_REPLY = ("history", None)
 
+
 class DashboardProtocol(WebSocketServerProtocol):
     """
     One connected dashboard or program.
