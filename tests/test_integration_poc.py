@@ -266,6 +266,9 @@ def test_a_hash_consumer_sees_only_host_traffic_and_resmons_marked_internal_tick
         return any(k == key for k, _ in everything.received)
     yield waitUntil(lambda: seen("tapped.analysis") and seen("tapped.status") and seen(ticks), 20,
                     "an analysis, a status and a liveness tick on '#'")
+    # Each recorder is a consumer of its own: the narrower ones may get theirs a moment later.
+    yield waitUntil(lambda: measures.received and analyses.received, 10,
+                    "a measure on '*.measure' and an analysis on '*.analysis'")
     for key, body in everything.received:
         document = json.loads(body)
         if key == ticks:
