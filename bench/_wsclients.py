@@ -29,6 +29,10 @@ import time
 BUCKET = 1e-4
 BUCKETS = 300_000
 _TS = re.compile(rb'"ts": ?([0-9.eE+-]+)')
+# In a batch (/ws?batch=1: {"kind":"batch","events":[...]}), the "ts" of each
+# event, which follows its "seq" (in the analyses and statuses resmon writes).
+_BATCH = b'{"kind":"batch"'
+_EVENT_TS = re.compile(rb'"seq": ?[-0-9.eE+nul]*, ?"ts": ?([0-9.eE+-]+)')
 _PONG_HEADER = 0x8A  # FIN + pong
 
 
@@ -112,6 +116,7 @@ class Stats:
     def __init__(self):
         self.counting = False
         self.messages = 0
+        self.events = 0
         self.bytes = 0
         self.histogram = [0] * BUCKETS
 
@@ -120,9 +125,14 @@ class Stats:
             return
         self.messages += 1
         self.bytes += end - start
-        match = _TS.search(buf, start, min(end, start + 400))
-        if match is not None:
-            bucket = int((now - float(match.group(1))) / BUCKET)
+        if buf.startswith(_BATCH, start):
+            found = [match.group(1) for match in _EVENT_TS.finditer(buf, start, end)]
+        else:
+            match = _TS.search(buf, start, min(end, start + 400))
+            found = [] if match is None else [match.group(1)]
+        self.events += len(found)
+        for ts in found:
+            bucket = int((now - float(ts)) / BUCKET)
             self.histogram[min(max(bucket, 0), BUCKETS - 1)] += 1
 
 
@@ -162,7 +172,7 @@ def main():
                     cpu2 = os.times()
                     closed = sum(c.closed for c in clients)
                     print(json.dumps({
-                        "messages": stats.messages, "bytes": stats.bytes, "closed": closed,
+                        "messages": stats.messages, "events": stats.events, "bytes": stats.bytes, "closed": closed,
                         "seconds": time.time() - begun if stats.counting else 0,
                         "cpu": (cpu2.user + cpu2.system - cpu.user - cpu.system) if stats.counting else 0,
                         "histogram": {i: c for i, c in enumerate(stats.histogram) if c}}), flush=True)

@@ -4,6 +4,7 @@ and many real WebSocket clients (lean raw clients, bench/_wsclients.py, in sever
 
 Usage: python bench/fanout.py [--broker URL] [--clients 1000] [--hosts 1000] [--groups 10]
     [--processes 4] [--warmup 5] [--measure 20] [--py-spy STACKS.txt] [--web-args "--opt=..."]
+    [--batch 1]
        python bench/fanout.py --in-process [--clients 1000] [--hosts 1000] [--groups 10]
 
 The hosts are cut in --groups slices of equal size; client i subscribes to slice i mod groups
@@ -11,7 +12,8 @@ The hosts are cut in --groups slices of equal size; client i subscribes to slice
 (no hosts= parameter). Prints the web role's CPU (% of one core, from /proc), the frames the
 clients received per second, frame latency (the analysis's "ts", set when it is published, to
 the client's receive) p50/p99/max, the web role's RSS before and after the clients connected
-and per client, and the clients' own CPU (they must not be the bottleneck).
+and per client, and the clients' own CPU (they must not be the bottleneck). With --batch 1 the
+clients ask for several events per message (/ws?batch=1, as the dashboard does).
 """
 
 import json
@@ -191,10 +193,11 @@ def measure(reactor, arguments, pid, publisher, clients, label, rssBefore, conne
     p50, p99, p999 = percentiles(histogram, 0.5, 0.99, 0.999)
     worst = (max(histogram) + 1) * BUCKET * 1000 if histogram else float("nan")
     messages = sum(r["messages"] for r in results)
+    events = sum(r["events"] for r in results)
     figures = {
         "label": label, "clients": connected, "connectSeconds": connectSeconds,
         "cpu": (cpu1 - cpu0) / seconds * 100, "published": (published1 - published0) / seconds,
-        "frames": messages / seconds, "mbytes": sum(r["bytes"] for r in results) / seconds / 1e6,
+        "frames": events / seconds, "messages": messages / seconds, "mbytes": sum(r["bytes"] for r in results) / seconds / 1e6,
         "p50": p50, "p99": p99, "p999": p999, "max": worst,
         "rssBefore": rssBefore, "rssClients": rssClients, "rssLoaded": rssLoaded,
         "clientCPU": sum(r["cpu"] for r in results) / max(r["seconds"] for r in results) * 100,
@@ -209,10 +212,10 @@ def printFigures(f, arguments):
     perClientLoaded = (f["rssLoaded"] - f["rssBefore"]) / max(1, f["clients"])
     print(f"{f['label']}: {f['clients']} clients connected in {f['connectSeconds']:.1f} s "
           f"({f['closed']} closed by the end)")
-    print(f"  analyses published {f['published']:.0f}/s; frames received {f['frames']:.0f}/s "
-          f"({f['mbytes']:.1f} MB/s)")
+    print(f"  analyses published {f['published']:.0f}/s; analyses received {f['frames']:.0f}/s "
+          f"in {f['messages']:.0f} messages/s ({f['mbytes']:.1f} MB/s)")
     perFrame = f["cpu"] / 100 / f["frames"] * 1e6 if f["frames"] else float("nan")
-    print(f"  web role CPU {f['cpu']:.0f} % of a core ({perFrame:.1f} µs per frame received); "
+    print(f"  web role CPU {f['cpu']:.0f} % of a core ({perFrame:.1f} µs per analysis received); "
           f"clients' CPU {f['clientCPU']:.0f} % ({arguments.processes} processes)")
     print(f"  frame latency (published -> client): p50 {f['p50']:.1f} ms  p99 {f['p99']:.1f} ms  "
           f"p99.9 {f['p999']:.1f} ms  max {f['max']:.1f} ms")
@@ -234,6 +237,8 @@ def main(reactor, arguments, rig):
         while publisher.published < 2 * arguments.hosts:
             yield task.deferLater(reactor, 0.1, lambda: None)
         paths = groupPaths(publisher.hosts, arguments.groups)
+        if arguments.batch:
+            paths = [path + "&batch=1" for path in paths]
         print(f"twistd --role=web on port {port} (log: {web.logPath}); {arguments.hosts} hosts at 1 Hz; "
               f"{arguments.clients} clients in {len(paths)} distinct subscriptions; "
               f"{arguments.warmup:g} s warm-up, {arguments.measure:g} s measured", flush=True)
@@ -330,7 +335,7 @@ def inProcess(arguments):
 
 if __name__ == "__main__":
     parser = argumentParser(__doc__, clients=1000, hosts=1000, groups=10, processes=4,
-                            warmup=5.0, measure=20.0, web_args="", py_spy="")
+                            warmup=5.0, measure=20.0, web_args="", py_spy="", batch=0)
     parser.add_argument("--in-process", action="store_true",
                         help="only the fan-out and WebSocket protocols in this process, no sockets")
     if "--in-process" in sys.argv:

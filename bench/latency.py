@@ -4,7 +4,7 @@ WebSocket client of a real `twistd resmon --role=server`.
 
 Usage: python bench/latency.py [--broker URL] [--count N] [--rate PER_SECOND]
        python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2]
-                               [--server-args "--prefetch=20 ..."]
+                               [--server-args "--prefetch=20 ..."] [--batch 0|1]
 Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 Prints p50/p90/p99/max in milliseconds.
 
@@ -13,6 +13,8 @@ measure a second, and that many dashboards open (lean raw WebSocket clients
 subscribed to everything, as the page is: bench/_wsclients.py, in --processes
 processes); the latency is then of every analysis every dashboard received,
 from its measure's "ts" (set when it is published) to the client's receive.
+The clients ask for several events per message (/ws?batch=1) as the page
+does; --batch 0 has each analysis sent alone.
 """
 
 import json
@@ -72,7 +74,7 @@ def fleet(reactor, arguments, rig, server, port):
         while publisher.published < 2 * arguments.hosts:
             yield task.deferLater(reactor, 0.1, lambda: None)
         clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
-                               ["/ws?history=overview"])
+                               ["/ws?history=overview" + ("&batch=1" if arguments.batch else "")])
         reactor.addSystemEventTrigger("before", "shutdown", lambda: [killClients(c) for c in clients])
         yield defer.gatherResults([c.nextLine() for c in clients])
         yield task.deferLater(reactor, 3.0, lambda: None)
@@ -94,12 +96,14 @@ def fleet(reactor, arguments, rig, server, port):
     p50, p90, p99 = percentiles(histogram, 0.5, 0.9, 0.99)
     worst = (max(histogram) + 1) * 0.1 if histogram else float("nan")
     messages = sum(r["messages"] for r in results)
+    events = sum(r["events"] for r in results)
     print(f"{arguments.hosts} hosts at 1 Hz, {arguments.dashboards} dashboards "
-          f"(load average {load}), {arguments.measure:g} s: measure published -> analysis on "
-          f"each dashboard's WebSocket ({messages / (t1 - t0):.0f} frames/s received):")
+          f"({'batch=1' if arguments.batch else 'one event per message'}; load average {load}), "
+          f"{arguments.measure:g} s: measure published -> analysis on each dashboard's WebSocket "
+          f"({events / (t1 - t0):.0f} analyses/s received in {messages / (t1 - t0):.0f} messages/s):")
     print(f"  p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {worst:.1f} ms")
     print(f"  --role=server CPU {(cpu1 - cpu0) / (t1 - t0) * 100:.0f} % of a core "
-          f"({(cpu1 - cpu0) / max(1, messages) * 1e6:.1f} µs per frame received); clients' CPU "
+          f"({(cpu1 - cpu0) / max(1, events) * 1e6:.1f} µs per analysis received); clients' CPU "
           f"{sum(r['cpu'] for r in results) / (t1 - t0) * 100:.0f} %; publisher at most "
           f"{publisher.behind * 1000:.0f} ms behind its schedule")
 
@@ -143,5 +147,5 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0,
+    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0, batch=1,
                                       measure=20.0, processes=2, server_args=""))

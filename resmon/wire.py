@@ -910,6 +910,8 @@ class InvalidRequest(ValueError):
 
 SUBSCRIBE = "subscribe"
 HISTORY = "history"
+# Several events in one WebSocket message (/ws?batch=1): resmon.webserver.batches.
+BATCH = "batch"
 EVENT_KINDS = (topics.ANALYSIS, topics.STATUS)
 # Every kind a client may ask for: rules' events and alerts only when asked.
 STREAM_KINDS = EVENT_KINDS + (topics.EVENT, topics.ALERT)

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.ratelimit import LimitedLog
+from resmon.webserver.batches import MAX_BATCH, EventBatch
 from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
@@ -320,6 +321,14 @@ class ClientFlow:
         """
         return self._message is not None
 
+    @property
+    def writesAtOnce(self):
+        """
+        Whether L{send} would write a message now, not hold it back.
+        """
+        return not (self._stopped or self.paused or self._message is not None
+                    or self._nextSnapshot is not None or self.pending)
+
     def send(self, key, message):
         if self._stopped:
             return
@@ -457,7 +466,11 @@ class EventFanout:
     each to every attached client whose subscription matches it; keeps the
     latest analysis and status of each host, and their history.
 
-    A client is anything with C{sendEvent(document, body)}.
+    A client is anything with C{sendEvent(document, body)}. A client with a
+    true C{batching} attribute is given instead, once the reactor turn in
+    which they came is over (C{clock.callLater(0)}; at once without a
+    clock), the events of that turn in one L{EventBatch}, with
+    C{sendBatch(batch)}: shared by every client of its subscription.
 
     Events are decoded by L{wire.decodeAnalysis} and L{wire.decodeStatus}
     (times more than C{maxClockSkew} seconds ahead of C{clock} are
@@ -525,6 +538,10 @@ class EventFanout:
         self.firingAlerts = FiringAlerts()
         # Called with every alert (event, body): the notifications to users.
         self.alertListener = None
+        # The audiences of batching clients with events of this turn not
+        # sent yet, and the call that sends them when the turn is over.
+        self._batched = []
+        self._batchCall = None
 
     def attach(self, client, subscription=EVERYTHING):
         """
@@ -532,10 +549,13 @@ class EventFanout:
         """
         self.detach(client)
         self.clients[client] = subscription
-        key = _matchKey(subscription)
+        key = _audienceKey(client, subscription)
         audience = self._audiences.get(key)
+        if audience is not None and audience.batch is not None:
+            # What it gathered came before this client's snapshot.
+            self._sendBatch(audience)
         if audience is None:
-            audience = self._audiences[key] = _Audience(subscription)
+            audience = self._audiences[key] = _Audience(subscription, getattr(client, "batching", False))
             if _indexable(subscription):
                 # Matched against each subject when an event about it comes.
                 self._made += 1
@@ -568,7 +588,7 @@ class EventFanout:
         subscription = self.clients.pop(client, None)
         if subscription is None:
             return
-        key = _matchKey(subscription)
+        key = _audienceKey(client, subscription)
         audience = self._audiences[key]
         del audience.clients[client]
         if not audience.clients:
@@ -896,6 +916,10 @@ class EventFanout:
             audiences += [audience for audience in self._unindexed.values()
                           if audience.subscription.matches(document)]
         for audience in audiences:
+            if audience.batching:
+                self._gather(audience, document, body)
+                sent += len(audience.clients)
+                continue
             for client in list(audience.clients):
                 try:
                     client.sendEvent(document, body)
@@ -907,6 +931,44 @@ class EventFanout:
                 sent += 1
         self.counters["sent"] += sent
 
+    def _gather(self, audience, document, body):
+        batch = audience.batch
+        if batch is None:
+            batch = audience.batch = EventBatch()
+            self._batched.append(audience)
+            if self._batchCall is None:
+                if self.clock is None:
+                    batch.events.append((document, body))
+                    self.sendBatches()
+                    return
+                self._batchCall = self.clock.callLater(0, self.sendBatches)
+        batch.events.append((document, body))
+        if len(batch.events) >= MAX_BATCH:
+            self._sendBatch(audience)
+
+    def sendBatches(self):
+        """
+        Send the batching clients the events gathered for them so far (done
+        when the reactor turn in which they came is over).
+        """
+        if self._batchCall is not None and self._batchCall.active():
+            self._batchCall.cancel()
+        self._batchCall = None
+        batched, self._batched = self._batched, []
+        for audience in batched:
+            self._sendBatch(audience)
+
+    def _sendBatch(self, audience):
+        batch, audience.batch = audience.batch, None
+        if batch is None or audience.gone:
+            return
+        for client in list(audience.clients):
+            try:
+                client.sendBatch(batch)
+            except Exception:
+                self.log.failure("sending to {client!r} failed; detaching it", client=client)
+                self.detach(client)
+
 
 class _Audience:
     """
@@ -915,11 +977,15 @@ class _Audience:
     each event for all of them.
     """
 
-    __slots__ = ("subscription", "clients", "number", "gone")
+    __slots__ = ("subscription", "clients", "number", "gone", "batching", "batch")
 
-    def __init__(self, subscription):
+    def __init__(self, subscription, batching=False):
         self.subscription = subscription
         self.clients = {}
+        # Whether its clients take their events in batches, and the
+        # EventBatch of this turn (None: no event yet).
+        self.batching = batching
+        self.batch = None
         # Its place among the audiences the fan-out's index may list (0: not
         # one of them), and whether it is detached.
         self.number = 0
@@ -951,6 +1017,15 @@ def _indexable(subscription):
     """
     return (getattr(subscription, "matchesHost", None) is not None
             and getattr(subscription, "events", None) is not None)
+
+
+def _audienceKey(client, subscription):
+    """
+    The key of the audience of C{client}: what its subscription matches,
+    and whether it takes its events in batches.
+    """
+    key = _matchKey(subscription)
+    return (key, "batch") if getattr(client, "batching", False) else key
 
 
 def _matchKey(subscription):

@@ -16,6 +16,7 @@ from autobahn.websocket.types import ConnectionDeny
 
 from resmon import wire
 from resmon.auth.principal import UNRESTRICTED
+from resmon.webserver.batches import BATCH_KEY
 from resmon.webserver.fanout import ClientFlow
 from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
@@ -72,6 +73,9 @@ class DashboardProtocol(WebSocketServerProtocol):
     eventLog = Logger()
 
     flooded = False
+    # Whether the client asked for several events per message (/ws?batch=1):
+    # the fan-out then gives it batches (sendBatch), not events.
+    batching = False
 
     # Autobahn reads a TLS connection's details (tls-unique) from Twisted's TLS
     # protocol itself, and raises when the connection counter wraps it (which
@@ -102,10 +106,16 @@ class DashboardProtocol(WebSocketServerProtocol):
                 "(served as {host}; see --allowed-origin and --allowed-host)",
                 peer=self.peer, origin=str(request.origin)[:200], host=str(host)[:200])
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this page's origin may not open the WebSocket")
+        params = dict(request.params)
+        batch = params.pop("batch", None)
+        if batch is not None:
+            if batch not in (["0"], ["1"]):
+                raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "batch: expected 0 or 1")
+            self.batching = batch == ["1"]
         # The first snapshot may be narrowed in the URL (/ws?hosts=...), so a
         # client that wants less need not receive everything first.
         try:
-            self.initialSubscription = parseQuery(request.params)
+            self.initialSubscription = parseQuery(params)
         except InvalidSubscription as e:
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, str(e))
         return None
@@ -164,6 +174,22 @@ class DashboardProtocol(WebSocketServerProtocol):
     def sendEvent(self, document, body):
         # The frame is made once for every client the event goes to.
         self.flow.send(*self.factory.prepareEvent(document, body))
+
+    def sendBatch(self, batch):
+        """
+        Send the events of a L{resmon.webserver.batches.EventBatch} (a
+        batching client's): in one message if it would be written at once,
+        else each event to the flow, which holds back the latest of each
+        host and kind, as for any client.
+        """
+        if getattr(self, "state", self.STATE_OPEN) != self.STATE_OPEN:
+            return
+        flow = self.flow
+        if flow.writesAtOnce:
+            flow.send(BATCH_KEY, batch.message(PreparedEvent))
+            return
+        for key, message in batch.separately(self.factory.fanout.eventKey, PreparedEvent):
+            flow.send(key, message)
 
     def onMessage(self, payload, isBinary):
         if isBinary:
@@ -269,10 +295,13 @@ class DashboardProtocol(WebSocketServerProtocol):
         else:
             # One key for every history reply: a client that does not read
             # holds at most one (the last it asked for), not one per host
-            # (310 replies, 49 MiB, within the message rate).
+            # (310 replies, 49 MiB, within the message rate). The events
+            # gathered for batches before it go first, as they would unbatched.
+            fanout.sendBatches()
             self.flow.send(HISTORY_REPLY, fanout.historyReplyBody(hosts[0], request.step))
 
     def _error(self, text, **details):
+        self.factory.fanout.sendBatches()
         self.flow.send(("error", None), wire.errorMessage(text, **details))
 
     def onClose(self, wasClean, code, reason):

@@ -1,0 +1,291 @@
+"""
+Several events per WebSocket message for the clients that ask for it
+(/ws?batch=1, as the dashboard does): the events of one reactor turn go out
+together when it ends, framed once for all the clients given the same ones;
+flow control, order and subscriptions stay each client's own. Protocols
+here did a real handshake over a StringTransport; the Clock's advance(0) is
+the end of the reactor turn.
+"""
+
+import json
+
+from twisted.internet.task import Clock
+
+from resmon.webserver import batches, websocket
+from resmon.webserver import fanout as fanout_module
+from resmon.webserver.fanout import EventFanout
+from resmon.webserver.sendbudget import HIGH_WATER, SendBudget
+from resmon.webserver.websocket import DashboardFactory
+from test_units_fanout_sharing import HANDSHAKE, _CountedEvent
+from test_web_units import analysis, body, key
+
+
+def _connect(factory, path="/ws?history=0&batch=1"):
+    protocol = factory.buildProtocol(None)
+    transport = websocket_transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE.format(path=path).encode())
+    assert transport.value().startswith(b"HTTP/1.1 101 "), transport.value()[:200]
+    transport.clear()
+    return protocol, transport
+
+
+def websocket_transport():
+    from twisted.internet.testing import StringTransport
+    return StringTransport()
+
+
+def messages(data):
+    """
+    The messages in C{data} (unmasked frames, a message perhaps in several),
+    decoded from JSON.
+    """
+    found, parts = [], []
+    while data:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        parts.append(data[start:start + length])
+        if data[0] & 0x80:  # FIN: the message's last frame
+            found.append(json.loads(b"".join(parts)))
+            parts = []
+        data = data[start + length:]
+    assert parts == []
+    return found
+
+
+def _setup(budget=None):
+    clock = Clock()
+    fanout = EventFanout(clock=clock)
+    factory = DashboardFactory(fanout, clock, stallTimeout=30, budget=budget)
+    return clock, fanout, factory
+
+
+def _publish(fanout, host, seq):
+    fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0 + seq)))
+
+
+def test_the_events_of_one_turn_go_out_in_one_message_when_it_ends():
+    clock, fanout, factory = _setup()
+    batching, batched = _connect(factory)
+    _, plain = _connect(factory, "/ws?history=0")
+    for host, seq in (("a", 1), ("b", 1), ("a", 2)):
+        _publish(fanout, host, seq)
+    # A client that did not ask is sent each event as it comes.
+    assert [(m["host"], m["seq"]) for m in messages(plain.value())] == [("a", 1), ("b", 1), ("a", 2)]
+    assert batched.value() == b""
+    clock.advance(0)
+    [message] = messages(batched.value())
+    assert message["kind"] == "batch"
+    # Every event, in the order it came, as it would be sent alone.
+    assert [(e["kind"], e["host"], e["seq"]) for e in message["events"]] == [
+        ("analysis", "a", 1), ("analysis", "b", 1), ("analysis", "a", 2)]
+    assert message["events"][0] == analysis("a", 1, 101.0)
+    assert batching.batching and clock.getDelayedCalls() == []
+
+
+def test_one_event_in_a_turn_is_sent_as_itself():
+    clock, fanout, factory = _setup()
+    _, batched = _connect(factory)
+    _publish(fanout, "a", 1)
+    clock.advance(0)
+    assert messages(batched.value()) == [analysis("a", 1, 101.0)]
+
+
+def test_clients_given_the_same_events_share_one_message_made_once(monkeypatch):
+    monkeypatch.setattr(websocket, "PreparedEvent", _CountedEvent)
+    clock, fanout, factory = _setup()
+    clients = [_connect(factory)[1] for _ in range(5)]
+    narrow = _connect(factory, "/ws?history=0&batch=1&hosts=a")[1]
+    _CountedEvent.made = 0
+    for host, seq in (("a", 1), ("b", 1)):
+        _publish(fanout, host, seq)
+    clock.advance(0)
+    # One batch for the five, one event for the one following "a" only.
+    assert _CountedEvent.made == 2
+    assert len({t.value() for t in clients}) == 1
+    assert [e["host"] for e in messages(clients[0].value())[0]["events"]] == ["a", "b"]
+    assert messages(narrow.value()) == [analysis("a", 1, 101.0)]
+
+
+def test_a_client_not_reading_holds_back_the_latest_event_per_host_not_the_batches():
+    clock, fanout, factory = _setup()
+    protocol, transport = _connect(factory)
+    protocol.flow.pauseProducing()
+    for seq in range(1, 4):
+        _publish(fanout, "a", seq)
+        _publish(fanout, "b", seq)
+        clock.advance(0)
+    assert transport.value() == b""
+    assert list(protocol.flow.pending) == [("analysis", "a"), ("analysis", "b")]
+    protocol.flow.resumeProducing()
+    assert [(m["host"], m["seq"]) for m in messages(transport.value())] == [("a", 3), ("b", 3)]
+    # Reading again, it is sent batches again.
+    transport.clear()
+    _publish(fanout, "a", 4)
+    _publish(fanout, "b", 4)
+    clock.advance(0)
+    assert [m["kind"] for m in messages(transport.value())] == ["batch"]
+
+
+def test_a_batch_that_fills_the_send_buffer_is_charged_to_the_budget():
+    budget = SendBudget(limit=64 * 1024 * 1024)
+    clock, fanout, factory = _setup(budget)
+    protocol, transport = _connect(factory)
+    for seq in range(3):
+        _publish(fanout, f"h{seq}", seq)
+    original = transport.write
+
+    def write(data):
+        # The write that fills the buffer pauses the transport (as Twisted's do).
+        original(data)
+        protocol.flow.pauseProducing()
+    transport.write = write
+    clock.advance(0)
+    [message] = messages(transport.value())
+    assert protocol.flow.paused and len(message["events"]) == 3
+    assert protocol.flow.charged > HIGH_WATER
+    assert budget.queued == protocol.flow.charged
+
+
+def test_a_subscribe_drops_the_events_of_the_old_subscription_not_sent_yet():
+    clock, fanout, factory = _setup()
+    protocol, transport = _connect(factory)
+    _publish(fanout, "a", 1)
+    _publish(fanout, "b", 1)
+    protocol.onMessage(json.dumps({"kind": "subscribe", "hosts": ["b"], "history": False}).encode(), False)
+    clock.advance(0)
+    found = messages(transport.value())
+    assert [m["kind"] for m in found] == ["snapshot"]
+    assert [e["host"] for e in found[0]["events"]] == ["b"]
+    _publish(fanout, "a", 2)
+    _publish(fanout, "b", 2)
+    clock.advance(0)
+    assert messages(transport.value())[1:] == [analysis("b", 2, 102.0)]
+
+
+def test_events_gathered_before_a_history_reply_are_sent_before_it():
+    clock, fanout, factory = _setup()
+    protocol, transport = _connect(factory)
+    _publish(fanout, "a", 1)
+    _publish(fanout, "b", 1)
+    protocol.onMessage(json.dumps({"kind": "history", "host": "a"}).encode(), False)
+    protocol.onMessage(json.dumps({"kind": "history", "host": "nobody"}).encode(), False)
+    clock.advance(0)
+    assert [m["kind"] for m in messages(transport.value())] == ["batch", "history", "error"]
+
+
+def test_a_batch_is_sent_once_it_holds_max_batch_events(monkeypatch):
+    monkeypatch.setattr(fanout_module, "MAX_BATCH", 3)
+    clock, fanout, factory = _setup()
+    _, transport = _connect(factory)
+    for seq in range(4):
+        _publish(fanout, f"h{seq}", seq)
+    # Sent within the turn at three; the fourth waits for its end.
+    assert [len(m["events"]) for m in messages(transport.value())] == [3]
+    clock.advance(0)
+    assert [m.get("host") for m in messages(transport.value())[1:]] == ["h3"]
+
+
+def test_a_client_gone_before_the_turn_ends_is_sent_nothing():
+    clock, fanout, factory = _setup()
+    protocol, transport = _connect(factory)
+    _, other = _connect(factory)
+    _publish(fanout, "a", 1)
+    _publish(fanout, "b", 1)
+    protocol.onClose(False, 1006, None)
+    clock.advance(0)
+    assert transport.value() == b""
+    assert len(messages(other.value())[0]["events"]) == 2
+
+
+def test_batch_must_be_0_or_1_and_0_is_one_event_per_message():
+    clock, fanout, factory = _setup()
+    protocol = factory.buildProtocol(None)
+    transport = websocket_transport()
+    protocol.makeConnection(transport)
+    # As twisted.web's channel is, before an upgrade (Autobahn unregisters it on refusal).
+    transport.registerProducer(protocol, True)
+    protocol.dataReceived(HANDSHAKE.format(path="/ws?batch=yes").encode())
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert b"batch: expected 0 or 1" in transport.value()
+    _, plain = _connect(factory, "/ws?history=0&batch=0")
+    _publish(fanout, "a", 1)
+    _publish(fanout, "b", 1)
+    assert [m["host"] for m in messages(plain.value())] == ["a", "b"]
+
+
+def test_the_batch_body_is_the_events_bodies_joined():
+    assert batches.batchBody([b'{"a":1}', b'{"b":2}']) == b'{"kind":"batch","events":[{"a":1},{"b":2}]}'
+    assert json.loads(batches.batchBody([b"{}"])) == {"kind": "batch", "events": [{}]}
+
+
+def test_a_client_joining_a_subscription_mid_turn_is_not_sent_what_came_before_its_snapshot():
+    clock, fanout, factory = _setup()
+    _, first = _connect(factory)
+    _publish(fanout, "a", 1)
+    _, second = _connect(factory)
+    _publish(fanout, "a", 2)
+    clock.advance(0)
+    # The first got seq 1 when the second joined (its snapshot holds it), then seq 2.
+    assert [(m["host"], m["seq"]) for m in messages(first.value())] == [("a", 1), ("a", 2)]
+    assert [(m["host"], m["seq"]) for m in messages(second.value())] == [("a", 2)]
+    assert fanout.counters["sent"] == 3
+
+
+class _Batching:
+    """
+    A client of the fan-out taking batches: it must never be given events one by one.
+    """
+
+    batching = True
+
+    def __init__(self):
+        self.batches = []
+
+    def sendEvent(self, document, body):
+        raise AssertionError("a batching client was sent an event alone")
+
+    def sendBatch(self, batch):
+        self.batches.append([document["seq"] for document, _ in batch.events])
+
+
+def test_the_clients_of_one_subscription_share_one_batch_per_turn():
+    clock = Clock()
+    fanout = EventFanout(clock=clock)
+    clients = [_Batching() for _ in range(100)]
+    for client in clients:
+        fanout.attach(client)
+    for seq in range(3):
+        _publish(fanout, "a", seq)
+    assert [c.batches for c in clients] == [[]] * 100
+    clock.advance(0)
+    assert [c.batches for c in clients] == [[[0, 1, 2]]] * 100
+    assert fanout.counters["sent"] == 300
+
+
+def test_without_a_clock_each_event_is_a_batch_of_its_own():
+    fanout = EventFanout()
+    client = _Batching()
+    fanout.attach(client)
+    _publish(fanout, "a", 1)
+    _publish(fanout, "a", 2)
+    assert client.batches == [[1], [2]]
+
+
+def test_a_client_raising_on_a_batch_is_detached_and_the_others_are_sent_it():
+    clock = Clock()
+    fanout = EventFanout(clock=clock)
+
+    class Broken(_Batching):
+        def sendBatch(self, batch):
+            raise RuntimeError("broken")
+
+    broken, fine = Broken(), _Batching()
+    fanout.attach(broken)
+    fanout.attach(fine)
+    _publish(fanout, "a", 1)
+    clock.advance(0)
+    assert fine.batches == [[1]] and broken not in fanout.clients
