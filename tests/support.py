@@ -337,15 +337,15 @@ class WebSocketRecorder(WebSocketClientFactory):
         Every event received, snapshot contents included, in order.
         """
         for message in self.messages:
-            if message.get("kind") == "snapshot":
+            if message.get("kind") in ("snapshot", "batch"):
                 yield from message["events"]
             else:
                 yield message
 
 
 @defer.inlineCallbacks
-def connectWebSocket(port, timeout=10):
-    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}/ws")
+def connectWebSocket(port, timeout=10, path="/ws"):
+    factory = WebSocketRecorder(f"ws://127.0.0.1:{port}{path}")
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
     proto = yield endpoint.connect(factory)
     yield withTimeout(factory.opened, timeout, "the WebSocket handshake")

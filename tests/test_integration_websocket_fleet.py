@@ -145,3 +145,37 @@ def test_what_a_client_sends_is_still_capped_at_64_kib_even_in_fragments(twistd)
         lambda m: sum(1 for m in bystander.events() if m["kind"] == "analysis") >= before + 3,
         10, "3 more analyses for the bystander")
     assert b"Traceback" not in web.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_batching_client_is_sent_every_analysis_of_a_fleet_burst_in_fewer_messages(
+        broker, amqp, twistd):
+    """
+    /ws?batch=1 (what the dashboard asks for): a burst of the whole fleet's
+    analyses reaches a batching client whole and in order, in fewer messages
+    than analyses; a client beside it that did not ask gets one per message.
+    """
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(twistd, "fleet-batch", broker, amqp)
+    batching, _ = yield connectWebSocket(port, path="/ws?history=0&batch=1")
+    plain, _ = yield connectWebSocket(port, path="/ws?history=0")
+    for client in (batching, plain):
+        yield client.waitFor(lambda m: m["kind"] == "snapshot", 15, "the snapshot")
+    now = time.time()
+    # Written at once (no wait between publishes): the web role reads them in bursts.
+    yield defer.gatherResults([
+        amqp.publish(exchange, routingKey(fleetHost(n)),
+                     json.dumps(analysis(fleetHost(n), 2, now)).encode()) for n in range(FLEET)])
+
+    def analyses(client):
+        return [(e["host"], e["seq"]) for e in client.events() if e.get("kind") == "analysis"]
+    for client in (batching, plain):
+        yield client.waitFor(lambda m: len(analyses(client)) >= FLEET, 30, "the fleet's analyses")
+    expected = [(fleetHost(n), 2) for n in range(FLEET)]
+    assert analyses(batching) == expected and analyses(plain) == expected
+    batches = [m for m in batching.messages if m["kind"] == "batch"]
+    assert batches and all(len(m["events"]) > 1 for m in batches)
+    assert len(batching.messages) - 1 < FLEET
+    assert len(plain.messages) - 1 == FLEET and not any(m["kind"] == "batch" for m in plain.messages)
+    assert batching.closed == [] and b"Traceback" not in web.output
+    assert (yield web.stop()), web.logPath
