@@ -12,7 +12,6 @@ import json
 from twisted.internet.task import Clock
 
 from resmon.webserver import batches, websocket
-from resmon.webserver import fanout as fanout_module
 from resmon.webserver.fanout import EventFanout
 from resmon.webserver.sendbudget import HIGH_WATER, SendBudget
 from resmon.webserver.websocket import DashboardFactory
@@ -178,7 +177,7 @@ def test_events_gathered_before_a_history_reply_are_sent_before_it():
 
 
 def test_a_batch_is_sent_once_it_holds_max_batch_events(monkeypatch):
-    monkeypatch.setattr(fanout_module, "MAX_BATCH", 3)
+    monkeypatch.setattr(batches, "MAX_BATCH", 3)
     clock, fanout, factory = _setup()
     _, transport = _connect(factory)
     for seq in range(4):
@@ -273,6 +272,7 @@ def test_without_a_clock_each_event_is_a_batch_of_its_own():
     _publish(fanout, "a", 1)
     _publish(fanout, "a", 2)
     assert client.batches == [[1], [2]]
+    assert fanout._batched == []
 
 
 def test_a_client_raising_on_a_batch_is_detached_and_the_others_are_sent_it():
@@ -289,3 +289,15 @@ def test_a_client_raising_on_a_batch_is_detached_and_the_others_are_sent_it():
     _publish(fanout, "a", 1)
     clock.advance(0)
     assert fine.batches == [[1]] and broken not in fanout.clients
+
+
+def test_a_batch_is_sent_once_it_holds_max_batch_bytes(monkeypatch):
+    one = len(body(analysis("h0", 0, 100.0)))
+    monkeypatch.setattr(batches, "MAX_BATCH_BYTES", 2 * one)
+    clock, fanout, factory = _setup()
+    _, transport = _connect(factory)
+    for seq in range(3):
+        _publish(fanout, f"h{seq}", seq)
+    assert [len(m["events"]) for m in messages(transport.value())] == [2]
+    clock.advance(0)
+    assert [m.get("host") for m in messages(transport.value())[1:]] == ["h2"]

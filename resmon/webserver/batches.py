@@ -14,9 +14,12 @@ of a subscription, and the batch's message is made once for all of them.
 
 from resmon import wire
 
-# A batch is sent when it holds this many events, whatever the turn (a
-# backlog read at once must not become one message of megabytes).
+# A batch is sent when it holds this many events, or this many bytes of
+# them, whatever the turn: a backlog read at once (or a few events of up to
+# --max-body each) must not become one message of many megabytes, which
+# each client's send buffer would hold whole.
 MAX_BATCH = 500
+MAX_BATCH_BYTES = 1024 * 1024
 
 # The key of batches in a client's flow (resmon.webserver.fanout.ClientFlow):
 # a batch goes out only when the flow would write it at once, never held back.
@@ -41,15 +44,26 @@ class EventBatch:
     first client that needs it, and shared by the others.
     """
 
-    __slots__ = ("events", "_message", "_separately")
+    __slots__ = ("events", "size", "_message", "_separately")
 
     def __init__(self):
         self.events = []
+        # The bytes of the events' bodies.
+        self.size = 0
         self._message = None
         self._separately = None
 
     def __len__(self):
         return len(self.events)
+
+    def add(self, document, body):
+        """
+        Add an event; return whether the batch is full (L{MAX_BATCH} events
+        or L{MAX_BATCH_BYTES}) and must be sent now.
+        """
+        self.events.append((document, body))
+        self.size += len(body)
+        return len(self.events) >= MAX_BATCH or self.size >= MAX_BATCH_BYTES
 
     def message(self, prepare):
         """

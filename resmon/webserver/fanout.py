@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.ratelimit import LimitedLog
-from resmon.webserver.batches import MAX_BATCH, EventBatch
+from resmon.webserver.batches import EventBatch
 from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
 from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
@@ -935,15 +935,12 @@ class EventFanout:
         batch = audience.batch
         if batch is None:
             batch = audience.batch = EventBatch()
-            self._batched.append(audience)
-            if self._batchCall is None:
-                if self.clock is None:
-                    batch.events.append((document, body))
-                    self.sendBatches()
-                    return
-                self._batchCall = self.clock.callLater(0, self.sendBatches)
-        batch.events.append((document, body))
-        if len(batch.events) >= MAX_BATCH:
+            if self.clock is not None:
+                self._batched.append(audience)
+                if self._batchCall is None:
+                    self._batchCall = self.clock.callLater(0, self.sendBatches)
+        if batch.add(document, body) or self.clock is None:
+            # Full; or no turn to wait for the end of (no clock): now.
             self._sendBatch(audience)
 
     def sendBatches(self):
