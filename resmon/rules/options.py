@@ -33,14 +33,16 @@ def checkRuleOptions(options, runsRules):
             os.listdir(directory)
         except OSError as e:
             raise usage.UsageError(f"--rules-dir: cannot list {directory}: {e.strerror or e}")
+    options["rule-plugins"] = options["rules-left-out"] = None
+    if not (runsRules or options["list-rules"]):
+        # Discovery (importlib.metadata and the rest, about 1 MiB) is not
+        # loaded where no rule runs: the agent on every machine.
+        return
     from resmon.rules.discovery import (
         RuleConfigurationError, configureRules, discoverRules, formatRuleList)
     if options["list-rules"]:
         print(formatRuleList(discoverRules(options["rules-dirs"])))
         sys.exit(0)
-    options["rule-plugins"] = options["rules-left-out"] = None
-    if not runsRules:
-        return
     discovery = discoverRules(options["rules-dirs"])
     try:
         rules = configureRules(discovery, options.get("rules"), options["rule-options"])
