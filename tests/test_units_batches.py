@@ -149,31 +149,43 @@ def test_a_batch_that_fills_the_send_buffer_is_charged_to_the_budget():
     assert budget.queued == protocol.flow.charged
 
 
-def test_a_subscribe_drops_the_events_of_the_old_subscription_not_sent_yet():
+def test_a_subscribe_is_sent_what_the_old_subscription_gathered_then_the_snapshot():
     clock, fanout, factory = _setup()
     protocol, transport = _connect(factory)
+    _, other = _connect(factory)
     _publish(fanout, "a", 1)
     _publish(fanout, "b", 1)
     protocol.onMessage(json.dumps({"kind": "subscribe", "hosts": ["b"], "history": False}).encode(), False)
-    clock.advance(0)
+    # As it would have been sent them unbatched: before the new snapshot.
     found = messages(transport.value())
-    assert [m["kind"] for m in found] == ["snapshot"]
-    assert [e["host"] for e in found[0]["events"]] == ["b"]
+    assert [m["kind"] for m in found] == ["batch", "snapshot"]
+    assert [e["host"] for e in found[0]["events"]] == ["a", "b"]
+    assert [e["host"] for e in found[1]["events"]] == ["b"]
     _publish(fanout, "a", 2)
     _publish(fanout, "b", 2)
     clock.advance(0)
-    assert messages(transport.value())[1:] == [analysis("b", 2, 102.0)]
+    assert messages(transport.value())[2:] == [analysis("b", 2, 102.0)]
+    # The other client of the old subscription is sent its batch whole, once.
+    assert [[(e["host"], e["seq"]) for e in m["events"]] for m in messages(other.value())] == [
+        [("a", 1), ("b", 1), ("a", 2), ("b", 2)]]
 
 
-def test_events_gathered_before_a_history_reply_are_sent_before_it():
+def test_replies_go_at_once_and_leave_the_turns_batches_whole():
     clock, fanout, factory = _setup()
     protocol, transport = _connect(factory)
+    _, other = _connect(factory)
+    junk, _ = _connect(factory, "/ws?history=0")
     _publish(fanout, "a", 1)
-    _publish(fanout, "b", 1)
     protocol.onMessage(json.dumps({"kind": "history", "host": "a"}).encode(), False)
-    protocol.onMessage(json.dumps({"kind": "history", "host": "nobody"}).encode(), False)
+    # Another client's bad messages do not cut anyone's batch short.
+    for _ in range(3):
+        junk.onMessage(b"not json", False)
+    _publish(fanout, "b", 1)
     clock.advance(0)
-    assert [m["kind"] for m in messages(transport.value())] == ["batch", "history", "error"]
+    # The reply has the turn's points; the events follow in one message.
+    assert [m["kind"] for m in messages(transport.value())] == ["history", "batch"]
+    assert [m["kind"] for m in messages(other.value())] == ["batch"]
+    assert len(messages(other.value())[0]["events"]) == 2
 
 
 def test_a_batch_is_sent_once_it_holds_max_batch_events(monkeypatch):
@@ -221,17 +233,59 @@ def test_the_batch_body_is_the_events_bodies_joined():
     assert json.loads(batches.batchBody([b"{}"])) == {"kind": "batch", "events": [{}]}
 
 
+def _events(transport):
+    found = []
+    for message in messages(transport.value()):
+        found += message["events"] if message.get("kind") == "batch" else [message]
+    return [(e["host"], e["seq"]) for e in found]
+
+
 def test_a_client_joining_a_subscription_mid_turn_is_not_sent_what_came_before_its_snapshot():
     clock, fanout, factory = _setup()
     _, first = _connect(factory)
     _publish(fanout, "a", 1)
-    _, second = _connect(factory)
+    second, secondTransport = _connect(factory)
     _publish(fanout, "a", 2)
+    _, third = _connect(factory)
+    _publish(fanout, "a", 3)
     clock.advance(0)
-    # The first got seq 1 when the second joined (its snapshot holds it), then seq 2.
-    assert [(m["host"], m["seq"]) for m in messages(first.value())] == [("a", 1), ("a", 2)]
-    assert [(m["host"], m["seq"]) for m in messages(second.value())] == [("a", 2)]
-    assert fanout.counters["sent"] == 3
+    # One message each, the first's batch whole: nobody's batch was cut short.
+    assert [len(messages(t.value())) for t in (first, secondTransport, third)] == [1, 1, 1]
+    assert _events(first) == [("a", 1), ("a", 2), ("a", 3)]
+    assert _events(secondTransport) == [("a", 2), ("a", 3)]
+    assert _events(third) == [("a", 3)]
+    assert fanout.counters["sent"] == 6
+    # The next turn, each is sent every event again.
+    _publish(fanout, "a", 4)
+    _publish(fanout, "a", 5)
+    clock.advance(0)
+    assert [_events(t)[-2:] for t in (first, secondTransport, third)] == [[("a", 4), ("a", 5)]] * 3
+
+
+def test_a_forgotten_host_leaves_no_key_behind_with_a_client_holding_events_back():
+    clock, fanout, factory = _setup()
+    protocol, transport = _connect(factory)
+    protocol.flow.pauseProducing()
+    _publish(fanout, "h", 1)
+    fanout.eventReceived(key("h", "status"), body(
+        {"v": 1, "kind": "status", "host": "h", "status": "forgotten", "since": 100.0, "last_seen": 100.0}))
+    clock.advance(0)
+    assert fanout._eventKeys == {}
+    protocol.flow.resumeProducing()
+    assert [(m["kind"], m.get("status")) for m in messages(transport.value())] == [
+        ("analysis", None), ("status", "forgotten")]
+
+
+def test_a_single_event_is_framed_once_for_every_subscription_it_matches(monkeypatch):
+    monkeypatch.setattr(websocket, "PreparedEvent", _CountedEvent)
+    clock, fanout, factory = _setup()
+    paths = ["/ws?history=0&batch=1", "/ws?history=0&batch=1&hosts=a", "/ws?history=0&batch=1&events=analysis"]
+    transports = [_connect(factory, path)[1] for path in paths]
+    _CountedEvent.made = 0
+    _publish(fanout, "a", 1)
+    clock.advance(0)
+    assert _CountedEvent.made == 1
+    assert [messages(t.value()) for t in transports] == [[analysis("a", 1, 101.0)]] * 3
 
 
 class _Batching:
@@ -248,7 +302,7 @@ class _Batching:
         raise AssertionError("a batching client was sent an event alone")
 
     def sendBatch(self, batch):
-        self.batches.append([document["seq"] for document, _ in batch.events])
+        self.batches.append([json.loads(body)["seq"] for _, body in batch.events])
 
 
 def test_the_clients_of_one_subscription_share_one_batch_per_turn():
@@ -301,3 +355,64 @@ def test_a_batch_is_sent_once_it_holds_max_batch_bytes(monkeypatch):
     assert [len(m["events"]) for m in messages(transport.value())] == [2]
     clock.advance(0)
     assert [m.get("host") for m in messages(transport.value())[1:]] == ["h2"]
+
+
+class _TwistedLikeTransport:
+    """
+    A StringTransport that pauses its producer once more than HIGH_WATER
+    bytes wait, during the write, as Twisted's transports do.
+    """
+
+    @staticmethod
+    def make():
+        from twisted.internet.testing import StringTransport
+
+        class Transport(StringTransport):
+            def write(self, data):
+                StringTransport.write(self, data)
+                if len(self.io.getvalue()) > HIGH_WATER and self.producer is not None \
+                        and self.producerState == "producing":
+                    self.producerState = "paused"
+                    self.producer.pauseProducing()
+        return Transport()
+
+
+def test_a_burst_pauses_each_client_at_the_buffer_not_beyond_and_all_of_it_arrives():
+    """
+    A turn with far more than a buffer's worth of events: each client is
+    written batches until its buffer is full (never a batch much bigger than
+    the buffer, charged whole to the shared budget), then holds the rest
+    back per host; reading, it gets every event, in order.
+    """
+    budget = SendBudget(limit=64 * 1024 * 1024)
+    clock, fanout, factory = _setup(budget)
+    clients = []
+    for _ in range(100):
+        protocol = factory.buildProtocol(None)
+        transport = _TwistedLikeTransport.make()
+        protocol.makeConnection(transport)
+        transport.registerProducer(protocol, True)  # as twisted.web's channel does
+        protocol.dataReceived(HANDSHAKE.format(path="/ws?history=0&batch=1").encode())
+        transport.clear()
+        transport.producerState = "producing"
+        clients.append((protocol, transport))
+    for n in range(600):
+        _publish(fanout, f"h{n:03d}", 1)
+    clock.advance(0)
+    assert budget.counters["dropped"] == 0
+    # What an unbatched client would hold: a buffer and a bit (the write that filled it).
+    assert budget.peak <= 100 * 2 * HIGH_WATER
+    for protocol, transport in clients:
+        assert protocol.flow.paused
+        assert len(transport.value()) <= 2 * HIGH_WATER
+    received = {id(t): [] for _, t in clients}
+    while any(p.flow.paused for p, _ in clients):
+        for protocol, transport in clients:
+            received[id(transport)] += _events(transport)
+            transport.clear()
+            transport.producerState = "producing"
+            protocol.flow.resumeProducing()
+    for protocol, transport in clients:
+        received[id(transport)] += _events(transport)
+    assert all(r == [(f"h{n:03d}", 1) for n in range(600)] for r in received.values())
+    assert budget.queued == 0

@@ -15,11 +15,13 @@ of a subscription, and the batch's message is made once for all of them.
 from resmon import wire
 
 # A batch is sent when it holds this many events, or this many bytes of
-# them, whatever the turn: a backlog read at once (or a few events of up to
-# --max-body each) must not become one message of many megabytes, which
-# each client's send buffer would hold whole.
+# them, whatever the turn: a batch bigger than the transport's buffer
+# (Twisted's 64 KiB, resmon.webserver.sendbudget.HIGH_WATER) would pause
+# even a client that reads at once, and be charged whole to the budget of
+# bytes queued for all clients; a few events of up to --max-body each
+# must not make one message of megabytes either.
 MAX_BATCH = 500
-MAX_BATCH_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 32 * 1024
 
 # The key of batches in a client's flow (resmon.webserver.fanout.ClientFlow):
 # a batch goes out only when the flow would write it at once, never held back.
@@ -39,30 +41,40 @@ def batchBody(bodies):
 
 class EventBatch:
     """
-    The events of one turn for the clients of one subscription, in order:
-    C{events} holds C{(document, body)}. What is sent is made once, for the
-    first client that needs it, and shared by the others.
+    Events for the clients of one subscription, in order: C{events} holds
+    C{(key, body)}, the key a client's flow holds the event back by. What
+    is sent is made once, for the first client that needs it, and shared by
+    the others (until another event is added).
+
+    @param frames: the frames of single events made in this turn, shared by
+        every batch of it (C{{(prepare, id(body)): (body, frame)}}), or
+        L{None}.
     """
 
-    __slots__ = ("events", "size", "_message", "_separately")
+    __slots__ = ("events", "size", "_frames", "_message", "_separately", "_tails")
 
-    def __init__(self):
+    def __init__(self, frames=None):
         self.events = []
         # The bytes of the events' bodies.
         self.size = 0
-        self._message = None
-        self._separately = None
+        self._frames = frames
+        self._forget()
+
+    def _forget(self):
+        self._message = self._separately = self._tails = None
 
     def __len__(self):
         return len(self.events)
 
-    def add(self, document, body):
+    def add(self, key, body):
         """
         Add an event; return whether the batch is full (L{MAX_BATCH} events
         or L{MAX_BATCH_BYTES}) and must be sent now.
         """
-        self.events.append((document, body))
+        self.events.append((key, body))
         self.size += len(body)
+        if self._message is not None or self._tails is not None or self._separately is not None:
+            self._forget()
         return len(self.events) >= MAX_BATCH or self.size >= MAX_BATCH_BYTES
 
     def message(self, prepare):
@@ -72,15 +84,45 @@ class EventBatch:
         """
         if self._message is None:
             events = self.events
-            body = events[0][1] if len(events) == 1 else batchBody([body for _, body in events])
-            self._message = prepare(body)
+            if len(events) == 1:
+                self._message = self._frame(prepare, events[0][1])
+            else:
+                self._message = prepare(batchBody([body for _, body in events]))
         return self._message
 
-    def separately(self, eventKey, prepare):
+    def separately(self, prepare):
         """
         Each event as its own message, for a client whose flow holds events
-        back: C{(eventKey(document), prepare(body))}, in order.
+        back: C{(key, prepare(body))}, in order.
         """
         if self._separately is None:
-            self._separately = [(eventKey(document), prepare(body)) for document, body in self.events]
+            self._separately = [(key, self._frame(prepare, body)) for key, body in self.events]
         return self._separately
+
+    def tail(self, start):
+        """
+        The batch of the events from the C{start}th on (for a client that
+        came after the first C{start}), or L{None} if there are none.
+        """
+        if start >= len(self.events):
+            return None
+        if start == 0:
+            return self
+        if self._tails is None:
+            self._tails = {}
+        tail = self._tails.get(start)
+        if tail is None:
+            tail = self._tails[start] = EventBatch(self._frames)
+            tail.events = self.events[start:]
+        return tail
+
+    def _frame(self, prepare, body):
+        frames = self._frames
+        if frames is None:
+            return prepare(body)
+        key = (prepare, id(body))
+        made = frames.get(key)
+        if made is None:
+            # The body is kept with its frame: its id is not reused meanwhile.
+            made = frames[key] = (body, prepare(body))
+        return made[1]

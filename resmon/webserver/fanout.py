@@ -542,18 +542,19 @@ class EventFanout:
         # sent yet, and the call that sends them when the turn is over.
         self._batched = []
         self._batchCall = None
+        self._frames = {}
 
     def attach(self, client, subscription=EVERYTHING):
         """
         Send C{client} every later event that matches C{subscription}.
         """
-        self.detach(client)
+        # A batching client moving to another subscription is first sent
+        # what its old one gathered this turn, as it would have been
+        # unbatched (before the new snapshot).
+        self.detach(client, handOver=True)
         self.clients[client] = subscription
         key = _audienceKey(client, subscription)
         audience = self._audiences.get(key)
-        if audience is not None and audience.batch is not None:
-            # What it gathered came before this client's snapshot.
-            self._sendBatch(audience)
         if audience is None:
             audience = self._audiences[key] = _Audience(subscription, getattr(client, "batching", False))
             if _indexable(subscription):
@@ -563,7 +564,13 @@ class EventFanout:
                 self._live.append(audience)
             else:
                 self._unindexed[key] = audience
-        audience.clients[client] = None
+        if audience.batch is None:
+            audience.clients[client] = 0
+        else:
+            # What the audience gathered so far this turn came before this
+            # client's snapshot: it is sent only what comes after.
+            audience.clients[client] = len(audience.batch)
+            audience.late = True
 
     def subscribe(self, client, subscription):
         """
@@ -584,13 +591,24 @@ class EventFanout:
         self.attach(client, subscription)
         return snapshot
 
-    def detach(self, client):
+    def detach(self, client, handOver=False):
+        """
+        Send C{client} nothing more; with C{handOver}, first what its
+        subscription gathered for it this turn (a batching client's).
+        """
         subscription = self.clients.pop(client, None)
         if subscription is None:
             return
         key = _audienceKey(client, subscription)
         audience = self._audiences[key]
-        del audience.clients[client]
+        start = audience.clients.pop(client)
+        if handOver and audience.batch is not None:
+            part = audience.batch.tail(start)
+            if part is not None:
+                try:
+                    client.sendBatch(part)
+                except Exception:
+                    self.log.failure("sending to {client!r} failed", client=client)
         if not audience.clients:
             del self._audiences[key]
             if self._unindexed.pop(key, None) is None:
@@ -899,6 +917,7 @@ class EventFanout:
         # (a WebSocket frame, an event stream's event) is made once per
         # event too, by each kind of client (DashboardFactory.prepareEvent).
         sent = 0
+        eventKey = None
         kind, subject = document["kind"], document["host"]
         indexed = self._audiencesOf(subject)
         audiences = []
@@ -917,7 +936,10 @@ class EventFanout:
                           if audience.subscription.matches(document)]
         for audience in audiences:
             if audience.batching:
-                self._gather(audience, document, body)
+                if eventKey is None:
+                    # Now: a forgotten host's key is dropped once it is sent.
+                    eventKey = self.eventKey(document)
+                self._gather(audience, eventKey, body)
                 sent += len(audience.clients)
                 continue
             for client in list(audience.clients):
@@ -931,37 +953,56 @@ class EventFanout:
                 sent += 1
         self.counters["sent"] += sent
 
-    def _gather(self, audience, document, body):
+    def _gather(self, audience, key, body):
         batch = audience.batch
         if batch is None:
-            batch = audience.batch = EventBatch()
-            if self.clock is not None:
+            if self.clock is None:
+                batch = audience.batch = EventBatch()
+            else:
+                batch = audience.batch = EventBatch(self._frames)
                 self._batched.append(audience)
                 if self._batchCall is None:
                     self._batchCall = self.clock.callLater(0, self.sendBatches)
-        if batch.add(document, body) or self.clock is None:
+        if batch.add(key, body) or self.clock is None:
             # Full; or no turn to wait for the end of (no clock): now.
             self._sendBatch(audience)
 
     def sendBatches(self):
         """
-        Send the batching clients the events gathered for them so far (done
-        when the reactor turn in which they came is over).
+        Send the batching clients the events gathered for them this turn
+        (called once the turn's work is done).
         """
         if self._batchCall is not None and self._batchCall.active():
             self._batchCall.cancel()
         self._batchCall = None
         batched, self._batched = self._batched, []
-        for audience in batched:
-            self._sendBatch(audience)
+        try:
+            for audience in batched:
+                try:
+                    self._sendBatch(audience)
+                except Exception:
+                    audience.batch = None
+                    self.log.failure("sending a batch failed")
+        finally:
+            # The frames of this turn's single events, shared by its batches.
+            self._frames = {}
 
     def _sendBatch(self, audience):
         batch, audience.batch = audience.batch, None
         if batch is None or audience.gone:
             return
-        for client in list(audience.clients):
+        late, audience.late = audience.late, False
+        for client, start in list(audience.clients.items()):
+            part = batch
+            if late and start:
+                # Attached after the first events of this batch (its snapshot has them).
+                if client in audience.clients:
+                    audience.clients[client] = 0
+                part = batch.tail(start)
+                if part is None:
+                    continue
             try:
-                client.sendBatch(batch)
+                client.sendBatch(part)
             except Exception:
                 self.log.failure("sending to {client!r} failed; detaching it", client=client)
                 self.detach(client)
@@ -974,15 +1015,19 @@ class _Audience:
     each event for all of them.
     """
 
-    __slots__ = ("subscription", "clients", "number", "gone", "batching", "batch")
+    __slots__ = ("subscription", "clients", "number", "gone", "batching", "batch", "late")
 
     def __init__(self, subscription, batching=False):
         self.subscription = subscription
+        # Each client, with (when batching) how many events of the current
+        # batch it came after (0 for most).
         self.clients = {}
-        # Whether its clients take their events in batches, and the
-        # EventBatch of this turn (None: no event yet).
+        # Whether its clients take their events in batches, the EventBatch
+        # of this turn (None: no event yet), and whether a client came after
+        # its first events.
         self.batching = batching
         self.batch = None
+        self.late = False
         # Its place among the audiences the fan-out's index may list (0: not
         # one of them), and whether it is detached.
         self.number = 0

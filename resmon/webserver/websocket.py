@@ -188,7 +188,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         if flow.writesAtOnce:
             flow.send(BATCH_KEY, batch.message(PreparedEvent))
             return
-        for key, message in batch.separately(self.factory.fanout.eventKey, PreparedEvent):
+        for key, message in batch.separately(PreparedEvent):
             flow.send(key, message)
 
     def onMessage(self, payload, isBinary):
@@ -295,13 +295,12 @@ class DashboardProtocol(WebSocketServerProtocol):
         else:
             # One key for every history reply: a client that does not read
             # holds at most one (the last it asked for), not one per host
-            # (310 replies, 49 MiB, within the message rate). The events
-            # gathered for batches before it go first, as they would unbatched.
-            fanout.sendBatches()
+            # (310 replies, 49 MiB, within the message rate). A batching
+            # client may get it before events of the same turn (the reply
+            # has their points; the dashboard leaves out a point it has).
             self.flow.send(HISTORY_REPLY, fanout.historyReplyBody(hosts[0], request.step))
 
     def _error(self, text, **details):
-        self.factory.fanout.sendBatches()
         self.flow.send(("error", None), wire.errorMessage(text, **details))
 
     def onClose(self, wasClean, code, reason):

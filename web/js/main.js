@@ -140,8 +140,13 @@ function onMessage(raw) {
   try { msg = JSON.parse(raw); } catch (err) { return null; }
   if (!isObj(msg)) return null;
   if (msg.kind === "batch") {
-    // Several events, each as it would have come alone, in order.
-    if (Array.isArray(msg.events)) for (const ev of msg.events) if (isObj(ev)) onServerMessage(ev);
+    // Several events, each as it would have come alone, in order; one the
+    // page cannot take costs only itself, as it would have alone.
+    if (!Array.isArray(msg.events)) return null;
+    for (const ev of msg.events) {
+      if (!isObj(ev)) continue;
+      try { onServerMessage(ev); } catch (err) { console.error("resmon: an event of a batch", err); }
+    }
     return msg.kind;
   }
   return onServerMessage(msg);
