@@ -8,7 +8,9 @@ viewport exist; what a person sees there is checked, not the DOM's order.
 import math
 import os
 import random
+import re
 import time
+import urllib.request
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -50,6 +52,10 @@ def test_a_fleet_of_2000_hosts_sorted_by_cpu_shows_the_cards_in_view_live(
     publish(broker, exchange, analyses(fleet[150:], first, 1, time.time()))
     expected = byCPU(fleet, first)
     waitUntil(lambda: hostCount(browser) == FLEET, 20, "2,000 hosts")
+    # The page asked for batches (/ws?batch=1): hosts that came at once came in few messages.
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    batches = re.search(r'^resmon_web_events_total\{event="batches"\} (\S+)$', metrics, re.M)
+    assert batches and float(batches.group(1)) >= 1, metrics[:2000]
     # The top of the page: the busiest hosts, in order, as soon as the grid re-orders.
     waitUntil(lambda: (lambda seen: len(seen) >= 8 and seen == expected[:len(seen)])(hostsInView(browser)),
               5, "the busiest hosts first")

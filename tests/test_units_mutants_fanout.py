@@ -125,7 +125,7 @@ def test_events_are_counted_and_a_broken_client_is_detached_alone():
     fanout = EventFanout()
     events = logged(fanout)
     assert fanout.counters == {"received": 0, "duplicates": 0, "sent": 0, "back-online": 0,
-                               "unknown-metrics": 0, "forgotten": 0}
+                               "unknown-metrics": 0, "forgotten": 0, "batches": 0}
     good, broken = Client(), Client(fails=True)
     fanout.attach(good)
     fanout.attach(broken)
@@ -133,7 +133,7 @@ def test_events_are_counted_and_a_broken_client_is_detached_alone():
     fanout.eventReceived("a.analysis", body(analysis("a", 2, 2.0)))
     fanout.eventReceived("a.analysis", body(analysis("a", 2, 2.0)))
     assert fanout.counters == {"received": 3, "duplicates": 1, "sent": 2, "back-online": 0,
-                               "unknown-metrics": 0, "forgotten": 0}
+                               "unknown-metrics": 0, "forgotten": 0, "batches": 0}
     assert [d["seq"] for d in good.received] == [1, 2] and broken not in fanout.clients
     [failure] = events
     assert formatEvent(failure) == f"sending to {broken!r} failed; detaching it"

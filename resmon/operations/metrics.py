@@ -117,7 +117,8 @@ class ResmonCollector:
         fanout, site = web.fanout, web.site
         yield _counters("resmon_web_events", "Analysis and status events: received, sent to "
                         "clients, duplicates dropped, forgotten hosts, back-online, "
-                        "unknown-metrics.", "event", fanout.counters)
+                        "unknown-metrics; batches: messages of several events made for "
+                        "the clients that ask for them.", "event", fanout.counters)
         yield _counters("resmon_web_rejected", "Events rejected, by reason.", "reason",
                         fanout.rejected)
         yield _gauge("resmon_web_clients", "WebSocket and event stream clients.",

@@ -532,7 +532,7 @@ class EventFanout:
         # Junk must not flood the log; without a clock (a Clock never advanced), the first ones only.
         self.warnings = LimitedLog(clock if clock is not None else Clock())
         self.counters = {"received": 0, "duplicates": 0, "sent": 0,
-                         "back-online": 0, "unknown-metrics": 0, "forgotten": 0}
+                         "back-online": 0, "unknown-metrics": 0, "forgotten": 0, "batches": 0}
         self._eventKeys = {}
         self.recentEvents = RecentEvents()
         self.firingAlerts = FiringAlerts()
@@ -991,6 +991,8 @@ class EventFanout:
         batch, audience.batch = audience.batch, None
         if batch is None or audience.gone:
             return
+        if len(batch) > 1:
+            self.counters["batches"] += 1
         late, audience.late = audience.late, False
         for client, start in list(audience.clients.items()):
             part = batch
