@@ -30,7 +30,8 @@ BUCKET = 1e-4
 BUCKETS = 300_000
 _TS = re.compile(rb'"ts": ?([0-9.eE+-]+)')
 # In a batch (/ws?batch=1: {"kind":"batch","events":[...]}), the "ts" of each
-# event, which follows its "seq" (in the analyses and statuses resmon writes).
+# analysis, which follows its "seq" as the analyzer writes it (the benchmarks
+# publish analyses only; rules' events and alerts in a batch are not counted).
 _BATCH = b'{"kind":"batch"'
 _EVENT_TS = re.compile(rb'"seq": ?[-0-9.eE+nul]*, ?"ts": ?([0-9.eE+-]+)')
 _PONG_HEADER = 0x8A  # FIN + pong
