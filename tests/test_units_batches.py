@@ -9,7 +9,9 @@ the end of the reactor turn.
 
 import json
 
+import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from resmon.webserver import batches, websocket
 from resmon.webserver.fanout import EventFanout
@@ -21,17 +23,12 @@ from test_web_units import analysis, body, key
 
 def _connect(factory, path="/ws?history=0&batch=1"):
     protocol = factory.buildProtocol(None)
-    transport = websocket_transport()
+    transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(HANDSHAKE.format(path=path).encode())
     assert transport.value().startswith(b"HTTP/1.1 101 "), transport.value()[:200]
     transport.clear()
     return protocol, transport
-
-
-def websocket_transport():
-    from twisted.internet.testing import StringTransport
-    return StringTransport()
 
 
 def messages(data):
@@ -149,12 +146,20 @@ def test_a_batch_that_fills_the_send_buffer_is_charged_to_the_budget():
     assert budget.queued == protocol.flow.charged
 
 
-def test_a_subscribe_is_sent_what_the_old_subscription_gathered_then_the_snapshot():
+def _twoClientsAndTwoEvents():
+    """
+    Two batching clients, and the analyses of hosts a and b gathered for them this turn.
+    """
     clock, fanout, factory = _setup()
     protocol, transport = _connect(factory)
     _, other = _connect(factory)
     _publish(fanout, "a", 1)
     _publish(fanout, "b", 1)
+    return clock, fanout, protocol, transport, other
+
+
+def test_a_subscribe_is_sent_what_the_old_subscription_gathered_then_the_snapshot():
+    clock, fanout, protocol, transport, other = _twoClientsAndTwoEvents()
     protocol.onMessage(json.dumps({"kind": "subscribe", "hosts": ["b"], "history": False}).encode(), False)
     # As it would have been sent them unbatched: before the new snapshot.
     found = messages(transport.value())
@@ -188,8 +193,11 @@ def test_replies_go_at_once_and_leave_the_turns_batches_whole():
     assert len(messages(other.value())[0]["events"]) == 2
 
 
-def test_a_batch_is_sent_once_it_holds_max_batch_events(monkeypatch):
-    monkeypatch.setattr(batches, "MAX_BATCH", 3)
+@pytest.mark.parametrize("bound", ["MAX_BATCH", "MAX_BATCH_BYTES"])
+def test_a_batch_is_sent_once_it_holds_its_bound_of_events_or_bytes(monkeypatch, bound):
+    # Three events' worth, counted or in bytes.
+    three = 3 if bound == "MAX_BATCH" else 3 * len(body(analysis("h0", 0, 100.0)))
+    monkeypatch.setattr(batches, bound, three)
     clock, fanout, factory = _setup()
     _, transport = _connect(factory)
     for seq in range(4):
@@ -201,11 +209,7 @@ def test_a_batch_is_sent_once_it_holds_max_batch_events(monkeypatch):
 
 
 def test_a_client_gone_before_the_turn_ends_is_sent_nothing():
-    clock, fanout, factory = _setup()
-    protocol, transport = _connect(factory)
-    _, other = _connect(factory)
-    _publish(fanout, "a", 1)
-    _publish(fanout, "b", 1)
+    clock, fanout, protocol, transport, other = _twoClientsAndTwoEvents()
     protocol.onClose(False, 1006, None)
     clock.advance(0)
     assert transport.value() == b""
@@ -215,7 +219,7 @@ def test_a_client_gone_before_the_turn_ends_is_sent_nothing():
 def test_batch_must_be_0_or_1_and_0_is_one_event_per_message():
     clock, fanout, factory = _setup()
     protocol = factory.buildProtocol(None)
-    transport = websocket_transport()
+    transport = StringTransport()
     protocol.makeConnection(transport)
     # As twisted.web's channel is, before an upgrade (Autobahn unregisters it on refusal).
     transport.registerProducer(protocol, True)
@@ -345,36 +349,18 @@ def test_a_client_raising_on_a_batch_is_detached_and_the_others_are_sent_it():
     assert fine.batches == [[1]] and broken not in fanout.clients
 
 
-def test_a_batch_is_sent_once_it_holds_max_batch_bytes(monkeypatch):
-    one = len(body(analysis("h0", 0, 100.0)))
-    monkeypatch.setattr(batches, "MAX_BATCH_BYTES", 2 * one)
-    clock, fanout, factory = _setup()
-    _, transport = _connect(factory)
-    for seq in range(3):
-        _publish(fanout, f"h{seq}", seq)
-    assert [len(m["events"]) for m in messages(transport.value())] == [2]
-    clock.advance(0)
-    assert [m.get("host") for m in messages(transport.value())[1:]] == ["h2"]
-
-
-class _TwistedLikeTransport:
+class _TwistedLikeTransport(StringTransport):
     """
     A StringTransport that pauses its producer once more than HIGH_WATER
     bytes wait, during the write, as Twisted's transports do.
     """
 
-    @staticmethod
-    def make():
-        from twisted.internet.testing import StringTransport
-
-        class Transport(StringTransport):
-            def write(self, data):
-                StringTransport.write(self, data)
-                if len(self.io.getvalue()) > HIGH_WATER and self.producer is not None \
-                        and self.producerState == "producing":
-                    self.producerState = "paused"
-                    self.producer.pauseProducing()
-        return Transport()
+    def write(self, data):
+        StringTransport.write(self, data)
+        if len(self.io.getvalue()) > HIGH_WATER and self.producer is not None \
+                and self.producerState == "producing":
+            self.producerState = "paused"
+            self.producer.pauseProducing()
 
 
 def test_a_burst_pauses_each_client_at_the_buffer_not_beyond_and_all_of_it_arrives():
@@ -389,7 +375,7 @@ def test_a_burst_pauses_each_client_at_the_buffer_not_beyond_and_all_of_it_arriv
     clients = []
     for _ in range(100):
         protocol = factory.buildProtocol(None)
-        transport = _TwistedLikeTransport.make()
+        transport = _TwistedLikeTransport()
         protocol.makeConnection(transport)
         transport.registerProducer(protocol, True)  # as twisted.web's channel does
         protocol.dataReceived(HANDSHAKE.format(path="/ws?history=0&batch=1").encode())
