@@ -4,7 +4,7 @@ WebSocket client of a real `twistd resmon --role=server`.
 
 Usage: python bench/latency.py [--broker URL] [--count N] [--rate PER_SECOND]
        python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2]
-                               [--server-args "--prefetch=20 ..."] [--batch 0|1]
+                               [--server-args "--prefetch=20 ..."] [--batch 0|1] [--split]
 Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 Prints p50/p90/p99/max in milliseconds.
 
@@ -14,7 +14,9 @@ subscribed to everything, as the page is: bench/_wsclients.py, in --processes
 processes); the latency is then of every analysis every dashboard received,
 from its measure's "ts" (set when it is published) to the client's receive.
 The clients ask for several events per message (/ws?batch=1) as the page
-does; --batch 0 has each analysis sent alone.
+does; --batch 0 has each analysis sent alone. --split runs --role=analyzer
+and --role=web as two processes instead of one --role=server (which also
+runs the rules and the webhooks), and prints each one's CPU.
 """
 
 import json
@@ -62,7 +64,7 @@ class MeasurePublisher:
 
 
 @defer.inlineCallbacks
-def fleet(reactor, arguments, rig, server, port):
+def fleet(reactor, arguments, rig, servers, port):
     """
     The latency every dashboard sees with a whole fleet sending.
     """
@@ -82,10 +84,10 @@ def fleet(reactor, arguments, rig, server, port):
             load = " ".join(f.read().split()[:3])
         for c in clients:
             c.tell("begin")
-        pid = server.transport.pid
-        cpu0, t0 = processCPU(pid), time.monotonic()
+        pids = [server.transport.pid for server in servers]
+        cpu0, t0 = [processCPU(pid) for pid in pids], time.monotonic()
         yield task.deferLater(reactor, arguments.measure, lambda: None)
-        cpu1, t1 = processCPU(pid), time.monotonic()
+        cpu1, t1 = [processCPU(pid) for pid in pids], time.monotonic()
         finals = [c.nextLine() for c in clients]
         for c in clients:
             c.tell("end")
@@ -102,8 +104,10 @@ def fleet(reactor, arguments, rig, server, port):
           f"{arguments.measure:g} s: measure published -> analysis on each dashboard's WebSocket "
           f"({events / (t1 - t0):.0f} analyses/s received in {messages / (t1 - t0):.0f} messages/s):")
     print(f"  p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms  max {worst:.1f} ms")
-    print(f"  --role=server CPU {(cpu1 - cpu0) / (t1 - t0) * 100:.0f} % of a core "
-          f"({(cpu1 - cpu0) / max(1, events) * 1e6:.1f} µs per analysis received); clients' CPU "
+    spent = [b - a for a, b in zip(cpu0, cpu1)]
+    roles = " + ".join(f"--role={s.role} {c / (t1 - t0) * 100:.0f} %" for s, c in zip(servers, spent))
+    print(f"  {roles} of a core "
+          f"({sum(spent) / max(1, events) * 1e6:.1f} µs per analysis received); clients' CPU "
           f"{sum(r['cpu'] for r in results) / (t1 - t0) * 100:.0f} %; publisher at most "
           f"{publisher.behind * 1000:.0f} ms behind its schedule")
 
@@ -113,12 +117,26 @@ def main(reactor, arguments, rig):
     count, rate = arguments.count, arguments.rate
     amqp, exchange = rig.amqp, rig.exchange
     limit = arguments.dashboards + 100
-    server, port = yield rig.startListening(
-        "bench-server", "server", f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}",
-        f"--max-clients={limit}", f"--max-clients-per-address={limit}", *arguments.server_args.split())
-    yield server.waitForOutput(b"consuming #.measure")
+    queue = f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}"
+    servers = []
+    if arguments.split:
+        # The operator's other layout: the analyzer and the web role in processes of their own.
+        analyzer = rig.start("bench-analyzer", "analyzer", queue, *arguments.server_args.split())
+        analyzer.role = "analyzer"
+        yield analyzer.waitForOutput(b"consuming #.measure")
+        servers.append(analyzer)
+        server, port = yield rig.startListening(
+            "bench-web", "web", f"--max-clients={limit}", f"--max-clients-per-address={limit}")
+        server.role = "web"
+    else:
+        server, port = yield rig.startListening(
+            "bench-server", "server", queue, f"--max-clients={limit}",
+            f"--max-clients-per-address={limit}", *arguments.server_args.split())
+        server.role = "server"
+        yield server.waitForOutput(b"consuming #.measure")
+    servers.append(server)
     if arguments.hosts:
-        yield fleet(reactor, arguments, rig, server, port)
+        yield fleet(reactor, arguments, rig, servers, port)
         return
     client, _ = yield connectWebSocket(port)
     sent = {}
@@ -147,5 +165,8 @@ def main(reactor, arguments, rig):
 
 
 if __name__ == "__main__":
-    runBenchmark(main, argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0, batch=1,
-                                      measure=20.0, processes=2, server_args=""))
+    parser = argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0, batch=1,
+                            measure=20.0, processes=2, server_args="")
+    parser.add_argument("--split", action="store_true",
+                        help="--role=analyzer and --role=web, each its own process, for --role=server")
+    runBenchmark(main, parser)
