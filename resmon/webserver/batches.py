@@ -102,7 +102,9 @@ class EventBatch:
     def tail(self, start):
         """
         The batch of the events from the C{start}th on (for a client that
-        came after the first C{start}), or L{None} if there are none.
+        came after the first C{start}), or L{None} if there are none. For
+        0, the batch itself, which may grow: a client given a batch sends
+        it at once and keeps nothing of it.
         """
         if start >= len(self.events):
             return None

@@ -993,16 +993,19 @@ class EventFanout:
             return
         if len(batch) > 1:
             self.counters["batches"] += 1
-        late, audience.late = audience.late, False
-        for client, start in list(audience.clients.items()):
-            part = batch
-            if late and start:
-                # Attached after the first events of this batch (its snapshot has them).
-                if client in audience.clients:
-                    audience.clients[client] = 0
+        parts = [(client, batch) for client in audience.clients]
+        if audience.late:
+            # Some attached after the first events of this batch (their
+            # snapshots have them): each is sent the rest, and starts the
+            # next batch with the others (all before anything is sent).
+            audience.late = False
+            parts = []
+            for client, start in audience.clients.items():
                 part = batch.tail(start)
-                if part is None:
-                    continue
+                if part is not None:
+                    parts.append((client, part))
+            audience.clients = dict.fromkeys(audience.clients, 0)
+        for client, part in parts:
             try:
                 client.sendBatch(part)
             except Exception:
