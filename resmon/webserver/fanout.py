@@ -605,10 +605,7 @@ class EventFanout:
         if handOver and audience.batch is not None:
             part = audience.batch.tail(start)
             if part is not None:
-                try:
-                    client.sendBatch(part)
-                except Exception:
-                    self.log.failure("sending to {client!r} failed", client=client)
+                self._giveBatch(client, part)
         if not audience.clients:
             del self._audiences[key]
             if self._unindexed.pop(key, None) is None:
@@ -978,11 +975,7 @@ class EventFanout:
         batched, self._batched = self._batched, []
         try:
             for audience in batched:
-                try:
-                    self._sendBatch(audience)
-                except Exception:
-                    audience.batch = None
-                    self.log.failure("sending a batch failed")
+                self._sendBatch(audience)
         finally:
             # The frames of this turn's single events, shared by its batches.
             self._frames = {}
@@ -993,24 +986,30 @@ class EventFanout:
             return
         if len(batch) > 1:
             self.counters["batches"] += 1
-        parts = [(client, batch) for client in audience.clients]
         if audience.late:
             # Some attached after the first events of this batch (their
             # snapshots have them): each is sent the rest, and starts the
             # next batch with the others (all before anything is sent).
             audience.late = False
-            parts = []
-            for client, start in audience.clients.items():
-                part = batch.tail(start)
-                if part is not None:
-                    parts.append((client, part))
+            parts = [(client, batch.tail(start)) for client, start in audience.clients.items()]
             audience.clients = dict.fromkeys(audience.clients, 0)
+        else:
+            parts = [(client, batch) for client in audience.clients]
         for client, part in parts:
-            try:
-                client.sendBatch(part)
-            except Exception:
-                self.log.failure("sending to {client!r} failed; detaching it", client=client)
+            if part is not None and not self._giveBatch(client, part):
                 self.detach(client)
+
+    def _giveBatch(self, client, batch):
+        """
+        C{client.sendBatch(batch)}; whether it did not raise (a broken
+        client must not cost the others their batch).
+        """
+        try:
+            client.sendBatch(batch)
+        except Exception:
+            self.log.failure("sending a batch to {client!r} failed", client=client)
+            return False
+        return True
 
 
 class _Audience:

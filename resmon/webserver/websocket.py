@@ -143,10 +143,14 @@ class DashboardProtocol(WebSocketServerProtocol):
         if self.factory.notifications is not None:
             self.factory.notifications.sendKept(self, self._principal())
 
-    def _sendIfOpen(self, message):
+    @property
+    def _open(self):
         # A connection dropped (ping timeout, stall) stays attached until
         # onClose runs; events for it in the meantime go nowhere.
-        if getattr(self, "state", self.STATE_OPEN) == self.STATE_OPEN:
+        return getattr(self, "state", self.STATE_OPEN) == self.STATE_OPEN
+
+    def _sendIfOpen(self, message):
+        if self._open:
             if isinstance(message, PreparedMessage):
                 self.sendPreparedMessage(message)
             else:
@@ -182,7 +186,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         else each event to the flow, which holds back the latest of each
         host and kind, as for any client.
         """
-        if getattr(self, "state", self.STATE_OPEN) != self.STATE_OPEN:
+        if not self._open:
             return
         flow = self.flow
         if flow.writesAtOnce:
