@@ -6,6 +6,9 @@ that the web role, not the clients, is what is measured.
 
 Usage (run by bench/fanout.py and bench/latency.py, one process per slice of
 the clients): python bench/_wsclients.py --port P --count N [--path /ws?...]...
+A path under /api/stream makes the client an event stream (Server-Sent
+Events) instead: a "message" is then one chunk of the response, one write of
+the web role.
 
 Client C{i} of this process requests the C{--path} numbered C{first + i *
 stride} (modulo their number): several processes share the paths out. The
@@ -113,6 +116,65 @@ class Client:
         del buf[:pos]
 
 
+class StreamClient:
+    """
+    One event stream (C{GET /api/stream...}, Server-Sent Events): the chunks
+    of its body, each a write of the web role (one event, or a turn's
+    events); every C{analysis} event's C{"ts"} is histogrammed.
+    """
+
+    def __init__(self, sock, path, port, stats):
+        self.sock = sock
+        self.stats = stats
+        self.buffer = bytearray()
+        self.events = bytearray()
+        self.open = False
+        self.snapshot = False
+        self.closed = False
+        self.request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+    def readable(self):
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        now = time.time()
+        buf = self.buffer
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 200"):
+                raise SystemExit("stream refused: " + bytes(buf[:200]).decode("latin-1"))
+            del buf[:end + 4]
+            self.open = True
+        pos, n = 0, len(buf)
+        while True:
+            line = buf.find(b"\r\n", pos)
+            if line < 0:
+                break
+            size = int(buf[pos:line], 16)
+            if n < line + 2 + size + 2:
+                break
+            chunk = bytes(buf[line + 2:line + 2 + size])
+            pos = line + 2 + size + 2
+            if not self.snapshot:
+                self.events += chunk
+                end = self.events.find(b"\n\n", self.events.find(b"event: snapshot"))
+                if end >= 0:
+                    self.snapshot = True
+                    self.events.clear()
+                continue
+            self.stats.chunk(chunk, now)
+        del buf[:pos]
+
+
 class Stats:
     def __init__(self):
         self.counting = False
@@ -120,6 +182,18 @@ class Stats:
         self.events = 0
         self.bytes = 0
         self.histogram = [0] * BUCKETS
+
+    def chunk(self, data, now):
+        # A write to an event stream: its analyses' "ts" (keep-alives have none).
+        if not self.counting:
+            return
+        self.messages += 1
+        self.bytes += len(data)
+        found = [match.group(1) for match in _TS.finditer(data)]
+        self.events += len(found)
+        for ts in found:
+            bucket = int((now - float(ts)) / BUCKET)
+            self.histogram[min(max(bucket, 0), BUCKETS - 1)] += 1
 
     def message(self, buf, start, end, now):
         if not self.counting:
@@ -153,7 +227,8 @@ def main():
         sock = socket.create_connection(("127.0.0.1", arguments.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         path = paths[(arguments.first + i * arguments.stride) % len(paths)]
-        client = Client(sock, path, arguments.port, stats)
+        kind = StreamClient if path.startswith("/api/stream") else Client
+        client = kind(sock, path, arguments.port, stats)
         sock.sendall(client.request)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, client)

@@ -4,7 +4,7 @@ and many real WebSocket clients (lean raw clients, bench/_wsclients.py, in sever
 
 Usage: python bench/fanout.py [--broker URL] [--clients 1000] [--hosts 1000] [--groups 10]
     [--processes 4] [--warmup 5] [--measure 20] [--py-spy STACKS.txt] [--web-args "--opt=..."]
-    [--batch 1]
+    [--batch 1] [--stream]
        python bench/fanout.py --in-process [--clients 1000] [--hosts 1000] [--groups 10]
 
 The hosts are cut in --groups slices of equal size; client i subscribes to slice i mod groups
@@ -13,7 +13,9 @@ The hosts are cut in --groups slices of equal size; client i subscribes to slice
 clients received per second, frame latency (the analysis's "ts", set when it is published, to
 the client's receive) p50/p99/max, the web role's RSS before and after the clients connected
 and per client, and the clients' own CPU (they must not be the bottleneck). With --batch 1 the
-clients ask for several events per message (/ws?batch=1, as the dashboard does).
+clients ask for several events per message (/ws?batch=1, as the dashboard does). With --stream
+the clients are event streams instead (/api/stream?..., Server-Sent Events, the same queries);
+a "frame" is then one write of the web role (one chunk of the response).
 """
 
 import json
@@ -237,7 +239,9 @@ def main(reactor, arguments, rig):
         while publisher.published < 2 * arguments.hosts:
             yield task.deferLater(reactor, 0.1, lambda: None)
         paths = groupPaths(publisher.hosts, arguments.groups)
-        if arguments.batch:
+        if arguments.stream:
+            paths = [path.replace("/ws?", "/api/stream?", 1) for path in paths]
+        elif arguments.batch:
             paths = [path + "&batch=1" for path in paths]
         print(f"twistd --role=web on port {port} (log: {web.logPath}); {arguments.hosts} hosts at 1 Hz; "
               f"{arguments.clients} clients in {len(paths)} distinct subscriptions; "
@@ -336,6 +340,8 @@ def inProcess(arguments):
 if __name__ == "__main__":
     parser = argumentParser(__doc__, clients=1000, hosts=1000, groups=10, processes=4,
                             warmup=5.0, measure=20.0, web_args="", py_spy="", batch=0)
+    parser.add_argument("--stream", action="store_true",
+                        help="event-stream clients (GET /api/stream, Server-Sent Events)")
     parser.add_argument("--in-process", action="store_true",
                         help="only the fan-out and WebSocket protocols in this process, no sockets")
     if "--in-process" in sys.argv:

@@ -6,13 +6,14 @@ client. Clients may send at most 64 KiB in a message; what the server sends
 """
 
 import json
+import re
 import time
 
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
 
-from support import connectWebSocket, startedWeb, startedWebRole, withTimeout
+from support import SSEReader, connectWebSocket, startedWeb, startedWebRole, withTimeout
 
 FLEET = 1000
 BIG_HOST = "big-iron.example"
@@ -179,3 +180,34 @@ def test_a_batching_client_is_sent_every_analysis_of_a_fleet_burst_in_fewer_mess
     assert len(plain.messages) - 1 == FLEET and not any(m["kind"] == "batch" for m in plain.messages)
     assert batching.closed == [] and b"Traceback" not in web.output
     assert (yield web.stop()), web.logPath
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_event_stream_is_sent_every_analysis_of_a_fleet_burst_in_order(broker, amqp, twistd):
+    """
+    GET /api/stream takes a turn's events in one write (read as the events
+    one by one): a burst of the whole fleet's analyses reaches it whole and
+    in order, and the web role counts the batches it sent.
+    """
+    exchange = amqp.names["exchange"]
+    web, port = yield startedWebRole(twistd, "fleet-stream", broker, amqp)
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/api/stream?history=0&events=analysis".encode())
+    assert response.code == 200
+    reader = SSEReader()
+    response.deliverBody(reader)
+    yield reader.waitFor(lambda events: events, 15, "the snapshot")
+    now = time.time()
+    yield defer.gatherResults([
+        amqp.publish(exchange, routingKey(fleetHost(n)),
+                     json.dumps(analysis(fleetHost(n), 2, now)).encode()) for n in range(FLEET)])
+    yield reader.waitFor(lambda events: len(events) > FLEET, 30, "the fleet's analyses")
+    assert [(kind, e["host"], e["seq"]) for kind, e in reader.events[1:]] == [
+        ("analysis", fleetHost(n), 2) for n in range(FLEET)]
+    metrics = (yield readBody((yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/metrics".encode())))).decode()
+    batches = re.search(r'^resmon_web_events_total\{event="batches"\} (\S+)$', metrics, re.M)
+    assert batches and float(batches.group(1)) >= 1, metrics[:2000]
+    assert b"Traceback" not in web.output
+    assert (yield web.stop()), web.logPath
+    yield withTimeout(reader.done, 5, "the end of the stream")

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from resmon.webserver import batches, websocket
+from resmon.webserver import batches, sse, websocket
 from resmon.webserver.fanout import EventFanout
 from resmon.webserver.sendbudget import HIGH_WATER, SendBudget
 from resmon.webserver.websocket import DashboardFactory
@@ -402,3 +402,101 @@ def test_a_burst_pauses_each_client_at_the_buffer_not_beyond_and_all_of_it_arriv
         received[id(transport)] += _events(transport)
     assert all(r == [(f"h{n:03d}", 1) for n in range(600)] for r in received.values())
     assert budget.queued == 0
+
+
+# Event streams (/api/stream): every client takes the events of a turn in
+# one write, and reads them as the events written one by one.
+
+
+def _sseSetup(tmp_path):
+    from resmon.services.web import buildSite
+    clock = Clock()
+    fanout = EventFanout(clock=clock)
+    return clock, fanout, buildSite(fanout, clock, stallTimeout=30, root=str(tmp_path))
+
+
+def _chunks(connection):
+    """
+    The chunks of the response's body written so far (the HTTP head and the
+    chunked framing taken off).
+    """
+    rest = connection.transport.value().split(b"\r\n\r\n", 1)[1]
+    found = []
+    while rest:
+        size, rest = rest.split(b"\r\n", 1)
+        found.append(rest[:int(size, 16)])
+        rest = rest[int(size, 16) + 2:]
+    return found
+
+
+def test_an_event_stream_is_written_the_events_of_one_turn_at_once_as_events(tmp_path):
+    from test_web_units import SSEConnection, _event
+    clock, fanout, site = _sseSetup(tmp_path)
+    stream = SSEConnection(site, b"?history=0")
+    dashboard, batched = _connect(DashboardFactory(fanout, clock, stallTimeout=30))
+    stream.frames()
+    before = len(_chunks(stream))
+    bodies = [body(analysis(host, seq, 100.0 + seq)) for host, seq in (("a", 1), ("b", 1), ("a", 2))]
+    for (host, seq), message in zip((("a", 1), ("b", 1), ("a", 2)), bodies):
+        fanout.eventReceived(key(host, "analysis"), message)
+    assert stream.frames() == [] and batched.value() == b""
+    clock.advance(0)
+    # One write (one chunk) holding each event exactly as it was written alone.
+    [chunk] = _chunks(stream)[before:]
+    assert chunk == b"".join(sse.eventFrame("analysis", message) for message in bodies)
+    assert [(k, e["host"], e["seq"]) for k, e in map(_event, stream.frames())] == [
+        ("analysis", "a", 1), ("analysis", "b", 1), ("analysis", "a", 2)]
+    # The dashboard beside it, with the same subscription, has its own batch message.
+    [message] = messages(batched.value())
+    assert message["kind"] == "batch" and len(message["events"]) == 3
+    assert fanout.counters["batches"] == 2
+    stream.close()
+    dashboard.onClose(True, 1000, None)
+    assert fanout.clients == {}
+
+
+def test_the_event_streams_of_one_subscription_share_what_is_written(tmp_path, monkeypatch):
+    from test_web_units import SSEConnection
+    clock, fanout, site = _sseSetup(tmp_path)
+    made = []
+    original = sse.keyedEventFrame
+
+    def counted(eventKey, message):
+        made.append(eventKey)
+        return original(eventKey, message)
+    monkeypatch.setattr(sse, "keyedEventFrame", counted)
+    streams = [SSEConnection(site, b"?history=0") for _ in range(3)]
+    for stream in streams:
+        stream.frames()
+    for seq in range(4):
+        _publish(fanout, f"h{seq % 2}", seq)
+    clock.advance(0)
+    # Each event framed once, not once per stream; every stream sent the same bytes.
+    assert len(made) == 4
+    assert len({_chunks(stream)[-1] for stream in streams}) == 1
+    assert all(len(stream.frames()) == 4 for stream in streams)
+    for stream in streams:
+        stream.close()
+
+
+def test_an_event_stream_not_reading_holds_back_the_latest_event_per_host(tmp_path):
+    from test_web_units import SSEConnection, _event
+    clock, fanout, site = _sseSetup(tmp_path)
+    stream = SSEConnection(site, b"?history=0")
+    stream.frames()
+    stream.transport.producer.pauseProducing()
+    for seq in range(50):
+        for host in ("a", "b"):
+            _publish(fanout, host, seq)
+        clock.advance(0)
+    assert stream.frames() == []
+    stream.transport.producer.resumeProducing()
+    assert [(k, e["host"], e["seq"]) for k, e in map(_event, stream.frames())] == [
+        ("analysis", "a", 49), ("analysis", "b", 49)]
+    # And then batches again, a turn's events in one write.
+    before = len(_chunks(stream))
+    _publish(fanout, "a", 50)
+    _publish(fanout, "b", 50)
+    clock.advance(0)
+    assert len(_chunks(stream)) == before + 1 and len(stream.frames()) == 2
+    stream.close()

@@ -1,11 +1,13 @@
 """
-Several events in one WebSocket message, for the clients that ask for it
-(C{/ws?batch=1}, as the dashboard does): the events the fan-out has for
-them while one turn of the reactor lasts go out together when it ends, as
-C{{"kind": "batch", "events": [...]}}, with no timer and no delay beyond
-that turn. A client that keeps up gets one event per message, as before; a
-server that is behind (many events read from the broker at once) sends
-each client one message per turn instead of one per event.
+The events of one reactor turn sent together when it ends, with no timer
+and no delay beyond that turn: in one WebSocket message for the clients
+that ask for it (C{/ws?batch=1}, as the dashboard does), as C{{"kind":
+"batch", "events": [...]}}; in one write of their events, one after the
+other, for every event-stream client (C{/api/stream}, whose clients see
+the same events as before). A client that keeps up gets one event per
+message, as before; a server that is behind (many events read from the
+broker at once) sends each client one message per turn instead of one per
+event.
 
 The fan-out gathers one L{EventBatch} per distinct subscription (its
 audience), not per client: an event costs one append for all the clients
@@ -51,7 +53,7 @@ class EventBatch:
         L{None}.
     """
 
-    __slots__ = ("events", "size", "_frames", "_message", "_separately", "_tails")
+    __slots__ = ("events", "size", "_frames", "_message", "_joined", "_separately", "_tails")
 
     def __init__(self, frames=None):
         self.events = []
@@ -61,7 +63,7 @@ class EventBatch:
         self._forget()
 
     def _forget(self):
-        self._message = self._separately = self._tails = None
+        self._message = self._joined = self._separately = self._tails = None
 
     def __len__(self):
         return len(self.events)
@@ -73,7 +75,8 @@ class EventBatch:
         """
         self.events.append((key, body))
         self.size += len(body)
-        if self._message is not None or self._tails is not None or self._separately is not None:
+        if (self._message is not None or self._joined is not None or self._tails is not None
+                or self._separately is not None):
             self._forget()
         return len(self.events) >= MAX_BATCH or self.size >= MAX_BATCH_BYTES
 
@@ -89,6 +92,16 @@ class EventBatch:
             else:
                 self._message = prepare(batchBody([body for _, body in events]))
         return self._message
+
+    def joined(self, frame):
+        """
+        Every event made by C{frame(key, body)}, one after the other, in one
+        string of bytes: a batch for a stream of events (C{/api/stream}),
+        which its clients read as the events sent one by one.
+        """
+        if self._joined is None:
+            self._joined = b"".join([self._frameKeyed(frame, key, body) for key, body in self.events])
+        return self._joined
 
     def separately(self, prepare):
         """
@@ -127,4 +140,16 @@ class EventBatch:
         if made is None:
             # The body is kept with its frame: its id is not reused meanwhile.
             made = frames[key] = (body, prepare(body))
+        return made[1]
+
+    def _frameKeyed(self, frame, key, body):
+        # As _frame, for a frame made of the event's key too (the key is
+        # the event's: one body, one key).
+        frames = self._frames
+        if frames is None:
+            return frame(key, body)
+        cacheKey = (frame, id(body))
+        made = frames.get(cacheKey)
+        if made is None:
+            made = frames[cacheKey] = (body, frame(key, body))
         return made[1]

@@ -470,7 +470,9 @@ class EventFanout:
     true C{batching} attribute is given instead, once the reactor turn in
     which they came is over (C{clock.callLater(0)}; at once without a
     clock), the events of that turn in one L{EventBatch}, with
-    C{sendBatch(batch)}: shared by every client of its subscription.
+    C{sendBatch(batch)}: shared by every client of its subscription with
+    the same C{batching} (its value says how the client sends a batch, so
+    clients that send them alike share what they send).
 
     Events are decoded by L{wire.decodeAnalysis} and L{wire.decodeStatus}
     (times more than C{maxClockSkew} seconds ahead of C{clock} are
@@ -1068,10 +1070,11 @@ def _indexable(subscription):
 def _audienceKey(client, subscription):
     """
     The key of the audience of C{client}: what its subscription matches,
-    and whether it takes its events in batches.
+    and whether (and how) it takes its events in batches.
     """
     key = _matchKey(subscription)
-    return (key, "batch") if getattr(client, "batching", False) else key
+    batching = getattr(client, "batching", False)
+    return (key, "batch", batching) if batching else key
 
 
 def _matchKey(subscription):

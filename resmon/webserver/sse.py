@@ -10,6 +10,7 @@ from twisted.web import resource, server
 from resmon import wire
 from resmon.auth.principal import principalOf
 from resmon.periodic import Periodic
+from resmon.webserver.batches import BATCH_KEY
 from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT, ClientFlow
 from resmon.webserver.subscriptions import InvalidSubscription, parseQuery
 from resmon.webserver.visibility import visibleTo
@@ -20,6 +21,14 @@ RECONNECT_DELAY_MS = 2000
 KEEPALIVE_COMMENT = wire.SSE_KEEPALIVE
 # The frames are resmon.wire's; the name this module's callers know.
 eventFrame = wire.sseFrame
+
+
+def keyedEventFrame(key, body):
+    """
+    The SSE event of an event of the fan-out given its key (its kind, its
+    host) and its body.
+    """
+    return wire.sseFrame(key[0], body)
 
 
 class _SnapshotStream:
@@ -44,10 +53,15 @@ class _SnapshotStream:
 class EventStream:
     """
     One SSE client: a fan-out client writing to one HTTP response, which it
-    never finishes on its own.
+    never finishes on its own. It takes the events of a reactor turn
+    together (L{resmon.webserver.batches}): one write of them all, made once
+    for every stream of its subscription; its client reads the same events
+    as if each had been written alone.
     """
 
     log = Logger()
+    # What the fan-out shares between the clients of one subscription.
+    batching = "event-stream"
 
     def __init__(self, request, clock, stallTimeout, keepAlive, budget=None):
         self.request = request
@@ -73,8 +87,26 @@ class EventStream:
         # Held back as the bytes received, framed only when written.
         self.flow.send(self._fanout.eventKey(document), body)
 
+    def sendBatch(self, batch):
+        """
+        Send the events of a L{resmon.webserver.batches.EventBatch}: in one
+        write if it would be written at once, else each event to the flow,
+        which holds back the latest of each host and kind.
+        """
+        if self._fanout is None:
+            return
+        flow = self.flow
+        if flow.writesAtOnce:
+            flow.send(BATCH_KEY, batch.joined(keyedEventFrame))
+            return
+        for key, body in batch.events:
+            flow.send(key, body)
+
     def _writeEvent(self, key, body):
-        self.request.write(wire.sseFrame(key[0], body))
+        if key is BATCH_KEY:
+            self.request.write(body)  # events framed already
+        else:
+            self.request.write(wire.sseFrame(key[0], body))
 
     def close(self):
         """
