@@ -6,6 +6,8 @@ in the same run, on the same backlog, the same figures for a naive txAMQP consum
 SelectConnection consumer doing the least work (bench/analyzer_peers.py), and the ratios.
 With --rounds N the whole run is repeated N times, each round started by the next contender,
 and the medians are printed: on a shared 2-core machine one round's figures move by 20 %.
+Beside each consumer, the CPU the local broker (beam.smp) spent meanwhile, per measure and in
+% of a core: what the consumer costs the broker, which shares the cores with it.
 
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
        [--prefetch N] [--only resmon,txamqp,pika] [--rounds N]
@@ -29,6 +31,26 @@ from resmon.defaults import DEFAULT_PREFETCH
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer_peers.py")
 PEERS_KINDS = ("txamqp", "pika")
+
+
+def brokerProcess():
+    """
+    The local RabbitMQ (Erlang's C{beam.smp}), whose CPU per measure is
+    printed beside each consumer's, or L{None} if there is none here.
+    """
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "beam.smp":
+            return process
+    return None
+
+
+def cpuSeconds(process):
+    if process is None:
+        return float("nan")
+    try:
+        return sum(process.cpu_times()[:2])
+    except psutil.Error:
+        return float("nan")
 
 
 def templateMetrics():
@@ -94,7 +116,9 @@ def drain(reactor, amqp, process, count, recorder, queue):
             if time.monotonic() > deadline or process.ended_:
                 raise SystemExit(f"no analysis in 30 s: see {process.logPath}")
             yield task.deferLater(reactor, 0.01, lambda: None)
+        broker = brokerProcess()
         began, cpuBegan = time.perf_counter(), sum(ps.cpu_times()[:2])
+        brokerBegan = cpuSeconds(broker)
         startCount = yield messageCount(amqp, recorder)
         progressAt, done = time.monotonic(), startCount
         while done < count:
@@ -106,12 +130,14 @@ def drain(reactor, amqp, process, count, recorder, queue):
                 raise SystemExit(f"{process.label} stopped analysing at {done} of {count}: "
                                  f"see {process.logPath}")
         elapsed, cpu = time.perf_counter() - began, sum(ps.cpu_times()[:2]) - cpuBegan
+        brokerCPU = cpuSeconds(broker) - brokerBegan
         rss = ps.memory_info().rss
     finally:
         yield process.stop()
     analysed = done - startCount
     return {"analysed": analysed, "elapsed": elapsed, "rate": analysed / elapsed,
-            "cpuPer": cpu / analysed * 1e6, "core": cpu / elapsed, "rss": rss / 2**20}
+            "cpuPer": cpu / analysed * 1e6, "core": cpu / elapsed, "rss": rss / 2**20,
+            "brokerPer": brokerCPU / analysed * 1e6, "brokerCore": brokerCPU / elapsed}
 
 
 @defer.inlineCallbacks
@@ -178,14 +204,14 @@ def main(reactor, arguments, rig):
         print(f"median of {arguments.rounds} rounds (each round: the same backlog drained by each "
               f"in turn, starting with the next one); every round's measures/s in brackets")
     print(f"{'consumer':<10}{'measures/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
-          f"{'RSS MiB':>9}")
+          f"{'RSS MiB':>9}{'broker us/measure':>19}{'broker % core':>15}")
     medians = {name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
                for name, rounds in results.items()}
     for name, r in medians.items():
         each = (" [" + ", ".join(f"{x['rate']:.0f}" for x in results[name]) + "]"
                 if arguments.rounds > 1 else "")
         print(f"{name:<10}{r['rate']:>12.0f}{r['cpuPer']:>16.0f}{r['core'] * 100:>13.0f}"
-              f"{r['rss']:>9.0f}{each}")
+              f"{r['rss']:>9.0f}{r['brokerPer']:>19.0f}{r['brokerCore'] * 100:>15.0f}{each}")
     mine = medians.get("resmon")
     if mine is not None:
         for name, r in medians.items():
