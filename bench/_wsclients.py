@@ -6,6 +6,11 @@ that the web role, not the clients, is what is measured.
 
 Usage (run by bench/fanout.py and bench/latency.py, one process per slice of
 the clients): python bench/_wsclients.py --port P --count N [--path /ws?...]...
+With --timed-every K, only every Kth client of each path (in the order
+they connect, over all the processes) times its analyses; the others count
+them (one substring count per message, not a regular expression and a
+float per analysis), so that on a machine shared with the role measured
+the clients take less of its cores.
 A path under /api/stream makes the client an event stream (Server-Sent
 Events) instead: a "message" is then one chunk of the response, one write of
 the web role.
@@ -37,6 +42,11 @@ _TS = re.compile(rb'"ts": ?([0-9.eE+-]+)')
 # publish analyses only; rules' events and alerts in a batch are not counted).
 _BATCH = b'{"kind":"batch"'
 _EVENT_TS = re.compile(rb'"seq": ?[-0-9.eE+nul]*, ?"ts": ?([0-9.eE+-]+)')
+# Its "analyzed_at" (set by the analyzer), which follows: the part of the
+# latency from the analysis to the client, histogrammed on its own.
+_ANALYZED_AT = re.compile(rb'"analyzed_at": ?([0-9.eE+-]+)')
+# What the clients that are not timed count: one per analysis.
+_EVERY_ANALYSIS = b'"analyzed_at"'
 _PONG_HEADER = 0x8A  # FIN + pong
 
 
@@ -45,9 +55,10 @@ class Client:
     One WebSocket connection: the handshake, then unmasked server frames.
     """
 
-    def __init__(self, sock, path, port, stats):
+    def __init__(self, sock, path, port, stats, timed=True):
         self.sock = sock
         self.stats = stats
+        self.timed = timed
         self.buffer = bytearray()
         self.open = False
         self.snapshot = False
@@ -101,7 +112,7 @@ class Client:
             pos = start + length
             opcode = b0 & 0x0F
             if opcode == 1 and b0 & 0x80:
-                stats.message(buf, start, pos, now)
+                stats.message(buf, start, pos, now, self.timed)
             elif opcode in (0, 1):
                 if b0 & 0x80:  # the last frame of a snapshot
                     self.snapshot = True
@@ -123,9 +134,10 @@ class StreamClient:
     events); every C{analysis} event's C{"ts"} is histogrammed.
     """
 
-    def __init__(self, sock, path, port, stats):
+    def __init__(self, sock, path, port, stats, timed=True):
         self.sock = sock
         self.stats = stats
+        self.timed = timed
         self.buffer = bytearray()
         self.events = bytearray()
         self.open = False
@@ -171,7 +183,7 @@ class StreamClient:
                     self.snapshot = True
                     self.events.clear()
                 continue
-            self.stats.chunk(chunk, now)
+            self.stats.chunk(chunk, now, self.timed)
         del buf[:pos]
 
 
@@ -182,33 +194,47 @@ class Stats:
         self.events = 0
         self.bytes = 0
         self.histogram = [0] * BUCKETS
+        self.analysed = [0] * BUCKETS
 
-    def chunk(self, data, now):
+    def chunk(self, data, now, timed=True):
         # A write to an event stream: its analyses' "ts" (keep-alives have none).
         if not self.counting:
             return
         self.messages += 1
         self.bytes += len(data)
+        if not timed:
+            self.events += data.count(_EVERY_ANALYSIS)
+            return
         found = [match.group(1) for match in _TS.finditer(data)]
         self.events += len(found)
+        self._count(found, _ANALYZED_AT.findall(data), now)
+
+    def _count(self, found, analysed, now):
         for ts in found:
             bucket = int((now - float(ts)) / BUCKET)
             self.histogram[min(max(bucket, 0), BUCKETS - 1)] += 1
+        for at in analysed:
+            bucket = int((now - float(at)) / BUCKET)
+            self.analysed[min(max(bucket, 0), BUCKETS - 1)] += 1
 
-    def message(self, buf, start, end, now):
+    def message(self, buf, start, end, now, timed=True):
         if not self.counting:
             return
         self.messages += 1
         self.bytes += end - start
+        if not timed:
+            self.events += buf.count(_EVERY_ANALYSIS, start, end)
+            return
         if buf.startswith(_BATCH, start):
             found = [match.group(1) for match in _EVENT_TS.finditer(buf, start, end)]
+            analysed = [match.group(1) for match in _ANALYZED_AT.finditer(buf, start, end)]
         else:
             match = _TS.search(buf, start, min(end, start + 400))
             found = [] if match is None else [match.group(1)]
+            match = _ANALYZED_AT.search(buf, start, min(end, start + 500))
+            analysed = [] if match is None else [match.group(1)]
         self.events += len(found)
-        for ts in found:
-            bucket = int((now - float(ts)) / BUCKET)
-            self.histogram[min(max(bucket, 0), BUCKETS - 1)] += 1
+        self._count(found, analysed, now)
 
 
 def main():
@@ -218,6 +244,7 @@ def main():
     parser.add_argument("--path", action="append", default=[])
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--timed-every", type=int, default=1)
     arguments = parser.parse_args()
     paths = arguments.path or ["/ws?history=0"]
     selector = selectors.DefaultSelector()
@@ -226,9 +253,12 @@ def main():
     for i in range(arguments.count):
         sock = socket.create_connection(("127.0.0.1", arguments.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        path = paths[(arguments.first + i * arguments.stride) % len(paths)]
+        index = arguments.first + i * arguments.stride
+        path = paths[index % len(paths)]
         kind = StreamClient if path.startswith("/api/stream") else Client
-        client = kind(sock, path, arguments.port, stats)
+        # Every path has its timed clients, spread over the order of connection.
+        timed = (index // len(paths)) % arguments.timed_every == 0
+        client = kind(sock, path, arguments.port, stats, timed)
         sock.sendall(client.request)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, client)
@@ -251,7 +281,8 @@ def main():
                         "messages": stats.messages, "events": stats.events, "bytes": stats.bytes, "closed": closed,
                         "seconds": time.time() - begun if stats.counting else 0,
                         "cpu": (cpu2.user + cpu2.system - cpu.user - cpu.system) if stats.counting else 0,
-                        "histogram": {i: c for i, c in enumerate(stats.histogram) if c}}), flush=True)
+                        "histogram": {i: c for i, c in enumerate(stats.histogram) if c},
+                        "analysed": {i: c for i, c in enumerate(stats.analysed) if c}}), flush=True)
                     return
                 continue
             client.readable()

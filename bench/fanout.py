@@ -73,10 +73,11 @@ class ClientProcess(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
-def startClients(reactor, port, count, processes, paths):
+def startClients(reactor, port, count, processes, paths, timedEvery=1):
     """
     Start C{count} clients in C{processes} processes, the client C{i}
-    requesting C{paths[i % len(paths)]}.
+    requesting C{paths[i % len(paths)]}; every C{timedEvery}th client of
+    each path times its analyses, the others count them.
     """
     started = []
     for k in range(processes):
@@ -85,7 +86,8 @@ def startClients(reactor, port, count, processes, paths):
             continue
         # Client i of process k is client k + i * processes overall.
         args = [sys.executable, CLIENTS_SCRIPT, f"--port={port}", f"--count={len(mine)}",
-                f"--first={k}", f"--stride={processes}"] + [f"--path={path}" for path in paths]
+                f"--first={k}", f"--stride={processes}", f"--timed-every={timedEvery}"] + [
+                    f"--path={path}" for path in paths]
         proc = ClientProcess()
         reactor.spawnProcess(proc, sys.executable, args, env=os.environ)
         started.append(proc)
@@ -133,10 +135,10 @@ def percentiles(histogram, *qs):
     return out
 
 
-def mergeHistograms(results):
+def mergeHistograms(results, name="histogram"):
     merged = {}
     for result in results:
-        for k, v in result["histogram"].items():
+        for k, v in result.get(name, {}).items():
             merged[int(k)] = merged.get(int(k), 0) + v
     return merged
 
