@@ -252,23 +252,28 @@ def makeWebhooks(options, bus, web, reactor, deliver):
     from resmon.webhooks.delivery import WebhookDispatcher
     from resmon.webhooks.poster import WebhookPoster
     from resmon.webhooks.registry import WebhookRegistry
+    from resmon.webhooks.resolver import NameResolver
     from resmon.webhooks.store import WebhookStore, openPool
     from resmon.webserver.webhooksapi import WebhooksResource
 
     pool, dialect, where = openPool(options["database"], options["state-dir"])
     store = WebhookStore(pool, dialect, where)
+    # The targets' names, resolved apart from the reactor's thread pool and
+    # given up after the webhook timeout (resmon.webhooks.resolver).
+    resolver = NameResolver(reactor, timeout=options["webhook-timeout"])
     if web is not None:
         registry = WebhookRegistry(
             store, reactor, allowPrivate=options["webhook-allow-private"],
             maxHooks=options["webhook-max-hooks"],
-            maxPerKey=options["webhook-max-hooks-per-key"])
+            maxPerKey=options["webhook-max-hooks-per-key"], resolve=resolver.resolve)
         web.mountAPI("webhooks", WebhooksResource(registry))
         # Users' notifications are kept in the registry's database too.
         from resmon.webserver.notifications import DatabaseNotifications
         web.notifications.useStore(DatabaseNotifications(pool, dialect))
     if not deliver:
         return RegistryStoreService(store)
-    poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"])
+    poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"],
+                           resolver=resolver)
     dispatcher = WebhookDispatcher(
         store, poster, reactor, bus.publish, options["webhook-retry-for"],
         options["webhook-disable-after"], options["webhook-max-backlog"],

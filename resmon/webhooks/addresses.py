@@ -2,15 +2,17 @@
 Which webhook targets are public, and an L{IAgentEndpointFactory} that
 connects only to those: the address is checked when the request is made,
 not only when the hook is registered, so a name that later resolves to
-an internal address (DNS rebinding) reaches nothing inside.
+an internal address (DNS rebinding) reaches nothing inside. Names are
+resolved by L{resmon.webhooks.resolver.NameResolver}, never in the
+reactor's thread pool.
 """
 
 import ipaddress
 import socket
 
-from twisted.internet import defer, threads
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectError
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -38,14 +40,14 @@ def isPublic(address):
 def resolve(host, port):
     """
     Every address C{host} resolves to (a blocking C{getaddrinfo}: run it in
-    a thread), as L{str}.
+    a thread, as L{resmon.webhooks.resolver.NameResolver} does), as L{str}.
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [info[4][0] for info in infos]
 
 
-def resolveInThread(reactor, host, port):
-    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), resolve, host, port)
+# The addresses of a name tried in turn, at most, until one connects.
+MAX_ADDRESSES = 4
 
 
 @implementer(IAgentEndpointFactory)
@@ -53,16 +55,22 @@ class WebhookEndpointFactory:
     """
     Endpoints for L{twisted.web.client.Agent.usingEndpointFactory}: any
     address when C{allowPrivate}, else only public ones (the name is
-    resolved once and the connection made to that address).
+    resolved at each connection, by C{resolve}, and its addresses tried in
+    turn until one connects).
+
+    @param resolve: C{(host, port)} to a L{Deferred} list of addresses (a
+        L{resmon.webhooks.resolver.NameResolver}'s C{resolve}: lookups in
+        threads of their own, with a timeout).
     """
 
     # Endpoints kept for reuse (Agent asks for one per request, and needs
     # it only to connect when its pool has no connection to that origin).
     maxCached = 1024
 
-    def __init__(self, reactor, connectTimeout, allowPrivate=False, tlsPolicy=None):
+    def __init__(self, reactor, connectTimeout, resolve, allowPrivate=False, tlsPolicy=None):
         self.reactor = reactor
         self.connectTimeout = connectTimeout
+        self.resolve = resolve
         self.allowPrivate = allowPrivate
         self.tlsPolicy = tlsPolicy or BrowserLikePolicyForHTTPS()
         self._endpoints = {}
@@ -82,31 +90,42 @@ class WebhookEndpointFactory:
         C{allowPrivate}, checked) at each connection, not here.
         """
         host = uri.host.decode("ascii")
-        if self.allowPrivate:
-            endpoint = HostnameEndpoint(self.reactor, host.strip("[]"), uri.port,
-                                        timeout=self.connectTimeout)
-        else:
-            endpoint = _PublicEndpoint(self.reactor, host.strip("[]"), uri.port,
-                                       self.connectTimeout)
+        endpoint = _ResolvingEndpoint(self.reactor, host.strip("[]"), uri.port,
+                                      self.connectTimeout, self.resolve, not self.allowPrivate)
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(
                 self.tlsPolicy.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
 
 
-class _PublicEndpoint:
-    def __init__(self, reactor, host, port, timeout):
+class _ResolvingEndpoint:
+    """
+    Connects to the first of C{host}'s addresses (at most L{MAX_ADDRESSES})
+    that accepts; with C{publicOnly}, to none unless every one is public.
+    """
+
+    def __init__(self, reactor, host, port, timeout, resolve, publicOnly):
         self.reactor = reactor
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.resolve = resolve
+        self.publicOnly = publicOnly
 
     @defer.inlineCallbacks
     def connect(self, factory):
-        addresses = yield resolveInThread(self.reactor, self.host, self.port)
-        public = [address for address in addresses if isPublic(address)]
-        if not public or len(public) != len(addresses):
+        addresses = yield self.resolve(self.host, self.port)
+        if not addresses:
+            raise ConnectError(string=f"{self.host} has no address")
+        if self.publicOnly and not all(isPublic(address) for address in addresses):
             raise PrivateAddress(f"{self.host} resolves to an address that is not public")
-        address = public[0]
+        for address in addresses[:MAX_ADDRESSES - 1]:
+            try:
+                return (yield self._connectTo(address, factory))
+            except ConnectError:
+                continue  # refused, unreachable or timed out: the next one
+        return (yield self._connectTo(addresses[:MAX_ADDRESSES][-1], factory))
+
+    def _connectTo(self, address, factory):
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        return (yield kind(self.reactor, address, self.port, timeout=self.timeout).connect(factory))
+        return kind(self.reactor, address, self.port, timeout=self.timeout).connect(factory)

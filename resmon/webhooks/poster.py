@@ -13,6 +13,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from resmon.webhooks.addresses import PrivateAddress, WebhookEndpointFactory
+from resmon.webhooks.resolver import NameResolver
 
 MAX_RESPONSE_BODY = 64 * 1024
 
@@ -51,10 +52,12 @@ class WebhookPoster:
         status and headers; the body gets as long again.
     @param allowPrivate: let requests reach loopback, link-local and private
         addresses.
+    @param resolver: the L{NameResolver} of the targets' names (default:
+        one of its own, giving up a lookup after C{timeout}).
     """
 
     def __init__(self, reactor, timeout=10.0, allowPrivate=False, maxBody=MAX_RESPONSE_BODY,
-                 agent=None):
+                 agent=None, resolver=None):
         self.reactor = reactor
         self.timeout = timeout
         self.maxBody = maxBody
@@ -63,8 +66,10 @@ class WebhookPoster:
         # sequential): keep them all when many hooks share a receiver.
         self.pool.maxPersistentPerHost = 64
         self.pool.retryAutomatically = False
+        self.resolver = resolver or NameResolver(reactor, timeout=timeout)
         self.agent = agent or Agent.usingEndpointFactory(
-            reactor, WebhookEndpointFactory(reactor, timeout, allowPrivate), pool=self.pool)
+            reactor, WebhookEndpointFactory(reactor, timeout, self.resolver.resolve, allowPrivate),
+            pool=self.pool)
 
     def post(self, url, headers, body):
         """

@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from resmon import wire
 from resmon.webhooks import store, validation
-from resmon.webhooks.addresses import resolveInThread
+from resmon.webhooks.resolver import NameResolver
 from resmon.webhooks.signing import newSecret
 
 
@@ -27,7 +27,8 @@ class WebhookRegistry:
     @param allowPrivate: accept targets on loopback, link-local and
         private addresses.
     @param resolve: C{(host, port)} to a L{Deferred} list of addresses
-        (default: C{getaddrinfo} in a thread).
+        (default: a L{NameResolver}'s: C{getaddrinfo} in a thread of its
+        own, given up after 10 s).
     """
 
     def __init__(self, store, clock, allowPrivate=False, maxHooks=1000, maxPerKey=100,
@@ -37,7 +38,7 @@ class WebhookRegistry:
         self.allowPrivate = allowPrivate
         self.maxHooks = maxHooks
         self.maxPerKey = maxPerKey
-        self.resolve = resolve or (lambda host, port: resolveInThread(clock, host, port))
+        self.resolve = resolve or NameResolver(clock).resolve
 
     @defer.inlineCallbacks
     def register(self, document, owner=None):

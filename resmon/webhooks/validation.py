@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from twisted.internet import defer
 
 from resmon.webhooks.addresses import isPublic
+from resmon.webhooks.resolver import ResolutionTimedOut
 
 MAX_KEY_LENGTH = 255
 MAX_URL_LENGTH = 2048
@@ -120,6 +121,8 @@ def checkTarget(host, port, resolve, allowPrivate):
     """
     try:
         addresses = yield resolve(host, port)
+    except ResolutionTimedOut as e:
+        raise InvalidWebhook("url", f"{e}; its nameservers may be slow, try again later")
     except Exception as e:
         raise InvalidWebhook("url", f"{host} does not resolve ({e})")
     if not addresses:

@@ -1,0 +1,183 @@
+"""
+Webhook targets' names are resolved apart from everything else
+(resmon.webhooks.resolver): in threads of their own, a bounded number at
+once, each given up after a timeout, so a name whose nameservers never
+answer holds up neither the reactor's thread pool (logins hash passwords
+there) nor a registration for longer than the timeout. Real threads and
+the real reactor; the blocking lookup is a function that waits on an event.
+"""
+
+import threading
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task, threads
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+
+from resmon.webhooks import validation
+from resmon.webhooks.addresses import WebhookEndpointFactory
+from resmon.webhooks.resolver import NameResolver, ResolutionTimedOut
+
+
+class HangingLookups:
+    """
+    A blocking lookup that hangs until released, counting how many run at
+    once (as a nameserver that never answers would make C{getaddrinfo}).
+    """
+
+    def __init__(self, addresses=("192.0.2.1",)):
+        self.release = threading.Event()
+        self.addresses = list(addresses)
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.started = 0
+
+    def __call__(self, host, port):
+        with self.lock:
+            self.running += 1
+            self.started += 1
+            self.most = max(self.most, self.running)
+        try:
+            if not self.release.wait(30):
+                raise OSError("never released")
+            return self.addresses
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@defer.inlineCallbacks
+def _until(predicate, timeout=10, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_hanging_lookups_leave_the_reactors_thread_pool_free():
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, lookups=4, timeout=30, lookup=lookups)
+    pending = [resolver.resolve(f"slow{i}.example", 443) for i in range(12)]
+    yield _until(lambda: lookups.running == 4, what="4 lookups running")
+    # What logins do (password hashing), in the reactor's pool: not held up.
+    started = time.monotonic()
+    assert (yield threads.deferToThread(lambda: 42)) == 42
+    assert time.monotonic() - started < 5
+    # At most 4 at once; the others waited their turn, and all of them end.
+    assert lookups.most == 4 and lookups.started == 4
+    lookups.release.set()
+    results = yield defer.gatherResults(pending)
+    assert results == [["192.0.2.1"]] * 12
+    assert lookups.most == 4 and resolver.running == 0
+    assert resolver.counters["resolved"] == 12
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lookup_is_given_up_after_the_timeout_and_its_place_kept_until_it_returns():
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, lookups=1, timeout=0.3, lookup=lookups)
+    started = time.monotonic()
+    running = resolver.resolve("slow.example", 443)
+    waiting = resolver.resolve("next.example", 443)  # never gets a turn in time
+    for d, host in ((running, "slow.example"), (waiting, "next.example")):
+        with pytest.raises(ResolutionTimedOut) as e:
+            yield d
+        assert str(e.value) == f"{host} did not resolve within 0.3 s"
+    assert time.monotonic() - started < 5
+    assert resolver.counters["timed-out"] == 2
+    # The thread given up still holds the one place: no second thread meanwhile.
+    assert lookups.running == 1 and lookups.started == 1 and resolver.running == 1
+    lookups.release.set()
+    yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
+    # The one waiting never ran; the place is free again.
+    assert lookups.started == 1
+    assert (yield resolver.resolve("again.example", 443)) == ["192.0.2.1"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_lookup_fails_its_resolution_with_its_error():
+    def lookup(host, port):
+        raise OSError(f"no such name: {host}")
+    resolver = NameResolver(reactor, timeout=5, lookup=lookup)
+    with pytest.raises(OSError, match="no such name: nowhere.example"):
+        yield resolver.resolve("nowhere.example", 443)
+    assert resolver.counters["failed"] == 1 and resolver.running == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_registration_whose_name_hangs_is_refused_after_the_timeout_with_why():
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, timeout=0.3, lookup=lookups)
+    started = time.monotonic()
+    with pytest.raises(validation.InvalidWebhook) as e:
+        yield validation.checkTarget("tarpit.example", 443, resolver.resolve, False)
+    assert time.monotonic() - started < 5
+    assert e.value.field == "url"
+    assert "tarpit.example did not resolve within 0.3 s" in str(e.value)
+    assert "try again later" in str(e.value)
+    lookups.release.set()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_webhook_connection_tries_the_next_address_when_one_refuses():
+    """
+    A name with several addresses: the first refuses (nothing listens on
+    127.0.0.2 at that port), the next accepts.
+    """
+    accepted = []
+
+    class Accept(Protocol):
+        def connectionMade(self):
+            accepted.append(self.transport.getHost().host)
+            self.transport.loseConnection()
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(Accept))
+    try:
+        number = port.getHost().port
+
+        def resolve(host, _port):
+            assert host == "several.example"
+            return defer.succeed(["127.0.0.2", "127.0.0.1"])
+        factory = WebhookEndpointFactory(reactor, 5, resolve, allowPrivate=True)
+        from twisted.web.client import URI
+        endpoint = factory.endpointForURI(URI.fromBytes(f"http://several.example:{number}/".encode()))
+        protocol = yield endpoint.connect(Factory.forProtocol(Protocol))
+        yield _until(lambda: accepted, what="the connection")
+        assert accepted == ["127.0.0.1"]
+        protocol.transport.loseConnection()
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_deliveries_to_hanging_names_leave_logins_their_threads(monkeypatch):
+    """
+    What the webhooks role uses by default: 15 deliveries whose names never
+    resolve (more than the reactor's 10 threads) fail within the timeout,
+    and a login's password hashing (a job in the reactor's pool) meanwhile
+    runs at once. The registry resolves the same way.
+    """
+    from resmon.webhooks import addresses
+    from resmon.webhooks.poster import WebhookPoster
+    from resmon.webhooks.registry import WebhookRegistry
+    lookups = HangingLookups()
+    monkeypatch.setattr(addresses, "resolve", lookups)
+    poster = WebhookPoster(reactor, timeout=0.5)
+    try:
+        posts = [poster.post(f"https://hook{i}.example/in", {}, b"{}") for i in range(15)]
+        yield _until(lambda: lookups.running >= 8, what="lookups running")
+        started = time.monotonic()
+        assert (yield threads.deferToThread(lambda: "hashed")) == "hashed"
+        assert time.monotonic() - started < 5
+        for d in posts:
+            with pytest.raises(Exception):
+                yield d
+        assert time.monotonic() - started < 5
+    finally:
+        lookups.release.set()
+        yield poster.close()
+    assert isinstance(WebhookRegistry(None, reactor).resolve.__self__, NameResolver)
