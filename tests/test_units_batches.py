@@ -500,3 +500,63 @@ def test_an_event_stream_not_reading_holds_back_the_latest_event_per_host(tmp_pa
     clock.advance(0)
     assert len(_chunks(stream)) == before + 1 and len(stream.frames()) == 2
     stream.close()
+
+
+# A notification, sent to one client alone, comes after the events of the
+# turn that came before it, and those are not sent again at the turn's end.
+
+
+def _kindsAndSeqs(documents):
+    return [(d["kind"], d.get("seq", d.get("id"))) for d in documents]
+
+
+def test_a_notification_on_an_event_stream_comes_after_the_turns_earlier_events(tmp_path):
+    from resmon.webserver.notifications import NotificationCenter
+    from test_units_visibility import Directory, UserSSE, _notification, _published, _userSite, alice
+    from test_web_units import _event
+    clock = Clock()
+    clock.advance(200)
+    fanout = EventFanout(clock=clock)
+    center = NotificationCenter(fanout, clock, Directory(alice()))
+    site = _userSite(tmp_path, fanout, clock, center)
+    stream = UserSSE(site, "alice", b"?history=0&events=analysis")
+    stream.frames()
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 1, 150.0)))
+    center.received(*_published(_notification("user", "alice", "n1")))
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 2, 151.0)))
+    clock.advance(0)
+    events = [_event(frame) for frame in stream.frames()]
+    assert [(kind, e.get("seq")) for kind, e in events] == [
+        ("analysis", 1), ("notification", None), ("analysis", 2)]
+    stream.close()
+
+
+def test_a_notification_on_a_batching_websocket_comes_after_the_turns_earlier_events():
+    from resmon.webserver.notifications import NotificationCenter
+    from test_units_visibility import Directory, _notification, _published, _socket, alice
+    clock = Clock()
+    clock.advance(200)
+    fanout = EventFanout(clock=clock)
+    center = NotificationCenter(fanout, clock, Directory(alice()))
+    protocol, raw = _socket(fanout, alice(), {"batch": ["1"], "history": ["0"]}, notifications=center)
+    assert protocol.batching
+    raw.clear()
+    for seq in (1, 2):
+        fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", seq, 150.0 + seq)))
+    center.received(*_published(_notification("user", "alice", "n1")))
+    fanout.eventReceived(key("web-01", "analysis"), body(analysis("web-01", 3, 153.0)))
+    clock.advance(0)
+    received = [json.loads(payload) for payload in raw]
+    assert [m["kind"] for m in received] == ["batch", "notification", "analysis"]
+    assert [e["seq"] for e in received[0]["events"]] == [1, 2] and received[2]["seq"] == 3
+
+
+def test_event_streams_closed_mid_turn_are_sent_the_turns_events_first(tmp_path):
+    from test_web_units import SSEConnection, _event
+    clock, fanout, site = _sseSetup(tmp_path)
+    stream = SSEConnection(site, b"?history=0&events=analysis")
+    stream.frames()
+    _publish(fanout, "web-01", 1)
+    site.eventStreams.closeAll()
+    clock.advance(0)
+    assert [(k, e["seq"]) for k, e in map(_event, stream.frames())] == [("analysis", 1)]

@@ -966,6 +966,28 @@ class EventFanout:
             # Full; or no turn to wait for the end of (no clock): now.
             self._sendBatch(audience)
 
+    def sendPendingTo(self, client):
+        """
+        Send C{client} now what its subscription gathered for it this turn
+        (a batching client's), before something sent to it alone (a
+        notification) overtakes it; at the turn's end it gets only what
+        comes after.
+        """
+        subscription = self.clients.get(client)
+        if subscription is None:
+            return
+        audience = self._audiences.get(_audienceKey(client, subscription))
+        if audience is None or audience.batch is None:
+            return
+        start = audience.clients[client]
+        part = audience.batch.tail(start)
+        if part is None:
+            return
+        audience.clients[client] = len(audience.batch)
+        audience.late = True
+        if not self._giveBatch(client, part):
+            self.detach(client)
+
     def sendBatches(self):
         """
         Send the batching clients the events gathered for them this turn

@@ -82,8 +82,13 @@ class EventStream:
         self.finished.addBoth(self._ended)
 
     def sendEvent(self, document, body):
+        # What the fan-out does not send in batches: the user's notifications.
         if self._fanout is None:
             return  # ended (notifications kept may answer after the client left)
+        # After the events of this turn that came before it.
+        self._fanout.sendPendingTo(self)
+        if self._fanout is None:
+            return  # dropped by what was sent
         # Held back as the bytes received, framed only when written.
         self.flow.send(self._fanout.eventKey(document), body)
 
@@ -188,5 +193,7 @@ class EventStreamResource(resource.Resource):
         request.setHeader(b"x-accel-buffering", b"no")
 
     def closeAll(self):
+        # The events of this turn first: the streams end after them.
+        self.fanout.sendBatches()
         for stream in list(self.streams):
             stream.close()
