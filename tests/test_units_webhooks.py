@@ -811,3 +811,27 @@ def test_store_records_the_queues_bindings(anyStore):
     yield store.forgetBound("q", {"a.#", "never"})
     assert (yield store.boundKeys("q")) == {"b.c"}
     assert (yield store.boundKeys("other")) == {"x.y"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_pings_are_held_to_the_backlogs_bound_and_refused_for_a_disabled_hook(tmp_path):
+    store = _store(tmp_path)
+    registry = WebhookRegistry(store, reactor, allowPrivate=False, maxBacklog=3,
+                               resolve=lambda host, port: defer.succeed(["8.8.8.8"]))
+    try:
+        hook = yield registry.register({"key": "*.alert", "url": "https://example.com/h"})
+        pinged = []
+        for _ in range(5):
+            pinged.append((yield registry.ping(hook["id"])))
+        # A ping is a delivery like any other: the oldest beyond the bound go.
+        pending = yield store.pending(hook["id"], 100)
+        assert [p.id for p in pending] == pinged[-3:]
+        yield store.recordAttempt(pending[0], 1, 100.0, 500, None, 0.1, "retry", 200.0,
+                                  disableAfter=0.0)
+        assert (yield store.hook(hook["id"])).state == storage.DISABLED
+        with pytest.raises(validation.InvalidWebhook) as e:
+            yield registry.ping(hook["id"])
+        assert e.value.field is None and "disabled" in str(e.value)
+        assert len((yield store.pending(hook["id"], 100))) == 3
+    finally:
+        store.close()

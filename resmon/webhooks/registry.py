@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from resmon import wire
 from resmon.webhooks import store, validation
+from resmon.webhooks.options import DEFAULT_MAX_BACKLOG
 from resmon.webhooks.resolver import NameResolver
 from resmon.webhooks.signing import newSecret
 
@@ -26,18 +27,21 @@ class WebhookRegistry:
         C{resolve} is not given).
     @param allowPrivate: accept targets on loopback, link-local and
         private addresses.
+    @param maxBacklog: a hook's pending deliveries at most, pings included
+        (the oldest go first, as for events).
     @param resolve: C{(host, port)} to a L{Deferred} list of addresses
         (default: a L{NameResolver}'s: C{getaddrinfo} in a thread of its
         own, given up after 10 s).
     """
 
     def __init__(self, store, clock, allowPrivate=False, maxHooks=1000, maxPerKey=100,
-                 resolve=None):
+                 resolve=None, maxBacklog=DEFAULT_MAX_BACKLOG):
         self.store = store
         self.clock = clock
         self.allowPrivate = allowPrivate
         self.maxHooks = maxHooks
         self.maxPerKey = maxPerKey
+        self.maxBacklog = maxBacklog
         self.resolve = resolve or NameResolver(clock).resolve
 
     @defer.inlineCallbacks
@@ -90,20 +94,27 @@ class WebhookRegistry:
     @defer.inlineCallbacks
     def ping(self, hookId, ownedBy=None):
         """
-        Queue a test delivery (key C{resmon.ping}) to hook C{hookId}.
+        Queue a test delivery (key C{resmon.ping}) to hook C{hookId}, within
+        its backlog's bound like any delivery.
 
         @return: a L{Deferred} of the delivery's id, or L{None} if there is
             no such hook.
+        @raise validation.InvalidWebhook: the hook is disabled (it would
+            never be delivered).
         """
         hook = yield self.store.hook(hookId, ownedBy)
         if hook is None:
             return None
+        if hook.state == store.DISABLED:
+            raise validation.InvalidWebhook(
+                None, "the hook is disabled: it receives nothing, not even a ping; "
+                      "delete it and register it anew")
         now = self.clock.seconds()
         delivery = uuid.uuid4().hex
         body = wire.webhookPayload(delivery, hook.id, wire.WEBHOOK_PING_KEY, now,
                                    wire.webhookPingEvent(now))
         yield self.store.enqueue(
             [store.Pending(None, delivery, hook.id, wire.WEBHOOK_PING_KEY, body, now, 0, now)],
-            2 ** 62)
+            self.maxBacklog)
         yield self.store.touch()
         return delivery
