@@ -1238,6 +1238,15 @@ def webhookPayload(delivery, hook, routingKey, ts, event):
                    "ts": ts, "event": event})
 
 
+def webhookPayloadOf(delivery, hook, routingKey, ts, eventJSON):
+    """
+    L{webhookPayload}, the event given as its JSON (L{encodeJSON} of it),
+    made once for all the hooks it goes to: the same bytes.
+    """
+    head = _dumps({"v": VERSION, "delivery": delivery, "hook": hook, "key": routingKey, "ts": ts})
+    return head[:-1] + b',"event":' + eventJSON + b"}"
+
+
 def webhookPingEvent(ts):
     """
     The event of a test delivery.

@@ -5,6 +5,7 @@ and retries with a fake poster and a L{Clock}.
 """
 
 import hashlib
+import json
 import hmac
 import random
 import uuid
@@ -835,3 +836,64 @@ def test_pings_are_held_to_the_backlogs_bound_and_refused_for_a_disabled_hook(tm
         assert len((yield store.pending(hook["id"], 100))) == 3
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("event", [
+    {"v": 1, "kind": "event", "n": 1},
+    {"v": 1, "kind": "event", "text": "naïve — ✓ \u2028 \"quoted\" \\", "nested": [{"a": [1.5, None, True]}]},
+    {},
+])
+def test_a_payload_made_from_the_events_json_is_the_same_bytes(event):
+    made = wire.webhookPayloadOf("d1", "h1", "deploy.event", 1700000000.25, wire.encodeJSON(event))
+    assert made == wire.webhookPayload("d1", "h1", "deploy.event", 1700000000.25, event)
+    assert wire.loadJSON(made)["event"] == event
+
+
+class WaitingStore:
+    """
+    A store whose transactions end only when the test says: what each one
+    was given is recorded.
+    """
+
+    def __init__(self):
+        self.transactions = []
+
+    def enqueueChecking(self, deliveries, maxBacklog, check):
+        d = defer.Deferred()
+        self.transactions.append((list(deliveries), d))
+        return d
+
+
+def test_an_event_for_many_hooks_is_stored_a_bounded_number_of_bytes_at_a_time(monkeypatch):
+    """
+    40 events of about 20 KB, each for 50 hooks (a copy of the payload per
+    hook: 40 MB in all): deliveries are made as they are stored, at most
+    MAX_UNSTORED_BYTES (here 1 MB) of them in a transaction, in the order
+    received; an event is acknowledged once all of its deliveries are stored.
+    """
+    from twisted.internet.task import Clock
+    from resmon.webhooks import delivery
+    monkeypatch.setattr(delivery, "MAX_UNSTORED_BYTES", 1_000_000)
+    store = WaitingStore()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), Clock(), lambda k, b: None,
+                                   retryFor=3600, disableAfter=None, maxBacklog=10_000)
+    dispatcher.setHooks([_hook(f"h{i:02d}", key="#") for i in range(50)])
+    body = json.dumps({"v": 1, "kind": "event", "pad": "x" * 20_000}).encode()
+    acked = []
+    for n in range(40):
+        dispatcher.eventReceived(f"e{n}.event", body).addCallback(lambda _, n=n: acked.append(n))
+    stored = []
+    while len(stored) < 40 * 50:
+        assert len(store.transactions) == 1  # one at a time
+        deliveries, d = store.transactions.pop()
+        # At most the bound, and one payload more.
+        assert sum(len(p.body) for p in deliveries) <= 1_000_000 + 21_000
+        stored += deliveries
+        d.callback(({}, {}))
+        # Each event acknowledged once its last delivery is stored, not before.
+        assert acked == list(range(len(stored) // 50))
+    assert store.transactions == []
+    assert [(p.key, p.hook) for p in stored] == [
+        (f"e{n}.event", f"h{i:02d}") for n in range(40) for i in range(50)]
+    assert len({p.id for p in stored}) == 40 * 50
+    assert all(wire.loadJSON(p.body)["delivery"] == p.id for p in stored)

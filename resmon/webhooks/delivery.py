@@ -42,6 +42,51 @@ STORE_RETRY = 2.0
 # Seconds a hook's backlog is counted again at the latest (it is counted
 # sooner when what was stored since could take it past the cap).
 BACKLOG_RECOUNT = 1.0
+# Bytes of deliveries made and not yet stored, all hooks together: an event
+# matching many hooks is one copy of its payload per hook (1,000 hooks and
+# a 256 KiB event: 256 MB), so the copies are made as they are stored, at
+# most this many bytes of them per transaction.
+MAX_UNSTORED_BYTES = 16 * 1024 * 1024
+
+
+class _Received:
+    """
+    An event received, and the hooks it goes to, not all stored yet:
+    C{made} of its deliveries are made (stored or being stored).
+    """
+
+    __slots__ = ("routingKey", "eventJSON", "at", "hooks", "made", "stored")
+
+    def __init__(self, routingKey, eventJSON, at, hooks, stored):
+        self.routingKey = routingKey
+        self.eventJSON = eventJSON
+        self.at = at
+        self.hooks = hooks
+        self.made = 0
+        self.stored = stored
+
+    def make(self, room):
+        """
+        Its next deliveries, at least one, while their payloads take at
+        most C{room} bytes.
+        """
+        made = []
+        while self.made < len(self.hooks):
+            delivery = uuid.uuid4().hex
+            hookId = self.hooks[self.made]
+            payload = wire.webhookPayloadOf(delivery, hookId, self.routingKey, self.at,
+                                            self.eventJSON)
+            if made and len(payload) > room:
+                break
+            made.append(storage.Pending(None, delivery, hookId, self.routingKey, payload,
+                                        self.at, 0, self.at))
+            room -= len(payload)
+            self.made += 1
+        return made, room
+
+    @property
+    def done(self):
+        return self.made == len(self.hooks)
 
 
 class WebhookDispatcher:
@@ -152,30 +197,42 @@ class WebhookDispatcher:
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             return None
-        now = self.clock.seconds()
-        deliveries = []
-        for hook in hooks:
-            delivery = uuid.uuid4().hex
-            deliveries.append(storage.Pending(
-                None, delivery, hook.id, routingKey,
-                wire.webhookPayload(delivery, hook.id, routingKey, now, event), now, 0, now))
         stored = defer.Deferred()
-        self._batch.append((deliveries, stored))
+        # The event's JSON made once; each hook's payload only when stored.
+        self._batch.append(_Received(routingKey, wire.encodeJSON(event), self.clock.seconds(),
+                                     [hook.id for hook in hooks], stored))
         if not self._flushing:
             self._flush()
         return stored
+
+    def _nextDeliveries(self):
+        """
+        The deliveries of the next transaction, in the order received: the
+        events waiting, up to L{MAX_UNSTORED_BYTES} of payloads (an event
+        whose payloads are more is stored in several), and the events they
+        complete.
+        """
+        deliveries, completed, room = [], [], MAX_UNSTORED_BYTES
+        while self._batch and (room > 0 or not deliveries):
+            received = self._batch[0]
+            made, room = received.make(room)
+            deliveries += made
+            if not received.done:
+                break
+            completed.append(self._batch.pop(0))
+        return deliveries, completed
 
     @defer.inlineCallbacks
     def _flush(self):
         """
         Store the events received while the previous batch was written, in
-        one transaction, in the order received.
+        one transaction, in the order received (up to L{MAX_UNSTORED_BYTES}
+        of payloads a transaction).
         """
         self._flushing = True
         try:
             while self._batch and not self._stopped:
-                batch, self._batch = self._batch, []
-                deliveries = [d for deliveries, _ in batch for d in deliveries]
+                deliveries, batch = self._nextDeliveries()
                 check = self._backlogsToCount(deliveries)
                 while True:
                     try:
@@ -196,8 +253,8 @@ class WebhookDispatcher:
                     self.log.warn("webhook {hook}: backlog over {limit}, dropped its {count} "
                                   "oldest deliveries", hook=hookId, limit=self.maxBacklog,
                                   count=count)
-                for _, stored in batch:
-                    stored.callback(None)
+                for received in batch:
+                    received.stored.callback(None)
                 for hookId in {d.hook for d in deliveries}:
                     self.wake(hookId)
         finally:
@@ -323,8 +380,8 @@ class WebhookDispatcher:
         stopping = [worker.stop() for worker in self.workers.values()]
         self.flushRecords()
         self.workers.clear()
-        for _, stored in self._batch:
-            stored.errback(defer.CancelledError("stopping"))
+        for received in self._batch:
+            received.stored.errback(defer.CancelledError("stopping"))
         self._batch = []
         return defer.gatherResults(stopping, consumeErrors=True)
 
