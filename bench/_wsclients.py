@@ -50,12 +50,17 @@ _EVERY_ANALYSIS = b'"analyzed_at"'
 _PONG_HEADER = 0x8A  # FIN + pong
 
 
-class Client:
+class _Connection:
     """
-    One WebSocket connection: the handshake, then unmasked server frames.
+    What both kinds of client share: the socket, the answer's head, and the
+    bytes received and not yet read.
     """
 
-    def __init__(self, sock, path, port, stats, timed=True):
+    # How the answer to the request starts, and what a refusal is called.
+    accepted = b""
+    refused = ""
+
+    def __init__(self, sock, stats, timed):
         self.sock = sock
         self.stats = stats
         self.timed = timed
@@ -63,6 +68,45 @@ class Client:
         self.open = False
         self.snapshot = False
         self.closed = False
+
+    def received(self):
+        """
+        Read what the socket has: the buffer (past the answer's head), and
+        when it was received; L{None} if there is nothing to read in it yet.
+        """
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return None
+        now = time.time()
+        buf = self.buffer
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            if not buf.startswith(self.accepted):
+                raise SystemExit(self.refused + ": " + bytes(buf[:200]).decode("latin-1"))
+            del buf[:end + 4]
+            self.open = True
+        return buf, now
+
+
+class Client(_Connection):
+    """
+    One WebSocket connection: the handshake, then unmasked server frames.
+    """
+
+    accepted = b"HTTP/1.1 101"
+    refused = "handshake refused"
+
+    def __init__(self, sock, path, port, stats, timed=True):
+        _Connection.__init__(self, sock, stats, timed)
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -70,26 +114,10 @@ class Client:
         ).encode()
 
     def readable(self):
-        try:
-            data = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
+        received = self.received()
+        if received is None:
             return
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return
-        now = time.time()
-        buf = self.buffer
-        buf += data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                raise SystemExit("handshake refused: " + bytes(buf[:200]).decode("latin-1"))
-            del buf[:end + 4]
-            self.open = True
+        buf, now = received
         stats = self.stats
         pos, n = 0, len(buf)
         while n - pos >= 2:
@@ -127,45 +155,26 @@ class Client:
         del buf[:pos]
 
 
-class StreamClient:
+class StreamClient(_Connection):
     """
     One event stream (C{GET /api/stream...}, Server-Sent Events): the chunks
     of its body, each a write of the web role (one event, or a turn's
     events); every C{analysis} event's C{"ts"} is histogrammed.
     """
 
+    accepted = b"HTTP/1.1 200"
+    refused = "stream refused"
+
     def __init__(self, sock, path, port, stats, timed=True):
-        self.sock = sock
-        self.stats = stats
-        self.timed = timed
-        self.buffer = bytearray()
+        _Connection.__init__(self, sock, stats, timed)
         self.events = bytearray()
-        self.open = False
-        self.snapshot = False
-        self.closed = False
         self.request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
     def readable(self):
-        try:
-            data = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
+        received = self.received()
+        if received is None:
             return
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return
-        now = time.time()
-        buf = self.buffer
-        buf += data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buf.startswith(b"HTTP/1.1 200"):
-                raise SystemExit("stream refused: " + bytes(buf[:200]).decode("latin-1"))
-            del buf[:end + 4]
-            self.open = True
+        buf, now = received
         pos, n = 0, len(buf)
         while True:
             line = buf.find(b"\r\n", pos)

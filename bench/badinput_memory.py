@@ -17,6 +17,7 @@ import psutil
 from twisted.internet import defer
 
 from _common import argumentParser, runBenchmark
+from resmon.defaults import RULES_QUEUE_SUFFIX
 from test_integration_badinput import badMessages, goodMeasure
 
 GOOD_EVERY = 50
@@ -26,7 +27,7 @@ GOOD_EVERY = 50
 def main(reactor, arguments, rig):
     rounds, perRound = arguments.rounds, arguments.per_round
     amqp, exchange = rig.amqp, rig.exchange
-    queue = rig.queue("resmon.bench.analyzer", [".liveness"])
+    queue = rig.queue("resmon.bench.analyzer", [".liveness", RULES_QUEUE_SUFFIX])
     deadLetter = rig.queue("resmon.bench.rejected", exchange=True)
     server, _ = yield rig.startListening(
         "bench-badinput", "server", f"--queue={queue}", f"--dead-letter-queue={deadLetter}",

@@ -25,6 +25,7 @@ import time
 from twisted.internet import defer, task
 
 from _common import argumentParser, runBenchmark
+from resmon.defaults import RULES_QUEUE_SUFFIX
 from support import connectWebSocket, withTimeout
 
 
@@ -122,7 +123,7 @@ def main(reactor, arguments, rig):
     count, rate = arguments.count, arguments.rate
     amqp, exchange = rig.amqp, rig.exchange
     limit = arguments.dashboards + 100
-    queue = f"--queue={rig.queue('resmon.bench.q', ['.liveness'])}"
+    queue = f"--queue={rig.queue('resmon.bench.q', ['.liveness', RULES_QUEUE_SUFFIX])}"
     servers = []
     if arguments.split:
         # The operator's other layout: the analyzer and the web role in processes of their own.

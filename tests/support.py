@@ -628,3 +628,19 @@ class SSEReader(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.done.callback(None)
+
+
+@defer.inlineCallbacks
+def openEventStream(port, query="", headers=None):
+    """
+    C{GET /api/stream<query>} of the web role on C{port}, answered 200: an
+    L{SSEReader} reading it (its C{response} the answer).
+    """
+    from twisted.web.client import Agent
+    response = yield Agent(reactor).request(
+        b"GET", f"http://127.0.0.1:{port}/api/stream{query}".encode(), headers)
+    assert response.code == 200, response.code
+    reader = SSEReader()
+    response.deliverBody(reader)
+    reader.response = response
+    return reader

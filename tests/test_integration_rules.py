@@ -15,8 +15,7 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
-from support import PlainAMQPClient, freePort
-from test_web_integration import SSEReader
+from support import PlainAMQPClient, freePort, openEventStream
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RULES = os.path.join(HERE, "rules")
@@ -51,11 +50,7 @@ def test_an_event_wakes_a_rule_whose_event_wakes_another_and_reaches_a_stream(br
     yield rules.waitForOutput(b"running rules deploy, announce, ping, pong, raising")
     yield rules.waitForOutput(b"ready: on")
 
-    response = yield Agent(reactor).request(
-        b"GET", f"http://127.0.0.1:{port}/api/stream?events=event&history=0".encode())
-    assert response.code == 200
-    stream = SSEReader()
-    response.deliverBody(stream)
+    stream = yield openEventStream(port, "?events=event&history=0")
     yield stream.waitFor(lambda events: events, 5, "the snapshot")
     assert stream.events[0][1]["subscription"]["events"] == ["event"]
 

@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from resmon import wire
 from resmon.auth import passwords
 from resmon.auth.usersfile import Token, User, Users, writeUsers
-from support import SSEReader, WebSocketRecorder, analysisBody, startedWebRole, withTimeout
+from support import WebSocketRecorder, analysisBody, openEventStream, startedWebRole, withTimeout
 
 WEB = ("web-01", "web-02")
 DB = ("db-01", "db-02")
@@ -61,16 +61,8 @@ def _socket(port, token, query=""):
     return factory, proto
 
 
-@defer.inlineCallbacks
 def _stream(port, token, query=""):
-    response = yield Agent(reactor).request(
-        b"GET", f"http://127.0.0.1:{port}/api/stream{query}".encode(),
-        Headers({b"authorization": [f"Bearer {token}".encode()]}))
-    assert response.code == 200
-    reader = SSEReader()
-    response.deliverBody(reader)
-    reader.response = response
-    return reader
+    return openEventStream(port, query, Headers({b"authorization": [f"Bearer {token}".encode()]}))
 
 
 @defer.inlineCallbacks

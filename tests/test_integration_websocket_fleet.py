@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
 
-from support import SSEReader, connectWebSocket, startedWeb, startedWebRole, withTimeout
+from support import connectWebSocket, openEventStream, startedWeb, startedWebRole, withTimeout
 
 FLEET = 1000
 BIG_HOST = "big-iron.example"
@@ -191,11 +191,7 @@ def test_an_event_stream_is_sent_every_analysis_of_a_fleet_burst_in_order(broker
     """
     exchange = amqp.names["exchange"]
     web, port = yield startedWebRole(twistd, "fleet-stream", broker, amqp)
-    response = yield Agent(reactor).request(
-        b"GET", f"http://127.0.0.1:{port}/api/stream?history=0&events=analysis".encode())
-    assert response.code == 200
-    reader = SSEReader()
-    response.deliverBody(reader)
+    reader = yield openEventStream(port, "?history=0&events=analysis")
     yield reader.waitFor(lambda events: events, 15, "the snapshot")
     now = time.time()
     yield defer.gatherResults([
