@@ -181,3 +181,101 @@ def test_deliveries_to_hanging_names_leave_logins_their_threads(monkeypatch):
         lookups.release.set()
         yield poster.close()
     assert isinstance(WebhookRegistry(None, reactor).resolve.__self__, NameResolver)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lookup_given_up_while_waiting_for_its_turn_never_runs():
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, lookups=1, timeout=30, lookup=lookups)
+    running = resolver.resolve("first.example", 443)
+    waiting = resolver.resolve("second.example", 443)
+    waiting.cancel()  # what the poster's own timeout does to a connection
+    with pytest.raises(defer.CancelledError):
+        yield waiting
+    lookups.release.set()
+    assert (yield running) == ["192.0.2.1"]
+    yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
+    assert lookups.started == 1
+    assert (yield resolver.resolve("third.example", 443)) == ["192.0.2.1"]
+    assert lookups.started == 2 and resolver.running == 0
+
+
+def _blackhole(interface):
+    """
+    A port on C{interface} that never answers a connection (a listener
+    whose queue of connections not accepted is full drops what comes):
+    the port and what to close.
+    """
+    import socket
+    hole = socket.socket()
+    hole.bind((interface, 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect((interface, port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    return port, [hole] + fillers
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_address_that_never_answers_leaves_the_next_one_its_turn(monkeypatch):
+    """
+    A receiver on 127.0.0.1 behind a name whose first address never
+    answers: the delivery reaches it within the webhook timeout (each
+    address tried for its share of it); an address that refuses is tried
+    once.
+    """
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+    from resmon.webhooks import addresses
+    from resmon.webhooks.poster import WebhookPoster
+
+    class Answer(Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            request.setResponseCode(204)
+            return b""
+    port, sockets = _blackhole("127.0.0.2")
+    site = yield TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(Site(Answer()))
+    tried = []
+    connectTo = addresses._ResolvingEndpoint._connectTo
+
+    def spied(endpoint, address, factory, timeout):
+        tried.append((address, timeout))
+        return connectTo(endpoint, address, factory, timeout)
+    monkeypatch.setattr(addresses._ResolvingEndpoint, "_connectTo", spied)
+
+    class Resolver:
+        def __init__(self, answers):
+            self.answers = answers
+
+        def resolve(self, host, _port):
+            return defer.succeed(self.answers)
+    poster = WebhookPoster(reactor, timeout=4, allowPrivate=True,
+                           resolver=Resolver(["127.0.0.2", "127.0.0.1"]))
+    refusing = WebhookPoster(reactor, timeout=4, allowPrivate=True, resolver=Resolver(["127.0.0.1"]))
+    try:
+        started = time.monotonic()
+        assert (yield poster.post(f"http://two.example:{port}/", {}, b"{}")) == 204
+        assert time.monotonic() - started < 4
+        assert tried == [("127.0.0.2", 2.0), ("127.0.0.1", 2.0)]
+        yield site.stopListening()
+        site = None
+        del tried[:]
+        with pytest.raises(Exception):
+            yield refusing.post(f"http://one.example:{port}/", {}, b"{}")
+        assert tried == [("127.0.0.1", 4.0)]
+    finally:
+        if site is not None:
+            yield site.stopListening()
+        yield poster.close()
+        yield refusing.close()
+        for sock in sockets:
+            sock.close()

@@ -100,8 +100,9 @@ class WebhookEndpointFactory:
 
 class _ResolvingEndpoint:
     """
-    Connects to the first of C{host}'s addresses (at most L{MAX_ADDRESSES})
-    that accepts; with C{publicOnly}, to none unless every one is public.
+    Connects to the first of C{host}'s addresses (at most L{MAX_ADDRESSES},
+    tried in turn, each for its share of C{timeout}) that accepts; with
+    C{publicOnly}, to none unless every one is public.
     """
 
     def __init__(self, reactor, host, port, timeout, resolve, publicOnly):
@@ -119,13 +120,17 @@ class _ResolvingEndpoint:
             raise ConnectError(string=f"{self.host} has no address")
         if self.publicOnly and not all(isPublic(address) for address in addresses):
             raise PrivateAddress(f"{self.host} resolves to an address that is not public")
-        for address in addresses[:MAX_ADDRESSES - 1]:
+        candidates = addresses[:MAX_ADDRESSES]
+        # The connect timeout shared out: an address that never answers
+        # leaves the next ones their turn within it.
+        timeout = max(1.0, self.timeout / len(candidates))
+        for address in candidates[:-1]:
             try:
-                return (yield self._connectTo(address, factory))
+                return (yield self._connectTo(address, factory, timeout))
             except ConnectError:
                 continue  # refused, unreachable or timed out: the next one
-        return (yield self._connectTo(addresses[:MAX_ADDRESSES][-1], factory))
+        return (yield self._connectTo(candidates[-1], factory, timeout))
 
-    def _connectTo(self, address, factory):
+    def _connectTo(self, address, factory, timeout):
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        return kind(self.reactor, address, self.port, timeout=self.timeout).connect(factory)
+        return kind(self.reactor, address, self.port, timeout=timeout).connect(factory)

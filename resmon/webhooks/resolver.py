@@ -58,7 +58,13 @@ class NameResolver:
         self.counters = Counter({"resolved": 0, "failed": 0, "timed-out": 0})
 
     def resolve(self, host, port):
-        outcome = defer.Deferred()
+        def cancelled(_):
+            # Given up by the caller: a lookup still waiting for its turn never runs.
+            if not turn.called:
+                turn.cancel()
+            if expiry.active():
+                expiry.cancel()
+        outcome = defer.Deferred(cancelled)
         turn = self._slots.acquire()
 
         def timedOut():
