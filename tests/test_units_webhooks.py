@@ -897,3 +897,68 @@ def test_an_event_for_many_hooks_is_stored_a_bounded_number_of_bytes_at_a_time(m
         (f"e{n}.event", f"h{i:02d}") for n in range(40) for i in range(50)]
     assert len({p.id for p in stored}) == 40 * 50
     assert all(wire.loadJSON(p.body)["delivery"] == p.id for p in stored)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_read_of_pending_deliveries_stops_at_its_bytes(anyStore):
+    store = anyStore
+    yield store.add(_hook("h1"), 10, 10)
+    pad = "x" * 100_000
+    yield store.enqueue([storage.Pending(None, f"d{i}", "h1", "a.b", f'{{"pad":"{pad}","n":{i}}}'.encode(),
+                                         1.0, 0, 1.0) for i in range(10)], 100)
+    # Bodies of about 100 KB: those that start within 256 KiB are read, the
+    # rest left in the database.
+    rows = yield store.pending("h1", 200, maxBytes=256 * 1024)
+    assert [p.id for p in rows] == ["d0", "d1", "d2"] and not rows.complete
+    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=256 * 1024)
+    assert [p.id for p in rows] == ["d3", "d4", "d5"] and not rows.complete
+    # One at least, however big; all there is, and said so.
+    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=10)
+    assert [p.id for p in rows] == ["d6"] and not rows.complete
+    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=10 ** 9)
+    assert [p.id for p in rows] == ["d7", "d8", "d9"] and rows.complete
+    # As many as asked for, when they fit: more may follow.
+    rows = yield store.pending("h1", 3, maxBytes=10 ** 9)
+    assert [p.id for p in rows] == ["d0", "d1", "d2"] and not rows.complete
+    rows = yield store.pending("h1", 200, after=rows[-1].seq + 100, maxBytes=10)
+    assert list(rows) == [] and rows.complete
+
+
+@pytest_twisted.inlineCallbacks
+def test_workers_hold_a_bounded_number_of_bytes_of_their_hooks_backlogs(tmp_path):
+    """
+    20 hooks each with 250 deliveries of 100 KB pending (500 MB) and a
+    receiver that never answers: each worker holds what it read and its
+    read ahead, READ_BYTES each (and one body more), not 200 of them.
+    """
+    from resmon.webhooks import delivery
+
+    class Hanging:
+        def post(self, url, headers, body):
+            return defer.Deferred()
+
+        def close(self):
+            return defer.succeed(None)
+    store = _store(tmp_path)
+    clock = Clock()
+    clock.advance(1000)
+    dispatcher = WebhookDispatcher(store, Hanging(), clock, lambda k, b: None, retryFor=3600,
+                                   disableAfter=3600, maxBacklog=10_000)
+    try:
+        for i in range(20):
+            yield store.add(_hook(f"h{i:02d}", key="#"), 1000, 1000)
+        dispatcher.setHooks((yield store.hooks()))
+        body = json.dumps({"v": 1, "kind": "event", "pad": "x" * 100_000}).encode()
+        for n in range(250):
+            yield dispatcher.eventReceived(f"e{n}.event", body)
+        dispatcher.setDelivering(True)
+        yield _until(lambda: defer.succeed(
+            len(dispatcher.workers) == 20
+            and all(w._inFlight is not None and w._prefetch is None
+                    for w in dispatcher.workers.values())), "every worker posting")
+        for worker in dispatcher.workers.values():
+            held = sum(len(p.body) for p in worker._queue)
+            assert held <= 2 * (delivery.READ_BYTES + 101_000), held
+    finally:
+        yield dispatcher.stop()
+        store.close()

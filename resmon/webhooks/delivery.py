@@ -23,8 +23,12 @@ from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
 
-# Pending deliveries of one hook read at once.
+# Pending deliveries of one hook read at once, and at most this many bytes
+# of their bodies (one delivery at least): a worker holds what it read and
+# the next read ahead, so with 1,000 hooks backlogged with 256 KiB events,
+# 200 of each would be 50 GB.
 BATCH = 200
+READ_BYTES = 256 * 1024
 # The next batch is read once this many deliveries of the last are left.
 PREFETCH_BELOW = 100
 # Seconds between two reads from a hook's first pending delivery while it
@@ -391,8 +395,9 @@ class HookWorker:
     Delivers one hook's pending deliveries, oldest first: the next waits
     until the one before is delivered or has run out of retries.
 
-    The deliveries are read from the store in batches of L{BATCH}; the next
-    batch is read while the last L{PREFETCH_BELOW} of the one before go out,
+    The deliveries are read from the store in batches of L{BATCH}, and of
+    at most L{READ_BYTES} of bodies; the next batch is read while the last
+    L{PREFETCH_BELOW} of the one before go out,
     so that the POSTs do not wait for the database. Successful attempts are
     recorded in the background (L{WebhookDispatcher.recordDelivered}); a
     read leaves out the deliveries made that it may still see (not yet
@@ -514,7 +519,7 @@ class HookWorker:
         self._again = False
         self._reads += 1
         number = self._reads
-        d = self.dispatcher.store.pending(self.hookId, BATCH, after)
+        d = self.dispatcher.store.pending(self.hookId, BATCH, after, maxBytes=READ_BYTES)
 
         def read(rows):
             delivered = self._delivered
@@ -524,7 +529,7 @@ class HookWorker:
                 del delivered[seq]
             if generation != self._generation:
                 return
-            self._exhausted = len(rows) < BATCH
+            self._exhausted = rows.complete
             if rows:
                 self._lastSeq = rows[-1].seq
             self._queue.extend(row for row in rows if row.seq not in delivered)

@@ -135,6 +135,15 @@ class Pending:
         self.nextAttempt = nextAttempt
 
 
+class PendingRows(list):
+    """
+    Pending deliveries read, in order; C{complete}: whether they are all
+    there were after the first asked for.
+    """
+
+    complete = True
+
+
 def _sqliteConnect(path):
     import sqlite3
     connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
@@ -511,20 +520,46 @@ class WebhookStore:
             counts[hook] = min(count, maxBacklog)
         return dropped, counts
 
-    def pending(self, hookId, limit=50, after=None):
+    def pending(self, hookId, limit=50, after=None, maxBytes=None):
         """
         The oldest C{limit} pending deliveries of hook C{hookId}, in order;
-        only those stored after delivery C{seq} C{after} if given.
-        """
-        return self._run(self._pending, hookId, limit, after)
+        only those stored after delivery C{seq} C{after} if given; with
+        C{maxBytes}, only as many as fit in that many bytes of bodies (one
+        at least), the others left in the database.
 
-    def _pending(self, cursor, hookId, limit, after=None):
+        @return: a L{Deferred} of a L{PendingRows}.
+        """
+        return self._run(self._pending, hookId, limit, after, maxBytes)
+
+    def _pending(self, cursor, hookId, limit, after=None, maxBytes=None):
+        after = -1 if after is None else after
+        if maxBytes is None:
+            cursor.execute(self._sql(
+                "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
+                "FROM webhook_pending "
+                "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                (hookId, after, limit))
+            rows = PendingRows(Pending(*row) for row in cursor.fetchall())
+            rows.complete = len(rows) < limit
+            return rows
+        # The first `limit` in the database, and of those the ones whose
+        # bodies, added up in order, start within maxBytes: the bodies
+        # left out are never read out of the database.
         cursor.execute(self._sql(
+            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt, taken FROM ("
+            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt, "
+            "SUM(LENGTH(body)) OVER (ORDER BY seq) - LENGTH(body) AS before, "
+            "COUNT(*) OVER () AS taken FROM ("
             "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
-            "FROM webhook_pending "
-            "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?"),
-            (hookId, -1 if after is None else after, limit))
-        return [Pending(*row) for row in cursor.fetchall()]
+            "FROM webhook_pending WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?) AS firsts"
+            ") AS sized WHERE before < ? ORDER BY seq"),
+            (hookId, after, limit, maxBytes))
+        found = cursor.fetchall()
+        rows = PendingRows(Pending(*row[:-1]) for row in found)
+        # Every pending delivery after `after` is in it: none was cut, and
+        # fewer than `limit` were there.
+        rows.complete = not found or (len(rows) == found[0][-1] and found[0][-1] < limit)
+        return rows
 
     def pendingCount(self, hookId):
         return self._run(self._pendingCount, hookId)
