@@ -822,11 +822,15 @@ def test_pings_are_held_to_the_backlogs_bound_and_refused_for_a_disabled_hook(tm
     try:
         hook = yield registry.register({"key": "*.alert", "url": "https://example.com/h"})
         pinged = []
-        for _ in range(5):
+        for _ in range(3):
             pinged.append((yield registry.ping(hook["id"])))
-        # A ping is a delivery like any other: the oldest beyond the bound go.
+        # A ping is a delivery like any other, within the bound; it does not
+        # push the oldest delivery out of a full backlog.
+        with pytest.raises(validation.InvalidWebhook) as e:
+            yield registry.ping(hook["id"])
+        assert e.value.field is None and "backlog is full (3 deliveries pending)" in str(e.value)
         pending = yield store.pending(hook["id"], 100)
-        assert [p.id for p in pending] == pinged[-3:]
+        assert [p.id for p in pending] == pinged
         yield store.recordAttempt(pending[0], 1, 100.0, 500, None, 0.1, "retry", 200.0,
                                   disableAfter=0.0)
         assert (yield store.hook(hook["id"])).state == storage.DISABLED

@@ -100,7 +100,8 @@ class WebhookRegistry:
         @return: a L{Deferred} of the delivery's id, or L{None} if there is
             no such hook.
         @raise validation.InvalidWebhook: the hook is disabled (it would
-            never be delivered).
+            never be delivered), or its backlog is full (its oldest delivery
+            would be dropped for it).
         """
         hook = yield self.store.hook(hookId, ownedBy)
         if hook is None:
@@ -109,6 +110,12 @@ class WebhookRegistry:
             raise validation.InvalidWebhook(
                 None, "the hook is disabled: it receives nothing, not even a ping; "
                       "delete it and register it anew")
+        waiting = yield self.store.pendingCount(hook.id)
+        if waiting >= self.maxBacklog:
+            # A ping must not push the oldest event out of a full backlog.
+            raise validation.InvalidWebhook(
+                None, f"the hook's backlog is full ({waiting} deliveries pending): "
+                      "a ping would drop the oldest of them")
         now = self.clock.seconds()
         delivery = uuid.uuid4().hex
         body = wire.webhookPayload(delivery, hook.id, wire.WEBHOOK_PING_KEY, now,
