@@ -966,3 +966,23 @@ def test_workers_hold_a_bounded_number_of_bytes_of_their_hooks_backlogs(tmp_path
     finally:
         yield dispatcher.stop()
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_deliveries_for_a_hook_deleted_before_they_are_stored_are_not_kept(anyStore):
+    """
+    The dispatcher picks the hooks an event goes to when it comes, and
+    stores their deliveries later: a hook deleted in between would be left
+    with deliveries nothing ever makes or expires.
+    """
+    store = anyStore
+    for hookId in ("kept", "deleted"):
+        yield store.add(_hook(hookId, key="#"), 10, 10)
+    dispatcher = WebhookDispatcher(store, FakePoster([]), Clock(), lambda k, b: None,
+                                   retryFor=3600, disableAfter=None, maxBacklog=100)
+    dispatcher.setHooks((yield store.hooks()))
+    yield store.remove("deleted")
+    yield dispatcher.eventReceived("deploy.event", b'{"n":1}')
+    assert len((yield store.pending("kept", 10))) == 1
+    assert list((yield store.pending("deleted", 10))) == []
+    yield dispatcher.stop()

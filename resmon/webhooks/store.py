@@ -507,6 +507,7 @@ class WebhookStore:
         dropped = {}
         counts = {}
         hooks = {p.hook for p in deliveries}
+        self._dropOrphans(cursor, sorted(hooks))
         for hook in sorted(hooks if check is None else hooks & set(check)):
             cursor.execute(self._sql("SELECT count(*) FROM webhook_pending WHERE hook = ?"),
                            (hook,))
@@ -519,6 +520,21 @@ class WebhookStore:
                 dropped[hook] = excess
             counts[hook] = min(count, maxBacklog)
         return dropped, counts
+
+    def _dropOrphans(self, cursor, hooks):
+        """
+        Delete the pending deliveries just stored for hooks deleted since
+        their event came (the dispatcher chose the hooks before the delete,
+        stored after it): nothing would ever deliver or expire them.
+        """
+        gone = set(hooks)
+        for start in range(0, len(hooks), 500):
+            chunk = hooks[start:start + 500]
+            cursor.execute(self._sql(
+                f"SELECT id FROM webhook_hooks WHERE id IN ({', '.join('?' * len(chunk))})"), chunk)
+            gone -= {row[0] for row in cursor.fetchall()}
+        for hookId in sorted(gone):
+            cursor.execute(self._sql("DELETE FROM webhook_pending WHERE hook = ?"), (hookId,))
 
     def pending(self, hookId, limit=50, after=None, maxBytes=None):
         """
