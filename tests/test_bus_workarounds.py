@@ -518,3 +518,40 @@ def test_a_channel_the_broker_closed_is_opened_again_as_a_new_one():
     again = []
     workarounds.reopenChannel(client, 1).addCallback(again.append)
     assert again[0] is not closed and not again[0].closed and client.channels[1] is again[0]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_the_broker_closes_as_resmon_closes_it_is_no_failure():
+    """
+    Stopping while the broker closes the connection itself (its user was
+    deleted, the broker is stopping): an info line, not a logged failure,
+    which would fail a supervisor's health check for nothing; any other
+    error closing it still is one.
+    """
+    from twisted.internet.task import Clock
+    from twisted.logger import LogLevel, Logger
+    from txamqp.client import ConnectionClosed
+    from resmon.bus.connection import BrokerConnection
+
+    class Closing:
+        closed = False
+
+        def __init__(self, error):
+            self.error = error
+
+        def close(self, within):
+            return defer.fail(self.error)
+
+    class Service:
+        def stopService(self):
+            return defer.succeed(None)
+    for error, level in ((ConnectionClosed("CONNECTION_FORCED - user 'agent' is deleted"), LogLevel.info),
+                         (RuntimeError("something else"), LogLevel.critical)):
+        events = []
+        connection = BrokerConnection(None, Clock(), None, None, None, {})
+        connection.log = Logger(observer=events.append)
+        connection.client = Closing(error)
+        connection.clientService = Service()
+        yield connection.stop()
+        assert [(e["log_level"], "log_failure" in e) for e in events] == [
+            (level, level is LogLevel.critical)]

@@ -16,6 +16,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from txamqp.client import Closed
 
 from resmon.bus.errors import ConnectionFailures
 from resmon.bus.exchange import ExchangeUnusable
@@ -160,6 +161,11 @@ class BrokerConnection:
         if client is not None and not client.closed:
             try:
                 yield client.close(within=2)
+            except Closed as e:
+                # The broker closed it first (its user deleted, the broker
+                # stopping): closed all the same, nothing failed.
+                self.log.info("the broker closed the AMQP connection as resmon closed it: {why}",
+                              why=describe(e))
             except Exception:
                 self.log.failure("closing the AMQP connection failed")
         yield self.clientService.stopService()
