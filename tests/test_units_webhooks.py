@@ -904,68 +904,52 @@ def test_an_event_for_many_hooks_is_stored_a_bounded_number_of_bytes_at_a_time(m
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_read_of_pending_deliveries_stops_at_its_bytes(anyStore):
-    store = anyStore
-    yield store.add(_hook("h1"), 10, 10)
-    pad = "x" * 100_000
-    yield store.enqueue([storage.Pending(None, f"d{i}", "h1", "a.b", f'{{"pad":"{pad}","n":{i}}}'.encode(),
-                                         1.0, 0, 1.0) for i in range(10)], 100)
-    # Bodies of about 100 KB: those that start within 256 KiB are read, the
-    # rest left in the database.
-    rows = yield store.pending("h1", 200, maxBytes=256 * 1024)
-    assert [p.id for p in rows] == ["d0", "d1", "d2"] and not rows.complete
-    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=256 * 1024)
-    assert [p.id for p in rows] == ["d3", "d4", "d5"] and not rows.complete
-    # One at least, however big; all there is, and said so.
-    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=10)
-    assert [p.id for p in rows] == ["d6"] and not rows.complete
-    rows = yield store.pending("h1", 200, after=rows[-1].seq, maxBytes=10 ** 9)
-    assert [p.id for p in rows] == ["d7", "d8", "d9"] and rows.complete
-    # As many as asked for, when they fit: more may follow.
-    rows = yield store.pending("h1", 3, maxBytes=10 ** 9)
-    assert [p.id for p in rows] == ["d0", "d1", "d2"] and not rows.complete
-    rows = yield store.pending("h1", 200, after=rows[-1].seq + 100, maxBytes=10)
-    assert list(rows) == [] and rows.complete
-
-
-@pytest_twisted.inlineCallbacks
-def test_workers_hold_a_bounded_number_of_bytes_of_their_hooks_backlogs(tmp_path):
+def test_workers_hold_a_bounded_number_of_bytes_of_their_hooks_backlogs(anyStore):
     """
-    20 hooks each with 250 deliveries of 100 KB pending (500 MB) and a
-    receiver that never answers: each worker holds what it read and its
-    read ahead, READ_BYTES each (and one body more), not 200 of them.
+    5 hooks each with 120 deliveries of 100 KB pending, and a receiver that
+    answers each after 2 ms: every delivery is made, in order, while no
+    worker ever holds much more than READ_BYTES of bodies read and not yet
+    sent (200 of them would be 20 MB; reading ahead whenever fewer than 100
+    were left, it grew towards that).
     """
+    from twisted.internet.task import LoopingCall
     from resmon.webhooks import delivery
 
-    class Hanging:
+    class Slow(FakePoster):
         def post(self, url, headers, body):
-            return defer.Deferred()
-
-        def close(self):
-            return defer.succeed(None)
-    store = _store(tmp_path)
+            self.posted.append((url, headers, body))
+            return deferLater(reactor, 0.002, lambda: 200)
+    store = anyStore
+    poster = Slow([])
     clock = Clock()
     clock.advance(1000)
-    dispatcher = WebhookDispatcher(store, Hanging(), clock, lambda k, b: None, retryFor=3600,
+    dispatcher = WebhookDispatcher(store, poster, clock, lambda k, b: None, retryFor=3600,
                                    disableAfter=3600, maxBacklog=10_000)
+    held = []
+
+    def sample():
+        held.append(max([sum(len(p.body) for p in w._queue) for w in dispatcher.workers.values()],
+                        default=0))
+    sampling = LoopingCall(sample)
     try:
-        for i in range(20):
-            yield store.add(_hook(f"h{i:02d}", key="#"), 1000, 1000)
+        for i in range(5):
+            yield store.add(_hook(f"h{i}", key="#", url=f"http://127.0.0.1:1/{i}"), 1000, 1000)
         dispatcher.setHooks((yield store.hooks()))
-        body = json.dumps({"v": 1, "kind": "event", "pad": "x" * 100_000}).encode()
-        for n in range(250):
-            yield dispatcher.eventReceived(f"e{n}.event", body)
+        pad = "x" * 100_000
+        for n in range(120):
+            yield dispatcher.eventReceived(f"e{n}.event", json.dumps({"n": n, "pad": pad}).encode())
+        sampling.start(0.005)
         dispatcher.setDelivering(True)
-        yield _until(lambda: defer.succeed(
-            len(dispatcher.workers) == 20
-            and all(w._inFlight is not None and w._prefetch is None
-                    for w in dispatcher.workers.values())), "every worker posting")
-        for worker in dispatcher.workers.values():
-            held = sum(len(p.body) for p in worker._queue)
-            assert held <= 2 * (delivery.READ_BYTES + 101_000), held
+        yield _until(lambda: defer.succeed(len(poster.posted) >= 5 * 120), "every delivery", 60)
+        for i in range(5):
+            sent = [wire.loadJSON(body)["event"]["n"] for url, _, body in poster.posted
+                    if url == f"http://127.0.0.1:1/{i}"]
+            assert sent == list(range(120))
+        assert max(held) <= 2 * delivery.READ_BYTES + 2 * 101_000, max(held)
     finally:
+        if sampling.running:
+            sampling.stop()
         yield dispatcher.stop()
-        store.close()
 
 
 @pytest_twisted.inlineCallbacks
@@ -986,3 +970,58 @@ def test_deliveries_for_a_hook_deleted_before_they_are_stored_are_not_kept(anySt
     assert len((yield store.pending("kept", 10))) == 1
     assert list((yield store.pending("deleted", 10))) == []
     yield dispatcher.stop()
+
+
+@pytest.mark.parametrize("first", ["store", "remove"])
+def test_a_hook_removed_while_its_deliveries_are_stored_keeps_none_on_postgresql(first):
+    """
+    The real PostgreSQL, two connections, the two transactions at once:
+    storing an event's deliveries for hook h, and removing h. Whichever
+    locks h first, the other waits for it, and no delivery of h is left.
+    """
+    import threading
+    import psycopg2
+    name = "resmon_unit_" + uuid.uuid4().hex[:12]
+    admin = postgresqlAdmin()
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    connections = []
+    try:
+        store = storage.WebhookStore(None, "postgresql")
+        storing, removing = [psycopg2.connect(host="127.0.0.1", dbname=name) for _ in range(2)]
+        connections += [storing, removing]
+        cursor = storing.cursor()
+        store._schema(cursor, "BIGSERIAL PRIMARY KEY")
+        cursor.execute("INSERT INTO webhook_hooks (id, hkey, url, secret, created, state) "
+                       "VALUES ('h', '#', 'http://127.0.0.1:1/', 's', 1, 'active')")
+        storing.commit()
+        delivery = storage.Pending(None, uuid.uuid4().hex, "h", "k", b"{}", 1.0, 0, 1.0)
+        if first == "store":
+            opened, (waiting, later) = (storing, lambda c: store._enqueue(c, [delivery], 100)), (
+                removing, lambda c: store._remove(c, "h", None))
+        else:
+            opened, (waiting, later) = (removing, lambda c: store._remove(c, "h", None)), (
+                storing, lambda c: store._enqueue(c, [delivery], 100))
+        connection, work = opened
+        work(connection.cursor())            # its transaction stays open
+        done = threading.Event()
+
+        def other():
+            later(waiting.cursor())
+            waiting.commit()
+            done.set()
+        thread = threading.Thread(target=other, daemon=True)
+        thread.start()
+        # The other waits for the first's lock on h.
+        assert not done.wait(0.5)
+        connection.commit()
+        assert done.wait(10)
+        cursor = storing.cursor()
+        cursor.execute("SELECT count(*) FROM webhook_pending WHERE hook = 'h'")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SELECT count(*) FROM webhook_hooks WHERE id = 'h'")
+        assert cursor.fetchone()[0] == 0
+        storing.commit()
+    finally:
+        for connection in connections:
+            connection.close()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")

@@ -23,10 +23,11 @@ from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
 
-# Pending deliveries of one hook read at once, and at most this many bytes
-# of their bodies (one delivery at least): a worker holds what it read and
-# the next read ahead, so with 1,000 hooks backlogged with 256 KiB events,
-# 200 of each would be 50 GB.
+# Pending deliveries of one hook read at once, and at most those that start
+# within READ_BYTES of bodies (one at least); a read ahead starts only while
+# the deliveries waiting hold less than READ_BYTES: a worker holds about
+# twice that however big the events (1,000 hooks backlogged with 256 KiB
+# events, 200 read for each, would hold 50 GB).
 BATCH = 200
 READ_BYTES = 256 * 1024
 # The next batch is read once this many deliveries of the last are left.
@@ -395,9 +396,10 @@ class HookWorker:
     Delivers one hook's pending deliveries, oldest first: the next waits
     until the one before is delivered or has run out of retries.
 
-    The deliveries are read from the store in batches of L{BATCH}, and of
-    at most L{READ_BYTES} of bodies; the next batch is read while the last
-    L{PREFETCH_BELOW} of the one before go out,
+    The deliveries are read from the store in batches of up to L{BATCH},
+    and of those that start within L{READ_BYTES} of bodies; the next batch
+    is read while the last L{PREFETCH_BELOW} of the one before go out (and
+    they hold less than L{READ_BYTES}),
     so that the POSTs do not wait for the database. Successful attempts are
     recorded in the background (L{WebhookDispatcher.recordDelivered}); a
     read leaves out the deliveries made that it may still see (not yet
@@ -415,8 +417,10 @@ class HookWorker:
         self._stopped = False
         self._draining = None
         self._inFlight = None
-        # Deliveries read and not yet attempted, in order.
+        # Deliveries read and not yet attempted, in order, and the bytes of
+        # their bodies.
         self._queue = deque()
+        self._queuedBytes = 0
         # The seq of the last delivery read, and whether that read found
         # every pending delivery after it.
         self._lastSeq = None
@@ -532,7 +536,9 @@ class HookWorker:
             self._exhausted = rows.complete
             if rows:
                 self._lastSeq = rows[-1].seq
-            self._queue.extend(row for row in rows if row.seq not in delivered)
+            fresh = [row for row in rows if row.seq not in delivered]
+            self._queue.extend(fresh)
+            self._queuedBytes += sum(len(row.body) for row in fresh)
         return d.addCallback(read)
 
     def _readAhead(self):
@@ -588,8 +594,9 @@ class HookWorker:
                         yield self._read(self._lastSeq)
                     continue
                 delivery = queue.popleft()
-                if (len(queue) <= PREFETCH_BELOW and not self._exhausted
-                        and self._prefetch is None):
+                self._queuedBytes -= len(delivery.body)
+                if (len(queue) <= PREFETCH_BELOW and self._queuedBytes < READ_BYTES
+                        and not self._exhausted and self._prefetch is None):
                     self._readAhead()
                 hook = dispatcher.hooks.get(self.hookId)
                 if self._stopped or hook is None or hook.state == storage.DISABLED:
@@ -611,6 +618,7 @@ class HookWorker:
             self._generation += 1
             self._prefetch = None
             queue.clear()
+            self._queuedBytes = 0
             if self._recordings:
                 # Nothing more to record with them for now.
                 dispatcher.flushRecords()

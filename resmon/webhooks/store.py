@@ -137,11 +137,11 @@ class Pending:
 
 class PendingRows(list):
     """
-    Pending deliveries read, in order; C{complete}: whether they are all
-    there were after the first asked for.
+    Pending deliveries read, in order; C{complete}: whether they are every
+    one there was after those asked for.
     """
 
-    complete = True
+    complete = False
 
 
 def _sqliteConnect(path):
@@ -360,7 +360,10 @@ class WebhookStore:
             where, parameters = self._where([("id", hookId), ("owner", ownedBy)])
         else:
             where, parameters = self._where([("hkey", key), ("owner", ownedBy)])
-        cursor.execute(f"SELECT id FROM webhook_hooks{where}", parameters)
+        # Locked on PostgreSQL: a transaction storing deliveries for them
+        # (_dropOrphans) ends first, and its deliveries are deleted here.
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        cursor.execute(f"SELECT id FROM webhook_hooks{where}{lock}", parameters)
         ids = [row[0] for row in cursor.fetchall()]
         # In the order the webhooks role writes them (pending deliveries,
         # attempts, then the hook), so that the two do not deadlock.
@@ -528,10 +531,15 @@ class WebhookStore:
         stored after it): nothing would ever deliver or expire them.
         """
         gone = set(hooks)
+        # On PostgreSQL the hooks found stay until this transaction ends: a
+        # delete of one of them (which locks it first, see _remove) waits,
+        # then finds and deletes these deliveries too.
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""
         for start in range(0, len(hooks), 500):
             chunk = hooks[start:start + 500]
             cursor.execute(self._sql(
-                f"SELECT id FROM webhook_hooks WHERE id IN ({', '.join('?' * len(chunk))})"), chunk)
+                f"SELECT id FROM webhook_hooks WHERE id IN ({', '.join('?' * len(chunk))}){lock}"),
+                chunk)
             gone -= {row[0] for row in cursor.fetchall()}
         for hookId in sorted(gone):
             cursor.execute(self._sql("DELETE FROM webhook_pending WHERE hook = ?"), (hookId,))
@@ -540,8 +548,8 @@ class WebhookStore:
         """
         The oldest C{limit} pending deliveries of hook C{hookId}, in order;
         only those stored after delivery C{seq} C{after} if given; with
-        C{maxBytes}, only as many as fit in that many bytes of bodies (one
-        at least), the others left in the database.
+        C{maxBytes}, only about that many bytes of bodies (read in growing
+        chunks, two at first, until they are there; one delivery at least).
 
         @return: a L{Deferred} of a L{PendingRows}.
         """
@@ -549,33 +557,34 @@ class WebhookStore:
 
     def _pending(self, cursor, hookId, limit, after=None, maxBytes=None):
         after = -1 if after is None else after
-        if maxBytes is None:
-            cursor.execute(self._sql(
-                "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
-                "FROM webhook_pending "
-                "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?"),
-                (hookId, after, limit))
-            rows = PendingRows(Pending(*row) for row in cursor.fetchall())
-            rows.complete = len(rows) < limit
-            return rows
-        # The first `limit` in the database, and of those the ones whose
-        # bodies, added up in order, start within maxBytes: the bodies
-        # left out are never read out of the database.
-        cursor.execute(self._sql(
-            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt, taken FROM ("
-            "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt, "
-            "SUM(LENGTH(body)) OVER (ORDER BY seq) - LENGTH(body) AS before, "
-            "COUNT(*) OVER () AS taken FROM ("
+        query = self._sql(
             "SELECT seq, id, hook, rkey, body, created, attempts, next_attempt "
-            "FROM webhook_pending WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?) AS firsts"
-            ") AS sized WHERE before < ? ORDER BY seq"),
-            (hookId, after, limit, maxBytes))
-        found = cursor.fetchall()
-        rows = PendingRows(Pending(*row[:-1]) for row in found)
-        # Every pending delivery after `after` is in it: none was cut, and
-        # fewer than `limit` were there.
-        rows.complete = not found or (len(rows) == found[0][-1] and found[0][-1] < limit)
-        return rows
+            "FROM webhook_pending "
+            "WHERE hook = ? AND seq > ? ORDER BY seq LIMIT ?")
+        rows = PendingRows()
+        # With maxBytes, in chunks, each read whole: two first, then as many
+        # as the bytes left would take at the size of the biggest body so
+        # far, at most four times the chunk before, until the bytes or the
+        # number asked for are there: small bodies take two queries, big
+        # ones a few, and what is read stays near maxBytes.
+        chunk = limit if maxBytes is None else 2
+        taken = biggest = 0
+        while True:
+            want = min(chunk, limit - len(rows))
+            cursor.execute(query, (hookId, after, want))
+            found = cursor.fetchall()
+            for row in found:
+                rows.append(Pending(*row))
+                size = len(row[4])
+                taken += size
+                biggest = max(biggest, size)
+            if len(found) < want:
+                rows.complete = True
+                return rows
+            if len(rows) >= limit or (maxBytes is not None and taken >= maxBytes):
+                return rows
+            after = found[-1][0]
+            chunk = max(1, min(4 * chunk, (maxBytes - taken) // max(1, biggest)))
 
     def pendingCount(self, hookId):
         return self._run(self._pendingCount, hookId)
