@@ -47,3 +47,17 @@ def test_a_bad_metrics_port_is_one_line():
     with pytest.raises(SystemExit) as e:
         Options().parseOptions(["--role=agent", "--metrics-port=70000"])
     assert "--metrics-port: must be between 0 and 65535, not '70000'" in str(e.value.code)
+
+
+def test_the_webhooks_roles_lookups_of_target_names():
+    from collections import Counter
+    from types import SimpleNamespace
+    resolver = SimpleNamespace(counters=Counter({"resolved": 3, "failed": 1, "timed-out": 2}))
+    dispatcher = SimpleNamespace(counters=Counter({"stored": 5}),
+                                 poster=SimpleNamespace(resolver=resolver))
+    registry = metricsRegistry(ResmonCollector(
+        FakeBus(), webhooks=SimpleNamespace(dispatcher=dispatcher)))
+    text = generate_latest(registry).decode()
+    assert 'resmon_webhook_deliveries_total{result="stored"} 5.0' in text
+    assert 'resmon_webhook_lookups_total{result="timed-out"} 2.0' in text
+    assert 'resmon_webhook_lookups_total{result="resolved"} 3.0' in text

@@ -279,3 +279,30 @@ def test_an_address_that_never_answers_leaves_the_next_one_its_turn(monkeypatch)
         yield refusing.close()
         for sock in sockets:
             sock.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_webhooks_roles_stats_line_counts_the_lookups():
+    from twisted.logger import Logger, formatEvent
+    from fakebus import FakeBus
+    from resmon.services.webhooks import WebhooksService
+    from resmon.webhooks.delivery import WebhookDispatcher
+    from resmon.webhooks.poster import WebhookPoster
+    lookups = HangingLookups()
+    poster = WebhookPoster(reactor, timeout=0.2,
+                           resolver=NameResolver(reactor, timeout=0.2, lookup=lookups))
+    dispatcher = WebhookDispatcher(None, poster, reactor, lambda k, b: None, retryFor=60,
+                                   disableAfter=None, maxBacklog=10)
+    service = WebhooksService(FakeBus(), None, dispatcher, reactor, "resmon.webhooks")
+    events = []
+    service.log = Logger(observer=events.append)
+    try:
+        with pytest.raises(ResolutionTimedOut):
+            yield poster.resolver.resolve("tarpit.example", 443)
+        service.logStats()
+        line = formatEvent(events[-1])
+        assert ("targets' names: 0 resolved, 0 failed, 1 given up after 0.2 s, "
+                "1 lookups running") in line, line
+    finally:
+        lookups.release.set()
+        yield poster.close()

@@ -94,6 +94,10 @@ class ResmonCollector:
                             "stored, delivered, failed-attempts, expired, dropped-backlog, "
                             "unmatched (events no hook matches), disabled (hooks).", "result",
                             self.webhooks.dispatcher.counters)
+            resolver = getattr(self.webhooks.dispatcher.poster, "resolver", None)
+            if resolver is not None:
+                yield _counters("resmon_webhook_lookups", "Lookups of webhook targets' names: "
+                                "resolved, failed, timed-out.", "result", resolver.counters)
 
     def _analyzer(self, analyzer):
         counters = analyzer.counters

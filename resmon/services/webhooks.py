@@ -76,12 +76,22 @@ class WebhooksService(service.Service):
             "webhooks: {hooks} hooks, delivering: {delivering}; {stored} deliveries stored, "
             "{delivered} delivered, {failed} failed attempts, {expired} dropped after their "
             "retries, {backlog} dropped at the backlog cap, {disabled} hooks disabled, "
-            "{unmatched} events no hook matched, {rejected} rejected",
+            "{unmatched} events no hook matched, {rejected} rejected; {lookups}",
+            lookups=self._lookups(),
             hooks=len(dispatcher.hooks), delivering="yes" if dispatcher.delivering else "no",
             stored=counters["stored"], delivered=counters["delivered"],
             failed=counters["failed-attempts"], expired=counters["expired"],
             backlog=counters["dropped-backlog"], disabled=counters["disabled"],
             unmatched=counters["unmatched"], rejected=sum(dispatcher.rejected.values()))
+
+    def _lookups(self):
+        resolver = getattr(self.dispatcher.poster, "resolver", None)
+        if resolver is None:
+            return "no lookups of their own"
+        counters = resolver.counters
+        return (f"targets' names: {counters['resolved']} resolved, {counters['failed']} failed, "
+                f"{counters['timed-out']} given up after {resolver.timeout:g} s, "
+                f"{resolver.running} lookups running")
 
     def poll(self):
         """
