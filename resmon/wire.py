@@ -1234,8 +1234,7 @@ def webhookPayload(delivery, hook, routingKey, ts, event):
 
     @param event: the event as received from the bus, decoded.
     """
-    return _dumps({"v": VERSION, "delivery": delivery, "hook": hook, "key": routingKey,
-                   "ts": ts, "event": event})
+    return webhookPayloadOf(delivery, hook, routingKey, ts, _dumps(event))
 
 
 def webhookPayloadOf(delivery, hook, routingKey, ts, eventJSON):

@@ -850,6 +850,8 @@ def test_pings_are_held_to_the_backlogs_bound_and_refused_for_a_disabled_hook(tm
 def test_a_payload_made_from_the_events_json_is_the_same_bytes(event):
     made = wire.webhookPayloadOf("d1", "h1", "deploy.event", 1700000000.25, wire.encodeJSON(event))
     assert made == wire.webhookPayload("d1", "h1", "deploy.event", 1700000000.25, event)
+    assert made == json.dumps({"v": 1, "delivery": "d1", "hook": "h1", "key": "deploy.event",
+                               "ts": 1700000000.25, "event": event}, separators=(",", ":")).encode()
     assert wire.loadJSON(made)["event"] == event
 
 

@@ -23,11 +23,11 @@ from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
 
-# Pending deliveries of one hook read at once, and at most those that start
-# within READ_BYTES of bodies (one at least); a read ahead starts only while
-# the deliveries waiting hold less than READ_BYTES: a worker holds about
-# twice that however big the events (1,000 hooks backlogged with 256 KiB
-# events, 200 read for each, would hold 50 GB).
+# Pending deliveries of one hook read at once at most, and about READ_BYTES
+# of bodies (WebhookStore.pending's maxBytes); a read ahead starts only
+# while the deliveries waiting hold less than READ_BYTES: a worker holds a
+# few times that for events of similar sizes (1,000 hooks backlogged with
+# 256 KiB events, 200 read for each, would hold 50 GB).
 BATCH = 200
 READ_BYTES = 256 * 1024
 # The next batch is read once this many deliveries of the last are left.
@@ -397,7 +397,7 @@ class HookWorker:
     until the one before is delivered or has run out of retries.
 
     The deliveries are read from the store in batches of up to L{BATCH},
-    and of those that start within L{READ_BYTES} of bodies; the next batch
+    and about L{READ_BYTES} of bodies; the next batch
     is read while the last L{PREFETCH_BELOW} of the one before go out (and
     they hold less than L{READ_BYTES}),
     so that the POSTs do not wait for the database. Successful attempts are

@@ -8,8 +8,9 @@ pool, a few such names would take every one of its threads: the logins
 (their password hashing runs there), every other hook's lookups and the
 registrations behind them would wait as long. Here each lookup runs in a
 thread of its own, at most L{DEFAULT_LOOKUPS} at once, and is given up
-after a timeout: slow names hold up at most other hooks' lookups, for at
-most the timeout, and nothing else.
+after a timeout: slow names hold up only other hooks' lookups (which wait
+for a place, and fail after the timeout while every place is taken by a
+lookup that has not returned), never logins or the reactor.
 """
 
 import threading

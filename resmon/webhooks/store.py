@@ -366,7 +366,9 @@ class WebhookStore:
         cursor.execute(f"SELECT id FROM webhook_hooks{where}{lock}", parameters)
         ids = [row[0] for row in cursor.fetchall()]
         # In the order the webhooks role writes them (pending deliveries,
-        # attempts, then the hook), so that the two do not deadlock.
+        # attempts, then the hook), so that the two seldom deadlock (the
+        # hooks locked first on PostgreSQL can: it breaks the deadlock and
+        # the transaction is run again, see _interact).
         for table, column in (("webhook_pending", "hook"), ("webhook_attempts", "hook"),
                               ("webhook_hooks", "id")):
             for removed in ids:

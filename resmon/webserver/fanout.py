@@ -966,13 +966,19 @@ class EventFanout:
             # Full; or no turn to wait for the end of (no clock): now.
             self._sendBatch(audience)
 
-    def sendPendingTo(self, client):
+    def sendAlone(self, client, document, body):
         """
-        Send C{client} now what its subscription gathered for it this turn
-        (a batching client's), before something sent to it alone (a
-        notification) overtakes it; at the turn's end it gets only what
-        comes after.
+        C{client.sendEvent(document, body)} for an event that is C{client}'s
+        alone, not the fan-out's (a notification), after what its
+        subscription gathered for it this turn (a batching client's): the
+        events that came before it are not overtaken.
         """
+        self._sendPendingTo(client)
+        client.sendEvent(document, body)
+
+    def _sendPendingTo(self, client):
+        # The client's part of its audience's batch now; at the turn's end
+        # it gets only what comes after.
         subscription = self.clients.get(client)
         if subscription is None:
             return

@@ -306,7 +306,7 @@ class NotificationCenter:
             if not self._addressed(principal, notification):
                 continue
             try:
-                client.sendEvent(document, body)
+                self.fanout.sendAlone(client, document, body)
             except Exception:
                 self.log.failure("sending a notification to {client!r} failed", client=client)
                 continue
@@ -364,8 +364,8 @@ class NotificationCenter:
             documents = [document for document in documents
                          if document.get("host") is None or principal.maySee(document["host"])]
             try:
-                client.sendEvent({"kind": wire.NOTIFICATIONS, "host": None, "id": None},
-                                 wire.notificationsBody(documents))
+                self.fanout.sendAlone(client, {"kind": wire.NOTIFICATIONS, "host": None, "id": None},
+                                      wire.notificationsBody(documents))
             except Exception:
                 # The client may have gone while the store answered.
                 self.log.failure("sending the notifications kept to {client!r} failed",

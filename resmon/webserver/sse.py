@@ -85,10 +85,6 @@ class EventStream:
         # What the fan-out does not send in batches: the user's notifications.
         if self._fanout is None:
             return  # ended (notifications kept may answer after the client left)
-        # After the events of this turn that came before it.
-        self._fanout.sendPendingTo(self)
-        if self._fanout is None:
-            return  # dropped by what was sent
         # Held back as the bytes received, framed only when written.
         self.flow.send(self._fanout.eventKey(document), body)
 

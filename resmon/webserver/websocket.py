@@ -176,10 +176,6 @@ class DashboardProtocol(WebSocketServerProtocol):
         self.flow.restart(self.factory.fanout.subscribeStreamed(self, subscription))
 
     def sendEvent(self, document, body):
-        if self.batching:
-            # Not from the fan-out, which sends this client batches: a
-            # notification, after the events of this turn that came before it.
-            self.factory.fanout.sendPendingTo(self)
         # The frame is made once for every client the event goes to.
         self.flow.send(*self.factory.prepareEvent(document, body))
 
