@@ -38,8 +38,14 @@ def receiver():
 
 
 def rowTexts(driver):
+    """
+    The first four cells of each row of the list, or C{None} while a refresh
+    is in flight (its answer replaces the rows, and every element in them).
+    """
     return driver.execute_script(
-        "return [...document.querySelectorAll('#webhooks-rows tr')].map(tr => "
+        "const rows = document.getElementById('webhooks-rows');"
+        "if (rows.getAttribute('aria-busy') === 'true') return null;"
+        "return [...rows.querySelectorAll('tr')].map(tr => "
         "[...tr.querySelectorAll('td')].slice(0, 4).map(td => td.textContent));")
 
 
@@ -80,6 +86,7 @@ def test_webhooks_panel_registers_lists_and_unregisters(  # noqa: F811 (fixtures
 
     def lastDeliveryShown():
         browser.find_element(By.ID, "webhooks-refresh").click()
+        waitUntil(lambda: rowTexts(browser) is not None, 5, "the refresh's answer")
         rows = rowTexts(browser)
         return rows and rows[0][3].startswith("204")
     waitUntil(lastDeliveryShown, 15, "the last delivery in the list")
@@ -89,3 +96,63 @@ def test_webhooks_panel_registers_lists_and_unregisters(  # noqa: F811 (fixtures
     assert browser.find_element(By.ID, "webhooks-empty").is_displayed()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/webhooks", timeout=10) as answer:
         assert json.load(answer) == {"webhooks": []}
+
+
+def test_webhooks_panel_shows_the_latest_refresh_when_answers_cross(  # noqa: F811 (fixtures)
+        processes, browser, receiver, tmp_path):
+    """
+    A slow answer to an earlier refresh, coming back after the refresh an
+    unregister makes, does not bring the unregistered hook back on screen.
+    """
+    from selenium.webdriver.common.by import By
+
+    port = freePort()
+    server = processes("browser-webhooks-order", f"--port={port}", "--interface=127.0.0.1",
+                       f"--state-dir={tmp_path}", "--webhook-allow-private")
+    server.waitFor(b"dashboard listening")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/webhooks", method="POST",
+        data=json.dumps({"key": "*.measure", "url": receiver.url}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 201
+    browser.get(f"http://127.0.0.1:{port}/")
+    browser.find_element(By.ID, "webhooks-open").click()
+    waitUntil(lambda: rowTexts(browser) and len(rowTexts(browser)) == 1, 5, "the hook listed")
+
+    # The next list asked for is answered, and then held in the page until
+    # the test lets it through.
+    browser.execute_script("""
+        const realFetch = window.fetch;
+        window.heldAnswers = [];
+        let holdNext = true;
+        window.fetch = async (path, options) => {
+          const answer = await realFetch(path, options);
+          if (holdNext && (!options || options.method === "GET")) {
+            holdNext = false;
+            await new Promise(resolve => window.heldAnswers.push(resolve));
+            // Done once the page has read this answer and acted on it.
+            const json = answer.json.bind(answer);
+            answer.json = async () => {
+              const data = await json();
+              setTimeout(() => { window.heldAnswerRead = true; }, 0);
+              return data;
+            };
+          }
+          return answer;
+        };""")
+    browser.find_element(By.ID, "webhooks-refresh").click()
+    waitUntil(lambda: browser.execute_script("return window.heldAnswers.length") == 1, 5,
+              "the refresh's answer held")
+    browser.find_element(By.CSS_SELECTOR, "#webhooks-rows .webhook-delete").click()
+    message = browser.find_element(By.ID, "webhooks-message")
+    waitUntil(lambda: message.text == "Unregistered.", 5, "the hook unregistered")
+    waitUntil(lambda: browser.execute_script(
+        "return document.querySelectorAll('#webhooks-rows tr').length") == 0, 5,
+        "the list emptied by the unregister's refresh")
+
+    browser.execute_script("window.heldAnswers[0]();")
+    waitUntil(lambda: browser.execute_script("return window.heldAnswerRead === true"), 5,
+              "the page to read the held answer")
+    assert rowTexts(browser) == []
+    assert browser.find_element(By.ID, "webhooks-empty").is_displayed()

@@ -63,9 +63,17 @@ async function request(method, path, body) {
   return { ok: response.ok, status: response.status, data };
 }
 
+// Answers to overlapping refreshes can come back out of order (a click on
+// Refresh, then an unregister's own refresh): only the latest one asked for
+// is shown, and the list says it is busy until that one is in.
+let latestRefresh = 0;
+
 async function refresh() {
+  const asked = ++latestRefresh;
+  rows.setAttribute("aria-busy", "true");
   try {
     const answer = await request("GET", "/api/webhooks");
+    if (asked !== latestRefresh) return;
     if (!answer.ok) {
       // A viewer's 403 says which role may manage webhooks.
       const why = answer.data && answer.data.error ? `: ${answer.data.error}` : "";
@@ -74,7 +82,9 @@ async function refresh() {
     }
     render(answer.data.webhooks || []);
   } catch (err) {
-    say("Could not reach the server.", "error");
+    if (asked === latestRefresh) say("Could not reach the server.", "error");
+  } finally {
+    if (asked === latestRefresh) rows.setAttribute("aria-busy", "false");
   }
 }
 
