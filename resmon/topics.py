@@ -21,6 +21,10 @@ EVENT = "event"
 ALERT = "alert"
 
 
+# Joins the hosts of a subject about several (alertSubject). A host name
+# that holds it is split as well: each of its parts must be visible.
+SUBJECTS_SEPARATOR = "\x00"
+
 # Host names mapped to their words, remembered for a fleet this size (every
 # measure and analysis needs its host's word).
 HOST_WORDS_REMEMBERED = 8192
@@ -117,3 +121,19 @@ def _withSkippedHashes(tokens, positions):
         if p < len(tokens) and tokens[p] == "#":
             positions.add(p + 1)
     return positions
+
+
+def alertSubject(source, host):
+    """
+    What an alert under C{<source>.alert} naming C{host} (its payload's, or
+    L{None}) is about: C{host} when C{source} is its word, C{source} when
+    it names none; an alert under one host's key naming another host is
+    about both, and shown only to those who may see both (its subject
+    joins them with L{SUBJECTS_SEPARATOR}, which
+    L{resmon.auth.principal.Principal.maySee} splits).
+    """
+    if not isinstance(host, str) or not host:
+        return source
+    if hostWord(host) == source:
+        return host
+    return f"{source}{SUBJECTS_SEPARATOR}{host}"

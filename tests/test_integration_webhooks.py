@@ -414,3 +414,106 @@ def test_a_webhooks_process_started_after_hooks_were_deleted_unbinds_their_keys(
     yield roles.startWebhooks(label="webhooks-again")
     yield roles.bound("unbound from 1 keys no longer registered: gone.event")
     assert (yield _queueBindings(roles.exchange, roles.queue)) == {"kept.event"}
+
+
+def _writeUsers(path, tokens, aliceHosts):
+    from resmon.auth import passwords
+    from resmon.auth.usersfile import Token, User, Users, writeUsers
+
+    def user(name, role, hosts):
+        token = Token("t" + name, passwords.tokenDigest(tokens[name]), 1.0, "test")
+        return User(name, None, role, hosts, (), {token.id: token})
+    users = [user("ada", "admin", ())]
+    if aliceHosts is not None:
+        users.append(user("alice", "operator", aliceHosts))
+    writeUsers(path, Users(users))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hook_gets_only_the_hosts_its_owner_may_see_as_the_users_file_says_now(
+        broker, amqp, receiver, twistd, tmp_path):
+    from resmon.auth import passwords
+
+    tokens = {"ada": passwords.newToken(), "alice": passwords.newToken()}
+    users = str(tmp_path / "users.toml")
+    _writeUsers(users, tokens, ["web-*"])
+    roles = Roles(twistd, broker, amqp, tmp_path / "state", f"--users={users}")
+    yield roles.startWeb()
+    yield roles.startWebhooks()
+    for name in ("alice", "ada"):
+        code, hook = yield api(roles.port, "POST", "/api/webhooks",
+                               {"key": "*.analysis", "url": f"{receiver.url}/{name}"},
+                               token=tokens[name])
+        assert code == 201, hook
+    yield roles.bound("bound to 1 keys")
+
+    def hosts(path):
+        return [request["json"]["event"]["host"] for request in receiver.on(path)]
+
+    @defer.inlineCallbacks
+    def publishThenWait(keysAndHosts, aliceLast):
+        """
+        Publish analyses in order; wait until alice's hook got the last one
+        it may see and ada's got them all (a hook's deliveries come in
+        order, so nothing published before is still on its way).
+        """
+        for key, host in keysAndHosts:
+            yield roles.publish(key, {"v": 1, "kind": "analysis", "host": host})
+        adaWants = len(hosts("/ada")) + len(keysAndHosts)
+        yield receiver.waitFor(lambda r: len(hosts("/ada")) >= adaWants, "ada's deliveries")
+        yield receiver.waitFor(lambda r: hosts("/alice")[-1:] == [aliceLast],
+                               f"alice's delivery of {aliceLast}")
+
+    # A forged body (a db host under a web key) reaches only the admin.
+    yield publishThenWait([("db-01.analysis", "db-01"), ("web-01.analysis", "web-01"),
+                           ("web-02.analysis", "db-02"), ("web-03.analysis", "web-03")],
+                          "web-03")
+    assert hosts("/alice") == ["web-01", "web-03"]
+    assert hosts("/ada") == ["db-01", "web-01", "db-02", "web-03"]
+
+    # The users file changes: the webhooks role reads it again by itself.
+    reads = roles.webhooks.waitForOutputCount(b"read the users file", 1, timeout=15)
+    _writeUsers(users, tokens, ["db-*"])
+    yield reads
+    yield publishThenWait([("web-04.analysis", "web-04"), ("db-04.analysis", "db-04")], "db-04")
+    assert hosts("/alice") == ["web-01", "web-03", "db-04"]
+
+    # Alice is no longer a user: her hook gets nothing, and when she is back
+    # it gets only what came after.
+    reads = roles.webhooks.waitForOutputCount(b"read the users file", 2, timeout=15)
+    _writeUsers(users, tokens, None)
+    yield reads
+    yield roles.publish("db-05.analysis", {"v": 1, "kind": "analysis", "host": "db-05"})
+    yield receiver.waitFor(lambda r: hosts("/ada")[-1:] == ["db-05"], "ada's delivery of db-05")
+    reads = roles.webhooks.waitForOutputCount(b"read the users file", 3, timeout=15)
+    _writeUsers(users, tokens, ["db-*"])
+    yield reads
+    yield publishThenWait([("db-06.analysis", "db-06")], "db-06")
+    assert hosts("/alice") == ["web-01", "web-03", "db-04", "db-06"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_standalone_process_filters_hooks_by_its_web_roles_users(receiver, twistd, tmp_path):
+    from resmon.auth import passwords
+    from test_integration_metrics import scrapeUntil, value
+
+    tokens = {"ada": passwords.newToken(), "alice": passwords.newToken()}
+    users = str(tmp_path / "users.toml")
+    _writeUsers(users, tokens, ["nowhere-*"])
+    port, metricsPort = freePort(), freePort()
+    standalone = twistd("webhooks-standalone-users", "--role=standalone", f"--users={users}",
+                        f"--port={port}", "--interface=127.0.0.1", f"--metrics-port={metricsPort}",
+                        f"--state-dir={tmp_path}", "--webhook-allow-private", "--interval=0.2")
+    yield standalone.waitForOutput(b"now delivers webhooks", timeout=30)
+    for name in ("alice", "ada"):
+        code, hook = yield api(port, "POST", "/api/webhooks",
+                               {"key": "*.analysis", "url": f"{receiver.url}/{name}"},
+                               token=tokens[name])
+        assert code == 201, hook
+    yield receiver.waitFor(lambda r: len(r.on("/ada")) >= 3, "three of this machine's analyses")
+    # Alice's hook was there before ada's: it was left out of each of them.
+    samples = yield scrapeUntil(
+        metricsPort, lambda s: (value(s, "resmon_webhook_deliveries_total", result="not-visible")
+                                or 0) >= 3, "analyses left out for alice")
+    assert receiver.on("/alice") == []
+    assert not value(samples, "resmon_webhook_deliveries_total", result="owner-gone")

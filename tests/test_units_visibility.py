@@ -225,6 +225,20 @@ def test_an_alert_is_about_its_host_by_name_even_when_the_source_word_differs():
     assert json.loads(_render(alerts, _as(other, []))[1])["alerts"] == []
 
 
+def test_an_alert_naming_another_host_than_its_key_needs_both_hosts_not_a_glob_of_one():
+    # Joined, the two names are one string a glob of one host ("web-*")
+    # would match whole.
+    fanout = _fanout()
+    forged = wire.encodeEmitted("web-01", "alert", 100.0, "forged", {
+        "host": "db-01", "check": "cpu", "state": "firing", "level": "HIGH"})
+    fanout.eventReceived("web-01.alert", forged)
+    for patterns, count in ((["web-*"], 0), (["db-*"], 0), (["*-01"], 1),
+                            (["web-*", "db-*"], 1), (["#"], 1)):
+        principal = Principal("glob", VIEWER, patterns)
+        listed = json.loads(_render(AlertsResource(fanout), _as(principal, []))[1])["alerts"]
+        assert len(listed) == count, patterns
+
+
 def test_an_alert_naming_another_host_than_its_key_is_shown_only_to_those_who_see_every_host():
     fanout = _fanout()
     forged = wire.encodeEmitted("web-01", "alert", 100.0, "forged", {

@@ -124,11 +124,14 @@ class _Body:
 
 
 @defer.inlineCallbacks
-def api(port, method, path, document=None, contentType="application/json"):
+def api(port, method, path, document=None, contentType="application/json", token=None):
     """
-    One request to the web role's API: C{(status, decoded JSON)}.
+    One request to the web role's API: C{(status, decoded JSON)}; with
+    C{token}, as the user of that API token.
     """
     headers = Headers({b"content-type": [contentType.encode()]})
+    if token is not None:
+        headers.addRawHeader(b"authorization", f"Bearer {token}".encode())
     body = None if document is None else _Body(json.dumps(document).encode())
     response = yield withTimeout(Agent(reactor).request(
         method.encode(), f"http://127.0.0.1:{port}{path}".encode(), headers, body),

@@ -9,7 +9,8 @@ PARAMETERS = [
     ["users", None, None,
      "Web role: TOML file of the users who may log in to the dashboard and use the API "
      "(written by resmon-users; see docs/security.md). Without it, anyone who reaches the "
-     "port sees and does everything. Re-read within a second when it changes."],
+     "port sees and does everything. Re-read within a second when it changes. Webhooks "
+     "role: the same file, so that a hook gets only the events of hosts its owner may see."],
     ["session-lifetime", None, "43200",
      "Web role, with --users: seconds a login session lasts (default 12 h)."],
 ]

@@ -7,6 +7,7 @@ visibility. Without C{--users} every request is L{UNRESTRICTED}.
 """
 
 from resmon.auth.agents import hostPatternMatches
+from resmon.topics import SUBJECTS_SEPARATOR
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -62,7 +63,13 @@ class Principal:
             return True
         seen = self._seen.get(host)
         if seen is None:
-            seen = any(hostPatternMatches(p, host) for p in self.hosts)
+            if SUBJECTS_SEPARATOR in host:
+                # About several hosts (an alert under one host's key naming
+                # another, resmon.topics.alertSubject): a
+                # pattern such as "db-*" would match the joined name whole.
+                seen = all(self.maySee(part) for part in host.split(SUBJECTS_SEPARATOR))
+            else:
+                seen = any(hostPatternMatches(p, host) for p in self.hosts)
             if len(self._seen) >= 100_000:
                 self._seen.clear()
             self._seen[host] = seen

@@ -92,7 +92,9 @@ class ResmonCollector:
         if self.webhooks is not None:
             yield _counters("resmon_webhook_deliveries", "Webhook deliveries by what happened: "
                             "stored, delivered, failed-attempts, expired, dropped-backlog, "
-                            "unmatched (events no hook matches), disabled (hooks).", "result",
+                            "unmatched (events no hook matches), disabled (hooks), not-visible "
+                            "(events about hosts the hook's owner may not see), owner-gone "
+                            "(hooks whose owner is no longer a user).", "result",
                             self.webhooks.dispatcher.counters)
             resolver = getattr(self.webhooks.dispatcher.poster, "resolver", None)
             if resolver is not None:

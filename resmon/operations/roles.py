@@ -1,8 +1,9 @@
 """
 Which options mean something for which role.
 
-Each role runs some of four parts (L{resmon.tap.ROLES}): the tracker
-(agent), the analyzer (with host liveness), the rules and the web server. An option
+Each role runs some of five parts (L{resmon.tap.ROLES}): the tracker
+(agent), the analyzer (with host liveness), the rules, the web server and
+the webhooks' delivery. An option
 that only one part reads is refused on the command line of a role without
 that part: C{--plugin-dir} on C{--role=agent} would otherwise be silently
 ignored. Options not listed here (the broker, exchange, TLS, heartbeat,
@@ -14,7 +15,7 @@ roles (an agent and a server on one machine), so what it sets for the
 other roles is left alone.
 """
 
-TRACKER, ANALYZER, RULES, WEB = "tracker", "analyzer", "rules", "web"
+TRACKER, ANALYZER, RULES, WEB, WEBHOOKS = "tracker", "analyzer", "rules", "web", "webhooks"
 
 _ONLY = {
     TRACKER: ("name", "interval"),
@@ -32,6 +33,9 @@ _ONLY = {
 # Option name -> the parts that read it (every part when not listed).
 OPTION_PARTS = {name: frozenset([part]) for part, names in _ONLY.items() for name in names}
 OPTION_PARTS["forget-after"] = frozenset([ANALYZER, WEB])
+# Users log in at the web role; the webhooks' delivery gives each hook only
+# the events of hosts its owner may see.
+OPTION_PARTS["users"] = frozenset([WEB, WEBHOOKS])
 # The rules consume their own queue, named after --queue, as the analyzer does.
 for _name in ("queue", "prefetch", "time-budget", "partitions", "own-partitions"):
     OPTION_PARTS[_name] = frozenset([ANALYZER, RULES])
@@ -65,4 +69,5 @@ def misplacedOption(role, parts, given, listing=False, listingRules=False):
 _DESCRIBED = {TRACKER: "an agent (agent, standalone)",
               ANALYZER: "an analyzer (analyzer, server, standalone)",
               RULES: "rules (rules, server, standalone)",
-              WEB: "a web server (web, server, standalone)"}
+              WEB: "a web server (web, server, standalone)",
+              WEBHOOKS: "webhooks' delivery (webhooks, server, standalone)"}

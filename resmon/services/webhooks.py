@@ -29,14 +29,18 @@ class WebhooksService(service.Service):
     @param queue: the durable queue of the events of registered keys.
     @param pollInterval: seconds between two looks at the registry's
         version (a change made anywhere is in force here within this).
+    @param usersWatcher: the L{resmon.auth.service.UsersFileWatcher} of
+        C{--users} this service reads again at each look (in a process
+        without a web role; the web role's own reads it there), or L{None}.
     """
 
     name = "webhooks"
     log = Logger()
 
     def __init__(self, bus, store, dispatcher, clock, queue, pollInterval=DEFAULT_POLL_INTERVAL,
-                 prefetch=200, statsInterval=60.0):
+                 prefetch=200, statsInterval=60.0, usersWatcher=None):
         self.bus = bus
+        self.usersWatcher = usersWatcher
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
@@ -76,13 +80,15 @@ class WebhooksService(service.Service):
             "webhooks: {hooks} hooks, delivering: {delivering}; {stored} deliveries stored, "
             "{delivered} delivered, {failed} failed attempts, {expired} dropped after their "
             "retries, {backlog} dropped at the backlog cap, {disabled} hooks disabled, "
-            "{unmatched} events no hook matched, {rejected} rejected; {lookups}",
+            "{unmatched} events no hook matched, {hidden} left out for their hooks' owners, "
+            "{rejected} rejected; {lookups}",
             lookups=self._lookups(),
             hooks=len(dispatcher.hooks), delivering="yes" if dispatcher.delivering else "no",
             stored=counters["stored"], delivered=counters["delivered"],
             failed=counters["failed-attempts"], expired=counters["expired"],
             backlog=counters["dropped-backlog"], disabled=counters["disabled"],
-            unmatched=counters["unmatched"], rejected=sum(dispatcher.rejected.values()))
+            unmatched=counters["unmatched"],
+            hidden=counters["not-visible"] + counters["owner-gone"], rejected=sum(dispatcher.rejected.values()))
 
     def _lookups(self):
         resolver = getattr(self.dispatcher.poster, "resolver", None)
@@ -98,6 +104,8 @@ class WebhooksService(service.Service):
         Look at the registry's version and renew the delivery lease; read
         the registry again when it changed.
         """
+        if self.usersWatcher is not None:
+            self.usersWatcher.poll()
         if self._polling is None:
             self._polling = self._poll()
             self._polling.addErrback(self._pollFailed)
@@ -285,9 +293,29 @@ def makeWebhooks(options, bus, web, reactor, deliver):
         return RegistryStoreService(store)
     poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"],
                            resolver=resolver)
+    watcher, ownWatcher = _usersWatcher(options, web)
+    owners = None
+    if watcher is not None:
+        from resmon.webhooks.owners import OwnerFilter
+        owners = OwnerFilter(watcher)
     dispatcher = WebhookDispatcher(
         store, poster, reactor, bus.publish, options["webhook-retry-for"],
         options["webhook-disable-after"], options["webhook-max-backlog"],
-        maxBody=options["max-body"])
+        maxBody=options["max-body"], owners=owners)
     return WebhooksService(bus, store, dispatcher, reactor, options["webhook-queue"],
-                           statsInterval=options["stats-interval"])
+                           statsInterval=options["stats-interval"],
+                           usersWatcher=watcher if ownWatcher else None)
+
+
+def _usersWatcher(options, web):
+    """
+    The users file's watcher the delivery filters by, and whether it is
+    this role's own (to read again) rather than the web role's: L{None}
+    without C{--users}.
+    """
+    if web is not None and "users" in web.namedServices:
+        return web.getServiceNamed("users").watcher, False
+    if options.get("users") is None:
+        return None, False
+    from resmon.auth.service import UsersFileWatcher
+    return UsersFileWatcher(options["users"]), True

@@ -106,6 +106,9 @@ class WebhookDispatcher:
     @param retryFor: seconds a delivery is retried.
     @param disableAfter: seconds a hook may fail without a success.
     @param maxBacklog: pending deliveries kept per hook.
+    @param owners: the L{resmon.webhooks.owners.OwnerFilter} of the users
+        file, or L{None} without one: then every hook receives every event
+        its key matches, whoever registered it.
     @ivar hooks: the registry as last read: hook id to L{storage.Hook}.
     @ivar delivering: whether this process delivers (holds the lease); it
         stores received events either way.
@@ -114,8 +117,10 @@ class WebhookDispatcher:
     log = Logger()
 
     def __init__(self, store, poster, clock, publish, retryFor, disableAfter, maxBacklog,
-                 maxBody=wire.DEFAULT_MAX_BODY, rng=random):
+                 maxBody=wire.DEFAULT_MAX_BODY, rng=random, owners=None):
         self.store = store
+        self.owners = owners
+        self._warnedUnfiltered = False
         self.poster = poster
         self.clock = clock
         self.publish = publish
@@ -146,6 +151,13 @@ class WebhookDispatcher:
         none for hooks gone.
         """
         self.hooks = {hook.id: hook for hook in hooks}
+        if self.owners is None and not self._warnedUnfiltered and any(
+                hook.owner is not None for hook in hooks):
+            self._warnedUnfiltered = True
+            self.log.warn(
+                "webhooks: hooks registered by users receive the events of every host, "
+                "including hosts their owners may not see: give this process --users "
+                "(the web role's users file) to filter them")
         self._backlogs = {h: c for h, c in self._backlogs.items() if h in self.hooks}
         for hookId in list(self.workers):
             if hookId not in self.hooks:
@@ -188,7 +200,8 @@ class WebhookDispatcher:
 
     def eventReceived(self, routingKey, body):
         """
-        The bus handler: store one delivery per matching hook. The
+        The bus handler: store one delivery per matching hook whose owner
+        may receive the event (L{resmon.webhooks.owners}). The
         L{Deferred} fires once they are stored (the event is acknowledged
         then, never before), however long the database takes to come back.
         """
@@ -202,6 +215,10 @@ class WebhookDispatcher:
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             return None
+        if self.owners is not None:
+            hooks = self._visible(hooks, routingKey, event)
+            if not hooks:
+                return None
         stored = defer.Deferred()
         # The event's JSON made once; each hook's payload only when stored.
         self._batch.append(_Received(routingKey, wire.encodeJSON(event), self.clock.seconds(),
@@ -209,6 +226,20 @@ class WebhookDispatcher:
         if not self._flushing:
             self._flush()
         return stored
+
+    def _visible(self, hooks, routingKey, event):
+        """
+        The hooks of C{hooks} whose owners may receive C{event}; the others
+        counted by why not.
+        """
+        visible = []
+        for hook in hooks:
+            why = self.owners.mayReceive(hook.owner, routingKey, event)
+            if why is None:
+                visible.append(hook)
+            else:
+                self.counters[why] += 1
+        return visible
 
     def _nextDeliveries(self):
         """

@@ -6,8 +6,8 @@ events, history, the JSON API and the event stream alike.
 
 An event is about the host it names: an analysis's or status's C{host}; an
 alert's C{payload.host} when its source word is that host's word (one
-naming another host than its key's is shown only to those who see every
-host, L{alertSubject}), else its source; any other event's source (C{deploys} of C{POST /api/events/deploys}).
+naming another host than its key's is shown only to those who may see
+both, L{alertSubject}), else its source; any other event's source (C{deploys} of C{POST /api/events/deploys}).
 A user sees an event only if L{Principal.maySee} is true of what it is
 about: events whose source is not a host reach only users whose host
 patterns match the source word (admins and users who see every host).
@@ -15,6 +15,8 @@ patterns match the source word (admins and users who see every host).
 
 from resmon import topics
 from resmon.auth.principal import UNRESTRICTED
+# What an alert is about is decided with the routing words (re-exported).
+from resmon.topics import alertSubject  # noqa: F401
 
 # Answers of Principal.maySee kept, for every user together; beyond this
 # they are all dropped (and found again as needed).
@@ -124,21 +126,6 @@ def principalOfSubscription(subscription):
     """
     principal = getattr(subscription, "principal", None)
     return principal if principal is not None and principal.name is not None else None
-
-
-def alertSubject(source, host):
-    """
-    What an alert under C{<source>.alert} naming C{host} (its payload's, or
-    L{None}) is about: C{host} when C{source} is its word, C{source} when
-    it names none; an alert under one host's key naming another host is
-    about both, and shown only to those who see every host (its subject
-    is a name no host pattern but C{*} and C{#} matches).
-    """
-    if not isinstance(host, str) or not host:
-        return source
-    if topics.hostWord(host) == source:
-        return host
-    return f"{source}\x00{host}"
 
 
 def subjectOf(event):
