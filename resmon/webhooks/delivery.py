@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from resmon import __version__, topics, wire
 from resmon.deferreds import observe
 from resmon.webhooks import store as storage
+from resmon.webhooks.owners import subjectsOf
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
@@ -233,8 +234,9 @@ class WebhookDispatcher:
         counted by why not.
         """
         visible = []
+        subjects = subjectsOf(routingKey, event)
         for hook in hooks:
-            why = self.owners.mayReceive(hook.owner, routingKey, event)
+            why = self.owners.mayReceive(hook.owner, subjects)
             if why is None:
                 visible.append(hook)
             else:

@@ -55,10 +55,10 @@ class OwnerFilter:
     def __init__(self, watcher):
         self.watcher = watcher
 
-    def mayReceive(self, owner, routingKey, event):
+    def mayReceive(self, owner, subjects):
         """
         Whether the hook of C{owner} (a user's name, or L{None}) may
-        receive C{event}.
+        receive an event about C{subjects} (L{subjectsOf} the event).
 
         @return: L{None} if it may, else why not (C{"not-visible"} or
             C{"owner-gone"}).
@@ -71,7 +71,7 @@ class OwnerFilter:
         principal = user.principal()
         if principal.seesEverything:
             return None
-        for subject in subjectsOf(routingKey, event):
+        for subject in subjects:
             if not principal.maySee(subject):
                 return "not-visible"
         return None
