@@ -211,6 +211,7 @@ class Options(usage.Options):
         self["analyzer-options"] = {}
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
+        self["trusted-proxies"] = []
         self["listen"] = []
 
     def opt_plugin_dir(self, directory):
@@ -266,6 +267,16 @@ class Options(usage.Options):
             self["allowed-hosts"].append(normalizeHostName(name))
         except ValueError as e:
             raise usage.UsageError(f"--allowed-host: {e}")
+
+    def opt_trusted_proxy(self, address):
+        """
+        Web role, with --users: the address or network (e.g. 10.0.0.5, 10.0.0.0/24) of a reverse proxy in front of the dashboard whose X-Forwarded-For is believed, so that the login limits count each client behind it apart (repeatable; see docs/security.md). Requests from anywhere else are their connection's address.
+        """
+        from resmon.auth.forwarded import parseNetwork
+        try:
+            self["trusted-proxies"].append(parseNetwork(address))
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}")
 
     def opt_analyzers(self, names):
         """
@@ -442,6 +453,9 @@ class Options(usage.Options):
             return
         from resmon.webserver.endpoints import ListenError, webListeners
         authenticated = bool(self.get("users"))
+        if self["trusted-proxies"] and not authenticated:
+            raise usage.UsageError(
+                "--trusted-proxy: needs --users (it decides the address the login limits count)")
         if authenticated and self["insecure-no-auth"]:
             raise usage.UsageError("--insecure-no-auth: not with --users, which authenticates")
         source = getattr(self, "configSource", None)
@@ -677,8 +691,10 @@ def _makeWeb(options, bus, reactor):
                       forgetAfter=options["forget-after"], maxBody=options["max-body"])
     if options["users"] is not None:
         from resmon.auth.service import attachUsers
+        from resmon.auth.forwarded import TrustedProxies
         users = attachUsers(web, options["users"], reactor, options["session-lifetime"],
-                            statsInterval=options["stats-interval"])
+                            statsInterval=options["stats-interval"],
+                            proxies=TrustedProxies(options["trusted-proxies"]))
         from resmon.webserver.notifications import UsersDirectory
         web.notifications.directory = UsersDirectory(users.watcher)
     return web

@@ -230,16 +230,19 @@ def test_login_tokens_roles_and_websockets(twistd, tmp_path):
     assert b"Traceback" not in web.output
 
 
-def loginFrom(address, port, name, password):
+def loginFrom(address, port, name, password, forwardedFor=None):
     """
-    A login from C{address} (any of 127.0.0.0/8), blocking: (code, headers, body).
+    A login from C{address} (any of 127.0.0.0/8), blocking: (code, headers,
+    body); with C{forwardedFor}, as a proxy saying whom it is for.
     """
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30,
                                             source_address=(address, 0))
+    headers = {"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{port}"}
+    if forwardedFor is not None:
+        headers["X-Forwarded-For"] = forwardedFor
     try:
         connection.request("POST", "/login", json.dumps({"name": name, "password": password}),
-                           {"Content-Type": "application/json",
-                            "Origin": f"http://127.0.0.1:{port}"})
+                           headers)
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), json.loads(response.read())
     finally:
@@ -265,6 +268,38 @@ def test_login_attempts_are_throttled_alike_for_known_and_unknown_names(twistd, 
         assert code == 429, name
     code, _, _ = yield threads.deferToThread(loginFrom, "127.0.0.4", port, "carol", "wrong-pw")
     assert code == 401
+
+
+@pytest_twisted.inlineCallbacks
+def test_behind_a_trusted_proxy_each_client_has_its_own_login_limit(twistd, tmp_path):
+    path = tmp_path / "users.toml"
+    assert users(path, "add", "olga", password="olga-password").returncode == 0
+    # 127.0.0.2 stands for the reverse proxy.
+    web, port = yield startedWeb(twistd, "auth-proxy", "--name=solo", f"--users={path}",
+                                 "--trusted-proxy=127.0.0.2")
+
+    def login(address, name, forwardedFor=None, password="wrong-pw"):
+        return threads.deferToThread(loginFrom, address, port, name, password, forwardedFor)
+
+    # A guesser behind the proxy: four failures (each for another name, so
+    # only the address counts), then it waits.
+    codes = []
+    for n in range(4):
+        code, _, _ = yield login("127.0.0.2", f"guess{n}", "198.51.100.1, 203.0.113.66")
+        codes.append(code)
+    code, _, body = yield login("127.0.0.2", "guess4", "203.0.113.66")
+    assert codes == [401] * 4 and code == 429 and "too many failed logins" in body["error"]
+    # Olga, behind the same proxy, logs in at once.
+    code, _, body = yield login("127.0.0.2", "olga", "203.0.113.7", password="olga-password")
+    assert code == 200, body
+    assert b"failed login as 'guess3' from 203.0.113.66" in web.output
+    assert b"user olga logged in from 203.0.113.7" in web.output
+    # A client that reaches resmon around the proxy cannot pick its address.
+    for n in range(4):
+        code, _, _ = yield login("127.0.0.3", f"direct{n}", f"203.0.113.{100 + n}")
+        assert code == 401
+    code, _, _ = yield login("127.0.0.3", "direct4", "203.0.113.200")
+    assert code == 429
 
 
 @pytest_twisted.inlineCallbacks

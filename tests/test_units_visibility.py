@@ -239,7 +239,7 @@ def test_an_alert_naming_another_host_than_its_key_needs_both_hosts_not_a_glob_o
         assert len(listed) == count, patterns
 
 
-def test_an_alert_naming_another_host_than_its_key_is_shown_only_to_those_who_see_every_host():
+def test_an_alert_naming_another_host_than_its_key_is_shown_only_to_those_who_see_both():
     fanout = _fanout()
     forged = wire.encodeEmitted("web-01", "alert", 100.0, "forged", {
         "host": "db-01", "check": "cpu", "state": "firing", "level": "HIGH"})

@@ -1,10 +1,13 @@
 """
-A hook gets only the events of hosts its owner may see: what an event is
-about (L{resmon.webhooks.owners.subjectsOf}, hostile bodies included), the
-owner's answer by the users file as last read, and the dispatcher storing
-deliveries only for the hooks whose owners may receive them (the real
-SQLite store), counting the others; the C{--users} option of the webhooks
-role, and the role reading the file again when it changes.
+A hook gets only the events its owner may receive, as the dashboard sends
+that user: what an event is about (L{resmon.webhooks.owners.subjectsOf},
+FQDN hosts and hostile bodies included), notifications and C{resmon.webhook}
+events by whom they are for, the owner's answer by the users file as last
+read; the dispatcher storing deliveries only for the hooks whose owners may
+receive them (the real SQLite store), and withholding those stored before
+the owner was removed or restricted; nothing for owned hooks without
+C{--users}; the C{--users} option of the webhooks role, and the role
+reading the file again when it changes.
 """
 
 import json
@@ -12,6 +15,7 @@ import os
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
@@ -19,11 +23,13 @@ from resmon import wire
 from resmon.auth.usersfile import User, Users, writeUsers
 from resmon.webhooks import store as storage
 from resmon.webhooks.delivery import WebhookDispatcher
-from resmon.webhooks.owners import OwnerFilter, subjectsOf
+from resmon.webhooks.owners import NOBODY, OwnerFilter, audienceOf, subjectsOf
 
 ALICE = User("alice", None, "operator", ("web-*",))
-DORA = User("dora", None, "operator", ("db-*", "#.special"))
+DORA = User("dora", None, "operator", ("db-*", "#.special"), ("dba",))
 ADA = User("ada", None, "admin", ())
+FLEET = User("fleet", None, "operator", ("#",))
+VERA = User("vera", None, "viewer", ("#",))
 
 
 class Watcher:
@@ -41,11 +47,15 @@ class Watcher:
 
 @pytest.mark.parametrize("key, event, subjects", [
     ("web-01.measure", {"host": "web-01", "metrics": {}}, ["web-01"]),
+    # A host's own word is not asked for beside its name (FQDNs).
+    ("web_01_example_com.analysis", {"host": "web.01.example.com"}, ["web.01.example.com"]),
     ("web-01.analysis", {"host": "web.01"}, ["web-01", "web.01"]),
     # A body naming another host than its key: about both.
     ("web-01.measure", {"host": "db-01"}, ["web-01", "db-01"]),
     ("deploys.event", {"kind": "event", "source": "deploys"}, ["deploys"]),
     ("web-01.alert", {"kind": "alert", "payload": {"host": "web-01"}}, ["web-01"]),
+    ("web_01_example_com.alert", {"payload": {"host": "web.01.example.com"}},
+     ["web.01.example.com"]),
     ("web-01.alert", {"kind": "alert", "payload": {"host": "db-01"}}, ["web-01", "web-01\x00db-01"]),
     ("checks.alert", {"kind": "alert", "payload": {"host": "web-01"}}, ["checks", "checks\x00web-01"]),
     # Whatever a body holds, the key's word is there, and nothing raises.
@@ -61,12 +71,14 @@ def test_what_an_event_is_about(key, event, subjects):
     assert subjectsOf(key, event) == subjects
 
 
-def may(owners, owner, routingKey, event):
-    return owners.mayReceive(owner, subjectsOf(routingKey, event))
+def may(owners, owner, routingKey, event, hookOwners=None):
+    hookOwners = hookOwners or {}
+    return owners.mayReceive(owner, audienceOf(routingKey, event,
+                                               lambda h: hookOwners.get(h, NOBODY)))
 
 
 def test_an_owner_receives_the_events_of_the_hosts_it_may_see():
-    watcher = Watcher(ALICE, DORA, ADA)
+    watcher = Watcher(ALICE, DORA, ADA, VERA)
     owners = OwnerFilter(watcher)
     web = {"host": "web-01"}
     assert may(owners, None, "db-01.measure", {"host": "db-01"}) is None
@@ -77,17 +89,69 @@ def test_an_owner_receives_the_events_of_the_hosts_it_may_see():
     assert may(owners, "alice", "web-01.measure", {"host": "db-01"}) == "not-visible"
     assert may(owners, "alice", "db-01.measure", web) == "not-visible"
     assert may(owners, "dora", "db-01.alert", {"payload": {"host": "db-01"}}) is None
-    assert may(owners, "dora", "db-01.alert", {"payload": {"host": "web-01"}}) == (
-        "not-visible")
+    assert may(owners, "dora", "db-01.alert", {"payload": {"host": "web-01"}}) == "not-visible"
     # Events that are not about a host: only owners whose patterns match the source.
     assert may(owners, "alice", "deploys.event", {"source": "deploys"}) == "not-visible"
     assert may(owners, "ada", "deploys.event", {"source": "deploys"}) is None
     assert may(owners, "mallory", "web-01.measure", web) == "owner-gone"
+    # A viewer may not manage webhooks: a hook left to one gets nothing.
+    assert may(owners, "vera", "web-01.measure", web) == "owner-gone"
+    # A name longer than any host's is nobody's to see, and is not remembered.
+    long = "web-" + "x" * 300
+    assert may(owners, "alice", "web-01.measure", {"host": long}) == "not-visible"
+    assert long not in ALICE.principal()._seen
     # The file read again: what it says now is what counts.
     watcher.current = Users([User("alice", None, "operator", ("db-*",))])
     assert may(owners, "alice", "web-01.measure", web) == "not-visible"
     assert may(owners, "alice", "db-01.measure", {"host": "db-01"}) is None
     assert may(owners, "ada", "db-01.measure", {"host": "db-01"}) == "owner-gone"
+
+
+@pytest.mark.parametrize("patterns", [["web.01.example.com"], ["web.*"], ["*.example.com"],
+                                      ["web.01.*"], ["web_01_example_com"]])
+def test_a_host_named_by_its_fqdn_reaches_an_owner_whose_patterns_name_it(patterns):
+    owners = OwnerFilter(Watcher(User("fqdn", None, "operator", tuple(patterns))))
+    for key, event in (("web_01_example_com.analysis", {"host": "web.01.example.com"}),
+                       ("web_01_example_com.status", {"host": "web.01.example.com"}),
+                       ("web_01_example_com.alert", {"payload": {"host": "web.01.example.com"}})):
+        assert may(owners, "fqdn", key, event) is None, (patterns, key)
+    if patterns != ["*.example.com"]:
+        assert may(owners, "fqdn", "db_01_example_com.analysis",
+                   {"host": "db.01.example.com"}) == "not-visible"
+
+
+def test_notifications_reach_only_the_user_or_group_they_name():
+    owners = OwnerFilter(Watcher(ALICE, DORA, ADA, FLEET))
+    toDora = {"v": 1, "kind": "notification", "title": "for dora"}
+    # Whatever hosts they see, admins included, others do not get it.
+    for owner in ("alice", "ada", "fleet"):
+        assert may(owners, owner, "user.dora.notify", toDora) == "not-visible", owner
+        assert may(owners, owner, "group.dba.notify", toDora) == "not-visible", owner
+    assert may(owners, "dora", "user.dora.notify", toDora) is None
+    assert may(owners, "dora", "group.dba.notify", toDora) is None
+    assert may(owners, "dora", "group.ops.notify", toDora) == "not-visible"
+    # About a host: only if the addressee may see it.
+    assert may(owners, "dora", "user.dora.notify", dict(toDora, host="web-01")) == "not-visible"
+    assert may(owners, "dora", "user.dora.notify", dict(toDora, host="db-01")) is None
+
+
+def test_a_webhook_event_reaches_the_owner_of_the_hook_it_names_and_admins():
+    owners = OwnerFilter(Watcher(ALICE, DORA, ADA, FLEET))
+    hookOwners = {"h-alice": "alice", "h-none": None}
+    disabled = {"v": 1, "kind": "webhook", "hook": "h-alice", "state": "disabled"}
+    assert may(owners, "alice", "resmon.webhook", disabled, hookOwners) is None
+    assert may(owners, "ada", "resmon.webhook", disabled, hookOwners) is None
+    for owner in ("dora", "fleet"):
+        assert may(owners, owner, "resmon.webhook", disabled, hookOwners) == "not-visible"
+    for event in (dict(disabled, hook="h-none"), dict(disabled, hook="unknown"),
+                  dict(disabled, hook=7), [1]):
+        assert may(owners, "alice", "resmon.webhook", event, hookOwners) == "not-visible"
+
+
+def test_without_the_users_file_owned_hooks_get_nothing():
+    owners = OwnerFilter(None)
+    assert may(owners, None, "web-01.measure", {"host": "web-01"}) is None
+    assert may(owners, "ada", "web-01.measure", {"host": "web-01"}) == "no-users"
 
 
 def _hook(hookId, key, owner):
@@ -100,11 +164,11 @@ class NoPoster:
         raise AssertionError("nothing is delivered: this dispatcher does not hold the lease")
 
 
-def _dispatcher(tmp_path, owners):
+def _dispatcher(tmp_path, owners, poster=None):
     pool, dialect, where = storage.openPool(None, str(tmp_path))
     store = storage.WebhookStore(pool, dialect, where)
-    dispatcher = WebhookDispatcher(store, NoPoster(), Clock(), lambda k, b: None, retryFor=3600,
-                                   disableAfter=3600, maxBacklog=100, owners=owners)
+    dispatcher = WebhookDispatcher(store, poster or NoPoster(), Clock(), lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=100, owners=owners)
     return store, dispatcher
 
 
@@ -153,7 +217,7 @@ def test_an_event_no_owner_may_see_is_acknowledged_without_a_transaction(tmp_pat
 
 
 @pytest_twisted.inlineCallbacks
-def test_without_users_owned_hooks_get_everything_and_the_log_says_so_once(tmp_path):
+def test_without_users_owned_hooks_get_nothing_and_the_log_says_so_once(tmp_path):
     store, dispatcher = _dispatcher(tmp_path, None)
     warnings = []
 
@@ -165,16 +229,73 @@ def test_without_users_owned_hooks_get_everything_and_the_log_says_so_once(tmp_p
         yield store.add(_hook("anyone", "#", None), 10, 10)
         dispatcher.setHooks((yield store.hooks()))
         assert warnings == []
-        yield store.add(_hook("alice", "#", "alice"), 10, 10)
+        yield store.add(_hook("ada", "#", "ada"), 10, 10)
         dispatcher.setHooks((yield store.hooks()))
         dispatcher.setHooks((yield store.hooks()))
-        assert len(warnings) == 1 and "--users" in warnings[0]
+        assert len(warnings) == 1 and "get nothing" in warnings[0] and "--users" in warnings[0]
         yield dispatcher.eventReceived("db-01.measure", b'{"host": "db-01"}')
-        assert (yield store.pendingCount("alice")) == 1
+        assert (yield store.pendingCount("ada")) == 0
+        assert (yield store.pendingCount("anyone")) == 1
+        assert dispatcher.counters["no-users"] == 1
     finally:
         globalLogPublisher.removeObserver(observer)
         yield dispatcher.stop()
         store.close()
+
+
+class RecordingPoster:
+    def __init__(self):
+        self.posted = []
+
+    def post(self, url, headers, body):
+        self.posted.append(json.loads(body))
+        return 200
+
+
+@pytest_twisted.inlineCallbacks
+def test_deliveries_stored_before_the_owner_was_restricted_or_removed_are_withheld(tmp_path):
+    watcher = Watcher(ALICE, ADA)
+    poster = RecordingPoster()
+    store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher), poster)
+    try:
+        for hook in (_hook("alice", "#", "alice"), _hook("ada", "#", "ada")):
+            yield store.add(hook, 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        for n in range(3):
+            yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01", "n": %d}' % n)
+        # Stored while alice may see web-01; now she may not, and ada is gone.
+        watcher.current = Users([User("alice", None, "operator", ("db-*",))])
+        dispatcher.setDelivering(True)
+        yield _until(lambda: dispatcher.counters["not-visible"] == 3
+                     and dispatcher.counters["owner-gone"] == 3, "the six deliveries withheld")
+        assert poster.posted == []
+        assert (yield store.pendingCount("alice")) == 0 == (yield store.pendingCount("ada"))
+        # A ping of her own hook, about no host, still goes out to her.
+        from resmon.webhooks.registry import WebhookRegistry
+        yield WebhookRegistry(store, Clock(), resolve=lambda host, port: None).ping("alice")
+        dispatcher.wake("alice")
+        yield _until(lambda: len(poster.posted) == 1, "the ping")
+        assert poster.posted[0]["event"]["kind"] == "ping"
+        # What she may see now is sent.
+        yield dispatcher.eventReceived("db-01.measure", b'{"host": "db-01", "n": 9}')
+        yield _until(lambda: len(poster.posted) == 2, "the new delivery")
+        assert poster.posted[1]["event"]["n"] == 9
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+def _until(predicate, what, timeout=10):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    @defer.inlineCallbacks
+    def wait():
+        deadline = reactor.seconds() + timeout
+        while not predicate():
+            assert reactor.seconds() < deadline, f"timed out waiting for {what}"
+            yield deferLater(reactor, 0.01, lambda: None)
+    return wait()
 
 
 def test_the_webhooks_role_takes_users_and_the_agent_does_not(tmp_path):

@@ -15,6 +15,7 @@ from twisted.web import resource
 
 from resmon import wire
 from resmon.ratelimit import LimitedLog
+from resmon.auth.forwarded import TrustedProxies
 from resmon.auth.principal import REQUEST_ATTRIBUTE
 from resmon.auth.sessions import COOKIE
 
@@ -95,12 +96,16 @@ class AuthGuard:
     @param origins: the Site's L{resmon.webserver.origins.OriginPolicy}.
     @param routes: resources by path answered by the guard itself once a
         request is authenticated (or not: those in C{publicRoutes}).
+    @param proxies: the L{resmon.auth.forwarded.TrustedProxies} that say
+        where a request comes from, for the log (its connection otherwise).
     """
 
     log = Logger()
 
-    def __init__(self, users, sessions, origins, publicRoutes=None, routes=None, clock=None):
+    def __init__(self, users, sessions, origins, publicRoutes=None, routes=None, clock=None,
+                 proxies=None):
         self.users = users
+        self.proxies = proxies if proxies is not None else TrustedProxies()
         self.sessions = sessions
         self.origins = origins
         self.publicRoutes = dict(publicRoutes or {})
@@ -154,7 +159,7 @@ class AuthGuard:
             return
         self.warnings.warn(self.log, text, method=request.method.decode("latin-1"),
                            path=path[:200].decode("latin-1"), user=credential.principal.name,
-                           peer=getattr(request.getClientAddress(), "host", None), **fields)
+                           peer=self.proxies.clientHost(request), **fields)
 
     def credentialOf(self, request):
         """

@@ -13,6 +13,7 @@ from twisted.web import resource, server
 
 from resmon import wire
 from resmon.auth import passwords
+from resmon.auth.forwarded import TrustedProxies
 from resmon.auth.principal import principalOf
 from resmon.auth.sessions import COOKIE, USER_COOKIE
 from resmon.ratelimit import LimitedLog
@@ -88,8 +89,9 @@ class LoginResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, page, guard, throttle, clock, verify=None):
+    def __init__(self, page, guard, throttle, clock, verify=None, proxies=None):
         resource.Resource.__init__(self)
+        self.proxies = proxies if proxies is not None else TrustedProxies()
         self.page = page
         self.guard = guard
         self.throttle = throttle
@@ -110,7 +112,7 @@ class LoginResource(resource.Resource):
         if credentials is None:
             return _error(request, 400, "expected a JSON object or a form with name and password")
         name, password = credentials
-        address = getattr(request.getClientAddress(), "host", None)
+        address = self.proxies.clientHost(request)
         wait = self.throttle.wait(address, name)
         keys = (("name", name), ("address", address), ("all", None))
         pending = self._pending

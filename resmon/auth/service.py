@@ -114,20 +114,23 @@ class UsersService(service.MultiService):
 
 
 def attachUsers(web, path, clock, sessionLifetime=DEFAULT_LIFETIME, verify=None,
-                interval=CHECK_INTERVAL, statsInterval=60.0):
+                interval=CHECK_INTERVAL, statsInterval=60.0, proxies=None):
     """
     Put the users of the file at C{path} in front of C{web} (a
     L{resmon.services.web.WebService}): its Site's guard, and a
     L{UsersService} child of C{web}.
+
+    @param proxies: the L{resmon.auth.forwarded.TrustedProxies} whose
+        C{X-Forwarded-For} says where a login comes from (none by default).
 
     @raise UsersFileError: if the file cannot be used.
     """
     watcher = UsersFileWatcher(path)
     sessions = SessionStore(clock, sessionLifetime)
     site = web.site
-    guard = AuthGuard(watcher, sessions, site.origins, clock=clock)
+    guard = AuthGuard(watcher, sessions, site.origins, clock=clock, proxies=proxies)
     page = site.resource.createSimilarFile(os.path.join(site.resource.path, "login.html"))
-    login = LoginResource(page, guard, LoginThrottle(clock), clock, verify)
+    login = LoginResource(page, guard, LoginThrottle(clock), clock, verify, proxies=proxies)
     guard.publicRoutes[b"/login"] = login
     guard.publicRoutes[b"/logout"] = LogoutResource(guard)
     guard.routes[b"/api/me"] = MeResource()

@@ -93,8 +93,9 @@ class ResmonCollector:
             yield _counters("resmon_webhook_deliveries", "Webhook deliveries by what happened: "
                             "stored, delivered, failed-attempts, expired, dropped-backlog, "
                             "unmatched (events no hook matches), disabled (hooks), not-visible "
-                            "(events about hosts the hook's owner may not see), owner-gone "
-                            "(hooks whose owner is no longer a user).", "result",
+                            "(events the hook's owner may not see), owner-gone (the hook's "
+                            "owner is no longer an operator or admin), no-users (hooks with "
+                            "an owner, in a process without --users).", "result",
                             self.webhooks.dispatcher.counters)
             resolver = getattr(self.webhooks.dispatcher.poster, "resolver", None)
             if resolver is not None:

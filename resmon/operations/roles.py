@@ -26,7 +26,7 @@ _ONLY = {
     RULES: ("rules-dir", "rules", "rule-option", "max-chain", "rule-rate"),
     WEB: ("port", "stall-timeout", "history", "history-points", "ping-interval", "idle-timeout",
           "max-clients", "max-clients-per-address", "max-queued-mib", "header-timeout",
-          "max-hosts", "allowed-origin", "allowed-host", "users", "session-lifetime", "listen",
+          "max-hosts", "allowed-origin", "allowed-host", "trusted-proxy", "users", "session-lifetime", "listen",
           "insecure-no-auth"),
 }
 

@@ -88,7 +88,8 @@ class WebhooksService(service.Service):
             failed=counters["failed-attempts"], expired=counters["expired"],
             backlog=counters["dropped-backlog"], disabled=counters["disabled"],
             unmatched=counters["unmatched"],
-            hidden=counters["not-visible"] + counters["owner-gone"], rejected=sum(dispatcher.rejected.values()))
+            hidden=counters["not-visible"] + counters["owner-gone"] + counters["no-users"],
+            rejected=sum(dispatcher.rejected.values()))
 
     def _lookups(self):
         resolver = getattr(self.dispatcher.poster, "resolver", None)
@@ -293,11 +294,10 @@ def makeWebhooks(options, bus, web, reactor, deliver):
         return RegistryStoreService(store)
     poster = WebhookPoster(reactor, options["webhook-timeout"], options["webhook-allow-private"],
                            resolver=resolver)
+    from resmon.webhooks.owners import OwnerFilter
     watcher, ownWatcher = _usersWatcher(options, web)
-    owners = None
-    if watcher is not None:
-        from resmon.webhooks.owners import OwnerFilter
-        owners = OwnerFilter(watcher)
+    # Without the users file, hooks registered by users get nothing.
+    owners = OwnerFilter(watcher)
     dispatcher = WebhookDispatcher(
         store, poster, reactor, bus.publish, options["webhook-retry-for"],
         options["webhook-disable-after"], options["webhook-max-backlog"],

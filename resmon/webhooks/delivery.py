@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 
 from resmon import __version__, topics, wire
 from resmon.deferreds import observe
+from resmon.ratelimit import LimitedLog
 from resmon.webhooks import store as storage
-from resmon.webhooks.owners import subjectsOf
+from resmon.webhooks.owners import NOBODY, OwnerFilter, audienceOf
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
@@ -108,8 +109,7 @@ class WebhookDispatcher:
     @param disableAfter: seconds a hook may fail without a success.
     @param maxBacklog: pending deliveries kept per hook.
     @param owners: the L{resmon.webhooks.owners.OwnerFilter} of the users
-        file, or L{None} without one: then every hook receives every event
-        its key matches, whoever registered it.
+        file; without one (L{None}), hooks registered by users get nothing.
     @ivar hooks: the registry as last read: hook id to L{storage.Hook}.
     @ivar delivering: whether this process delivers (holds the lease); it
         stores received events either way.
@@ -120,8 +120,9 @@ class WebhookDispatcher:
     def __init__(self, store, poster, clock, publish, retryFor, disableAfter, maxBacklog,
                  maxBody=wire.DEFAULT_MAX_BODY, rng=random, owners=None):
         self.store = store
-        self.owners = owners
-        self._warnedUnfiltered = False
+        self.owners = owners if owners is not None else OwnerFilter(None)
+        self.warnings = LimitedLog(clock)
+        self._warnedNoUsers = False
         self.poster = poster
         self.clock = clock
         self.publish = publish
@@ -152,13 +153,12 @@ class WebhookDispatcher:
         none for hooks gone.
         """
         self.hooks = {hook.id: hook for hook in hooks}
-        if self.owners is None and not self._warnedUnfiltered and any(
+        if self.owners.watcher is None and not self._warnedNoUsers and any(
                 hook.owner is not None for hook in hooks):
-            self._warnedUnfiltered = True
+            self._warnedNoUsers = True
             self.log.warn(
-                "webhooks: hooks registered by users receive the events of every host, "
-                "including hosts their owners may not see: give this process --users "
-                "(the web role's users file) to filter them")
+                "webhooks: hooks registered by users get nothing: this process cannot tell "
+                "which hosts their owners may see; give it --users (the web role's users file)")
         self._backlogs = {h: c for h, c in self._backlogs.items() if h in self.hooks}
         for hookId in list(self.workers):
             if hookId not in self.hooks:
@@ -216,10 +216,9 @@ class WebhookDispatcher:
         except wire.Rejected as e:
             self.rejected[e.reason] += 1
             return None
-        if self.owners is not None:
-            hooks = self._visible(hooks, routingKey, event)
-            if not hooks:
-                return None
+        hooks = self._visible(hooks, routingKey, event)
+        if not hooks:
+            return None
         stored = defer.Deferred()
         # The event's JSON made once; each hook's payload only when stored.
         self._batch.append(_Received(routingKey, wire.encodeJSON(event), self.clock.seconds(),
@@ -234,14 +233,49 @@ class WebhookDispatcher:
         counted by why not.
         """
         visible = []
-        subjects = subjectsOf(routingKey, event)
+        audience = None
+        answers = {}
         for hook in hooks:
-            why = self.owners.mayReceive(hook.owner, subjects)
+            owner = hook.owner
+            if owner is None:
+                visible.append(hook)
+                continue
+            why = answers.get(owner, False)
+            if why is False:
+                if audience is None:
+                    audience = audienceOf(routingKey, event, self._ownerOfHook)
+                why = answers[owner] = self.owners.mayReceive(owner, audience)
             if why is None:
                 visible.append(hook)
             else:
                 self.counters[why] += 1
         return visible
+
+    def _ownerOfHook(self, hookId):
+        hook = self.hooks.get(hookId)
+        return NOBODY if hook is None else hook.owner
+
+    def withheld(self, hook, delivery):
+        """
+        Why C{delivery}, stored for C{hook}, must not be sent now, or
+        L{None}: its owner may have been removed or restricted since.
+        """
+        owner = hook.owner
+        if owner is None:
+            return None
+        principal = self.owners.principalOf(owner)
+        if isinstance(principal, str):
+            return principal
+        if principal.seesEverything:
+            return None
+        try:
+            payload = wire.loadJSON(delivery.body, len(delivery.body) + 1)
+            key, event = payload["key"], payload["event"]
+        except (wire.Rejected, KeyError, TypeError):
+            return "not-visible"
+        if key == wire.WEBHOOK_PING_KEY and payload.get("hook") == hook.id:
+            return None
+        return self.owners.mayReceive(owner, audienceOf(key, event, self._ownerOfHook))
 
     def _nextDeliveries(self):
         """
@@ -634,6 +668,12 @@ class HookWorker:
                 hook = dispatcher.hooks.get(self.hookId)
                 if self._stopped or hook is None or hook.state == storage.DISABLED:
                     return
+                withheld = dispatcher.withheld(hook, delivery)
+                if withheld is not None:
+                    yield self._recorded()
+                    self._raiseProblem()
+                    yield self._withhold(delivery, withheld)
+                    continue
                 now = clock.seconds()
                 if now - delivery.created > dispatcher.retryFor:
                     yield self._recorded()
@@ -686,6 +726,21 @@ class HookWorker:
                       key=delivery.key, attempts=delivery.attempts, window=dispatcher.retryFor)
         yield dispatcher.store.recordAttempt(delivery, 0, dispatcher.clock.seconds(), None,
                                              None, 0.0, "expired")
+
+    @defer.inlineCallbacks
+    def _withhold(self, delivery, why):
+        """
+        Drop C{delivery}: its hook's owner may no longer receive it (why:
+        see L{resmon.webhooks.owners}).
+        """
+        dispatcher = self.dispatcher
+        dispatcher.counters[why] += 1
+        dispatcher.warnings.warn(
+            self.log, "webhook {hook}: delivery {delivery} ({key}) dropped: {why} (the hook's "
+            "owner may no longer receive it)", hook=self.hookId, delivery=delivery.id,
+            key=delivery.key, why=why)
+        yield dispatcher.store.recordAttempt(delivery, 0, dispatcher.clock.seconds(), None,
+                                             None, 0.0, "withheld")
 
     @defer.inlineCallbacks
     def _attempt(self, hook, delivery):

@@ -1,26 +1,89 @@
 """
-Which events a hook's owner may receive: the hosts an event is about,
-judged by the owner's host patterns in the users file, as the dashboard
-judges what a user sees (L{resmon.webserver.visibility}).
+Which events a hook's owner may receive, judged as the dashboard judges
+what that user is sent (L{resmon.webserver.visibility},
+L{resmon.webserver.notifications}), by the users file as last read.
 
 A hook registered without users (C{owner} L{None}) receives every event
-its key matches. A hook whose owner is no longer in the users file
-receives nothing until the user is back. An event is about:
+its key matches. A hook with an owner receives an event only while:
 
-  - the first word of its routing key (the host's word of a measure, an
-    analysis or a status, the source of an event or an alert);
-  - the C{host} its body names, if any (a measure's, an analysis's, a
-    status's);
-  - for an alert, what L{resmon.topics.alertSubject} says (an alert under
-    one host's key naming another host is about both).
+  - the process knows the users (C{--users}): without the file it cannot
+    tell, and sends such hooks nothing (C{no-users});
+  - the owner is a user of the file, an operator or an admin (C{owner-gone}
+    otherwise: deleted, or made a viewer, who may not manage webhooks);
+  - the owner may see what the event is about (C{not-visible} otherwise).
 
-The owner must see every one of them: a body that names another host than
-its key does reaches neither the owner of the key's host nor the owner of
-the named host alone.
+What an event is about (L{audienceOf}):
+
+  - a notification (C{user.<name>.notify}, C{group.<group>.notify}) is for
+    the user it names or the members of the group it names, and about the
+    host its body names, if any: nobody else gets it, admins included;
+  - a C{resmon.webhook} event (a hook disabled) is for the owner of the
+    hook it names, and for those who see every host;
+  - any other event is about the host its body names (C{host}; for an
+    alert, the host its payload names, L{resmon.topics.alertSubject}) and
+    about its routing key's first word, the word of a host or a source.
+    The word is left out when it is the named host's own word (an FQDN's
+    C{web_01_example_com}); otherwise the owner must see both, so a body
+    that names another host than its key reaches neither the owner of one
+    nor of the other alone.
 """
 
-from resmon import topics
+from resmon import topics, wire
 from resmon.topics import alertSubject
+
+# Why a hook does not get an event (counted under these names).
+NOT_VISIBLE, OWNER_GONE, NO_USERS = "not-visible", "owner-gone", "no-users"
+# A subject longer than this is nobody's to see (no host name is), and is
+# not asked of the users: what they remember stays small.
+MAX_SUBJECT = 255
+# What the owner of a hook named by a resmon.webhook event is when the hook
+# is not known: nobody's name.
+NOBODY = object()
+
+
+class EventAudience:
+    """
+    Who may receive one event; see the module's docstring.
+
+    @ivar subjects: the host names and routing words it is about.
+    @ivar addressee: for a notification, C{(audience, name)}; else L{None}.
+    @ivar aboutHook: whether it is a C{resmon.webhook} event.
+    @ivar hookOwner: for a C{resmon.webhook} event, the owner of the hook it
+        names (L{None} for a hook without one, L{NOBODY} for none known).
+    """
+
+    __slots__ = ("subjects", "addressee", "aboutHook", "hookOwner")
+
+    def __init__(self, subjects, addressee=None, aboutHook=False, hookOwner=NOBODY):
+        self.subjects = subjects
+        self.addressee = addressee
+        self.aboutHook = aboutHook
+        self.hookOwner = hookOwner
+
+    def admits(self, principal):
+        """
+        Whether C{principal} (an owner's L{resmon.auth.principal.Principal})
+        may receive the event.
+        """
+        if self.addressee is not None:
+            audience, name = self.addressee
+            if audience == wire.NOTIFY_USER:
+                if principal.name != name:
+                    return False
+            elif name not in principal.groups:
+                return False
+        elif principal.seesEverything:
+            return True
+        elif self.aboutHook:
+            return self.hookOwner is not None and self.hookOwner == principal.name
+        for subject in self.subjects:
+            if len(subject) > MAX_SUBJECT or not principal.maySee(subject):
+                return False
+        return True
+
+
+def _namedHost(value):
+    return value if isinstance(value, str) and value else None
 
 
 def subjectsOf(routingKey, event):
@@ -28,18 +91,40 @@ def subjectsOf(routingKey, event):
     What an event under C{routingKey}, decoded as C{event} (any JSON value:
     bodies are not checked here), is about: host names and routing words.
     """
-    words = routingKey.split(".")
-    subjects = [words[0]]
+    word = routingKey.split(".", 1)[0]
+    named = []
     if isinstance(event, dict):
-        host = event.get("host")
-        if isinstance(host, str) and host and host != words[0]:
-            subjects.append(host)
+        host = _namedHost(event.get("host"))
+        if host is not None:
+            named.append(host)
         payload = event.get("payload")
-        if words[-1] == topics.ALERT and isinstance(payload, dict):
-            subject = alertSubject(words[0], payload.get("host"))
-            if subject != words[0]:
-                subjects.append(subject)
-    return subjects
+        if routingKey.endswith("." + topics.ALERT) and isinstance(payload, dict):
+            subject = alertSubject(word, payload.get("host"))
+            if subject != word and subject not in named:
+                named.append(subject)
+    if any(topics.hostWord(name) == word for name in named):
+        return named
+    return [word] + named
+
+
+def audienceOf(routingKey, event, ownerOfHook):
+    """
+    The L{EventAudience} of an event under C{routingKey}, decoded as
+    C{event}.
+
+    @param ownerOfHook: C{(hookId) -> owner}: the owner of a registered hook
+        (L{None} for none), or L{NOBODY} for a hook that is not registered.
+    """
+    words = routingKey.split(".")
+    if len(words) == 3 and words[0] in (wire.NOTIFY_USER, wire.NOTIFY_GROUP) and (
+            words[2] == wire.NOTIFY):
+        host = _namedHost(event.get("host")) if isinstance(event, dict) else None
+        return EventAudience([host] if host is not None else [], addressee=(words[0], words[1]))
+    if routingKey == wire.WEBHOOK_EVENT_KEY:
+        hookId = event.get("hook") if isinstance(event, dict) else None
+        owner = ownerOfHook(hookId) if isinstance(hookId, str) else NOBODY
+        return EventAudience([], aboutHook=True, hookOwner=owner)
+    return EventAudience(subjectsOf(routingKey, event))
 
 
 class OwnerFilter:
@@ -49,29 +134,39 @@ class OwnerFilter:
 
     @param watcher: a L{resmon.auth.service.UsersFileWatcher} (its
         C{current} is the L{resmon.auth.usersfile.Users} last read; whoever
-        made it keeps it read again).
+        made it keeps it read again), or L{None} in a process without
+        C{--users}: then hooks with an owner get nothing.
     """
 
     def __init__(self, watcher):
         self.watcher = watcher
 
-    def mayReceive(self, owner, subjects):
+    def principalOf(self, owner):
+        """
+        The L{resmon.auth.principal.Principal} of C{owner} as the users file
+        says now, or why there is none (L{NO_USERS}, L{OWNER_GONE}).
+        """
+        if self.watcher is None:
+            return NO_USERS
+        user = self.watcher.current.get(owner)
+        if user is None:
+            return OWNER_GONE
+        principal = user.principal()
+        if not principal.mayAct:
+            return OWNER_GONE
+        return principal
+
+    def mayReceive(self, owner, audience):
         """
         Whether the hook of C{owner} (a user's name, or L{None}) may
-        receive an event about C{subjects} (L{subjectsOf} the event).
+        receive an event of L{EventAudience} C{audience}.
 
-        @return: L{None} if it may, else why not (C{"not-visible"} or
-            C{"owner-gone"}).
+        @return: L{None} if it may, else why not (L{NOT_VISIBLE},
+            L{OWNER_GONE} or L{NO_USERS}).
         """
         if owner is None:
             return None
-        user = self.watcher.current.get(owner)
-        if user is None:
-            return "owner-gone"
-        principal = user.principal()
-        if principal.seesEverything:
-            return None
-        for subject in subjects:
-            if not principal.maySee(subject):
-                return "not-visible"
-        return None
+        principal = self.principalOf(owner)
+        if isinstance(principal, str):
+            return principal
+        return None if audience.admits(principal) else NOT_VISIBLE
