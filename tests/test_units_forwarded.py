@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.web.test.requesthelper import DummyRequest
 
-from resmon.auth.forwarded import MAX_HEADER_BYTES, TrustedProxies, parseNetwork
+from resmon.auth.forwarded import MAX_HEADER_BYTES, TrustedProxies, limitKey, parseNetwork
 
 
 def request(peer, *forwarded):
@@ -71,11 +71,28 @@ def test_without_trusted_proxies_and_for_other_transports_the_connection_counts(
     assert PROXIES.clientHost(request(UNIXAddress(b"/run/resmon.sock"), b"1.2.3.4")) is None
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0/33", "proxy.example.com", "", "10.0.0.5/x"])
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "proxy.example.com", "", "10.0.0.5/x",
+                                  "0.0.0.0/0", "::/0", "1.2.3.4/0"])
 def test_a_bad_proxy_address_is_refused_naming_it(text):
     with pytest.raises(ValueError) as refused:
         parseNetwork(text)
     assert repr(text) in str(refused.value)
+
+
+def test_a_proxy_written_as_an_ipv4_mapped_address_is_its_ipv4_address():
+    proxies = TrustedProxies([parseNetwork("::ffff:10.0.0.5"), parseNetwork("::ffff:10.2.0.0/112")])
+    assert proxies.clientHost(request("10.0.0.5", b"203.0.113.9")) == "203.0.113.9"
+    assert proxies.clientHost(request("::ffff:10.2.3.4", b"203.0.113.9")) == "203.0.113.9"
+    assert proxies.clientHost(request("10.0.0.6", b"203.0.113.9")) == "10.0.0.6"
+
+
+def test_the_login_limits_count_an_ipv6_client_by_its_64():
+    assert limitKey("203.0.113.9") == "203.0.113.9"
+    assert limitKey("2001:db8:1:2:aaaa::1") == limitKey("2001:db8:1:2:bbbb::7") == (
+        "2001:db8:1:2::/64")
+    assert limitKey("2001:db8:1:3::1") != limitKey("2001:db8:1:2::1")
+    assert limitKey("::ffff:203.0.113.9") == "203.0.113.9"
+    assert limitKey(None) is None and limitKey("/run/resmon.sock") == "/run/resmon.sock"
 
 
 def test_the_option_needs_users_and_names_itself(tmp_path):

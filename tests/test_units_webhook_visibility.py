@@ -216,33 +216,6 @@ def test_an_event_no_owner_may_see_is_acknowledged_without_a_transaction(tmp_pat
         store.close()
 
 
-@pytest_twisted.inlineCallbacks
-def test_without_users_owned_hooks_get_nothing_and_the_log_says_so_once(tmp_path):
-    store, dispatcher = _dispatcher(tmp_path, None)
-    warnings = []
-
-    def observer(event):
-        if event.get("log_level") is not None and event["log_level"].name == "warn":
-            warnings.append(event["log_format"])
-    globalLogPublisher.addObserver(observer)
-    try:
-        yield store.add(_hook("anyone", "#", None), 10, 10)
-        dispatcher.setHooks((yield store.hooks()))
-        assert warnings == []
-        yield store.add(_hook("ada", "#", "ada"), 10, 10)
-        dispatcher.setHooks((yield store.hooks()))
-        dispatcher.setHooks((yield store.hooks()))
-        assert len(warnings) == 1 and "get nothing" in warnings[0] and "--users" in warnings[0]
-        yield dispatcher.eventReceived("db-01.measure", b'{"host": "db-01"}')
-        assert (yield store.pendingCount("ada")) == 0
-        assert (yield store.pendingCount("anyone")) == 1
-        assert dispatcher.counters["no-users"] == 1
-    finally:
-        globalLogPublisher.removeObserver(observer)
-        yield dispatcher.stop()
-        store.close()
-
-
 class RecordingPoster:
     def __init__(self):
         self.posted = []
@@ -280,6 +253,73 @@ def test_deliveries_stored_before_the_owner_was_restricted_or_removed_are_withhe
         yield dispatcher.eventReceived("db-01.measure", b'{"host": "db-01", "n": 9}')
         yield _until(lambda: len(poster.posted) == 2, "the new delivery")
         assert poster.posted[1]["event"]["n"] == 9
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_users_owned_hooks_are_stored_not_delivered_and_the_log_says_so_once(tmp_path):
+    poster = RecordingPoster()
+    store, bare = _dispatcher(tmp_path, None, poster)
+    warnings = []
+
+    def observer(event):
+        if event.get("log_level") is not None and event["log_level"].name == "warn":
+            warnings.append(event["log_format"])
+    globalLogPublisher.addObserver(observer)
+    informed = None
+    try:
+        yield store.add(_hook("anyone", "#", None), 10, 10)
+        bare.setHooks((yield store.hooks()))
+        assert warnings == []
+        for hook in (_hook("ada", "#", "ada"), _hook("alice", "#", "alice")):
+            yield store.add(hook, 10, 10)
+        bare.setHooks((yield store.hooks()))
+        bare.setHooks((yield store.hooks()))
+        assert len(warnings) == 1 and "--users" in warnings[0]
+        # Kept for a process that can judge: none of it is sent, nor dropped.
+        for host in ("db-01", "web-01"):
+            yield bare.eventReceived(f"{host}.measure", json.dumps({"host": host}).encode())
+        bare.setDelivering(True)
+        yield _until(lambda: len(poster.posted) == 2, "the unowned hook's deliveries")
+        assert (yield store.pendingCount("ada")) == 2 == (yield store.pendingCount("alice"))
+        assert set(bare.workers) == {"anyone"}
+        bare.setDelivering(False)
+        # A process with the users file delivers them, each to whom may see it.
+        informed = WebhookDispatcher(store, poster, Clock(), lambda k, b: None, retryFor=3600,
+                                     disableAfter=3600, maxBacklog=100,
+                                     owners=OwnerFilter(Watcher(ALICE, ADA)))
+        informed.setHooks((yield store.hooks()))
+        informed.setDelivering(True)
+        yield _until(lambda: len(poster.posted) == 5 and informed.counters["not-visible"] == 1,
+                     "ada's two and alice's one")
+        assert sorted((p["hook"], p["event"]["host"]) for p in poster.posted[2:]) == [
+            ("ada", "db-01"), ("ada", "web-01"), ("alice", "web-01")]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        yield bare.stop()
+        if informed is not None:
+            yield informed.stop()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_notification_stored_for_an_admin_is_withheld_once_she_left_its_group(tmp_path):
+    ada = User("ada", None, "admin", (), ("dba",))
+    watcher = Watcher(ada)
+    poster = RecordingPoster()
+    store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher), poster)
+    try:
+        yield store.add(_hook("ada", "#", "ada"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        notification = {"v": 1, "kind": "notification", "title": "for the dbas"}
+        yield dispatcher.eventReceived("group.dba.notify", json.dumps(notification).encode())
+        assert (yield store.pendingCount("ada")) == 1
+        watcher.current = Users([User("ada", None, "admin", (), ())])
+        dispatcher.setDelivering(True)
+        yield _until(lambda: dispatcher.counters["not-visible"] == 1, "the notification withheld")
+        assert poster.posted == [] and (yield store.pendingCount("ada")) == 0
     finally:
         yield dispatcher.stop()
         store.close()

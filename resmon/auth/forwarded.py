@@ -29,10 +29,40 @@ def parseNetwork(text):
     @raise ValueError: naming what is wrong with C{text}.
     """
     try:
-        return ipaddress.ip_network(text.strip(), strict=False)
+        network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address or network (such as 10.0.0.5 or "
                          f"10.0.0.0/8)") from None
+    if network.prefixlen == 0:
+        raise ValueError(f"{text!r} would trust every address: any client could then say "
+                         f"where it comes from; name the proxies' own addresses")
+    mapped = network.network_address.ipv4_mapped if network.version == 6 else None
+    if mapped is not None and network.prefixlen >= 96:
+        # ::ffff:10.0.0.5 is how an IPv6 socket shows 10.0.0.5.
+        network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+# The part of an IPv6 address one client is taken to hold (a /64 is what a
+# single site or host is given): the login limits count it as one address.
+IPV6_CLIENT_PREFIX = 64
+
+
+def limitKey(host):
+    """
+    What the login limits count C{host} (an address as text, or L{None})
+    as: an IPv4 address itself, an IPv6 address's /64 (one client holds
+    a whole /64 and could take a new address for every attempt).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except (TypeError, ValueError):
+        return host
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return host
 
 
 def _address(entry):

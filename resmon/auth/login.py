@@ -13,7 +13,7 @@ from twisted.web import resource, server
 
 from resmon import wire
 from resmon.auth import passwords
-from resmon.auth.forwarded import TrustedProxies
+from resmon.auth.forwarded import TrustedProxies, limitKey
 from resmon.auth.principal import principalOf
 from resmon.auth.sessions import COOKIE, USER_COOKIE
 from resmon.ratelimit import LimitedLog
@@ -112,9 +112,11 @@ class LoginResource(resource.Resource):
         if credentials is None:
             return _error(request, 400, "expected a JSON object or a form with name and password")
         name, password = credentials
+        # The address logged; what the limits count (an IPv6 client's /64).
         address = self.proxies.clientHost(request)
-        wait = self.throttle.wait(address, name)
-        keys = (("name", name), ("address", address), ("all", None))
+        limited = limitKey(address)
+        wait = self.throttle.wait(limited, name)
+        keys = (("name", name), ("address", limited), ("all", None))
         pending = self._pending
         if wait <= 0 and (pending[keys[0]] >= PENDING_PER_NAME or pending[keys[2]] >= PENDING
                           or pending[keys[1]] >= PENDING_PER_ADDRESS):
@@ -131,7 +133,7 @@ class LoginResource(resource.Resource):
         request.notifyFinish().addBoth(finished.append)
         d = self.verify(password, encoded)
         d.addBoth(self._done, keys)
-        d.addCallback(self._checked, request, name, user, address, finished)
+        d.addCallback(self._checked, request, name, user, address, limited, finished)
         d.addErrback(self._failed, request, finished)
         return server.NOT_DONE_YET
 
@@ -140,12 +142,12 @@ class LoginResource(resource.Resource):
         self._pending += Counter()  # drops the keys back at zero
         return result
 
-    def _checked(self, matches, request, name, user, address, finished):
+    def _checked(self, matches, request, name, user, address, limited, finished):
         # The user may have been removed or changed while the hash was checked.
         current = self.guard.users.current.get(name)
         if matches and user is not None and user.password and current is not None \
                 and current.password == user.password:
-            self.throttle.succeeded(address, name)
+            self.throttle.succeeded(limited, name)
             self.counters["succeeded"] += 1
             sessions = self.guard.sessions
             session = sessions.create(name, user.password)
@@ -161,7 +163,7 @@ class LoginResource(resource.Resource):
                                   max_age=str(int(sessions.lifetime)))
                 body = _json(request, 200, {"name": name, "role": user.role})
         else:
-            self.throttle.failed(address, name)
+            self.throttle.failed(limited, name)
             self.counters["failed"] += 1
             self.warnings.warn(self.log, "failed login as {name!r} from {address}",
                                name=name[:64], address=address)

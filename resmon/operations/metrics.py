@@ -94,8 +94,7 @@ class ResmonCollector:
                             "stored, delivered, failed-attempts, expired, dropped-backlog, "
                             "unmatched (events no hook matches), disabled (hooks), not-visible "
                             "(events the hook's owner may not see), owner-gone (the hook's "
-                            "owner is no longer an operator or admin), no-users (hooks with "
-                            "an owner, in a process without --users).", "result",
+                            "owner is no longer an operator or admin).", "result",
                             self.webhooks.dispatcher.counters)
             resolver = getattr(self.webhooks.dispatcher.poster, "resolver", None)
             if resolver is not None:

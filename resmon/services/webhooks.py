@@ -88,8 +88,7 @@ class WebhooksService(service.Service):
             failed=counters["failed-attempts"], expired=counters["expired"],
             backlog=counters["dropped-backlog"], disabled=counters["disabled"],
             unmatched=counters["unmatched"],
-            hidden=counters["not-visible"] + counters["owner-gone"] + counters["no-users"],
-            rejected=sum(dispatcher.rejected.values()))
+            hidden=counters["not-visible"] + counters["owner-gone"], rejected=sum(dispatcher.rejected.values()))
 
     def _lookups(self):
         resolver = getattr(self.dispatcher.poster, "resolver", None)
@@ -296,7 +295,7 @@ def makeWebhooks(options, bus, web, reactor, deliver):
                            resolver=resolver)
     from resmon.webhooks.owners import OwnerFilter
     watcher, ownWatcher = _usersWatcher(options, web)
-    # Without the users file, hooks registered by users get nothing.
+    # Without the users file, hooks registered by users are not delivered here.
     owners = OwnerFilter(watcher)
     dispatcher = WebhookDispatcher(
         store, poster, reactor, bus.publish, options["webhook-retry-for"],

@@ -20,7 +20,7 @@ from resmon import __version__, topics, wire
 from resmon.deferreds import observe
 from resmon.ratelimit import LimitedLog
 from resmon.webhooks import store as storage
-from resmon.webhooks.owners import NOBODY, OwnerFilter, audienceOf
+from resmon.webhooks.owners import NO_USERS, NOBODY, NOT_VISIBLE, OwnerFilter, addressed, audienceOf
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
@@ -157,8 +157,9 @@ class WebhookDispatcher:
                 hook.owner is not None for hook in hooks):
             self._warnedNoUsers = True
             self.log.warn(
-                "webhooks: hooks registered by users get nothing: this process cannot tell "
-                "which hosts their owners may see; give it --users (the web role's users file)")
+                "webhooks: this process does not deliver the hooks users registered (it stores "
+                "their events, for a process with --users to deliver): it cannot tell what "
+                "their owners may see; give it --users (the web role's users file)")
         self._backlogs = {h: c for h, c in self._backlogs.items() if h in self.hooks}
         for hookId in list(self.workers):
             if hookId not in self.hooks:
@@ -187,6 +188,9 @@ class WebhookDispatcher:
             return
         hook = self.hooks.get(hookId)
         if hook is None or hook.state == storage.DISABLED:
+            return
+        if hook.owner is not None and self.owners.watcher is None:
+            # Without the users file its deliveries wait for a process with it.
             return
         worker = self.workers.get(hookId)
         if worker is None:
@@ -245,7 +249,9 @@ class WebhookDispatcher:
                 if audience is None:
                     audience = audienceOf(routingKey, event, self._ownerOfHook)
                 why = answers[owner] = self.owners.mayReceive(owner, audience)
-            if why is None:
+            if why is None or why == NO_USERS:
+                # Without the users file: stored, for a process with it to
+                # judge before it sends (withheld).
                 visible.append(hook)
             else:
                 self.counters[why] += 1
@@ -266,14 +272,15 @@ class WebhookDispatcher:
         principal = self.owners.principalOf(owner)
         if isinstance(principal, str):
             return principal
-        if principal.seesEverything:
+        if principal.seesEverything and not addressed(delivery.key):
             return None
         try:
             payload = wire.loadJSON(delivery.body, len(delivery.body) + 1)
             key, event = payload["key"], payload["event"]
         except (wire.Rejected, KeyError, TypeError):
-            return "not-visible"
-        if key == wire.WEBHOOK_PING_KEY and payload.get("hook") == hook.id:
+            return NOT_VISIBLE
+        if key == wire.WEBHOOK_PING_KEY and isinstance(event, dict) and event.get("kind") == "ping":
+            # A test delivery to this very hook (POST /api/webhooks/<id>/ping).
             return None
         return self.owners.mayReceive(owner, audienceOf(key, event, self._ownerOfHook))
 
@@ -669,9 +676,10 @@ class HookWorker:
                 if self._stopped or hook is None or hook.state == storage.DISABLED:
                     return
                 withheld = dispatcher.withheld(hook, delivery)
+                if withheld == NO_USERS:
+                    # This process cannot tell: kept for one that can.
+                    return
                 if withheld is not None:
-                    yield self._recorded()
-                    self._raiseProblem()
                     yield self._withhold(delivery, withheld)
                     continue
                 now = clock.seconds()

@@ -7,7 +7,8 @@ A hook registered without users (C{owner} L{None}) receives every event
 its key matches. A hook with an owner receives an event only while:
 
   - the process knows the users (C{--users}): without the file it cannot
-    tell, and sends such hooks nothing (C{no-users});
+    tell (C{no-users}), and stores such hooks' events for a process with
+    the file to judge and deliver;
   - the owner is a user of the file, an operator or an admin (C{owner-gone}
     otherwise: deleted, or made a viewer, who may not manage webhooks);
   - the owner may see what the event is about (C{not-visible} otherwise).
@@ -33,8 +34,9 @@ from resmon.topics import alertSubject
 
 # Why a hook does not get an event (counted under these names).
 NOT_VISIBLE, OWNER_GONE, NO_USERS = "not-visible", "owner-gone", "no-users"
-# A subject longer than this is nobody's to see (no host name is), and is
-# not asked of the users: what they remember stays small.
+# A subject (or a part of a joined one) longer than this is nobody's to see
+# (no host name is), and is not asked of the users: what they remember
+# stays small.
 MAX_SUBJECT = 255
 # What the owner of a hook named by a resmon.webhook event is when the hook
 # is not known: nobody's name.
@@ -77,9 +79,29 @@ class EventAudience:
         elif self.aboutHook:
             return self.hookOwner is not None and self.hookOwner == principal.name
         for subject in self.subjects:
-            if len(subject) > MAX_SUBJECT or not principal.maySee(subject):
+            if _tooLong(subject) or not principal.maySee(subject):
                 return False
         return True
+
+
+def _tooLong(subject):
+    if len(subject) <= MAX_SUBJECT:
+        return False
+    return any(len(part) > MAX_SUBJECT for part in subject.split(topics.SUBJECTS_SEPARATOR))
+
+
+def _notifyKey(words):
+    return len(words) == 3 and words[0] in (wire.NOTIFY_USER, wire.NOTIFY_GROUP) and (
+        words[2] == wire.NOTIFY)
+
+
+def addressed(routingKey):
+    """
+    Whether events under C{routingKey} are for someone in particular (a
+    notification, a C{resmon.webhook} event), not for whoever sees their
+    hosts: admins included, only those they are for get them.
+    """
+    return routingKey == wire.WEBHOOK_EVENT_KEY or _notifyKey(routingKey.split("."))
 
 
 def _namedHost(value):
@@ -116,8 +138,7 @@ def audienceOf(routingKey, event, ownerOfHook):
         (L{None} for none), or L{NOBODY} for a hook that is not registered.
     """
     words = routingKey.split(".")
-    if len(words) == 3 and words[0] in (wire.NOTIFY_USER, wire.NOTIFY_GROUP) and (
-            words[2] == wire.NOTIFY):
+    if _notifyKey(words):
         host = _namedHost(event.get("host")) if isinstance(event, dict) else None
         return EventAudience([host] if host is not None else [], addressee=(words[0], words[1]))
     if routingKey == wire.WEBHOOK_EVENT_KEY:
