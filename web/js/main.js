@@ -39,7 +39,8 @@ function frame() {
   // New values may move hosts (a value sort, a level filter, a new host): the grid re-orders on
   // a throttle, so positions hold still between two re-orders while the values change.
   if (pending.size && orderMayChange()) reorderSoon();
-  if (view.orderDirty) reorderNow();
+  const reordered = view.orderDirty;
+  if (reordered) reorderNow();
   renderGrid(now);
   // Only the hosts with a card (in or near the view) are drawn; the others when scrolled to.
   for (const host of pending.keys()) {
@@ -51,6 +52,9 @@ function frame() {
   }
   pending.clear();
   renderCounts(now, gridSize());
+  // The throttle counts from when a re-order is drawn, not from when its frame began: a slow
+  // frame (a loaded machine) would otherwise cut short the second the cards then hold still.
+  if (reordered) view.lastReorder = performance.now();
 }
 
 /** Whether what waits to be drawn may move hosts: a value sort, a level filter or a new host. */
