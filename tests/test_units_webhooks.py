@@ -1027,3 +1027,51 @@ def test_a_hook_removed_while_its_deliveries_are_stored_keeps_none_on_postgresql
         for connection in connections:
             connection.close()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_events_are_matched_to_hooks_by_their_keys_as_the_registry_says_now(monkeypatch):
+    from resmon.webhooks import delivery
+
+    dispatcher = WebhookDispatcher(None, FakePoster([]), Clock(), lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=10)
+    dispatcher.wakeAll = lambda: None
+    hooks = [_hook("all", key="#"), _hook("alerts", key="*.alert"), _hook("web", key="web-01.#"),
+             _hook("alerts2", key="*.alert"), _hook("deploys", key="deploys.event")]
+    dispatcher.setHooks(hooks)
+
+    def matched(routingKey):
+        return sorted(dispatcher._matchingHooks(routingKey))
+    assert matched("web-01.alert") == ["alerts", "alerts2", "all", "web"]
+    assert matched("db-01.alert") == ["alerts", "alerts2", "all"]
+    assert matched("deploys.event") == ["all", "deploys"]
+    # A new registry: what was remembered of the old one is not used.
+    dispatcher.setHooks(hooks[1:3])
+    assert matched("web-01.alert") == ["alerts", "web"]
+    assert matched("deploys.event") == []
+    # Remembered for a bounded number of routing keys.
+    monkeypatch.setattr(delivery, "MATCHES_KEPT", 3)
+    for n in range(10):
+        assert matched(f"h{n}.alert") == ["alerts"]
+        assert len(dispatcher._matching) <= 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_disabled_hook_gets_no_new_deliveries_from_what_was_matched_before(tmp_path):
+    store = _store(tmp_path)
+    dispatcher = WebhookDispatcher(store, FakePoster([]), Clock(), lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=10)
+    try:
+        for hook in (_hook("h1", key="*.event"), _hook("h2", key="*.event")):
+            yield store.add(hook, 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        yield dispatcher.eventReceived("x.event", b'{"n": 1}')
+        before = dispatcher.hooks["h2"]
+        after = storage.Hook(before.id, before.key, before.url, before.secret, before.created,
+                             storage.DISABLED, failingSince=1.0, lastResult="500")
+        dispatcher.hookChanged(before, after)
+        yield dispatcher.eventReceived("x.event", b'{"n": 2}')
+        assert (yield store.pendingCount("h1")) == 2
+        assert (yield store.pendingCount("h2")) == 1
+    finally:
+        yield dispatcher.stop()
+        store.close()

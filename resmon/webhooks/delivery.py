@@ -54,6 +54,9 @@ BACKLOG_RECOUNT = 1.0
 # a 256 KiB event: 256 MB), so the copies are made as they are stored, at
 # most this many bytes of them per transaction.
 MAX_UNSTORED_BYTES = 16 * 1024 * 1024
+# Routing keys whose matching hooks are remembered (a fleet's hosts times
+# their kinds of events); beyond, all are forgotten and found again.
+MATCHES_KEPT = 32_768
 
 
 class _Received:
@@ -132,6 +135,8 @@ class WebhookDispatcher:
         self.maxBody = maxBody
         self.rng = rng
         self.hooks = {}
+        self._byKey = {}
+        self._matching = {}
         self.workers = {}
         self.delivering = False
         self.counters = Counter()
@@ -153,6 +158,12 @@ class WebhookDispatcher:
         none for hooks gone.
         """
         self.hooks = {hook.id: hook for hook in hooks}
+        # Hook ids by key, and by routing key those whose keys match it:
+        # matching an event costs the hooks it goes to, not the registry.
+        self._byKey = {}
+        for hook in hooks:
+            self._byKey.setdefault(hook.key, []).append(hook.id)
+        self._matching = {}
         if self.owners.watcher is None and not self._warnedNoUsers and any(
                 hook.owner is not None for hook in hooks):
             self._warnedNoUsers = True
@@ -210,8 +221,11 @@ class WebhookDispatcher:
         L{Deferred} fires once they are stored (the event is acknowledged
         then, never before), however long the database takes to come back.
         """
-        hooks = [hook for hook in self.hooks.values()
-                 if hook.state != storage.DISABLED and topics.topicMatches(hook.key, routingKey)]
+        hooks = []
+        for hookId in self._matchingHooks(routingKey):
+            hook = self.hooks.get(hookId)
+            if hook is not None and hook.state != storage.DISABLED:
+                hooks.append(hook)
         if not hooks:
             self.counters["unmatched"] += 1
             return None
@@ -230,6 +244,21 @@ class WebhookDispatcher:
         if not self._flushing:
             self._flush()
         return stored
+
+    def _matchingHooks(self, routingKey):
+        """
+        The ids of the hooks whose keys match C{routingKey}, remembered for
+        the last L{MATCHES_KEPT} routing keys until the registry is read
+        again.
+        """
+        matching = self._matching.get(routingKey)
+        if matching is None:
+            if len(self._matching) >= MATCHES_KEPT:
+                self._matching.clear()
+            matching = self._matching[routingKey] = tuple(
+                hookId for key, hookIds in self._byKey.items()
+                if topics.topicMatches(key, routingKey) for hookId in hookIds)
+        return matching
 
     def _visible(self, hooks, routingKey, event):
         """
