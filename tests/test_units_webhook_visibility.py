@@ -386,3 +386,52 @@ def test_a_server_filters_by_its_web_roles_users_and_a_webhooks_role_by_its_own(
     own, isOwn = _usersWatcher({"users": path}, None)
     assert isinstance(own, UsersFileWatcher) and isOwn and own.current.get("alice") is not None
     assert _usersWatcher({"users": None}, service.MultiService()) == (None, False)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bus_event_under_resmon_ping_is_not_taken_for_a_test_delivery(tmp_path):
+    poster = RecordingPoster()
+    store, bare = _dispatcher(tmp_path, None)
+    informed = WebhookDispatcher(store, poster, Clock(), lambda k, b: None, retryFor=3600,
+                                 disableAfter=3600, maxBacklog=100,
+                                 owners=OwnerFilter(Watcher(ALICE)))
+    try:
+        yield store.add(_hook("alice", "#", "alice"), 10, 10)
+        bare.setHooks((yield store.hooks()))
+        informed.setHooks((yield store.hooks()))
+        # Stored unjudged by a process without the users file.
+        yield bare.eventReceived("resmon.ping", json.dumps(
+            {"v": 1, "kind": "ping", "ts": 1.0, "host": "db-01", "payload": {"cpu": 99}}).encode())
+        from resmon.webhooks.registry import WebhookRegistry
+        yield WebhookRegistry(store, Clock(), resolve=lambda host, port: None).ping("alice")
+        informed.setDelivering(True)
+        yield _until(lambda: len(poster.posted) == 1 and informed.counters["not-visible"] == 1,
+                     "the real ping sent, the bus's withheld")
+        assert poster.posted[0]["event"].keys() == {"v", "kind", "ts"}
+    finally:
+        yield bare.stop()
+        yield informed.stop()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hook_at_its_backlog_cap_does_not_warn_at_every_event(tmp_path):
+    store, dispatcher = _dispatcher(tmp_path, None)
+    dispatcher.maxBacklog = 3
+    warnings = []
+
+    def observer(event):
+        if "backlog over" in event.get("log_format", ""):
+            warnings.append(event)
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield store.add(_hook("ada", "#", "ada"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        for n in range(50):
+            yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01", "n": %d}' % n)
+        assert dispatcher.counters["dropped-backlog"] == 47
+        assert len(warnings) <= 11
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        yield dispatcher.stop()
+        store.close()

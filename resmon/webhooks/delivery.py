@@ -20,7 +20,8 @@ from resmon import __version__, topics, wire
 from resmon.deferreds import observe
 from resmon.ratelimit import LimitedLog
 from resmon.webhooks import store as storage
-from resmon.webhooks.owners import NO_USERS, NOBODY, NOT_VISIBLE, OwnerFilter, addressed, audienceOf
+from resmon.webhooks.owners import (
+    NO_USERS, NOBODY, NOT_VISIBLE, OwnerFilter, addressed, audienceOf, isPing)
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
@@ -308,8 +309,8 @@ class WebhookDispatcher:
             key, event = payload["key"], payload["event"]
         except (wire.Rejected, KeyError, TypeError):
             return NOT_VISIBLE
-        if key == wire.WEBHOOK_PING_KEY and isinstance(event, dict) and event.get("kind") == "ping":
-            # A test delivery to this very hook (POST /api/webhooks/<id>/ping).
+        if key == wire.WEBHOOK_PING_KEY and isPing(event):
+            # A test delivery (POST /api/webhooks/<id>/ping): about nothing.
             return None
         return self.owners.mayReceive(owner, audienceOf(key, event, self._ownerOfHook))
 
@@ -358,9 +359,10 @@ class WebhookDispatcher:
                 self._countedBacklogs(deliveries, counts)
                 for hookId, count in dropped.items():
                     self.counters["dropped-backlog"] += count
-                    self.log.warn("webhook {hook}: backlog over {limit}, dropped its {count} "
-                                  "oldest deliveries", hook=hookId, limit=self.maxBacklog,
-                                  count=count)
+                    # Rate-limited: a hook whose receiver is away drops at every event.
+                    self.warnings.warn(
+                        self.log, "webhook {hook}: backlog over {limit}, dropped its {count} "
+                        "oldest deliveries", hook=hookId, limit=self.maxBacklog, count=count)
                 for received in batch:
                     received.stored.callback(None)
                 for hookId in {d.hook for d in deliveries}:

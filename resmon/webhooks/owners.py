@@ -95,6 +95,16 @@ def _notifyKey(words):
         words[2] == wire.NOTIFY)
 
 
+def isPing(event):
+    """
+    Whether C{event} is a test delivery's event (L{wire.webhookPingEvent}):
+    holding nothing else, it is about nothing, whoever gets it. An event of
+    the bus under the same key holds more, and is judged as any other.
+    """
+    return (isinstance(event, dict) and event.get("kind") == "ping"
+            and event.keys() <= {"v", "kind", "ts"})
+
+
 def addressed(routingKey):
     """
     Whether events under C{routingKey} are for someone in particular (a
