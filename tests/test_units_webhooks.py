@@ -1075,3 +1075,81 @@ def test_a_disabled_hook_gets_no_new_deliveries_from_what_was_matched_before(tmp
     finally:
         yield dispatcher.stop()
         store.close()
+
+
+def _pendingOf(hookId, n, size):
+    return storage.Pending(None, uuid.uuid4().hex, hookId, "x.event",
+                           b'{"n":%d,"pad":"%s"}' % (n, b"p" * (size - 15 - len(str(n)))),
+                           float(n), 0, float(n))
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_store_holds_every_hooks_pending_bodies_to_one_budget_oldest_first(anyStore):
+    for hookId in ("h1", "h2"):
+        yield anyStore.add(_hook(hookId), 10, 10)
+    # Interleaved: 100 bytes each, 20 for h1 then h2 by turns.
+    deliveries = [_pendingOf("h1" if n % 2 == 0 else "h2", n, 100) for n in range(20)]
+    assert all(len(d.body) == 100 for d in deliveries)
+    yield anyStore.enqueue(deliveries, 100)
+    total, dropped = yield anyStore.trimToBytes(2000, 1800)
+    assert total == 2000 and dropped == {}
+    total, dropped = yield anyStore.trimToBytes(1500, 1000)
+    assert total == 1000 and dropped == {"h1": 5, "h2": 5}
+    left = []
+    for hookId in ("h1", "h2"):
+        rows = yield anyStore.pending(hookId, 100)
+        left += [wire.loadJSON(row.body)["n"] for row in rows]
+    assert sorted(left) == list(range(10, 20))
+
+
+@pytest_twisted.inlineCallbacks
+def test_deliveries_stored_by_an_older_resmon_count_by_their_length(tmp_path):
+    import sqlite3
+    path = tmp_path / "webhooks.sqlite3"
+    old = sqlite3.connect(str(path))
+    old.execute("""CREATE TABLE webhook_pending (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, hook TEXT NOT NULL,
+        rkey TEXT NOT NULL, body TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+        attempts INTEGER NOT NULL, next_attempt DOUBLE PRECISION NOT NULL)""")
+    old.execute("INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, "
+                "next_attempt) VALUES ('d0', 'h1', 'x.event', ?, 1.0, 0, 1.0)", ("b" * 300,))
+    old.commit()
+    old.close()
+    store = _store(tmp_path)
+    try:
+        yield store.add(_hook("h1"), 10, 10)  # the schema brought up to date first
+        yield store.enqueue([_pendingOf("h1", 1, 100)], 100)
+        total, dropped = yield store.trimToBytes(10_000, 9_000)
+        assert total == 400 and dropped == {}
+    finally:
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_dispatcher_holds_the_registry_to_its_budget_as_it_stores(tmp_path):
+    store = _store(tmp_path)
+    clock = Clock()
+    dispatcher = WebhookDispatcher(store, FakePoster([]), clock, lambda k, b: None,
+                                   retryFor=3600, disableAfter=3600, maxBacklog=1000,
+                                   maxStoredBytes=20_000)
+    try:
+        for hookId in ("h1", "h2", "h3"):
+            yield store.add(_hook(hookId, key="*.event"), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        body = b'{"pad": "%s"}' % (b"p" * 800)
+        for n in range(60):
+            yield dispatcher.eventReceived("x.event", body)
+            clock.advance(0.5)
+        total, _ = yield store.trimToBytes(10 ** 9, 10 ** 9)
+        # Over the budget by at most what one second stores (2 events x 3 hooks here).
+        payload = len(wire.webhookPayloadOf(uuid.uuid4().hex, "h1", "x.event", 1.0, body))
+        assert total <= 20_000 + 6 * payload
+        assert dispatcher.counters["dropped-budget"] > 0
+        assert dispatcher.counters["stored"] == 180
+        counts = []
+        for hookId in ("h1", "h2", "h3"):
+            counts.append((yield store.pendingCount(hookId)))
+        assert max(counts) - min(counts) <= 1  # the oldest of every hook went alike
+    finally:
+        yield dispatcher.stop()
+        store.close()

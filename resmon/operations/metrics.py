@@ -92,6 +92,7 @@ class ResmonCollector:
         if self.webhooks is not None:
             yield _counters("resmon_webhook_deliveries", "Webhook deliveries by what happened: "
                             "stored, delivered, failed-attempts, expired, dropped-backlog, "
+                            "dropped-budget (over --webhook-max-stored-mib), "
                             "unmatched (events no hook matches), disabled (hooks), not-visible "
                             "(events the hook's owner may not see), owner-gone (the hook's "
                             "owner is no longer an operator or admin).", "result",

@@ -79,14 +79,16 @@ class WebhooksService(service.Service):
         self.log.info(
             "webhooks: {hooks} hooks, delivering: {delivering}; {stored} deliveries stored, "
             "{delivered} delivered, {failed} failed attempts, {expired} dropped after their "
-            "retries, {backlog} dropped at the backlog cap, {disabled} hooks disabled, "
+            "retries, {backlog} dropped at the backlog cap, {budget} dropped at the "
+            "stored-bytes cap, {disabled} hooks disabled, "
             "{unmatched} events no hook matched, {hidden} left out for their hooks' owners, "
             "{rejected} rejected; {lookups}",
             lookups=self._lookups(),
             hooks=len(dispatcher.hooks), delivering="yes" if dispatcher.delivering else "no",
             stored=counters["stored"], delivered=counters["delivered"],
             failed=counters["failed-attempts"], expired=counters["expired"],
-            backlog=counters["dropped-backlog"], disabled=counters["disabled"],
+            backlog=counters["dropped-backlog"], budget=counters["dropped-budget"],
+            disabled=counters["disabled"],
             unmatched=counters["unmatched"],
             hidden=counters["not-visible"] + counters["owner-gone"], rejected=sum(dispatcher.rejected.values()))
 
@@ -300,7 +302,8 @@ def makeWebhooks(options, bus, web, reactor, deliver):
     dispatcher = WebhookDispatcher(
         store, poster, reactor, bus.publish, options["webhook-retry-for"],
         options["webhook-disable-after"], options["webhook-max-backlog"],
-        maxBody=options["max-body"], owners=owners)
+        maxBody=options["max-body"], owners=owners,
+        maxStoredBytes=int(options["webhook-max-stored-mib"] * 1024 * 1024))
     return WebhooksService(bus, store, dispatcher, reactor, options["webhook-queue"],
                            statsInterval=options["stats-interval"],
                            usersWatcher=watcher if ownWatcher else None)

@@ -58,6 +58,13 @@ MAX_UNSTORED_BYTES = 16 * 1024 * 1024
 # Routing keys whose matching hooks are remembered (a fleet's hosts times
 # their kinds of events); beyond, all are forgotten and found again.
 MATCHES_KEPT = 32_768
+# Bytes of pending bodies the registry holds for every hook together
+# (--webhook-max-stored-mib); beyond, the oldest are dropped down to
+# BUDGET_TARGET of it. Counted in the database at most every BUDGET_RECOUNT
+# seconds, when what was stored since the last count may have passed it.
+DEFAULT_MAX_STORED_BYTES = 1024 * 1024 * 1024
+BUDGET_TARGET = 0.9
+BUDGET_RECOUNT = 1.0
 
 
 class _Received:
@@ -112,6 +119,8 @@ class WebhookDispatcher:
     @param retryFor: seconds a delivery is retried.
     @param disableAfter: seconds a hook may fail without a success.
     @param maxBacklog: pending deliveries kept per hook.
+    @param maxStoredBytes: bytes of pending bodies the registry holds for
+        every hook together; beyond, the oldest deliveries are dropped.
     @param owners: the L{resmon.webhooks.owners.OwnerFilter} of the users
         file; without one (L{None}), hooks registered by users get nothing.
     @ivar hooks: the registry as last read: hook id to L{storage.Hook}.
@@ -122,9 +131,15 @@ class WebhookDispatcher:
     log = Logger()
 
     def __init__(self, store, poster, clock, publish, retryFor, disableAfter, maxBacklog,
-                 maxBody=wire.DEFAULT_MAX_BODY, rng=random, owners=None):
+                 maxBody=wire.DEFAULT_MAX_BODY, rng=random, owners=None,
+                 maxStoredBytes=DEFAULT_MAX_STORED_BYTES):
         self.store = store
         self.owners = owners if owners is not None else OwnerFilter(None)
+        self.maxStoredBytes = maxStoredBytes
+        # The bytes of pending bodies in the registry, as last counted plus
+        # what was stored since (None: not counted yet).
+        self._storedBytes = None
+        self._budgetCounted = 0.0
         self.warnings = LimitedLog(clock)
         self._warnedNoUsers = False
         self.poster = poster
@@ -367,8 +382,39 @@ class WebhookDispatcher:
                     received.stored.callback(None)
                 for hookId in {d.hook for d in deliveries}:
                     self.wake(hookId)
+                yield self._holdToBudget(sum(len(d.body) for d in deliveries))
         finally:
             self._flushing = False
+
+    @defer.inlineCallbacks
+    def _holdToBudget(self, stored):
+        """
+        Count C{stored} bytes more in the registry; when what it holds may
+        be over L{maxStoredBytes}, count it there (at most once a second)
+        and drop the oldest deliveries of any hook down to nine tenths of it.
+        """
+        if self._storedBytes is not None:
+            self._storedBytes += stored
+            if self._storedBytes <= self.maxStoredBytes:
+                return
+        now = self.clock.seconds()
+        if self._storedBytes is not None and now - self._budgetCounted < BUDGET_RECOUNT:
+            return
+        self._budgetCounted = now
+        try:
+            self._storedBytes, dropped = yield self.store.trimToBytes(
+                self.maxStoredBytes, int(self.maxStoredBytes * BUDGET_TARGET))
+        except Exception:
+            # Counted again at the next transaction a second from now.
+            self.log.failure("holding the webhook deliveries to --webhook-max-stored-mib failed")
+            return
+        if dropped:
+            count = sum(dropped.values())
+            self.counters["dropped-budget"] += count
+            self.warnings.warn(
+                self.log, "webhooks: deliveries pending over {mib:g} MiB in all: dropped the "
+                "{count} oldest, of {hooks} hooks (--webhook-max-stored-mib)",
+                mib=self.maxStoredBytes / 1048576, count=count, hooks=len(dropped))
 
     def _backlogsToCount(self, deliveries):
         """

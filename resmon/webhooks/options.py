@@ -49,6 +49,9 @@ PARAMETERS = [
      "Seconds a webhook may fail without one success before it is disabled."],
     ["webhook-max-backlog", None, str(DEFAULT_MAX_BACKLOG),
      "Pending deliveries kept per webhook; the oldest are dropped beyond this."],
+    ["webhook-max-stored-mib", None, "1024",
+     "MiB of pending webhook deliveries kept for every webhook together (their bodies); "
+     "beyond, the oldest of any webhook are dropped down to nine tenths of it."],
     ["webhook-timeout", None, str(int(DEFAULT_TIMEOUT)),
      "Seconds a webhook target has to answer a delivery."],
     ["webhook-max-hooks", None, str(DEFAULT_MAX_HOOKS), "Most webhooks registered in all."],
@@ -75,6 +78,8 @@ def checkOptions(options, number):
     options["webhook-disable-after"] = number(
         options, "webhook-disable-after", float, 1, 365 * 86400)
     options["webhook-max-backlog"] = number(options, "webhook-max-backlog", int, 1, 10_000_000)
+    options["webhook-max-stored-mib"] = number(options, "webhook-max-stored-mib", float, 1,
+                                               1024 * 1024)
     options["webhook-timeout"] = number(options, "webhook-timeout", float, 0.1, 600)
     options["webhook-max-hooks"] = number(options, "webhook-max-hooks", int, 1, 1_000_000)
     options["webhook-max-hooks-per-key"] = number(

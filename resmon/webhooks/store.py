@@ -64,6 +64,9 @@ _SCHEMA = [
 # database made by an older resmon gets them at its next start.
 _ADDED_COLUMNS = [
     ("webhook_hooks", "owner", "TEXT"),
+    # The bytes of a pending delivery's body, for the budget of them all
+    # (NULL for those stored by an older resmon: their length is read).
+    ("webhook_pending", "size", "BIGINT"),
 ]
 # Statements that need the added columns.
 _AFTER_COLUMNS = [
@@ -505,10 +508,10 @@ class WebhookStore:
 
     def _enqueue(self, cursor, deliveries, maxBacklog, check=None):
         self._executeMany(cursor, (
-            "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)"),
-            [(p.id, p.hook, p.key, p.body.decode("ascii"), p.created, p.attempts, p.nextAttempt)
-             for p in deliveries])
+            "INSERT INTO webhook_pending (id, hook, rkey, body, created, attempts, next_attempt, "
+            "size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            [(p.id, p.hook, p.key, p.body.decode("ascii"), p.created, p.attempts, p.nextAttempt,
+              len(p.body)) for p in deliveries])
         dropped = {}
         counts = {}
         hooks = {p.hook for p in deliveries}
@@ -525,6 +528,42 @@ class WebhookStore:
                 dropped[hook] = excess
             counts[hook] = min(count, maxBacklog)
         return dropped, counts
+
+    def trimToBytes(self, maxBytes, target):
+        """
+        Hold the pending deliveries of every hook together to C{maxBytes}
+        of bodies: when they are more, drop the oldest, whichever hooks
+        they are for, until C{target} bytes are left.
+
+        @return: a L{Deferred} of C{(bytes pending now, {hook id: count
+            dropped})}.
+        """
+        return self._run(self._trimToBytes, maxBytes, target)
+
+    def _trimToBytes(self, cursor, maxBytes, target):
+        size = "COALESCE(size, length(body))"
+        cursor.execute(f"SELECT COALESCE(SUM({size}), 0) FROM webhook_pending")
+        total = int(cursor.fetchone()[0])
+        dropped = {}
+        if total <= maxBytes:
+            return total, dropped
+        seqs, after = [], -1
+        while total > target:
+            cursor.execute(self._sql(
+                f"SELECT seq, hook, {size} FROM webhook_pending WHERE seq > ? ORDER BY seq "
+                f"LIMIT 500"), (after,))
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            for seq, hook, length in rows:
+                if total <= target:
+                    break
+                seqs.append(seq)
+                dropped[hook] = dropped.get(hook, 0) + 1
+                total -= int(length)
+                after = seq
+        self._deleteSeqs(cursor, "webhook_pending", seqs)
+        return total, dropped
 
     def _dropOrphans(self, cursor, hooks):
         """
