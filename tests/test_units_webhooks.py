@@ -1153,3 +1153,83 @@ def test_the_dispatcher_holds_the_registry_to_its_budget_as_it_stores(tmp_path):
     finally:
         yield dispatcher.stop()
         store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_webhooks_processes_hold_the_registry_to_the_budget(tmp_path):
+    from resmon.webhooks.delivery import BUDGET_REFRESH
+
+    stores = [_store(tmp_path), _store(tmp_path)]  # one SQLite file, two processes
+    clock = Clock()
+    dispatchers = [WebhookDispatcher(s, FakePoster([]), clock, lambda k, b: None,
+                                     retryFor=3600, disableAfter=3600, maxBacklog=100_000,
+                                     maxStoredBytes=20_000) for s in stores]
+    try:
+        yield stores[0].add(_hook("h1", key="*.event"), 10, 10)
+        for dispatcher in dispatchers:
+            dispatcher.setHooks((yield stores[0].hooks()))
+        body = b'{"pad": "%s"}' % (b"p" * 800)
+        for n in range(60):  # one event a second in all, by turns
+            yield dispatchers[n % 2].eventReceived("x.event", body)
+            clock.advance(1.0)
+        total, _ = yield stores[0].trimToBytes(10 ** 9, 10 ** 9)
+        payload = len(wire.webhookPayloadOf(uuid.uuid4().hex, "h1", "x.event", 1.0, body))
+        # Over by at most what the other stores between two of a process's counts.
+        assert total <= 20_000 + (BUDGET_REFRESH + 2) * payload, total
+        assert sum(d.counters["dropped-budget"] for d in dispatchers) > 0
+    finally:
+        for dispatcher in dispatchers:
+            yield dispatcher.stop()
+        for store in stores:
+            store.close()
+
+
+class _RacingCursor:
+    """
+    A cursor after whose first statement (the first count) another
+    transaction deletes the oldest deliveries (delivered, or another
+    process's trim).
+    """
+
+    def __init__(self, cursor, other):
+        self.cursor, self.other, self.statements = cursor, other, 0
+
+    def execute(self, *args):
+        self.cursor.execute(*args)
+        self.statements += 1
+        if self.statements == 1:
+            self.other()
+
+    def __getattr__(self, name):
+        return getattr(self.cursor, name)
+
+
+@pytest.mark.parametrize("deletedMeanwhile, left, dropped", [(5, 10, {"h1": 5}), (10, 10, {})])
+@pytest_twisted.inlineCallbacks
+def test_a_trim_counts_again_once_no_other_writer_can_change_what_it_drops(
+        anyStore, deletedMeanwhile, left, dropped):
+    store = anyStore
+    yield store.add(_hook("h1"), 10, 10)
+    yield store.enqueue([_pendingOf("h1", n, 100) for n in range(20)], 100)
+    delete = ("DELETE FROM webhook_pending WHERE seq IN (SELECT seq FROM webhook_pending "
+              f"ORDER BY seq LIMIT {deletedMeanwhile})")
+    if store.dialect == "postgresql":
+        import psycopg2
+
+        def connect():
+            return psycopg2.connect(POSTGRESQL + store.pool.connkw["dbname"], connect_timeout=5)
+    else:
+        import sqlite3
+
+        def connect():
+            return sqlite3.connect(store.where, timeout=30)
+
+    def elsewhere():
+        connection = connect()
+        connection.cursor().execute(delete)
+        connection.commit()
+        connection.close()
+    result = yield store.pool.runInteraction(
+        lambda cursor: store._trimToBytes(_RacingCursor(cursor, elsewhere), 1500, 1000))
+    assert (yield store.pendingCount("h1")) == left
+    assert result == (1000, dropped)

@@ -60,11 +60,13 @@ MAX_UNSTORED_BYTES = 16 * 1024 * 1024
 MATCHES_KEPT = 32_768
 # Bytes of pending bodies the registry holds for every hook together
 # (--webhook-max-stored-mib); beyond, the oldest are dropped down to
-# BUDGET_TARGET of it. Counted in the database at most every BUDGET_RECOUNT
-# seconds, when what was stored since the last count may have passed it.
+# BUDGET_TARGET of it. A storing process counts them in the database every
+# BUDGET_REFRESH seconds (what other processes stored), and every
+# BUDGET_RECOUNT seconds while what it stored since may have passed it.
 DEFAULT_MAX_STORED_BYTES = 1024 * 1024 * 1024
 BUDGET_TARGET = 0.9
 BUDGET_RECOUNT = 1.0
+BUDGET_REFRESH = 10.0
 
 
 class _Received:
@@ -139,7 +141,7 @@ class WebhookDispatcher:
         # The bytes of pending bodies in the registry, as last counted plus
         # what was stored since (None: not counted yet).
         self._storedBytes = None
-        self._budgetCounted = 0.0
+        self._budgetCounted = float("-inf")
         self.warnings = LimitedLog(clock)
         self._warnedNoUsers = False
         self.poster = poster
@@ -389,23 +391,24 @@ class WebhookDispatcher:
     @defer.inlineCallbacks
     def _holdToBudget(self, stored):
         """
-        Count C{stored} bytes more in the registry; when what it holds may
-        be over L{maxStoredBytes}, count it there (at most once a second)
-        and drop the oldest deliveries of any hook down to nine tenths of it.
+        Count C{stored} bytes more in the registry. Count what it holds
+        there (every webhooks process stores in it) every
+        L{BUDGET_REFRESH} seconds, or every L{BUDGET_RECOUNT} while that
+        may be over L{maxStoredBytes}; when it is, drop the oldest
+        deliveries of any hook down to nine tenths of it.
         """
         if self._storedBytes is not None:
             self._storedBytes += stored
-            if self._storedBytes <= self.maxStoredBytes:
-                return
         now = self.clock.seconds()
-        if self._storedBytes is not None and now - self._budgetCounted < BUDGET_RECOUNT:
+        over = self._storedBytes is None or self._storedBytes > self.maxStoredBytes
+        if now - self._budgetCounted < (BUDGET_RECOUNT if over else BUDGET_REFRESH):
             return
         self._budgetCounted = now
         try:
             self._storedBytes, dropped = yield self.store.trimToBytes(
                 self.maxStoredBytes, int(self.maxStoredBytes * BUDGET_TARGET))
         except Exception:
-            # Counted again at the next transaction a second from now.
+            # Counted again at a transaction a second from now at the earliest.
             self.log.failure("holding the webhook deliveries to --webhook-max-stored-mib failed")
             return
         if dropped:

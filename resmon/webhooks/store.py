@@ -71,6 +71,8 @@ _ADDED_COLUMNS = [
 # Statements that need the added columns.
 _AFTER_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS webhook_hooks_owner ON webhook_hooks (owner)",
+    # Counting the bodies' sizes, and finding the oldest, without reading them.
+    "CREATE INDEX IF NOT EXISTS webhook_pending_size ON webhook_pending (seq, size, hook)",
 ]
 
 
@@ -540,18 +542,34 @@ class WebhookStore:
         """
         return self._run(self._trimToBytes, maxBytes, target)
 
-    def _trimToBytes(self, cursor, maxBytes, target):
-        size = "COALESCE(size, length(body))"
-        cursor.execute(f"SELECT COALESCE(SUM({size}), 0) FROM webhook_pending")
+    def _pendingBytes(self, cursor):
+        cursor.execute("SELECT COALESCE(SUM(size), 0) FROM webhook_pending WHERE size IS NOT NULL")
         total = int(cursor.fetchone()[0])
-        dropped = {}
+        # Stored by an older resmon, without their size.
+        cursor.execute("SELECT COALESCE(SUM(length(body)), 0) FROM webhook_pending "
+                       "WHERE size IS NULL")
+        return total + int(cursor.fetchone()[0])
+
+    def _trimToBytes(self, cursor, maxBytes, target):
+        total = self._pendingBytes(cursor)
         if total <= maxBytes:
-            return total, dropped
+            return total, {}
+        # Over: count again and choose what to drop with no other writer
+        # (another process delivering or trimming) between the count and
+        # the delete, or both would drop the same bytes' worth.
+        if self.dialect == "postgresql":
+            cursor.execute("LOCK TABLE webhook_pending IN EXCLUSIVE MODE")
+        else:
+            # SQLite: the first write of a transaction takes the database's
+            # write lock until it ends.
+            cursor.execute("UPDATE webhook_meta SET value = value WHERE name = 'version'")
+        total = self._pendingBytes(cursor)
+        dropped = {}
         seqs, after = [], -1
         while total > target:
             cursor.execute(self._sql(
-                f"SELECT seq, hook, {size} FROM webhook_pending WHERE seq > ? ORDER BY seq "
-                f"LIMIT 500"), (after,))
+                "SELECT seq, hook, COALESCE(size, length(body)) FROM webhook_pending "
+                "WHERE seq > ? ORDER BY seq LIMIT 500"), (after,))
             rows = cursor.fetchall()
             if not rows:
                 break
