@@ -1233,3 +1233,13 @@ def test_a_trim_counts_again_once_no_other_writer_can_change_what_it_drops(
         lambda cursor: store._trimToBytes(_RacingCursor(cursor, elsewhere), 1500, 1000))
     assert (yield store.pendingCount("h1")) == left
     assert result == (1000, dropped)
+
+
+def test_the_webhooks_role_takes_max_body_which_it_reads():
+    from resmon import tap
+    options = tap.Options()
+    options.parseOptions(["--role=webhooks", "--max-body=1000"])
+    assert options["max-body"] == 1000
+    with pytest.raises(SystemExit) as refused:
+        tap.Options().parseOptions(["--role=webhooks", "--max-clock-skew=10"])
+    assert "--max-clock-skew: means nothing for --role=webhooks" in str(refused.value)

@@ -39,7 +39,9 @@ OPTION_PARTS["users"] = frozenset([WEB, WEBHOOKS])
 # The rules consume their own queue, named after --queue, as the analyzer does.
 for _name in ("queue", "prefetch", "time-budget", "partitions", "own-partitions"):
     OPTION_PARTS[_name] = frozenset([ANALYZER, RULES])
-OPTION_PARTS["max-clock-skew"] = OPTION_PARTS["max-body"] = frozenset([ANALYZER, RULES, WEB])
+OPTION_PARTS["max-clock-skew"] = frozenset([ANALYZER, RULES, WEB])
+# The webhooks' delivery reads the events it stores within --max-body too.
+OPTION_PARTS["max-body"] = frozenset([ANALYZER, RULES, WEB, WEBHOOKS])
 # --list-analyzers lists what --plugin-dir finds, --list-rules what --rules-dir
 # finds, whatever the role.
 _LISTING = ("plugin-dir",)
