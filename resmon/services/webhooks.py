@@ -90,7 +90,8 @@ class WebhooksService(service.Service):
             backlog=counters["dropped-backlog"], budget=counters["dropped-budget"],
             disabled=counters["disabled"],
             unmatched=counters["unmatched"],
-            hidden=counters["not-visible"] + counters["owner-gone"], rejected=sum(dispatcher.rejected.values()))
+            hidden=counters["not-visible"] + counters["owner-gone"],
+            rejected=sum(dispatcher.rejected.values()))
 
     def _lookups(self):
         resolver = getattr(self.dispatcher.poster, "resolver", None)

@@ -124,7 +124,8 @@ class WebhookDispatcher:
     @param maxStoredBytes: bytes of pending bodies the registry holds for
         every hook together; beyond, the oldest deliveries are dropped.
     @param owners: the L{resmon.webhooks.owners.OwnerFilter} of the users
-        file; without one (L{None}), hooks registered by users get nothing.
+        file; without one (L{None}), the events of hooks registered by users
+        are stored unjudged and not delivered by this process.
     @ivar hooks: the registry as last read: hook id to L{storage.Hook}.
     @ivar delivering: whether this process delivers (holds the lease); it
         stores received events either way.
@@ -266,8 +267,8 @@ class WebhookDispatcher:
     def _matchingHooks(self, routingKey):
         """
         The ids of the hooks whose keys match C{routingKey}, remembered for
-        the last L{MATCHES_KEPT} routing keys until the registry is read
-        again.
+        up to L{MATCHES_KEPT} routing keys (all forgotten then, and when the
+        registry is read again).
         """
         matching = self._matching.get(routingKey)
         if matching is None:
@@ -281,8 +282,11 @@ class WebhookDispatcher:
     def _visible(self, hooks, routingKey, event):
         """
         The hooks of C{hooks} whose owners may receive C{event}; the others
-        counted by why not.
+        counted by why not. Without the users file, all of them: stored for
+        a process with it to judge before it sends (L{withheld}).
         """
+        if self.owners.watcher is None:
+            return hooks
         visible = []
         audience = None
         answers = {}
@@ -296,9 +300,7 @@ class WebhookDispatcher:
                 if audience is None:
                     audience = audienceOf(routingKey, event, self._ownerOfHook)
                 why = answers[owner] = self.owners.mayReceive(owner, audience)
-            if why is None or why == NO_USERS:
-                # Without the users file: stored, for a process with it to
-                # judge before it sends (withheld).
+            if why is None:
                 visible.append(hook)
             else:
                 self.counters[why] += 1
