@@ -25,3 +25,14 @@ STALE_INTERVALS = 3
 # Its queue is named after the analyzers' queue, with this suffix.
 RULES_QUEUE_SUFFIX = ".rules"
 DEFAULT_RULE_EMIT_RATE = 100.0
+
+# The web role: how long a client may stall its socket before it is
+# dropped (resmon.webserver.fanout), and each host's history
+# (resmon.webserver.history).
+DEFAULT_STALL_TIMEOUT = 30.0
+DEFAULT_HISTORY_WINDOW = 900.0
+DEFAULT_HISTORY_POINTS = 1800
+
+# The analysis pipeline (resmon.analysis.pipeline): seconds an analyzer
+# may take on one measure before it is counted as slow.
+DEFAULT_TIME_BUDGET = 0.05

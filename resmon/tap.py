@@ -19,15 +19,15 @@ from resmon.defaults import (
     DEFAULT_PREFETCH,
     DEFAULT_QUEUE,
     DEFAULT_RULE_EMIT_RATE,
+    DEFAULT_HISTORY_POINTS,
+    DEFAULT_HISTORY_WINDOW,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_TIME_BUDGET,
     DEFAULT_GRACE,
     DEFAULT_OFFLINE_AFTER,
     LIVENESS_QUEUE_SUFFIX,
     STALE_INTERVALS,
 )
-from resmon.webserver.fanout import DEFAULT_STALL_TIMEOUT
-from resmon.webserver.history import DEFAULT_MAX_POINTS as DEFAULT_HISTORY_POINTS
-from resmon.webserver.history import DEFAULT_WINDOW as DEFAULT_HISTORY_WINDOW
-from resmon.analysis.pipeline import DEFAULT_TIME_BUDGET
 from resmon.auth import options as usersOptions
 from resmon.webhooks import options as webhookOptions
 

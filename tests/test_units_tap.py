@@ -37,6 +37,33 @@ def test_importing_tap_loads_no_bus_web_or_services():
     assert heavy == []
 
 
+def test_the_agent_loads_none_of_the_other_roles_modules():
+    """
+    The agent runs on every machine of the fleet: its service tree loads
+    neither the web role (its options' defaults live in L{resmon.defaults}),
+    nor the analysis pipeline, the rules, the webhooks' services, Autobahn,
+    C{twisted.web} or the C{decimal} module (AMQP decimals are rare in
+    headers and loaded when met).
+    """
+    code = ("import json, sys\n"
+            "from resmon.tap import Options, makeService\n"
+            "options = Options()\n"
+            "options.parseOptions(['--role=agent', '--broker=amqp://guest:guest@127.0.0.1:1/'])\n"
+            "makeService(options)\n"
+            "print(json.dumps(sorted(name for name, module in sys.modules.items() if module)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    modules = json.loads(result.stdout)
+    assert "resmon.services.agent" in modules and "resmon.bus.amqp" in modules
+    others = [name for name in modules
+              if name.startswith(("resmon.webserver", "resmon.analysis.pipeline", "resmon.services.web",
+                                  "resmon.services.rules", "resmon.services.webhooks",
+                                  "resmon.rules.", "resmon.webhooks.", "resmon.auth.",
+                                  "autobahn", "twisted.web", "OpenSSL", "decimal"))
+              and not name.endswith(".options")]  # every role's options are read
+    assert others == []
+
+
 def _discovered(*analyzers):
     discovery = plugins.Discovery()
     for analyzer in analyzers:

@@ -10,11 +10,11 @@ from collections import Counter
 
 from twisted.logger import Logger
 
+from resmon.defaults import DEFAULT_TIME_BUDGET  # noqa: F401 (defined here before)
 from resmon.analysis.base import worstLevel
 from resmon.ratelimit import LimitedLog
 from resmon.wire import DEFAULT_FORGET_AFTER, LEVEL_ORDER, LEVELS, analysisDocument
 
-DEFAULT_TIME_BUDGET = 0.05
 # Failures of one analyzer logged at once, before the log keeps to one line
 # every FAILURE_LOG_PERIOD seconds.
 LOGGED_FAILURES = 10

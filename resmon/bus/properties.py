@@ -15,7 +15,6 @@ still read whole (its body frames) and then rejected by the bus.
 """
 
 import struct
-from decimal import Decimal
 
 from txamqp.connection import Header
 
@@ -208,6 +207,8 @@ class _Reader:
                 elif kind == b"D":
                     scale, unscaled = _DECIMAL.unpack_from(data, offset)
                     offset += _DECIMAL.size
+                    # Rare in headers: loaded when met (the agent never is).
+                    from decimal import Decimal
                     value = Decimal(unscaled).scaleb(-scale)
                 else:
                     raise Refused(f"unknown header field type {kind!r}")

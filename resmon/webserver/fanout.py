@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from resmon import topics, wire
 from resmon.ratelimit import LimitedLog
+from resmon.defaults import DEFAULT_STALL_TIMEOUT  # noqa: F401 (defined here before)
 from resmon.webserver.batches import EventBatch
 from resmon.webserver.eventlog import FiringAlerts, RecentEvents
 from resmon.webserver.history import DEFAULT_OVERVIEW_STEP, FULL, OVERVIEW, isLateCopy
@@ -19,7 +20,6 @@ from resmon.webserver.sendbudget import CHUNK_SIZE, HIGH_WATER
 from resmon.webserver.subscriptions import EVERYTHING
 from resmon.webserver.visibility import subjectOf
 
-DEFAULT_STALL_TIMEOUT = 30.0
 MAX_STATUS_LENGTH = wire.MAX_STATUS_LENGTH
 # The status of a host that sends (as in resmon.services.liveness).
 ONLINE = wire.ONLINE

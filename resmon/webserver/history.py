@@ -18,11 +18,11 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 
+from resmon.defaults import DEFAULT_HISTORY_POINTS as DEFAULT_MAX_POINTS  # noqa: F401 (defined here before)
+from resmon.defaults import DEFAULT_HISTORY_WINDOW as DEFAULT_WINDOW  # noqa: F401 (defined here before)
 from resmon.wire import (  # noqa: F401 (MAX_CORES, re-exported)
     FULL, MAX_CORES, OVERVIEW, encodePoint, historyKey, historyPoint, jsonArray, overviewPoint)
 
-DEFAULT_WINDOW = 900.0
-DEFAULT_MAX_POINTS = 1800
 # The step of the overview a client gets by default, kept ready per host.
 DEFAULT_OVERVIEW_STEP = 10.0
 
