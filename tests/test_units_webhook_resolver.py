@@ -62,18 +62,125 @@ def test_hanging_lookups_leave_the_reactors_thread_pool_free():
     lookups = HangingLookups()
     resolver = NameResolver(reactor, lookups=4, timeout=30, lookup=lookups)
     pending = [resolver.resolve(f"slow{i}.example", 443) for i in range(12)]
-    yield _until(lambda: lookups.running == 4, what="4 lookups running")
+    # Names never seen to answer take half the places.
+    yield _until(lambda: lookups.running == 2, what="2 lookups running")
     # What logins do (password hashing), in the reactor's pool: not held up.
     started = time.monotonic()
     assert (yield threads.deferToThread(lambda: 42)) == 42
     assert time.monotonic() - started < 5
-    # At most 4 at once; the others waited their turn, and all of them end.
-    assert lookups.most == 4 and lookups.started == 4
+    # At most 2 at once; the others waited their turn, and all of them end.
+    assert lookups.most == 2 and lookups.started == 2
     lookups.release.set()
     results = yield defer.gatherResults(pending)
     assert results == [["192.0.2.1"]] * 12
-    assert lookups.most == 4 and resolver.running == 0
+    assert lookups.most == 2 and resolver.running == 0
     assert resolver.counters["resolved"] == 12
+
+
+class SomeNamesHang:
+    """
+    A blocking lookup that answers at once, except for the names given,
+    which hang until released; counts the lookups of each name.
+    """
+
+    def __init__(self, hanging=()):
+        self.hanging = set(hanging)
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.started = {}
+        self.running = 0
+
+    def __call__(self, host, port):
+        with self.lock:
+            self.started[host] = self.started.get(host, 0) + 1
+            self.running += 1
+        try:
+            if host in self.hanging and not self.release.wait(30):
+                raise OSError("never released")
+            return [f"192.0.2.{len(host)}"]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_names_known_to_answer_keep_their_places_while_new_names_hang():
+    """
+    A user registers hooks on names whose nameservers never answer: they
+    take half the places at most, and the names that answered before are
+    still resolved at once.
+    """
+    names = [f"tarpit{i}.example" for i in range(10)]
+    lookups = SomeNamesHang(hanging=names)
+    resolver = NameResolver(reactor, lookups=4, timeout=30, lookup=lookups, cacheFor=0)
+    assert (yield resolver.resolve("good.example", 443)) == ["192.0.2.12"]
+    hanging = [resolver.resolve(name, 443) for name in names]
+    yield _until(lambda: lookups.running == 2, what="2 lookups hanging")
+    started = time.monotonic()
+    for _ in range(3):
+        assert (yield resolver.resolve("good.example", 443)) == ["192.0.2.12"]
+    assert time.monotonic() - started < 5
+    # A name never seen to answer waits behind the hanging ones.
+    new = resolver.resolve("new.example", 443)
+    assert not new.called and resolver.runningUnknown == 2 and lookups.running == 2
+    assert lookups.started["good.example"] == 4
+    lookups.release.set()
+    assert (yield new) == ["192.0.2.11"]
+    yield defer.gatherResults(hanging)
+    yield _until(lambda: resolver.running == 0, what="every lookup to end")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_known_name_given_up_is_no_longer_known():
+    lookups = SomeNamesHang()
+    resolver = NameResolver(reactor, lookups=2, timeout=0.3, lookup=lookups, cacheFor=0)
+    yield resolver.resolve("flaky.example", 443)
+    lookups.hanging.add("flaky.example")
+    with pytest.raises(ResolutionTimedOut):
+        yield resolver.resolve("flaky.example", 443)
+    # Still hanging, it holds its place; the name now counts as unknown.
+    assert resolver.running == 1 and resolver._isKnown(("flaky.example", 443), reactor.seconds()) is False
+    lookups.release.set()
+    yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_name_asked_for_while_its_lookup_runs_joins_it():
+    lookups = SomeNamesHang(hanging=["busy.example"])
+    resolver = NameResolver(reactor, lookups=4, timeout=30, lookup=lookups, cacheFor=0)
+    pending = [resolver.resolve("busy.example", 443) for _ in range(5)]
+    yield _until(lambda: lookups.running == 1, what="the lookup to start")
+    assert resolver.running == 1 and lookups.started == {"busy.example": 1}
+    lookups.release.set()
+    assert (yield defer.gatherResults(pending)) == [["192.0.2.12"]] * 5
+    assert lookups.started == {"busy.example": 1} and resolver.counters["resolved"] == 5
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_answer_is_kept_for_cacheFor_then_looked_up_again():
+    lookups = SomeNamesHang()
+    resolver = NameResolver(reactor, timeout=5, lookup=lookups, cacheFor=0.3)
+    first = yield resolver.resolve("kept.example", 443)
+    first.append("changed by its caller")
+    assert (yield resolver.resolve("kept.example", 443)) == ["192.0.2.12"]
+    assert lookups.started == {"kept.example": 1} and resolver.counters["cached"] == 1
+    yield task.deferLater(reactor, 0.35, lambda: None)
+    assert (yield resolver.resolve("kept.example", 443)) == ["192.0.2.12"]
+    assert lookups.started == {"kept.example": 2}
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_answers_kept_are_bounded():
+    lookups = SomeNamesHang()
+    resolver = NameResolver(reactor, timeout=5, lookup=lookups, maxNames=3)
+    for i in range(10):
+        yield resolver.resolve(f"name{i}.example", 443)
+    assert len(resolver._answers) == 3 and len(resolver._known) == 3
+    # The newest are kept.
+    yield resolver.resolve("name9.example", 443)
+    assert lookups.started["name9.example"] == 1
+    yield resolver.resolve("name0.example", 443)
+    assert lookups.started["name0.example"] == 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -169,7 +276,8 @@ def test_deliveries_to_hanging_names_leave_logins_their_threads(monkeypatch):
     poster = WebhookPoster(reactor, timeout=0.5)
     try:
         posts = [poster.post(f"https://hook{i}.example/in", {}, b"{}") for i in range(15)]
-        yield _until(lambda: lookups.running >= 8, what="lookups running")
+        # Names never seen to answer: half of the 8 places.
+        yield _until(lambda: lookups.running == 4, what="lookups running")
         started = time.monotonic()
         assert (yield threads.deferToThread(lambda: "hashed")) == "hashed"
         assert time.monotonic() - started < 5
@@ -302,7 +410,7 @@ def test_the_webhooks_roles_stats_line_counts_the_lookups():
         service.logStats()
         line = formatEvent(events[-1])
         assert ("targets' names: 0 resolved, 0 failed, 1 given up after 0.2 s, "
-                "1 lookups running") in line, line
+                "0 answered from the answers kept, 1 lookups running") in line, line
     finally:
         lookups.release.set()
         yield poster.close()

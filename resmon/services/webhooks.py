@@ -100,6 +100,7 @@ class WebhooksService(service.Service):
         counters = resolver.counters
         return (f"targets' names: {counters['resolved']} resolved, {counters['failed']} failed, "
                 f"{counters['timed-out']} given up after {resolver.timeout:g} s, "
+                f"{counters['cached']} answered from the answers kept, "
                 f"{resolver.running} lookups running")
 
     def poll(self):
