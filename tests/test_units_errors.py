@@ -62,6 +62,16 @@ def test_refused_credentials_a_missing_vhost_and_no_permission_are_slow_retries(
         assert errors.handshakeFailure(other, BROKER) is None
 
 
+def test_a_broker_without_the_consistent_hash_plugin_says_how_to_enable_it():
+    refused = ConnectionClosed(_Reply(503, "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'"))
+    assert errors.handshakeFailure(refused, BROKER) == (
+        "the broker at rabbit.example:5673 has no consistent-hash exchange, which --partitions "
+        "needs (COMMAND_INVALID); enable its plugin (rabbitmq-plugins enable "
+        "rabbitmq_consistent_hash_exchange) or run without --partitions; retrying every 30 s", 30.0)
+    other = ConnectionClosed(_Reply(503, "COMMAND_INVALID - unknown exchange type 'x-foo'"))
+    assert errors.handshakeFailure(other, BROKER) is None
+
+
 def test_the_retry_is_slow_only_after_a_refusal_and_each_failure_is_said_once():
     clock = Clock()
     events = []

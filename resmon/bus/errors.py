@@ -23,6 +23,10 @@ SLOW_RETRY = 30.0
 REPEAT_AFTER = 300.0
 ACCESS_REFUSED = 403
 NOT_ALLOWED = 530
+COMMAND_INVALID = 503
+# What RabbitMQ answers to a declaration of an exchange of a type no
+# enabled plugin provides: --partitions needs the consistent-hash exchange.
+CONSISTENT_HASH_MISSING = "unknown exchange type 'x-consistent-hash'"
 
 
 def _reply(error):
@@ -65,7 +69,8 @@ def connectFailure(error, broker, fastEvery):
 def handshakeFailure(error, broker):
     """
     The line and the retry delay for a handshake the broker refused
-    because of the credentials or the vhost.
+    because of the credentials or the vhost, or because the consistent-hash
+    exchange of C{--partitions} is not enabled on it.
 
     @param error: the exception the handshake failed with.
     @return: C{(line, seconds until the next attempt)}, or L{None} for
@@ -83,6 +88,11 @@ def handshakeFailure(error, broker):
         what = (f"user {broker.username!r} may not use vhost {broker.vhost!r} on the broker at "
                 f"{_place(broker)} (NOT_ALLOWED); grant it (rabbitmqctl set_permissions) or "
                 "fix --broker")
+    elif code == COMMAND_INVALID and CONSISTENT_HASH_MISSING in text:
+        what = (f"the broker at {_place(broker)} has no consistent-hash exchange, which "
+                "--partitions needs (COMMAND_INVALID); enable its plugin "
+                "(rabbitmq-plugins enable rabbitmq_consistent_hash_exchange) or run without "
+                "--partitions")
     else:
         return None
     return f"{what}; retrying every {SLOW_RETRY:g} s", SLOW_RETRY
