@@ -139,7 +139,7 @@ def test_a_known_name_given_up_is_no_longer_known():
     with pytest.raises(ResolutionTimedOut):
         yield resolver.resolve("flaky.example", 443)
     # Still hanging, it holds its place; the name now counts as unknown.
-    assert resolver.running == 1 and resolver._isKnown(("flaky.example", 443), reactor.seconds()) is False
+    assert resolver.running == 1 and resolver._isKnown("flaky.example", reactor.seconds()) is False
     lookups.release.set()
     yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
 
@@ -172,7 +172,7 @@ def test_an_answer_is_kept_for_cacheFor_then_looked_up_again():
 @pytest_twisted.inlineCallbacks
 def test_the_answers_kept_are_bounded():
     lookups = SomeNamesHang()
-    resolver = NameResolver(reactor, timeout=5, lookup=lookups, maxNames=3)
+    resolver = NameResolver(reactor, timeout=5, lookup=lookups, maxNames=3, maxKnown=3)
     for i in range(10):
         yield resolver.resolve(f"name{i}.example", 443)
     assert len(resolver._answers) == 3 and len(resolver._known) == 3
@@ -414,3 +414,136 @@ def test_the_webhooks_roles_stats_line_counts_the_lookups():
     finally:
         lookups.release.set()
         yield poster.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_name_given_up_then_answering_late_is_not_known_again():
+    lookups = SomeNamesHang()
+    resolver = NameResolver(reactor, lookups=2, timeout=0.3, lookup=lookups, cacheFor=0)
+    assert (yield resolver.resolve("late.example", 443)) == ["192.0.2.12"]
+    lookups.hanging.add("late.example")
+    with pytest.raises(ResolutionTimedOut):
+        yield resolver.resolve("late.example", 443)
+    lookups.release.set()  # answers, after having been given up
+    yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
+    assert resolver._isKnown("late.example", reactor.seconds()) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_known_name_given_up_while_waiting_for_a_place_stays_known():
+    lookups = SomeNamesHang(hanging=["evil.example"])
+    resolver = NameResolver(reactor, lookups=1, timeout=0.3, lookup=lookups, cacheFor=0)
+    assert (yield resolver.resolve("victim.example", 443)) == ["192.0.2.14"]
+    lookups.hanging.discard("evil.example")
+    yield resolver.resolve("evil.example", 443)
+    lookups.hanging.add("evil.example")
+    evil = resolver.resolve("evil.example", 443)
+    yield _until(lambda: lookups.running == 1, what="evil's lookup to run")
+    with pytest.raises(ResolutionTimedOut):
+        yield resolver.resolve("victim.example", 443)  # never ran: its nameservers were not asked
+    assert lookups.started["victim.example"] == 1
+    try:
+        assert resolver._isKnown("victim.example", reactor.seconds()) is True
+    finally:
+        lookups.release.set()
+        with pytest.raises(ResolutionTimedOut):
+            yield evil
+        yield _until(lambda: resolver.running == 0, what="every lookup to end")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_known_name_whose_lookup_fails_is_no_longer_known():
+    state = {"fail": False}
+
+    def lookup(host, port):
+        if state["fail"]:
+            time.sleep(0.2)
+            raise OSError("SERVFAIL")
+        return ["192.0.2.1"]
+    resolver = NameResolver(reactor, lookups=2, timeout=0.3, lookup=lookup, cacheFor=0)
+    yield resolver.resolve("servfail.example", 443)
+    assert resolver._isKnown("servfail.example", reactor.seconds()) is True
+    state["fail"] = True
+    with pytest.raises(OSError):
+        yield resolver.resolve("servfail.example", 443)
+    assert resolver._isKnown("servfail.example", reactor.seconds()) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_registrations_lookups_make_no_name_known():
+    """
+    Registrations (refused ones included) can name any number of names
+    that answer: they do not make them known, so they cannot push the
+    names of the hooks delivering out of the names known to answer.
+    """
+    lookups = SomeNamesHang(hanging=["tarpit.example"])
+    resolver = NameResolver(reactor, lookups=2, timeout=0.5, lookup=lookups, cacheFor=0,
+                            maxKnown=50)
+    yield resolver.resolve("victim.example", 443)
+    for i in range(200):
+        yield resolver.resolveToCheck(f"x{i}.attacker.example", 443)
+    assert list(resolver._known) == ["victim.example"]
+    tarpit = resolver.resolve("tarpit.example", 443)
+    yield _until(lambda: lookups.running == 1, what="the tarpit to hang")
+    try:
+        # The one place of unknown names is taken; the known name has its own.
+        assert (yield resolver.resolve("victim.example", 443)) == ["192.0.2.14"]
+    finally:
+        lookups.release.set()
+        assert (yield tarpit) == ["192.0.2.14"]
+        yield _until(lambda: resolver.running == 0, what="every lookup to end")
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_name_asked_with_two_ports_takes_one_place():
+    lookups = SomeNamesHang(hanging=["busy.example"])
+    resolver = NameResolver(reactor, lookups=4, timeout=30, lookup=lookups, cacheFor=0)
+    pending = [resolver.resolve("busy.example", port) for port in (443, 8443, 80)]
+    yield _until(lambda: lookups.running == 1, what="the lookup to start")
+    assert resolver.running == 1
+    lookups.release.set()
+    assert (yield defer.gatherResults(pending)) == [["192.0.2.12"]] * 3
+    assert lookups.started == {"busy.example": 1}
+
+
+@pytest_twisted.inlineCallbacks
+def test_many_waiters_on_one_hung_name_give_up_in_linear_time():
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, lookups=1, timeout=0.5, lookup=lookups)
+    pending = [resolver.resolve("hung.example", 443) for _ in range(4000)]
+    yield _until(lambda: lookups.running == 1, what="the lookup to hang")
+    yield task.deferLater(reactor, 0.4, lambda: None)
+    cpu = time.process_time()
+    try:
+        for d in pending:
+            with pytest.raises(ResolutionTimedOut):
+                yield d
+        # Quadratic, it took 1.35 s here; linear, a few hundredths.
+        assert time.process_time() - cpu < 0.5
+    finally:
+        lookups.release.set()
+        yield _until(lambda: resolver.running == 0, what="the lookup's thread to end")
+
+
+@pytest_twisted.inlineCallbacks
+def test_when_no_thread_can_be_started_every_lookup_waiting_fails_and_no_place_is_lost(monkeypatch):
+    lookups = HangingLookups()
+    resolver = NameResolver(reactor, lookups=1, timeout=30, lookup=lookups)
+    first = resolver.resolve("first.example", 443)
+    yield _until(lambda: lookups.running == 1, what="the lookup to hang")
+    queued = [resolver.resolve(f"q{i}.example", 443) for i in range(2000)]
+    failures = []
+    for d in queued:
+        d.addErrback(failures.append)
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    lookups.release.set()
+    yield first
+    yield _until(lambda: len(failures) == 2000, what="every lookup waiting to fail")
+    monkeypatch.undo()
+    assert (resolver.running, resolver.runningUnknown,
+            sum(len(q) for q in resolver._queues.values()), len(resolver._lookups)) == (0, 0, 0, 0)
+    assert all(f.check(RuntimeError) for f in failures)
+    assert (yield resolver.resolve("again.example", 443)) == ["192.0.2.1"]

@@ -287,7 +287,7 @@ def makeWebhooks(options, bus, web, reactor, deliver):
         registry = WebhookRegistry(
             store, reactor, allowPrivate=options["webhook-allow-private"],
             maxHooks=options["webhook-max-hooks"],
-            maxPerKey=options["webhook-max-hooks-per-key"], resolve=resolver.resolve,
+            maxPerKey=options["webhook-max-hooks-per-key"], resolve=resolver.resolveToCheck,
             maxBacklog=options["webhook-max-backlog"])
         web.mountAPI("webhooks", WebhooksResource(registry))
         # Users' notifications are kept in the registry's database too.

@@ -42,7 +42,7 @@ class WebhookRegistry:
         self.maxHooks = maxHooks
         self.maxPerKey = maxPerKey
         self.maxBacklog = maxBacklog
-        self.resolve = resolve or NameResolver(clock).resolve
+        self.resolve = resolve or NameResolver(clock).resolveToCheck
 
     @defer.inlineCallbacks
     def register(self, document, owner=None):

@@ -17,12 +17,12 @@ Nor do they hold up the other hooks:
     connection (the addresses are still checked at every connection, and
     a kept answer cannot rebind the name to another address meanwhile);
   - a name asked for while its lookup waits or runs joins that lookup: one
-    name never takes two places;
-  - names that have not answered within the last L{DEFAULT_KNOWN_FOR}
-    seconds (new names, and names whose nameservers never answer) take at
-    most half the places: the other half stays for the names known to
-    answer, whoever registered the others. A name whose lookup is given up
-    is no longer known to answer.
+    name never takes two places, whatever the ports asked with it;
+  - names that have not answered a delivery's lookup within the last
+    L{DEFAULT_KNOWN_FOR} seconds (new names, names whose nameservers never
+    answer, names whose last lookup failed or was given up) take at most
+    half the places: the other half stays for the names known to answer,
+    whoever registered the others.
 """
 
 import threading
@@ -40,9 +40,13 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_CACHE_FOR = 30.0
 # Seconds a name that answered counts as known to answer.
 DEFAULT_KNOWN_FOR = 3600.0
-# Answers kept, and names known to answer, at most (the oldest are
-# forgotten first): a bound whatever hooks are registered.
+# Answers kept at most (the oldest are forgotten first): a bound whatever
+# names are asked for.
 MAX_NAMES = 4096
+# Names known to answer kept at most, the oldest forgotten first. Only the
+# lookups of deliveries (of hooks registered) make a name known, so there
+# are about as many as hooks.
+MAX_KNOWN = 65536
 
 
 class ResolutionTimedOut(Exception):
@@ -54,14 +58,19 @@ class ResolutionTimedOut(Exception):
 class _Lookup:
     """
     One name's lookup, waiting for a place or running, and the outcomes
-    (with their expiry calls) waiting for it.
+    waiting for it (each with its expiry call).
     """
 
-    def __init__(self, name, known):
-        self.name = name
+    def __init__(self, host, port, known):
+        self.host = host
+        self.port = port
         self.known = known
         self.started = False
-        self.waiters = []
+        # Whether a waiter gave up on it while it ran.
+        self.givenUp = False
+        # Whether its answer makes the name known to answer.
+        self.learn = False
+        self.waiters = {}
 
 
 class NameResolver:
@@ -74,6 +83,12 @@ class NameResolver:
     until its thread returns, so slow names cannot make threads pile up.
     When a place is free, lookups of names known to answer go first.
 
+    A name is known to answer once a lookup of it for a delivery
+    (L{resolve}) answered within the timeout, for L{knownFor} seconds; a
+    lookup of it that fails, or is given up while it runs, makes it unknown
+    again. A registration's lookups (L{resolveToCheck}) make no name known:
+    they are asked for names nobody may ever deliver to.
+
     @param reactor: an L{IReactorTime} and L{IReactorThreads}.
     @param lookups: how many lookups may run at once; lookups of names not
         known to answer may take half of them (at least one).
@@ -83,12 +98,13 @@ class NameResolver:
     @param cacheFor: seconds an answer is kept (0: none is).
     @param knownFor: seconds a name that answered counts as known to
         answer.
-    @param maxNames: answers kept, and names known to answer, at most.
+    @param maxNames: answers kept at most.
+    @param maxKnown: names known to answer kept at most.
     """
 
     def __init__(self, reactor, lookups=DEFAULT_LOOKUPS, timeout=DEFAULT_TIMEOUT,
                  lookup=None, cacheFor=DEFAULT_CACHE_FOR, knownFor=DEFAULT_KNOWN_FOR,
-                 maxNames=MAX_NAMES):
+                 maxNames=MAX_NAMES, maxKnown=MAX_KNOWN):
         self.reactor = reactor
         self.timeout = timeout
         self.lookups = lookups
@@ -96,12 +112,14 @@ class NameResolver:
         self.cacheFor = cacheFor
         self.knownFor = knownFor
         self.maxNames = maxNames
+        self.maxKnown = maxKnown
         self._lookup = lookup
-        # (host, port) -> (when it answered, its addresses), oldest first.
+        # host -> (when it answered, its addresses), oldest first. The
+        # addresses of a name do not depend on the port asked with it.
         self._answers = OrderedDict()
-        # (host, port) -> when it last answered, oldest first.
+        # host -> when it last answered a delivery's lookup, oldest first.
         self._known = OrderedDict()
-        # (host, port) -> its _Lookup, waiting for a place or running.
+        # host -> its _Lookup, waiting for a place or running.
         self._lookups = {}
         # The lookups waiting for a place, first come first: known names, others.
         self._queues = {True: OrderedDict(), False: OrderedDict()}
@@ -109,19 +127,26 @@ class NameResolver:
         self.runningUnknown = 0
         self.counters = Counter({"resolved": 0, "failed": 0, "timed-out": 0, "cached": 0})
 
-    def resolve(self, host, port):
-        name = (host, port)
+    def resolveToCheck(self, host, port):
+        """
+        L{resolve} for a registration: its answer does not make the name
+        known to answer.
+        """
+        return self.resolve(host, port, learn=False)
+
+    def resolve(self, host, port, learn=True):
         now = self.reactor.seconds()
-        answer = self._answers.get(name)
+        answer = self._answers.get(host)
         if answer is not None:
             if now - answer[0] < self.cacheFor:
                 self.counters["cached"] += 1
                 return defer.succeed(list(answer[1]))
-            del self._answers[name]
-        lookup = self._lookups.get(name)
+            del self._answers[host]
+        lookup = self._lookups.get(host)
         if lookup is None:
-            lookup = self._lookups[name] = _Lookup(name, self._isKnown(name, now))
-            self._queues[lookup.known][name] = lookup
+            lookup = self._lookups[host] = _Lookup(host, port, self._isKnown(host, now))
+            self._queues[lookup.known][host] = lookup
+        lookup.learn = lookup.learn or learn
 
         def cancelled(_):
             # Given up by the caller: a lookup nobody waits for never runs.
@@ -131,25 +156,28 @@ class NameResolver:
 
         def timedOut():
             self._leave(lookup, outcome)
-            # No longer known to answer: its next lookup takes a place of the unknown names'.
-            self._known.pop(name, None)
+            if lookup.started:
+                # Its nameservers did not answer in time: no longer known to
+                # answer, even if they answer later.
+                lookup.givenUp = True
+                self._known.pop(host, None)
             if not outcome.called:
                 self.counters["timed-out"] += 1
                 outcome.errback(ResolutionTimedOut(
                     f"{host} did not resolve within {self.timeout:g} s"))
         outcome = defer.Deferred(cancelled)
         expiry = self.reactor.callLater(self.timeout, timedOut)
-        lookup.waiters.append((outcome, expiry))
+        lookup.waiters[outcome] = expiry
         self._startWhatFits()
         return outcome
 
-    def _isKnown(self, name, now):
-        answered = self._known.get(name)
+    def _isKnown(self, host, now):
+        answered = self._known.get(host)
         if answered is None:
             return False
         if now - answered < self.knownFor:
             return True
-        del self._known[name]
+        del self._known[host]
         return False
 
     def _leave(self, lookup, outcome):
@@ -157,13 +185,14 @@ class NameResolver:
         C{outcome} no longer waits for C{lookup}; a lookup nobody waits for
         any more, and not started, never runs.
         """
-        lookup.waiters = [(o, e) for (o, e) in lookup.waiters if o is not outcome]
+        lookup.waiters.pop(outcome, None)
         if not lookup.waiters and not lookup.started:
-            self._queues[lookup.known].pop(lookup.name, None)
-            if self._lookups.get(lookup.name) is lookup:
-                del self._lookups[lookup.name]
+            self._queues[lookup.known].pop(lookup.host, None)
+            if self._lookups.get(lookup.host) is lookup:
+                del self._lookups[lookup.host]
 
     def _startWhatFits(self):
+        # A loop, not a recursion: a start that fails ends its lookup at once.
         while self.running < self.lookups:
             known, unknown = self._queues[True], self._queues[False]
             if known:
@@ -176,35 +205,38 @@ class NameResolver:
 
     def _start(self, lookup):
         lookup.started = True
+        thread = threading.Thread(target=self._run, args=(lookup,),
+                                  name="resmon-webhook-dns", daemon=True)
         self.running += 1
         if not lookup.known:
             self.runningUnknown += 1
-        thread = threading.Thread(target=self._run, args=(lookup,),
-                                  name="resmon-webhook-dns", daemon=True)
         try:
             thread.start()
         except RuntimeError as e:  # no thread to be had
-            self._ended(lookup, False, e)
+            self._ended(lookup, False, e, startNext=False)
 
     def _run(self, lookup):
         # In the lookup's thread.
         resolve = self._lookup or addresses.resolve
         try:
-            result, ok = resolve(*lookup.name), True
+            result, ok = resolve(lookup.host, lookup.port), True
         except Exception as e:
             result, ok = e, False
         self.reactor.callFromThread(self._ended, lookup, ok, result)
 
-    def _ended(self, lookup, ok, result):
+    def _ended(self, lookup, ok, result, startNext=True):
         self.running -= 1
         if not lookup.known:
             self.runningUnknown -= 1
-        if self._lookups.get(lookup.name) is lookup:
-            del self._lookups[lookup.name]
+        host = lookup.host
+        if self._lookups.get(host) is lookup:
+            del self._lookups[host]
         if ok:
-            self._remember(lookup.name, result)
-        waiters, lookup.waiters = lookup.waiters, []
-        for outcome, expiry in waiters:
+            self._remember(host, result, lookup.learn and not lookup.givenUp)
+        else:
+            self._known.pop(host, None)
+        waiters, lookup.waiters = lookup.waiters, {}
+        for outcome, expiry in waiters.items():
             if expiry.active():
                 expiry.cancel()
             if outcome.called:
@@ -215,14 +247,18 @@ class NameResolver:
             else:
                 self.counters["failed"] += 1
                 outcome.errback(result)
-        self._startWhatFits()
+        if startNext:
+            self._startWhatFits()
 
-    def _remember(self, name, addresses):
+    def _remember(self, host, addresses, learn):
         now = self.reactor.seconds()
-        for table, value in ((self._known, now), (self._answers, (now, tuple(addresses)))):
-            if table is self._answers and self.cacheFor <= 0:
-                continue
-            table.pop(name, None)
-            table[name] = value
-            while len(table) > self.maxNames:
-                table.popitem(last=False)
+        if self.cacheFor > 0:
+            self._answers.pop(host, None)
+            self._answers[host] = (now, tuple(addresses))
+            while len(self._answers) > self.maxNames:
+                self._answers.popitem(last=False)
+        if learn:
+            self._known.pop(host, None)
+            self._known[host] = now
+            while len(self._known) > self.maxKnown:
+                self._known.popitem(last=False)
