@@ -62,8 +62,12 @@ def test_refused_credentials_a_missing_vhost_and_no_permission_are_slow_retries(
         assert errors.handshakeFailure(other, BROKER) is None
 
 
-def test_a_broker_without_the_consistent_hash_plugin_says_how_to_enable_it():
-    refused = ConnectionClosed(_Reply(503, "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'"))
+@pytest.mark.parametrize("text", [
+    "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'",  # never enabled
+    "COMMAND_INVALID - invalid exchange type 'x-consistent-hash'",  # enabled, then disabled
+])
+def test_a_broker_without_the_consistent_hash_plugin_says_how_to_enable_it(text):
+    refused = ConnectionClosed(_Reply(503, text))
     assert errors.handshakeFailure(refused, BROKER) == (
         "the broker at rabbit.example:5673 has no consistent-hash exchange, which --partitions "
         "needs (COMMAND_INVALID); enable its plugin (rabbitmq-plugins enable "

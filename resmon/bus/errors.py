@@ -25,8 +25,10 @@ ACCESS_REFUSED = 403
 NOT_ALLOWED = 530
 COMMAND_INVALID = 503
 # What RabbitMQ answers to a declaration of an exchange of a type no
-# enabled plugin provides: --partitions needs the consistent-hash exchange.
-CONSISTENT_HASH_MISSING = "unknown exchange type 'x-consistent-hash'"
+# enabled plugin provides ("unknown exchange type ...", or "invalid ..."
+# once the plugin was disabled): --partitions needs the consistent-hash
+# exchange.
+CONSISTENT_HASH_MISSING = "exchange type 'x-consistent-hash'"
 
 
 def _reply(error):
