@@ -52,14 +52,15 @@ async def brokerUsers(broker):
     made = []
     target = parseBrokerURL(broker)
 
-    async def make(host, exchange, topicWrite=None):
+    async def make(host, exchange, topicWrite=None, password=None):
         user = f"agent-test-{secrets.token_hex(6)}"
-        password = secrets.token_urlsafe(16)
-        made.append(user)
+        password = password or secrets.token_urlsafe(16)
         for command in provisionCommands(host, user, password, exchange=exchange):
             if topicWrite is not None and command[1] == "set_topic_permissions":
                 command[-2] = topicWrite
             await rabbitmqctl(*command[1:])
+            if command[1] == "add_user":
+                made.append(user)  # deleted afterwards
         return user, agentBrokerURL(user, password, f"{target.host}", "/").replace(
             ":5672/", f":{target.port}/")
 
@@ -117,6 +118,18 @@ def test_an_agent_user_publishes_its_own_host_and_is_analysed(
     assert b"refused" not in agent.output.replace(b"0 refused by", b"")
     assert b"forbidden" not in analyzer.output
     assert b"accepting measures only from the 1 broker users of --agent-users" in analyzer.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_provisioning_commands_take_a_password_that_begins_with_a_dash(amqp, brokerUsers):
+    """
+    One generated password in 64 begins with C{-}: rabbitmqctl took it for
+    an option and the user was not created.
+    """
+    exchange = amqp.names["exchange"]
+    password = "-" + secrets.token_urlsafe(16)
+    user, url = yield defer.ensureDeferred(brokerUsers(hostName("web"), exchange, password=password))
+    assert "Success" in (yield rabbitmqctl("authenticate_user", "--", user, password))
 
 
 @pytest_twisted.inlineCallbacks

@@ -240,9 +240,9 @@ def test_provision_prints_the_commands_and_how_to_use_the_user():
     password = commandLines[0].split()[-1]
     assert len(password) >= 24
     assert commandLines == [
-        f"rabbitmqctl add_user agent-web01 {password}",
-        "rabbitmqctl set_permissions -p / agent-web01 '^$' '^ex$' '^$'",
-        "rabbitmqctl set_topic_permissions -p / agent-web01 ex '^web01\\.measure$' '^$'"]
+        f"rabbitmqctl add_user -- agent-web01 {password}",
+        "rabbitmqctl set_permissions -p / -- agent-web01 '^$' '^ex$' '^$'",
+        "rabbitmqctl set_topic_permissions -p / -- agent-web01 ex '^web01\\.measure$' '^$'"]
     assert f"--broker=amqp://agent-web01:{password}@mq:5672/" in text
     assert '#   agent-web01 = "web01"' in text
 
@@ -253,8 +253,8 @@ def test_provision_prompts_for_the_password_and_escapes_names():
     assert provision.main(["web.01", "--prompt-password", "--vhost=prod", "--user=a b"],
                           stdout=out, prompt=lambda _: next(answers)) == 0
     text = out.getvalue()
-    assert "rabbitmqctl add_user 'a b' 'p@ss word'" in text
-    assert "rabbitmqctl set_topic_permissions -p prod 'a b' resmon '^web_01\\.measure$' '^$'" in text
+    assert "rabbitmqctl add_user -- 'a b' 'p@ss word'" in text
+    assert "rabbitmqctl set_topic_permissions -p prod -- 'a b' resmon '^web_01\\.measure$' '^$'" in text
     assert "amqp://a%20b:p%40ss%20word@BROKER-HOST:5672/prod" in text
     differing = iter(["one", "two"])
     assert provision.main(["web01", "--prompt-password"], stdout=io.StringIO(),

@@ -40,12 +40,15 @@ def provisionCommands(host, user, password, vhost=DEFAULT_VHOST, exchange=DEFAUL
        passively, that the exchange exists; an analyzer declares it);
      - write on the exchange alone, read nothing;
      - on the topic exchange, write only its host's measure key.
+
+    C{--} ends each command's options: a password or a user name that
+    begins with C{-} (one generated password in 64) is not taken for one.
     """
     key = topics.routingKey(host, topics.MEASURE)
     return [
-        ["rabbitmqctl", "add_user", user, password],
-        ["rabbitmqctl", "set_permissions", "-p", vhost, user, "^$", anchored(exchange), "^$"],
-        ["rabbitmqctl", "set_topic_permissions", "-p", vhost, user, exchange, anchored(key),
+        ["rabbitmqctl", "add_user", "--", user, password],
+        ["rabbitmqctl", "set_permissions", "-p", vhost, "--", user, "^$", anchored(exchange), "^$"],
+        ["rabbitmqctl", "set_topic_permissions", "-p", vhost, "--", user, exchange, anchored(key),
          "^$"],
     ]
 
