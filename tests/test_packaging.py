@@ -257,7 +257,7 @@ def test_twistdFromTheFreshVenv(built):
     where = run([built.bin / "python", "-c", "import resmon; print(resmon.__file__)"], "import resmon", cwd)
     assert where.strip().startswith(str(built.venv)), f"resmon imported from {where.strip()}, not the venv"
     commands = run([built.bin / "resmon-provision-agent", "web01"], "resmon-provision-agent", cwd)
-    assert "rabbitmqctl set_topic_permissions -p / agent-web01 resmon '^web01\\.measure$' '^$'" in (
+    assert "rabbitmqctl set_topic_permissions -p / -- agent-web01 resmon '^web01\\.measure$' '^$'" in (
         commands), _tail(commands)
 
     port = freePort()
