@@ -8,9 +8,13 @@ With --rounds N the whole run is repeated N times, each round started by the nex
 and the medians are printed: on a shared 2-core machine one round's figures move by 20 %.
 Beside each consumer, the CPU the local broker (beam.smp) spent meanwhile, per measure and in
 % of a core: what the consumer costs the broker, which shares the cores with it.
+The backlog is what analyzers catch up on after an outage: the liveness queue, deleted with its
+last consumer, does not hold it. With --liveness 1 it does, as in a steady flow, where the
+analyzer that judges host liveness receives every measure twice: resmon's drain then ends when
+both queues are empty, and its figures are those of that process.
 
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
-       [--prefetch N] [--only resmon,txamqp,pika] [--rounds N]
+       [--prefetch N] [--only resmon,txamqp,pika] [--rounds N] [--liveness 0|1]
 Needs RabbitMQ, resmon installed with its test extra (the twistd on this interpreter's PATH,
 psutil, pika).
 """
@@ -27,7 +31,7 @@ from twisted.internet import defer, reactor, task
 
 from _common import TwistdProcess, argumentParser, runBenchmark
 from resmon.agent.sampler import Sampler
-from resmon.defaults import DEFAULT_PREFETCH
+from resmon.defaults import DEFAULT_PREFETCH, LIVENESS_QUEUE_SUFFIX
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer_peers.py")
 PEERS_KINDS = ("txamqp", "pika")
@@ -99,11 +103,12 @@ class PeerProcess(TwistdProcess):
 
 
 @defer.inlineCallbacks
-def drain(reactor, amqp, process, count, recorder, queue):
+def drain(reactor, amqp, process, count, recorder, queue, alsoDrains=()):
     """
     Start C{process}, which consumes the backlog of C{count} measures waiting
     in C{queue} and publishes one analysis each (counted in C{recorder}), and
-    measure it from its first analysis to its last.
+    measure it from its first analysis to its last, and until the queues
+    C{alsoDrains} are empty.
 
     @return: a dict of figures.
     """
@@ -121,11 +126,15 @@ def drain(reactor, amqp, process, count, recorder, queue):
         brokerBegan = cpuSeconds(broker)
         startCount = yield messageCount(amqp, recorder)
         progressAt, done = time.monotonic(), startCount
-        while done < count:
+        waiting = 1
+        while done < count or waiting:
             yield task.deferLater(reactor, 0.02, lambda: None)
             now = yield messageCount(amqp, recorder)
-            if now > done:
-                progressAt, done = time.monotonic(), now
+            left = 0
+            for other in alsoDrains:
+                left += yield messageCount(amqp, other)
+            if now > done or left < waiting:
+                progressAt, done, waiting = time.monotonic(), now, left
             elif process.ended_ or time.monotonic() - progressAt > 10:
                 raise SystemExit(f"{process.label} stopped analysing at {done} of {count}: "
                                  f"see {process.logPath}")
@@ -148,6 +157,7 @@ def main(reactor, arguments, rig):
     amqp, exchange = rig.amqp, rig.exchange
     queue = rig.queue("resmon.bench.analyzer", [".liveness"] + [f".{kind}" for kind in PEERS_KINDS])
     peerQueues = {kind: f"{queue}.{kind}" for kind in PEERS_KINDS}
+    liveness = queue + LIVENESS_QUEUE_SUFFIX
     recorder = rig.queue("resmon.bench.recorder")
     args = [f"--queue={queue}", "--dead-letter-queue=", f"--prefetch={prefetch}"]
     yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
@@ -178,6 +188,13 @@ def main(reactor, arguments, rig):
               f"{len(template.get('disks', []))} filesystems) to {1 + len(peerQueues)} queues...")
         # Each host sampled once a second, up to now: with --hosts 20 each
         # has 1,000 s of history, past the disk analyzer's first 6 minutes.
+        if arguments.liveness:
+            # As the analyzer declares it. Deleted with its last consumer, it is
+            # declared again before each backlog (a queue never consumed stays).
+            yield amqp.channel.queue_declare(queue=liveness, auto_delete=True,
+                                             arguments={"x-single-active-consumer": True})
+            yield amqp.channel.queue_bind(queue=liveness, exchange=exchange,
+                                          routing_key="#.measure")
         began = time.time() - count // hostCount - 1
         for index in range(count):
             host = hosts[seq % hostCount]
@@ -185,21 +202,25 @@ def main(reactor, arguments, rig):
                                       began + index // hostCount)).encode()
             yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
             seq += 1
-        for waiting in [queue] + list(peerQueues.values()):
+        for waiting in [queue] + list(peerQueues.values()) + ([liveness] if arguments.liveness else []):
             while (yield messageCount(amqp, waiting)) < count:
                 yield task.deferLater(reactor, 0.05, lambda: None)
         # Each round starts with the next contender: none always drains first.
         shift = round % len(contenders)
         for name, makeProcess, source in contenders[shift:] + contenders[:shift]:
             print(f"draining with {name}...")
-            results[name].append((yield drain(reactor, amqp, makeProcess(), count, recorder, source)))
+            also = [liveness] if arguments.liveness and name == "resmon" else []
+            results[name].append((yield drain(reactor, amqp, makeProcess(), count, recorder, source,
+                                              also)))
         for waiting in [queue] + list(peerQueues.values()):
             yield amqp.channel.queue_purge(queue=waiting)  # what a contender left out
 
     print()
     print(f"measure body {len(body)} bytes, {count} measures of {hostCount} hosts, prefetch "
           f"{prefetch}; {psutil.cpu_count()} CPUs shared with the broker and this script")
-    print("analyzers of resmon: usage, sustained, disk (the built-ins)")
+    print("analyzers of resmon: usage, sustained, disk (the built-ins)" + (
+        "; resmon also judges host liveness, receiving every measure a second time"
+        if arguments.liveness else ""))
     if arguments.rounds > 1:
         print(f"median of {arguments.rounds} rounds (each round: the same backlog drained by each "
               f"in turn, starting with the next one); every round's measures/s in brackets")
@@ -222,4 +243,4 @@ def main(reactor, arguments, rig):
 
 if __name__ == "__main__":
     runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8,
-                                      prefetch=DEFAULT_PREFETCH, only="", rounds=1))
+                                      prefetch=DEFAULT_PREFETCH, only="", rounds=1, liveness=0))
