@@ -100,8 +100,8 @@ class ResmonCollector:
             resolver = getattr(self.webhooks.dispatcher.poster, "resolver", None)
             if resolver is not None:
                 yield _counters("resmon_webhook_lookups", "Lookups of webhook targets' names: "
-                                "resolved, failed, timed-out, cached (answered from the answers kept).", "result",
-                                resolver.counters)
+                                "resolved, failed, timed-out, cached (answered from the answers "
+                                "kept).", "result", resolver.counters)
 
     def _analyzer(self, analyzer):
         counters = analyzer.counters
