@@ -247,6 +247,12 @@ def test_provision_prints_the_commands_and_how_to_use_the_user():
     assert '#   agent-web01 = "web01"' in text
 
 
+def test_a_generated_password_never_begins_with_a_dash():
+    tokens = iter(["-first", "-second", "third-"])
+    assert provision.generatedPassword(lambda size: next(tokens)) == "third-"
+    assert not any(provision.generatedPassword().startswith("-") for _ in range(500))
+
+
 def test_provision_prompts_for_the_password_and_escapes_names():
     out = io.StringIO()
     answers = iter(["p@ss word", "p@ss word"])

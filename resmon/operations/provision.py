@@ -61,6 +61,19 @@ def agentBrokerURL(user, password, brokerHost, vhost=DEFAULT_VHOST):
     return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{brokerHost}:5672/{path}"
 
 
+def generatedPassword(token=secrets.token_urlsafe):
+    """
+    A new broker password, which never begins with C{-}: the printed
+    commands end their options with C{--}, but RabbitMQ's maintainers
+    advise against such passwords (rabbitmq-cli issue 393: not every
+    rabbitmqctl tells them from options), and one in 64 would.
+    """
+    password = token(24)
+    while password.startswith("-"):
+        password = token(24)
+    return password
+
+
 def render(host, user, password, vhost, exchange, brokerHost):
     """
     What C{resmon-provision-agent} prints: the commands, then how the
@@ -124,7 +137,7 @@ def main(argv=None, stdout=None, prompt=getpass.getpass):
                   file=sys.stderr)
             return 2
     else:
-        password = secrets.token_urlsafe(24)
+        password = generatedPassword()
     stdout.write(render(host, user, password, arguments.vhost, arguments.exchange,
                         arguments.broker_host))
     return 0
