@@ -51,6 +51,8 @@ USAGE_SUBJECTS = ("cpu", "memory")
 
 class Options(usage.Options):
     synopsis = "[options]"
+    # How the command is called, in its error lines.
+    program = "twistd resmon"
     longdesc = (
         "Run resmon, the reactive resource monitor. With no options, runs the "
         "single-machine mode: agent, analyzer and dashboard in one process on an "
@@ -325,8 +327,8 @@ class Options(usage.Options):
                 self, sys.argv[1:] if options is None else options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
-            raise SystemExit(f"twistd resmon: error: {self.configSource.explain(e)} "
-                             "(see 'twistd resmon --help')")
+            raise SystemExit(f"{self.program}: error: {self.configSource.explain(e)} "
+                             f"(see '{self.program} --help')")
 
     def postOptions(self):
         if self["role"] not in ROLES:

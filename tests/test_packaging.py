@@ -259,6 +259,10 @@ def test_twistdFromTheFreshVenv(built):
     commands = run([built.bin / "resmon-provision-agent", "web01"], "resmon-provision-agent", cwd)
     assert "rabbitmqctl set_topic_permissions -p / -- agent-web01 resmon '^web01\\.measure$' '^$'" in (
         commands), _tail(commands)
+    agentHelp = run([built.bin / "resmon-agent", "--help"], "resmon-agent --help", cwd)
+    assert "Usage: resmon-agent [options]" in agentHelp, _tail(agentHelp)
+    agentVersion = run([built.bin / "resmon-agent", "--version"], "resmon-agent --version", cwd)
+    assert agentVersion.strip() == f"resmon {built.version}"
 
     port = freePort()
     os.makedirs(LOG_DIR, exist_ok=True)
