@@ -42,6 +42,17 @@ def test_units_are_notify_hardened_and_keep_secrets_off_the_command_line(name, r
     assert not any(arg.startswith(("--broker", "-b")) for arg in argv)
 
 
+def test_the_agent_keeps_its_byte_code_in_its_state_directory():
+    """
+    C{resmon-agent} runs under C{python -OO}, whose byte code pip does not
+    write: the unit has the first start write it where it may write, its
+    C{StateDirectory=}, for the later starts to load.
+    """
+    service = _service("resmon-agent.service")
+    assert service["Environment"] == "PYTHONPYCACHEPREFIX=%S/resmon-agent/pycache"
+    assert service["StateDirectory"] == "resmon-agent"
+
+
 def test_the_server_keeps_its_state_in_its_state_directory():
     """
     Under C{DynamicUser=} and C{ProtectSystem=strict} the only writable
