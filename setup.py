@@ -79,7 +79,7 @@ setup(
         "console_scripts": [
             "resmon-users = resmon.auth.command:main",
             "resmon-provision-agent = resmon.operations.provision:run",
-            "resmon-agent = resmon.agent.run:run",
+            "resmon-agent = resmon.agentrunner:run",
         ],
         "resmon.analyzers": [
             "usage = resmon.analysis.builtin.usage:UsageAnalyzer",

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from support import TWISTD, brokerUnreachableReason, brokerURL, freePort, uniqueName  # noqa: E402
 
-# The agent without twistd (resmon.agent.run), installed beside twistd.
+# The agent without twistd (resmon.agentrunner), installed beside twistd.
 RESMON_AGENT = os.path.join(os.path.dirname(TWISTD), "resmon-agent")
 
 COLLECTD_CONF = """\

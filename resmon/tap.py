@@ -552,7 +552,7 @@ def makeService(options):
     ports = {options["metrics-port"]: "--metrics-port"}
     for listener in options.get("listeners", ()):
         ports.setdefault(listener.port, listener.option)
-    top = ListeningService(ports)
+    top = ListeningService(ports, getattr(options, "program", Options.program))
     bus = _makeBus(options, reactor)
     bus.setServiceParent(top)
     # Consumers start before producers (and stop after them), so the first

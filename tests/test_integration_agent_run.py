@@ -1,5 +1,5 @@
 """
-C{resmon-agent}, the agent without C{twistd} (L{resmon.agent.run}): real
+C{resmon-agent}, the agent without C{twistd} (L{resmon.agentrunner}): real
 processes of the installed console script on the real broker. It publishes
 what C{twistd resmon --role=agent} publishes, under C{python -OO} and
 without the C{ssl} module for a plain C{amqp://} broker, starts itself again
@@ -8,15 +8,18 @@ cleanly on SIGTERM and exits non-zero when it gives up.
 """
 
 import os
+import subprocess
 import sys
+import textwrap
+import urllib.request
 
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 
 from pocclients import declareExchange
 from resmon import topics, wire
-from resmon.agent.run import PROGRAM, TLS_ENVIRONMENT, wantsDocstringsDropped
-from support import TwistdProcess, uniqueName, waitUntil
+from resmon.agentrunner import KEEP_DOCSTRINGS_ENVIRONMENT, PROGRAM, TLS_ENVIRONMENT
+from support import TwistdProcess, freePort, uniqueName, waitUntil
 from test_integration_systemd import NotifyRecorder, ready
 
 AGENT = os.path.join(os.path.dirname(sys.executable), PROGRAM)
@@ -24,13 +27,17 @@ AGENT = os.path.join(os.path.dirname(sys.executable), PROGRAM)
 
 class AgentProcess(TwistdProcess):
     """
-    A real C{resmon-agent} process.
+    A real C{resmon-agent} process, in C{cwd} if given.
     """
+
+    def __init__(self, label, args, env=None, cwd=None):
+        TwistdProcess.__init__(self, label, args, env)
+        self.cwd = cwd
 
     def start(self):
         argv = [AGENT] + self.args
         self._log.write(("$ " + " ".join(argv) + "\n").encode())
-        reactor.spawnProcess(self, AGENT, argv, env=self.env)
+        reactor.spawnProcess(self, AGENT, argv, env=self.env, path=self.cwd)
         return self
 
     def cleanExit(self):
@@ -41,8 +48,8 @@ class AgentProcess(TwistdProcess):
 async def agents():
     started = []
 
-    def start(label, *args, env=None):
-        process = AgentProcess(label, args, env).start()
+    def start(label, *args, env=None, cwd=None):
+        process = AgentProcess(label, args, env, cwd).start()
         started.append(process)
         return process
     yield start
@@ -178,9 +185,85 @@ def test_systemd_is_told_it_is_ready_then_stopping_as_under_twistd(broker, amqp,
         yield defer.maybeDeferred(notify.close)
 
 
-def test_it_starts_again_under_OO_unless_printing_or_asked_not_to():
-    assert wantsDocstringsDropped(["--broker=amqp://x/"], {}, optimize=0)
-    assert not wantsDocstringsDropped(["--broker=amqp://x/"], {}, optimize=2)
-    assert not wantsDocstringsDropped(["--help"], {}, optimize=0)
-    assert not wantsDocstringsDropped(["--version"], {}, optimize=0)
-    assert not wantsDocstringsDropped([], {"RESMON_AGENT_KEEP_DOCSTRINGS": "1"}, optimize=0)
+def _printed(*args, **extra):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RESMON_")}
+    done = subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=60,
+                          env=dict(environ, **extra))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_what_prints_and_exits_does_so_with_its_docstrings():
+    """
+    The options are read before the agent starts again under C{-OO}: the
+    help (abbreviated too, as getopt takes it) and the plugin listings,
+    made of docstrings, are whole.
+    """
+    whole = _printed("--help")
+    assert "--listen=" in whole and "Usage: resmon-agent [options]" in whole
+    assert _printed("--hel") == whole
+    listing = _printed("--list-analyzers")
+    assert "usage" in listing and "(no description)" not in listing
+
+
+@pytest_twisted.inlineCallbacks
+def test_keeping_docstrings_holds_for_an_amqps_broker_too(agents):
+    agent = agents("lean-agent-keep", "--broker=amqps://guest:guest@127.0.0.1:1/", "--name=keep",
+                   env={KEEP_DOCSTRINGS_ENVIRONMENT: "1"})
+    yield agent.waitForOutput(b"sampling keep", timeout=20)
+    assert b"-OO" not in commandLine(agent.transport.pid)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_working_directory_shadows_no_module(agents, tmp_path):
+    """
+    C{python -m} would put the working directory first on C{sys.path}
+    (the unit's is writable): started again, the agent does not.
+    """
+    (tmp_path / "psutil.py").write_text("raise SystemExit('psutil from the working directory')\n")
+    agent = agents("lean-agent-cwd", "--broker=amqp://guest:guest@127.0.0.1:1/", "--name=cwd",
+                   cwd=str(tmp_path))
+    yield agent.waitForOutput(b"sampling cwd", timeout=20)
+    assert b"-OO" in commandLine(agent.transport.pid)
+    assert b"working directory" not in agent.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_port_works_with_a_plain_broker(agents):
+    # The Prometheus client imports ssl: the agent starts again with it.
+    port = freePort()
+    agent = agents("lean-agent-metrics", "--broker=amqp://guest:guest@127.0.0.1:1/",
+                   "--name=metrics", f"--metrics-port={port}", "--interface=127.0.0.1")
+    yield agent.waitForOutput(b"sampling metrics", timeout=20)
+
+    def scrape():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.status, response.read()
+    status, body = yield threads.deferToThread(scrape)
+    assert status == 200 and b"resmon_" in body
+    assert environment(agent.transport.pid).get(TLS_ENVIRONMENT.encode()) == b"1"
+    assert b"Traceback" not in agent.output
+
+
+def test_a_service_that_fails_to_start_ends_it_with_status_1(tmp_path):
+    """
+    As under twistd, the services start before the reactor runs: one that
+    raises ends the process with status 1 (systemd restarts it), not a
+    process that runs on doing nothing.
+    """
+    inject = tmp_path / "inject.py"
+    inject.write_text(textwrap.dedent("""
+        import sys
+        from resmon.services import agent
+        def fail(self):
+            raise RuntimeError("cannot start")
+        agent.TrackerService.startService = fail
+        from resmon.agentrunner import main
+        sys.exit(main(sys.argv[1:]))
+    """))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RESMON_")}
+    done = subprocess.run([sys.executable, str(inject), "--broker=amqp://guest:guest@127.0.0.1:1/",
+                           "--name=x"], capture_output=True, text=True, timeout=60,
+                          env=dict(environ, **{KEEP_DOCSTRINGS_ENVIRONMENT: "1"}))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the agent could not start" in done.stdout and "cannot start" in done.stdout

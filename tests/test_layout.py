@@ -29,6 +29,8 @@ ALLOWED = {
     "resmon.pipeline": {"resmon.analysis"},
     "resmon.services": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
                         "resmon.operations", "resmon.webhooks", "resmon.rules", "resmon.auth"},
+    # resmon-agent: the agent's options and service tree, without twistd.
+    "resmon.agentrunner": {"resmon.tap", "resmon.operations"},
     "resmon.tap": {"resmon.agent", "resmon.analysis", "resmon.webserver", "resmon.bus",
                    "resmon.services", "resmon.operations", "resmon.webhooks", "resmon.rules",
                    "resmon.auth"},

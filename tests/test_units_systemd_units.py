@@ -33,7 +33,7 @@ def test_units_are_notify_hardened_and_keep_secrets_off_the_command_line(name, r
     assert int(service["WatchdogSec"]) > 0
     argv = shlex.split(service["ExecStart"])
     if role == "agent":
-        # The agent without twistd (resmon.agent.run), in less memory.
+        # The agent without twistd (resmon.agentrunner), in less memory.
         assert argv[0] == "/opt/resmon/venv/bin/resmon-agent"
     else:
         assert argv[:4] == ["/opt/resmon/venv/bin/twistd", "--nodaemon", "--pidfile=", "resmon"]

@@ -29,14 +29,16 @@ class ListeningService(OrderedMultiService):
     before it runs, with exit status 1 and one line (L{cannotListen}).
 
     @param portOptions: C{{port number: option name}} for the line.
+    @param program: how the command is called, for the line.
     """
 
-    def __init__(self, portOptions):
+    def __init__(self, portOptions, program="twistd resmon"):
         OrderedMultiService.__init__(self)
         self.portOptions = portOptions
+        self.program = program
 
     def privilegedStartService(self):
         try:
             OrderedMultiService.privilegedStartService(self)
         except CannotListenError as e:
-            raise SystemExit(f"twistd resmon: error: {cannotListen(e, self.portOptions)}")
+            raise SystemExit(f"{self.program}: error: {cannotListen(e, self.portOptions)}")
