@@ -32,7 +32,7 @@ KEEP_DOCSTRINGS_ENVIRONMENT = "RESMON_AGENT_KEEP_DOCSTRINGS"
 BOOTSTRAP = ("import sys\n"
              "if sys.path[:1] == ['']: del sys.path[0]\n"
              "from resmon.agentrunner import run\n"
-             "run()\n")
+             "run(restarted=True)\n")
 
 
 class NeedsSSL(Exception):
@@ -51,6 +51,17 @@ def needsSSL(options):
     return (broker is not None and broker.tls) or options["metrics-port"] is not None
 
 
+def _interpreterFlags():
+    """
+    The flags this interpreter was started with (C{-E}, C{-I}, C{-s},
+    C{-X ...}, C{-W ...}, ...), but its C{-O}: the process started again
+    keeps them.
+    """
+    import subprocess
+    # The standard library's own way (multiprocessing and the test suite use it).
+    return [flag for flag in subprocess._args_from_interpreter_flags() if not flag.startswith("-O")]
+
+
 def _startAgain(argv, environ, withSSL):
     """
     Replace this process (same pid) with the agent under C{python -OO}.
@@ -60,19 +71,42 @@ def _startAgain(argv, environ, withSSL):
         environ[TLS_ENVIRONMENT] = "1"
     else:
         environ.pop(TLS_ENVIRONMENT, None)
-    os.execve(sys.executable, [sys.executable, "-OO", "-c", BOOTSTRAP] + list(argv), environ)
+    os.execve(sys.executable,
+              [sys.executable] + _interpreterFlags() + ["-OO", "-c", BOOTSTRAP] + list(argv),
+              environ)
 
 
-def main(argv=None, environ=None):
+def _readOnce(options):
     """
+    Whether the C{--config} file could not be read a second time as it was
+    the first: a pipe (C{/dev/stdin}, C{<(...)}, a here-document) is empty
+    after the first read.
+    """
+    import stat
+    path = options.get("config")
+    if not path:
+        return False
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def main(argv=None, environ=None, restarted=False):
+    """
+    @param restarted: whether this is the process started again.
     @return: the exit status.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     environ = os.environ if environ is None else environ
-    if sys.flags.optimize < 2:
+    if not restarted:
         options = parseAgentOptions(argv)
         if environ.get(KEEP_DOCSTRINGS_ENVIRONMENT):
             return _serve(options)
+        if _readOnce(options):
+            # Started again, it would find the pipe empty and run on defaults.
+            return _serve(options, f"--config {options['config']} is not a regular file, so "
+                                   "it cannot be read again: running without -OO, in more memory")
         _startAgain(argv, environ, needsSSL(options))
     withoutSSL = not environ.get(TLS_ENVIRONMENT)
     if withoutSSL:
@@ -130,12 +164,13 @@ def parseAgentOptions(argv, withoutSSL=False):
     return options
 
 
-def _serve(options):
+def _serve(options, notice=None):
     """
     Run the agent's services until the process is told to stop, as
     C{twistd} does: started before the reactor runs (a service that fails
     to start ends the process with status 1), stopped before it shuts down.
 
+    @param notice: a line to log first, or L{None}.
     @return: the exit status.
     """
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -145,13 +180,16 @@ def _serve(options):
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)],
                                      redirectStandardIO=False)
+    log = Logger(namespace=PROGRAM)
+    if notice:
+        log.warn("{notice}", notice=notice)
     top = makeService(options)
     from twisted.internet import reactor
     try:
         top.privilegedStartService()
         top.startService()
     except Exception:
-        Logger(namespace=PROGRAM).failure("the agent could not start")
+        log.failure("the agent could not start")
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
@@ -159,5 +197,5 @@ def _serve(options):
     return 0 if status is None else status
 
 
-def run():
-    sys.exit(main())
+def run(restarted=False):
+    sys.exit(main(restarted=restarted))

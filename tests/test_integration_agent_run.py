@@ -30,14 +30,18 @@ class AgentProcess(TwistdProcess):
     A real C{resmon-agent} process, in C{cwd} if given.
     """
 
-    def __init__(self, label, args, env=None, cwd=None):
+    def __init__(self, label, args, env=None, cwd=None, python=None):
         TwistdProcess.__init__(self, label, args, env)
         self.cwd = cwd
+        # Interpreter flags to run the script with (python FLAGS resmon-agent ...).
+        self.python = python
 
     def start(self):
         argv = [AGENT] + self.args
+        if self.python is not None:
+            argv = [sys.executable] + self.python + argv
         self._log.write(("$ " + " ".join(argv) + "\n").encode())
-        reactor.spawnProcess(self, AGENT, argv, env=self.env, path=self.cwd)
+        reactor.spawnProcess(self, argv[0], argv, env=self.env, path=self.cwd)
         return self
 
     def cleanExit(self):
@@ -48,8 +52,8 @@ class AgentProcess(TwistdProcess):
 async def agents():
     started = []
 
-    def start(label, *args, env=None, cwd=None):
-        process = AgentProcess(label, args, env, cwd).start()
+    def start(label, *args, env=None, cwd=None, python=None):
+        process = AgentProcess(label, args, env, cwd, python).start()
         started.append(process)
         return process
     yield start
@@ -183,6 +187,34 @@ def test_systemd_is_told_it_is_ready_then_stopping_as_under_twistd(broker, amqp,
         assert notify.received[-1] == {"STOPPING": "1", "STATUS": "stopping"}
     finally:
         yield defer.maybeDeferred(notify.close)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_config_read_from_a_pipe_is_read_once(broker, agents, tmp_path):
+    """
+    A C{--config} that cannot be read twice (a pipe, as C{/dev/stdin}):
+    started again, the agent would find it empty and run on defaults. It
+    runs in the first process instead, and says why.
+    """
+    config = tmp_path / "agent.toml"
+    config.write_text(f'broker = "{broker}"\nname = "from-the-pipe"\n')
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo, 0o600)
+    agent = agents("lean-agent-pipe", f"--config={fifo}")
+    yield threads.deferToThread(fifo.write_text, config.read_text())
+    yield agent.waitForOutput(b"(from " + str(fifo).encode() + b")", timeout=20)
+    assert b"sampling from-the-pipe" in agent.output
+    assert b"is not a regular file, so it cannot be read again" in agent.output
+    assert b"-OO" not in commandLine(agent.transport.pid)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_interpreters_flags_are_kept_when_it_starts_again(agents):
+    agent = agents("lean-agent-flags", "--broker=amqp://guest:guest@127.0.0.1:1/", "--name=flags",
+                   python=["-s", "-X", "faulthandler"])
+    yield agent.waitForOutput(b"sampling flags", timeout=20)
+    argv = commandLine(agent.transport.pid)
+    assert b"-OO" in argv and b"-s" in argv and b"faulthandler" in argv
 
 
 def _printed(*args, **extra):
