@@ -150,12 +150,10 @@ def parseAgentOptions(argv, withoutSSL=False):
                     f"{PROGRAM}: error: --role: {PROGRAM} runs the agent alone; run the "
                     f"{self['role']} role with twistd resmon --role={self['role']}")
             Options.postOptions(self)
-            if withoutSSL and self["metrics-port"] is not None:
-                raise NeedsSSL()
 
         def _tlsOptions(self):
-            broker = self["broker"]
-            if withoutSSL and broker is not None and broker.tls:
+            # Asked once the broker is parsed, before its TLS files are read.
+            if withoutSSL and needsSSL(self):
                 raise NeedsSSL()
             return Options._tlsOptions(self)
 

@@ -250,11 +250,11 @@ class NameResolver:
         if startNext:
             self._startWhatFits()
 
-    def _remember(self, host, addresses, learn):
+    def _remember(self, host, found, learn):
         now = self.reactor.seconds()
         if self.cacheFor > 0:
             self._answers.pop(host, None)
-            self._answers[host] = (now, tuple(addresses))
+            self._answers[host] = (now, tuple(found))
             while len(self._answers) > self.maxNames:
                 self._answers.popitem(last=False)
         if learn:
