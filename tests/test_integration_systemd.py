@@ -96,7 +96,9 @@ def test_ready_only_once_the_broker_is_reachable_then_status_on_each_change(
     # analyzer, liveness (measures and ticks), rules, web
     assert "5 subscription(s) consuming" in message["STATUS"], message
     assert f"dashboard at http://127.0.0.1:{port}/" in message["STATUS"]
-    # Sent once the bus connected and every subscription consumes.
+    # Sent once the bus connected and every subscription consumes. The log
+    # line comes through the process's pipe, which may be behind the datagram.
+    yield server.waitForOutput(b"] ready: on amqp://")
     output = server.output.decode()
     assert output.index("connected to amqp://guest@") < output.index("] ready: on amqp://")
     assert output.count("consuming ") >= 4
