@@ -65,9 +65,12 @@ def test_agent_and_server_export_their_counters(broker, amqp, twistd):
     # An agent has no analyzer or web counters.
     assert not any(name.startswith(("resmon_analyzer", "resmon_web")) for name, _ in samples)
 
+    # An analysis is counted as published once the broker confirms it, which
+    # may come after the web role has received it: wait for both.
     samples = yield scrapeUntil(
-        webPort, lambda s: (value(s, "resmon_web_events_total", event="received") or 0) >= 3,
-        "3 events received by the web role")
+        webPort, lambda s: (value(s, "resmon_web_events_total", event="received") or 0) >= 3
+        and (value(s, "resmon_analyzer_analyses_published_total") or 0) >= 3,
+        "3 events received by the web role and 3 analyses confirmed")
     assert value(samples, "resmon_analyzer_measures_total", result="analyzed") >= 3
     assert value(samples, "resmon_analyzer_analyses_published_total") >= 3
     for analyzer in ("usage", "sustained", "disk"):
