@@ -565,8 +565,14 @@ def makeService(options):
         from resmon.services.webhooks import makeWebhooks
         makeWebhooks(options, bus, web, reactor, "webhooks" in parts).setServiceParent(top)
     if "analyzer" in parts:
-        _makeAnalyzer(options, bus, reactor).setServiceParent(top)
-        _makeLiveness(options, bus, reactor).setServiceParent(top)
+        # The process judging liveness receives every measure twice (its
+        # share in the analyzers' queue, all of them in the liveness queue):
+        # one decoder for both decodes each body once.
+        from resmon.analysis.decoding import SharedMeasureDecoder
+        decoder = SharedMeasureDecoder(reactor, maxBody=options["max-body"],
+                                       maxClockSkew=options["max-clock-skew"])
+        _makeAnalyzer(options, bus, reactor, decoder).setServiceParent(top)
+        _makeLiveness(options, bus, reactor, decoder).setServiceParent(top)
     if "rules" in parts:
         from resmon.services.rules import makeRulesService
         makeRulesService(options, bus, reactor).setServiceParent(top)
@@ -643,7 +649,7 @@ def _makeTracker(options, bus, reactor):
         statsInterval=options["stats-interval"])
 
 
-def _makeAnalyzer(options, bus, reactor):
+def _makeAnalyzer(options, bus, reactor, decoder=None):
     from resmon.analysis.pipeline import AnalysisPipeline
     from resmon.services.analyzer import AnalyzerService
     pipeline = AnalysisPipeline(options["analyzer-plugins"], timeBudget=options["time-budget"],
@@ -656,16 +662,18 @@ def _makeAnalyzer(options, bus, reactor):
         maxBody=options["max-body"], statsInterval=options["stats-interval"],
         partitions=partitions, processId=f"{socket.gethostname()}:{os.getpid()}",
         deadLetter=options["dead-letter-queue"] or None, maxClockSkew=options["max-clock-skew"],
-        leftOut=options["analyzers-left-out"], agentUsers=options.get("agent-users-map"))
+        leftOut=options["analyzers-left-out"], agentUsers=options.get("agent-users-map"),
+        decoder=decoder)
 
 
-def _makeLiveness(options, bus, reactor):
+def _makeLiveness(options, bus, reactor, decoder=None):
     from resmon.services.liveness import HostLiveness
     return HostLiveness(
         bus, reactor, staleAfter=options["stale-after"], offlineAfter=options["offline-after"],
         grace=options["liveness-grace"], maxBody=options["max-body"],
         queue=options["queue"] + LIVENESS_QUEUE_SUFFIX, maxClockSkew=options["max-clock-skew"],
-        forgetAfter=options["forget-after"], agentUsers=options.get("agent-users-map"))
+        forgetAfter=options["forget-after"], agentUsers=options.get("agent-users-map"),
+        decoder=decoder)
 
 
 def _makeWeb(options, bus, reactor):

@@ -9,6 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 
+from resmon import wire
 from support import freePort
 
 
@@ -80,3 +81,37 @@ def test_agent_and_server_export_their_counters(broker, amqp, twistd):
     assert value(samples, "resmon_web_hosts") == 1
     assert value(samples, "resmon_web_connections") >= 1  # this scrape
     assert value(samples, "resmon_ready") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_liveness_judge_and_the_analyzer_decode_each_measure_once(broker, amqp, twistd):
+    """
+    The analyzer process receiving the liveness queue gets every measure in
+    both queues: each body is decoded once, for the analyzer or the judge,
+    and taken by the other.
+    """
+    exchange, queue = amqp.names["exchange"], amqp.names["queue"]
+    metricsPort = freePort()
+    analyzer = twistd("analyzer", "--role=analyzer", f"--broker={broker}", f"--exchange={exchange}",
+                      f"--queue={queue}", "--dead-letter-queue=", f"--metrics-port={metricsPort}",
+                      "--interface=127.0.0.1")
+    # Until its first delivery from the liveness queue (its own tick), the
+    # process does not know it judges, and keeps nothing for the judge.
+    yield analyzer.waitForOutput(b"judging host liveness: this process receives")
+    hosts, count = [f"decoded-{i}" for i in range(5)], 60
+    now = reactor.seconds()
+    for seq in range(count):
+        host = hosts[seq % len(hosts)]
+        yield amqp.publish(exchange, f"{host}.measure", wire.encodeMeasure(
+            host, seq, now, 1.0, {"cpu": {"percent": 5.0 + seq}}))
+    samples = yield scrapeUntil(
+        metricsPort, lambda s: (value(s, "resmon_analyzer_analyses_published_total") or 0) >= count
+        and sum(value(s, "resmon_analyzer_measure_decodes_total", result=r) or 0
+                for r in ("decoded", "shared")) >= 2 * count,
+        f"{count} analyses published and {2 * count} measures asked for by the analyzer and the "
+        "judge")
+    decoded = value(samples, "resmon_analyzer_measure_decodes_total", result="decoded")
+    shared = value(samples, "resmon_analyzer_measure_decodes_total", result="shared")
+    assert (decoded, shared) == (count, count)
+    assert value(samples, "resmon_analyzer_measures_total", result="analyzed") == count
+    assert value(samples, "resmon_liveness_hosts", status="online") == len(hosts)

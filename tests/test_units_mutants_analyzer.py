@@ -95,7 +95,7 @@ def test_the_stats_line_comes_every_interval_and_at_stop():
     assert lines(events)[-1] == (
         "0 measures analyzed, 0 analyses published, 0 redelivered measures not analysed again, "
         "0 rejected (none), 0 analyzer failures (none), 0 measures with unknown metrics over the "
-        "bound (unknown-metrics, dropped)")
+        "bound (unknown-metrics, dropped), 0 decodes shared with the liveness judge")
     clock.advance(60)
     assert sum("measures analyzed" in line for line in lines(events)) == 2
     d = analyzer.stopService()
@@ -115,6 +115,9 @@ def test_the_stats_line_counts_everything():
     analyzer, bus, _, events = service(processId="p1")
     analyzer.pipeline.failures.update({"disk": 2, "usage": 1})
     analyzer.startService()
+    # This process judges liveness, and the judge decoded the first measure.
+    analyzer.decoder.sharing = True
+    analyzer.decoder.forJudge("a.measure", measure("a", 1))
     analyzer.measureReceived("a.measure", measure("a", 1))
     analyzer.measureReceived("a.measure", measure("a", 2))
     bus.published[0][2].callback(None)
@@ -127,7 +130,8 @@ def test_the_stats_line_counts_everything():
     assert lines(events)[-1] == (
         "2 measures analyzed, 2 analyses published, 2 redelivered measures not analysed again, "
         "4 rejected (empty: 2, json: 1, shape: 1), 3 analyzer failures (disk: 2, usage: 1), "
-        "0 measures with unknown metrics over the bound (unknown-metrics, dropped)")
+        "0 measures with unknown metrics over the bound (unknown-metrics, dropped), "
+        "1 decodes shared with the liveness judge")
     assert analyzer.counters == {"analyzed": 2, "published": 2, "redelivered": 2}
     analyzer.stopService()
 

@@ -112,6 +112,10 @@ class ResmonCollector:
                                   value=counters["published"])
         yield _counters("resmon_analyzer_rejected", "Measures rejected, by reason.", "reason",
                         analyzer.rejected)
+        yield _counters("resmon_analyzer_measure_decodes", "Measure bodies decoded, and "
+                        "decodes saved: in the process judging liveness, a body decoded for the "
+                        "analyzer or the liveness judge, taken by the other.", "result",
+                        analyzer.decoder.counters)
         yield _counters("resmon_analyzer_plugin_seconds", "Seconds spent in each analyzer "
                         "plugin's analyze() (runs that returned).", "analyzer",
                         analyzer.pipeline.seconds)

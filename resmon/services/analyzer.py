@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.analysis.decoding import SharedMeasureDecoder
 from resmon.auth.agents import FORBIDDEN
 from resmon.bus.delivery import Discard, Retry
 from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
@@ -54,6 +55,10 @@ class AnalyzerService(service.Service):
         measure whose publisher (its C{user_id}, verified by RabbitMQ) may
         not speak for its host, or that carries none, is rejected (reason
         C{forbidden}) like any invalid one, and never analysed.
+    @param decoder: L{None}, or the
+        L{resmon.analysis.decoding.SharedMeasureDecoder} this process's
+        liveness service also decodes with (built from C{maxBody} and
+        C{maxClockSkew} otherwise).
     """
 
     name = "analyzer"
@@ -62,8 +67,9 @@ class AnalyzerService(service.Service):
     def __init__(self, bus, pipeline, clock, queue=DEFAULT_QUEUE, prefetch=DEFAULT_PREFETCH,
                  maxBody=wire.DEFAULT_MAX_BODY, statsInterval=60.0, partitions=None,
                  processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
-                 leftOut=(), agentUsers=None):
+                 leftOut=(), agentUsers=None, decoder=None):
         self.bus = bus
+        self.decoder = SharedMeasureDecoder(clock, maxBody, maxClockSkew) if decoder is None else decoder
         self.agentUsers = agentUsers
         self.leftOut = list(leftOut or ())
         self.clock = clock
@@ -123,8 +129,7 @@ class AnalyzerService(service.Service):
 
     def measureReceived(self, routingKey, body, publisher=None):
         try:
-            measure = wire.decodeMeasure(
-                routingKey, body, self.maxBody, notAfter=self.clock.seconds() + self.maxClockSkew)
+            measure = self.decoder.forAnalyzer(routingKey, body)
         except wire.Rejected as e:
             return self._reject(routingKey, e.reason, str(e))
         agentUsers = self.agentUsers
@@ -207,10 +212,12 @@ class AnalyzerService(service.Service):
             "{analyzed} measures analyzed, {published} analyses published, {redelivered} redelivered "
             "measures not analysed again, {rejected} rejected ({reasons}), "
             "{failed} analyzer failures ({failures}), {unknown} measures with unknown "
-            "metrics over the bound (unknown-metrics, dropped)",
+            "metrics over the bound (unknown-metrics, dropped), {shared} decodes shared with "
+            "the liveness judge",
             analyzed=self.counters["analyzed"], published=self.counters["published"],
             redelivered=self.counters["redelivered"], unknown=self.unknownMetricsDropped,
             rejected=sum(self.rejected.values()),
             reasons=", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none",
             failed=sum(failures.values()),
-            failures=", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "none")
+            failures=", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "none",
+            shared=self.decoder.counters["shared"])

@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from resmon import topics, wire
+from resmon.analysis.decoding import SharedMeasureDecoder
 from resmon.analysis.liveness import (  # noqa: F401
     ACTIVE_WINDOW, ASSUMED_INTERVAL, OFFLINE, ONLINE, STALE, TICK_INTERVAL, LivenessJudge)
 from resmon.defaults import DEFAULT_GRACE, DEFAULT_OFFLINE_AFTER, LIVENESS_QUEUE_SUFFIX, STALE_INTERVALS  # noqa: F401
@@ -72,6 +73,11 @@ class HostLiveness(service.Service):
         forgotten. A process standing by drops, without announcing them, the
         hosts it has heard nothing of for as long (the judge's C{forgotten}
         may have been lost).
+    @param decoder: L{None}, or the
+        L{resmon.analysis.decoding.SharedMeasureDecoder} this process's
+        analyzer also decodes with (built from C{maxBody} and
+        C{maxClockSkew} otherwise): while this process judges, it keeps
+        what one of them decoded for the other.
     """
 
     name = "liveness"
@@ -80,8 +86,9 @@ class HostLiveness(service.Service):
     def __init__(self, bus, clock, staleAfter=None, offlineAfter=DEFAULT_OFFLINE_AFTER,
                  grace=DEFAULT_GRACE, queue=DEFAULT_QUEUE, checkInterval=CHECK_INTERVAL,
                  maxBody=wire.DEFAULT_MAX_BODY, forgetAfter=FORGET_AFTER,
-                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, agentUsers=None):
+                 maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, agentUsers=None, decoder=None):
         self.bus = bus
+        self.decoder = SharedMeasureDecoder(clock, maxBody, maxClockSkew) if decoder is None else decoder
         # As the analyzer: a measure from a publisher that may not speak for
         # its host keeps no host alive (the analyzer counts it).
         self.agentUsers = agentUsers
@@ -148,6 +155,7 @@ class HostLiveness(service.Service):
         service.Service.stopService(self)
         self._check.stop()
         self._tick.stop()
+        self.decoder.stopSharing()
         subscriptions = [sub for sub in (self._subscription, self._statusSubscription) if sub is not None]
         return defer.gatherResults([defer.maybeDeferred(sub.cancel) for sub in subscriptions])
 
@@ -164,11 +172,13 @@ class HostLiveness(service.Service):
     def measureReceived(self, routingKey, body, publisher=None):
         now = self.clock.seconds()
         self.judge.delivered(now)
+        decoder = self.decoder
+        if not decoder.sharing:
+            decoder.sharing = True  # this process judges: the analyzer keeps for it
         if routingKey == self.tickKey:
             return
         try:
-            measure = wire.decodeMeasure(routingKey, body, self.maxBody,
-                                         notAfter=now + self.maxClockSkew)
+            measure = decoder.forJudge(routingKey, body)
         except wire.Rejected:
             return  # the analyzer logs and counts bad measures (and those from the future)
         if self.agentUsers is not None and not self.agentUsers.maySpeakFor(publisher, measure.host):
@@ -211,6 +221,8 @@ class HostLiveness(service.Service):
         elif sweep.role is False:
             self.log.info("standing by: another analyzer process receives {queue} and judges",
                           queue=self.queue)
+        if not self.active and self.decoder.sharing:
+            self.decoder.stopSharing()  # the analyzer alone decodes here now
         for change in sweep.changes:
             self._announce(change)
         if sweep.forgotten:
