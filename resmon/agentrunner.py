@@ -15,6 +15,13 @@ it). What it leaves out is what an agent does not use:
   - the standard library's C{ssl} module, unless the broker is C{amqps://}
     or C{--metrics-port} is given (the Prometheus client imports it).
 
+Compiling a module costs a process more memory than loading its byte
+code, and pip writes no C{-OO} byte code: before it starts again, when a
+module it loaded has none up to date, it has a short-lived child import
+what the agent will (L{warmUp}), which writes it (where
+C{PYTHONPYCACHEPREFIX} says, as the shipped unit sets it), so the agent
+holds its figure from its first start after an install or upgrade.
+
 This module imports nothing but the standard library at its top, so that
 the process started again loads neither for nothing.
 """
@@ -33,6 +40,21 @@ BOOTSTRAP = ("import sys\n"
              "if sys.path[:1] == ['']: del sys.path[0]\n"
              "from resmon.agentrunner import run\n"
              "run(restarted=True)\n")
+# What the agent makes unimportable unless it needs TLS.
+WITHOUT_SSL = ("ssl", "OpenSSL")
+# The child that writes the -OO byte code, started the same way.
+WARM_UP = ("import sys\n"
+           "if sys.path[:1] == ['']: del sys.path[0]\n"
+           "from resmon.agentrunner import warmUp\n"
+           "warmUp()\n")
+# Set in the environment of the process started again: how many modules'
+# byte code the child wrote, for its first log line.
+WARMED_ENVIRONMENT = "RESMON_AGENT_WARMED"
+# Imported by the agent once it runs (to connect to the broker), beyond
+# what building its services imports.
+LATER_IMPORTS = ("idna", "encodings.idna")
+# Seconds the child may take (it compiles a few hundred modules in 1 to 3 s).
+WARM_UP_TIMEOUT = 60
 
 
 class NeedsSSL(Exception):
@@ -62,15 +84,126 @@ def _interpreterFlags():
     return [flag for flag in subprocess._args_from_interpreter_flags() if not flag.startswith("-O")]
 
 
-def _startAgain(argv, environ, withSSL):
+def _agentEnvironment(environ, withSSL):
     """
-    Replace this process (same pid) with the agent under C{python -OO}.
+    The environment of the process started again: C{environ}, and whether
+    it needs C{ssl}.
     """
     environ = dict(environ)
+    environ.pop(WARMED_ENVIRONMENT, None)
     if withSSL:
         environ[TLS_ENVIRONMENT] = "1"
     else:
         environ.pop(TLS_ENVIRONMENT, None)
+    return environ
+
+
+def _upToDate(source, cached):
+    """
+    Whether C{cached} holds byte code of C{source} as it is now (the
+    header the import system checks: magic number, source time and size).
+    """
+    import importlib.util
+    try:
+        with open(cached, "rb") as f:
+            header = f.read(16)
+        status = os.stat(source)
+    except OSError:
+        return False
+    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if int.from_bytes(header[4:8], "little") != 0:
+        return True  # checked by hash, not by time: the import system checks it
+    return (int.from_bytes(header[8:12], "little") == int(status.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == status.st_size & 0xFFFFFFFF)
+
+
+def _sourceModules(modules):
+    """
+    (name, source, where its C{-OO} byte code goes) of each of C{modules}
+    loaded from a source file whose byte code is cached.
+    """
+    import importlib.util
+    for name, module in list(modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if spec is None or not spec.cached or not spec.origin:
+            continue
+        try:
+            cached = importlib.util.cache_from_source(spec.origin, optimization=2)
+        except (NotImplementedError, ValueError):
+            continue
+        yield name, spec.origin, cached
+
+
+def missingByteCode(modules=None):
+    """
+    The modules among C{modules} (default: those loaded) loaded from a
+    source file whose C{-OO} byte code is missing or out of date where the
+    import system would look (C{sys.pycache_prefix} included).
+
+    @return: a list of module names.
+    """
+    return [name for name, source, cached in _sourceModules(sys.modules if modules is None else modules)
+            if not _upToDate(source, cached)]
+
+
+def _writeByteCode(argv, environ):
+    """
+    If a module loaded here has no up-to-date C{-OO} byte code, have a
+    child (L{warmUp}) write it, that of every module the agent loads.
+
+    @param environ: the environment of the process started again.
+    @return: C{environ}, with L{WARMED_ENVIRONMENT} if the child wrote.
+    """
+    if sys.dont_write_bytecode:
+        return environ
+    # Loaded here, not by an agent started without them.
+    notLoaded = () if environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
+    if not [name for name in missingByteCode() if name.split(".")[0] not in notLoaded]:
+        return environ
+    import subprocess
+    child = {k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    try:
+        done = subprocess.run(
+            [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
+            env=child, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, timeout=WARM_UP_TIMEOUT)
+    except (OSError, subprocess.SubprocessError):
+        return environ  # the agent compiles what it loads, in more memory
+    written = done.stdout.decode("ascii", "replace").strip()
+    if done.returncode == 0 and written.isdigit():
+        return dict(environ, **{WARMED_ENVIRONMENT: written})
+    return environ
+
+
+def warmUp():
+    """
+    In the child of L{_writeByteCode}, under C{python -OO}: import what
+    the agent of these options will (building its services, its reactor,
+    its logging, L{LATER_IMPORTS}), which writes their byte code, and print
+    how many modules have byte code up to date.
+    """
+    if not os.environ.get(TLS_ENVIRONMENT):
+        for name in WITHOUT_SSL:
+            sys.modules.setdefault(name, None)
+    options = parseAgentOptions(sys.argv[1:], withoutSSL=not os.environ.get(TLS_ENVIRONMENT))
+    import importlib
+    from resmon.tap import makeService
+    makeService(options)
+    for name in ("twisted.internet.reactor", "twisted.logger",
+                 "resmon.operations.exitstatus") + LATER_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    print(sum(_upToDate(source, cached) for _, source, cached in _sourceModules(sys.modules)))
+
+
+def _startAgain(argv, environ):
+    """
+    Replace this process (same pid) with the agent under C{python -OO}, in
+    C{environ} (see L{_agentEnvironment}).
+    """
     os.execve(sys.executable,
               [sys.executable] + _interpreterFlags() + ["-OO", "-c", BOOTSTRAP] + list(argv),
               environ)
@@ -107,18 +240,18 @@ def main(argv=None, environ=None, restarted=False):
             # Started again, it would find the pipe empty and run on defaults.
             return _serve(options, f"--config {options['config']} is not a regular file, so "
                                    "it cannot be read again: running without -OO, in more memory")
-        _startAgain(argv, environ, needsSSL(options))
+        _startAgain(argv, _writeByteCode(argv, _agentEnvironment(environ, needsSSL(options))))
     withoutSSL = not environ.get(TLS_ENVIRONMENT)
     if withoutSSL:
         # As where the standard library was built without it: asyncio, the
         # HTTP modules and Twisted go without.
-        sys.modules.setdefault("ssl", None)
-        sys.modules.setdefault("OpenSSL", None)
+        for name in WITHOUT_SSL:
+            sys.modules.setdefault(name, None)
     try:
         options = parseAgentOptions(argv, withoutSSL)
     except NeedsSSL:
-        _startAgain(argv, environ, True)  # started as python -OO directly
-    return _serve(options)
+        _startAgain(argv, _agentEnvironment(environ, True))  # started as python -OO directly
+    return _serve(options, written=environ.get(WARMED_ENVIRONMENT))
 
 
 def parseAgentOptions(argv, withoutSSL=False):
@@ -162,13 +295,15 @@ def parseAgentOptions(argv, withoutSSL=False):
     return options
 
 
-def _serve(options, notice=None):
+def _serve(options, notice=None, written=None):
     """
     Run the agent's services until the process is told to stop, as
     C{twistd} does: started before the reactor runs (a service that fails
     to start ends the process with status 1), stopped before it shuts down.
 
-    @param notice: a line to log first, or L{None}.
+    @param notice: a line to log first, as a warning, or L{None}.
+    @param written: how many modules' byte code L{warmUp} just wrote (a
+        string), or L{None}.
     @return: the exit status.
     """
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -181,6 +316,10 @@ def _serve(options, notice=None):
     log = Logger(namespace=PROGRAM)
     if notice:
         log.warn("{notice}", notice=notice)
+    if written:
+        log.info("wrote the -OO byte code of the {count} modules the agent loads, in {where}, "
+                 "before starting (the first start since an install or upgrade)",
+                 count=int(written), where=sys.pycache_prefix or "their __pycache__ directories")
     top = makeService(options)
     from twisted.internet import reactor
     try:

@@ -299,3 +299,78 @@ def test_a_service_that_fails_to_start_ends_it_with_status_1(tmp_path):
                           env=dict(environ, **{KEEP_DOCSTRINGS_ENVIRONMENT: "1"}))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the agent could not start" in done.stdout and "cannot start" in done.stdout
+
+
+def _byteCode(prefix):
+    """
+    The C{-OO} byte code files under C{prefix}: path -> modification time.
+    """
+    return {str(path.relative_to(prefix)): path.stat().st_mtime_ns
+            for path in prefix.rglob("*.opt-2.pyc")}
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, amqp, agents,
+                                                                       tmp_path):
+    """
+    pip writes no C{-OO} byte code, and a process compiling what it imports
+    holds more memory: on its first start, C{resmon-agent} has a child write
+    that of every module the agent loads before it starts again, in the
+    C{PYTHONPYCACHEPREFIX} the shipped unit sets. The agent then compiles
+    nothing itself, and the next start finds it all up to date.
+    """
+    exchange = amqp.names["exchange"]
+    yield amqp.declareExchange(exchange)
+    prefix = tmp_path / "pycache"
+    # PYTHONDONTWRITEBYTECODE may be set where the tests run: empty is unset.
+    env = {"PYTHONPYCACHEPREFIX": str(prefix), "PYTHONDONTWRITEBYTECODE": ""}
+    args = (f"--broker={broker}", f"--exchange={exchange}", "--name=first-start",
+            "--interval=0.2")
+
+    @defer.inlineCallbacks
+    def runOnce(label):
+        agent = agents(label, *args, env=env)
+        yield agent.waitForOutput(b"connected to ", timeout=60)
+        yield agent.waitForOutput(b"publishing", timeout=20)
+        assert (yield agent.stop())
+        return agent
+
+    first = yield runOnce("lean-agent-first-start")
+    line = [l for l in bytes(first.output).splitlines() if b"wrote the -OO byte code" in l]
+    assert len(line) == 1, bytes(first.output)[-2000:]
+    assert f"in {prefix}, before starting".encode() in line[0]
+    written = _byteCode(prefix)
+    for module in ("resmon/services/agent", "resmon/agentrunner", "twisted/internet/epollreactor",
+                   "txamqp/protocol", "psutil/__init__"):
+        assert any(path.endswith(".pyc") and f"/{module}.cpython-" in f"/{path}" for path in written), module
+    # The standard library's ssl is not loaded by an agent of a plain broker.
+    assert not any(path.endswith(("/ssl.cpython-%d%d.opt-2.pyc" % sys.version_info[:2]))
+                   and "/twisted/" not in path for path in written)
+
+    # What the child writes alone is all the agent of the first start had.
+    alone = tmp_path / "alone"
+    from resmon.agentrunner import WARM_UP
+    done = subprocess.run([sys.executable, "-OO", "-c", WARM_UP, *args], capture_output=True,
+                          timeout=120, env=dict(os.environ, PYTHONPYCACHEPREFIX=str(alone),
+                                                PYTHONDONTWRITEBYTECODE=""))
+    assert done.returncode == 0, done.stderr
+    assert set(_byteCode(alone)) == set(written)
+
+    # Started again, it finds it all up to date: nothing written, nothing compiled.
+    second = yield runOnce("lean-agent-second-start")
+    assert b"wrote the -OO byte code" not in second.output
+    assert _byteCode(prefix) == written
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_byte_code_is_written_where_python_is_told_not_to(broker, amqp, agents, tmp_path):
+    exchange = amqp.names["exchange"]
+    yield amqp.declareExchange(exchange)
+    prefix = tmp_path / "pycache"
+    agent = agents("lean-agent-no-byte-code", f"--broker={broker}", f"--exchange={exchange}",
+                   "--name=no-byte-code",
+                   env={"PYTHONPYCACHEPREFIX": str(prefix), "PYTHONDONTWRITEBYTECODE": "1"})
+    yield agent.waitForOutput(b"publishing", timeout=20)
+    assert b"-OO" in commandLine(agent.transport.pid)
+    assert b"wrote the -OO byte code" not in agent.output
+    assert _byteCode(prefix) == {}

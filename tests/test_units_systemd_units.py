@@ -45,8 +45,8 @@ def test_units_are_notify_hardened_and_keep_secrets_off_the_command_line(name, r
 def test_the_agent_keeps_its_byte_code_in_its_state_directory():
     """
     C{resmon-agent} runs under C{python -OO}, whose byte code pip does not
-    write: the unit has the first start write it where it may write, its
-    C{StateDirectory=}, for the later starts to load.
+    write: the unit has it written where it may write, its
+    C{StateDirectory=}, before its first start, for every start to load.
     """
     service = _service("resmon-agent.service")
     assert service["Environment"] == "PYTHONPYCACHEPREFIX=%S/resmon-agent/pycache"
