@@ -81,6 +81,14 @@ class JudgedMeasure(tuple):
     interval = property(lambda self: self[3])
 
 
+def _judged(measure):
+    return JudgedMeasure((measure.host, measure.hostWord, measure.seq, measure.interval))
+
+
+def _itself(measure):
+    return measure
+
+
 class SharedMeasureDecoder:
     """
     Decodes measures (L{wire.decodeMeasure}) for the analyzer
@@ -120,11 +128,6 @@ class SharedMeasureDecoder:
         self._forAnalyzer = _Kept(kept, pause)
         self._forJudge = _Kept(kept, pause)
 
-    def _decode(self, routingKey, body):
-        self.counters["decoded"] += 1
-        return wire.decodeMeasure(routingKey, body, self.maxBody,
-                                  notAfter=self.clock.seconds() + self.maxClockSkew)
-
     def forAnalyzer(self, routingKey, body):
         """
         The L{wire.Measure} in C{body}, received under C{routingKey}, for
@@ -132,16 +135,7 @@ class SharedMeasureDecoder:
 
         @raise wire.Rejected: for a body that is not a valid measure.
         """
-        if self._forAnalyzer.measures:
-            measure = self._forAnalyzer.take((routingKey, body))
-            if measure is not None:
-                self.counters["shared"] += 1
-                return measure
-        measure = self._decode(routingKey, body)
-        if self.sharing:
-            self._forJudge.keep((routingKey, body), JudgedMeasure(
-                (measure.host, measure.hostWord, measure.seq, measure.interval)))
-        return measure
+        return self._decode(routingKey, body, self._forAnalyzer, self._forJudge, _judged)
 
     def forJudge(self, routingKey, body):
         """
@@ -150,14 +144,24 @@ class SharedMeasureDecoder:
 
         @raise wire.Rejected: for a body that is not a valid measure.
         """
-        if self._forJudge.measures:
-            measure = self._forJudge.take((routingKey, body))
+        return self._decode(routingKey, body, self._forJudge, self._forAnalyzer, _itself)
+
+    def _decode(self, routingKey, body, mine, theirs, theirCopy):
+        """
+        What C{mine} keeps of C{body}, or C{body} decoded, and kept in
+        C{theirs} (as C{theirCopy} of it) while L{sharing}.
+        """
+        key = (routingKey, body)
+        if mine.measures:
+            measure = mine.take(key)
             if measure is not None:
                 self.counters["shared"] += 1
                 return measure
-        measure = self._decode(routingKey, body)
+        self.counters["decoded"] += 1
+        measure = wire.decodeMeasure(routingKey, body, self.maxBody,
+                                     notAfter=self.clock.seconds() + self.maxClockSkew)
         if self.sharing:
-            self._forAnalyzer.keep((routingKey, body), measure)
+            theirs.keep(key, theirCopy(measure))
         return measure
 
     def stopSharing(self):
