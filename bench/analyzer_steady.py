@@ -8,7 +8,9 @@ many measure decodes the process shared between its analyzer and its liveness ju
 run apart and little is shared.
 
 Usage: python bench/analyzer_steady.py [--broker URL] [--hosts N] [--cores N] [--warmup S]
-       [--seconds S] [--source DIR]
+       [--seconds S] [--analyzers N] [--source DIR]
+--analyzers N runs N analyzer processes on the same queue (one judges liveness, all analyse their
+share).
 --source runs the analyzer from another checkout of resmon (e.g. a git worktree of an older
 commit) to compare. Needs RabbitMQ, resmon installed with its test extra (psutil).
 """
@@ -90,59 +92,74 @@ class Publisher:
 def main(reactor, arguments, rig):
     exchange = rig.exchange
     queue = rig.queue("resmon.bench.steady", [".liveness"])
-    metricsPort = freePort()
     env = {"PYTHONPATH": os.path.abspath(arguments.source)} if arguments.source else None
-    process = TwistdProcess("bench-steady-analyzer", [
-        "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}", f"--queue={queue}",
-        "--dead-letter-queue=", f"--metrics-port={metricsPort}", "--interface=127.0.0.1"],
-        env=env).start()
-    rig._processes.append(process)
-    yield process.waitForOutput(b"] ready: ", timeout=30)
+    analyzers = []
+    for index in range(arguments.analyzers):
+        metricsPort = freePort()
+        process = TwistdProcess(f"bench-steady-analyzer-{index}", [
+            "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}",
+            f"--queue={queue}", "--dead-letter-queue=", f"--metrics-port={metricsPort}",
+            "--interface=127.0.0.1"], env=env).start()
+        rig._processes.append(process)
+        yield process.waitForOutput(b"] ready: ", timeout=30)
+        analyzers.append((process, metricsPort))
     hosts = [f"host-{i:05d}.example.com" for i in range(arguments.hosts)]
     publisher = Publisher(rig.amqp, exchange, hosts, arguments.cores)
-    print(f"analyzer from {arguments.source or 'this checkout'} (log: {process.logPath}); "
-          f"{arguments.hosts} hosts at 1 Hz, {arguments.warmup:.0f} s of warm-up, then "
-          f"{arguments.seconds:.0f} s measured", flush=True)
+    print(f"{arguments.analyzers} analyzer process(es) from {arguments.source or 'this checkout'} "
+          f"(logs: {', '.join(p.logPath for p, _ in analyzers)}); {arguments.hosts} hosts at "
+          f"1 Hz, {arguments.warmup:.0f} s of warm-up, then {arguments.seconds:.0f} s measured",
+          flush=True)
     publisher.start()
     try:
         yield task.deferLater(reactor, arguments.warmup, lambda: None)
-        ps, broker = psutil.Process(process.transport.pid), brokerProcess()
-        before = yield scrape(metricsPort)
-        began, cpuBegan, brokerBegan = time.perf_counter(), sum(ps.cpu_times()[:2]), cpuSeconds(broker)
+        broker = brokerProcess()
+        watched = [psutil.Process(p.transport.pid) for p, _ in analyzers]
+        before = []
+        for _, port in analyzers:
+            before.append((yield scrape(port)))
+        began, brokerBegan = time.perf_counter(), cpuSeconds(broker)
+        cpuBegan = [sum(ps.cpu_times()[:2]) for ps in watched]
         publishedBegan = publisher.published
         yield task.deferLater(reactor, arguments.seconds, lambda: None)
         elapsed = time.perf_counter() - began
-        cpu, brokerCPU = sum(ps.cpu_times()[:2]) - cpuBegan, cpuSeconds(broker) - brokerBegan
+        cpus = [sum(ps.cpu_times()[:2]) - c for ps, c in zip(watched, cpuBegan)]
+        brokerCPU = cpuSeconds(broker) - brokerBegan
         published = publisher.published - publishedBegan
-        after = yield scrape(metricsPort)
-        rss = ps.memory_info().rss / 2**20
+        after = []
+        for _, port in analyzers:
+            after.append((yield scrape(port)))
+        rss = [ps.memory_info().rss / 2**20 for ps in watched]
     finally:
         publisher.stop()
 
-    def delta(name, **labels):
-        return counter(after, name, **labels) - counter(before, name, **labels)
+    def delta(index, name, **labels):
+        return counter(after[index], name, **labels) - counter(before[index], name, **labels)
 
-    analysed = delta("resmon_analyzer_measures", result="analyzed")
-    decoded = delta("resmon_analyzer_measure_decodes", result="decoded")
-    shared = delta("resmon_analyzer_measure_decodes", result="shared")
     print()
-    print(f"{published / elapsed:.0f} measures/s published, {analysed / elapsed:.0f}/s analysed "
-          f"(each also judged for liveness); {psutil.cpu_count()} CPUs shared with the broker "
-          f"and this script")
-    print(f"analyzer: {cpu / max(analysed, 1) * 1e6:.1f} us CPU per measure, "
-          f"{cpu / elapsed * 100:.1f} % of a core, RSS {rss:.0f} MiB")
-    print(f"broker:   {brokerCPU / max(analysed, 1) * 1e6:.1f} us CPU per measure, "
+    print(f"{published / elapsed:.0f} measures/s published; {psutil.cpu_count()} CPUs shared with "
+          f"the broker and this script")
+    print(f"{'process':<9}{'judges':>7}{'analysed/s':>12}{'CPU us/measure':>16}{'% of a core':>13}"
+          f"{'RSS MiB':>9}{'decoded once for both':>32}")
+    total = 0.0
+    for index, cpu in enumerate(cpus):
+        analysed = delta(index, "resmon_analyzer_measures", result="analyzed")
+        decoded = delta(index, "resmon_analyzer_measure_decodes", result="decoded")
+        shared = delta(index, "resmon_analyzer_measure_decodes", result="shared")
+        # The judge receives every measure a second time, in the liveness queue.
+        judges = ("yes" if decoded + shared > analysed * 1.5 else "no") if decoded or shared else "?"
+        total += analysed
+        once = (f"{shared / analysed * 100:.0f} % of its measures" if analysed and (decoded or shared)
+                else "not counted (an older resmon)")
+        print(f"{index:<9}{judges:>7}{analysed / elapsed:>12.0f}"
+              f"{cpu / max(analysed, 1) * 1e6:>16.1f}{cpu / elapsed * 100:>13.1f}{rss[index]:>9.0f}"
+              f"{once:>32}")
+    print(f"all      {'':>7}{total / elapsed:>12.0f}{sum(cpus) / max(total, 1) * 1e6:>16.1f}"
+          f"{sum(cpus) / elapsed * 100:>13.1f}")
+    print(f"broker: {brokerCPU / max(total, 1) * 1e6:.1f} us CPU per measure, "
           f"{brokerCPU / elapsed * 100:.1f} % of a core")
-    if decoded or shared:
-        asked = decoded + shared
-        print(f"decodes:  the analyzer and the liveness judge asked for {asked:.0f}; "
-              f"{decoded:.0f} decoded, {shared:.0f} taken from the other: "
-              f"{shared / (asked / 2) * 100:.0f} % of the measures decoded once for both")
-    else:
-        print("decodes:  not counted by this analyzer (an older resmon)")
 
 
 if __name__ == "__main__":
-    parser = argumentParser(__doc__, hosts=5000, cores=8, warmup=5.0, seconds=20.0)
+    parser = argumentParser(__doc__, hosts=5000, cores=8, warmup=5.0, seconds=20.0, analyzers=1)
     parser.add_argument("--source", default=None, help="a resmon checkout to run the analyzer from")
     runBenchmark(main, parser)

@@ -110,7 +110,7 @@ def test_the_size_limit_applies():
 
 
 def test_what_is_kept_is_bounded_oldest_dropped_first():
-    decoder = sharing(kept=3)
+    decoder = sharing(kept=3, pause=0)
     for seq in range(5):
         decoder.forJudge(KEY, body(seq=seq))
     assert decoder.waiting() == (3, 0)
@@ -120,6 +120,77 @@ def test_what_is_kept_is_bounded_oldest_dropped_first():
     for seq in (2, 3, 4):
         decoder.forAnalyzer(KEY, body(seq=seq))
     assert decoder.counters == {"decoded": 7, "shared": 3}
+
+
+def test_what_is_kept_is_bounded_by_the_size_of_the_bodies():
+    bodies = [body(seq=seq) for seq in range(4)]
+    decoder = sharing(keptBytes=len(bodies[0]) * 2 + 1)
+    for each in bodies:
+        decoder.forJudge(KEY, each)
+    assert decoder.waiting() == (2, 0)
+    assert [decoder.forAnalyzer(KEY, each).seq for each in bodies] == [0, 1, 2, 3]
+    assert decoder.counters == {"decoded": 6, "shared": 2}
+    # A body bigger than that is never kept.
+    decoder = sharing(keptBytes=len(bodies[0]) - 1)
+    decoder.forJudge(KEY, bodies[0])
+    assert decoder.waiting() == (0, 0)
+
+
+def test_a_body_kept_twice_is_kept_once():
+    decoder = sharing()
+    decoder.forJudge(KEY, body())
+    decoder.forJudge(KEY, body())  # a redelivery, before the analyzer's
+    assert decoder.waiting() == (1, 0)
+    decoder.forAnalyzer(KEY, body())
+    assert decoder.waiting() == (0, 0)
+
+
+def test_keeping_for_a_consumer_far_behind_pauses_then_resumes():
+    # Catching up, the judge runs far ahead of the analyzer: what it keeps
+    # is all dropped unused.
+    decoder = sharing(kept=3, pause=5)
+    for seq in range(5):
+        decoder.forJudge(KEY, body(seq=seq))
+    assert decoder.waiting() == (3, 0)  # 2 dropped unused so far
+    decoder.forJudge(KEY, body(seq=5))
+    assert decoder.waiting() == (0, 0)  # 3 dropped, none taken: paused
+    for seq in range(6, 11):
+        decoder.forJudge(KEY, body(seq=seq))
+    assert decoder.waiting() == (0, 0)  # 5 not kept
+    decoder.forJudge(KEY, body(seq=11))
+    assert decoder.waiting() == (1, 0)  # tried again
+    assert decoder.forAnalyzer(KEY, body(seq=11)).seq == 11
+    assert decoder.counters["shared"] == 1
+
+
+def test_keeping_for_an_analyzer_that_takes_its_share_only_pauses():
+    """
+    With several analyzer processes, the judge's own analyzer receives
+    only its share of the measures the judge receives: what the judge keeps
+    for it is mostly never taken, and is not kept for long.
+    """
+    decoder = sharing(kept=8, pause=40)
+    for seq in range(24):
+        decoder.forJudge(KEY, body(seq=seq))
+        if seq % 4 == 0:
+            decoder.forAnalyzer(KEY, body(seq=seq))  # a quarter of them
+    # Of the first 8 taken or dropped, fewer than half taken: not worth it.
+    assert decoder.counters["shared"] == 6
+    assert decoder.waiting() == (0, 0)
+    # What the analyzer keeps for the judge, which takes it all, goes on.
+    for seq in range(100, 120):
+        decoder.forAnalyzer(KEY, body(seq=seq))
+        decoder.forJudge(KEY, body(seq=seq))
+    assert decoder.counters["shared"] == 26
+    # Half taken is worth keeping.
+    decoder = sharing(kept=8, pause=40)
+    for seq in range(32):
+        decoder.forJudge(KEY, body(seq=seq))
+        if seq % 2 == 0:
+            decoder.forAnalyzer(KEY, body(seq=seq))
+    assert decoder.waiting() == (8, 0)  # the ones not taken, the last 8
+    assert decoder.counters["shared"] == 16
+
 
 
 def test_stop_sharing_drops_what_is_kept():
@@ -203,25 +274,3 @@ def test_each_service_decodes_alone_without_a_decoder_given():
     analyzer.measureReceived(KEY, body())
     liveness.measureReceived(KEY, body())
     assert analyzer.decoder.counters == liveness.decoder.counters == {"decoded": 1, "shared": 0}
-
-
-def test_keeping_for_a_consumer_far_behind_pauses_then_resumes():
-    # Catching up, the judge runs far ahead of the analyzer: what it keeps
-    # would all be dropped unused.
-    decoder = sharing(kept=3, pause=5)
-    for seq in range(6):
-        decoder.forJudge(KEY, body(seq=seq))
-    assert decoder.waiting() == (0, 0)  # 3 dropped without one taken: paused
-    for seq in range(6, 11):
-        decoder.forJudge(KEY, body(seq=seq))
-    assert decoder.waiting() == (0, 0)  # 5 not kept
-    decoder.forJudge(KEY, body(seq=11))
-    assert decoder.waiting() == (1, 0)  # tried again
-    assert decoder.forAnalyzer(KEY, body(seq=11)).seq == 11
-    assert decoder.counters["shared"] == 1
-    # Each one taken starts the count again.
-    for seq in range(12, 17):
-        decoder.forJudge(KEY, body(seq=seq))
-        if seq % 2:
-            decoder.forAnalyzer(KEY, body(seq=seq))
-    assert decoder.waiting() == (3, 0)

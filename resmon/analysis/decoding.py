@@ -17,52 +17,78 @@ from resmon import wire
 # Decoded measures kept for each consumer at most. In a steady flow the two
 # queues deliver the same measure within a few messages of each other (64
 # kept let a fifth of them be decoded twice at 5,000 measures/s; 512, none).
-# A kept measure of a host with 8 cores and a few disks is a few KiB.
 KEPT_MEASURES = 512
-# Catching up after an outage, one queue runs far ahead of the other, and
-# what is kept for the consumer behind is dropped unused (and costs the
-# process, keeping it alive for nothing). Once as many as can be kept were
-# dropped without one taken, keeping for that consumer stops for this many
-# of its measures; then it is tried again.
+# And at most this many bytes of their bodies: a decoded measure holds a few
+# times its body's size, so hostile measures of the largest size allowed
+# cannot make the kept ones hold much (a measure of 8 cores and a few disks
+# is under 1 KiB).
+KEPT_BYTES = 1024 * 1024
+# What is kept for a consumer that takes less than half of it is not worth
+# keeping: catching up after an outage, one queue runs far ahead of the
+# other; with several analyzer processes, the judge's analyzer takes only
+# its share of the fleet's measures. Then keeping for that consumer stops
+# for this many of its measures; then it is tried again.
 PAUSE_MEASURES = 8 * KEPT_MEASURES
 
 
 class _Kept:
     """
-    The decoded measures kept for one consumer, oldest first, and whether
-    keeping them pays (see L{PAUSE_MEASURES}).
+    The decoded measures kept for one consumer, oldest first, within a
+    count and a size (of their bodies), and whether keeping them pays: of
+    every C{size} of them taken or dropped, at least half must have been
+    taken, or keeping pauses for C{pause} measures.
     """
 
-    def __init__(self, size, pause):
+    def __init__(self, size, maxBytes, pause):
         self.measures = OrderedDict()
         self.size = size
+        self.maxBytes = maxBytes
         self.pause = pause
-        self.droppedUnused = 0
+        self.bytes = 0
         self.paused = 0
+        self._taken = 0
+        self._dropped = 0
 
     def take(self, key):
-        measure = self.measures.pop(key, None)
-        if measure is not None:
-            self.droppedUnused = 0
-        return measure
+        kept = self.measures.pop(key, None)
+        if kept is None:
+            return None
+        self.bytes -= len(key[1])
+        self._taken += 1
+        self._judge()
+        return kept
 
     def keep(self, key, measure):
         if self.paused:
             self.paused -= 1
             return
+        size = len(key[1])
+        if size > self.maxBytes:
+            return
         measures = self.measures
+        if key in measures:
+            return  # the same body twice (a redelivery): once is enough
         measures[key] = measure
-        if len(measures) > self.size:
-            measures.popitem(last=False)
-            self.droppedUnused += 1
-            if self.droppedUnused >= self.size:
-                self.clear()
-                self.paused = self.pause
+        self.bytes += size
+        while len(measures) > self.size or self.bytes > self.maxBytes:
+            dropped, _ = measures.popitem(last=False)
+            self.bytes -= len(dropped[1])
+            self._dropped += 1
+            self._judge()
+
+    def _judge(self):
+        if self._taken + self._dropped < self.size:
+            return
+        worth = self._taken >= self._dropped
+        self._taken = self._dropped = 0
+        if not worth and self.pause:
+            self.clear()
+            self.paused = self.pause
 
     def clear(self):
         self.measures.clear()
-        self.droppedUnused = 0
-        self.paused = 0
+        self.bytes = 0
+        self.paused = self._taken = self._dropped = 0
 
 
 class JudgedMeasure(tuple):
@@ -108,8 +134,10 @@ class SharedMeasureDecoder:
     @param maxBody: the largest body accepted, in bytes.
     @param maxClockSkew: seconds a measure's C{ts} may be ahead of the clock.
     @param kept: how many decoded measures are kept for each at most.
+    @param keptBytes: how many bytes of their bodies at most.
     @param pause: for how many of its measures keeping for a consumer stops
-        once C{kept} were dropped without one taken.
+        once it took less than half of the last C{kept} taken or dropped
+        (0: it never stops).
 
     @ivar sharing: whether decoded measures are kept for the other; set by
         the liveness service while this process judges (otherwise only the
@@ -119,14 +147,14 @@ class SharedMeasureDecoder:
 
     def __init__(self, clock, maxBody=wire.DEFAULT_MAX_BODY,
                  maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW, kept=KEPT_MEASURES,
-                 pause=PAUSE_MEASURES):
+                 keptBytes=KEPT_BYTES, pause=PAUSE_MEASURES):
         self.clock = clock
         self.maxBody = maxBody
         self.maxClockSkew = maxClockSkew
         self.sharing = False
         self.counters = {"decoded": 0, "shared": 0}
-        self._forAnalyzer = _Kept(kept, pause)
-        self._forJudge = _Kept(kept, pause)
+        self._forAnalyzer = _Kept(kept, keptBytes, pause)
+        self._forJudge = _Kept(kept, keptBytes, pause)
 
     def forAnalyzer(self, routingKey, body):
         """

@@ -173,7 +173,7 @@ class HostLiveness(service.Service):
         now = self.clock.seconds()
         self.judge.delivered(now)
         decoder = self.decoder
-        if not decoder.sharing:
+        if not decoder.sharing and self.running:
             decoder.sharing = True  # this process judges: the analyzer keeps for it
         if routingKey == self.tickKey:
             return
