@@ -16,11 +16,13 @@ it). What it leaves out is what an agent does not use:
     or C{--metrics-port} is given (the Prometheus client imports it).
 
 Compiling a module costs a process more memory than loading its byte
-code, and pip writes no C{-OO} byte code: before it starts again, when a
-module it loaded has none up to date, it has a short-lived child import
-what the agent will (L{warmUp}), which writes it (where
-C{PYTHONPYCACHEPREFIX} says, as the shipped unit sets it), so the agent
-holds its figure from its first start after an install or upgrade.
+code, and pip writes no C{-OO} byte code. Before it starts again, it checks
+that of the modules the agent loads (listed by the last L{warmUp}, beside
+that byte code; L{resmon.operations.bytecode}); when some is missing or out
+of date, as after an install or an upgrade of resmon or of what it uses, a
+short-lived child imports what the agent will (L{warmUp}), which writes it
+(where C{PYTHONPYCACHEPREFIX} says, as the shipped unit sets it). Where
+Python may not write byte code, nothing is tried.
 
 This module imports nothing but the standard library at its top, so that
 the process started again loads neither for nothing.
@@ -47,14 +49,17 @@ WARM_UP = ("import sys\n"
            "if sys.path[:1] == ['']: del sys.path[0]\n"
            "from resmon.agentrunner import warmUp\n"
            "warmUp()\n")
-# Set in the environment of the process started again: how many modules'
-# byte code the child wrote, for its first log line.
+# Set in the environment of the process started again by the child's
+# outcome, for its first log line: "<up to date> <not written>" module
+# counts, or why the child failed.
 WARMED_ENVIRONMENT = "RESMON_AGENT_WARMED"
+WARM_UP_FAILED_ENVIRONMENT = "RESMON_AGENT_WARM_UP_FAILED"
 # Imported by the agent once it runs (to connect to the broker), beyond
 # what building its services imports.
 LATER_IMPORTS = ("idna", "encodings.idna")
-# Seconds the child may take (it compiles a few hundred modules in 1 to 3 s).
-WARM_UP_TIMEOUT = 60
+# Seconds the child may take (it compiles a few hundred modules in 1 to 3
+# s), well within the 2 minutes the unit gives a start.
+WARM_UP_TIMEOUT = 30
 
 
 class NeedsSSL(Exception):
@@ -91,6 +96,7 @@ def _agentEnvironment(environ, withSSL):
     """
     environ = dict(environ)
     environ.pop(WARMED_ENVIRONMENT, None)
+    environ.pop(WARM_UP_FAILED_ENVIRONMENT, None)
     if withSSL:
         environ[TLS_ENVIRONMENT] = "1"
     else:
@@ -98,96 +104,68 @@ def _agentEnvironment(environ, withSSL):
     return environ
 
 
-def _upToDate(source, cached):
+def _agentSources(leaveOut):
     """
-    Whether C{cached} holds byte code of C{source} as it is now (the
-    header the import system checks: magic number, source time and size).
+    The source files of the modules loaded here that the agent also
+    loads: all, but those of C{leaveOut}.
     """
-    import importlib.util
-    try:
-        with open(cached, "rb") as f:
-            header = f.read(16)
-        status = os.stat(source)
-    except OSError:
-        return False
-    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
-        return False
-    if int.from_bytes(header[4:8], "little") != 0:
-        return True  # checked by hash, not by time: the import system checks it
-    return (int.from_bytes(header[8:12], "little") == int(status.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(header[12:16], "little") == status.st_size & 0xFFFFFFFF)
-
-
-def _sourceModules(modules):
-    """
-    (name, source, where its C{-OO} byte code goes) of each of C{modules}
-    loaded from a source file whose byte code is cached.
-    """
-    import importlib.util
-    for name, module in list(modules.items()):
-        spec = getattr(module, "__spec__", None)
-        if spec is None or not spec.cached or not spec.origin:
-            continue
-        try:
-            cached = importlib.util.cache_from_source(spec.origin, optimization=2)
-        except (NotImplementedError, ValueError):
-            continue
-        yield name, spec.origin, cached
-
-
-def missingByteCode(modules=None):
-    """
-    The modules among C{modules} (default: those loaded) loaded from a
-    source file whose C{-OO} byte code is missing or out of date where the
-    import system would look (C{sys.pycache_prefix} included).
-
-    @return: a list of module names.
-    """
-    return [name for name, source, cached in _sourceModules(sys.modules if modules is None else modules)
-            if not _upToDate(source, cached)]
+    from resmon.operations import bytecode
+    return bytecode.loadedSources(leaveOut=leaveOut)
 
 
 def _writeByteCode(argv, environ):
     """
-    If a module loaded here has no up-to-date C{-OO} byte code, have a
-    child (L{warmUp}) write it, that of every module the agent loads.
+    If the C{-OO} byte code of a module the agent loads (as listed by the
+    last L{warmUp}, and those loaded here) is missing or out of date where
+    it may be written, have a child (L{warmUp}) write it.
 
     @param environ: the environment of the process started again.
-    @return: C{environ}, with L{WARMED_ENVIRONMENT} if the child wrote.
+    @return: C{environ}, with the child's outcome if one ran.
     """
     if sys.dont_write_bytecode:
         return environ
-    # Loaded here, not by an agent started without them.
-    notLoaded = () if environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
-    if not [name for name in missingByteCode() if name.split(".")[0] not in notLoaded]:
+    from resmon.operations import bytecode
+    manifest = bytecode.manifestPath(__file__)
+    if manifest is None or not bytecode.writableDirectory(manifest):
+        return environ  # nothing can be written: the agent compiles what it loads
+    leaveOut = () if environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
+    listed = bytecode.readManifest(manifest)
+    sources = _agentSources(leaveOut) | (listed or set())
+    if listed is not None and not bytecode.staleSources(sources):
         return environ
     import subprocess
     child = {k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
     try:
         done = subprocess.run(
             [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
-            env=child, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, timeout=WARM_UP_TIMEOUT)
-    except (OSError, subprocess.SubprocessError):
-        return environ  # the agent compiles what it loads, in more memory
-    written = done.stdout.decode("ascii", "replace").strip()
-    if done.returncode == 0 and written.isdigit():
-        return dict(environ, **{WARMED_ENVIRONMENT: written})
-    return environ
+            env=child, stdin=subprocess.DEVNULL, capture_output=True, timeout=WARM_UP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: f"it took over {WARM_UP_TIMEOUT} s"})
+    except (OSError, subprocess.SubprocessError) as e:
+        return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: str(e)[:200]})
+    outcome = done.stdout.decode("ascii", "replace").split()
+    if done.returncode == 0 and len(outcome) == 2 and all(n.isdigit() for n in outcome):
+        return dict(environ, **{WARMED_ENVIRONMENT: " ".join(outcome)})
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    why = lines[-1][:200] if lines else f"exit status {done.returncode}"
+    return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: why})
 
 
 def warmUp():
     """
     In the child of L{_writeByteCode}, under C{python -OO}: import what
     the agent of these options will (building its services, its reactor,
-    its logging, L{LATER_IMPORTS}), which writes their byte code, and print
-    how many modules have byte code up to date.
+    its logging, L{LATER_IMPORTS}), which writes their byte code; list them
+    beside it, and print how many have byte code up to date and how many
+    could not be written.
     """
-    if not os.environ.get(TLS_ENVIRONMENT):
-        for name in WITHOUT_SSL:
-            sys.modules.setdefault(name, None)
-    options = parseAgentOptions(sys.argv[1:], withoutSSL=not os.environ.get(TLS_ENVIRONMENT))
+    leaveOut = () if os.environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
+    for name in leaveOut:
+        sys.modules.setdefault(name, None)
+    options = parseAgentOptions(sys.argv[1:], withoutSSL=bool(leaveOut))
     import importlib
+
+    from resmon.operations import bytecode
     from resmon.tap import makeService
     makeService(options)
     for name in ("twisted.internet.reactor", "twisted.logger",
@@ -196,7 +174,10 @@ def warmUp():
             importlib.import_module(name)
         except ImportError:
             pass
-    print(sum(_upToDate(source, cached) for _, source, cached in _sourceModules(sys.modules)))
+    sources = _agentSources(leaveOut)
+    stale = bytecode.staleSources(sources)
+    bytecode.writeManifest(bytecode.manifestPath(__file__), sources)
+    print(len(sources) - len(stale), len(stale))
 
 
 def _startAgain(argv, environ):
@@ -251,7 +232,8 @@ def main(argv=None, environ=None, restarted=False):
         options = parseAgentOptions(argv, withoutSSL)
     except NeedsSSL:
         _startAgain(argv, _agentEnvironment(environ, True))  # started as python -OO directly
-    return _serve(options, written=environ.get(WARMED_ENVIRONMENT))
+    return _serve(options, warmed=environ.get(WARMED_ENVIRONMENT),
+                  warmUpFailed=environ.get(WARM_UP_FAILED_ENVIRONMENT))
 
 
 def parseAgentOptions(argv, withoutSSL=False):
@@ -295,15 +277,17 @@ def parseAgentOptions(argv, withoutSSL=False):
     return options
 
 
-def _serve(options, notice=None, written=None):
+def _serve(options, notice=None, warmed=None, warmUpFailed=None):
     """
     Run the agent's services until the process is told to stop, as
     C{twistd} does: started before the reactor runs (a service that fails
     to start ends the process with status 1), stopped before it shuts down.
 
     @param notice: a line to log first, as a warning, or L{None}.
-    @param written: how many modules' byte code L{warmUp} just wrote (a
-        string), or L{None}.
+    @param warmed: what L{warmUp} just did, or L{None}: "<modules whose
+        byte code is up to date> <modules whose byte code could not be
+        written>".
+    @param warmUpFailed: why L{warmUp} failed, or L{None}.
     @return: the exit status.
     """
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -316,10 +300,20 @@ def _serve(options, notice=None, written=None):
     log = Logger(namespace=PROGRAM)
     if notice:
         log.warn("{notice}", notice=notice)
-    if written:
-        log.info("wrote the -OO byte code of the {count} modules the agent loads, in {where}, "
-                 "before starting (the first start since an install or upgrade)",
-                 count=int(written), where=sys.pycache_prefix or "their __pycache__ directories")
+    where = sys.pycache_prefix or "their __pycache__ directories"
+    if warmed:
+        upToDate, notWritten = (int(n) for n in warmed.split())
+        if notWritten:
+            log.warn("could not write the -OO byte code of {count} of the modules the agent "
+                     "loads, in {where}: it compiles them at each start, in more memory",
+                     count=notWritten, where=where)
+        else:
+            log.info("wrote the -OO byte code the agent needs before starting (missing or out "
+                     "of date, as after an install or an upgrade): the {count} modules it "
+                     "loads are up to date in {where}", count=upToDate, where=where)
+    if warmUpFailed:
+        log.warn("writing the -OO byte code before starting failed ({why}): the agent "
+                 "compiles what it loads, in more memory", why=warmUpFailed)
     top = makeService(options)
     from twisted.internet import reactor
     try:

@@ -309,14 +309,23 @@ def _byteCode(prefix):
             for path in prefix.rglob("*.opt-2.pyc")}
 
 
+def _scriptInterpreter():
+    """
+    The interpreter the installed C{resmon-agent} script runs with.
+    """
+    with open(AGENT, "rb") as script:
+        return script.readline()[2:].decode().strip()
+
+
 @pytest_twisted.inlineCallbacks
 def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, amqp, agents,
                                                                        tmp_path):
     """
     pip writes no C{-OO} byte code, and a process compiling what it imports
-    holds more memory: on its first start, C{resmon-agent} has a child write
-    that of every module the agent loads before it starts again, in the
-    C{PYTHONPYCACHEPREFIX} the shipped unit sets. The agent then compiles
+    holds more memory: when the byte code of a module the agent loads is
+    missing or out of date, C{resmon-agent} has a child write it, with the
+    list of those modules, before it starts again (in the
+    C{PYTHONPYCACHEPREFIX} the shipped unit sets). The agent then compiles
     nothing itself, and the next start finds it all up to date.
     """
     exchange = amqp.names["exchange"]
@@ -333,33 +342,57 @@ def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, am
         yield agent.waitForOutput(b"connected to ", timeout=60)
         yield agent.waitForOutput(b"publishing", timeout=20)
         assert (yield agent.stop())
-        return agent
+        return bytes(agent.output)
 
-    first = yield runOnce("lean-agent-first-start")
-    line = [l for l in bytes(first.output).splitlines() if b"wrote the -OO byte code" in l]
-    assert len(line) == 1, bytes(first.output)[-2000:]
-    assert f"in {prefix}, before starting".encode() in line[0]
-    written = _byteCode(prefix)
+    def wroteBeforeStarting(output):
+        return [line for line in output.splitlines() if b"wrote the -OO byte code" in line]
+
+    def writtenByTheChildOnly():
+        # The child lists the modules last, once it has imported them all:
+        # byte code written after that was the agent's own compiling.
+        [manifest] = prefix.rglob("agentrunner.*.opt-2.modules")
+        written = _byteCode(prefix)
+        late = [path for path, mtime in written.items() if mtime > manifest.stat().st_mtime_ns]
+        assert not late, late
+        return written, manifest
+
+    output = yield runOnce("lean-agent-first-start")
+    [line] = wroteBeforeStarting(output)
+    assert f"are up to date in {prefix}".encode() in line
+    written, manifest = writtenByTheChildOnly()
     for module in ("resmon/services/agent", "resmon/agentrunner", "twisted/internet/epollreactor",
                    "txamqp/protocol", "psutil/__init__"):
-        assert any(path.endswith(".pyc") and f"/{module}.cpython-" in f"/{path}" for path in written), module
+        assert any(f"/{module}.cpython-" in f"/{path}" for path in written), module
     # The standard library's ssl is not loaded by an agent of a plain broker.
     assert not any(path.endswith(("/ssl.cpython-%d%d.opt-2.pyc" % sys.version_info[:2]))
                    and "/twisted/" not in path for path in written)
+    # Listed: the modules left loaded (an import that failed, as
+    # twisted.internet.ssl's without ssl, still wrote its byte code).
+    listed = set(manifest.read_text().splitlines())
+    assert len(written) - 10 < len(listed) <= len(written)
+    assert f"the {len(listed)} modules it loads".encode() in line
 
     # What the child writes alone is all the agent of the first start had.
     alone = tmp_path / "alone"
     from resmon.agentrunner import WARM_UP
-    done = subprocess.run([sys.executable, "-OO", "-c", WARM_UP, *args], capture_output=True,
+    done = subprocess.run([_scriptInterpreter(), "-OO", "-c", WARM_UP, *args], capture_output=True,
                           timeout=120, env=dict(os.environ, PYTHONPYCACHEPREFIX=str(alone),
                                                 PYTHONDONTWRITEBYTECODE=""))
     assert done.returncode == 0, done.stderr
     assert set(_byteCode(alone)) == set(written)
 
     # Started again, it finds it all up to date: nothing written, nothing compiled.
-    second = yield runOnce("lean-agent-second-start")
-    assert b"wrote the -OO byte code" not in second.output
+    output = yield runOnce("lean-agent-second-start")
+    assert not wroteBeforeStarting(output)
     assert _byteCode(prefix) == written
+
+    # A package the agent uses but this process does not load to read the
+    # options (as after an upgrade of psutil): written again, before.
+    for path in prefix.rglob("psutil/*.opt-2.pyc"):
+        path.unlink()
+    output = yield runOnce("lean-agent-after-an-upgrade")
+    assert len(wroteBeforeStarting(output)) == 1
+    assert set(writtenByTheChildOnly()[0]) == set(written)
 
 
 @pytest_twisted.inlineCallbacks
@@ -372,5 +405,24 @@ def test_no_byte_code_is_written_where_python_is_told_not_to(broker, amqp, agent
                    env={"PYTHONPYCACHEPREFIX": str(prefix), "PYTHONDONTWRITEBYTECODE": "1"})
     yield agent.waitForOutput(b"publishing", timeout=20)
     assert b"-OO" in commandLine(agent.transport.pid)
-    assert b"wrote the -OO byte code" not in agent.output
+    assert b"byte code" not in agent.output
     assert _byteCode(prefix) == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_child_runs_where_no_byte_code_can_be_written(broker, amqp, agents, tmp_path):
+    """
+    Where the byte code would go cannot be written (here a prefix under a
+    regular file; as well a read-only site-packages), no child is started
+    at every start for nothing: the agent compiles what it loads.
+    """
+    exchange = amqp.names["exchange"]
+    yield amqp.declareExchange(exchange)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    agent = agents("lean-agent-unwritable", f"--broker={broker}", f"--exchange={exchange}",
+                   "--name=unwritable", env={"PYTHONPYCACHEPREFIX": str(blocker / "pycache"),
+                                             "PYTHONDONTWRITEBYTECODE": ""})
+    yield agent.waitForOutput(b"publishing", timeout=20)
+    assert b"-OO" in commandLine(agent.transport.pid)
+    assert b"byte code" not in agent.output
