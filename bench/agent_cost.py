@@ -117,8 +117,10 @@ def peers(arguments, workDir, exchange):
                     f"--interval={arguments.interval}"]
     found = [Peer("twistd agent", [TWISTD, "-n", "--pidfile=", "resmon", "--role=agent"]
                   + agentOptions, env=dict(os.environ, PYTHONUNBUFFERED="1")),
+             # As the shipped unit runs it: its byte code in its own directory.
              Peer("resmon-agent", [RESMON_AGENT] + agentOptions,
-                  env=dict(os.environ, PYTHONUNBUFFERED="1"))]
+                  env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="",
+                           PYTHONPYCACHEPREFIX=os.path.join(workDir, "pycache")))]
     missing = []
     exporter = shutil.which("prometheus-node-exporter")
     if exporter:
