@@ -97,6 +97,9 @@ def _agentEnvironment(environ, withSSL):
     environ = dict(environ)
     environ.pop(WARMED_ENVIRONMENT, None)
     environ.pop(WARM_UP_FAILED_ENVIRONMENT, None)
+    if sys.pycache_prefix:
+        # Also where -X pycache_prefix gave it, a flag not passed on.
+        environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix
     if withSSL:
         environ[TLS_ENVIRONMENT] = "1"
     else:
@@ -113,19 +116,39 @@ def _agentSources(leaveOut):
     return bytecode.loadedSources(leaveOut=leaveOut)
 
 
-def _writeByteCode(argv, environ):
+def _flavor(options):
     """
-    If the C{-OO} byte code of a module the agent loads (as listed by the
-    last L{warmUp}, and those loaded here) is missing or out of date where
-    it may be written, have a child (L{warmUp}) write it.
+    What the agent of C{options} loads beyond the plain one's: one list of
+    its modules is kept for each.
+    """
+    broker = options["broker"]
+    parts = (["tls"] if broker is not None and broker.tls else []) + (
+        ["metrics"] if options["metrics-port"] is not None else [])
+    return "-".join(parts) or "plain"
+
+
+def _writeByteCode(argv, environ, options):
+    """
+    If the C{-OO} byte code of a module the agent of C{options} loads (as
+    listed by the last L{warmUp} for such options, and those loaded here)
+    is missing or out of date where it may be written, have a child
+    (L{warmUp}) write it. Whatever goes wrong, the agent starts (and
+    compiles what it loads).
 
     @param environ: the environment of the process started again.
     @return: C{environ}, with the child's outcome if one ran.
     """
+    try:
+        return _checkAndWriteByteCode(argv, environ, options)
+    except Exception as e:
+        return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: f"{type(e).__name__}: {e}"[:200]})
+
+
+def _checkAndWriteByteCode(argv, environ, options):
     if sys.dont_write_bytecode:
         return environ
     from resmon.operations import bytecode
-    manifest = bytecode.manifestPath(__file__)
+    manifest = bytecode.manifestPath(__file__, _flavor(options))
     if manifest is None or not bytecode.writableDirectory(manifest):
         return environ  # nothing can be written: the agent compiles what it loads
     leaveOut = () if environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
@@ -133,21 +156,31 @@ def _writeByteCode(argv, environ):
     sources = _agentSources(leaveOut) | (listed or set())
     if listed is not None and not bytecode.staleSources(sources):
         return environ
+    import signal
     import subprocess
-    child = {k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    child = subprocess.Popen(
+        [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
+        env={k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def stopped(number, frame):
+        child.kill()  # told to stop while the child runs: it goes too
+        os._exit(128 + number)
+    previous = signal.signal(signal.SIGTERM, stopped)
     try:
-        done = subprocess.run(
-            [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
-            env=child, stdin=subprocess.DEVNULL, capture_output=True, timeout=WARM_UP_TIMEOUT)
+        out, err = child.communicate(timeout=WARM_UP_TIMEOUT)
     except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
         return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: f"it took over {WARM_UP_TIMEOUT} s"})
-    except (OSError, subprocess.SubprocessError) as e:
-        return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: str(e)[:200]})
-    outcome = done.stdout.decode("ascii", "replace").split()
-    if done.returncode == 0 and len(outcome) == 2 and all(n.isdigit() for n in outcome):
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    lines = out.decode("ascii", "replace").strip().splitlines()
+    outcome = lines[-1].split() if lines else []
+    if child.returncode == 0 and len(outcome) == 2 and all(n.isdigit() for n in outcome):
         return dict(environ, **{WARMED_ENVIRONMENT: " ".join(outcome)})
-    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-    why = lines[-1][:200] if lines else f"exit status {done.returncode}"
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    why = lines[-1][:200] if lines else f"exit status {child.returncode}"
     return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: why})
 
 
@@ -175,9 +208,13 @@ def warmUp():
         except ImportError:
             pass
     sources = _agentSources(leaveOut)
-    stale = bytecode.staleSources(sources)
-    bytecode.writeManifest(bytecode.manifestPath(__file__), sources)
-    print(len(sources) - len(stale), len(stale))
+    upToDate, stale, unwritable = bytecode.byteCodeState(sources)
+    manifest = bytecode.manifestPath(__file__, _flavor(options))
+    try:
+        bytecode.writeManifest(manifest, sources)
+    except OSError as e:
+        sys.exit(f"could not write the list of the agent's modules at {manifest}: {e.strerror}")
+    print(len(upToDate), len(stale) + len(unwritable))
 
 
 def _startAgain(argv, environ):
@@ -221,7 +258,8 @@ def main(argv=None, environ=None, restarted=False):
             # Started again, it would find the pipe empty and run on defaults.
             return _serve(options, f"--config {options['config']} is not a regular file, so "
                                    "it cannot be read again: running without -OO, in more memory")
-        _startAgain(argv, _writeByteCode(argv, _agentEnvironment(environ, needsSSL(options))))
+        _startAgain(argv, _writeByteCode(argv, _agentEnvironment(environ, needsSSL(options)),
+                                         options))
     withoutSSL = not environ.get(TLS_ENVIRONMENT)
     if withoutSSL:
         # As where the standard library was built without it: asyncio, the
@@ -312,8 +350,8 @@ def _serve(options, notice=None, warmed=None, warmUpFailed=None):
                      "of date, as after an install or an upgrade): the {count} modules it "
                      "loads are up to date in {where}", count=upToDate, where=where)
     if warmUpFailed:
-        log.warn("writing the -OO byte code before starting failed ({why}): the agent "
-                 "compiles what it loads, in more memory", why=warmUpFailed)
+        log.warn("writing the -OO byte code before starting failed ({why}): what was not "
+                 "written, the agent compiles, in more memory", why=warmUpFailed)
     top = makeService(options)
     from twisted.internet import reactor
     try:

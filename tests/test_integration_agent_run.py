@@ -337,8 +337,8 @@ def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, am
             "--interval=0.2")
 
     @defer.inlineCallbacks
-    def runOnce(label):
-        agent = agents(label, *args, env=env)
+    def runOnce(label, *more):
+        agent = agents(label, *args, *more, env=env)
         yield agent.waitForOutput(b"connected to ", timeout=60)
         yield agent.waitForOutput(b"publishing", timeout=20)
         assert (yield agent.stop())
@@ -347,10 +347,10 @@ def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, am
     def wroteBeforeStarting(output):
         return [line for line in output.splitlines() if b"wrote the -OO byte code" in line]
 
-    def writtenByTheChildOnly():
+    def writtenByTheChildOnly(flavor="plain"):
         # The child lists the modules last, once it has imported them all:
         # byte code written after that was the agent's own compiling.
-        [manifest] = prefix.rglob("agentrunner.*.opt-2.modules")
+        [manifest] = prefix.rglob(f"agentrunner.*.opt-2.{flavor}.modules")
         written = _byteCode(prefix)
         late = [path for path, mtime in written.items() if mtime > manifest.stat().st_mtime_ns]
         assert not late, late
@@ -394,6 +394,18 @@ def test_the_first_start_writes_the_agents_byte_code_before_it_starts(broker, am
     assert len(wroteBeforeStarting(output)) == 1
     assert set(writtenByTheChildOnly()[0]) == set(written)
 
+    # Other options load other modules (--metrics-port: the Prometheus
+    # client, twisted.web, ssl): their own list, written before.
+    output = yield runOnce("lean-agent-metrics", "--metrics-port=0")
+    assert len(wroteBeforeStarting(output)) == 1
+    assert len(writtenByTheChildOnly("metrics")[0]) > len(written)
+
+    # A list made unreadable (zeros, as a crash may leave it) stops nothing.
+    [manifest] = prefix.rglob("agentrunner.*.opt-2.plain.modules")
+    manifest.write_bytes(b"\0" * 200 + b"\n/no/such/file.py\n\xff\xfe")
+    output = yield runOnce("lean-agent-bad-list")
+    assert b"Traceback" not in output
+
 
 @pytest_twisted.inlineCallbacks
 def test_no_byte_code_is_written_where_python_is_told_not_to(broker, amqp, agents, tmp_path):
@@ -426,3 +438,35 @@ def test_no_child_runs_where_no_byte_code_can_be_written(broker, amqp, agents, t
     yield agent.waitForOutput(b"publishing", timeout=20)
     assert b"-OO" in commandLine(agent.transport.pid)
     assert b"byte code" not in agent.output
+
+
+@pytest_twisted.inlineCallbacks
+def test_byte_code_that_cannot_be_written_is_a_warning(broker, amqp, agents, tmp_path):
+    """
+    Where some of the byte code cannot be written (here the standard
+    library's, as for a user who may not write there), the child writes the
+    rest and the agent's first line is a warning saying how much it
+    compiles at each start.
+    """
+    from resmon.operations import bytecode
+    exchange = amqp.names["exchange"]
+    yield amqp.declareExchange(exchange)
+    prefix = tmp_path / "pycache"
+    # Where the byte code of the standard library's os.py goes under the
+    # prefix, blocked by a regular file where its path leaves resmon's.
+    stdlib = os.path.dirname(os.__file__).lstrip(os.sep).split(os.sep)
+    ours = os.path.dirname(bytecode.__file__).lstrip(os.sep).split(os.sep)
+    common = 0
+    while stdlib[common] == ours[common]:
+        common += 1
+    blocker = prefix.joinpath(*stdlib[:common + 1])
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("")
+    agent = agents("lean-agent-partly-unwritable", f"--broker={broker}", f"--exchange={exchange}",
+                   "--name=partly", env={"PYTHONPYCACHEPREFIX": str(prefix),
+                                         "PYTHONDONTWRITEBYTECODE": ""})
+    yield agent.waitForOutput(b"publishing", timeout=60)
+    [line] = [l for l in bytes(agent.output).splitlines() if b"byte code" in l]
+    assert b"#warn] could not write the -OO byte code of " in line
+    assert b" of the modules the agent loads" in line
+    assert _byteCode(prefix)  # resmon's and the venv's were written

@@ -106,3 +106,31 @@ def test_loaded_sources_are_python_sources_but_those_left_out(tmp_path):
     assert bytecode.loadedSources(modules, leaveOut=("ssl", "OpenSSL")) == {"/lib/a.py"}
     assert bytecode.loadedSources(modules) == {"/lib/a.py", "/lib/ssl.py",
                                                "/lib/OpenSSL/crypto.py"}
+
+
+def test_a_manifest_damaged_or_odd_gives_no_error(tmp_path, prefix):
+    anchor = source(tmp_path, "program")
+    manifest = bytecode.manifestPath(anchor, "plain")
+    assert manifest.endswith(".opt-2.plain.modules")
+    os.makedirs(os.path.dirname(manifest))
+    with open(manifest, "wb") as f:
+        f.write(b"\0" * 100 + b"\n/a.py\n\xff\xfe/b.py\n")
+    listed = bytecode.readManifest(manifest)
+    assert "/a.py" in listed and not any("\0" in line for line in listed)
+    # A path the system refuses (a NUL in it) is not up to date: no error.
+    assert not bytecode.upToDate("/a\0.py", "/b\0.pyc")
+    assert bytecode.byteCodeState(listed) == ([], sorted(listed), [])
+
+
+def test_byte_code_state_sorts_up_to_date_stale_and_unwritable(tmp_path, prefix):
+    fresh, stale = source(tmp_path, "fresh"), source(tmp_path, "stale")
+    compiled(fresh)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    blocked = source(elsewhere, "blocked")
+    # Its byte code would go under a regular file.
+    target = bytecode.cachedPath(blocked)
+    blocker = os.path.dirname(target)
+    os.makedirs(os.path.dirname(blocker), exist_ok=True)
+    open(blocker, "w").close()
+    assert bytecode.byteCodeState({fresh, stale, blocked}) == ([fresh], [stale], [blocked])

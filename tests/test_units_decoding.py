@@ -141,8 +141,36 @@ def test_a_body_kept_twice_is_kept_once():
     decoder.forJudge(KEY, body())
     decoder.forJudge(KEY, body())  # a redelivery, before the analyzer's
     assert decoder.waiting() == (1, 0)
+    assert decoder._forAnalyzer.bytes == len(body())
     decoder.forAnalyzer(KEY, body())
     assert decoder.waiting() == (0, 0)
+    assert decoder._forAnalyzer.bytes == 0
+
+
+def test_the_bytes_kept_are_those_of_the_bodies_kept():
+    decoder = sharing(kept=2, pause=0)
+    bodies = [body(seq=seq) for seq in range(3)]
+    for each in bodies:
+        decoder.forAnalyzer(KEY, each)
+    assert decoder._forJudge.bytes == len(bodies[1]) + len(bodies[2])
+    decoder.forJudge(KEY, bodies[2])
+    assert decoder._forJudge.bytes == len(bodies[1])
+    decoder.stopSharing()
+    assert decoder._forJudge.bytes == 0
+
+
+def test_a_stopped_liveness_service_stops_the_sharing():
+    clock, bus = Clock(), ConfirmingBus()
+    decoder = SharedMeasureDecoder(clock)
+    liveness = HostLiveness(bus, clock, decoder=decoder)
+    liveness.startService()
+    liveness.measureReceived(KEY, body())
+    assert decoder.sharing and decoder.waiting() == (1, 0)
+    liveness.stopService()
+    assert not decoder.sharing and decoder.waiting() == (0, 0)
+    # A delivery still arriving as the subscription goes turns nothing on.
+    liveness.measureReceived(KEY, body(seq=2))
+    assert not decoder.sharing
 
 
 def test_keeping_for_a_consumer_far_behind_pauses_then_resumes():

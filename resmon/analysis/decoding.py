@@ -18,11 +18,11 @@ from resmon import wire
 # queues deliver the same measure within a few messages of each other (64
 # kept let a fifth of them be decoded twice at 5,000 measures/s; 512, none).
 KEPT_MEASURES = 512
-# And at most this many bytes of their bodies: a decoded measure holds a few
-# times its body's size, so hostile measures of the largest size allowed
-# cannot make the kept ones hold much (a measure of 8 cores and a few disks
-# is under 1 KiB).
-KEPT_BYTES = 1024 * 1024
+# And at most this many bytes of their bodies: a decoded measure holds up to
+# about 8 times its body's size (a body of nothing but numbers), so
+# measures of the largest size allowed make the kept ones hold at most about
+# 4 MiB each way (a measure of 8 cores and a few disks is under 1 KiB).
+KEPT_BYTES = 512 * 1024
 # What is kept for a consumer that takes less than half of it is not worth
 # keeping: catching up after an outage, one queue runs far ahead of the
 # other; with several analyzer processes, the judge's analyzer takes only

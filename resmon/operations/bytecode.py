@@ -39,7 +39,7 @@ def upToDate(source, cached):
         with open(cached, "rb") as f:
             header = f.read(16)
         status = os.stat(source)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL in it
         return False
     if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
         return False
@@ -81,36 +81,47 @@ def writableDirectory(path):
     return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
 
 
-def staleSources(sources):
+def byteCodeState(sources):
     """
-    The C{sources} whose C{-OO} byte code is missing or out of date where
-    it could be written (what cannot be written there is left out: nothing
-    would change it).
+    Sort C{sources} by their C{-OO} byte code: up to date; missing or out
+    of date where it can be written; missing or out of date where it
+    cannot (nothing would change it).
 
-    @return: a list of paths.
+    @return: three lists of paths.
     """
-    stale, writable = [], {}
+    upToDateSources, stale, unwritable, writable = [], [], [], {}
     for source in sorted(sources):
         cached = cachedPath(source)
         if cached is None or upToDate(source, cached):
+            upToDateSources.append(source)
             continue
         directory = os.path.dirname(cached)
         if directory not in writable:
             writable[directory] = writableDirectory(cached)
-        if writable[directory]:
-            stale.append(source)
-    return stale
+        (stale if writable[directory] else unwritable).append(source)
+    return upToDateSources, stale, unwritable
 
 
-def manifestPath(anchor):
+def staleSources(sources):
+    """
+    The C{sources} whose C{-OO} byte code is missing or out of date where
+    it could be written.
+
+    @return: a list of paths.
+    """
+    return byteCodeState(sources)[1]
+
+
+def manifestPath(anchor, flavor=""):
     """
     Where the list of a program's modules is kept: beside the C{-OO} byte
-    code of C{anchor} (the program's own module's source), or L{None}.
+    code of C{anchor} (the program's own module's source), one list per
+    C{flavor} (what its options make it load), or L{None}.
     """
     cached = cachedPath(anchor)
     if cached is None:
         return None
-    return os.path.splitext(cached)[0] + MANIFEST_SUFFIX
+    return os.path.splitext(cached)[0] + (f".{flavor}" if flavor else "") + MANIFEST_SUFFIX
 
 
 def readManifest(path):
@@ -120,7 +131,7 @@ def readManifest(path):
     """
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return {line for line in f.read().split("\n") if line}
+            return {line for line in f.read().split("\n") if line and "\0" not in line}
     except (OSError, ValueError):
         return None
 
@@ -135,7 +146,10 @@ def writeManifest(path, sources):
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write("".join(f"{source}\n" for source in sorted(sources) if "\n" not in source))
+            f.write("".join(f"{source}\n" for source in sorted(sources)
+                            if "\n" not in source and "\0" not in source))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
     except OSError:
         try:
