@@ -134,3 +134,16 @@ def test_byte_code_state_sorts_up_to_date_stale_and_unwritable(tmp_path, prefix)
     os.makedirs(os.path.dirname(blocker), exist_ok=True)
     open(blocker, "w").close()
     assert bytecode.byteCodeState({fresh, stale, blocked}) == ([fresh], [stale], [blocked])
+
+
+def test_the_agent_started_again_keeps_the_prefix_given_by_a_flag(monkeypatch):
+    """
+    C{-X pycache_prefix=...} is not among the flags passed on: the prefix
+    goes on in the environment, for the child and the agent started again.
+    """
+    from resmon.agentrunner import _agentEnvironment
+    monkeypatch.setattr(sys, "pycache_prefix", "/var/lib/resmon-agent/pycache")
+    environ = _agentEnvironment({"PATH": "/bin"}, withSSL=False)
+    assert environ["PYTHONPYCACHEPREFIX"] == "/var/lib/resmon-agent/pycache"
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    assert "PYTHONPYCACHEPREFIX" not in _agentEnvironment({"PATH": "/bin"}, withSSL=False)
