@@ -148,6 +148,7 @@ class WebhooksService(service.Service):
             # Bound by an earlier process, their hooks deleted since.
             self._recordedRead = True
             self.unbindPending = self.unbindPending | (recorded - self.dispatcher.keys())
+            self._unbindDropped()
         claimed = self.clock.seconds()
         leader = yield self.store.claimLease(self.owner, claimed, LEASE_DURATION)
         if leader:
