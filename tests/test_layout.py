@@ -11,7 +11,8 @@ import resmon
 
 ROOT = pathlib.Path(resmon.__file__).parent
 SHARED = {"resmon", "resmon.wire", "resmon.topics", "resmon.interfaces", "resmon.ratelimit",
-          "resmon.defaults", "resmon.deferreds", "resmon.periodic", "resmon.database"}
+          "resmon.defaults", "resmon.deferreds", "resmon.periodic", "resmon.database",
+          "resmon.atomicfile"}
 # What each part may import from resmon, besides itself and the shared modules.
 ALLOWED = {
     "shared": set(),

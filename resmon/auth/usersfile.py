@@ -6,9 +6,7 @@ readable by its owner only (see C{resmon-users} and C{docs/security.md}).
 """
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 try:
@@ -16,6 +14,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from resmon.atomicfile import writeAtomically
 from resmon.auth import passwords
 from resmon.auth.principal import ROLES, VIEWER, Principal
 
@@ -235,27 +234,4 @@ def writeUsers(path, users):
     """
     text = dumpUsers(users)
     parseUsers(tomllib.loads(text))  # never write a file the web role would refuse
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    try:
-        directoryDescriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directoryDescriptor)
-    finally:
-        os.close(directoryDescriptor)
+    writeAtomically(path, text, mode=0o600)

@@ -14,6 +14,8 @@ import importlib.util
 import os
 import sys
 
+from resmon.atomicfile import writeAtomically
+
 OPTIMIZATION = 2
 MANIFEST_SUFFIX = ".modules"
 
@@ -143,17 +145,6 @@ def writeManifest(path, sources):
     @raise OSError: if it cannot be written.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write("".join(f"{source}\n" for source in sorted(sources)
-                            if "\n" not in source and "\0" not in source))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    writeAtomically(path, "".join(f"{source}\n" for source in sorted(sources)
+                                  if "\n" not in source and "\0" not in source),
+                    mode=0o644, errors="surrogateescape")
