@@ -107,15 +107,6 @@ def _agentEnvironment(environ, withSSL):
     return environ
 
 
-def _agentSources(leaveOut):
-    """
-    The source files of the modules loaded here that the agent also
-    loads: all, but those of C{leaveOut}.
-    """
-    from resmon.operations import bytecode
-    return bytecode.loadedSources(leaveOut=leaveOut)
-
-
 def _flavor(options):
     """
     What the agent of C{options} loads beyond the plain one's: one list of
@@ -153,7 +144,7 @@ def _checkAndWriteByteCode(argv, environ, options):
         return environ  # nothing can be written: the agent compiles what it loads
     leaveOut = () if environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
     listed = bytecode.readManifest(manifest)
-    sources = _agentSources(leaveOut) | (listed or set())
+    sources = bytecode.loadedSources(leaveOut=leaveOut) | (listed or set())
     if listed is not None and not bytecode.staleSources(sources):
         return environ
     import signal
@@ -207,7 +198,7 @@ def warmUp():
             importlib.import_module(name)
         except ImportError:
             pass
-    sources = _agentSources(leaveOut)
+    sources = bytecode.loadedSources(leaveOut=leaveOut)
     upToDate, stale, unwritable = bytecode.byteCodeState(sources)
     manifest = bytecode.manifestPath(__file__, _flavor(options))
     try:

@@ -73,14 +73,12 @@ class AnalyzerService(service.Service):
         self.agentUsers = agentUsers
         self.leftOut = list(leftOut or ())
         self.clock = clock
-        self.maxClockSkew = maxClockSkew
         self.pipeline = pipeline
         self.queue = queue
         self.partitions = partitions
         self.processId = processId
         self.deadLetter = deadLetter
         self.prefetch = prefetch
-        self.maxBody = maxBody
         self.rejected = Counter()
         self.counters = {"analyzed": 0, "published": 0, "redelivered": 0}
         # Measures whose unknown metrics were dropped for being over the bound.

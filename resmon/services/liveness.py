@@ -92,7 +92,6 @@ class HostLiveness(service.Service):
         # As the analyzer: a measure from a publisher that may not speak for
         # its host keeps no host alive (the analyzer counts it).
         self.agentUsers = agentUsers
-        self.maxClockSkew = maxClockSkew
         self.clock = clock
         self.staleAfter = staleAfter
         self.offlineAfter = offlineAfter
