@@ -17,6 +17,7 @@ from autobahn.websocket.types import ConnectionDeny
 from resmon import wire
 from resmon.auth.principal import UNRESTRICTED
 from resmon.webserver.batches import BATCH_KEY
+from resmon.webserver.eagerwrite import EagerWriter
 from resmon.webserver.fanout import ClientFlow
 from resmon.webserver.origins import OriginPolicy
 from resmon.ratelimit import LimitedLog, TokenBucket
@@ -76,6 +77,10 @@ class DashboardProtocol(WebSocketServerProtocol):
     # Whether the client asked for several events per message (/ws?batch=1):
     # the fan-out then gives it batches (sendBatch), not events.
     batching = False
+    # While a batch is written (a batching client's one write of a turn):
+    # the EagerWriter that sends it at once (resmon.webserver.eagerwrite).
+    _writeNow = None
+    _eagerWriter = None
 
     # Autobahn reads a TLS connection's details (tls-unique) from Twisted's TLS
     # protocol itself, and raises when the connection counter wraps it (which
@@ -133,6 +138,7 @@ class DashboardProtocol(WebSocketServerProtocol):
             # twisted.web's HTTP channel was the producer before the upgrade.
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
+        self._eagerWriter = EagerWriter(transport)
         # Each event is written as it comes, without Nagle's delay: twisted.web
         # set TCP_NODELAY on the connection this one upgraded; Autobahn's own
         # attempt comes before its options are read, and fails silently.
@@ -163,7 +169,10 @@ class DashboardProtocol(WebSocketServerProtocol):
         if sync or chopsize or self.send_queue or self.state != self.STATE_OPEN or self.logOctets:
             WebSocketServerProtocol.sendData(self, data, sync, chopsize)
             return
-        self.transport.write(data)
+        if self._writeNow is None:
+            self.transport.write(data)
+        else:
+            self._writeNow(data)
         self.trafficStats.outgoingOctetsWireLevel += len(data)
 
     def _principal(self):
@@ -190,7 +199,13 @@ class DashboardProtocol(WebSocketServerProtocol):
             return
         flow = self.flow
         if flow.writesAtOnce:
-            flow.send(BATCH_KEY, batch.message(PreparedEvent))
+            # Nothing else is written to this client in this turn, as a rule:
+            # the batch goes out now, not on the reactor's next turn.
+            self._writeNow = self._eagerWriter
+            try:
+                flow.send(BATCH_KEY, batch.message(PreparedEvent))
+            finally:
+                self._writeNow = None
             return
         for key, message in batch.separately(PreparedEvent):
             flow.send(key, message)

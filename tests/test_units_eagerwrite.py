@@ -1,0 +1,307 @@
+"""
+resmon.webserver.eagerwrite over real loopback connections: a batch goes
+out before the reactor's next turn where nothing waits before it; otherwise
+the bytes keep their order, and whatever the socket does not take, Twisted
+writes later.
+"""
+
+import json
+import socket
+
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.internet.error import ConnectionLost
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import Clock
+
+from resmon.webserver.eagerwrite import EagerWriter, socketConnection
+from resmon.webserver.fanout import EventFanout
+from resmon.webserver.websocket import DashboardFactory
+from test_units_fanout_sharing import HANDSHAKE
+from test_web_units import analysis, body, key
+
+
+class Accepted(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.accepted.append(self)
+
+
+class AcceptingFactory(protocol.Factory):
+    protocol = Accepted
+
+    def __init__(self):
+        self.accepted = []
+
+
+class CountingWrapper(ProtocolWrapper):
+    # A wrapper that does more than pass a write on.
+    def write(self, data):
+        self.factory.written += len(data)
+        ProtocolWrapper.write(self, data)
+
+
+@defer.inlineCallbacks
+def _connected(factory=None):
+    """
+    A loopback connection: the server side's protocol (of C{factory}'s
+    protocols, or L{Accepted}'s) and the client's blocking socket.
+    """
+    accepting = AcceptingFactory()
+    listening = reactor.listenTCP(0, factory(accepting) if factory else accepting,
+                                  interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", listening.getHost().port))
+    client.settimeout(10)
+    for _ in range(1000):
+        if accepting.accepted:
+            break
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    assert accepting.accepted, "the server never accepted the connection"
+    return listening, accepting.accepted[0], client
+
+
+def _nothingYet(client):
+    client.setblocking(False)
+    try:
+        data = client.recv(1 << 16)
+    except BlockingIOError:
+        data = None
+    client.setblocking(True)
+    client.settimeout(10)
+    return data is None
+
+
+def _readExactly(client, size):
+    received = bytearray()
+    while len(received) < size:
+        chunk = client.recv(1 << 20)
+        if not chunk:
+            break
+        received += chunk
+    return bytes(received)
+
+
+@defer.inlineCallbacks
+def _close(listening, server, client):
+    client.close()
+    server.transport.abortConnection()
+    yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_is_sent_before_the_reactor_turns():
+    listening, server, client = yield _connected()
+    try:
+        write = EagerWriter(server.transport)
+        assert write.connection is server.transport
+        # Twisted's write waits for the reactor's next turn...
+        server.transport.write(b"later")
+        assert _nothingYet(client)
+        assert server.transport in reactor.getWriters()
+        received = yield threads.deferToThread(_readExactly, client, 5)
+        assert received == b"later"
+        for _ in range(1000):
+            if server.transport not in reactor.getWriters():
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        assert server.transport not in reactor.getWriters()
+        # ...the eager writer's is on the wire at once, without the reactor
+        # watching the socket for writing.
+        write(b"at once")
+        assert server.transport not in reactor.getWriters()
+        assert _readExactly(client, 7) == b"at once"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bytes_written_earlier_in_the_turn_go_first():
+    listening, server, client = yield _connected()
+    try:
+        write = EagerWriter(server.transport)
+        server.transport.write(b"first,")
+        write(b"second")
+        assert _nothingYet(client)
+        received = yield threads.deferToThread(_readExactly, client, 12)
+        assert received == b"first,second"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_the_socket_does_not_take_is_written_later_in_order():
+    listening, server, client = yield _connected()
+    try:
+        server.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        write = EagerWriter(server.transport)
+        big = bytes(range(256)) * (8 * 1024)  # 2 MiB: more than the sockets hold
+        write(big)
+        # Part of it went out; the rest waits in Twisted's buffer, watched.
+        assert server.transport in reactor.getWriters()
+        # The next write must not jump ahead of it.
+        write(b"tail")
+        received = yield threads.deferToThread(_readExactly, client, len(big) + 4)
+        assert received == big + b"tail"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_it_looks_under_wrappers_that_only_pass_writes_on():
+    listening, server, client = yield _connected(lambda f: WrappingFactory(f))
+    try:
+        wrapper = server.transport
+        assert isinstance(wrapper, ProtocolWrapper)
+        write = EagerWriter(wrapper)
+        assert write.connection is wrapper.transport
+        write(b"through")
+        assert wrapper.transport not in reactor.getWriters()
+        assert _readExactly(client, 7) == b"through"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_wrapper_that_does_more_with_a_write_gets_every_write():
+    def counting(accepting):
+        wrapping = WrappingFactory(accepting)
+        wrapping.protocol = CountingWrapper
+        wrapping.written = 0
+        counting.factory = wrapping
+        return wrapping
+
+    listening, server, client = yield _connected(counting)
+    try:
+        write = EagerWriter(server.transport)
+        assert write.connection is None
+        write(b"counted")
+        assert counting.factory.written == 7
+        received = yield threads.deferToThread(_readExactly, client, 7)
+        assert received == b"counted"
+    finally:
+        yield _close(listening, server, client)
+
+
+def test_tls_is_never_written_under():
+    tls = TLSMemoryBIOFactory(CertificateOptions(), False, AcceptingFactory()).buildProtocol(None)
+    assert socketConnection(tls) is None
+    assert socketConnection(object()) is None
+
+
+class _LostConnection:
+    connected = True
+    disconnecting = False
+    _writeDisconnected = False
+    dataBuffer = b""
+    _tempDataLen = 0
+
+    def writeSomeData(self, data):
+        return ConnectionLost()
+
+
+class _Transport:
+    def __init__(self):
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+
+def test_a_lost_connection_is_left_to_twisted():
+    transport = _Transport()
+    write = EagerWriter(transport)
+    write.connection = _LostConnection()
+    write(b"whole")
+    assert transport.written == [b"whole"]
+
+
+def _messagesIn(data):
+    """
+    The complete messages (unmasked server frames) at the start of
+    C{data}, decoded from JSON.
+    """
+    found, parts = [], []
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + length:
+            break
+        parts.append(data[start:start + length])
+        if data[0] & 0x80:
+            found.append(json.loads(b"".join(parts)))
+            parts = []
+        data = data[start + length:]
+    return found
+
+
+def _readMessages(client, count):
+    received = bytearray()
+    while True:
+        body = bytes(received)
+        if body.startswith(b"HTTP/"):  # the handshake's answer first
+            end = body.find(b"\r\n\r\n")
+            body = body[end + 4:] if end >= 0 else b""
+        if len(_messagesIn(body)) >= count:
+            return _messagesIn(body)
+        chunk = client.recv(1 << 16)
+        if not chunk:
+            raise AssertionError(f"closed after {bytes(received[:300])!r}")
+        received += chunk
+
+
+@defer.inlineCallbacks
+def _dashboard(batch):
+    """
+    A dashboard connected over loopback to a fan-out turned by a Clock,
+    past its handshake and its snapshot.
+    """
+    clock = Clock()
+    fanout = EventFanout(clock=clock)
+    factory = DashboardFactory(fanout, clock, stallTimeout=30)
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", listening.getHost().port))
+    client.settimeout(10)
+    client.sendall(HANDSHAKE.format(path=f"/ws?history=0&batch={batch}").encode())
+    [snapshot] = yield threads.deferToThread(_readMessages, client, 1)
+    assert snapshot["kind"] == "snapshot"
+    return clock, fanout, listening, client
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dashboards_batch_is_sent_before_the_reactor_turns():
+    clock, fanout, listening, client = yield _dashboard(batch=1)
+    try:
+        for seq, host in enumerate(["web-01", "web-02"]):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0)))
+        clock.advance(0)  # the turn ends: its batch is written
+        client.setblocking(False)
+        try:
+            data = client.recv(1 << 16)
+        except BlockingIOError:
+            raise AssertionError("the batch waits for the reactor's next turn") from None
+        [batch] = _messagesIn(data)
+        assert [event["host"] for event in batch["events"]] == ["web-01", "web-02"]
+    finally:
+        client.close()
+        yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_events_sent_alone_are_left_to_twisteds_buffer():
+    # A client sent each event alone may be written several times in a
+    # turn: Twisted joins them in one send on its next turn.
+    clock, fanout, listening, client = yield _dashboard(batch=0)
+    try:
+        for seq, host in enumerate(["web-01", "web-02"]):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0)))
+        clock.advance(0)
+        assert _nothingYet(client)
+        events = yield threads.deferToThread(_readMessages, client, 2)
+        assert [event["host"] for event in events] == ["web-01", "web-02"]
+    finally:
+        client.close()
+        yield listening.stopListening()
