@@ -54,6 +54,11 @@ WARM_UP = ("import sys\n"
 # counts, or why the child failed.
 WARMED_ENVIRONMENT = "RESMON_AGENT_WARMED"
 WARM_UP_FAILED_ENVIRONMENT = "RESMON_AGENT_WARM_UP_FAILED"
+# The pid of the process waiting for the child, in the child's environment:
+# the child ends with it (see endWithParent).
+WARM_UP_PARENT_ENVIRONMENT = "RESMON_AGENT_WARM_UP_PARENT"
+# prctl(2)'s option for the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 # Imported by the agent once it runs (to connect to the broker), beyond
 # what building its services imports.
 LATER_IMPORTS = ("idna", "encodings.idna")
@@ -151,11 +156,14 @@ def _checkAndWriteByteCode(argv, environ, options):
     import subprocess
     child = subprocess.Popen(
         [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
-        env={k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
+        env=dict({k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
+                 **{WARM_UP_PARENT_ENVIRONMENT: str(os.getpid())}),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def stopped(number, frame):
-        child.kill()  # told to stop while the child runs: it goes too
+        # Told to stop while the child runs: it goes too (killed, this
+        # process cannot end it: endWithParent does).
+        child.kill()
         os._exit(128 + number)
     previous = signal.signal(signal.SIGTERM, stopped)
     try:
@@ -175,14 +183,35 @@ def _checkAndWriteByteCode(argv, environ, options):
     return dict(environ, **{WARM_UP_FAILED_ENVIRONMENT: why})
 
 
+def endWithParent(parent):
+    """
+    On Linux, have the kernel kill this process when its parent dies
+    (C{prctl(PR_SET_PDEATHSIG)}), and exit at once if its parent, whose pid
+    C{parent} (a string) is, has already gone: the warm-up child of an
+    agent killed (SIGKILL, outside systemd's cgroup) must not run on alone.
+    Elsewhere, or without C{parent}, nothing.
+    """
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import signal
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return
+    if str(os.getppid()) != parent:
+        os._exit(1)
+
+
 def warmUp():
     """
     In the child of L{_writeByteCode}, under C{python -OO}: import what
     the agent of these options will (building its services, its reactor,
     its logging, L{LATER_IMPORTS}), which writes their byte code; list them
     beside it, and print how many have byte code up to date and how many
-    could not be written.
+    could not be written. It ends with the agent that started it.
     """
+    endWithParent(os.environ.get(WARM_UP_PARENT_ENVIRONMENT))
     leaveOut = () if os.environ.get(TLS_ENVIRONMENT) else WITHOUT_SSL
     for name in leaveOut:
         sys.modules.setdefault(name, None)

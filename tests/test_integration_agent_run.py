@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
+
+import psutil
 
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
@@ -470,3 +473,53 @@ def test_byte_code_that_cannot_be_written_is_a_warning(broker, amqp, agents, tmp
     assert b"#warn] could not write the -OO byte code of " in line
     assert b" of the modules the agent loads" in line
     assert _byteCode(prefix)  # resmon's and the venv's were written
+
+
+# A process started as resmon-agent starts its warm-up child: the child's
+# pid on the first line, then it waits for the child.
+_PARENT = textwrap.dedent("""
+    import os, subprocess, sys
+    child = subprocess.Popen(
+        [sys.executable, "-c", sys.argv[1], sys.argv[2]],
+        env=dict(os.environ, RESMON_AGENT_WARM_UP_PARENT=str(os.getpid())))
+    print(child.pid, flush=True)
+    child.wait()
+""")
+# The child: ends with its parent, says so in a file, then would run a minute.
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from resmon.agentrunner import endWithParent
+    endWithParent(os.environ["RESMON_AGENT_WARM_UP_PARENT"])
+    open(sys.argv[1], "w").close()
+    time.sleep(60)
+""")
+
+
+def waitUntilTrue(condition, why, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.01)
+
+
+def test_the_warm_up_child_ends_with_an_agent_killed(tmp_path):
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, _CHILD, str(ready)],
+                              stdout=subprocess.PIPE)
+    try:
+        child = psutil.Process(int(parent.stdout.readline()))
+        waitUntilTrue(ready.exists, "the child never called endWithParent")
+        parent.kill()  # SIGKILL: the parent can end nothing itself
+        parent.wait()
+        # Without endWithParent the child sleeps on for a minute.
+        child.wait(timeout=10)
+    finally:
+        parent.kill()
+        parent.stdout.close()
+
+
+def test_a_warm_up_child_whose_agent_is_already_gone_exits():
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, os.devnull], timeout=30,
+        env=dict(os.environ, RESMON_AGENT_WARM_UP_PARENT=str(os.getpid() + 1_000_000)))
+    assert done.returncode == 1
