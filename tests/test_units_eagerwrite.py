@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from resmon.webserver.eagerwrite import EagerWriter, socketConnection
 from resmon.webserver.fanout import EventFanout
 from resmon.webserver.websocket import DashboardFactory
+from support import splitFrames
 from test_units_fanout_sharing import HANDSHAKE
 from test_web_units import analysis, body, key
 
@@ -218,24 +219,10 @@ def test_a_lost_connection_is_left_to_twisted():
 
 def _messagesIn(data):
     """
-    The complete messages (unmasked server frames) at the start of
-    C{data}, decoded from JSON.
+    The whole messages, each one text frame, at the start of C{data}.
     """
-    found, parts = [], []
-    while len(data) >= 2:
-        length, start = data[1] & 0x7F, 2
-        if length == 126:
-            length, start = int.from_bytes(data[2:4], "big"), 4
-        elif length == 127:
-            length, start = int.from_bytes(data[2:10], "big"), 10
-        if len(data) < start + length:
-            break
-        parts.append(data[start:start + length])
-        if data[0] & 0x80:
-            found.append(json.loads(b"".join(parts)))
-            parts = []
-        data = data[start + length:]
-    return found
+    frames, _ = splitFrames(data)
+    return [json.loads(payload) for opcode, payload in frames if opcode == 1]
 
 
 def _readMessages(client, count):
