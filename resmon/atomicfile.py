@@ -3,8 +3,14 @@ Files replaced whole or not at all: a reader sees the old file or the new
 one, never part of one, even after a crash.
 """
 
+import glob
 import os
 import tempfile
+import time
+
+# Temporaries of a writer killed mid-write are removed by the next writer
+# once they are this old (seconds): a younger one may be another writer's.
+STALE_AFTER = 3600.0
 
 
 def writeAtomically(path, text, mode=None, errors="strict"):
@@ -20,8 +26,9 @@ def writeAtomically(path, text, mode=None, errors="strict"):
     @raise OSError: if it cannot be written; the old file is left as it was.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    prefix = "." + os.path.basename(path) + "."
+    removeStaleTemporaries(directory, prefix)
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", errors=errors) as f:
             if mode is not None:
@@ -44,3 +51,19 @@ def writeAtomically(path, text, mode=None, errors="strict"):
         os.fsync(directoryDescriptor)
     finally:
         os.close(directoryDescriptor)
+
+
+def removeStaleTemporaries(directory, prefix, now=None):
+    """
+    Remove the temporaries that L{writeAtomically} left in C{directory}
+    for the files of C{prefix} (a writer killed between writing and
+    renaming) once they are L{STALE_AFTER} old; what cannot be removed is
+    left.
+    """
+    now = time.time() if now is None else now
+    for temporary in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.tmp")):
+        try:
+            if now - os.lstat(temporary).st_mtime > STALE_AFTER:
+                os.unlink(temporary)
+        except OSError:
+            pass
