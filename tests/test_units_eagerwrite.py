@@ -7,18 +7,22 @@ writes later.
 
 import json
 import socket
+import ssl
 
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.internet import defer, endpoints, protocol, reactor, task, threads
 from twisted.internet.error import ConnectionLost
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 
+from resmon.services.web import buildSite
 from resmon.webserver.eagerwrite import EagerWriter, socketConnection
 from resmon.webserver.fanout import EventFanout
+from resmon.webserver.httplimits import ConnectionLimits, _CountedConnection
 from resmon.webserver.websocket import DashboardFactory
+from certificates import authority, issue
 from support import splitFrames
 from test_units_fanout_sharing import HANDSHAKE
 from test_web_units import analysis, body, key
@@ -83,6 +87,19 @@ def _readExactly(client, size):
     return bytes(received)
 
 
+def _readUntilClosed(client):
+    received = bytearray()
+    try:
+        while True:
+            chunk = client.recv(1 << 16)
+            if not chunk:
+                break
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return bytes(received)
+
+
 @defer.inlineCallbacks
 def _close(listening, server, client):
     client.close()
@@ -144,6 +161,65 @@ def test_what_the_socket_does_not_take_is_written_later_in_order():
         write(b"tail")
         received = yield threads.deferToThread(_readExactly, client, len(big) + 4)
         assert received == big + b"tail"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_bytes_a_partial_send_of_twisted_left_go_first():
+    # Twisted's turn moved its list of writes into dataBuffer and sent part
+    # of it: only dataBuffer says something waits.
+    listening, server, client = yield _connected()
+    try:
+        connection = server.transport
+        connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = bytes(range(256)) * (8 * 1024)
+        connection.write(big)
+        for _ in range(100):
+            yield task.deferLater(reactor, 0, lambda: None)
+            if connection.dataBuffer:
+                break
+        assert connection.dataBuffer and not connection._tempDataLen
+        EagerWriter(connection)(b"tail")
+        received = yield threads.deferToThread(_readExactly, client, len(big) + 4)
+        assert received == big + b"tail"
+    finally:
+        yield _close(listening, server, client)
+
+
+@pytest_twisted.inlineCallbacks
+def test_nothing_is_sent_once_the_connection_is_aborted():
+    listening, server, client = yield _connected()
+    try:
+        server.transport.abortConnection()
+        EagerWriter(server.transport)(b"after abort")
+        received = yield threads.deferToThread(_readUntilClosed, client)
+        assert received == b""
+    finally:
+        client.close()
+        yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_closing_connections_writes_are_left_to_twisted():
+    listening, server, client = yield _connected()
+    try:
+        server.transport.loseConnection()
+        EagerWriter(server.transport)(b"after close")
+        assert server.transport.disconnecting
+        assert _nothingYet(client)  # not sent at once: Twisted decides
+        yield threads.deferToThread(_readUntilClosed, client)
+    finally:
+        client.close()
+        yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_after_starttls_is_never_written_under():
+    listening, server, client = yield _connected()
+    try:
+        server.transport.startTLS(CertificateOptions())
+        assert socketConnection(server.transport) is None
     finally:
         yield _close(listening, server, client)
 
@@ -265,10 +341,11 @@ def test_a_dashboards_batch_is_sent_before_the_reactor_turns():
         for seq, host in enumerate(["web-01", "web-02"]):
             fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0)))
         clock.advance(0)  # the turn ends: its batch is written
-        client.setblocking(False)
+        # The reactor cannot turn while this waits: what arrives was sent at once.
+        client.settimeout(5)
         try:
             data = client.recv(1 << 16)
-        except BlockingIOError:
+        except TimeoutError:
             raise AssertionError("the batch waits for the reactor's next turn") from None
         [batch] = _messagesIn(data)
         assert [event["host"] for event in batch["events"]] == ["web-01", "web-02"]
@@ -289,6 +366,54 @@ def test_events_sent_alone_are_left_to_twisteds_buffer():
         assert _nothingYet(client)
         events = yield threads.deferToThread(_readMessages, client, 2)
         assert [event["host"] for event in events] == ["web-01", "web-02"]
+    finally:
+        client.close()
+        yield listening.stopListening()
+
+
+class _CountingConnection(_CountedConnection):
+    # The web role's connection wrapper, made to do more with a write.
+    written = 0
+
+    def write(self, data):
+        _CountingConnection.written += len(data)
+        _CountedConnection.write(self, data)
+
+
+def _tlsDashboard(port):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                 server_hostname="localhost")
+    client.sendall(HANDSHAKE.format(path="/ws?history=0&batch=1").encode())
+    [snapshot] = _readMessages(client, 1)
+    assert snapshot["kind"] == "snapshot"
+    return client
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dashboards_batch_over_tls_goes_through_the_connections_wrappers(tmp_path):
+    ca = authority("resmon test CA")
+    server = issue(ca, "localhost", dnsNames=["localhost"], ipAddresses=["127.0.0.1"])
+    (tmp_path / "key.pem").write_bytes(server.keyPEM)
+    (tmp_path / "cert.pem").write_bytes(server.certificatePEM)
+    fanout = EventFanout(clock=reactor)
+    limits = ConnectionLimits(buildSite(fanout, reactor, root=str(tmp_path)), reactor)
+    limits.protocol = _CountingConnection
+    listening = yield endpoints.serverFromString(
+        reactor, f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'key.pem'}"
+                 f":certKey={tmp_path / 'cert.pem'}").listen(limits)
+    client = yield threads.deferToThread(_tlsDashboard, listening.getHost().port)
+    try:
+        [dashboard] = [c for c in fanout.clients if getattr(c, "batching", False)]
+        assert dashboard._eagerWriter.connection is None  # TLS: never written under
+        before = _CountingConnection.written
+        for seq, host in enumerate(["web-01", "web-02"]):
+            fanout.eventReceived(key(host, "analysis"), body(analysis(host, seq, 100.0)))
+        [batch] = yield threads.deferToThread(_readMessages, client, 1)
+        assert [event["host"] for event in batch["events"]] == ["web-01", "web-02"]
+        assert _CountingConnection.written > before  # the batch went through the wrapper
     finally:
         client.close()
         yield listening.stopListening()

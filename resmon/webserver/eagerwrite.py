@@ -12,14 +12,18 @@ sample-to-dashboard p99 from 22-36 ms to 12-27 ms, with 1,000 hosts and 100
 dashboards on a 2-core machine (docs/performance.md, "Batches written at
 once").
 
-It is for a connection's one write of a turn only. Where a connection is
-written several times in a turn (a client sent each event alone), Twisted's
-buffer joins them into one C{send}; writing each at once cost more system
-calls, and the clients more wake-ups: the same benchmark without batches
-went from 56 % to 72 % of a core and its p99 from 47 ms to 6.5 s.
+It is for writes that come one to a connection and turn, as a rule: a
+batching client's batches (a turn holding more than a batch's bound of
+events, or a client changing subscription, gives it more than one, each
+sent at once, in order). Where a connection is written many times in a
+turn (a client sent each event alone), Twisted's buffer joins them into
+one C{send}; writing each at once cost more system calls, and the clients
+more wake-ups: the same benchmark without batches went from 56 % to 72 %
+of a core and its p99 from 47 ms to 6.5 s.
 
 L{EagerWriter} sends at once only when nothing waits in Twisted's buffer
-(so the order of the bytes is kept), and hands whatever the socket did not
+(so the order of the bytes is kept) and the connection is neither being
+closed nor aborted, and hands whatever the socket did not
 take, and everything on a connection it cannot write to itself (TLS, a
 wrapper that does more than pass writes on), to the transport's C{write}:
 the producer's pauses, the buffer's limits and the errors stay Twisted's.
@@ -65,6 +69,7 @@ class EagerWriter:
         connection = self.connection
         if (connection is not None and connection.connected
                 and not connection.disconnecting and not connection._writeDisconnected
+                and not getattr(connection, "_aborting", False)  # abortConnection()
                 and not connection.dataBuffer and not connection._tempDataLen):
             sent = connection.writeSomeData(data)
             if isinstance(sent, Exception):

@@ -77,8 +77,8 @@ class DashboardProtocol(WebSocketServerProtocol):
     # Whether the client asked for several events per message (/ws?batch=1):
     # the fan-out then gives it batches (sendBatch), not events.
     batching = False
-    # While a batch is written (a batching client's one write of a turn):
-    # the EagerWriter that sends it at once (resmon.webserver.eagerwrite).
+    # While a batch is written: the EagerWriter that sends it at once
+    # (resmon.webserver.eagerwrite), made for the connection's own transport.
     _writeNow = None
     _eagerWriter = None
 
@@ -89,6 +89,9 @@ class DashboardProtocol(WebSocketServerProtocol):
         self._underTLS(WebSocketServerProtocol.connectionMade)
 
     def _onOpen(self):
+        # The connection's own transport (with its wrappers), not the TLS
+        # protocol _underTLS shows Autobahn while onOpen runs.
+        self._eagerWriter = EagerWriter(self.transport)
         self._underTLS(WebSocketServerProtocol._onOpen)
 
     def _underTLS(self, method):
@@ -138,7 +141,6 @@ class DashboardProtocol(WebSocketServerProtocol):
             # twisted.web's HTTP channel was the producer before the upgrade.
             transport.unregisterProducer()
         transport.registerProducer(self.flow, True)
-        self._eagerWriter = EagerWriter(transport)
         # Each event is written as it comes, without Nagle's delay: twisted.web
         # set TCP_NODELAY on the connection this one upgraded; Autobahn's own
         # attempt comes before its options are read, and fails silently.
@@ -199,8 +201,8 @@ class DashboardProtocol(WebSocketServerProtocol):
             return
         flow = self.flow
         if flow.writesAtOnce:
-            # Nothing else is written to this client in this turn, as a rule:
-            # the batch goes out now, not on the reactor's next turn.
+            # A batch is, as a rule, this client's one write of the turn: it
+            # goes out now, not on the reactor's next turn (eagerwrite).
             self._writeNow = self._eagerWriter
             try:
                 flow.send(BATCH_KEY, batch.message(PreparedEvent))
