@@ -200,6 +200,8 @@ def endWithParent(parent):
     except (ImportError, OSError, AttributeError):
         return
     if str(os.getppid()) != parent:
+        sys.stderr.write(f"the agent that started it (pid {parent}) is gone\n")
+        sys.stderr.flush()
         os._exit(1)
 
 

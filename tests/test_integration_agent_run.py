@@ -21,7 +21,8 @@ from twisted.internet import defer, reactor, threads
 
 from pocclients import declareExchange
 from resmon import topics, wire
-from resmon.agentrunner import KEEP_DOCSTRINGS_ENVIRONMENT, PROGRAM, TLS_ENVIRONMENT
+from resmon.agentrunner import (
+    KEEP_DOCSTRINGS_ENVIRONMENT, PROGRAM, TLS_ENVIRONMENT, WARM_UP, WARM_UP_PARENT_ENVIRONMENT)
 from support import TwistdProcess, freePort, uniqueName, waitUntil
 from test_integration_systemd import NotifyRecorder, ready
 
@@ -506,20 +507,71 @@ def test_the_warm_up_child_ends_with_an_agent_killed(tmp_path):
     ready = tmp_path / "ready"
     parent = subprocess.Popen([sys.executable, "-c", _PARENT, _CHILD, str(ready)],
                               stdout=subprocess.PIPE)
+    child = None
     try:
         child = psutil.Process(int(parent.stdout.readline()))
         waitUntilTrue(ready.exists, "the child never called endWithParent")
         parent.kill()  # SIGKILL: the parent can end nothing itself
         parent.wait()
-        # Without endWithParent the child sleeps on for a minute.
-        child.wait(timeout=10)
+        # Without endWithParent the child sleeps on for a minute. (Killed but
+        # not reaped, where no process reaps orphans, counts as ended.)
+        waitUntilTrue(lambda: not _running(child), "the child outlived its parent")
     finally:
         parent.kill()
         parent.stdout.close()
+        if child is not None and _running(child):
+            child.kill()
 
 
-def test_a_warm_up_child_whose_agent_is_already_gone_exits():
+def _running(process):
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_warm_up_child_whose_agent_is_already_gone_exits_saying_so(tmp_path):
+    ready = tmp_path / "ready"
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, os.devnull], timeout=30,
+        [sys.executable, "-c", _CHILD, str(ready)], timeout=30, capture_output=True,
         env=dict(os.environ, RESMON_AGENT_WARM_UP_PARENT=str(os.getpid() + 1_000_000)))
-    assert done.returncode == 1
+    assert (done.returncode, ready.exists()) == (1, False)
+    assert done.stderr.decode().strip().endswith(f"(pid {os.getpid() + 1_000_000}) is gone")
+
+
+def test_the_real_warm_up_ends_at_once_without_its_agent(tmp_path):
+    # The child as resmon-agent starts it: it writes nothing once its agent is gone.
+    done = subprocess.run(
+        [sys.executable, "-OO", "-c", WARM_UP], timeout=30, capture_output=True,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=str(tmp_path),
+                 **{WARM_UP_PARENT_ENVIRONMENT: str(os.getpid() + 1_000_000)}))
+    assert done.returncode == 1, done.stderr
+    assert b"is gone" in done.stderr
+    # Only what importing resmon.agentrunner compiled: not the agent's
+    # modules (Twisted's), nor their list.
+    written = [str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()]
+    assert written and not [path for path in written if "twisted" in path or path.endswith(".modules")]
+
+
+def test_the_agent_gives_its_warm_up_child_its_own_pid(monkeypatch, tmp_path):
+    from resmon import agentrunner
+    from resmon.operations import bytecode
+    started = []
+
+    class Child:
+        returncode = 0
+
+        def __init__(self, argv, env, **kwargs):
+            started.append(env)
+
+        def communicate(self, timeout):
+            return b"350 0\n", b""
+
+    monkeypatch.setattr(subprocess, "Popen", Child)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.setattr(bytecode, "manifestPath", lambda anchor, flavor: str(tmp_path / "list"))
+    environ = agentrunner._checkAndWriteByteCode(
+        [], {"NOTIFY_SOCKET": "/x"}, {"broker": None, "metrics-port": None})
+    assert [env.get(WARM_UP_PARENT_ENVIRONMENT) for env in started] == [str(os.getpid())]
+    assert "NOTIFY_SOCKET" not in started[0]
+    assert environ[agentrunner.WARMED_ENVIRONMENT] == "350 0"
