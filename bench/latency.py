@@ -3,7 +3,7 @@ End-to-end latency: measure published on RabbitMQ -> analysis received by a
 WebSocket client of a real `twistd resmon --role=server`.
 
 Usage: python bench/latency.py [--broker URL] [--count N] [--rate PER_SECOND]
-       python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2]
+       python bench/latency.py --hosts 1000 --dashboards 100 [--measure 20] [--processes 2] [--rounds N]
                                [--server-args "--prefetch=20 ..."] [--batch 0|1] [--split]
 Needs RabbitMQ and resmon installed (the twistd on this interpreter's PATH).
 Prints p50/p90/p99/max in milliseconds.
@@ -14,12 +14,14 @@ subscribed to everything, as the page is: bench/_wsclients.py, in --processes
 processes); the latency is then of every analysis every dashboard received,
 from its measure's "ts" (set when it is published) to the client's receive.
 The clients ask for several events per message (/ws?batch=1) as the page
-does; --batch 0 has each analysis sent alone. --split runs --role=analyzer
+does; --batch 0 has each analysis sent alone. --rounds N measures N times,
+each round with its dashboards connected afresh, and prints the median p99. --split runs --role=analyzer
 and --role=web as two processes instead of one --role=server (which also
 runs the rules and the webhooks), and prints each one's CPU.
 """
 
 import json
+import statistics
 import time
 
 from twisted.internet import defer, task
@@ -67,35 +69,55 @@ class MeasurePublisher:
 @defer.inlineCallbacks
 def fleet(reactor, arguments, rig, servers, port):
     """
-    The latency every dashboard sees with a whole fleet sending.
+    The latency every dashboard sees with a whole fleet sending, in
+    C{--rounds} rounds (each with dashboards connected afresh, the fleet
+    sending throughout), and their median p99 when more than one.
     """
-    from fanout import killClients, mergeHistograms, percentiles, processCPU, startClients
-
     publisher = MeasurePublisher(rig.amqp, rig.exchange, arguments.hosts, reactor)
     publisher.start()
+    p99s = []
     try:
         while publisher.published < 2 * arguments.hosts:
             yield task.deferLater(reactor, 0.1, lambda: None)
-        clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
-                               ["/ws?history=overview" + ("&batch=1" if arguments.batch else "")],
-                               arguments.timed_every)
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: [killClients(c) for c in clients])
-        yield defer.gatherResults([c.nextLine() for c in clients])
-        yield task.deferLater(reactor, 3.0, lambda: None)
-        with open("/proc/loadavg") as f:
-            load = " ".join(f.read().split()[:3])
-        for c in clients:
-            c.tell("begin")
-        pids = [server.transport.pid for server in servers]
-        cpu0, t0 = [processCPU(pid) for pid in pids], time.monotonic()
-        yield task.deferLater(reactor, arguments.measure, lambda: None)
-        cpu1, t1 = [processCPU(pid) for pid in pids], time.monotonic()
-        finals = [c.nextLine() for c in clients]
-        for c in clients:
-            c.tell("end")
-        results = yield defer.gatherResults(finals)
+        for round in range(arguments.rounds):
+            if arguments.rounds > 1:
+                print(f"round {round + 1} of {arguments.rounds}:")
+            p99 = yield fleetRound(reactor, arguments, servers, port, publisher)
+            p99s.append(p99)
     finally:
         publisher.stop()
+    if len(p99s) > 1:
+        print(f"median p99 of {len(p99s)} rounds: {statistics.median(p99s):.2f} ms "
+              f"(rounds {', '.join(f'{p:.1f}' for p in p99s)} ms)")
+
+
+@defer.inlineCallbacks
+def fleetRound(reactor, arguments, servers, port, publisher):
+    """
+    One round of L{fleet}: connect the dashboards, measure, print.
+
+    @return: a L{Deferred} firing with the round's p99 in milliseconds.
+    """
+    from fanout import killClients, mergeHistograms, percentiles, processCPU, startClients
+
+    clients = startClients(reactor, port, arguments.dashboards, arguments.processes,
+                           ["/ws?history=overview" + ("&batch=1" if arguments.batch else "")],
+                           arguments.timed_every)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: [killClients(c) for c in clients])
+    yield defer.gatherResults([c.nextLine() for c in clients])
+    yield task.deferLater(reactor, 3.0, lambda: None)
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    for c in clients:
+        c.tell("begin")
+    pids = [server.transport.pid for server in servers]
+    cpu0, t0 = [processCPU(pid) for pid in pids], time.monotonic()
+    yield task.deferLater(reactor, arguments.measure, lambda: None)
+    cpu1, t1 = [processCPU(pid) for pid in pids], time.monotonic()
+    finals = [c.nextLine() for c in clients]
+    for c in clients:
+        c.tell("end")
+    results = yield defer.gatherResults(finals)
     histogram = mergeHistograms(results)
     p50, p90, p99 = percentiles(histogram, 0.5, 0.9, 0.99)
     worst = (max(histogram) + 1) * 0.1 if histogram else float("nan")
@@ -116,6 +138,7 @@ def fleet(reactor, arguments, rig, servers, port):
           f"({sum(spent) / max(1, events) * 1e6:.1f} µs per analysis received); clients' CPU "
           f"{sum(r['cpu'] for r in results) / (t1 - t0) * 100:.0f} %; publisher at most "
           f"{publisher.behind * 1000:.0f} ms behind its schedule")
+    return p99
 
 
 @defer.inlineCallbacks
@@ -172,7 +195,7 @@ def main(reactor, arguments, rig):
 
 if __name__ == "__main__":
     parser = argumentParser(__doc__, count=500, rate=100.0, hosts=0, dashboards=0, batch=1,
-                            measure=20.0, processes=2, server_args="")
+                            measure=20.0, processes=2, server_args="", rounds=1)
     parser.add_argument("--timed-every", type=int, default=1,
                         help="time the analyses of every Kth dashboard only (the others count "
                              "theirs): the clients then take less of the cores they share with "
