@@ -560,3 +560,25 @@ def test_event_streams_closed_mid_turn_are_sent_the_turns_events_first(tmp_path)
     site.eventStreams.closeAll()
     clock.advance(0)
     assert [(k, e["seq"]) for k, e in map(_event, stream.frames())] == [("analysis", 1)]
+
+
+def test_an_event_stream_batch_of_bodies_full_of_line_breaks_is_no_bigger_than_its_bodies(tmp_path):
+    # A publisher's line breaks (JSON white space) are written as spaces, not
+    # as a data: line each, which made a batch of 32 KiB of bodies over 200 KiB.
+    from test_web_units import SSEConnection
+    clock, fanout, site = _sseSetup(tmp_path)
+    connection = SSEConnection(site, b"?history=0")
+    connection.frames()
+    before = len(_chunks(connection))
+    bodies = []
+    for i in range(40):
+        document = analysis(f"web-{i:02d}", 1, 100.0)
+        body = json.dumps(document, indent=1).replace("\n", "\n" * 20).encode()
+        fanout.eventReceived(key(f"web-{i:02d}", "analysis"), body)
+        bodies.append(body)
+    clock.advance(0)
+    chunks = _chunks(connection)[before:]
+    assert sum(map(len, chunks)) <= sum(map(len, bodies)) + 40 * len(b"event: analysis\ndata: \n\n")
+    events = [json.loads(line[len(b"data: "):]) for chunk in chunks
+              for line in chunk.split(b"\n") if line.startswith(b"data: ")]
+    assert [event["host"] for event in events] == [f"web-{i:02d}" for i in range(40)]

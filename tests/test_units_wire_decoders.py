@@ -250,9 +250,9 @@ def test_a_history_point_and_its_overview():
 
 
 def test_sse_frames():
-    assert wire.sseFrame("status", b'{"a":\n1}') == b'event: status\ndata: {"a":\ndata: 1}\n\n'
+    assert wire.sseFrame("status", b'{"a":\r\n1}') == b'event: status\ndata: {"a":  1}\n\n'
     assert wire.sseFrame("status", b"") == b"event: status\ndata: \n\n"
-    assert wire.sseSnapshotChunk(b'{"a":\r\n1}') == b'{"a":  1}'
+    assert wire.sseData(b'{"a":\r\n1}') == b'{"a":  1}'
     assert wire.sseRetry(2000) == b"retry: 2000\n\n"
 
 

@@ -642,11 +642,12 @@ def test_sse_sends_a_snapshot_then_matching_events_and_keep_alives(tmp_path):
     assert clock.getDelayedCalls() == []
 
 
-def test_sse_data_with_line_breaks_becomes_several_data_lines(tmp_path):
+def test_sse_data_with_line_breaks_is_one_data_line_of_the_same_json(tmp_path):
     from resmon.webserver.sse import eventFrame
     pretty = json.dumps(analysis("h", 1, 1.0), indent=2).encode()
     frame = eventFrame("analysis", pretty)
-    assert frame.endswith(b"\n\n") and frame.count(b"\ndata: ") == pretty.count(b"\n") + 1
+    assert frame.endswith(b"\n\n") and frame.count(b"\n") == 3  # event:, data:, the end
+    assert len(frame) == len(pretty) + len(b"event: analysis\ndata: \n\n")
     assert _event(frame.rstrip(b"\n")) == ("analysis", analysis("h", 1, 1.0))
 
 

@@ -44,7 +44,7 @@ class _SnapshotStream:
         self._request.write(wire.SSE_SNAPSHOT_BEGIN)
 
     def write(self, chunk):
-        self._request.write(wire.sseSnapshotChunk(chunk))
+        self._request.write(wire.sseData(chunk))
 
     def end(self):
         self._request.write(wire.SSE_SNAPSHOT_END)
