@@ -15,9 +15,10 @@ processes); the latency is then of every analysis every dashboard received,
 from its measure's "ts" (set when it is published) to the client's receive.
 The clients ask for several events per message (/ws?batch=1) as the page
 does; --batch 0 has each analysis sent alone. --rounds N measures N times,
-each round with its dashboards connected afresh, and prints the median p99. --split runs --role=analyzer
-and --role=web as two processes instead of one --role=server (which also
-runs the rules and the webhooks), and prints each one's CPU.
+each round with its dashboards connected afresh, and prints the median p99.
+--split runs --role=analyzer and --role=web as two processes instead of one
+--role=server (which also runs the rules and the webhooks), and prints each
+one's CPU.
 """
 
 import json

@@ -156,8 +156,8 @@ def _checkAndWriteByteCode(argv, environ, options):
     import subprocess
     child = subprocess.Popen(
         [sys.executable] + _interpreterFlags() + ["-OO", "-c", WARM_UP] + list(argv),
-        env=dict({k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
-                 **{WARM_UP_PARENT_ENVIRONMENT: str(os.getpid())}),
+        env={**{k: v for k, v in environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))},
+             WARM_UP_PARENT_ENVIRONMENT: str(os.getpid())},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def stopped(number, frame):

@@ -77,10 +77,10 @@ class DashboardProtocol(WebSocketServerProtocol):
     # Whether the client asked for several events per message (/ws?batch=1):
     # the fan-out then gives it batches (sendBatch), not events.
     batching = False
-    # While a batch is written: the EagerWriter that sends it at once
-    # (resmon.webserver.eagerwrite), made for the connection's own transport.
-    _writeNow = None
+    # The EagerWriter that sends a batch at once (resmon.webserver.eagerwrite),
+    # made for the connection's own transport; used while _writingBatch.
     _eagerWriter = None
+    _writingBatch = False
 
     # Autobahn reads a TLS connection's details (tls-unique) from Twisted's TLS
     # protocol itself, and raises when the connection counter wraps it (which
@@ -171,10 +171,10 @@ class DashboardProtocol(WebSocketServerProtocol):
         if sync or chopsize or self.send_queue or self.state != self.STATE_OPEN or self.logOctets:
             WebSocketServerProtocol.sendData(self, data, sync, chopsize)
             return
-        if self._writeNow is None:
-            self.transport.write(data)
+        if self._writingBatch:
+            self._eagerWriter(data)
         else:
-            self._writeNow(data)
+            self.transport.write(data)
         self.trafficStats.outgoingOctetsWireLevel += len(data)
 
     def _principal(self):
@@ -203,11 +203,11 @@ class DashboardProtocol(WebSocketServerProtocol):
         if flow.writesAtOnce:
             # A batch is, as a rule, this client's one write of the turn: it
             # goes out now, not on the reactor's next turn (eagerwrite).
-            self._writeNow = self._eagerWriter
+            self._writingBatch = True
             try:
                 flow.send(BATCH_KEY, batch.message(PreparedEvent))
             finally:
-                self._writeNow = None
+                self._writingBatch = False
             return
         for key, message in batch.separately(PreparedEvent):
             flow.send(key, message)
