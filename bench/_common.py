@@ -73,6 +73,12 @@ class Rig:
             self._exchanges.append(name)
         return name
 
+    def deleteExchangeAtEnd(self, name):
+        """
+        Delete the exchange C{name} (one a resmon process declares) at the end.
+        """
+        self._exchanges.append(name)
+
     def start(self, label, role, *args):
         """
         Start C{twistd resmon --role=<role>} on this broker and exchange.

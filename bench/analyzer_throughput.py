@@ -31,6 +31,7 @@ from twisted.internet import defer, reactor, task
 
 from _common import TwistdProcess, argumentParser, runBenchmark
 from resmon.agent.sampler import Sampler
+from resmon.bus.topology import partitionQueue
 from resmon.defaults import DEFAULT_PREFETCH, LIVENESS_QUEUE_SUFFIX
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analyzer_peers.py")
@@ -81,6 +82,14 @@ def measure(rng, template, host, seq, cores, ts):
 def messageCount(amqp, queue):
     reply = yield amqp.channel.queue_declare(queue=queue, passive=True)
     return reply.fields[1]
+
+
+@defer.inlineCallbacks
+def totalCount(amqp, queues):
+    total = 0
+    for queue in queues:
+        total += yield messageCount(amqp, queue)
+    return total
 
 
 class PeerProcess(TwistdProcess):
@@ -155,11 +164,18 @@ def main(reactor, arguments, rig):
                                          arguments.prefetch)
     only = [name for name in arguments.only.split(",") if name]
     amqp, exchange = rig.amqp, rig.exchange
-    queue = rig.queue("resmon.bench.analyzer", [".liveness"] + [f".{kind}" for kind in PEERS_KINDS])
+    partitions = arguments.partitions
+    queue = rig.queue("resmon.bench.analyzer", [".liveness"] + [f".{kind}" for kind in PEERS_KINDS]
+                      + [f".{index}" for index in range(partitions)])
+    if partitions:
+        rig.deleteExchangeAtEnd(f"{queue}.hash")
     peerQueues = {kind: f"{queue}.{kind}" for kind in PEERS_KINDS}
     liveness = queue + LIVENESS_QUEUE_SUFFIX
+    # Where resmon's backlog waits: its queue, or each of its partitions.
+    resmonQueues = [partitionQueue(queue, index) for index in range(partitions)] or [queue]
     recorder = rig.queue("resmon.bench.recorder")
-    args = [f"--queue={queue}", "--dead-letter-queue=", f"--prefetch={prefetch}"]
+    args = [f"--queue={queue}", "--dead-letter-queue=", f"--prefetch={prefetch}",
+            f"--partitions={partitions}"]
     yield amqp.channel.queue_declare(queue=recorder, durable=False, auto_delete=False)
     yield amqp.channel.queue_bind(queue=recorder, exchange=exchange, routing_key="#.analysis")
     # Once to declare the analyzer's queue as resmon does, then stopped: the backlog waits in it.
@@ -175,7 +191,8 @@ def main(reactor, arguments, rig):
     template = templateMetrics()
     hosts = [f"host-{i:04d}.example.com" for i in range(hostCount)]
     contenders = [("resmon", lambda: TwistdProcess("bench-analyzer", [
-        "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}"] + args), queue)] + [
+        "--role=analyzer", f"--broker={rig.broker}", f"--exchange={exchange}"] + args
+        + arguments.server_args.split()), queue)] + [
         (kind, (lambda kind=kind: PeerProcess(
             kind, [rig.broker, exchange, peerQueues[kind], str(prefetch)])), peerQueues[kind])
         for kind in PEERS_KINDS]
@@ -202,8 +219,10 @@ def main(reactor, arguments, rig):
                                       began + index // hostCount)).encode()
             yield amqp.publish(exchange, host.replace(".", "_") + ".measure", body)
             seq += 1
-        for waiting in [queue] + list(peerQueues.values()) + ([liveness] if arguments.liveness else []):
-            while (yield messageCount(amqp, waiting)) < count:
+        backlogs = [resmonQueues] + [[q] for q in peerQueues.values()] + (
+            [[liveness]] if arguments.liveness else [])
+        for queues in backlogs:
+            while (yield totalCount(amqp, queues)) < count:
                 yield task.deferLater(reactor, 0.05, lambda: None)
         # Each round starts with the next contender: none always drains first.
         shift = round % len(contenders)
@@ -212,7 +231,7 @@ def main(reactor, arguments, rig):
             also = [liveness] if arguments.liveness and name == "resmon" else []
             results[name].append((yield drain(reactor, amqp, makeProcess(), count, recorder, source,
                                               also)))
-        for waiting in [queue] + list(peerQueues.values()):
+        for waiting in resmonQueues + list(peerQueues.values()):
             yield amqp.channel.queue_purge(queue=waiting)  # what a contender left out
 
     print()
@@ -243,4 +262,5 @@ def main(reactor, arguments, rig):
 
 if __name__ == "__main__":
     runBenchmark(main, argumentParser(__doc__, measures=20000, hosts=1000, cores=8,
-                                      prefetch=DEFAULT_PREFETCH, only="", rounds=1, liveness=0))
+                                      prefetch=DEFAULT_PREFETCH, only="", rounds=1, liveness=0,
+                                      server_args="", partitions=0))
