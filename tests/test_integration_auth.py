@@ -73,9 +73,31 @@ def test_resmon_users_writes_the_file_safely(tmp_path):
         p.stdout.close()
         p.stderr.close()
     assert path.read_text().count("sha256 = ") == 5
+    # Each user has an id of their own, kept by every change; a user added
+    # again under a removed user's name gets another one.
+    ids = _ids(path)
+    assert len(ids["alice"]) == 32
+    assert users(path, "set", "alice", "--role=operator").returncode == 0
+    assert _ids(path) == ids
     assert users(path, "remove", "alice").returncode == 0
     assert users(path, "list").stdout == ""
+    assert users(path, "add", "alice", "--no-password").returncode == 0
+    assert _ids(path)["alice"] not in ("", ids["alice"])
     assert sorted(os.listdir(tmp_path)) == ["users.toml"]
+
+
+def _ids(path):
+    import tomllib
+    with open(path, "rb") as f:
+        return {name: user.get("id", "") for name, user in tomllib.load(f)["users"].items()}
+
+
+def test_resmon_users_gives_an_id_to_the_users_of_an_older_file(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text('[users.alice]\nrole = "operator"\n\n[users.bob]\nrole = "viewer"\n')
+    assert users(path, "set", "bob", "--role=operator").returncode == 0
+    ids = _ids(path)
+    assert len(ids["alice"]) == 32 and len(ids["bob"]) == 32 and ids["alice"] != ids["bob"]
 
 
 def test_a_bad_users_file_stops_twistd_with_one_line(tmp_path):

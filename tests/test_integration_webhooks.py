@@ -48,9 +48,9 @@ class Roles:
         return web
 
     @defer.inlineCallbacks
-    def startWebhooks(self, label="webhooks"):
+    def startWebhooks(self, *extra, label="webhooks"):
         hooks = self.twistd(label, "--role=webhooks", "--webhook-queue", self.queue,
-                            *self.common())
+                            *(self.common() + list(extra)))
         yield hooks.waitForOutput(b"now delivers webhooks", timeout=30)
         self.webhooks = hooks
         return hooks
@@ -490,6 +490,74 @@ def test_a_hook_gets_only_the_hosts_its_owner_may_see_as_the_users_file_says_now
     yield reads
     yield publishThenWait([("db-06.analysis", "db-06")], "db-06")
     assert hosts("/alice") == ["web-01", "web-03", "db-04", "db-06"]
+
+
+def _resmonUsers(path, *args):
+    import subprocess
+    import sys
+    command = os.path.join(os.path.dirname(sys.executable), "resmon-users")
+    done = subprocess.run([command, path] + list(args), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_user_added_under_a_removed_users_name_gets_none_of_their_hooks(
+        broker, amqp, receiver, twistd, tmp_path):
+    """
+    Alice registers a hook, is removed with resmon-users, and another user
+    is added as alice (same role, same hosts): the old hook gets nothing
+    more, and the new alice neither sees nor can delete it; her own hook
+    gets what she may see.
+    """
+    from test_integration_metrics import scrape, value
+
+    users = str(tmp_path / "users.toml")
+    _resmonUsers(users, "add", "ada", "--role=admin", "--no-password")
+    _resmonUsers(users, "add", "alice", "--role=operator", "--hosts=web-*", "--no-password")
+    ada, alice = _resmonUsers(users, "token", "ada"), _resmonUsers(users, "token", "alice")
+    metricsPort = freePort()
+    roles = Roles(twistd, broker, amqp, tmp_path / "state", f"--users={users}")
+    yield roles.startWeb()
+    yield roles.startWebhooks(f"--metrics-port={metricsPort}")
+    code, old = yield api(roles.port, "POST", "/api/webhooks",
+                          {"key": "*.analysis", "url": f"{receiver.url}/old"}, token=alice)
+    assert code == 201, old
+    yield roles.bound("bound to 1 keys")
+    yield roles.publish("web-01.analysis", {"v": 1, "kind": "analysis", "host": "web-01"})
+    yield receiver.waitFor(lambda r: len(r.on("/old")) == 1, "the old alice's delivery")
+
+    reads = [process.waitForOutputCount(b"read the users file", 1, timeout=15)
+             for process in (roles.web, roles.webhooks)]
+    # Changed on a copy put in place at once: both processes read it once.
+    changed = str(tmp_path / "users-changed.toml")
+    shutil.copy(users, changed)
+    _resmonUsers(changed, "remove", "alice")
+    _resmonUsers(changed, "add", "alice", "--role=operator", "--hosts=web-*", "--no-password")
+    newAlice = _resmonUsers(changed, "token", "alice")
+    os.replace(changed, users)
+    yield defer.gatherResults(reads)
+    code, listed = yield api(roles.port, "GET", "/api/webhooks", token=newAlice)
+    assert (code, listed) == (200, {"webhooks": []})
+    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{old['id']}", token=newAlice)
+    assert code == 404
+    code, new = yield api(roles.port, "POST", "/api/webhooks",
+                          {"key": "web-02.analysis", "url": f"{receiver.url}/new"},
+                          token=newAlice)
+    assert code == 201 and new["owner"] == "alice"
+    yield roles.bound("bound to 2 keys")     # the webhooks role knows of the new hook
+    yield roles.publish("web-02.analysis", {"v": 1, "kind": "analysis", "host": "web-02"})
+    yield receiver.waitFor(lambda r: len(r.on("/new")) == 1, "the new alice's delivery")
+    # Judged with the new hook's, in the same turn: the old hook's owner is gone.
+    samples = yield scrape(metricsPort)
+    assert value(samples, "resmon_webhook_deliveries_total", result="owner-gone") == 1
+    assert [r["json"]["event"]["host"] for r in receiver.on("/old")] == ["web-01"]
+    assert [r["json"]["event"]["host"] for r in receiver.on("/new")] == ["web-02"]
+    # The admin sees both hooks, under the one name.
+    code, listed = yield api(roles.port, "GET", "/api/webhooks", token=ada)
+    assert sorted((h["id"], h["owner"]) for h in listed["webhooks"]) == sorted(
+        [(old["id"], "alice"), (new["id"], "alice")])
 
 
 @pytest_twisted.inlineCallbacks

@@ -18,7 +18,7 @@ from resmon.auth.principal import REQUEST_ATTRIBUTE, UNRESTRICTED, principalOf
 from resmon.auth.sessions import COOKIE, SessionStore
 from resmon.auth.throttle import LoginThrottle
 from resmon.auth.usersfile import (
-    Token, User, Users, UsersFileError, dumpUsers, loadUsers, parseUsers, writeUsers)
+    Token, User, Users, UsersFileError, dumpUsers, loadUsers, newUserId, parseUsers, writeUsers)
 from resmon.webserver.origins import OriginPolicy
 
 # The weakest parameters a users file may hold: fast tests, same code.
@@ -97,6 +97,10 @@ def test_write_replaces_atomically_and_keeps_the_old_file_on_failure(tmp_path, m
     ('[users."al ice"]\n', "user name 'al ice'"),
     ('[users.alice.tokens.abcd]\nsha256 = "xyz"\n', "user 'alice': token 'abcd': sha256"),
     ('[users.alice\n', "is not valid TOML"),
+    ('[users.alice]\nid = "not hex"\n', "user 'alice': id: expected 16 to 64 lower-case hex"),
+    ('[users.alice]\nid = 7\n', "user 'alice': id:"),
+    ('[users.alice]\nid = "%s"\n[users.bob]\nid = "%s"\n' % ("ab" * 16, "ab" * 16),
+     "two users have the same id"),
 ])
 def test_bad_files_are_refused_with_one_line_naming_user_and_field(tmp_path, text, expected):
     path = tmp_path / "users.toml"
@@ -104,6 +108,16 @@ def test_bad_files_are_refused_with_one_line_naming_user_and_field(tmp_path, tex
     with pytest.raises(UsersFileError) as e:
         loadUsers(str(path))
     assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_users_id_is_written_read_back_and_given_to_their_principal(tmp_path):
+    path = _users(tmp_path, User("alice", None, "operator", ("web-*",), id="c0" * 16),
+                  User("bob"))
+    users = loadUsers(path)
+    assert users.get("alice").id == "c0" * 16 and users.get("bob").id is None
+    assert users.get("alice").principal().userId == "c0" * 16
+    assert users.get("bob").principal().userId is None
+    assert len(newUserId()) == 32 and newUserId() != newUserId()
 
 
 def test_dump_escapes_what_toml_needs():

@@ -422,6 +422,27 @@ def test_notifications_are_kept_for_the_users_of_the_directory_only():
     assert kept == {"mallory": [], "alice": [], "bob": ["n2"]}
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_user_added_under_a_removed_users_name_is_not_sent_their_notifications(database):
+    pool, dialect = database
+    clock = Clock()
+    fanout = _fanout(clock)
+    oldAlice = Principal("alice", VIEWER, ["web-01"], userId="0a" * 16)
+    newAlice = Principal("alice", VIEWER, ["web-01"], userId="0b" * 16)
+    directory = Directory(oldAlice)
+    center = NotificationCenter(fanout, clock, directory,
+                                store=DatabaseNotifications(pool, dialect))
+    yield center.notify(_notification("user", "alice", "for-the-old-alice"))
+    directory._principals = (newAlice,)          # removed, and another added as alice
+    yield center.notify(_notification("user", "alice", "for-the-new-alice"))
+    client, raw = _socket(fanout, newAlice)
+    yield center.sendKept(client, newAlice)
+    assert [n["id"] for n in json.loads(raw[-1])["notifications"]] == ["for-the-new-alice"]
+    client, raw = _socket(fanout, oldAlice)
+    yield center.sendKept(client, oldAlice)
+    assert [n["id"] for n in json.loads(raw[-1])["notifications"]] == ["for-the-old-alice"]
+
+
 class RecordingStore(MemoryNotifications):
     """
     A memory store that records its writes, and can leave them pending.

@@ -241,3 +241,75 @@ def test_a_registration_body_that_is_not_json_is_a_400(body):
     request.content = io.BytesIO(body)
     answer = WebhooksResource(registry=None).render(request)
     assert request.responseCode == 400 and json.loads(answer)["error"] == "the body is not JSON"
+
+
+ALICE_ID, NEW_ALICE_ID = "a1" * 16, "b2" * 16
+# Alice, and another user given her name after she was removed.
+ALICE_BOUND = Principal("alice", OPERATOR, hosts=["web-*"], userId=ALICE_ID)
+NEW_ALICE = Principal("alice", OPERATOR, hosts=["web-*"], userId=NEW_ALICE_ID)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_registry_with_owners_gets_the_owner_id_column_and_keeps_its_hooks(newPool):
+    old = newPool()
+    yield old.pool.runOperation(OLD_HOOKS_TABLE)
+    yield old.pool.runOperation("ALTER TABLE webhook_hooks ADD COLUMN owner TEXT")
+    yield old.pool.runOperation(
+        "INSERT INTO webhook_hooks VALUES ('old', 'a.b', 'http://127.0.0.1:1/', 's', 0.5, "
+        "'active', NULL, NULL, NULL, NULL, 'alice')")
+    assert "owner_id" not in (yield _columns(old))
+    hooks = yield old.hooks()
+    assert [(h.id, h.owner, h.ownerId) for h in hooks] == [("old", "alice", None)]
+    assert "owner_id" in (yield _columns(old))
+
+
+@pytest_twisted.inlineCallbacks
+def test_hooks_are_bound_to_their_owners_id_not_only_their_name(newPool):
+    store = newPool()
+    for hookId, owner, ownerId in [("bound", "alice", ALICE_ID), ("legacy", "alice", None),
+                                   ("bobs", "bob", None), ("none", None, None)]:
+        yield store.add(storage.Hook(hookId, "a.b", "http://127.0.0.1:1/", "s", 1.0,
+                                     storage.ACTIVE, owner=owner, ownerId=ownerId), 10, 10)
+    mine, theirs = storage.ownedBy(ALICE_BOUND), storage.ownedBy(NEW_ALICE)
+    assert [h.id for h in (yield store.hooks(ownedBy=mine))] == ["bound", "legacy"]
+    # The hook bound to the removed alice is not the new alice's, nor can she remove it.
+    assert [h.id for h in (yield store.hooks(ownedBy=theirs))] == ["legacy"]
+    assert (yield store.hook("bound", ownedBy=theirs)) is None
+    assert (yield store.remove(hookId="bound", ownedBy=theirs)) == []
+    # A user without an id sees only hooks bound to none.
+    assert [h.id for h in (yield store.hooks(ownedBy=storage.Owner("alice", None)))] == ["legacy"]
+
+    # Binding: each hook of an owner with an id, once; bob has none, so his stays unbound.
+    version = yield store.version()
+    assert (yield store.bindOwners({"alice": ALICE_ID, "carol": "c3" * 16})) == 1
+    assert (yield store.version()) != version     # every process reads the registry again
+    assert (yield store.bindOwners({"alice": NEW_ALICE_ID})) == 0
+    hooks = {h.id: h for h in (yield store.hooks())}
+    assert {i: h.ownerId for i, h in hooks.items()} == {
+        "bound": ALICE_ID, "legacy": ALICE_ID, "bobs": None, "none": None}
+    assert (yield store.hooks(ownedBy=theirs)) == []
+    assert hooks["legacy"].isOwnedBy(ALICE_BOUND) and not hooks["legacy"].isOwnedBy(NEW_ALICE)
+    assert hooks["bobs"].isOwnedBy(BOB) and not hooks["none"].isOwnedBy(BOB)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_user_given_a_removed_users_name_gets_none_of_their_hooks_from_the_api(api):
+    code, old = yield _register(api, ALICE_BOUND)
+    assert code == 201 and old["owner"] == "alice"
+    code, body = yield _call(api, b"GET", "", NEW_ALICE)
+    assert (code, body) == (200, {"webhooks": []})
+    for method, path in [(b"GET", old["id"]), (b"GET", f"{old['id']}/deliveries"),
+                         (b"POST", f"{old['id']}/ping"), (b"DELETE", old["id"])]:
+        code, body = yield _call(api, method, path, NEW_ALICE)
+        assert (code, body["error"]) == (404, "no such webhook"), (method, path)
+    code, body = yield _call(api, b"DELETE", "", NEW_ALICE, key="deploy.event")
+    assert (code, body) == (200, {"deleted": []})
+    code, new = yield _register(api, NEW_ALICE)
+    code, body = yield _call(api, b"GET", "", NEW_ALICE)
+    assert [h["id"] for h in body["webhooks"]] == [new["id"]]
+    code, body = yield _call(api, b"GET", "", ALICE_BOUND)
+    assert [h["id"] for h in body["webhooks"]] == [old["id"]]
+    # An admin sees both, under the one name.
+    code, body = yield _call(api, b"GET", "", CAROL)
+    assert [(h["id"], h["owner"]) for h in body["webhooks"]] == [
+        (old["id"], "alice"), (new["id"], "alice")]

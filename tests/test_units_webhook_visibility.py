@@ -435,3 +435,98 @@ def test_a_hook_at_its_backlog_cap_does_not_warn_at_every_event(tmp_path):
         globalLogPublisher.removeObserver(observer)
         yield dispatcher.stop()
         store.close()
+
+
+OLD_ID, NEW_ID = "0a" * 16, "0b" * 16
+
+
+def _boundHook(hookId, key, owner, ownerId):
+    return storage.Hook(hookId, key, "http://127.0.0.1:1/", "secret", 1.0, storage.ACTIVE,
+                        owner=owner, ownerId=ownerId)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hook_of_a_removed_user_gets_nothing_when_another_user_takes_the_name(tmp_path):
+    """
+    Alice (id OLD_ID) registered a hook, was removed, and another user was
+    added as alice (NEW_ID): the old hook's owner is gone, for events
+    received and for deliveries stored before; the new alice's hook, and a
+    hook bound to no id (registered before users had ids), get what she
+    may see.
+    """
+    oldAlice = User("alice", None, "operator", ("#",), id=OLD_ID)
+    watcher = Watcher(oldAlice, ADA)
+    poster = RecordingPoster()
+    store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher), poster)
+    try:
+        for hook in (_boundHook("old", "#", "alice", OLD_ID),
+                     _boundHook("legacy", "#", "alice", None)):
+            yield store.add(hook, 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01", "n": 1}')
+        assert (yield store.pendingCount("old")) == 1 == (yield store.pendingCount("legacy"))
+        # Alice removed, and another alice added (same name, same hosts).
+        watcher.current = Users([User("alice", None, "operator", ("#",), id=NEW_ID), ADA])
+        yield store.add(_boundHook("new", "#", "alice", NEW_ID), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01", "n": 2}')
+        assert dispatcher.counters["owner-gone"] == 1
+        assert (yield store.pendingCount("old")) == 1          # only the one stored before
+        dispatcher.setDelivering(True)
+        yield _until(lambda: dispatcher.counters["owner-gone"] == 2, "the old delivery withheld")
+        yield _until(lambda: len(poster.posted) == 3, "the deliveries of legacy and new")
+        assert sorted(p["hook"] + str(p["event"]["n"]) for p in poster.posted) == [
+            "legacy1", "legacy2", "new2"]
+        assert (yield store.pendingCount("old")) == 0
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+def test_a_webhook_event_about_a_removed_users_hook_is_not_for_the_new_user_of_the_name():
+    newAlice = User("alice", None, "operator", ("web-*",), id=NEW_ID)
+    owners = OwnerFilter(Watcher(newAlice, ADA))
+    hookOwners = {"h-old": storage.Owner("alice", OLD_ID), "h-new": storage.Owner("alice", NEW_ID),
+                  "h-legacy": storage.Owner("alice", None)}
+    disabled = {"v": 1, "kind": "webhook", "hook": "h-old", "state": "disabled"}
+
+    def audience(hookId):
+        return audienceOf("resmon.webhook", dict(disabled, hook=hookId),
+                          lambda h: hookOwners.get(h, NOBODY))
+    assert owners.mayReceive("alice", audience("h-old"), NEW_ID) == "not-visible"
+    assert owners.mayReceive("alice", audience("h-new"), NEW_ID) is None
+    assert owners.mayReceive("alice", audience("h-legacy"), NEW_ID) is None
+    # A hook bound to the removed alice's id: its owner is gone.
+    assert owners.mayReceive("alice", audience("h-old"), OLD_ID) == "owner-gone"
+    assert owners.mayReceive("ada", audience("h-old")) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_webhooks_role_binds_hooks_registered_before_ids_once_per_reading_of_users(tmp_path):
+    from resmon.services.webhooks import WebhooksService
+
+    watcher = Watcher(User("alice", None, "operator", ("#",), id=OLD_ID), ADA)
+    store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher))
+    service = WebhooksService(None, store, dispatcher, Clock(), "q")
+    try:
+        for hook in (_hook("alices", "#", "alice"), _hook("adas", "#", "ada"),
+                     _hook("nobodys", "#", None)):
+            yield store.add(hook, 10, 10)
+        yield service._bindOwners()
+        owners = {h.id: h.ownerId for h in (yield store.hooks())}
+        assert owners == {"alices": OLD_ID, "adas": None, "nobodys": None}   # ada has no id
+        # Read again: alice removed, another alice added; and ada given an id.
+        watcher.current = Users([User("alice", None, "operator", ("#",), id=NEW_ID),
+                                 User("ada", None, "admin", (), id="0c" * 16)])
+        yield service._bindOwners()
+        owners = {h.id: h.ownerId for h in (yield store.hooks())}
+        assert owners == {"alices": OLD_ID, "adas": "0c" * 16, "nobodys": None}
+        # Nothing to do for the users already bound by.
+        version = yield store.version()
+        yield store.add(_hook("late", "#", "alice"), 10, 10)
+        yield service._bindOwners()
+        assert (yield store.hook("late")).ownerId is None
+        assert (yield store.version()) == version + 1          # the add alone
+    finally:
+        yield dispatcher.stop()
+        store.close()

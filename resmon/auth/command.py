@@ -16,7 +16,7 @@ import time
 from resmon.auth import passwords
 from resmon.auth.principal import ROLES, VIEWER
 from resmon.auth.usersfile import (
-    Token, User, Users, UsersFileError, checkName, checkPattern, loadUsers, writeUsers)
+    Token, User, Users, UsersFileError, checkName, checkPattern, loadUsers, newUserId, writeUsers)
 
 
 class CommandError(Exception):
@@ -116,7 +116,7 @@ def _run(args, stdin, stdout, stderr):
         _checkSettings(args)
         password = None if args.no_password else _readPassword(stdin, stderr)
         users.users[name] = User(name, password, args.role or VIEWER, args.hosts or (),
-                                 args.groups or ())
+                                 args.groups or (), id=newUserId())
         message = f"added {_describe(users.users[name])}"
     elif args.command == "passwd":
         user = _user(users, name)
@@ -148,6 +148,9 @@ def _run(args, stdin, stdout, stderr):
         if user.tokens.pop(args.token, None) is None:
             raise CommandError(f"user {name!r} has no token {args.token!r}")
         message = f"revoked token {args.token} of {name}"
+    for user in users.users.values():
+        if user.id is None:  # a file written before users had ids
+            user.id = newUserId()
     writeUsers(path, Users(users.users.values()))
     if args.command == "token":
         print(f"token {tokenId} of {name} (shown once, keep it secret):", file=stderr)

@@ -29,15 +29,18 @@ class Principal:
         such as C{web-*}, or an AMQP topic pattern over its routing word, as
         in C{--agent-users}), or L{None} for every host. Admins see every host.
     @param groups: the user's groups (for C{group.<group>.notify}).
+    @param userId: the user's id in the users file (L{None} without one):
+        a webhook is bound to its owner's name and id.
     """
 
-    def __init__(self, name, role=VIEWER, hosts=(), groups=()):
+    def __init__(self, name, role=VIEWER, hosts=(), groups=(), userId=None):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self.name = name
         self.role = role
         self.hosts = None if hosts is None or role == ADMIN else tuple(hosts)
         self.groups = frozenset(groups)
+        self.userId = userId
         self._seen = {}
 
     @property

@@ -7,6 +7,7 @@ readable by its owner only (see C{resmon-users} and C{docs/security.md}).
 
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 
 try:
@@ -20,8 +21,12 @@ from resmon.auth.principal import ROLES, VIEWER, Principal
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 TOKEN_ID = re.compile(r"^[a-z0-9]{4,32}$")
+# A user's id: given once, when resmon-users adds the user (or first writes
+# a file whose user has none), and never again; a user removed and added
+# under the same name is another user, with another id.
+USER_ID = re.compile(r"^[0-9a-f]{16,64}$")
 MAX_PATTERN = 255
-_USER_KEYS = {"password", "role", "hosts", "groups", "tokens"}
+_USER_KEYS = {"id", "password", "role", "hosts", "groups", "tokens"}
 _TOKEN_KEYS = {"sha256", "created", "label"}
 
 
@@ -48,6 +53,9 @@ class User:
         L{None} for a user who may only use API tokens.
     @ivar hosts: the host patterns the user may see (C{"#"}: every host);
         ignored for admins, who see every host.
+    @ivar id: what tells this user from another of the same name, before
+        or after (what a webhook's owner is bound to); L{None} in a file no
+        C{resmon-users} of this version wrote yet.
     """
 
     name: str
@@ -56,6 +64,7 @@ class User:
     hosts: tuple = ()
     groups: tuple = ()
     tokens: dict = field(default_factory=dict)
+    id: str = None
 
     def principal(self):
         """
@@ -65,7 +74,7 @@ class User:
         principal = self.__dict__.get("_principal")
         if principal is None:
             principal = self.__dict__["_principal"] = Principal(
-                self.name, self.role, self.hosts, self.groups)
+                self.name, self.role, self.hosts, self.groups, userId=self.id)
         return principal
 
 
@@ -87,6 +96,13 @@ class Users:
         The L{User} and L{Token} of an API token, or L{None}.
         """
         return self.byTokenDigest.get(passwords.tokenDigest(token))
+
+
+def newUserId():
+    """
+    A new user's id: 128 random bits, in hex.
+    """
+    return secrets.token_hex(16)
 
 
 def _strings(value, where, check):
@@ -140,6 +156,10 @@ def parseUsers(document):
         if unknown:
             raise UsersFileError(f"{where}: unknown field {sorted(unknown)[0]!r} "
                                  f"(expected {', '.join(sorted(_USER_KEYS))})")
+        userId = entry.get("id")
+        if userId is not None and not (isinstance(userId, str) and USER_ID.match(userId)):
+            raise UsersFileError(f"{where}: id: expected 16 to 64 lower-case hex digits, "
+                                 "as resmon-users writes")
         password = entry.get("password")
         if password is not None:
             if not isinstance(password, str):
@@ -172,10 +192,13 @@ def parseUsers(document):
             if not isinstance(created, (int, float)) or not isinstance(label, str):
                 raise UsersFileError(f"{tokenWhere}: created is a number, label a string")
             tokens[tokenId] = Token(tokenId, digest, float(created), label)
-        users.append(User(name, password, role, hosts, groups, tokens))
+        users.append(User(name, password, role, hosts, groups, tokens, userId))
     result = Users(users)
     if len(result.byTokenDigest) != sum(len(user.tokens) for user in users):
         raise UsersFileError("two tokens have the same sha256")
+    ids = [user.id for user in users if user.id is not None]
+    if len(set(ids)) != len(ids):
+        raise UsersFileError("two users have the same id")
     return result
 
 
@@ -212,6 +235,8 @@ def dumpUsers(users):
     lines = ["# resmon users file: written by resmon-users (see docs/security.md).", ""]
     for user in sorted(users.users.values(), key=lambda u: u.name):
         lines.append(f"[users.{_string(user.name)}]")
+        if user.id is not None:
+            lines.append(f"id = {_string(user.id)}")
         if user.password is not None:
             lines.append(f"password = {_string(user.password)}")
         lines.append(f"role = {_string(user.role)}")

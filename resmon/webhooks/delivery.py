@@ -295,11 +295,12 @@ class WebhookDispatcher:
             if owner is None:
                 visible.append(hook)
                 continue
-            why = answers.get(owner, False)
+            why = answers.get((owner, hook.ownerId), False)
             if why is False:
                 if audience is None:
                     audience = audienceOf(routingKey, event, self._ownerOfHook)
-                why = answers[owner] = self.owners.mayReceive(owner, audience)
+                why = answers[owner, hook.ownerId] = self.owners.mayReceive(
+                    owner, audience, hook.ownerId)
             if why is None:
                 visible.append(hook)
             else:
@@ -308,7 +309,9 @@ class WebhookDispatcher:
 
     def _ownerOfHook(self, hookId):
         hook = self.hooks.get(hookId)
-        return NOBODY if hook is None else hook.owner
+        if hook is None:
+            return NOBODY
+        return None if hook.owner is None else storage.Owner(hook.owner, hook.ownerId)
 
     def withheld(self, hook, delivery):
         """
@@ -318,7 +321,7 @@ class WebhookDispatcher:
         owner = hook.owner
         if owner is None:
             return None
-        principal = self.owners.principalOf(owner)
+        principal = self.owners.principalOf(owner, hook.ownerId)
         if isinstance(principal, str):
             return principal
         if principal.seesEverything and not addressed(delivery.key):
@@ -331,7 +334,8 @@ class WebhookDispatcher:
         if key == wire.WEBHOOK_PING_KEY and isPing(event):
             # A test delivery (POST /api/webhooks/<id>/ping): about nothing.
             return None
-        return self.owners.mayReceive(owner, audienceOf(key, event, self._ownerOfHook))
+        return self.owners.mayReceive(owner, audienceOf(key, event, self._ownerOfHook),
+                                      hook.ownerId)
 
     def _nextDeliveries(self):
         """

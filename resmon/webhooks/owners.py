@@ -31,6 +31,7 @@ What an event is about (L{audienceOf}):
 
 from resmon import topics, wire
 from resmon.topics import alertSubject
+from resmon.webhooks.store import Owner
 
 # Why a hook does not get an event (counted under these names).
 NOT_VISIBLE, OWNER_GONE, NO_USERS = "not-visible", "owner-gone", "no-users"
@@ -77,11 +78,21 @@ class EventAudience:
         elif principal.seesEverything:
             return True
         elif self.aboutHook:
-            return self.hookOwner is not None and self.hookOwner == principal.name
+            return isOwner(self.hookOwner, principal)
         for subject in self.subjects:
             if _tooLong(subject) or not principal.maySee(subject):
                 return False
         return True
+
+
+def isOwner(owner, principal):
+    """
+    Whether C{principal} is C{owner}: a L{resmon.webhooks.store.Owner} (the
+    same name, and the same id unless it is bound to none), or a user's name.
+    """
+    if isinstance(owner, Owner):
+        return owner.name == principal.name and (owner.id is None or owner.id == principal.userId)
+    return isinstance(owner, str) and owner == principal.name
 
 
 def _tooLong(subject):
@@ -172,32 +183,37 @@ class OwnerFilter:
     def __init__(self, watcher):
         self.watcher = watcher
 
-    def principalOf(self, owner):
+    def principalOf(self, owner, ownerId=None):
         """
         The L{resmon.auth.principal.Principal} of C{owner} as the users file
         says now, or why there is none (L{NO_USERS}, L{OWNER_GONE}).
+
+        @param ownerId: the id of the user the hook is bound to, or L{None}
+            for a hook bound to none: a user of the same name with another
+            id is another user, and the owner is gone.
         """
         if self.watcher is None:
             return NO_USERS
         user = self.watcher.current.get(owner)
-        if user is None:
+        if user is None or (ownerId is not None and user.id != ownerId):
             return OWNER_GONE
         principal = user.principal()
         if not principal.mayAct:
             return OWNER_GONE
         return principal
 
-    def mayReceive(self, owner, audience):
+    def mayReceive(self, owner, audience, ownerId=None):
         """
-        Whether the hook of C{owner} (a user's name, or L{None}) may
-        receive an event of L{EventAudience} C{audience}.
+        Whether the hook of C{owner} (a user's name, or L{None}; bound to
+        the user's id C{ownerId}, see L{principalOf}) may receive an event
+        of L{EventAudience} C{audience}.
 
         @return: L{None} if it may, else why not (L{NOT_VISIBLE},
             L{OWNER_GONE} or L{NO_USERS}).
         """
         if owner is None:
             return None
-        principal = self.principalOf(owner)
+        principal = self.principalOf(owner, ownerId)
         if isinstance(principal, str):
             return principal
         return None if audience.admits(principal) else NOT_VISIBLE

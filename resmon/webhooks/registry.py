@@ -3,10 +3,11 @@ The registry's operations, as the web role's API uses them: validation,
 limits, secrets, storage, ownership.
 
 Each hook records its owner, the user who registered it (L{None} without
-authentication). The operations that read or change one hook or a key's
-hooks take C{ownedBy}: the owner whose hooks they are limited to, or
-L{None} for every hook (an admin, or no authentication). A hook of another
-owner is answered as if it did not exist.
+authentication), by name and id. The operations that read or change one
+hook or a key's hooks take C{ownedBy}: the L{store.Owner} whose hooks they
+are limited to, or L{None} for every hook (an admin, or no authentication).
+A hook of another owner is answered as if it did not exist, a hook of a
+removed user included when a new user takes the name.
 """
 
 import uuid
@@ -45,9 +46,11 @@ class WebhookRegistry:
         self.resolve = resolve or NameResolver(clock).resolveToCheck
 
     @defer.inlineCallbacks
-    def register(self, document, owner=None):
+    def register(self, document, owner=None, ownerId=None):
         """
-        Register the hook the JSON C{document} describes, owned by C{owner}.
+        Register the hook the JSON C{document} describes, owned by C{owner}
+        (a user's name) and bound to their id C{ownerId} (L{None} for a user
+        without one: see L{store.WebhookStore.bindOwners}).
 
         @return: a L{Deferred} of its description, with its secret.
         @raise validation.InvalidWebhook: naming the field that is wrong.
@@ -55,7 +58,7 @@ class WebhookRegistry:
         key, url, host, port, secret = validation.checkRegistration(document)
         yield validation.checkTarget(host, port, self.resolve, self.allowPrivate)
         hook = store.Hook(uuid.uuid4().hex, key, url, secret or newSecret(),
-                          self.clock.seconds(), store.ACTIVE, owner=owner)
+                          self.clock.seconds(), store.ACTIVE, owner=owner, ownerId=ownerId)
         limit = yield self.store.add(hook, self.maxHooks, self.maxPerKey)
         if limit == "hooks":
             raise validation.InvalidWebhook("key", f"at most {self.maxHooks} hooks in all")

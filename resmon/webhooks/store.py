@@ -12,6 +12,7 @@ change of the registry: the webhooks role polls it).
 
 import os
 import time
+from collections import namedtuple
 from urllib.parse import unquote, urlsplit
 
 from twisted.enterprise import adbapi
@@ -64,6 +65,9 @@ _SCHEMA = [
 # database made by an older resmon gets them at its next start.
 _ADDED_COLUMNS = [
     ("webhook_hooks", "owner", "TEXT"),
+    # The owner's id in the users file (NULL: registered before users had
+    # ids, until bindOwners binds it, or by a user without one).
+    ("webhook_hooks", "owner_id", "TEXT"),
     # The bytes of a pending delivery's body, for the budget of them all
     # (NULL for those stored by an older resmon: their length is read).
     ("webhook_pending", "size", "BIGINT"),
@@ -76,16 +80,32 @@ _AFTER_COLUMNS = [
 ]
 
 
+class Owner(namedtuple("Owner", "name id")):
+    """
+    Whose hooks an operation is limited to: a user's C{name} and C{id}
+    (L{None} for a user without one). A hook bound to another id is
+    another user's, whose name this user took after it was removed.
+    """
+
+
+def ownedBy(principal):
+    """
+    The L{Owner} of C{principal}'s hooks.
+    """
+    return Owner(principal.name, principal.userId)
+
+
 class Hook:
     """
     One registered webhook, as stored.
     """
 
     __slots__ = ("id", "key", "url", "secret", "created", "state", "failingSince",
-                 "lastAttempt", "lastResult", "lastSuccess", "owner")
+                 "lastAttempt", "lastResult", "lastSuccess", "owner", "ownerId")
 
     def __init__(self, id, key, url, secret, created, state, failingSince=None,
-                 lastAttempt=None, lastResult=None, lastSuccess=None, owner=None):
+                 lastAttempt=None, lastResult=None, lastSuccess=None, owner=None,
+                 ownerId=None):
         self.id = id
         self.key = key
         self.url = url
@@ -96,8 +116,18 @@ class Hook:
         self.lastAttempt = lastAttempt
         self.lastResult = lastResult
         self.lastSuccess = lastSuccess
-        # The user who registered it (None: registered without authentication).
+        # The user who registered it (None: registered without authentication),
+        # and their id (None: not bound to one yet, see WebhookStore.bindOwners).
         self.owner = owner
+        self.ownerId = ownerId
+
+    def isOwnedBy(self, principal):
+        """
+        Whether C{principal} is the user who registered this hook: their
+        name, and their id unless the hook is bound to none.
+        """
+        return self.owner == principal.name and (
+            self.ownerId is None or self.ownerId == principal.userId)
 
     @property
     def shownState(self):
@@ -119,7 +149,7 @@ class Hook:
 
 
 _HOOK_COLUMNS = ("id, hkey, url, secret, created, state, failing_since, last_attempt, "
-                 "last_result, last_success, owner")
+                 "last_result, last_success, owner, owner_id")
 
 
 class Pending:
@@ -307,9 +337,9 @@ class WebhookStore:
             return "per-key"
         cursor.execute(self._sql(
             f"INSERT INTO webhook_hooks ({_HOOK_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             (hook.id, hook.key, hook.url, hook.secret, hook.created, hook.state, None, None,
-             None, None, hook.owner))
+             None, None, hook.owner, hook.ownerId))
         self._bump(cursor)
         return None
 
@@ -319,10 +349,49 @@ class WebhookStore:
         pairs; one whose value is L{None} is left out.
         """
         given = [(column, value) for column, value in conditions if value is not None]
-        if not given:
+        clauses, parameters = [], []
+        for column, value in given:
+            if column == "owner" and isinstance(value, Owner):
+                # The user's hooks: bound to their id, or to none yet.
+                clauses.append("owner = ?")
+                parameters.append(value.name)
+                if value.id is None:
+                    clauses.append("owner_id IS NULL")
+                else:
+                    clauses.append("(owner_id = ? OR owner_id IS NULL)")
+                    parameters.append(value.id)
+            else:
+                clauses.append(f"{column} = ?")
+                parameters.append(value)
+        if not clauses:
             return "", ()
-        return (self._sql(" WHERE " + " AND ".join(f"{column} = ?" for column, _ in given)),
-                tuple(value for _, value in given))
+        return self._sql(" WHERE " + " AND ".join(clauses)), tuple(parameters)
+
+    def bindOwners(self, userIds):
+        """
+        Bind every hook whose owner has no id yet (registered before users
+        had ids) to its owner's id in C{userIds} (user name to id, the users
+        file as read now): from then on, a user removed and added again
+        under the same name no longer gets them.
+
+        @return: a L{Deferred} of how many hooks were bound.
+        """
+        return self._run(self._bindOwners, dict(userIds))
+
+    def _bindOwners(self, cursor, userIds):
+        cursor.execute("SELECT DISTINCT owner FROM webhook_hooks "
+                       "WHERE owner IS NOT NULL AND owner_id IS NULL")
+        bound = 0
+        for (owner,) in cursor.fetchall():
+            if userIds.get(owner) is None:
+                continue
+            cursor.execute(self._sql("UPDATE webhook_hooks SET owner_id = ? "
+                                     "WHERE owner = ? AND owner_id IS NULL"),
+                           (userIds[owner], owner))
+            bound += cursor.rowcount
+        if bound:
+            self._bump(cursor)  # every process reads the registry again
+        return bound
 
     def hooks(self, key=None, ownedBy=None):
         """

@@ -29,6 +29,17 @@ MAX_MEMORY_USERS = 10_000
 # for the store; past that, what comes is sent to dashboards but not kept.
 MAX_PENDING_WRITES = 1000
 
+def keptFor(principal):
+    """
+    Whose notifications a user's are in the store: their name, and their
+    id when they have one (C{name#id}; C{#} is in no user's name), so that a
+    user added under a removed user's name is not sent the removed one's.
+    """
+    if principal.userId is None:
+        return principal.name
+    return f"{principal.name}#{principal.userId}"
+
+
 class MemoryNotifications:
     """
     The last L{KEPT} notification frames of each user, in memory.
@@ -236,7 +247,7 @@ class NotificationCenter:
         names = []
         for principal in self.directory.principals():
             if self._addressed(principal, notification):
-                names.append(principal.name)
+                names.append(keptFor(principal))
         return names
 
     def _addressed(self, principal, notification):
@@ -346,7 +357,7 @@ class NotificationCenter:
                 continue
             self.counters["alerts"] += 1
             body = wire.encodeJSON(notification.document())
-            entries.append((principal.name, notification.id, notification.ts, body))
+            entries.append((keptFor(principal), notification.id, notification.ts, body))
             self._deliver(notification, body, clientsByName.get(principal.name, ()))
         self._keep(entries)
 
@@ -357,7 +368,7 @@ class NotificationCenter:
         """
         if principal is None or principal.name is None:
             return defer.succeed(None)
-        d = self.store.recent(principal.name)
+        d = self.store.recent(keptFor(principal))
 
         def send(bodies):
             documents = [wire.loadJSON(body, wire.MAX_NOTIFY_BODY * 2) for body in bodies]

@@ -25,6 +25,7 @@ from twisted.web import server
 
 from resmon import wire
 from resmon.auth.principal import principalOf
+from resmon.webhooks.store import ownedBy
 from resmon.webserver.httpapi import JSONResource
 
 JSON_TYPE = b"application/json"
@@ -101,7 +102,7 @@ class WebhooksResource(JSONResource):
         The owner whose hooks the request may see (L{None}: every hook).
         """
         principal = principalOf(request)
-        return None if principal.isAdmin else principal.name
+        return None if principal.isAdmin else ownedBy(principal)
 
     def render_GET(self, request):
         refused = self._refused(request)
@@ -151,7 +152,8 @@ class WebhooksResource(JSONResource):
         except (UnicodeDecodeError, ValueError, RecursionError):
             return self.renderError(request, "the body is not JSON", 400, field=None)
         return self._answer(request, self._call(
-            self.registry.register, document, owner=principalOf(request).name), 201)
+            self.registry.register, document, owner=principalOf(request).name,
+            ownerId=principalOf(request).userId), 201)
 
     def render_DELETE(self, request):
         refused = self._refused(request)
