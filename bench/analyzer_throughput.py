@@ -13,8 +13,13 @@ last consumer, does not hold it. With --liveness 1 it does, as in a steady flow,
 analyzer that judges host liveness receives every measure twice: resmon's drain then ends when
 both queues are empty, and its figures are those of that process.
 
+With --partitions N the analyzer's backlog waits in N partition queues behind a consistent-hash
+exchange (--partitions of twistd resmon), all consumed by the one process; --server-args adds
+options to its command line (e.g. "--analyzers=usage").
+
 Usage: python bench/analyzer_throughput.py [--broker URL] [--measures N] [--hosts N] [--cores N]
        [--prefetch N] [--only resmon,txamqp,pika] [--rounds N] [--liveness 0|1]
+       [--partitions N] [--server-args "..."]
 Needs RabbitMQ, resmon installed with its test extra (the twistd on this interpreter's PATH,
 psutil, pika).
 """
