@@ -83,6 +83,7 @@ def test_resmon_users_writes_the_file_safely(tmp_path):
     assert users(path, "list").stdout == ""
     assert users(path, "add", "alice", "--no-password").returncode == 0
     assert _ids(path)["alice"] not in ("", ids["alice"])
+    assert "predates_ids" not in path.read_text()
     assert sorted(os.listdir(tmp_path)) == ["users.toml"]
 
 
@@ -93,11 +94,24 @@ def _ids(path):
 
 
 def test_resmon_users_gives_an_id_to_the_users_of_an_older_file(tmp_path):
+    """
+    Each user of a file written before users had ids gets one at its first
+    change, marked as given then (they may own hooks bound to none), even
+    when that change removes one of them; a user added later is not.
+    """
+    import tomllib
     path = tmp_path / "users.toml"
-    path.write_text('[users.alice]\nrole = "operator"\n\n[users.bob]\nrole = "viewer"\n')
-    assert users(path, "set", "bob", "--role=operator").returncode == 0
+    path.write_text('[users.alice]\nrole = "operator"\n\n[users.bob]\nrole = "viewer"\n'
+                    '\n[users.carol]\nrole = "viewer"\n')
+    assert users(path, "remove", "carol").returncode == 0
     ids = _ids(path)
     assert len(ids["alice"]) == 32 and len(ids["bob"]) == 32 and ids["alice"] != ids["bob"]
+    assert users(path, "add", "carol", "--no-password").returncode == 0
+    with open(path, "rb") as f:
+        table = tomllib.load(f)["users"]
+    assert {name: user.get("predates_ids", False) for name, user in table.items()} == {
+        "alice": True, "bob": True, "carol": False}
+    assert _ids(path)["alice"] == ids["alice"]
 
 
 def test_a_bad_users_file_stops_twistd_with_one_line(tmp_path):

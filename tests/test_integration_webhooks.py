@@ -506,58 +506,83 @@ def _resmonUsers(path, *args):
 def test_a_user_added_under_a_removed_users_name_gets_none_of_their_hooks(
         broker, amqp, receiver, twistd, tmp_path):
     """
-    Alice registers a hook, is removed with resmon-users, and another user
-    is added as alice (same role, same hosts): the old hook gets nothing
-    more, and the new alice neither sees nor can delete it; her own hook
-    gets what she may see.
+    Alice registers a hook while the users file has no ids (as an older
+    resmon-users wrote it), and another once resmon-users gave her one; she
+    is removed with resmon-users, and another user is added as alice (same
+    role, same hosts): neither old hook gets anything more, and the new
+    alice neither sees nor can delete them; her own hook gets what she may
+    see.
     """
+    from resmon.auth import passwords
     from test_integration_metrics import scrape, value
 
     users = str(tmp_path / "users.toml")
-    _resmonUsers(users, "add", "ada", "--role=admin", "--no-password")
-    _resmonUsers(users, "add", "alice", "--role=operator", "--hosts=web-*", "--no-password")
-    ada, alice = _resmonUsers(users, "token", "ada"), _resmonUsers(users, "token", "alice")
+    tokens = {"ada": passwords.newToken(), "alice": passwords.newToken()}
+    _writeUsers(users, tokens, ["web-*"])              # no ids, as before they came
     metricsPort = freePort()
     roles = Roles(twistd, broker, amqp, tmp_path / "state", f"--users={users}")
     yield roles.startWeb()
     yield roles.startWebhooks(f"--metrics-port={metricsPort}")
-    code, old = yield api(roles.port, "POST", "/api/webhooks",
-                          {"key": "*.analysis", "url": f"{receiver.url}/old"}, token=alice)
-    assert code == 201, old
-    yield roles.bound("bound to 1 keys")
-    yield roles.publish("web-01.analysis", {"v": 1, "kind": "analysis", "host": "web-01"})
-    yield receiver.waitFor(lambda r: len(r.on("/old")) == 1, "the old alice's delivery")
 
-    reads = [process.waitForOutputCount(b"read the users file", 1, timeout=15)
-             for process in (roles.web, roles.webhooks)]
-    # Changed on a copy put in place at once: both processes read it once.
-    changed = str(tmp_path / "users-changed.toml")
-    shutil.copy(users, changed)
-    _resmonUsers(changed, "remove", "alice")
-    _resmonUsers(changed, "add", "alice", "--role=operator", "--hosts=web-*", "--no-password")
-    newAlice = _resmonUsers(changed, "token", "alice")
-    os.replace(changed, users)
-    yield defer.gatherResults(reads)
+    @defer.inlineCallbacks
+    def register(path, key, token):
+        code, hook = yield api(roles.port, "POST", "/api/webhooks",
+                               {"key": key, "url": f"{receiver.url}/{path}"}, token=token)
+        assert code == 201 and hook["owner"] == "alice", hook
+        return hook
+
+    @defer.inlineCallbacks
+    def replaceUsers(*commands):
+        """
+        Run resmon-users on a copy, put in place at once: both processes
+        read it once.
+        """
+        reads = [process.waitForOutputCount(b"read the users file", replaceUsers.reads + 1,
+                                            timeout=15) for process in (roles.web, roles.webhooks)]
+        changed = str(tmp_path / "users-changed.toml")
+        shutil.copy(users, changed)
+        printed = [_resmonUsers(changed, *command) for command in commands]
+        os.replace(changed, users)
+        yield defer.gatherResults(reads)
+        replaceUsers.reads += 1
+        return printed
+    replaceUsers.reads = 0
+
+    # Each hook on a key of its own: the webhooks role's log says when it knows of it.
+    legacy = yield register("legacy", "*.analysis", tokens["alice"])
+    assert legacy["owner_id"] is None
+    yield roles.bound("bound to 1 keys")
+    yield replaceUsers(("set", "ada", "--role=admin"))   # every user gets an id
+    old = yield register("old", "web-01.analysis", tokens["alice"])
+    assert len(old["owner_id"]) == 32
+    yield roles.bound("bound to 2 keys")
+    yield roles.publish("web-01.analysis", {"v": 1, "kind": "analysis", "host": "web-01"})
+    yield receiver.waitFor(lambda r: len(r.on("/old")) == 1 and len(r.on("/legacy")) == 1,
+                           "both of alice's deliveries")
+
+    *_, newAlice = yield replaceUsers(
+        ("remove", "alice"), ("add", "alice", "--role=operator", "--hosts=web-*", "--no-password"),
+        ("token", "alice"))
     code, listed = yield api(roles.port, "GET", "/api/webhooks", token=newAlice)
     assert (code, listed) == (200, {"webhooks": []})
-    code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{old['id']}", token=newAlice)
-    assert code == 404
-    code, new = yield api(roles.port, "POST", "/api/webhooks",
-                          {"key": "web-02.analysis", "url": f"{receiver.url}/new"},
-                          token=newAlice)
-    assert code == 201 and new["owner"] == "alice"
-    yield roles.bound("bound to 2 keys")     # the webhooks role knows of the new hook
+    for hook in (old, legacy):
+        code, _ = yield api(roles.port, "DELETE", f"/api/webhooks/{hook['id']}", token=newAlice)
+        assert code == 404
+    new = yield register("new", "web-02.analysis", newAlice)
+    yield roles.bound("bound to 3 keys")
+    yield roles.publish("web-01.analysis", {"v": 1, "kind": "analysis", "host": "web-01"})
     yield roles.publish("web-02.analysis", {"v": 1, "kind": "analysis", "host": "web-02"})
     yield receiver.waitFor(lambda r: len(r.on("/new")) == 1, "the new alice's delivery")
-    # Judged with the new hook's, in the same turn: the old hook's owner is gone.
+    # Judged in order, the last with the new hook: the old hooks' owner is gone
+    # (web-01 for legacy and old, web-02 for legacy).
     samples = yield scrape(metricsPort)
-    assert value(samples, "resmon_webhook_deliveries_total", result="owner-gone") == 1
-    assert [r["json"]["event"]["host"] for r in receiver.on("/old")] == ["web-01"]
-    assert [r["json"]["event"]["host"] for r in receiver.on("/new")] == ["web-02"]
-    # The admin sees both hooks, under the one name.
-    code, listed = yield api(roles.port, "GET", "/api/webhooks", token=ada)
-    assert sorted((h["id"], h["owner"]) for h in listed["webhooks"]) == sorted(
-        [(old["id"], "alice"), (new["id"], "alice")])
+    assert value(samples, "resmon_webhook_deliveries_total", result="owner-gone") == 3
+    for path, hosts in (("/old", ["web-01"]), ("/legacy", ["web-01"]), ("/new", ["web-02"])):
+        assert [r["json"]["event"]["host"] for r in receiver.on(path)] == hosts, path
+    # The admin sees the three, under the one name, with the ids they are bound to.
+    code, listed = yield api(roles.port, "GET", "/api/webhooks", token=tokens["ada"])
+    assert sorted((h["id"], h["owner_id"]) for h in listed["webhooks"]) == sorted(
+        [(legacy["id"], None), (old["id"], old["owner_id"]), (new["id"], new["owner_id"])])
 
 
 @pytest_twisted.inlineCallbacks

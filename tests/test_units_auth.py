@@ -99,6 +99,9 @@ def test_write_replaces_atomically_and_keeps_the_old_file_on_failure(tmp_path, m
     ('[users.alice\n', "is not valid TOML"),
     ('[users.alice]\nid = "not hex"\n', "user 'alice': id: expected 16 to 64 lower-case hex"),
     ('[users.alice]\nid = 7\n', "user 'alice': id:"),
+    ('[users.alice]\nid = "%s\\n"\n' % ("ab" * 16), "user 'alice': id:"),
+    ('[users.alice]\npredates_ids = true\n', "user 'alice': predates_ids: expected true or false, and an id"),
+    ('[users.alice]\nid = "%s"\npredates_ids = 1\n' % ("ab" * 16), "user 'alice': predates_ids:"),
     ('[users.alice]\nid = "%s"\n[users.bob]\nid = "%s"\n' % ("ab" * 16, "ab" * 16),
      "two users have the same id"),
 ])
@@ -112,11 +115,14 @@ def test_bad_files_are_refused_with_one_line_naming_user_and_field(tmp_path, tex
 
 def test_a_users_id_is_written_read_back_and_given_to_their_principal(tmp_path):
     path = _users(tmp_path, User("alice", None, "operator", ("web-*",), id="c0" * 16),
-                  User("bob"))
+                  User("bob"), User("carol", id="c1" * 16, predatesIds=True))
     users = loadUsers(path)
     assert users.get("alice").id == "c0" * 16 and users.get("bob").id is None
     assert users.get("alice").principal().userId == "c0" * 16
     assert users.get("bob").principal().userId is None
+    assert [users.get(n).principal().predatesIds for n in ("alice", "bob", "carol")] == [
+        False, False, True]
+    assert "predates_ids = true" in open(path).read()
     assert len(newUserId()) == 32 and newUserId() != newUserId()
 
 

@@ -433,14 +433,29 @@ def test_a_user_added_under_a_removed_users_name_is_not_sent_their_notifications
     center = NotificationCenter(fanout, clock, directory,
                                 store=DatabaseNotifications(pool, dialect))
     yield center.notify(_notification("user", "alice", "for-the-old-alice"))
+    fanout.alertListener = center.alertReceived
+    fanout.eventReceived("web-01.alert", alert("web-01", "firing", eventId="old"))
     directory._principals = (newAlice,)          # removed, and another added as alice
     yield center.notify(_notification("user", "alice", "for-the-new-alice"))
+    fanout.eventReceived("web-01.alert", alert("web-01", "firing", eventId="new"))
+    # The alerts' notifications are kept by the database's threads: wait for them.
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+    from resmon.webserver.notifications import keptFor
+    for _ in range(500):
+        kept = yield center.store.recent(keptFor(newAlice))
+        older = yield center.store.recent(keptFor(oldAlice))
+        if b"alert-new" in b"".join(kept) and b"alert-old" in b"".join(older):
+            break
+        yield deferLater(reactor, 0.01, lambda: None)
     client, raw = _socket(fanout, newAlice)
     yield center.sendKept(client, newAlice)
-    assert [n["id"] for n in json.loads(raw[-1])["notifications"]] == ["for-the-new-alice"]
+    assert sorted(n["id"] for n in json.loads(raw[-1])["notifications"]) == [
+        "alert-new", "for-the-new-alice"]
     client, raw = _socket(fanout, oldAlice)
     yield center.sendKept(client, oldAlice)
-    assert [n["id"] for n in json.loads(raw[-1])["notifications"]] == ["for-the-old-alice"]
+    assert sorted(n["id"] for n in json.loads(raw[-1])["notifications"]) == [
+        "alert-old", "for-the-old-alice"]
 
 
 class RecordingStore(MemoryNotifications):

@@ -112,15 +112,16 @@ def test_the_store_limits_reads_and_removals_to_an_owner(newPool):
     for hookId, owner in [("a1", "alice"), ("b1", "bob"), ("n1", None), ("a2", "alice")]:
         yield store.add(_hook(hookId, owner=owner), 10, 10)
     assert [h.id for h in (yield store.hooks())] == ["a1", "a2", "b1", "n1"]
-    assert [h.id for h in (yield store.hooks(ownedBy="alice"))] == ["a1", "a2"]
-    assert [h.id for h in (yield store.hooks("a.b", ownedBy="bob"))] == ["b1"]
-    assert (yield store.hook("b1", ownedBy="alice")) is None
-    assert (yield store.hook("b1", ownedBy="bob")).id == "b1"
-    assert (yield store.remove(hookId="b1", ownedBy="alice")) == []
-    assert sorted((yield store.remove(key="a.b", ownedBy="alice"))) == ["a1", "a2"]
+    alice, bob = storage.ownedBy(ALICE), storage.ownedBy(BOB)
+    assert [h.id for h in (yield store.hooks(ownedBy=alice))] == ["a1", "a2"]
+    assert [h.id for h in (yield store.hooks("a.b", ownedBy=bob))] == ["b1"]
+    assert (yield store.hook("b1", ownedBy=alice)) is None
+    assert (yield store.hook("b1", ownedBy=bob)).id == "b1"
+    assert (yield store.remove(hookId="b1", ownedBy=alice)) == []
+    assert sorted((yield store.remove(key="a.b", ownedBy=alice))) == ["a1", "a2"]
     assert [h.id for h in (yield store.hooks())] == ["b1", "n1"]
     with pytest.raises(ValueError):
-        yield store.remove(ownedBy="bob")
+        yield store.remove(ownedBy=bob)
 
 
 @defer.inlineCallbacks
@@ -263,33 +264,40 @@ def test_a_registry_with_owners_gets_the_owner_id_column_and_keeps_its_hooks(new
     assert "owner_id" in (yield _columns(old))
 
 
+# Alice as she was before users had ids, then with the id resmon-users filled in.
+LEGACY_ALICE = Principal("alice", OPERATOR, hosts=["web-*"])
+UPGRADED_ALICE = Principal("alice", OPERATOR, hosts=["web-*"], userId=ALICE_ID, predatesIds=True)
+
+
 @pytest_twisted.inlineCallbacks
-def test_hooks_are_bound_to_their_owners_id_not_only_their_name(newPool):
+def test_hooks_are_their_owners_by_name_and_id(newPool):
     store = newPool()
     for hookId, owner, ownerId in [("bound", "alice", ALICE_ID), ("legacy", "alice", None),
                                    ("bobs", "bob", None), ("none", None, None)]:
         yield store.add(storage.Hook(hookId, "a.b", "http://127.0.0.1:1/", "s", 1.0,
                                      storage.ACTIVE, owner=owner, ownerId=ownerId), 10, 10)
-    mine, theirs = storage.ownedBy(ALICE_BOUND), storage.ownedBy(NEW_ALICE)
-    assert [h.id for h in (yield store.hooks(ownedBy=mine))] == ["bound", "legacy"]
-    # The hook bound to the removed alice is not the new alice's, nor can she remove it.
-    assert [h.id for h in (yield store.hooks(ownedBy=theirs))] == ["legacy"]
-    assert (yield store.hook("bound", ownedBy=theirs)) is None
-    assert (yield store.remove(hookId="bound", ownedBy=theirs)) == []
-    # A user without an id sees only hooks bound to none.
-    assert [h.id for h in (yield store.hooks(ownedBy=storage.Owner("alice", None)))] == ["legacy"]
 
-    # Binding: each hook of an owner with an id, once; bob has none, so his stays unbound.
-    version = yield store.version()
-    assert (yield store.bindOwners({"alice": ALICE_ID, "carol": "c3" * 16})) == 1
-    assert (yield store.version()) != version     # every process reads the registry again
-    assert (yield store.bindOwners({"alice": NEW_ALICE_ID})) == 0
-    hooks = {h.id: h for h in (yield store.hooks())}
-    assert {i: h.ownerId for i, h in hooks.items()} == {
-        "bound": ALICE_ID, "legacy": ALICE_ID, "bobs": None, "none": None}
-    assert (yield store.hooks(ownedBy=theirs)) == []
-    assert hooks["legacy"].isOwnedBy(ALICE_BOUND) and not hooks["legacy"].isOwnedBy(NEW_ALICE)
-    assert hooks["bobs"].isOwnedBy(BOB) and not hooks["none"].isOwnedBy(BOB)
+    @defer.inlineCallbacks
+    def ids(principal):
+        hooks = yield store.hooks(ownedBy=storage.ownedBy(principal))
+        assert [h.id for h in hooks] == [h.id for h in (yield store.hooks())
+                                         if storage.ownsHook(principal, h.owner, h.ownerId)]
+        return [h.id for h in hooks]
+    # Registered before ids (bound to none): the user of a file without ids,
+    # or the one whose id was filled in; never a user added since.
+    assert (yield ids(LEGACY_ALICE)) == ["legacy"]
+    assert (yield ids(UPGRADED_ALICE)) == ["bound", "legacy"]
+    assert (yield ids(ALICE_BOUND)) == ["bound"]
+    assert (yield ids(NEW_ALICE)) == []
+    assert (yield ids(BOB)) == ["bobs"]
+    theirs = storage.ownedBy(NEW_ALICE)
+    assert (yield store.hook("bound", ownedBy=theirs)) is None
+    assert (yield store.hook("legacy", ownedBy=theirs)) is None
+    assert (yield store.remove(key="a.b", ownedBy=theirs)) == []
+    assert (yield store.hook("bound")).describe()["owner_id"] == ALICE_ID
+    # A bare name is refused: it would match every id.
+    with pytest.raises(TypeError):
+        yield store.hooks(ownedBy="alice")
 
 
 @pytest_twisted.inlineCallbacks
@@ -311,5 +319,5 @@ def test_a_user_given_a_removed_users_name_gets_none_of_their_hooks_from_the_api
     assert [h["id"] for h in body["webhooks"]] == [old["id"]]
     # An admin sees both, under the one name.
     code, body = yield _call(api, b"GET", "", CAROL)
-    assert [(h["id"], h["owner"]) for h in body["webhooks"]] == [
-        (old["id"], "alice"), (new["id"], "alice")]
+    assert [(h["id"], h["owner"], h["owner_id"]) for h in body["webhooks"]] == [
+        (old["id"], "alice", ALICE_ID), (new["id"], "alice", NEW_ALICE_ID)]

@@ -23,7 +23,7 @@ from resmon import wire
 from resmon.auth.usersfile import User, Users, writeUsers
 from resmon.webhooks import store as storage
 from resmon.webhooks.delivery import WebhookDispatcher
-from resmon.webhooks.owners import NOBODY, OwnerFilter, audienceOf, subjectsOf
+from resmon.webhooks.owners import NOBODY, HookOwner, OwnerFilter, audienceOf, subjectsOf
 
 ALICE = User("alice", None, "operator", ("web-*",))
 DORA = User("dora", None, "operator", ("db-*", "#.special"), ("dba",))
@@ -137,7 +137,7 @@ def test_notifications_reach_only_the_user_or_group_they_name():
 
 def test_a_webhook_event_reaches_the_owner_of_the_hook_it_names_and_admins():
     owners = OwnerFilter(Watcher(ALICE, DORA, ADA, FLEET))
-    hookOwners = {"h-alice": "alice", "h-none": None}
+    hookOwners = {"h-alice": HookOwner("alice", None), "h-none": None}
     disabled = {"v": 1, "kind": "webhook", "hook": "h-alice", "state": "disabled"}
     assert may(owners, "alice", "resmon.webhook", disabled, hookOwners) is None
     assert may(owners, "ada", "resmon.webhook", disabled, hookOwners) is None
@@ -448,13 +448,13 @@ def _boundHook(hookId, key, owner, ownerId):
 @pytest_twisted.inlineCallbacks
 def test_a_hook_of_a_removed_user_gets_nothing_when_another_user_takes_the_name(tmp_path):
     """
-    Alice (id OLD_ID) registered a hook, was removed, and another user was
-    added as alice (NEW_ID): the old hook's owner is gone, for events
-    received and for deliveries stored before; the new alice's hook, and a
-    hook bound to no id (registered before users had ids), get what she
-    may see.
+    Alice registered a hook before users had ids (bound to none) and one
+    after (bound to OLD_ID, filled in for her then), was removed, and
+    another user was added as alice (NEW_ID): both hooks' owner is gone,
+    for events received and for deliveries stored before; only the new
+    alice's hook gets what she may see.
     """
-    oldAlice = User("alice", None, "operator", ("#",), id=OLD_ID)
+    oldAlice = User("alice", None, "operator", ("#",), id=OLD_ID, predatesIds=True)
     watcher = Watcher(oldAlice, ADA)
     poster = RecordingPoster()
     store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher), poster)
@@ -470,14 +470,13 @@ def test_a_hook_of_a_removed_user_gets_nothing_when_another_user_takes_the_name(
         yield store.add(_boundHook("new", "#", "alice", NEW_ID), 10, 10)
         dispatcher.setHooks((yield store.hooks()))
         yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01", "n": 2}')
-        assert dispatcher.counters["owner-gone"] == 1
-        assert (yield store.pendingCount("old")) == 1          # only the one stored before
+        assert dispatcher.counters["owner-gone"] == 2
+        assert (yield store.pendingCount("old")) == 1 == (yield store.pendingCount("legacy"))
         dispatcher.setDelivering(True)
-        yield _until(lambda: dispatcher.counters["owner-gone"] == 2, "the old delivery withheld")
-        yield _until(lambda: len(poster.posted) == 3, "the deliveries of legacy and new")
-        assert sorted(p["hook"] + str(p["event"]["n"]) for p in poster.posted) == [
-            "legacy1", "legacy2", "new2"]
-        assert (yield store.pendingCount("old")) == 0
+        yield _until(lambda: dispatcher.counters["owner-gone"] == 4, "the old deliveries withheld")
+        yield _until(lambda: len(poster.posted) == 1, "the new alice's delivery")
+        assert [p["hook"] + str(p["event"]["n"]) for p in poster.posted] == ["new2"]
+        assert (yield store.pendingCount("old")) == 0 == (yield store.pendingCount("legacy"))
     finally:
         yield dispatcher.stop()
         store.close()
@@ -486,47 +485,71 @@ def test_a_hook_of_a_removed_user_gets_nothing_when_another_user_takes_the_name(
 def test_a_webhook_event_about_a_removed_users_hook_is_not_for_the_new_user_of_the_name():
     newAlice = User("alice", None, "operator", ("web-*",), id=NEW_ID)
     owners = OwnerFilter(Watcher(newAlice, ADA))
-    hookOwners = {"h-old": storage.Owner("alice", OLD_ID), "h-new": storage.Owner("alice", NEW_ID),
-                  "h-legacy": storage.Owner("alice", None)}
+    hookOwners = {"h-old": HookOwner("alice", OLD_ID), "h-new": HookOwner("alice", NEW_ID),
+                  "h-legacy": HookOwner("alice", None)}
     disabled = {"v": 1, "kind": "webhook", "hook": "h-old", "state": "disabled"}
 
     def audience(hookId):
         return audienceOf("resmon.webhook", dict(disabled, hook=hookId),
                           lambda h: hookOwners.get(h, NOBODY))
     assert owners.mayReceive("alice", audience("h-old"), NEW_ID) == "not-visible"
+    assert owners.mayReceive("alice", audience("h-legacy"), NEW_ID) == "not-visible"
     assert owners.mayReceive("alice", audience("h-new"), NEW_ID) is None
-    assert owners.mayReceive("alice", audience("h-legacy"), NEW_ID) is None
-    # A hook bound to the removed alice's id: its owner is gone.
+    # The removed alice's hooks, bound to her id or to none: their owner is gone.
     assert owners.mayReceive("alice", audience("h-old"), OLD_ID) == "owner-gone"
+    assert owners.mayReceive("alice", audience("h-legacy"), None) == "owner-gone"
     assert owners.mayReceive("ada", audience("h-old")) is None
+    # Had alice's id been filled in when ids came, the hook bound to none is hers.
+    upgraded = OwnerFilter(Watcher(User("alice", None, "operator", ("web-*",), id=OLD_ID,
+                                        predatesIds=True)))
+    assert upgraded.mayReceive("alice", audience("h-legacy"), None) is None
+    assert upgraded.mayReceive("alice", audience("h-legacy"), OLD_ID) is None
+    assert upgraded.mayReceive("alice", audience("h-new"), OLD_ID) == "not-visible"
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_webhooks_role_binds_hooks_registered_before_ids_once_per_reading_of_users(tmp_path):
-    from resmon.services.webhooks import WebhooksService
-
-    watcher = Watcher(User("alice", None, "operator", ("#",), id=OLD_ID), ADA)
+def test_a_webhook_event_about_a_removed_users_hook_reaches_none_of_the_new_users_hooks(tmp_path):
+    """
+    Through the dispatcher: a resmon.webhook event about the removed
+    alice's hook (its URL in it) is not stored for the new alice's hook.
+    """
+    watcher = Watcher(User("alice", None, "operator", ("web-*",), id=NEW_ID), ADA)
     store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher))
-    service = WebhooksService(None, store, dispatcher, Clock(), "q")
     try:
-        for hook in (_hook("alices", "#", "alice"), _hook("adas", "#", "ada"),
-                     _hook("nobodys", "#", None)):
-            yield store.add(hook, 10, 10)
-        yield service._bindOwners()
-        owners = {h.id: h.ownerId for h in (yield store.hooks())}
-        assert owners == {"alices": OLD_ID, "adas": None, "nobodys": None}   # ada has no id
-        # Read again: alice removed, another alice added; and ada given an id.
-        watcher.current = Users([User("alice", None, "operator", ("#",), id=NEW_ID),
-                                 User("ada", None, "admin", (), id="0c" * 16)])
-        yield service._bindOwners()
-        owners = {h.id: h.ownerId for h in (yield store.hooks())}
-        assert owners == {"alices": OLD_ID, "adas": "0c" * 16, "nobodys": None}
-        # Nothing to do for the users already bound by.
-        version = yield store.version()
-        yield store.add(_hook("late", "#", "alice"), 10, 10)
-        yield service._bindOwners()
-        assert (yield store.hook("late")).ownerId is None
-        assert (yield store.version()) == version + 1          # the add alone
+        yield store.add(_boundHook("old", "a.b", "alice", OLD_ID), 10, 10)
+        yield store.add(_boundHook("listener", "resmon.webhook", "alice", NEW_ID), 10, 10)
+        yield store.add(_boundHook("admin", "resmon.webhook", "ada", None), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        yield dispatcher.eventReceived("resmon.webhook", json.dumps(
+            {"v": 1, "kind": "webhook", "hook": "old", "url": "http://old.example/",
+             "state": "disabled"}).encode())
+        assert (yield store.pendingCount("listener")) == 0
+        assert (yield store.pendingCount("admin")) == 1
+        assert dispatcher.counters["not-visible"] == 1
+        # An event about her own hook reaches her.
+        yield dispatcher.eventReceived("resmon.webhook", json.dumps(
+            {"v": 1, "kind": "webhook", "hook": "listener", "state": "disabled"}).encode())
+        assert (yield store.pendingCount("listener")) == 1
+    finally:
+        yield dispatcher.stop()
+        store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_delivery_stored_for_a_removed_admin_is_withheld_from_the_next_of_the_name(tmp_path):
+    poster = RecordingPoster()
+    watcher = Watcher(User("ada", None, "admin", (), id=OLD_ID))
+    store, dispatcher = _dispatcher(tmp_path, OwnerFilter(watcher), poster)
+    try:
+        yield store.add(_boundHook("adas", "#", "ada", OLD_ID), 10, 10)
+        dispatcher.setHooks((yield store.hooks()))
+        yield dispatcher.eventReceived("web-01.measure", b'{"host": "web-01"}')
+        assert (yield store.pendingCount("adas")) == 1
+        # Another admin added as ada, who sees every host.
+        watcher.current = Users([User("ada", None, "admin", (), id=NEW_ID)])
+        dispatcher.setDelivering(True)
+        yield _until(lambda: dispatcher.counters["owner-gone"] == 1, "the delivery withheld")
+        assert poster.posted == [] and (yield store.pendingCount("adas")) == 0
     finally:
         yield dispatcher.stop()
         store.close()

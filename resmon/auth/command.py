@@ -150,7 +150,7 @@ def _run(args, stdin, stdout, stderr):
         message = f"revoked token {args.token} of {name}"
     for user in users.users.values():
         if user.id is None:  # a file written before users had ids
-            user.id = newUserId()
+            user.id, user.predatesIds = newUserId(), True
     writeUsers(path, Users(users.users.values()))
     if args.command == "token":
         print(f"token {tokenId} of {name} (shown once, keep it secret):", file=stderr)

@@ -31,9 +31,11 @@ class Principal:
     @param groups: the user's groups (for C{group.<group>.notify}).
     @param userId: the user's id in the users file (L{None} without one):
         a webhook is bound to its owner's name and id.
+    @param predatesIds: whether the user was in the users file before users
+        had ids (see L{resmon.auth.usersfile.User}).
     """
 
-    def __init__(self, name, role=VIEWER, hosts=(), groups=(), userId=None):
+    def __init__(self, name, role=VIEWER, hosts=(), groups=(), userId=None, predatesIds=False):
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self.name = name
@@ -41,6 +43,7 @@ class Principal:
         self.hosts = None if hosts is None or role == ADMIN else tuple(hosts)
         self.groups = frozenset(groups)
         self.userId = userId
+        self.predatesIds = predatesIds
         self._seen = {}
 
     @property

@@ -22,11 +22,11 @@ from resmon.auth.principal import ROLES, VIEWER, Principal
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 TOKEN_ID = re.compile(r"^[a-z0-9]{4,32}$")
 # A user's id: given once, when resmon-users adds the user (or first writes
-# a file whose user has none), and never again; a user removed and added
-# under the same name is another user, with another id.
-USER_ID = re.compile(r"^[0-9a-f]{16,64}$")
+# a file whose user has none, marking them predates_ids), and never again; a
+# user removed and added under the same name is another user, with another id.
+USER_ID = re.compile(r"[0-9a-f]{16,64}")
 MAX_PATTERN = 255
-_USER_KEYS = {"id", "password", "role", "hosts", "groups", "tokens"}
+_USER_KEYS = {"id", "predates_ids", "password", "role", "hosts", "groups", "tokens"}
 _TOKEN_KEYS = {"sha256", "created", "label"}
 
 
@@ -56,6 +56,9 @@ class User:
     @ivar id: what tells this user from another of the same name, before
         or after (what a webhook's owner is bound to); L{None} in a file no
         C{resmon-users} of this version wrote yet.
+    @ivar predatesIds: whether the user was in the file before users had
+        ids (their id was filled in): only such a user owns the webhooks
+        registered under their name before then, which are bound to no id.
     """
 
     name: str
@@ -65,6 +68,7 @@ class User:
     groups: tuple = ()
     tokens: dict = field(default_factory=dict)
     id: str = None
+    predatesIds: bool = False
 
     def principal(self):
         """
@@ -74,7 +78,8 @@ class User:
         principal = self.__dict__.get("_principal")
         if principal is None:
             principal = self.__dict__["_principal"] = Principal(
-                self.name, self.role, self.hosts, self.groups, userId=self.id)
+                self.name, self.role, self.hosts, self.groups, userId=self.id,
+                predatesIds=self.predatesIds)
         return principal
 
 
@@ -157,9 +162,12 @@ def parseUsers(document):
             raise UsersFileError(f"{where}: unknown field {sorted(unknown)[0]!r} "
                                  f"(expected {', '.join(sorted(_USER_KEYS))})")
         userId = entry.get("id")
-        if userId is not None and not (isinstance(userId, str) and USER_ID.match(userId)):
+        if userId is not None and not (isinstance(userId, str) and USER_ID.fullmatch(userId)):
             raise UsersFileError(f"{where}: id: expected 16 to 64 lower-case hex digits, "
                                  "as resmon-users writes")
+        predatesIds = entry.get("predates_ids", False)
+        if not isinstance(predatesIds, bool) or (predatesIds and userId is None):
+            raise UsersFileError(f"{where}: predates_ids: expected true or false, and an id")
         password = entry.get("password")
         if password is not None:
             if not isinstance(password, str):
@@ -192,7 +200,7 @@ def parseUsers(document):
             if not isinstance(created, (int, float)) or not isinstance(label, str):
                 raise UsersFileError(f"{tokenWhere}: created is a number, label a string")
             tokens[tokenId] = Token(tokenId, digest, float(created), label)
-        users.append(User(name, password, role, hosts, groups, tokens, userId))
+        users.append(User(name, password, role, hosts, groups, tokens, userId, predatesIds))
     result = Users(users)
     if len(result.byTokenDigest) != sum(len(user.tokens) for user in users):
         raise UsersFileError("two tokens have the same sha256")
@@ -237,6 +245,8 @@ def dumpUsers(users):
         lines.append(f"[users.{_string(user.name)}]")
         if user.id is not None:
             lines.append(f"id = {_string(user.id)}")
+        if user.predatesIds:
+            lines.append("predates_ids = true")
         if user.password is not None:
             lines.append(f"password = {_string(user.password)}")
         lines.append(f"role = {_string(user.role)}")

@@ -56,8 +56,6 @@ class WebhooksService(service.Service):
         # Whether the bindings recorded by earlier processes were read.
         self._recordedRead = False
         self._version = None
-        # The users (a Users read from the file) hooks were last bound by.
-        self._ownersBoundBy = None
         self._loop = None
         self._polling = None
         self._failing = False
@@ -130,31 +128,12 @@ class WebhooksService(service.Service):
         self._failing = True
 
     @defer.inlineCallbacks
-    def _bindOwners(self):
-        """
-        Bind the hooks registered before users had ids to their owners' ids
-        in the users file as read now (once per reading of it): a user
-        removed and added again under the same name does not get them.
-        """
-        watcher = self.dispatcher.owners.watcher
-        if watcher is None or watcher.current is self._ownersBoundBy:
-            return
-        users = watcher.current
-        bound = yield self.store.bindOwners(
-            {user.name: user.id for user in users.users.values() if user.id is not None})
-        self._ownersBoundBy = users
-        if bound:
-            self.log.info("webhooks: bound {count} hooks registered before users had ids to "
-                          "their owners' ids", count=bound)
-
-    @defer.inlineCallbacks
     def _poll(self):
         self._unbindDropped()  # what an earlier poll failed to unbind
         recorded = None
         if not self._recordedRead:
             # Read before the registry: a key recorded is registered first.
             recorded = yield self.store.boundKeys(self.queue)
-        yield self._bindOwners()
         version = yield self.store.version()
         if version != self._version:
             hooks = yield self.store.hooks()

@@ -21,7 +21,7 @@ from resmon.deferreds import observe
 from resmon.ratelimit import LimitedLog
 from resmon.webhooks import store as storage
 from resmon.webhooks.owners import (
-    NO_USERS, NOBODY, NOT_VISIBLE, OwnerFilter, addressed, audienceOf, isPing)
+    NO_USERS, NOBODY, NOT_VISIBLE, HookOwner, OwnerFilter, addressed, audienceOf, isPing)
 from resmon.webhooks.poster import describeError
 from resmon.webhooks.signing import backoff, signature
 from resmon.webhooks.validation import urlOrigin
@@ -311,7 +311,7 @@ class WebhookDispatcher:
         hook = self.hooks.get(hookId)
         if hook is None:
             return NOBODY
-        return None if hook.owner is None else storage.Owner(hook.owner, hook.ownerId)
+        return None if hook.owner is None else HookOwner(hook.owner, hook.ownerId)
 
     def withheld(self, hook, delivery):
         """

@@ -29,9 +29,11 @@ What an event is about (L{audienceOf}):
     nor of the other alone.
 """
 
+from collections import namedtuple
+
 from resmon import topics, wire
 from resmon.topics import alertSubject
-from resmon.webhooks.store import Owner
+from resmon.webhooks.store import ownsHook
 
 # Why a hook does not get an event (counted under these names).
 NOT_VISIBLE, OWNER_GONE, NO_USERS = "not-visible", "owner-gone", "no-users"
@@ -42,6 +44,12 @@ MAX_SUBJECT = 255
 # What the owner of a hook named by a resmon.webhook event is when the hook
 # is not known: nobody's name.
 NOBODY = object()
+
+
+class HookOwner(namedtuple("HookOwner", "name id")):
+    """
+    Who registered a hook: the user's name, and the id it is bound to.
+    """
 
 
 class EventAudience:
@@ -87,12 +95,10 @@ class EventAudience:
 
 def isOwner(owner, principal):
     """
-    Whether C{principal} is C{owner}: a L{resmon.webhooks.store.Owner} (the
-    same name, and the same id unless it is bound to none), or a user's name.
+    Whether C{principal} is C{owner}, a L{HookOwner} (see
+    L{resmon.webhooks.store.ownsHook}).
     """
-    if isinstance(owner, Owner):
-        return owner.name == principal.name and (owner.id is None or owner.id == principal.userId)
-    return isinstance(owner, str) and owner == principal.name
+    return isinstance(owner, HookOwner) and ownsHook(principal, owner.name, owner.id)
 
 
 def _tooLong(subject):
@@ -189,15 +195,18 @@ class OwnerFilter:
         says now, or why there is none (L{NO_USERS}, L{OWNER_GONE}).
 
         @param ownerId: the id of the user the hook is bound to, or L{None}
-            for a hook bound to none: a user of the same name with another
-            id is another user, and the owner is gone.
+            for a hook bound to none: a user of the same name who does not
+            own it (L{resmon.webhooks.store.ownsHook}) is another user, and
+            the owner is gone.
         """
         if self.watcher is None:
             return NO_USERS
         user = self.watcher.current.get(owner)
-        if user is None or (ownerId is not None and user.id != ownerId):
+        if user is None:
             return OWNER_GONE
         principal = user.principal()
+        if not ownsHook(principal, owner, ownerId):
+            return OWNER_GONE
         if not principal.mayAct:
             return OWNER_GONE
         return principal

@@ -50,7 +50,7 @@ class WebhookRegistry:
         """
         Register the hook the JSON C{document} describes, owned by C{owner}
         (a user's name) and bound to their id C{ownerId} (L{None} for a user
-        without one: see L{store.WebhookStore.bindOwners}).
+        without one: see L{store.ownsHook}).
 
         @return: a L{Deferred} of its description, with its secret.
         @raise validation.InvalidWebhook: naming the field that is wrong.

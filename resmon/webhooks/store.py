@@ -66,7 +66,7 @@ _SCHEMA = [
 _ADDED_COLUMNS = [
     ("webhook_hooks", "owner", "TEXT"),
     # The owner's id in the users file (NULL: registered before users had
-    # ids, until bindOwners binds it, or by a user without one).
+    # ids, or by a user of a file without them).
     ("webhook_hooks", "owner_id", "TEXT"),
     # The bytes of a pending delivery's body, for the budget of them all
     # (NULL for those stored by an older resmon: their length is read).
@@ -80,11 +80,11 @@ _AFTER_COLUMNS = [
 ]
 
 
-class Owner(namedtuple("Owner", "name id")):
+class Owner(namedtuple("Owner", "name id unbound")):
     """
-    Whose hooks an operation is limited to: a user's C{name} and C{id}
-    (L{None} for a user without one). A hook bound to another id is
-    another user's, whose name this user took after it was removed.
+    Whose hooks an operation is limited to (see L{ownsHook}): a user's
+    C{name} and C{id} (L{None} for a user without one), and whether the
+    hooks of that name bound to no id are theirs too (C{unbound}).
     """
 
 
@@ -92,7 +92,23 @@ def ownedBy(principal):
     """
     The L{Owner} of C{principal}'s hooks.
     """
-    return Owner(principal.name, principal.userId)
+    return Owner(principal.name, principal.userId, principal.userId is None or principal.predatesIds)
+
+
+def ownsHook(principal, owner, ownerId):
+    """
+    Whether C{principal} owns a hook registered by C{owner} (a user's name)
+    bound to C{ownerId}: the same name, and the same id. A hook bound to no
+    id was registered before users had ids: it is the user's of that name
+    who has no id either, or whose id was given when ids came
+    (C{predatesIds}); never a user added since, who may have taken the
+    name of a removed one.
+    """
+    if owner != principal.name:
+        return False
+    if ownerId is None:
+        return principal.userId is None or principal.predatesIds
+    return ownerId == principal.userId
 
 
 class Hook:
@@ -117,17 +133,9 @@ class Hook:
         self.lastResult = lastResult
         self.lastSuccess = lastSuccess
         # The user who registered it (None: registered without authentication),
-        # and their id (None: not bound to one yet, see WebhookStore.bindOwners).
+        # and their id (None: registered before users had ids, see ownsHook).
         self.owner = owner
         self.ownerId = ownerId
-
-    def isOwnedBy(self, principal):
-        """
-        Whether C{principal} is the user who registered this hook: their
-        name, and their id unless the hook is bound to none.
-        """
-        return self.owner == principal.name and (
-            self.ownerId is None or self.ownerId == principal.userId)
 
     @property
     def shownState(self):
@@ -145,7 +153,8 @@ class Hook:
         return {"id": self.id, "key": self.key, "url": self.url, "created": self.created,
                 "state": self.shownState, "failing_since": self.failingSince,
                 "last_attempt": self.lastAttempt, "last_result": self.lastResult,
-                "last_success": self.lastSuccess, "owner": self.owner}
+                "last_success": self.lastSuccess, "owner": self.owner,
+                "owner_id": self.ownerId}
 
 
 _HOOK_COLUMNS = ("id, hkey, url, secret, created, state, failing_since, last_attempt, "
@@ -351,14 +360,19 @@ class WebhookStore:
         given = [(column, value) for column, value in conditions if value is not None]
         clauses, parameters = [], []
         for column, value in given:
-            if column == "owner" and isinstance(value, Owner):
-                # The user's hooks: bound to their id, or to none yet.
+            if column == "owner":
+                if not isinstance(value, Owner):
+                    raise TypeError(f"ownedBy must be an Owner, not {type(value).__name__}")
+                # The user's hooks, as ownsHook says.
                 clauses.append("owner = ?")
                 parameters.append(value.name)
                 if value.id is None:
                     clauses.append("owner_id IS NULL")
-                else:
+                elif value.unbound:
                     clauses.append("(owner_id = ? OR owner_id IS NULL)")
+                    parameters.append(value.id)
+                else:
+                    clauses.append("owner_id = ?")
                     parameters.append(value.id)
             else:
                 clauses.append(f"{column} = ?")
@@ -366,32 +380,6 @@ class WebhookStore:
         if not clauses:
             return "", ()
         return self._sql(" WHERE " + " AND ".join(clauses)), tuple(parameters)
-
-    def bindOwners(self, userIds):
-        """
-        Bind every hook whose owner has no id yet (registered before users
-        had ids) to its owner's id in C{userIds} (user name to id, the users
-        file as read now): from then on, a user removed and added again
-        under the same name no longer gets them.
-
-        @return: a L{Deferred} of how many hooks were bound.
-        """
-        return self._run(self._bindOwners, dict(userIds))
-
-    def _bindOwners(self, cursor, userIds):
-        cursor.execute("SELECT DISTINCT owner FROM webhook_hooks "
-                       "WHERE owner IS NOT NULL AND owner_id IS NULL")
-        bound = 0
-        for (owner,) in cursor.fetchall():
-            if userIds.get(owner) is None:
-                continue
-            cursor.execute(self._sql("UPDATE webhook_hooks SET owner_id = ? "
-                                     "WHERE owner = ? AND owner_id IS NULL"),
-                           (userIds[owner], owner))
-            bound += cursor.rowcount
-        if bound:
-            self._bump(cursor)  # every process reads the registry again
-        return bound
 
     def hooks(self, key=None, ownedBy=None):
         """
