@@ -87,6 +87,16 @@ def test_resmon_users_writes_the_file_safely(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["users.toml"]
 
 
+def test_resmon_users_ids_gives_ids_and_changes_nothing_else(tmp_path):
+    path = tmp_path / "users.toml"
+    path.write_text('[users.alice]\nrole = "operator"\nhosts = ["web-*"]\n')
+    done = users(path, "ids")
+    assert (done.returncode, done.stdout) == (0, "gave an id to 1 users: alice\n")
+    assert len(_ids(path)["alice"]) == 32 and "predates_ids = true" in path.read_text()
+    assert users(path, "list").stdout == (
+        "alice: operator (no password: tokens only); hosts: web-*; groups: none; tokens: none\n")
+
+
 def _ids(path):
     import tomllib
     with open(path, "rb") as f:
@@ -105,6 +115,11 @@ def test_resmon_users_gives_an_id_to_the_users_of_an_older_file(tmp_path):
                     '\n[users.carol]\nrole = "viewer"\n')
     assert users(path, "remove", "carol").returncode == 0
     ids = _ids(path)
+    # Nothing left to give: 'ids' says so and writes nothing.
+    before = path.read_text()
+    done = users(path, "ids")
+    assert (done.returncode, done.stdout) == (0, "every user has an id\n")
+    assert path.read_text() == before
     assert len(ids["alice"]) == 32 and len(ids["bob"]) == 32 and ids["alice"] != ids["bob"]
     assert users(path, "add", "carol", "--no-password").returncode == 0
     with open(path, "rb") as f:

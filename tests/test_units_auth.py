@@ -126,6 +126,28 @@ def test_a_users_id_is_written_read_back_and_given_to_their_principal(tmp_path):
     assert len(newUserId()) == 32 and newUserId() != newUserId()
 
 
+def test_the_users_watcher_warns_of_users_without_ids(tmp_path):
+    from twisted.logger import globalLogPublisher
+
+    from resmon.auth.service import UsersFileWatcher
+    warnings = []
+
+    def observer(event):
+        if event.get("log_level") is not None and event["log_level"].name == "warn":
+            warnings.append(event)
+    globalLogPublisher.addObserver(observer)
+    try:
+        path = _users(tmp_path, User("alice", id="c0" * 16), User("bob"))
+        watcher = UsersFileWatcher(path)
+        assert [w["missing"] for w in warnings] == [1]
+        assert "resmon-users {path} ids" in warnings[0]["log_format"]
+        writeUsers(path, Users([User("alice", id="c0" * 16), User("bob", id="c1" * 16)]))
+        os.utime(path, ns=(1, 1))                 # a change the watcher sees
+        assert watcher.poll() and len(warnings) == 1
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
 def test_dump_escapes_what_toml_needs():
     user = User("a@b.c", None, "viewer", ('we"b\\01\x7f',), ("g",))
     assert parseUsers(__import__("tomllib").loads(dumpUsers(Users([user])))).get("a@b.c") == user

@@ -105,7 +105,15 @@ def _run(args, stdin, stdout, stderr):
             print(_describe(user), file=stdout)
         return
     users = _load(path, mustExist=args.command != "add")
-    name = args.name
+    if args.command == "ids":
+        missing = sorted(user.name for user in users.users.values() if user.id is None)
+        if not missing:
+            print("every user has an id", file=stdout)
+            return
+        message = f"gave an id to {len(missing)} users: {', '.join(missing)}"
+        name = None
+    else:
+        name = args.name
     if args.command == "add":
         try:
             checkName(name, "user name")
@@ -196,6 +204,9 @@ def parser():
     revoke.add_argument("name")
     revoke.add_argument("token", help="the token's id (see 'list')")
     commands.add_parser("list", help="list users, their roles, hosts, groups and token ids")
+    commands.add_parser(
+        "ids", help="give each user of a file written before users had ids one (any change "
+                    "does too); run it once every process reading the file is upgraded")
     return top
 
 

@@ -36,6 +36,7 @@ class UsersFileWatcher:
         self.current = loadUsers(path)
         self.reloads = 0
         self.errors = 0
+        self._warnWithoutIds()
 
     def _stat(self):
         try:
@@ -61,7 +62,21 @@ class UsersFileWatcher:
         self.reloads += 1
         self.log.info("read the users file {path} again: {count} users",
                       path=self.path, count=len(self.current.users))
+        self._warnWithoutIds()
         return True
+
+    def _warnWithoutIds(self):
+        """
+        Say so when users have no id: their webhooks follow their names
+        alone (docs/webhooks.md, "Who may see and manage hooks").
+        """
+        missing = sum(1 for user in self.current.users.values() if user.id is None)
+        if missing:
+            self.log.warn(
+                "{missing} users of {path} have no id (written before users had ids, or by "
+                "hand): their webhooks follow their names alone, so a user added under a "
+                "removed one's name would get them; run 'resmon-users {path} ids' once every "
+                "process reading the file runs this version", missing=missing, path=self.path)
 
 
 class UsersService(service.MultiService):
