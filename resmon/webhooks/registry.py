@@ -4,8 +4,10 @@ limits, secrets, storage, ownership.
 
 Each hook records its owner, the user who registered it (L{None} without
 authentication), by name and id. The operations that read or change one
-hook or a key's hooks take C{ownedBy}: the L{store.Owner} whose hooks they
-are limited to, or L{None} for every hook (an admin, or no authentication).
+hook or a key's hooks take C{ownedBy}: the principal (the user, a
+L{resmon.auth.principal.Principal}) whose hooks they are limited to (see
+L{store.ownsHook}), or L{None} for every hook (an admin, or no
+authentication).
 A hook of another owner is answered as if it did not exist, a hook of a
 removed user included when a new user takes the name.
 """
@@ -19,6 +21,13 @@ from resmon.webhooks import store, validation
 from resmon.webhooks.options import DEFAULT_MAX_BACKLOG
 from resmon.webhooks.resolver import NameResolver
 from resmon.webhooks.signing import newSecret
+
+
+def _owner(principal):
+    """
+    The L{store.Owner} of C{principal}'s hooks, or L{None} for every hook.
+    """
+    return None if principal is None else store.ownedBy(principal)
 
 
 class WebhookRegistry:
@@ -70,26 +79,26 @@ class WebhookRegistry:
     def list(self, key=None, ownedBy=None):
         if key is not None:
             validation.checkKey(key)
-        hooks = yield self.store.hooks(key, ownedBy)
+        hooks = yield self.store.hooks(key, _owner(ownedBy))
         return [hook.describe() for hook in hooks]
 
     @defer.inlineCallbacks
     def get(self, hookId, ownedBy=None):
-        hook = yield self.store.hook(hookId, ownedBy)
+        hook = yield self.store.hook(hookId, _owner(ownedBy))
         return None if hook is None else hook.describe()
 
     def remove(self, hookId, ownedBy=None):
         """
         @return: a L{Deferred} of whether the hook was there.
         """
-        return self.store.remove(hookId=hookId, ownedBy=ownedBy).addCallback(bool)
+        return self.store.remove(hookId=hookId, ownedBy=_owner(ownedBy)).addCallback(bool)
 
     def removeKey(self, key, ownedBy=None):
         """
         @return: a L{Deferred} of the ids of the hooks of C{key} removed.
         """
         validation.checkKey(key)
-        return self.store.remove(key=key, ownedBy=ownedBy)
+        return self.store.remove(key=key, ownedBy=_owner(ownedBy))
 
     def deliveries(self, hookId):
         return self.store.attempts(hookId)
@@ -106,7 +115,7 @@ class WebhookRegistry:
             never be delivered), or its backlog is full (its oldest delivery
             would be dropped for it).
         """
-        hook = yield self.store.hook(hookId, ownedBy)
+        hook = yield self.store.hook(hookId, _owner(ownedBy))
         if hook is None:
             return None
         if hook.state == store.DISABLED:

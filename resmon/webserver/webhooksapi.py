@@ -25,7 +25,6 @@ from twisted.web import server
 
 from resmon import wire
 from resmon.auth.principal import principalOf
-from resmon.webhooks.store import ownedBy
 from resmon.webserver.httpapi import JSONResource
 
 JSON_TYPE = b"application/json"
@@ -99,10 +98,10 @@ class WebhooksResource(JSONResource):
 
     def _ownedBy(self, request):
         """
-        The owner whose hooks the request may see (L{None}: every hook).
+        The principal whose hooks the request may see (L{None}: every hook).
         """
         principal = principalOf(request)
-        return None if principal.isAdmin else ownedBy(principal)
+        return None if principal.isAdmin else principal
 
     def render_GET(self, request):
         refused = self._refused(request)
