@@ -97,6 +97,24 @@ def test_resmon_users_ids_gives_ids_and_changes_nothing_else(tmp_path):
         "alice: operator (no password: tokens only); hosts: web-*; groups: none; tokens: none\n")
 
 
+def test_a_user_added_by_hand_without_an_id_gets_a_plain_one(tmp_path):
+    """
+    In a file that already has ids, a user without one was added by other
+    means, after ids came: the next change gives them an id, not marked
+    predates_ids (they must not own hooks registered before ids).
+    """
+    import tomllib
+    path = tmp_path / "users.toml"
+    assert users(path, "add", "ada", "--role=admin", "--no-password").returncode == 0
+    with open(path, "a") as f:
+        f.write('\n[users.alice]\nrole = "operator"\n')
+    assert users(path, "token", "ada").returncode == 0
+    with open(path, "rb") as f:
+        table = tomllib.load(f)["users"]
+    assert len(table["alice"]["id"]) == 32 and "predates_ids" not in table["alice"]
+    assert "predates_ids" not in table["ada"]
+
+
 def _ids(path):
     import tomllib
     with open(path, "rb") as f:

@@ -105,6 +105,10 @@ def _run(args, stdin, stdout, stderr):
             print(_describe(user), file=stdout)
         return
     users = _load(path, mustExist=args.command != "add")
+    # A file written before users had ids has none: the ids filled in for its
+    # users are marked predates_ids (they may own hooks bound to no id). A
+    # user without one in a file that has ids was added by other means, since.
+    olderFile = all(user.id is None for user in users.users.values())
     if args.command == "ids":
         missing = sorted(user.name for user in users.users.values() if user.id is None)
         if not missing:
@@ -157,8 +161,8 @@ def _run(args, stdin, stdout, stderr):
             raise CommandError(f"user {name!r} has no token {args.token!r}")
         message = f"revoked token {args.token} of {name}"
     for user in users.users.values():
-        if user.id is None:  # a file written before users had ids
-            user.id, user.predatesIds = newUserId(), True
+        if user.id is None:
+            user.id, user.predatesIds = newUserId(), olderFile
     writeUsers(path, Users(users.users.values()))
     if args.command == "token":
         print(f"token {tokenId} of {name} (shown once, keep it secret):", file=stderr)

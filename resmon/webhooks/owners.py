@@ -9,8 +9,10 @@ its key matches. A hook with an owner receives an event only while:
   - the process knows the users (C{--users}): without the file it cannot
     tell (C{no-users}), and stores such hooks' events for a process with
     the file to judge and deliver;
-  - the owner is a user of the file, an operator or an admin (C{owner-gone}
-    otherwise: deleted, or made a viewer, who may not manage webhooks);
+  - the owner is a user of the file, an operator or an admin, and the user
+    who registered the hook (L{resmon.webhooks.store.ownsHook}; C{owner-gone}
+    otherwise: deleted, made a viewer, who may not manage webhooks, or
+    deleted and another user added under the name);
   - the owner may see what the event is about (C{not-visible} otherwise).
 
 What an event is about (L{audienceOf}):
