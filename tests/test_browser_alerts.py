@@ -77,6 +77,17 @@ def test_the_alert_panel_shows_firing_alerts_live(broker, amqp, processes, brows
     waitUntil(lambda: cardAlerts(browser, "alpha.example") == ["cpu", "/var"], 10,
               "the alerts on alpha's card")
     assert not browser.find_element(By.ID, "alerts-none").is_displayed()
+    # What the card shows fits in it: nothing is cut off at its bottom, with the
+    # "set by" line, the facts and the alerts all there.
+    shown = browser.execute_script(
+        "const c = document.querySelector(`.host-card[data-host='alpha.example']`);"
+        "const bottom = c.getBoundingClientRect().bottom - parseFloat(getComputedStyle(c).paddingBottom);"
+        "return [...c.children].filter((e) => !e.hidden).map((e) => "
+        "  [e.className, Math.round(e.getBoundingClientRect().bottom - bottom)]);")
+    assert [name for name, _ in shown] == [
+        "card-head", "metric metric-cpu", "metric metric-mem", "cores", "set-by", "facts",
+        "card-alerts alerts-list"], shown
+    assert all(overflow <= 0 for _, overflow in shown), repr(shown)
 
     # A reload: the snapshot carries the firing alerts and the recent events.
     browser.refresh()

@@ -49,6 +49,11 @@ export function sparkPoints(h, column) {
   return out.join(" ");
 }
 
+/**
+ * One bar per core, filled from the bottom to its usage (one element a
+ * bar: its fill is a gradient, --fill its height as a fraction), coloured
+ * by level; big bars (the detail view) have a title.
+ */
 export function renderCoreBars(container, bars, perCore, big) {
   if (bars.length !== perCore.length) {
     container.textContent = "";
@@ -56,22 +61,19 @@ export function renderCoreBars(container, bars, perCore, big) {
     for (let c = 0; c < perCore.length; c++) {
       const bar = document.createElement("span");
       bar.className = "core";
-      const fill = document.createElement("span");
-      fill.className = "core-fill";
-      bar.appendChild(fill);
       if (big) bar.title = `core ${c}`;
       container.appendChild(bar);
-      bars.push(fill);
+      bars.push(bar);
     }
   }
   for (let c = 0; c < perCore.length; c++) {
     const v = perCore[c];
     const pct = isNum(v) ? Math.min(100, Math.max(0, v)) : 0;
-    const fill = bars[c];
-    const scale = (pct / 100).toFixed(3);
-    if (fill.__scale !== scale) { fill.__scale = scale; fill.style.transform = `scaleY(${scale})`; }
-    setAttr(fill, "data-level", pct >= 75 ? "HIGH" : pct >= 25 ? "MEDIUM" : "LOW");
-    if (big) setAttr(fill.parentNode, "title", `core ${c}: ${fmtPct(v)}`);
+    const bar = bars[c];
+    const fill = (pct / 100).toFixed(3);
+    if (bar.__fill !== fill) { bar.__fill = fill; bar.style.setProperty("--fill", fill); }
+    setAttr(bar, "data-level", pct >= 75 ? "HIGH" : pct >= 25 ? "MEDIUM" : "LOW");
+    if (big) setAttr(bar, "title", `core ${c}: ${fmtPct(v)}`);
   }
 }
 

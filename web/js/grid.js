@@ -59,7 +59,7 @@ function measure() {
   const gap = px("--card-gap", 10);
   layout.cols = Math.max(1, Math.floor((width + gap) / (min + gap)));
   layout.colWidth = (width - gap * (layout.cols - 1)) / layout.cols;
-  layout.rowHeight = px("--card-height", 156) + gap;
+  layout.rowHeight = px("--card-height", 196) + gap;
   layout.gap = gap;
   layout.width = width;
   layoutDirty = false;
