@@ -61,8 +61,9 @@ class EventAudience:
     @ivar subjects: the host names and routing words it is about.
     @ivar addressee: for a notification, C{(audience, name)}; else L{None}.
     @ivar aboutHook: whether it is a C{resmon.webhook} event.
-    @ivar hookOwner: for a C{resmon.webhook} event, the owner of the hook it
-        names (L{None} for a hook without one, L{NOBODY} for none known).
+    @ivar hookOwner: for a C{resmon.webhook} event, the L{HookOwner} of the
+        hook it names (L{None} for a hook without one, L{NOBODY} for none
+        known).
     """
 
     __slots__ = ("subjects", "addressee", "aboutHook", "hookOwner")
@@ -163,8 +164,9 @@ def audienceOf(routingKey, event, ownerOfHook):
     The L{EventAudience} of an event under C{routingKey}, decoded as
     C{event}.
 
-    @param ownerOfHook: C{(hookId) -> owner}: the owner of a registered hook
-        (L{None} for none), or L{NOBODY} for a hook that is not registered.
+    @param ownerOfHook: C{(hookId) -> owner}: the L{HookOwner} of a
+        registered hook (L{None} for none), or L{NOBODY} for a hook that is
+        not registered.
     """
     words = routingKey.split(".")
     if _notifyKey(words):

@@ -92,7 +92,8 @@ def ownedBy(principal):
     """
     The L{Owner} of C{principal}'s hooks.
     """
-    return Owner(principal.name, principal.userId, principal.userId is None or principal.predatesIds)
+    return Owner(principal.name, principal.userId,
+                 principal.userId is None or principal.predatesIds)
 
 
 def ownsHook(principal, owner, ownerId):
