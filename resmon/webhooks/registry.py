@@ -55,11 +55,11 @@ class WebhookRegistry:
         self.resolve = resolve or NameResolver(clock).resolveToCheck
 
     @defer.inlineCallbacks
-    def register(self, document, owner=None, ownerId=None):
+    def register(self, document, principal=None):
         """
-        Register the hook the JSON C{document} describes, owned by C{owner}
-        (a user's name) and bound to their id C{ownerId} (L{None} for a user
-        without one: see L{store.ownsHook}).
+        Register the hook the JSON C{document} describes, owned by
+        C{principal} (its name and id, see L{store.ownsHook}; L{None}, or a
+        principal without a name: no owner).
 
         @return: a L{Deferred} of its description, with its secret.
         @raise validation.InvalidWebhook: naming the field that is wrong.
@@ -67,7 +67,9 @@ class WebhookRegistry:
         key, url, host, port, secret = validation.checkRegistration(document)
         yield validation.checkTarget(host, port, self.resolve, self.allowPrivate)
         hook = store.Hook(uuid.uuid4().hex, key, url, secret or newSecret(),
-                          self.clock.seconds(), store.ACTIVE, owner=owner, ownerId=ownerId)
+                          self.clock.seconds(), store.ACTIVE,
+                          owner=getattr(principal, "name", None),
+                          ownerId=getattr(principal, "userId", None))
         limit = yield self.store.add(hook, self.maxHooks, self.maxPerKey)
         if limit == "hooks":
             raise validation.InvalidWebhook("key", f"at most {self.maxHooks} hooks in all")

@@ -92,8 +92,15 @@ def ownedBy(principal):
     """
     The L{Owner} of C{principal}'s hooks.
     """
-    return Owner(principal.name, principal.userId,
-                 principal.userId is None or principal.predatesIds)
+    return Owner(principal.name, principal.userId, _ownsUnbound(principal))
+
+
+def _ownsUnbound(principal):
+    """
+    Whether C{principal} owns the hooks of its name bound to no id: see
+    L{ownsHook}.
+    """
+    return principal.userId is None or principal.predatesIds
 
 
 def ownsHook(principal, owner, ownerId):
@@ -108,7 +115,7 @@ def ownsHook(principal, owner, ownerId):
     if owner != principal.name:
         return False
     if ownerId is None:
-        return principal.userId is None or principal.predatesIds
+        return _ownsUnbound(principal)
     return ownerId == principal.userId
 
 

@@ -151,8 +151,7 @@ class WebhooksResource(JSONResource):
         except (UnicodeDecodeError, ValueError, RecursionError):
             return self.renderError(request, "the body is not JSON", 400, field=None)
         return self._answer(request, self._call(
-            self.registry.register, document, owner=principalOf(request).name,
-            ownerId=principalOf(request).userId), 201)
+            self.registry.register, document, principal=principalOf(request)), 201)
 
     def render_DELETE(self, request):
         refused = self._refused(request)
