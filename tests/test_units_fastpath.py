@@ -312,6 +312,71 @@ def test_invalid_input_is_settled_at_once_and_a_later_confirm_acknowledges_all_b
     assert written(client, transport.value()) == [(2, "ack", {"delivery-tag": 3, "multiple": True})]
 
 
+class CountingTransport(StringTransport):
+    """
+    A StringTransport that counts the writes.
+    """
+
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        StringTransport.write(self, data)
+
+
+def test_a_reads_acknowledgements_go_out_first_and_with_its_publications_in_one_write():
+    bus, client, transport, clock = wiredAnalyzer()
+    client.dataReceived(delivery(client, 2, 1, measureBody(1)) + delivery(client, 2, 2, measureBody(2)))
+    transport.clear()
+    counting = CountingTransport()
+    client.transport = counting
+    # One read: two more deliveries, then the broker's confirms of the first two analyses.
+    client.dataReceived(delivery(client, 2, 3, measureBody(3)) + delivery(client, 2, 4, measureBody(4))
+                        + confirm(client, 2, multiple=True))
+    frames = written(client, counting.value())
+    assert frames[0] == (2, "ack", {"delivery-tag": 2, "multiple": True})
+    assert [f[1] for f in frames[1:] if len(f) == 3] == ["publish", "publish"]
+    assert counting.writes == 1
+    counting.clear()
+    clock.advance(0)
+    assert counting.value() == b""  # nothing left for the next turn
+
+
+def test_txamqps_frames_written_during_a_read_keep_their_place():
+    client, transport = connectedClient()
+    heartbeat = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+    def sink(tag, routingKey, properties, body):
+        client.publishFrames(1, "ex", f"before-{tag}.analysis", body)
+        client.ackFrame(2, tag, False)
+        client.send_heartbeat()  # through txAMQP
+        client.publishFrames(1, "ex", f"after-{tag}.analysis", body)
+
+    client.consumeInto(2, sink)
+    client.dataReceived(delivery(client, 2, 7, b"{}"))
+    data = transport.value()
+    cut = data.index(heartbeat)
+    assert [(f[0], f[1]) for f in written(client, data[:cut]) if len(f) == 3] == [
+        (2, "ack"), (1, "publish")]
+    assert "before-7.analysis" in str(written(client, data[:cut]))
+    assert [f[2]["routing-key"] for f in written(client, data[cut + len(heartbeat):])
+            if len(f) == 3] == ["after-7.analysis"]
+
+
+def test_outside_a_read_frames_are_written_at_once_and_acknowledgements_wait_for_the_turn():
+    client, transport = connectedClient()
+    client.publishFrames(1, "ex", "h.analysis", b"{}")
+    assert [f[1] for f in written(client, transport.value()) if len(f) == 3] == ["publish"]
+    assert client.atEndOfRead(lambda: None) is False
+    acks = BatchedAcks(Channel(2), client, client.clock)
+    settle = acks.received(5)
+    transport.clear()
+    settle()
+    assert transport.value() == b""
+    client.clock.advance(0)
+    assert written(client, transport.value()) == [(2, "ack", {"delivery-tag": 5, "multiple": True})]
+
+
 # The analyses' encoding: orjson when installed, the same document either way.
 
 def test_a_built_analysis_encodes_to_the_same_document_with_or_without_orjson(monkeypatch):

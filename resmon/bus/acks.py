@@ -10,7 +10,10 @@ settlement, sends for the settled ones at the head of that order a single
 C{basic.ack} with C{multiple} (a requeue or a discard among them is sent on
 its own, in its place, so the C{multiple} that follows does not cover it);
 one settled behind a delivery still being handled is sent on its own, as
-C{multiple} would cover the one being handled.
+C{multiple} would cover the one being handled. A settlement made while the
+client handles a read (a publisher confirm read with deliveries) is sent at
+the end of that read instead, ahead of the publications written in it
+(L{resmon.bus.frames}).
 """
 
 from collections import deque
@@ -27,7 +30,8 @@ class BatchedAcks:
         multiple)} and C{rejectFrame(channelId, tag, requeue)} (see
         L{resmon.bus.frames.FastFrames}).
     @param clock: an L{IReactorTime}: a batch is sent in the reactor turn
-        after its first settlement (C{callLater(0)}).
+        after its first settlement (C{callLater(0)}), or at the end of the
+        read the client is handling, where it has one (C{atEndOfRead}).
 
     @ivar sent: how many frames were sent (acknowledgements and
         rejections).
@@ -40,6 +44,7 @@ class BatchedAcks:
         self._outstanding = deque()
         self._settled = {}
         self._call = None
+        self._atEndOfRead = False
         self.sent = 0
 
     def received(self, tag):
@@ -59,8 +64,12 @@ class BatchedAcks:
         in the next batch.
         """
         self._settled[tag] = how
-        if self._call is None:
-            self._call = self.clock.callLater(0, self.flush)
+        if self._call is None and not self._atEndOfRead:
+            atEndOfRead = getattr(self.client, "atEndOfRead", None)
+            if atEndOfRead is not None and atEndOfRead(self.flush):
+                self._atEndOfRead = True
+            else:
+                self._call = self.clock.callLater(0, self.flush)
 
     def pending(self):
         """
@@ -76,6 +85,7 @@ class BatchedAcks:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._atEndOfRead = False
         settled, outstanding = self._settled, self._outstanding
         if self.channel.closed:
             # The broker redelivers whatever this channel did not settle.

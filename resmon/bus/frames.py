@@ -19,9 +19,20 @@ the three kinds of frames that make up the traffic:
  - publisher confirms (C{basic.ack}, C{basic.nack} from the broker) on a
    channel registered with L{FastFrames.confirmInto} go straight to its
    callable;
- - publications and acknowledgements are packed with L{struct} and written
-   at once (L{FastFrames.publishFrames}, L{FastFrames.ackFrame},
-   L{FastFrames.rejectFrame}).
+ - publications and acknowledgements are packed with L{struct}
+   (L{FastFrames.publishFrames}, L{FastFrames.ackFrame},
+   L{FastFrames.rejectFrame}) and written at once, or, while the client
+   handles what it read, once that read is handled (see below).
+
+What the fast path writes while the client handles a read (the analyses of
+the deliveries in it, the acknowledgements its confirms allow) is written
+at the end of that read in one write, acknowledgements and rejections
+first: the broker then hands the acknowledgements to their queues before
+it reads the publications, and sends the next deliveries while it routes
+them. Before txAMQP writes any frame, what is held goes out first, so every
+other frame keeps its place. Acknowledgements moved before publications
+never cover a delivery whose analysis is among them: a delivery is
+acknowledged only once its analysis is confirmed, after it went out.
 
 Every other frame, on any channel, goes through txAMQP as before. Content
 headers are still decoded within L{resmon.bus.properties}' bounds, and
@@ -136,7 +147,62 @@ class FastFrames:
 
     # Reading
 
+    # What the fast path wrote while a read is handled (see the module's
+    # docstring): acknowledgements and rejections, the rest, and what is to
+    # be called before they are written (BatchedAcks' flushes); None
+    # outside a read.
+    _heldSettlements = None
+    _heldFrames = None
+    _beforeWrite = None
+
     def dataReceived(self, data):
+        if self._heldFrames is not None:
+            self._readFrames(data)  # not expected: Twisted does not re-enter
+            return
+        self._heldSettlements, self._heldFrames, self._beforeWrite = [], [], []
+        try:
+            self._readFrames(data)
+        finally:
+            self.writeHeld()
+            self._heldSettlements = self._heldFrames = self._beforeWrite = None
+
+    def atEndOfRead(self, flush):
+        """
+        Call C{flush} before what is held is written, if a read is being
+        handled.
+
+        @return: whether one is (otherwise C{flush} is not called).
+        """
+        if self._beforeWrite is None:
+            return False
+        self._beforeWrite.append(flush)
+        return True
+
+    def writeHeld(self):
+        """
+        Write what was held while a read is handled: first what is to be
+        called before (each once), then acknowledgements and rejections,
+        then the rest, in one write.
+        """
+        before = self._beforeWrite
+        while before:
+            flushes = before[:]
+            del before[:]
+            for flush in flushes:
+                flush()
+        settlements, frames = self._heldSettlements, self._heldFrames
+        if settlements or frames:
+            data = b"".join(settlements + frames)
+            del settlements[:], frames[:]
+            self._write(data)
+
+    def send_frame(self, frame):
+        # txAMQP's own frames: after what the fast path wrote before them.
+        if self._heldFrames is not None:
+            self.writeHeld()
+        super().send_frame(frame)
+
+    def _readFrames(self, data):
         self._fastState()
         self._lastReadAt = self.clock.seconds()
         buffer = self._readBuffer
@@ -260,6 +326,10 @@ class FastFrames:
         for start in range(0, len(body), chunk):
             part = body[start:start + chunk]
             frames += [_FRAME.pack(BODY, channelId, len(part)), part, _END]
+        held = self._heldFrames
+        if held is not None:
+            held.append(b"".join(frames))
+            return
         self._write(b"".join(frames))
 
     def ackFrame(self, channelId, deliveryTag, multiple):
@@ -267,15 +337,22 @@ class FastFrames:
         Send C{basic.ack} for C{deliveryTag} (and, with C{multiple}, every
         unacknowledged delivery before it) on C{channelId}.
         """
-        self._write(_ACK.pack(METHOD, channelId, 13, BASIC, 80, deliveryTag, bool(multiple),
-                              FRAME_END))
+        self._settlement(_ACK.pack(METHOD, channelId, 13, BASIC, 80, deliveryTag, bool(multiple),
+                                   FRAME_END))
 
     def rejectFrame(self, channelId, deliveryTag, requeue):
         """
         Send C{basic.reject} for C{deliveryTag} on C{channelId}.
         """
-        self._write(_ACK.pack(METHOD, channelId, 13, BASIC, 90, deliveryTag, bool(requeue),
-                              FRAME_END))
+        self._settlement(_ACK.pack(METHOD, channelId, 13, BASIC, 90, deliveryTag, bool(requeue),
+                                   FRAME_END))
+
+    def _settlement(self, frame):
+        held = self._heldSettlements
+        if held is not None:
+            held.append(frame)
+        else:
+            self._write(frame)
 
     def _write(self, data):
         if self.transport is None:
