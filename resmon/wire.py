@@ -327,9 +327,9 @@ def boundUnknownMetrics(metrics):
 
     @return: how many were dropped (0 when they are within the bound).
     """
-    unknown = [key for key in metrics if key not in KNOWN_METRICS]
-    if not unknown:
+    if metrics.keys() <= KNOWN_METRICS:
         return 0
+    unknown = [key for key in metrics if key not in KNOWN_METRICS]
     if len(unknown) <= MAX_UNKNOWN_METRICS:
         size = len(_dumps({key: metrics[key] for key in unknown}))
         if size <= MAX_UNKNOWN_METRICS_BYTES:
@@ -366,14 +366,24 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
         raise Rejected("version", f"unsupported version {str(document.get('v'))[:20]}")
     if document.get("kind", "measure") != "measure":
         raise Rejected("kind", "not a measure")
-    host = _string(document.get("host"), "host")
+    # The common case first, as in validateMetrics; the general check says
+    # what is wrong.
+    host = document.get("host")
+    if not (type(host) is str and 0 < len(host) <= 255):
+        _string(host, "host")
     seq = document.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise Rejected("type", "seq must be a non-negative integer")
-    ts = notFromTheFuture(_number(document.get("ts"), "ts", 0), "ts", notAfter)
-    interval = _number(document.get("interval"), "interval", 0)
-    if interval == 0:
-        raise Rejected("range", "interval is 0; it must be above 0")
+    if not (type(seq) is int and seq >= 0):
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise Rejected("type", "seq must be a non-negative integer")
+    ts = document.get("ts")
+    if not (type(ts) is float and 0 <= ts <= _MAX):
+        _number(ts, "ts", 0)
+    notFromTheFuture(ts, "ts", notAfter)
+    interval = document.get("interval")
+    if not (type(interval) is float and 0 < interval <= _MAX):
+        _number(interval, "interval", 0)
+        if interval == 0:
+            raise Rejected("range", "interval is 0; it must be above 0")
     metrics = validateMetrics(document.get("metrics"))
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")

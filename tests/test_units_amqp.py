@@ -88,6 +88,57 @@ def test_a_full_outbox_drops_the_oldest_unsent_message_and_counts_it():
     assert bus.counters["dropped"] == 2
 
 
+class FastClient:
+    """
+    A client with resmon's fast path (resmon.bus.frames): publications
+    written by publishFrames, confirms handed to confirmInto's callable.
+    """
+
+    def __init__(self):
+        self.published = []
+
+    def publishFrames(self, channelId, exchange, routingKey, body, userId=None):
+        self.published.append((routingKey, body))
+
+    def confirmInto(self, channelId, confirmed):
+        self.confirmed = confirmed
+
+
+def _fastChannel(client):
+    channel = FakeChannel()
+    channel.client, channel.id = client, 1
+    return channel
+
+
+def test_the_fast_path_keeps_the_outboxs_limit_and_order():
+    bus = AMQPBus(parseBrokerURL("amqp://localhost/"), "ex", Clock(), outboxLimit=3)
+    bus.running = True
+    client = FastClient()
+    bus.useConnection(client, _fastChannel(client))
+    results = _results([bus.publish("k", b"%d" % i) for i in range(4)])
+    # Three unconfirmed fill the outbox: the fourth is the oldest unsent, dropped.
+    assert [body for _, body in client.published] == [b"0", b"1", b"2"]
+    assert results == ["Dropped"] and bus.counters["dropped"] == 1
+    client.confirmed(3, True, True)
+    assert results == ["Dropped", "ok", "ok", "ok"]
+    # Lost, then reconnected: what waits goes first, the next one after it.
+    fourth = _results([bus.publish("k", b"4")])
+    bus.connection.disconnected(client)
+    bus.publish("k", b"5")
+    newClient = FastClient()
+    channel = _fastChannel(newClient)
+    channel.closed = True  # not open yet: both wait
+    bus.useConnection(newClient, channel)
+    bus.publish("k", b"6")
+    assert newClient.published == []
+    channel.closed = False
+    bus.publish("k", b"7")  # behind what waits, not before it
+    # Four waiting for a limit of three: the oldest (4) is dropped, the rest sent in order.
+    assert [body for _, body in newClient.published] == [b"5", b"6", b"7"]
+    assert fourth == ["Dropped"]
+    assert list(bus.outbox.unconfirmed) == [1, 2, 3]
+
+
 def test_stopping_fails_what_is_still_pending():
     bus, client, channel = _connectedBus()
     results = _results([bus.publish("k", b"x")])

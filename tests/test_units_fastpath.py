@@ -21,6 +21,7 @@ from txamqp.spec import load as loadSpec
 from amqpfields import contentHeader
 from resmon import wire
 from resmon.analysis.pipeline import AnalysisPipeline
+from resmon.bus import frames
 from resmon.bus.acks import ACK, DISCARD, RETRY, BatchedAcks
 from resmon.bus.amqp import SPEC_PATH, AMQPBus
 from resmon.bus.brokerurl import parseBrokerURL
@@ -232,6 +233,32 @@ def test_published_frames_decode_as_txamqps_own_with_the_json_and_persistent_pro
     assert all(len(f[1]) <= client.MAX_LENGTH - 8 for f in frames[2:-2])
     assert frames[-2:] == [(2, "ack", {"delivery-tag": 7, "multiple": True}),
                            (3, "reject", {"delivery-tag": 8, "requeue": False})]
+
+
+def test_publications_remembered_by_routing_key_decode_as_txamqps_own_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(frames, "CACHED_PUBLISH_HEADS", 3)
+    client, transport = connectedClient()
+    sent = [(channel, key, user, body) for channel, key, user, body in [
+        (1, "a.analysis", None, b"{}"), (1, "a.analysis", None, b"[1, 2, 3]"),
+        (1, "a.analysis", "agent-7", b"{}"), (5, "a.analysis", None, b"{}"),
+        (1, "b.analysis", None, b"x" * 300), (1, "c.analysis", "u", b""),
+        (1, "a.analysis", None, b"{}")]]
+    for channel, key, user, body in sent:
+        client.publishFrames(channel, "resmon", key, body, user)
+        assert len(client._publishHeads) <= 3
+    decoded = written(client, transport.value())
+    for channel, key, user, body in sent:
+        method, properties = decoded.pop(0), decoded.pop(0)
+        assert method == (channel, "publish", {"reserved-1": 0, "exchange": "resmon",
+                                               "routing-key": key, "mandatory": False,
+                                               "immediate": False})
+        expected = {"content-type": "application/json", "delivery-mode": 2}
+        if user is not None:
+            expected["user-id"] = user
+        assert properties == (channel, expected)
+        if body:
+            assert decoded.pop(0) == (channel, body)
+    assert decoded == []
 
 
 def test_heartbeats_one_timer_each_way_with_txamqps_meaning():

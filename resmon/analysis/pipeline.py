@@ -70,39 +70,49 @@ def validateFindings(findings):
     @return: a clean copy, safe to serialise.
     @raise InvalidFindings: naming what is wrong.
     """
-    if not isinstance(findings, dict):
+    # Each check tests the common case first (exact types, finite floats);
+    # the general check decides the rest. An analyzer runs on every measure.
+    if type(findings) is not dict and not isinstance(findings, dict):
         raise InvalidFindings(f"findings must be a dict or None, not {type(findings).__name__}")
     if not findings.keys() <= _FINDINGS_KEYS:
         unknown = set(findings) - _FINDINGS_KEYS
         raise InvalidFindings(f"unknown key(s) {sorted(map(str, unknown))}")
     clean = {}
     if "level" in findings:
-        if findings["level"] is not None and findings["level"] not in LEVELS:
-            raise InvalidFindings(f"level must be one of {LEVELS} or None, not {findings['level']!r}")
-        clean["level"] = findings["level"]
+        level = findings["level"]
+        if level is not None and level not in LEVELS:
+            raise InvalidFindings(f"level must be one of {LEVELS} or None, not {level!r}")
+        clean["level"] = level
     if "checks" in findings:
         checks = findings["checks"]
         if not isinstance(checks, dict):
             raise InvalidFindings("checks must be a dict")
-        clean["checks"] = {}
+        cleanChecks = clean["checks"] = {}
         for subject, check in checks.items():
-            if not isinstance(subject, str) or not isinstance(check, dict):
+            if not (type(subject) is str and type(check) is dict) and (
+                    not isinstance(subject, str) or not isinstance(check, dict)):
                 raise InvalidFindings("checks must map str subjects to dicts")
             if not check.keys() <= _CHECK_KEYS:
                 raise InvalidFindings(f"check {subject!r} has unknown keys")
-            if check.get("level") is not None and check["level"] not in LEVELS:
+            level = check.get("level")
+            if level is not None and level not in LEVELS:
                 raise InvalidFindings(f"check {subject!r} has level {check['level']!r}")
-            if not _finite(check.get("value")):
+            value = check.get("value")
+            if not (value is None or (type(value) is float and value - value == 0.0)
+                    or _finite(value)):
                 raise InvalidFindings(f"check {subject!r} value must be a finite number or None")
             if "message" in check and not isinstance(check["message"], str):
                 raise InvalidFindings(f"check {subject!r} message must be a str")
-            clean["checks"][subject] = dict(check)
+            cleanChecks[subject] = dict(check)
     if "values" in findings:
         values = findings["values"]
-        if not isinstance(values, dict) or not all(
-            isinstance(k, str) and _finite(v) for k, v in values.items()
-        ):
+        if not isinstance(values, dict):
             raise InvalidFindings("values must map str to finite numbers or None")
+        for key, value in values.items():
+            if not (type(key) is str or isinstance(key, str)) or not (
+                    value is None or (type(value) is float and value - value == 0.0)
+                    or _finite(value)):
+                raise InvalidFindings("values must map str to finite numbers or None")
         clean["values"] = dict(values)
     if "messages" in findings:
         messages = findings["messages"]
@@ -147,6 +157,37 @@ def summaryLevels(results):
             elif subject not in found:
                 found[subject] = None
     return {subject: level for subject, level in found.items() if level is not None}
+
+
+def analysisLevels(results):
+    """
+    The overall level of an analysis and its C{levels}, from C{results}
+    (validated findings) in one pass: what
+    C{worstLevel(findingsLevel(r) for r in results)} and
+    L{summaryLevels}C{(results)} give.
+    """
+    worst, worstRank = None, -1
+    found = {}
+    for findings in results:
+        checks = findings.get("checks")
+        level = findings.get("level")
+        if level is None and checks:
+            level = worstLevel(check.get("level") for check in checks.values())
+        if level in LEVEL_ORDER:
+            rank = LEVEL_ORDER[level]
+            if rank > worstRank:
+                worst, worstRank = level, rank
+        if not checks:
+            continue
+        for subject, check in checks.items():
+            if subject not in SUMMARY_SUBJECTS:
+                continue
+            level, known = check.get("level"), found.get(subject)
+            if level in LEVEL_ORDER and (known is None or LEVEL_ORDER[level] > LEVEL_ORDER[known]):
+                found[subject] = level
+            elif subject not in found:
+                found[subject] = None
+    return worst, {subject: level for subject, level in found.items() if level is not None}
 
 
 class _MonotonicClock:
@@ -214,9 +255,8 @@ class AnalysisPipeline:
             if state is None:
                 state = hostState[name] = {}
             results[name] = run(analyzer, measure, state)
-        return analysisDocument(
-            measure, self._wallClock(), worstLevel(findingsLevel(r) for r in results.values()),
-            summaryLevels(results.values()), results)
+        level, levels = analysisLevels(results.values())
+        return analysisDocument(measure, self._wallClock(), level, levels, results)
 
     def _run(self, analyzer, measure, state):
         started = self._timer()

@@ -59,6 +59,7 @@ _LONGLONG = struct.Struct("!Q")
 _ACK = struct.Struct("!BHIHHQBB")  # frame header, class, method, delivery tag, bits, frame end
 _PUBLISH_HEAD = struct.Struct("!BHIHHH")  # frame header, class, method, reserved-1
 _CONTENT_HEADER = struct.Struct("!BHIHHQH")  # frame header, class, weight, body size, flags
+_BODY_SIZE_AND_FLAGS = struct.Struct("!QH")
 # content-type (bit 15) and delivery-mode (bit 12), nothing else.
 _JSON_PERSISTENT_FLAGS = 0x9000
 # user-id (bit 4): the broker user the publisher logged in as, verified by RabbitMQ.
@@ -69,6 +70,10 @@ _END = bytes([FRAME_END])
 # many, and up to what size.
 CACHED_HEADERS = 64
 CACHED_HEADER_BYTES = 512
+# Publications' frames but their body size and body, remembered by channel,
+# exchange, routing key and user: how many (the routing keys of a fleet's
+# hosts; all forgotten at once past it).
+CACHED_PUBLISH_HEADS = 16384
 
 
 def _shortstr(text):
@@ -108,6 +113,7 @@ class FastFrames:
     _sendHeartbeatCall = None
     _readBuffer = None
     _headerCache = None
+    _publishHeads = None
 
     def _fastState(self):
         if self._consumers is None:
@@ -313,15 +319,26 @@ class FastFrames:
         C{channelId}: persistent, C{application/json}, with the C{user-id}
         property when C{userId} is given.
         """
-        head = _shortstr(exchange) + _shortstr(routingKey) + b"\x00"
-        flags, userIdBytes = _JSON_PERSISTENT_FLAGS, b""
-        if userId is not None:
-            flags, userIdBytes = flags | _USER_ID_FLAG, _shortstr(userId)
-        frames = [_PUBLISH_HEAD.pack(METHOD, channelId, 6 + len(head), BASIC, 40, 0), head, _END,
-                  _CONTENT_HEADER.pack(HEADER, channelId,
-                                       14 + 1 + len(_JSON) + 1 + len(userIdBytes), BASIC, 0,
-                                       len(body), flags),
-                  bytes([len(_JSON)]), _JSON, b"\x02", userIdBytes, _END]
+        cacheKey = (channelId, exchange, routingKey, userId)
+        if self._publishHeads is None:
+            self._publishHeads = {}
+        cached = self._publishHeads.get(cacheKey)
+        if cached is None:
+            head = _shortstr(exchange) + _shortstr(routingKey) + b"\x00"
+            flags, userIdBytes = _JSON_PERSISTENT_FLAGS, b""
+            if userId is not None:
+                flags, userIdBytes = flags | _USER_ID_FLAG, _shortstr(userId)
+            # The method frame, then the content header cut where its body size goes.
+            header = _CONTENT_HEADER.pack(HEADER, channelId,
+                                          14 + 1 + len(_JSON) + 1 + len(userIdBytes), BASIC, 0,
+                                          0, flags)
+            cached = (_PUBLISH_HEAD.pack(METHOD, channelId, 6 + len(head), BASIC, 40, 0) + head
+                      + _END + header[:-10], flags,
+                      bytes([len(_JSON)]) + _JSON + b"\x02" + userIdBytes + _END)
+            if len(self._publishHeads) >= CACHED_PUBLISH_HEADS:
+                self._publishHeads.clear()
+            self._publishHeads[cacheKey] = cached
+        frames = [cached[0], _BODY_SIZE_AND_FLAGS.pack(len(body), cached[1]), cached[2]]
         chunk = self.MAX_LENGTH - 8
         for start in range(0, len(body), chunk):
             part = body[start:start + chunk]

@@ -69,6 +69,7 @@ class Outbox:
         self.properties = {"delivery-mode": 2, "content-type": "application/json"}
         if userId is not None:
             self.properties["user-id"] = userId
+        self._userId = userId
         self.limit = limit
         self.counters = counters
         self.unsent = deque()
@@ -119,7 +120,17 @@ class Outbox:
             message, or fails with L{Dropped}.
         """
         d = defer.Deferred()
-        self.unsent.append(_Outgoing(routingKey, body, d))
+        outgoing = _Outgoing(routingKey, body, d)
+        channel, publishFrames = self._channel, self._publishFrames
+        if (publishFrames is not None and not self.unsent and len(self.unconfirmed) < self.limit
+                and channel is not None and not channel.closed):
+            # What flush() would do with this one message, without the queue.
+            tag = next(self._deliveryTags)
+            self.unconfirmed[tag] = outgoing
+            self.counters["published"] += 1
+            publishFrames(channel.id, self.exchange, routingKey, body, self._userId)
+            return d
+        self.unsent.append(outgoing)
         self._enforceLimit()
         self.flush()
         return d
@@ -146,7 +157,7 @@ class Outbox:
             self.counters["published"] += 1
             if publishFrames is not None:
                 publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
-                              self.properties.get("user-id"))
+                              self._userId)
                 continue
             content = Content(outgoing.body, properties=self.properties)
             channel.basic_publish(
