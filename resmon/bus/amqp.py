@@ -194,6 +194,17 @@ class AMQPBus(service.Service):
             return defer.fail(Dropped("the bus is not running"))
         return self.outbox.publish(routingKey, body)
 
+    def publishThen(self, routingKey, body, confirmed, dropped, context):
+        """
+        L{publish} without a L{Deferred} (see L{Outbox.publishThen}): once
+        the broker confirmed the message, C{confirmed(context)}; if it is
+        dropped, C{dropped(context, error)}.
+        """
+        if not self.running:
+            dropped(context, Dropped("the bus is not running"))
+            return
+        self.outbox.publishThen(routingKey, body, confirmed, dropped, context)
+
     def subscribe(self, patterns, handler, queue=None, durable=False, prefetch=100,
                   partitions=None, deadLetter=None, singleActive=False, rejected=None,
                   publisher=False):

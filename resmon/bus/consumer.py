@@ -74,6 +74,8 @@ class AMQPSubscription:
         self.acks = None
         self.queueNames = []
         self.inFlight = 0
+        # A handler marked with resmon.bus.delivery.settlesLater.
+        self.settlesLater = bool(getattr(handler, "settlesLater", False))
         self._idleWaiters = []
         self.consuming = False
         self._readyWaiters = []
@@ -322,7 +324,7 @@ class Consumers:
         # The user_id RabbitMQ verified, for a subscriber that asked for it.
         extra = (properties.get("user-id"),) if subscription.publisher else ()
         deliver(subscription.handler, routingKey, body, acknowledger, *extra,
-                settled=subscription.settled)
+                settled=subscription.settled, settles=subscription.settlesLater)
 
     def _refuse(self, subscription, routingKey, reason, why, acknowledger):
         """

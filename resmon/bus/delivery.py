@@ -28,7 +28,56 @@ class Discard(Exception):
     """
 
 
-def deliver(handler, routingKey, body, acknowledger, *extra, settled=None):
+# What a handler of settlesLater returns once it took on settling its message.
+LATER = object()
+
+
+def settlesLater(handler):
+    """
+    Mark C{handler} (a function or method) as one that may settle its
+    message itself, later, without a L{Deferred}: the RabbitMQ bus calls it
+    with a C{settle} keyword argument, a L{Settle}, and the handler returns
+    L{LATER} once it took that on (then it must call C{settle.done()} or
+    C{settle.fail(failure)} exactly once); whatever else it returns or
+    raises is dealt with as L{deliver} says. Other buses call it without
+    C{settle}. The analyzer's handler settles a measure when the broker
+    confirms its analysis this way: a L{Deferred} per message cost about as
+    much as the measure's decoding (docs/performance.md).
+    """
+    handler.settlesLater = True
+    return handler
+
+
+class Settle:
+    """
+    Settles one message for a handler of L{settlesLater}, as L{deliver}
+    would once the handler's L{Deferred} fired.
+    """
+
+    __slots__ = ("handler", "routingKey", "acknowledger", "settled")
+
+    def __init__(self, handler, routingKey, acknowledger, settled):
+        self.handler = handler
+        self.routingKey = routingKey
+        self.acknowledger = acknowledger
+        self.settled = settled
+
+    def done(self):
+        """
+        The handler is done with the message: acknowledge it.
+        """
+        _done(None, self.acknowledger, self.settled)
+
+    def fail(self, failure):
+        """
+        The handler failed with C{failure} (a L{Failure}): requeue the message
+        for L{Retry}, discard it for L{Discard}, acknowledge it (logged)
+        otherwise.
+        """
+        _failed(failure, self.handler, self.routingKey, self.acknowledger, self.settled)
+
+
+def deliver(handler, routingKey, body, acknowledger, *extra, settled=None, settles=False):
     """
     Call C{handler(routingKey, body, *extra)} (C{extra}: the publisher, for
     a subscription that asked for it), and once its result (possibly a
@@ -42,10 +91,18 @@ def deliver(handler, routingKey, body, acknowledger, *extra, settled=None):
 
     A handler that returns at once is settled at once, without a
     L{Deferred}; one that returns a L{Deferred} (or a coroutine) is settled
-    by the two callbacks added to it.
+    by the two callbacks added to it. With C{settles} (the handler is one
+    of L{settlesLater}), it is called with a C{settle} keyword argument too,
+    and left to settle the message itself if it returns L{LATER}.
     """
     try:
-        result = handler(routingKey, body, *extra)
+        if settles:
+            result = handler(routingKey, body, *extra,
+                             settle=Settle(handler, routingKey, acknowledger, settled))
+            if result is LATER:
+                return
+        else:
+            result = handler(routingKey, body, *extra)
     except BaseException:
         _failed(Failure(), handler, routingKey, acknowledger, settled)
         return

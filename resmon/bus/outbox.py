@@ -7,6 +7,9 @@ broker acknowledges it (its L{Deferred} fires) or refuses it (it fails with
 L{Dropped}). What the broker had not confirmed when a connection was lost
 goes out again first, in order, on the next one. The outbox is bounded:
 past its limit the oldest unsent message is dropped.
+
+L{Outbox.publishThen} does the same without a L{Deferred}: it calls back
+plain functions, for the analyzer's one publication per measure.
 """
 
 from collections import OrderedDict, deque
@@ -36,12 +39,19 @@ class Refused(Dropped):
 
 
 class _Outgoing:
-    __slots__ = ("routingKey", "body", "deferred")
+    """
+    A message on its way: told of its fate through C{deferred}, or through
+    C{then}, C{(confirmed, dropped, context)} (see L{Outbox.publishThen}),
+    or both once L{Outbox.pending} gave it a L{Deferred} too.
+    """
 
-    def __init__(self, routingKey, body, deferred):
+    __slots__ = ("routingKey", "body", "deferred", "then")
+
+    def __init__(self, routingKey, body, deferred, then=None):
         self.routingKey = routingKey
         self.body = body
         self.deferred = deferred
+        self.then = then
 
 
 class Outbox:
@@ -120,7 +130,20 @@ class Outbox:
             message, or fails with L{Dropped}.
         """
         d = defer.Deferred()
-        outgoing = _Outgoing(routingKey, body, d)
+        self._send(_Outgoing(routingKey, body, d))
+        return d
+
+    def publishThen(self, routingKey, body, confirmed, dropped, context):
+        """
+        Queue a message as L{publish} does, without a L{Deferred}: once the
+        broker confirmed it, call C{confirmed(context)}; if it is dropped
+        (the outbox overflowed, the broker refused it, the bus stopped),
+        call C{dropped(context, error)}, C{error} a L{Dropped}. Either may
+        be called before this returns. What they raise is logged.
+        """
+        self._send(_Outgoing(routingKey, body, None, (confirmed, dropped, context)))
+
+    def _send(self, outgoing):
         channel, publishFrames = self._channel, self._publishFrames
         if (publishFrames is not None and not self.unsent and len(self.unconfirmed) < self.limit
                 and channel is not None and not channel.closed):
@@ -128,12 +151,36 @@ class Outbox:
             tag = next(self._deliveryTags)
             self.unconfirmed[tag] = outgoing
             self.counters["published"] += 1
-            publishFrames(channel.id, self.exchange, routingKey, body, self._userId)
-            return d
+            publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
+                          self._userId)
+            return
         self.unsent.append(outgoing)
         self._enforceLimit()
         self.flush()
-        return d
+
+    def _confirmed(self, outgoing):
+        then = outgoing.then
+        if then is not None:
+            try:
+                then[0](then[2])
+            except Exception:
+                self.log.failure("handling the confirm of a message under {routingKey} failed",
+                                 routingKey=outgoing.routingKey)
+        if outgoing.deferred is not None:
+            outgoing.deferred.callback(None)
+
+    def _dropped(self, outgoing, error):
+        then = outgoing.then
+        if then is not None:
+            try:
+                then[1](then[2], error)
+            except Exception:
+                self.log.failure("handling a message dropped under {routingKey} failed",
+                                 routingKey=outgoing.routingKey)
+            if outgoing.deferred is not None:
+                outgoing.deferred.callback(None)  # pending()'s: only waited for
+        elif outgoing.deferred is not None:
+            outgoing.deferred.errback(error)
 
     def _enforceLimit(self):
         while self.unsent and len(self) > self.limit:
@@ -142,7 +189,7 @@ class Outbox:
             self._dropWarnings.warn(
                 self.log, "outbox full ({limit}): dropped the oldest message ({count} so far)",
                 limit=self.limit, count=self.counters["dropped"])
-            dropped.deferred.errback(Dropped("outbox full"))
+            self._dropped(dropped, Dropped("outbox full"))
 
     def flush(self):
         """
@@ -182,12 +229,12 @@ class Outbox:
             outgoing = self.unconfirmed.pop(t)
             if ok:
                 self.counters["confirmed"] += 1
-                outgoing.deferred.callback(None)
+                self._confirmed(outgoing)
             else:
                 self.counters["nacked"] += 1
                 self.log.warn("broker refused a message under {routingKey}",
                               routingKey=outgoing.routingKey)
-                outgoing.deferred.errback(Dropped("the broker refused the message (basic.nack)"))
+                self._dropped(outgoing, Dropped("the broker refused the message (basic.nack)"))
 
     def refused(self, routingKey, why):
         """
@@ -202,14 +249,21 @@ class Outbox:
                 if routingKey is None or outgoing.routingKey == routingKey]
         for tag in tags:
             self.counters["refused"] += 1
-            self.unconfirmed.pop(tag).deferred.errback(Refused(why))
+            self._dropped(self.unconfirmed.pop(tag), Refused(why))
         return len(tags)
 
     def pending(self):
         """
-        The L{Deferred}s of every message not confirmed yet.
+        The L{Deferred}s of every message not confirmed yet (one is made for
+        a message of L{publishThen}).
         """
-        return [o.deferred for o in list(self.unconfirmed.values()) + list(self.unsent)]
+        pending = []
+        for outgoing in list(self.unconfirmed.values()) + list(self.unsent):
+            if outgoing.deferred is None:
+                # Fires whatever happens to the message: its dropped() is told.
+                outgoing.deferred = defer.Deferred()
+            pending.append(outgoing.deferred)
+        return pending
 
     def fail(self, why):
         """
@@ -219,7 +273,7 @@ class Outbox:
         self.unconfirmed.clear()
         self.unsent.clear()
         for outgoing in pending:
-            outgoing.deferred.errback(Dropped(why))
+            self._dropped(outgoing, Dropped(why))
 
     def __len__(self):
         return len(self.unsent) + len(self.unconfirmed)

@@ -8,11 +8,12 @@ from collections import Counter, OrderedDict
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from resmon import topics, wire
 from resmon.analysis.decoding import SharedMeasureDecoder
 from resmon.auth.agents import FORBIDDEN
-from resmon.bus.delivery import Discard, Retry
+from resmon.bus.delivery import LATER, Discard, Retry, settlesLater
 from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
 from resmon.periodic import Periodic
 from resmon.ratelimit import LimitedLog
@@ -125,7 +126,14 @@ class AnalyzerService(service.Service):
     def _limitedLog(self):
         return LimitedLog(self.clock, rate=1 / LOG_PERIOD, burst=LOGGED_REJECTIONS)
 
-    def measureReceived(self, routingKey, body, publisher=None):
+    @settlesLater
+    def measureReceived(self, routingKey, body, publisher=None, settle=None):
+        """
+        Analyse one measure and publish its analysis. Settled once the
+        broker confirmed the analysis: through C{settle} (the RabbitMQ bus,
+        see L{resmon.bus.delivery.settlesLater}) where the bus publishes
+        without a L{Deferred}, through the L{Deferred} returned otherwise.
+        """
         try:
             measure = self.decoder.forAnalyzer(routingKey, body)
         except wire.Rejected as e:
@@ -156,12 +164,33 @@ class AnalyzerService(service.Service):
         if self.processId is not None:
             analysis["analyzer"] = self.processId
         self.counters["analyzed"] += 1
-        d = self.bus.publish(
-            f"{measure.hostWord}.{topics.ANALYSIS}", wire.encodeBuiltAnalysis(analysis))
+        analysisKey = f"{measure.hostWord}.{topics.ANALYSIS}"
+        encoded = wire.encodeBuiltAnalysis(analysis)
         if key is not None:
             self._pending[key] = []
+        publishThen = getattr(self.bus, "publishThen", None) if settle is not None else None
+        if publishThen is not None:
+            publishThen(analysisKey, encoded, self._confirmedThen, self._droppedThen, (key, settle))
+            return LATER
+        d = self.bus.publish(analysisKey, encoded)
         d.addCallbacks(self._published, self._notPublished, callbackArgs=(key,), errbackArgs=(key,))
         return d
+
+    def _confirmedThen(self, context):
+        key, settle = context
+        try:
+            self._published(None, key)
+        except Exception:
+            settle.fail(Failure())
+            return
+        settle.done()
+
+    def _droppedThen(self, context, error):
+        key, settle = context
+        try:
+            self._notPublished(Failure(error), key)
+        except Exception:
+            settle.fail(Failure())  # Retry: the broker redelivers the measure
 
     def _reject(self, routingKey, reason, why):
         """
