@@ -8,6 +8,7 @@ the same outcomes for every fate of the analysis.
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from resmon.analysis.pipeline import AnalysisPipeline
 from resmon.bus.amqp import AMQPBus
@@ -39,15 +40,20 @@ def delivered(handler, settles=True):
     return acknowledger.outcome, settled
 
 
-def test_a_handler_that_settles_later_is_settled_when_it_says_and_only_then():
-    taken = []
-
+def laterHandler(taken):
+    """
+    A handler that takes on settling every message, its Settle in C{taken}.
+    """
     @settlesLater
     def handler(routingKey, body, settle=None):
         taken.append(settle)
         return LATER
+    return handler
 
-    outcome, settled = delivered(handler)
+
+def test_a_handler_that_settles_later_is_settled_when_it_says_and_only_then():
+    taken = []
+    outcome, settled = delivered(laterHandler(taken))
     assert outcome == [] and settled == []
     taken[0].done()
     assert outcome == ["ack"] and settled == [True]
@@ -57,18 +63,8 @@ def test_its_failures_requeue_discard_or_acknowledge_as_a_deferreds_would():
     for error, expected in [(Retry("again"), "retry"), (Discard("bad"), "discard"),
                             (ValueError("bug"), "ack")]:
         taken = []
-
-        @settlesLater
-        def handler(routingKey, body, settle=None):
-            taken.append(settle)
-            return LATER
-
-        outcome, settled = delivered(handler)
-        try:
-            raise error
-        except Exception:
-            from twisted.python.failure import Failure
-            taken[0].fail(Failure())
+        outcome, settled = delivered(laterHandler(taken))
+        taken[0].fail(Failure(error))
         assert outcome == [expected] and settled == [True]
 
 

@@ -146,17 +146,25 @@ def summaryLevels(results):
     found = {}
     for findings in results:
         checks = findings.get("checks")
-        if not checks:
-            continue
-        for subject, check in checks.items():
-            if subject not in SUMMARY_SUBJECTS:
-                continue
-            level, worst = check.get("level"), found.get(subject)
-            if level in LEVEL_ORDER and (worst is None or LEVEL_ORDER[level] > LEVEL_ORDER[worst]):
-                found[subject] = level
-            elif subject not in found:
-                found[subject] = None
+        if checks:
+            _summarise(found, checks)
     return {subject: level for subject, level in found.items() if level is not None}
+
+
+def _summarise(found, checks):
+    """
+    Take the levels of the L{SUMMARY_SUBJECTS} among C{checks} into
+    C{found} (subject -> its worst level so far, L{None} until one is
+    known, in the order the subjects first appear).
+    """
+    for subject, check in checks.items():
+        if subject not in SUMMARY_SUBJECTS:
+            continue
+        level, worst = check.get("level"), found.get(subject)
+        if level in LEVEL_ORDER and (worst is None or LEVEL_ORDER[level] > LEVEL_ORDER[worst]):
+            found[subject] = level
+        elif subject not in found:
+            found[subject] = None
 
 
 def analysisLevels(results):
@@ -177,16 +185,8 @@ def analysisLevels(results):
             rank = LEVEL_ORDER[level]
             if rank > worstRank:
                 worst, worstRank = level, rank
-        if not checks:
-            continue
-        for subject, check in checks.items():
-            if subject not in SUMMARY_SUBJECTS:
-                continue
-            level, known = check.get("level"), found.get(subject)
-            if level in LEVEL_ORDER and (known is None or LEVEL_ORDER[level] > LEVEL_ORDER[known]):
-                found[subject] = level
-            elif subject not in found:
-                found[subject] = None
+        if checks:
+            _summarise(found, checks)
     return worst, {subject: level for subject, level in found.items() if level is not None}
 
 
