@@ -9,7 +9,7 @@ import sys
 
 from twisted.python import usage
 
-from resmon import __version__, wire
+from resmon import __version__, topics, wire
 from resmon.analysis.base import parseThresholds
 from resmon.bus.brokerurl import DEFAULT_BROKER, parseBrokerURL
 from resmon.defaults import (
@@ -394,6 +394,10 @@ class Options(usage.Options):
         self._checkListeners()
         if self["name"] is not None and not self["name"].strip():
             raise usage.UsageError("--name: must not be empty")
+        if self["name"] is not None and len(topics.hostWord(self["name"])) > topics.MAX_HOST_WORD:
+            raise usage.UsageError(
+                f"--name: at most {topics.MAX_HOST_WORD} characters (the routing key of the "
+                f"host's analysis must fit in {topics.MAX_ROUTING_KEY} bytes)")
         for subject in USAGE_SUBJECTS:
             option = f"{subject}-thresholds"
             if self[option] is not None:

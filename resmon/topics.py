@@ -20,6 +20,11 @@ STATUS = "status"
 EVENT = "event"
 ALERT = "alert"
 
+# An AMQP routing key is at most 255 bytes: the longest host word whose
+# every key (<word>.analysis the longest) fits.
+MAX_ROUTING_KEY = 255
+MAX_HOST_WORD = MAX_ROUTING_KEY - len("." + ANALYSIS)
+
 
 # Joins the hosts of a subject about several (alertSubject). A host name
 # that holds it is split as well: each of its parts must be visible.

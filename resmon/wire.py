@@ -387,6 +387,10 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     metrics = validateMetrics(document.get("metrics"))
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
+    if len(words[0]) > topics.MAX_HOST_WORD:
+        raise Rejected("routing-key", f"host {host[:80]!r}... is {len(host)} characters; at most "
+                                      f"{topics.MAX_HOST_WORD} fit in the routing key of its "
+                                      f"analysis ({topics.MAX_ROUTING_KEY} bytes)")
     dropped = boundUnknownMetrics(metrics)
     return Measure(host=host, seq=seq, ts=ts, interval=interval, metrics=metrics, hostWord=words[0],
                    droppedUnknown=dropped)

@@ -110,8 +110,12 @@ class BatchedAcks:
             client.ackFrame(channelId, lastAck, True)
             self.sent += 1
         for tag, how in settled.items():
-            # Behind one still being handled: alone.
-            outstanding.remove(tag)
+            # Behind one still being handled: alone. A tag no longer
+            # outstanding was settled and sent before: not again.
+            try:
+                outstanding.remove(tag)
+            except ValueError:
+                continue
             if how == ACK:
                 client.ackFrame(channelId, tag, False)
             else:

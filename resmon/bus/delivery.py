@@ -54,19 +54,22 @@ class Settle:
     would once the handler's L{Deferred} fired.
     """
 
-    __slots__ = ("handler", "routingKey", "acknowledger", "settled")
+    __slots__ = ("handler", "routingKey", "acknowledger", "settled", "called")
 
     def __init__(self, handler, routingKey, acknowledger, settled):
         self.handler = handler
         self.routingKey = routingKey
         self.acknowledger = acknowledger
         self.settled = settled
+        self.called = False
 
     def done(self):
         """
-        The handler is done with the message: acknowledge it.
+        The handler is done with the message: acknowledge it. Only the first
+        of L{done} and L{fail} settles; a later call is logged and ignored.
         """
-        _done(None, self.acknowledger, self.settled)
+        if self._first():
+            _done(None, self.acknowledger, self.settled)
 
     def fail(self, failure):
         """
@@ -74,7 +77,17 @@ class Settle:
         for L{Retry}, discard it for L{Discard}, acknowledge it (logged)
         otherwise.
         """
-        _failed(failure, self.handler, self.routingKey, self.acknowledger, self.settled)
+        if self._first():
+            _failed(failure, self.handler, self.routingKey, self.acknowledger, self.settled)
+
+    def _first(self):
+        if self.called:
+            log.error("a message under {routingKey} was settled twice by {handler!r}; "
+                      "the second time is ignored", routingKey=self.routingKey,
+                      handler=self.handler)
+            return False
+        self.called = True
+        return True
 
 
 def deliver(handler, routingKey, body, acknowledger, *extra, settled=None, settles=False):

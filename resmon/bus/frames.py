@@ -44,6 +44,7 @@ moved only when it fires.
 
 import struct
 
+from twisted.logger import Logger
 from txamqp.protocol import GarbageException
 
 from resmon.bus.properties import decodeContentHeader
@@ -105,6 +106,7 @@ class FastFrames:
     path described in this module's docstring.
     """
 
+    _fastLog = Logger()
     _consumers = None
     _confirms = None
     _incoming = None
@@ -169,8 +171,10 @@ class FastFrames:
         try:
             self._readFrames(data)
         finally:
-            self.writeHeld()
-            self._heldSettlements = self._heldFrames = self._beforeWrite = None
+            try:
+                self.writeHeld()
+            finally:
+                self._heldSettlements = self._heldFrames = self._beforeWrite = None
 
     def atEndOfRead(self, flush):
         """
@@ -195,7 +199,11 @@ class FastFrames:
             flushes = before[:]
             del before[:]
             for flush in flushes:
-                flush()
+                try:
+                    flush()
+                except Exception:
+                    # Logged, and the other flushes and the writes still happen.
+                    self._fastLog.failure("sending acknowledgements at the end of a read failed")
         settlements, frames = self._heldSettlements, self._heldFrames
         if settlements or frames:
             data = b"".join(settlements + frames)

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from txamqp.content import Content
 
 from resmon.ratelimit import LimitedLog
+from resmon.topics import MAX_ROUTING_KEY
 
 
 class Dropped(Exception):
@@ -35,6 +36,14 @@ class Refused(Dropped):
     with C{ACCESS_REFUSED} (the user may not publish under that routing
     key) or C{PRECONDITION_FAILED} (a C{user_id} that is not the user's).
     See L{resmon.bus.refusals}.
+    """
+
+
+class Unpublishable(Dropped):
+    """
+    A message that cannot be published at all (its routing key is over the
+    255 bytes AMQP allows, or its frames could not be made): dropped at
+    once, without a delivery tag. Publishing it again would fail again.
     """
 
 
@@ -144,19 +153,41 @@ class Outbox:
         self._send(_Outgoing(routingKey, body, None, (confirmed, dropped, context)))
 
     def _send(self, outgoing):
+        key = outgoing.routingKey
+        # Up to 63 characters are at most 252 bytes of UTF-8: no need to encode.
+        if len(key) > 63 and len(key.encode("utf-8", "replace")) > MAX_ROUTING_KEY:
+            self._unpublishable(outgoing, f"its routing key is over {MAX_ROUTING_KEY} bytes")
+            return
         channel, publishFrames = self._channel, self._publishFrames
         if (publishFrames is not None and not self.unsent and len(self.unconfirmed) < self.limit
                 and channel is not None and not channel.closed):
             # What flush() would do with this one message, without the queue.
-            tag = next(self._deliveryTags)
-            self.unconfirmed[tag] = outgoing
-            self.counters["published"] += 1
-            publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
-                          self._userId)
+            self._publishFast(channel, publishFrames, outgoing)
             return
         self.unsent.append(outgoing)
         self._enforceLimit()
         self.flush()
+
+    def _publishFast(self, channel, publishFrames, outgoing):
+        """
+        Write C{outgoing} with the client's C{publishFrames}, then number it
+        as the broker does: one whose frames cannot be made takes no number.
+        """
+        try:
+            publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
+                          self._userId)
+        except Exception as e:
+            self._unpublishable(outgoing, f"its frames could not be made ({e})")
+            return
+        self.unconfirmed[next(self._deliveryTags)] = outgoing
+        self.counters["published"] += 1
+
+    def _unpublishable(self, outgoing, why):
+        self.counters["dropped"] += 1
+        self._dropWarnings.warn(
+            self.log, "dropped a message under {routingKey}: {why} ({count} dropped so far)",
+            routingKey=outgoing.routingKey[:80], why=why, count=self.counters["dropped"])
+        self._dropped(outgoing, Unpublishable(f"cannot be published: {why}"))
 
     def _confirmed(self, outgoing):
         then = outgoing.then
@@ -199,13 +230,12 @@ class Outbox:
         publishFrames = self._publishFrames
         while channel is not None and self.unsent and not channel.closed:
             outgoing = self.unsent.popleft()
+            if publishFrames is not None:
+                self._publishFast(channel, publishFrames, outgoing)
+                continue
             tag = next(self._deliveryTags)
             self.unconfirmed[tag] = outgoing
             self.counters["published"] += 1
-            if publishFrames is not None:
-                publishFrames(channel.id, self.exchange, outgoing.routingKey, outgoing.body,
-                              self._userId)
-                continue
             content = Content(outgoing.body, properties=self.properties)
             channel.basic_publish(
                 exchange=self.exchange, routing_key=outgoing.routingKey, content=content,

@@ -14,6 +14,7 @@ from resmon import topics, wire
 from resmon.analysis.decoding import SharedMeasureDecoder
 from resmon.auth.agents import FORBIDDEN
 from resmon.bus.delivery import LATER, Discard, Retry, settlesLater
+from resmon.bus.outbox import Unpublishable
 from resmon.defaults import DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_PREFETCH, DEFAULT_QUEUE  # noqa: F401
 from resmon.periodic import Periodic
 from resmon.ratelimit import LimitedLog
@@ -22,6 +23,8 @@ from resmon.ratelimit import LimitedLog
 # dropped) before the log keeps to one line every LOG_PERIOD seconds.
 LOGGED_REJECTIONS = 10
 LOG_PERIOD = 6.0
+# Why a measure whose analysis cannot be published at all is rejected.
+UNPUBLISHABLE = "unpublishable"
 # Measures whose analysis was confirmed, remembered to recognise redeliveries.
 REMEMBERED_MEASURES = 10000
 
@@ -218,6 +221,15 @@ class AnalyzerService(service.Service):
                 waiter.callback(None)
 
     def _notPublished(self, failure, key):
+        if failure.check(Unpublishable):
+            # Would fail again: rejected (dead-lettered where there is a
+            # dead-letter queue), not redelivered.
+            for waiter in self._pending.pop(key, ()):
+                waiter.errback(Discard(UNPUBLISHABLE))
+            self.rejected[UNPUBLISHABLE] += 1
+            self.log.error("the analysis of a measure cannot be published: {why}",
+                           why=failure.getErrorMessage())
+            raise Discard(UNPUBLISHABLE)
         # Not acknowledged: the broker redelivers the measure, analysed anew.
         for waiter in self._pending.pop(key, ()):
             waiter.errback(Retry(failure.getErrorMessage()))
