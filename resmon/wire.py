@@ -355,6 +355,10 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     words = topics.splitKey(routingKey)
     if words is None or words[1] != topics.MEASURE:
         raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.measure")
+    if len(words[0]) > topics.MAX_HOST_WORD:
+        raise Rejected("routing-key", f"the host {words[0][:80]!r}... is {len(words[0])} "
+                                      f"characters; at most {topics.MAX_HOST_WORD} fit in the "
+                                      f"routing key of its analysis ({topics.MAX_ROUTING_KEY} bytes)")
     document = loadJSON(body, maxBody)
     if "v" not in document and "cpu_percentage" in document:
         cpu = _percent(document["cpu_percentage"], "cpu_percentage")
@@ -387,10 +391,6 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     metrics = validateMetrics(document.get("metrics"))
     if topics.hostWord(host) != words[0]:
         raise Rejected("routing-key", f"host {host[:80]!r} was published under {routingKey[:80]!r}")
-    if len(words[0]) > topics.MAX_HOST_WORD:
-        raise Rejected("routing-key", f"host {host[:80]!r}... is {len(host)} characters; at most "
-                                      f"{topics.MAX_HOST_WORD} fit in the routing key of its "
-                                      f"analysis ({topics.MAX_ROUTING_KEY} bytes)")
     dropped = boundUnknownMetrics(metrics)
     return Measure(host=host, seq=seq, ts=ts, interval=interval, metrics=metrics, hostWord=words[0],
                    droppedUnknown=dropped)

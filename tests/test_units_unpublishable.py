@@ -33,7 +33,12 @@ def test_a_host_whose_analysis_key_would_be_over_255_bytes_is_rejected_with_its_
     with pytest.raises(wire.Rejected) as caught:
         wire.decodeMeasure(tooLong + ".measure", measureOf(tooLong))
     assert caught.value.reason == "routing-key"
-    assert "at most 246 fit in the routing key of its analysis" in str(caught.value)
+    assert "is 247 characters; at most 246 fit in the routing key of its analysis" in str(
+        caught.value)
+    # A proof-of-concept measure takes its host from the routing key: the same bound.
+    with pytest.raises(wire.Rejected, match="at most 246 fit"):
+        wire.decodeMeasure(tooLong + ".measure", b'{"cpu_percentage": 5}')
+    assert wire.decodeMeasure(longest + ".measure", b'{"cpu_percentage": 5}').host == longest
 
 
 def test_an_agent_name_too_long_for_its_analysis_key_stops_twistd_naming_the_option():
