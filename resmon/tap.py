@@ -110,7 +110,8 @@ class Options(usage.Options):
          "Address --port (and --metrics-port) listens on (default: all; for the web role "
          "without --users or --insecure-no-auth, 127.0.0.1)."],
         ["queue", None, DEFAULT_QUEUE,
-         "Name of the durable queue analyzers share (several analyzers split the load)."],
+         "Name of the durable queue analyzers share (several analyzers split the load); "
+         "at most 200 bytes."],
         ["dead-letter-queue", None, DEFAULT_DEAD_LETTER_QUEUE,
          "Durable queue (at most 10000 messages, oldest dropped) that keeps rejected "
          "measures for inspection; empty to just count and drop them."],
@@ -353,6 +354,10 @@ class Options(usage.Options):
         self["tls"] = self._tlsOptions()
         if not self["exchange"] or len(self["exchange"]) > 255:
             raise usage.UsageError("--exchange: must be 1 to 255 characters")
+        if not self["queue"] or len(self["queue"].encode("utf-8", "surrogatepass")) > MAX_QUEUE_NAME:
+            raise usage.UsageError(
+                f"--queue: must be 1 to {MAX_QUEUE_NAME} bytes (the names and routing keys made "
+                f"from it, such as <queue>.liveness, must fit in 255)")
         if self["exchange-durable"] not in ("yes", "no"):
             raise usage.UsageError("--exchange-durable: must be yes or no")
         self["interval"] = _number(self, "interval", float, MIN_INTERVAL, 86400)
@@ -631,6 +636,11 @@ def _makeReadiness(options, bus, web, reactor):
         from resmon.webserver.health import addHealthResources
         addHealthResources(web.site.resource, readiness)
     return readiness
+
+
+# The longest --queue: what resmon makes of it (<queue>.liveness, its
+# partitions, resmon.internal.<queue>_liveness.liveness-tick) fits AMQP's 255 bytes.
+MAX_QUEUE_NAME = 200
 
 
 def _makeBus(options, reactor):

@@ -355,10 +355,15 @@ def decodeMeasure(routingKey, body, maxBody=DEFAULT_MAX_BODY, notAfter=None):
     words = topics.splitKey(routingKey)
     if words is None or words[1] != topics.MEASURE:
         raise Rejected("routing-key", f"{routingKey[:80]!r} is not <host>.measure")
-    if len(words[0]) > topics.MAX_HOST_WORD:
-        raise Rejected("routing-key", f"the host {words[0][:80]!r}... is {len(words[0])} "
-                                      f"characters; at most {topics.MAX_HOST_WORD} fit in the "
-                                      f"routing key of its analysis ({topics.MAX_ROUTING_KEY} bytes)")
+    word = words[0]
+    if len(word) > topics.MAX_HOST_WORD or not word.isascii():
+        # A proof-of-concept measure's host is its routing key's word, which
+        # may hold any UTF-8: the bound is in bytes.
+        size = len(word.encode("utf-8", "surrogatepass"))
+        if size > topics.MAX_HOST_WORD:
+            raise Rejected("routing-key", f"the host {word[:80]!r}... is {size} bytes as a routing "
+                                          f"word; at most {topics.MAX_HOST_WORD} fit in the routing "
+                                          f"key of its analysis ({topics.MAX_ROUTING_KEY} bytes)")
     document = loadJSON(body, maxBody)
     if "v" not in document and "cpu_percentage" in document:
         cpu = _percent(document["cpu_percentage"], "cpu_percentage")

@@ -33,12 +33,31 @@ def test_a_host_whose_analysis_key_would_be_over_255_bytes_is_rejected_with_its_
     with pytest.raises(wire.Rejected) as caught:
         wire.decodeMeasure(tooLong + ".measure", measureOf(tooLong))
     assert caught.value.reason == "routing-key"
-    assert "is 247 characters; at most 246 fit in the routing key of its analysis" in str(
-        caught.value)
-    # A proof-of-concept measure takes its host from the routing key: the same bound.
-    with pytest.raises(wire.Rejected, match="at most 246 fit"):
-        wire.decodeMeasure(tooLong + ".measure", b'{"cpu_percentage": 5}')
-    assert wire.decodeMeasure(longest + ".measure", b'{"cpu_percentage": 5}').host == longest
+    assert "is 247 bytes as a routing word; at most 246 fit in the routing key of its analysis" in (
+        str(caught.value))
+    # A proof-of-concept measure takes its host from the routing key: the
+    # same bound, in bytes (its word may hold any UTF-8).
+    for word, accepted in [(tooLong, False), (longest, True), ("\u00e9" * 123, True),
+                           ("\u00e9" * 123 + "a", False)]:
+        key = word + ".measure"
+        assert len(key.encode()) <= 255
+        if accepted:
+            assert wire.decodeMeasure(key, b'{"cpu_percentage": 5}').host == word
+        else:
+            with pytest.raises(wire.Rejected, match="at most 246 fit"):
+                wire.decodeMeasure(key, b'{"cpu_percentage": 5}')
+
+
+def test_a_queue_name_too_long_for_what_is_made_of_it_stops_twistd_naming_the_option():
+    from resmon.services.liveness import HostLiveness
+    from resmon.tap import MAX_QUEUE_NAME
+    longest = "q" * MAX_QUEUE_NAME
+    Options().parseOptions(["--role=analyzer", "--queue=" + longest])
+    judge = HostLiveness(None, None, queue=longest + ".liveness")
+    assert len(judge.tickKey) <= 255 and len(longest + ".liveness") <= 255
+    with pytest.raises(SystemExit) as stopped:
+        Options().parseOptions(["--role=analyzer", "--queue=" + longest + "q"])
+    assert "error: --queue: must be 1 to 200 bytes" in str(stopped.value)
 
 
 def test_an_agent_name_too_long_for_its_analysis_key_stops_twistd_naming_the_option():
@@ -50,15 +69,26 @@ def test_an_agent_name_too_long_for_its_analysis_key_stops_twistd_naming_the_opt
     assert "\n" not in str(stopped.value)
 
 
-def test_the_analyzer_rejects_such_a_measure_and_its_neighbours_confirms_still_match():
+def test_an_analysis_that_cannot_be_published_leaves_its_neighbours_confirms_matching():
     bus, client, transport, clock = wiredAnalyzer()
     [subscription] = bus.subscriptions
-    tooLong = "h" * (topics.MAX_HOST_WORD + 1)
-    client.dataReceived(delivery(client, 2, 1, measureOf(tooLong), routingKey=tooLong + ".measure")
+    analyzer = subscription.handler.__self__
+    publishFrames = client.publishFrames
+
+    def failsFor(channelId, exchange, routingKey, body, userId=None):
+        if routingKey == "bad-host.analysis":
+            raise ValueError("its frames cannot be made")
+        publishFrames(channelId, exchange, routingKey, body, userId)
+
+    client.publishFrames = failsFor
+    bus.outbox.useChannel(bus.outbox.channel)
+    client.dataReceived(delivery(client, 2, 1, measureOf("bad-host"), routingKey="bad-host.measure")
                         + delivery(client, 2, 2, measureOf("web-01", 2)))
     frames = written(client, transport.value())
+    # The first was rejected (acknowledged: no dead-letter queue) and counted; only web-01's went out.
     assert [f[2]["routing-key"] for f in frames if len(f) == 3 and f[1] == "publish"] == [
         "web-01.analysis"]
+    assert analyzer.rejected["unpublishable"] == 1
     transport.clear()
     client.dataReceived(confirm(client, 1))  # the broker's first: web-01's analysis
     assert written(client, transport.value()) == [(2, "ack", {"delivery-tag": 2, "multiple": True})]
@@ -76,10 +106,14 @@ def test_the_outbox_drops_what_it_cannot_publish_without_numbering_it():
     assert list(bus.outbox.unconfirmed) == [1] and bus.counters["dropped"] == 1
     client.confirmed(1, False, True)
     assert fates[1:] == ["ok"]
-    # And a Deferred's publish fails at once the same way.
+    # And a Deferred's publish fails at once the same way, as does a key
+    # that is not UTF-8 (a lone surrogate), which txAMQP could not encode.
     failures = []
     bus.publish("k" * 256, b"{}").addErrback(failures.append)
-    assert failures[0].check(Unpublishable)
+    bus.publish("h\ud800.analysis", b"{}").addErrback(failures.append)
+    assert [f.check(Unpublishable) for f in failures] == [Unpublishable] * 2
+    assert "not valid UTF-8" in failures[1].getErrorMessage()
+    assert list(bus.outbox.unconfirmed) == []
 
 
 def test_a_message_whose_frames_cannot_be_made_is_dropped_and_takes_no_number():
@@ -96,17 +130,29 @@ def test_a_message_whose_frames_cannot_be_made_is_dropped_and_takes_no_number():
     bus.publish("bad.analysis", b"{}").addErrback(failures.append)
     bus.publish("good.analysis", b"{}")
     assert failures[0].check(Unpublishable) and list(bus.outbox.unconfirmed) == [1]
+    # Waiting in the outbox, then sent on a new connection: the same.
+    bus.connection.disconnected(client)
+    bus.publish("bad.analysis", b"{}").addErrback(failures.append)
+    bus.publish("later.analysis", b"{}")
+    client.published.clear()
+    bus.useConnection(client, _fastChannel(client))
+    assert failures[1].check(Unpublishable)
+    assert [key for key, _ in client.published] == ["good.analysis", "later.analysis"]
+    assert list(bus.outbox.unconfirmed) == [1, 2]
 
 
-def test_the_analyzer_discards_a_measure_whose_analysis_is_unpublishable_instead_of_retrying():
+def test_the_analyzer_rejects_a_measure_whose_analysis_is_unpublishable_instead_of_retrying():
     bus, client, transport, clock = wiredAnalyzer()
     analyzer = bus.subscriptions[0].handler.__self__
-    acknowledger, settled = Acknowledger(), []
-    settle = Settle(analyzer.measureReceived, "web-01.measure", acknowledger,
-                    lambda: settled.append(True))
-    analyzer._droppedThen((None, settle), Unpublishable("cannot be published: test"))
-    assert acknowledger.outcome == ["discard"] and settled == [True]
-    assert analyzer.rejected["unpublishable"] == 1
+    for deadLetter, expected in [(None, "ack"), ("resmon.dead", "discard")]:
+        analyzer.deadLetter = deadLetter
+        acknowledger, settled = Acknowledger(), []
+        settle = Settle(analyzer.measureReceived, "web-01.measure", acknowledger,
+                        lambda: settled.append(True))
+        analyzer._droppedThen((("web-01", 1, 1.0), settle),
+                              Unpublishable("cannot be published: test"))
+        assert acknowledger.outcome == [expected] and settled == [True]
+    assert analyzer.rejected["unpublishable"] == 2
 
 
 def test_a_flush_that_raises_is_logged_and_the_reads_writes_still_go_out():
@@ -147,7 +193,7 @@ def test_a_message_settled_twice_is_settled_once_and_the_second_time_logged():
     finally:
         globalLogPublisher.removeObserver(logged.append)
     assert acknowledger.outcome == ["ack"] and settled == [True]
-    assert len([e for e in logged if e.get("log_level").name == "error"]) == 2
+    assert len([e for e in logged if getattr(e.get("log_level"), "name", None) == "error"]) == 2
 
 
 def test_a_delivery_acknowledged_twice_is_sent_once():

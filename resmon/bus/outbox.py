@@ -154,10 +154,16 @@ class Outbox:
 
     def _send(self, outgoing):
         key = outgoing.routingKey
-        # Up to 63 characters are at most 252 bytes of UTF-8: no need to encode.
-        if len(key) > 63 and len(key.encode("utf-8", "replace")) > MAX_ROUTING_KEY:
-            self._unpublishable(outgoing, f"its routing key is over {MAX_ROUTING_KEY} bytes")
-            return
+        # Up to 255 ASCII characters are as many bytes: no need to encode.
+        if len(key) > MAX_ROUTING_KEY or not key.isascii():
+            try:
+                size = len(key.encode("utf-8"))
+            except UnicodeEncodeError:
+                self._unpublishable(outgoing, "its routing key is not valid UTF-8")
+                return
+            if size > MAX_ROUTING_KEY:
+                self._unpublishable(outgoing, f"its routing key is over {MAX_ROUTING_KEY} bytes")
+                return
         channel, publishFrames = self._channel, self._publishFrames
         if (publishFrames is not None and not self.unsent and len(self.unconfirmed) < self.limit
                 and channel is not None and not channel.closed):

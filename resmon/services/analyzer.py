@@ -194,6 +194,8 @@ class AnalyzerService(service.Service):
             self._notPublished(Failure(error), key)
         except Exception:
             settle.fail(Failure())  # Retry: the broker redelivers the measure
+            return
+        settle.done()  # unpublishable, rejected without a dead-letter queue
 
     def _reject(self, routingKey, reason, why):
         """
@@ -222,14 +224,20 @@ class AnalyzerService(service.Service):
 
     def _notPublished(self, failure, key):
         if failure.check(Unpublishable):
-            # Would fail again: rejected (dead-lettered where there is a
-            # dead-letter queue), not redelivered.
-            for waiter in self._pending.pop(key, ()):
-                waiter.errback(Discard(UNPUBLISHABLE))
-            self.rejected[UNPUBLISHABLE] += 1
-            self.log.error("the analysis of a measure cannot be published: {why}",
-                           why=failure.getErrorMessage())
-            raise Discard(UNPUBLISHABLE)
+            # It would fail again: rejected as bad input is (counted, logged
+            # within limits, dead-lettered where there is a dead-letter
+            # queue), not redelivered.
+            waiters = self._pending.pop(key, ())
+            try:
+                self._reject(key[0] if key else "(no host)", UNPUBLISHABLE,
+                             failure.getErrorMessage())
+            except Discard as e:
+                for waiter in waiters:
+                    waiter.errback(e)
+                raise
+            for waiter in waiters:
+                waiter.callback(None)
+            return None
         # Not acknowledged: the broker redelivers the measure, analysed anew.
         for waiter in self._pending.pop(key, ()):
             waiter.errback(Retry(failure.getErrorMessage()))
