@@ -178,11 +178,13 @@ def test_a_callback_that_raises_is_logged_and_the_others_still_run():
 
 # The analyzer on the RabbitMQ bus: settled by the broker's confirm, without a Deferred.
 
-def wired():
+def wired(publishThen=True):
     clock = Clock()
     clock.advance(2000)
     bus, client = fastBus()
     bus._reactor = clock
+    if not publishThen:
+        bus.publishThen = None  # as the in-process bus and the tests' fakes
     analyzer = AnalyzerService(bus, AnalysisPipeline([]), clock)
     return analyzer, bus, client
 
@@ -222,8 +224,7 @@ def test_a_redelivery_while_the_first_waits_for_its_confirm_is_settled_with_it()
 
 
 def test_on_a_bus_without_publish_then_the_analyzer_returns_its_deferred():
-    analyzer, bus, client = wired()
-    bus.publishThen = None  # as the in-process bus and the tests' fakes
+    analyzer, bus, client = wired(publishThen=False)
     outcome = received(analyzer, 3)
     assert outcome == ([], [])
     client.confirmed(1, False, True)

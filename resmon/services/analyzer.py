@@ -73,6 +73,8 @@ class AnalyzerService(service.Service):
                  processId=None, deadLetter=None, maxClockSkew=wire.DEFAULT_MAX_CLOCK_SKEW,
                  leftOut=(), agentUsers=None, decoder=None):
         self.bus = bus
+        # The RabbitMQ bus publishes without a Deferred (see measureReceived).
+        self._publishThen = getattr(bus, "publishThen", None)
         self.decoder = SharedMeasureDecoder(clock, maxBody, maxClockSkew) if decoder is None else decoder
         self.agentUsers = agentUsers
         self.leftOut = list(leftOut or ())
@@ -171,9 +173,9 @@ class AnalyzerService(service.Service):
         encoded = wire.encodeBuiltAnalysis(analysis)
         if key is not None:
             self._pending[key] = []
-        publishThen = getattr(self.bus, "publishThen", None) if settle is not None else None
-        if publishThen is not None:
-            publishThen(analysisKey, encoded, self._confirmedThen, self._droppedThen, (key, settle))
+        if settle is not None and self._publishThen is not None:
+            self._publishThen(analysisKey, encoded, self._confirmedThen, self._droppedThen,
+                              (key, settle))
             return LATER
         d = self.bus.publish(analysisKey, encoded)
         d.addCallbacks(self._published, self._notPublished, callbackArgs=(key,), errbackArgs=(key,))
